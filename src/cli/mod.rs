@@ -1,0 +1,113 @@
+//! The command line: clap definitions only. Each command's work lives in its own file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::telemetry::Format;
+
+pub mod completion;
+pub mod duration;
+pub mod human;
+pub mod observe;
+
+pub use duration::parse_duration_ms;
+
+/// The name users type: `kubectl modekeeper` when kubectl launched us, else the binary's own name.
+pub fn display_name() -> &'static str {
+    // kubectl execs plugins with its environment unchanged, so `_` (set by the shell to the command it
+    // ran) still names kubectl.
+    let via_kubectl = std::env::var_os("_")
+        .and_then(|p| PathBuf::from(p).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == "kubectl" || n == "kubectl.exe");
+    if via_kubectl { "kubectl modekeeper" } else { "kubectl-modekeeper" }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-modekeeper",
+    version,
+    about = "Recognise an ML training job's regime from its telemetry and propose safe, bounded knob changes",
+    long_about = None,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// kubectl's global flags (honoured by every command that talks to a cluster) and output selection.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Path(s) to kubeconfig files, `:`-separated like KUBECONFIG
+    #[arg(long, global = true, value_name = "PATHS")]
+    pub kubeconfig: Option<String>,
+    /// The kubeconfig context to use
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+    /// Namespace of the workload
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Time to wait for a single API request (e.g. 10s, 500ms; 0 = no limit)
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub request_timeout: Option<u64>,
+    /// Output format for results printed to stdout
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A short human summary
+    Text,
+    /// The full report as JSON
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a training job's telemetry, compute window features and report what happened
+    Observe(observe::ObserveArgs),
+    /// Print a shell completion script
+    Completion(completion::CompletionArgs),
+}
+
+/// Where telemetry comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// A file (JSONL, CSV, trainer stdout; .gz allowed) or `-` for stdin
+    File,
+}
+
+/// Telemetry source and windowing flags shared by the commands that read telemetry.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Telemetry source
+    #[arg(long, value_enum, default_value_t = SourceKind::File)]
+    pub source: SourceKind,
+    /// Telemetry file for --source file (`-` reads stdin)
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<PathBuf>,
+    /// Input format; auto decides from the file name, then from the content
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Steps per analysis window
+    #[arg(long, default_value_t = crate::signals::DEFAULT_WINDOW_STEPS,
+          value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
+    pub window_steps: u64,
+    /// Steps at the start excluded from baselines (compilation, warm-up, loss free-fall)
+    #[arg(long, default_value_t = crate::signals::DEFAULT_WARMUP_STEPS)]
+    pub warmup_steps: u64,
+    /// Records held back to repair out-of-order arrival
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub reorder_window: u64,
+    /// A timestamp this far behind its predecessor counts as clock skew
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration_ms)]
+    pub clock_skew_tolerance: u64,
+    /// Also write every raw input line to this file, for replay
+    #[arg(long, value_name = "PATH")]
+    pub record_raw: Option<PathBuf>,
+}

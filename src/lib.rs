@@ -1,0 +1,12 @@
+//! ModeKeeper as a library: the pure spine (telemetry ingest, window features) and the commands built
+//! on it. The `kubectl-modekeeper` binary is a thin wrapper around [`cli`].
+//!
+//! Pipeline, one direction: `telemetry` (ingest) → `signals` (windows, features, symptoms) →
+//! `artifacts` (reports). `pipeline` drives a pass; `cli` holds one module per command.
+
+pub mod artifacts;
+pub mod cli;
+pub mod error;
+pub mod pipeline;
+pub mod signals;
+pub mod telemetry;

@@ -1,0 +1,49 @@
+//! `kubectl-modekeeper`: a kubectl plugin that reads an ML training job's telemetry, recognises its
+//! regime, and proposes bounded, reviewable knob changes. See README.md and docs/.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+use modekeeper::cli::{self, Cli, Command};
+use modekeeper::error;
+
+fn main() -> ExitCode {
+    let name = cli::display_name();
+    let matches = match Cli::command().bin_name(name).display_name(name).try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let result = match &cli.command {
+        Command::Observe(a) => cli::observe::run(&cli.global, a),
+        Command::Completion(a) => cli::completion::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(error::exit_code(&e))
+        }
+    }
+}
+
+/// clap errors: help and version go to stdout with exit 0; a usage error is one line and exit 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS }
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}

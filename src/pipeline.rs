@@ -1,0 +1,121 @@
+//! Drives one pass over a telemetry source: read → ingest → windows → features, calling back once per
+//! finished window. Shared by `observe` and `closed-loop run`, so both see identical windows.
+
+use std::io::BufRead;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::input_error;
+use crate::signals::{FeatureConfig, FeatureExtractor, WindowFeatures, Windower};
+use crate::telemetry::{Ingest, IngestOptions, IngestStats, OpenedSource};
+
+/// Progress bars only for inputs at least this large, and only on a terminal.
+const PROGRESS_MIN_BYTES: u64 = 32 * 1024 * 1024;
+
+/// What the pass saw, besides the windows it reported.
+#[derive(Debug, Clone)]
+pub struct PassSummary {
+    pub ingest: IngestStats,
+    pub first_step: Option<u64>,
+    pub last_step: Option<u64>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub windows: u64,
+}
+
+/// Reads `src` to the end, calling `on_window` for each window's features in order.
+pub fn run_pass(
+    mut src: OpenedSource,
+    ingest_opts: &IngestOptions,
+    cfg: FeatureConfig,
+    show_progress: bool,
+    on_window: &mut dyn FnMut(&WindowFeatures) -> anyhow::Result<()>,
+) -> anyhow::Result<PassSummary> {
+    let mut ingest = Ingest::new(src.format, ingest_opts);
+    let mut windower = Windower::new(cfg.window_steps);
+    let mut extractor = FeatureExtractor::new(cfg);
+    let mut summary = PassSummary {
+        ingest: IngestStats::default(),
+        first_step: None,
+        last_step: None,
+        start_ms: None,
+        end_ms: None,
+        windows: 0,
+    };
+    let mut failure: Option<anyhow::Error> = None;
+
+    let bar = progress_bar(&src, show_progress);
+    let position = src.position.clone();
+    {
+        let mut emit = |s: crate::telemetry::Sample| {
+            if failure.is_some() {
+                return;
+            }
+            let step = s.step.unwrap_or(0);
+            summary.first_step.get_or_insert(step);
+            summary.last_step = Some(step);
+            if let Some(ts) = s.ts_ms {
+                summary.start_ms.get_or_insert(ts);
+                summary.end_ms = Some(ts);
+            }
+            if let Some(w) = windower.push(&s) {
+                summary.windows += 1;
+                let f = extractor.next(&w);
+                if let Err(e) = on_window(&f) {
+                    failure = Some(e);
+                }
+            }
+        };
+        let reader: &mut dyn BufRead = &mut src.reader;
+        let mut tick = |_: &IngestStats| {
+            if let Some(b) = &bar {
+                b.set_position(position.load(std::sync::atomic::Ordering::Relaxed));
+            }
+        };
+        let read = ingest.read_all(reader, &mut tick, &mut emit);
+        if let Err(e) = read {
+            let kind = if e.kind() == std::io::ErrorKind::InvalidInput || e.kind() == std::io::ErrorKind::UnexpectedEof {
+                "corrupt_input"
+            } else {
+                "read_failed"
+            };
+            return Err(input_error(
+                kind,
+                format!("cannot read telemetry after {} lines: {e}", ingest.stats().lines_read),
+            ));
+        }
+        summary.ingest = ingest.finish(&mut emit);
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Some(w) = windower.finish() {
+        summary.windows += 1;
+        on_window(&extractor.next(&w))?;
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(raw) = &src.raw_sink {
+        raw.finish().map_err(|e| anyhow::anyhow!("cannot write --record-raw file: {e}"))?;
+    }
+    Ok(summary)
+}
+
+fn progress_bar(src: &OpenedSource, show: bool) -> Option<ProgressBar> {
+    let total = src.total_bytes?;
+    if !show || total < PROGRESS_MIN_BYTES {
+        return None;
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if bar.is_hidden() {
+        return None;
+    }
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} reading {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}")
+            .ok()?,
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    Some(bar)
+}

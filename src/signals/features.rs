@@ -1,0 +1,209 @@
+//! From [`WindowStats`] to [`WindowFeatures`]: applies the slowly adapting baselines, the change-point
+//! scores and the ratio features. Stateful across windows, but pure: no clock, no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use super::baseline::{RobustBaseline, UpperCusum};
+use super::quantile::median_in_place;
+use super::window::WindowStats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureConfig {
+    pub window_steps: u64,
+    pub warmup_steps: u64,
+}
+
+/// The step and time range a window covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowRange {
+    pub index: u64,
+    pub first_step: u64,
+    pub last_step: u64,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+    pub samples: u64,
+}
+
+/// Everything a chord policy sees about one window. Field meanings and formulas: docs/signals.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowFeatures {
+    pub window: WindowRange,
+    /// The window lies (partly) inside the warm-up; baselines ignore it and no symptom is raised.
+    pub warmup: bool,
+    pub step_time_p50_ms: f64,
+    pub step_time_p95_ms: f64,
+    pub step_time_p99_ms: f64,
+    pub step_time_max_ms: f64,
+    /// Baseline median step time before this window (None until the warm-up is over).
+    pub step_time_baseline_ms: Option<f64>,
+    /// p50 / baseline.
+    pub step_time_ratio: f64,
+    /// Upper CUSUM of the robust z-score of log p50 against its baseline.
+    pub step_time_cusum: f64,
+    /// Tail blow-up of compute time (step time minus data wait): (p95/p50) / baseline (p95/p50).
+    pub burst_score: f64,
+    /// NVIDIA-Resiliency-Extension-style relative slowness: slowest worker (or rank) median over the
+    /// median of all workers (ranks). 1.0 = balanced.
+    pub straggler_score: f64,
+    /// Index of the slowest dataloader worker, when worker latencies are present.
+    pub slowest_worker: Option<u32>,
+    pub worker_count: u32,
+    /// Total data wait / total step time.
+    pub data_wait_share: Option<f64>,
+    pub data_wait_p95_ms: Option<f64>,
+    /// Longest step / baseline median step time.
+    pub stall_score: f64,
+    pub loss_mean: Option<f64>,
+    pub loss_baseline: Option<f64>,
+    /// Mean loss / baseline.
+    pub loss_ratio: Option<f64>,
+    /// Upper CUSUM of the robust z-score of mean loss against its baseline (rising loss only).
+    pub loss_cusum: f64,
+    pub gpu_util_mean: Option<f64>,
+    pub gpu_util_min: Option<f64>,
+    pub gpu_mem_util_mean: Option<f64>,
+    pub gpu_mem_util_max: Option<f64>,
+    /// Total comm time / total step time, when `comm_ms` is reported.
+    pub comm_share: Option<f64>,
+}
+
+/// Stateful extractor: feed windows in order.
+#[derive(Debug, Clone)]
+pub struct FeatureExtractor {
+    cfg: FeatureConfig,
+    /// log(p50 step time)
+    step_level: Option<RobustBaseline>,
+    step_cusum: UpperCusum,
+    /// log(p95/p50) of compute time
+    tail: Option<RobustBaseline>,
+    loss: Option<RobustBaseline>,
+    loss_cusum: UpperCusum,
+}
+
+/// Relative noise floors: a 3 % change of median step time, 2 % of loss are within normal jitter.
+const STEP_REL_FLOOR: f64 = 0.03;
+const LOSS_REL_FLOOR: f64 = 0.02;
+/// Typical p95/p50 of a healthy job, used before a tail baseline exists.
+const DEFAULT_TAIL_RATIO: f64 = 1.15;
+
+impl FeatureExtractor {
+    pub fn new(cfg: FeatureConfig) -> Self {
+        FeatureExtractor { cfg, step_level: None, step_cusum: UpperCusum::default(), tail: None, loss: None, loss_cusum: UpperCusum::default() }
+    }
+
+    pub fn config(&self) -> FeatureConfig {
+        self.cfg
+    }
+
+    pub fn next(&mut self, w: &WindowStats) -> WindowFeatures {
+        let warmup = w.first_step <= self.cfg.warmup_steps;
+        let p50 = w.step_time_p50_ms.max(1e-6);
+        let log_p50 = p50.ln();
+
+        let step_baseline_ms = self.step_level.map(|b| b.level().exp());
+        let step_z = self.step_level.map_or(0.0, |b| b.z(log_p50));
+        let step_time_cusum = if warmup || self.step_level.is_none() { 0.0 } else { self.step_cusum.update(step_z) };
+        let reference_ms = step_baseline_ms.unwrap_or(p50);
+
+        let tail = (w.compute_p95_ms.max(1e-6) / w.compute_p50_ms.max(1e-6)).max(1.0);
+        let tail_base = self.tail.map_or(DEFAULT_TAIL_RATIO, |b| b.level().exp()).max(1.0);
+        let burst_score = tail / tail_base;
+
+        let (worker_score, slowest_worker) = relative_slowness(&w.worker_medians_ms);
+        let (source_score, _) = relative_slowness(&w.source_medians_ms);
+
+        let loss_baseline = self.loss.map(|b| b.level());
+        let (loss_cusum, loss_ratio) = match (w.loss_mean, self.loss) {
+            (Some(l), Some(b)) if !warmup => {
+                let ratio = (b.level().abs() > 1e-12).then(|| l / b.level());
+                (self.loss_cusum.update(b.z(l)), ratio)
+            }
+            _ => (self.loss_cusum.value(), None),
+        };
+
+        let f = WindowFeatures {
+            window: WindowRange {
+                index: w.index,
+                first_step: w.first_step,
+                last_step: w.last_step,
+                start_ms: w.start_ms,
+                end_ms: w.end_ms,
+                samples: w.samples,
+            },
+            warmup,
+            step_time_p50_ms: w.step_time_p50_ms,
+            step_time_p95_ms: w.step_time_p95_ms,
+            step_time_p99_ms: w.step_time_p99_ms,
+            step_time_max_ms: w.step_time_max_ms,
+            step_time_baseline_ms: step_baseline_ms,
+            step_time_ratio: p50 / reference_ms,
+            step_time_cusum,
+            burst_score,
+            straggler_score: worker_score.max(source_score),
+            slowest_worker,
+            worker_count: w.worker_medians_ms.len() as u32,
+            data_wait_share: w.data_wait_share,
+            data_wait_p95_ms: w.data_wait_p95_ms,
+            stall_score: w.step_time_max_ms / reference_ms,
+            loss_mean: w.loss_mean,
+            loss_baseline,
+            loss_ratio,
+            loss_cusum,
+            gpu_util_mean: w.gpu_util_mean,
+            gpu_util_min: w.gpu_util_min,
+            gpu_mem_util_mean: w.gpu_mem_util_mean,
+            gpu_mem_util_max: w.gpu_mem_util_max,
+            comm_share: w.comm_share,
+        };
+
+        if !warmup {
+            match &mut self.step_level {
+                Some(b) => b.update(log_p50),
+                None => self.step_level = Some(RobustBaseline::new(log_p50, 0.0, STEP_REL_FLOOR)),
+            }
+            let log_tail = tail.ln();
+            match &mut self.tail {
+                Some(b) => b.update(log_tail),
+                None => self.tail = Some(RobustBaseline::new(log_tail.min(DEFAULT_TAIL_RATIO.ln()), 0.0, 0.05)),
+            }
+            if let Some(l) = w.loss_mean {
+                match &mut self.loss {
+                    Some(b) => b.update(l),
+                    None => self.loss = Some(RobustBaseline::new(l, LOSS_REL_FLOOR, 1e-9)),
+                }
+            }
+        }
+        f
+    }
+}
+
+/// (max / median) of per-worker (or per-rank) medians, and the index of the slowest; (1, None) when
+/// fewer than two are known.
+fn relative_slowness(medians: &[f64]) -> (f64, Option<u32>) {
+    if medians.len() < 2 {
+        return (1.0, None);
+    }
+    let (slowest, max) = medians
+        .iter()
+        .enumerate()
+        .fold((0usize, f64::NEG_INFINITY), |(bi, bv), (i, v)| if *v > bv { (i, *v) } else { (bi, bv) });
+    let mut sorted = medians.to_vec();
+    let med = median_in_place(&mut sorted).unwrap_or(max);
+    if med <= 0.0 {
+        return (1.0, None);
+    }
+    (max / med, Some(slowest as u32))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slowness() {
+        assert_eq!(relative_slowness(&[1.0]), (1.0, None));
+        let (s, i) = relative_slowness(&[8.0, 8.0, 240.0, 8.0]);
+        assert_eq!(i, Some(2));
+        assert!((s - 30.0).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,254 @@
+//! The ingest driver: reads bounded lines, dispatches them to the JSON or CSV record parser, counts
+//! what it skips, and hands valid records to the [`Orderer`](super::order::Orderer). Push-based, so
+//! that file, stdin, follow-mode and pod-log sources all share it.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead};
+use std::sync::Arc;
+
+use super::MAX_LINE_BYTES;
+use super::csv_rows::CsvRows;
+use super::line::{LineKind, classify};
+use super::order::Orderer;
+use super::record::{RecordBuilder, Sample, parse_json_object};
+use super::source::Format;
+use super::stats::{IngestStats, SkipReason};
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Records held back to repair out-of-order arrival.
+    pub reorder_window: usize,
+    /// A timestamp more than this far behind its predecessor counts as clock skew.
+    pub skew_tolerance_ms: i64,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions { reorder_window: 1024, skew_tolerance_ms: 5_000 }
+    }
+}
+
+/// Distinct node names are few; beyond this many we stop sharing strings (memory stays bounded).
+const MAX_INTERNED_NODES: usize = 4096;
+
+pub struct Ingest {
+    format: Format,
+    csv: CsvRows,
+    orderer: Orderer,
+    stats: IngestStats,
+    nodes: NodeInterner,
+    line: Vec<u8>,
+}
+
+/// Shares one `Arc<str>` per distinct node name (also the identity used for duplicate detection).
+#[derive(Default)]
+struct NodeInterner(HashMap<Box<str>, Arc<str>>);
+
+impl NodeInterner {
+    fn intern(&mut self, n: &str) -> Arc<str> {
+        if let Some(a) = self.0.get(n) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(n);
+        if self.0.len() < MAX_INTERNED_NODES {
+            self.0.insert(n.into(), a.clone());
+        }
+        a
+    }
+}
+
+/// The parts of [`Ingest`] a parsed record flows into (split out so a record may borrow the parser).
+struct Sink<'s> {
+    nodes: &'s mut NodeInterner,
+    orderer: &'s mut Orderer,
+    stats: &'s mut IngestStats,
+    out: &'s mut dyn FnMut(Sample),
+}
+
+impl Sink<'_> {
+    fn accept(&mut self, built: Result<RecordBuilder<'_>, SkipReason>, prefix_ts: Option<i64>) {
+        match built.and_then(|b| b.finish(&mut |n| self.nodes.intern(n))) {
+            Ok(mut s) => {
+                self.stats.records_parsed += 1;
+                if s.ts_ms.is_none() {
+                    s.ts_ms = prefix_ts;
+                }
+                self.orderer.push(s, self.stats, self.out);
+            }
+            Err(r) => self.stats.skip(r),
+        }
+    }
+}
+
+impl Ingest {
+    pub fn new(format: Format, opts: &IngestOptions) -> Self {
+        Ingest {
+            format,
+            csv: CsvRows::new(),
+            orderer: Orderer::new(opts.reorder_window, opts.skew_tolerance_ms),
+            stats: IngestStats::default(),
+            nodes: NodeInterner::default(),
+            line: Vec::with_capacity(4096),
+        }
+    }
+
+    pub fn stats(&self) -> &IngestStats {
+        &self.stats
+    }
+
+    /// Feeds one physical line (with or without its newline).
+    pub fn push_line(&mut self, line: &[u8], out: &mut dyn FnMut(Sample)) {
+        self.stats.lines_read += 1;
+        self.stats.bytes_read += line.len() as u64;
+        if line.trim_ascii().is_empty() {
+            self.stats.blank_lines += 1;
+            return;
+        }
+        let mut sink = Sink { nodes: &mut self.nodes, orderer: &mut self.orderer, stats: &mut self.stats, out };
+        match self.format {
+            Format::Csv => match self.csv.row(line.trim_ascii_end()) {
+                Ok(None) => {}
+                Ok(Some(b)) => sink.accept(Ok(b), None),
+                Err(r) => sink.accept(Err(r), None),
+            },
+            Format::Jsonl | Format::Auto => match classify(line) {
+                LineKind::Blank => sink.stats.blank_lines += 1,
+                LineKind::Text => sink.stats.log_lines += 1,
+                LineKind::Json { payload, prefix_ts_ms } => sink.accept(parse_json_object(payload), prefix_ts_ms),
+                LineKind::Embedded { payload, prefix_ts_ms } => match parse_json_object(payload) {
+                    // Braces in an ordinary log message are not a broken record.
+                    Err(SkipReason::InvalidJson) => sink.stats.log_lines += 1,
+                    built => sink.accept(built, prefix_ts_ms),
+                },
+            },
+        }
+    }
+
+    /// Counts a line that exceeded [`MAX_LINE_BYTES`] (its bytes were discarded unread).
+    fn push_too_long(&mut self, len: u64) {
+        self.stats.lines_read += 1;
+        self.stats.bytes_read += len;
+        self.stats.skip(SkipReason::LineTooLong);
+    }
+
+    /// Reads `reader` to the end. `tick` is called every 64k lines (for progress).
+    pub fn read_all(
+        &mut self,
+        reader: &mut dyn BufRead,
+        tick: &mut dyn FnMut(&IngestStats),
+        out: &mut dyn FnMut(Sample),
+    ) -> io::Result<()> {
+        let mut line = std::mem::take(&mut self.line);
+        loop {
+            match read_bounded_line(reader, &mut line)? {
+                LineRead::Eof => break,
+                LineRead::Line => self.push_line(&line, out),
+                LineRead::TooLong(n) => self.push_too_long(n),
+            }
+            if self.stats.lines_read % 65_536 == 0 {
+                tick(&self.stats);
+            }
+        }
+        self.line = line;
+        Ok(())
+    }
+
+    /// Flushes the reorder buffer and returns the final counters.
+    pub fn finish(&mut self, out: &mut dyn FnMut(Sample)) -> IngestStats {
+        self.orderer.flush(&mut self.stats, out);
+        self.stats.clone()
+    }
+}
+
+enum LineRead {
+    Eof,
+    Line,
+    TooLong(u64),
+}
+
+/// Reads one line into `buf` (cleared first) without ever holding more than [`MAX_LINE_BYTES`].
+fn read_bounded_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<LineRead> {
+    buf.clear();
+    let mut dropped: u64 = 0;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(a) => a,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (buf.is_empty(), dropped) {
+                (true, 0) => LineRead::Eof,
+                (_, 0) => LineRead::Line,
+                (_, n) => LineRead::TooLong(n + buf.len() as u64),
+            });
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (&avail[..=i], true),
+            None => (avail, false),
+        };
+        let n = chunk.len();
+        if dropped > 0 || buf.len() + n > MAX_LINE_BYTES {
+            dropped += (buf.len() + n) as u64;
+            buf.clear();
+        } else {
+            buf.extend_from_slice(chunk);
+        }
+        r.consume(n);
+        if done {
+            return Ok(if dropped > 0 { LineRead::TooLong(dropped) } else { LineRead::Line });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingest(format: Format, text: &[u8]) -> (Vec<Sample>, IngestStats) {
+        let mut ing = Ingest::new(format, &IngestOptions::default());
+        let mut got = vec![];
+        let mut r = io::BufReader::with_capacity(16, text);
+        ing.read_all(&mut r, &mut |_| {}, &mut |s| got.push(s)).unwrap();
+        let st = ing.finish(&mut |s| got.push(s));
+        (got, st)
+    }
+
+    #[test]
+    fn mixed_stdout_with_kubectl_timestamps() {
+        let text = b"[trainer] scenario=combo workers=4\n\
+            2026-01-01T00:00:00.000000001Z {\"step\":1,\"step_time_ms\":30}\n\
+            2026-01-01T00:00:00.100Z INFO step done {\"step\":2,\"step_time_ms\":31}\n\
+            2026-01-01T00:00:00.200Z WARN weird {braces} here\n\
+            {\"step\":3,\"step_time_ms\":32,\"ts\":1767225601}\n\n";
+        let (got, st) = ingest(Format::Jsonl, text);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].ts_ms, Some(1_767_225_600_000));
+        assert_eq!(got[1].ts_ms, Some(1_767_225_600_100));
+        assert_eq!(got[2].ts_ms, Some(1_767_225_601_000));
+        assert_eq!(st.log_lines, 2);
+        assert_eq!(st.blank_lines, 1);
+        assert_eq!(st.skipped_total(), 0);
+        assert_eq!(st.lines_read, 6);
+    }
+
+    #[test]
+    fn too_long_line_is_skipped_not_buffered() {
+        let mut text = b"{\"step\":1,\"step_time_ms\":30}\n{\"x\":\"".to_vec();
+        text.extend(std::iter::repeat_n(b'a', MAX_LINE_BYTES + 10));
+        text.extend_from_slice(b"\"}\n{\"step\":2,\"step_time_ms\":30}");
+        let (got, st) = ingest(Format::Jsonl, &text);
+        assert_eq!(got.len(), 2);
+        assert_eq!(st.skipped(SkipReason::LineTooLong), 1);
+        assert_eq!(st.lines_read, 3);
+    }
+
+    #[test]
+    fn csv_rows_and_counts() {
+        let text = b"ts,step,step_time_ms\n1767225600,1,30\n1767225601,2,oops\n1767225602,3\n\n1767225603,4,33\n";
+        let (got, st) = ingest(Format::Csv, text);
+        assert_eq!(got.iter().map(|s| s.step.unwrap()).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(st.skipped(SkipReason::WrongType), 1);
+        assert_eq!(st.skipped(SkipReason::CsvRowShape), 1);
+    }
+}

@@ -1,0 +1,26 @@
+//! Telemetry ingest: turns a byte stream (JSONL, CSV, or trainer stdout with JSON objects mixed into
+//! ordinary log lines, optionally gzip-compressed) into an ordered stream of [`Sample`]s.
+//!
+//! One pass, bounded memory: a line longer than [`MAX_LINE_BYTES`] is skipped, the reorder buffer and the
+//! duplicate filter have fixed capacities. A bad line is counted by reason in [`IngestStats`] and skipped;
+//! nothing here is ever fatal except an unreadable source. This module does no analysis.
+
+mod csv_rows;
+mod field;
+mod ingest;
+mod line;
+mod order;
+mod record;
+mod source;
+mod stats;
+mod timestamp;
+
+pub use ingest::{Ingest, IngestOptions};
+pub use record::Sample;
+pub use source::{Format, OpenedSource, SourceSpec, open_source};
+pub use stats::{IngestStats, SkipReason};
+pub use timestamp::parse_timestamp_ms;
+
+/// Lines longer than this are skipped (`line_too_long`) so that a corrupted file can never make the
+/// reader buffer grow without limit.
+pub const MAX_LINE_BYTES: usize = 1 << 20;

@@ -1,0 +1,211 @@
+//! Puts records back in step order within a bounded window, drops duplicates, and guards the clock.
+//!
+//! Order is by `step` (what training progress is measured in), then by source (rank, node). A record
+//! without a step is placed after the highest step seen so far. Memory is bounded by `capacity`: the
+//! reorder heap and the set of recently emitted keys each hold at most that many records.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use super::record::Sample;
+use super::stats::IngestStats;
+
+/// Identity of a record for duplicate detection: the step and the emitting process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct RecordKey {
+    step: u64,
+    rank: u32,
+    node: usize,
+}
+
+struct Pending {
+    key: RecordKey,
+    seq: u64,
+    sample: Sample,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == Ordering::Equal
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.key, self.seq).cmp(&(o.key, o.seq))
+    }
+}
+
+pub struct Orderer {
+    capacity: usize,
+    skew_tolerance_ms: i64,
+    heap: BinaryHeap<Reverse<Pending>>,
+    seen: HashSet<RecordKey>,
+    emitted_keys: VecDeque<RecordKey>,
+    max_step_seen: Option<u64>,
+    watermark: Option<u64>,
+    seq: u64,
+    last_raw_ts: Option<i64>,
+    last_ts: Option<i64>,
+}
+
+impl Orderer {
+    pub fn new(capacity: usize, skew_tolerance_ms: i64) -> Self {
+        Orderer {
+            capacity: capacity.max(1),
+            skew_tolerance_ms,
+            heap: BinaryHeap::new(),
+            seen: HashSet::new(),
+            emitted_keys: VecDeque::new(),
+            max_step_seen: None,
+            watermark: None,
+            seq: 0,
+            last_raw_ts: None,
+            last_ts: None,
+        }
+    }
+
+    pub fn push(&mut self, mut s: Sample, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
+        let real_step = s.step.is_some();
+        let step = s.step.unwrap_or_else(|| {
+            stats.records_without_step += 1;
+            self.max_step_seen.map_or(1, |m| m + 1)
+        });
+        s.step = Some(step);
+        let key = RecordKey {
+            step,
+            rank: s.rank.unwrap_or(u32::MAX),
+            node: s.node.as_ref().map_or(0, |n| Arc::as_ptr(n) as *const u8 as usize),
+        };
+        if real_step && self.seen.contains(&key) {
+            stats.duplicates += 1;
+            return;
+        }
+        if self.watermark.is_some_and(|w| step < w) {
+            stats.late_dropped += 1;
+            return;
+        }
+        if self.max_step_seen.is_some_and(|m| step < m) {
+            stats.reordered += 1;
+        }
+        self.max_step_seen = Some(self.max_step_seen.map_or(step, |m| m.max(step)));
+        if real_step {
+            self.seen.insert(key);
+        }
+        self.seq += 1;
+        self.heap.push(Reverse(Pending { key, seq: self.seq, sample: s }));
+        while self.heap.len() > self.capacity {
+            self.pop_one(stats, out);
+        }
+    }
+
+    /// Emits everything still buffered (end of input).
+    pub fn flush(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
+        while !self.heap.is_empty() {
+            self.pop_one(stats, out);
+        }
+    }
+
+    fn pop_one(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
+        let Some(Reverse(p)) = self.heap.pop() else { return };
+        self.watermark = Some(p.key.step);
+        self.emitted_keys.push_back(p.key);
+        if self.emitted_keys.len() > self.capacity {
+            if let Some(old) = self.emitted_keys.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        let mut s = p.sample;
+        if let Some(ts) = s.ts_ms {
+            if self.last_raw_ts.is_some_and(|prev| ts < prev - self.skew_tolerance_ms) {
+                stats.clock_skew += 1;
+            }
+            self.last_raw_ts = Some(ts);
+            // Time never runs backwards downstream: a skewed stamp is clamped to the last good one.
+            let clamped = self.last_ts.map_or(ts, |prev| ts.max(prev));
+            self.last_ts = Some(clamped);
+            s.ts_ms = Some(clamped);
+        } else {
+            stats.records_without_ts += 1;
+        }
+        stats.records_emitted += 1;
+        out(s);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(step: Option<u64>, ts: i64) -> Sample {
+        Sample {
+            ts_ms: Some(ts),
+            step,
+            step_time_ms: 10.0,
+            loss: None,
+            data_wait_ms: None,
+            worker_latencies_ms: vec![],
+            gpu_util_pct: None,
+            gpu_mem_util_pct: None,
+            comm_ms: None,
+            node: None,
+            rank: None,
+        }
+    }
+
+    fn run(cap: usize, input: Vec<Sample>) -> (Vec<(u64, i64)>, IngestStats) {
+        let mut o = Orderer::new(cap, 5_000);
+        let mut st = IngestStats::default();
+        let mut got = vec![];
+        for s in input {
+            o.push(s, &mut st, &mut |s| got.push((s.step.unwrap(), s.ts_ms.unwrap())));
+        }
+        o.flush(&mut st, &mut |s| got.push((s.step.unwrap(), s.ts_ms.unwrap())));
+        (got, st)
+    }
+
+    #[test]
+    fn reorders_within_window_and_drops_duplicates() {
+        let input = [3, 1, 2, 2, 5, 4].map(|s| sample(Some(s), s as i64 * 1000)).to_vec();
+        let (got, st) = run(4, input);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(st.duplicates, 1);
+        assert_eq!(st.reordered, 3);
+        assert_eq!(st.late_dropped, 0);
+    }
+
+    #[test]
+    fn too_late_is_dropped_and_counted() {
+        let input = [5, 6, 7, 1].map(|s| sample(Some(s), s as i64 * 1000)).to_vec();
+        let (got, st) = run(1, input);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert_eq!(st.late_dropped, 1);
+    }
+
+    #[test]
+    fn clock_skew_is_counted_and_clamped() {
+        let input = vec![
+            sample(Some(1), 100_000),
+            sample(Some(2), 101_000),
+            sample(Some(3), 10_000), // an hour-scale jump back
+            sample(Some(4), 103_000),
+        ];
+        let (got, st) = run(8, input);
+        assert_eq!(st.clock_skew, 1);
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![100_000, 101_000, 101_000, 103_000]);
+    }
+
+    #[test]
+    fn records_without_step_follow_arrival() {
+        let input = vec![sample(None, 1), sample(None, 2), sample(None, 3)];
+        let (got, st) = run(8, input);
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+        assert_eq!(st.records_without_step, 3);
+    }
+}

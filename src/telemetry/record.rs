@@ -1,0 +1,514 @@
+//! One telemetry record ([`Sample`]) and how it is built from a JSON object or a CSV row.
+//!
+//! JSON objects are walked with a hand-rolled serde visitor so that (a) aliases resolve with "first
+//! present wins" instead of a duplicate-field error, (b) a field of the wrong type is classified rather
+//! than aborting the parse, and (c) no key or unknown value is allocated.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::field::{Field, ValueError, parse_list_text, parse_number_text};
+use super::stats::SkipReason;
+use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
+
+/// One validated telemetry record. `step_time_ms` is the only required measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub ts_ms: Option<i64>,
+    pub step: Option<u64>,
+    pub step_time_ms: f64,
+    pub loss: Option<f64>,
+    pub data_wait_ms: Option<f64>,
+    pub worker_latencies_ms: Vec<f64>,
+    pub gpu_util_pct: Option<f64>,
+    pub gpu_mem_util_pct: Option<f64>,
+    pub comm_ms: Option<f64>,
+    pub node: Option<Arc<str>>,
+    pub rank: Option<u32>,
+}
+
+/// Fields collected from one record before validation. The first problem seen is kept.
+#[derive(Debug, Default)]
+pub struct RecordBuilder<'a> {
+    ts_ms: Option<i64>,
+    step: Option<u64>,
+    step_time_ms: Option<f64>,
+    loss: Option<f64>,
+    data_wait_ms: Option<f64>,
+    workers: Option<Vec<f64>>,
+    gpu_util_pct: Option<f64>,
+    gpu_mem_util_pct: Option<f64>,
+    comm_ms: Option<f64>,
+    node: Option<NodeName<'a>>,
+    rank: Option<u32>,
+    seen: u16,
+    problem: Option<SkipReason>,
+}
+
+/// A node name borrowed from the input when possible.
+#[derive(Debug)]
+pub enum NodeName<'a> {
+    Borrowed(&'a str),
+    Owned(String),
+}
+
+impl NodeName<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            NodeName::Borrowed(s) => s,
+            NodeName::Owned(s) => s,
+        }
+    }
+}
+
+impl From<ValueError> for SkipReason {
+    fn from(e: ValueError) -> Self {
+        match e {
+            ValueError::WrongType => SkipReason::WrongType,
+            ValueError::NonFinite => SkipReason::NonFinite,
+            ValueError::OutOfRange => SkipReason::OutOfRange,
+        }
+    }
+}
+
+impl<'a> RecordBuilder<'a> {
+    fn fail(&mut self, reason: SkipReason) {
+        self.problem.get_or_insert(reason);
+    }
+
+    /// Marks `field` as seen; returns false when an earlier alias already set it.
+    fn first(&mut self, field: Field) -> bool {
+        let bit = 1u16 << (field as u16);
+        let fresh = self.seen & bit == 0;
+        self.seen |= bit;
+        fresh
+    }
+
+    fn put_num(&mut self, field: Field, v: Result<Option<f64>, ValueError>) {
+        if !self.first(field) {
+            return;
+        }
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => return self.fail(e.into()),
+        };
+        let Some(x) = v else { return };
+        let pct = matches!(field, Field::GpuUtilPct | Field::GpuMemUtilPct);
+        let bad_range = match field {
+            Field::Loss => false,
+            _ if pct => !(0.0..=100.0).contains(&x),
+            _ => x < 0.0,
+        };
+        if bad_range {
+            return self.fail(SkipReason::OutOfRange);
+        }
+        let slot = match field {
+            Field::StepTimeMs => &mut self.step_time_ms,
+            Field::Loss => &mut self.loss,
+            Field::DataWaitMs => &mut self.data_wait_ms,
+            Field::GpuUtilPct => &mut self.gpu_util_pct,
+            Field::GpuMemUtilPct => &mut self.gpu_mem_util_pct,
+            Field::CommMs => &mut self.comm_ms,
+            Field::Step => {
+                return if x.fract() == 0.0 && x <= u64::MAX as f64 {
+                    self.step = Some(x as u64);
+                } else {
+                    self.fail(SkipReason::WrongType)
+                };
+            }
+            Field::Rank => {
+                return if x.fract() == 0.0 && x <= u32::MAX as f64 {
+                    self.rank = Some(x as u32);
+                } else {
+                    self.fail(SkipReason::WrongType)
+                };
+            }
+            Field::Ts | Field::WorkerLatenciesMs | Field::Node => unreachable!("not numeric"),
+        };
+        *slot = Some(x);
+    }
+
+    fn put_ts(&mut self, v: Result<Option<i64>, SkipReason>) {
+        if !self.first(Field::Ts) {
+            return;
+        }
+        match v {
+            Ok(v) => self.ts_ms = v,
+            Err(r) => self.fail(r),
+        }
+    }
+
+    fn put_workers(&mut self, v: Result<Option<Vec<f64>>, ValueError>) {
+        if !self.first(Field::WorkerLatenciesMs) {
+            return;
+        }
+        match v {
+            Ok(Some(list)) if list.iter().any(|x| *x < 0.0) => self.fail(SkipReason::OutOfRange),
+            Ok(list) => self.workers = list,
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    fn put_node(&mut self, v: Result<Option<NodeName<'a>>, ValueError>) {
+        if !self.first(Field::Node) {
+            return;
+        }
+        match v {
+            Ok(n) => self.node = n.filter(|n| !n.as_str().trim().is_empty()),
+            Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// Sets a field from CSV text. Empty cells mean "absent".
+    pub fn put_text(&mut self, field: Field, text: &'a str) {
+        if text.trim().is_empty() {
+            return;
+        }
+        match field {
+            Field::Ts => self.put_ts(parse_timestamp_ms(text).map(Some).ok_or(SkipReason::BadTimestamp)),
+            Field::WorkerLatenciesMs => self.put_workers(parse_list_text(text).map(Some)),
+            Field::Node => self.put_node(Ok(Some(NodeName::Borrowed(text.trim())))),
+            _ => self.put_num(field, parse_number_text(text).map(Some)),
+        }
+    }
+
+    /// Validates the collected fields. `intern` turns a node name into a shared string.
+    pub fn finish(
+        self,
+        intern: &mut impl FnMut(&str) -> Arc<str>,
+    ) -> Result<Sample, SkipReason> {
+        if let Some(p) = self.problem {
+            return Err(p);
+        }
+        let Some(step_time_ms) = self.step_time_ms else {
+            return Err(SkipReason::MissingStepTime);
+        };
+        Ok(Sample {
+            ts_ms: self.ts_ms,
+            step: self.step,
+            step_time_ms,
+            loss: self.loss,
+            data_wait_ms: self.data_wait_ms,
+            worker_latencies_ms: self.workers.unwrap_or_default(),
+            gpu_util_pct: self.gpu_util_pct,
+            gpu_mem_util_pct: self.gpu_mem_util_pct,
+            comm_ms: self.comm_ms,
+            node: self.node.map(|n| intern(n.as_str().trim())),
+            rank: self.rank,
+        })
+    }
+}
+
+/// Parses one JSON object into a builder. `Err` is the reason the line is unusable as a whole.
+pub fn parse_json_object(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let rec = match (&mut de).deserialize_map(RecordVisitor) {
+        Ok(r) => r,
+        Err(e) => return Err(classify_json_error(&e, payload)),
+    };
+    match de.end() {
+        Ok(()) => Ok(rec),
+        Err(e) => Err(classify_json_error(&e, payload)),
+    }
+}
+
+fn classify_json_error(e: &serde_json::Error, payload: &[u8]) -> SkipReason {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Data => SkipReason::WrongShape,
+        Category::Syntax | Category::Eof | Category::Io => {
+            // serde_json refuses bare NaN/Infinity tokens; name them for what they are.
+            let has = |needle: &[u8]| payload.windows(needle.len()).any(|w| w == needle);
+            if has(b"NaN") || has(b"Infinity") {
+                SkipReason::NonFinite
+            } else {
+                SkipReason::InvalidJson
+            }
+        }
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = RecordBuilder<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a telemetry object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut b = RecordBuilder::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let Some(field) = key else {
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            };
+            match field {
+                Field::Ts => b.put_ts(map.next_value_seed(TsSeed)?),
+                Field::WorkerLatenciesMs => b.put_workers(map.next_value_seed(ListSeed)?),
+                Field::Node => b.put_node(map.next_value_seed(NodeSeed)?),
+                _ => {
+                    let v = map.next_value_seed(NumSeed)?;
+                    b.put_num(field, v)
+                }
+            }
+        }
+        Ok(b)
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Option<Field>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Option<Field>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Field::from_name(v))
+    }
+}
+
+/// Drains a JSON array or object that sits where a scalar was expected.
+fn drain_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element::<IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+fn drain_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(())
+}
+
+/// Generates the "anything else is the wrong type" arms shared by the value visitors.
+macro_rules! wrong_type_otherwise {
+    ($err:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(Err($err))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+            drain_seq(seq)?;
+            Ok(Err($err))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            drain_map(map)?;
+            Ok(Err($err))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(Ok(None))
+        }
+    };
+}
+
+struct NumSeed;
+
+impl<'de> DeserializeSeed<'de> for NumSeed {
+    type Value = Result<Option<f64>, ValueError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumSeed {
+    type Value = Result<Option<f64>, ValueError>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(if v.is_finite() { Ok(Some(v)) } else { Err(ValueError::NonFinite) })
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Ok(Some(v as f64)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Ok(Some(v as f64)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(if v.trim().is_empty() { Ok(None) } else { parse_number_text(v).map(Some) })
+    }
+    wrong_type_otherwise!(ValueError::WrongType);
+}
+
+struct TsSeed;
+
+impl<'de> DeserializeSeed<'de> for TsSeed {
+    type Value = Result<Option<i64>, SkipReason>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for TsSeed {
+    type Value = Result<Option<i64>, SkipReason>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a timestamp")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(epoch_number_to_ms(v).map(Some).ok_or(SkipReason::BadTimestamp))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        self.visit_f64(v as f64)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(parse_timestamp_ms(v).map(Some).ok_or(SkipReason::BadTimestamp))
+    }
+    wrong_type_otherwise!(SkipReason::BadTimestamp);
+}
+
+struct ListSeed;
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = Result<Option<Vec<f64>>, ValueError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListSeed {
+    type Value = Result<Option<Vec<f64>>, ValueError>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of numbers")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(256));
+        let mut problem = None;
+        while let Some(v) = seq.next_element_seed(NumSeed)? {
+            match v {
+                Ok(Some(x)) => out.push(x),
+                Ok(None) => problem = problem.or(Some(ValueError::WrongType)),
+                Err(e) => problem = problem.or(Some(e)),
+            }
+        }
+        Ok(match problem {
+            Some(e) => Err(e),
+            None => Ok(Some(out)),
+        })
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(parse_list_text(v).map(Some))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(ValueError::WrongType))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(Err(ValueError::WrongType))
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(Err(ValueError::WrongType))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Err(ValueError::WrongType))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        drain_map(map)?;
+        Ok(Err(ValueError::WrongType))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Ok(None))
+    }
+}
+
+struct NodeSeed;
+
+impl<'de> DeserializeSeed<'de> for NodeSeed {
+    type Value = Result<Option<NodeName<'de>>, ValueError>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeSeed {
+    type Value = Result<Option<NodeName<'de>>, ValueError>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a node name")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Ok(Some(NodeName::Borrowed(v))))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Ok(Some(NodeName::Owned(v.to_owned()))))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Ok(Some(NodeName::Owned(v.to_string()))))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Ok(Some(NodeName::Owned(v.to_string()))))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(Err(ValueError::WrongType))
+    }
+    wrong_type_otherwise!(ValueError::WrongType);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Sample, SkipReason> {
+        parse_json_object(s.as_bytes())?.finish(&mut |n| Arc::from(n))
+    }
+
+    #[test]
+    fn full_record_with_aliases() {
+        let s = parse(
+            r#"{"timestamp":"2026-01-01T00:00:00Z","step":"7","latency_ms":30.5,"loss":null,
+               "data_wait_ms":1,"worker_latencies_ms":[1,2],"gpu_util":"95%","node_name":"n1",
+               "rank":3,"comm_ms":4,"extra":{"a":[1,{"b":2}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(s.ts_ms, Some(1_767_225_600_000));
+        assert_eq!(s.step, Some(7));
+        assert_eq!(s.step_time_ms, 30.5);
+        assert_eq!(s.loss, None);
+        assert_eq!(s.worker_latencies_ms, vec![1.0, 2.0]);
+        assert_eq!(s.gpu_util_pct, Some(95.0));
+        assert_eq!(s.node.as_deref(), Some("n1"));
+        assert_eq!(s.rank, Some(3));
+        assert_eq!(s.comm_ms, Some(4.0));
+    }
+
+    #[test]
+    fn first_alias_wins() {
+        let s = parse(r#"{"step_time_ms":10,"latency_ms":99,"ts":1,"timestamp":"x"}"#).unwrap();
+        assert_eq!(s.step_time_ms, 10.0);
+        assert_eq!(s.ts_ms, Some(1000));
+    }
+
+    #[test]
+    fn bad_records_are_classified() {
+        use SkipReason::*;
+        let cases = [
+            (r#"{"ts":1,"step":1}"#, MissingStepTime),
+            (r#"{"step_time_ms":[1]}"#, WrongType),
+            (r#"{"step_time_ms":1,"loss":{}}"#, WrongType),
+            (r#"{"step_time_ms":"fast"}"#, WrongType),
+            (r#"{"step_time_ms":"NaN"}"#, NonFinite),
+            (r#"{"step_time_ms":NaN}"#, NonFinite),
+            (r#"{"step_time_ms":1,"loss":Infinity}"#, NonFinite),
+            (r#"{"step_time_ms":-1}"#, OutOfRange),
+            (r#"{"step_time_ms":1,"gpu_util_pct":250}"#, OutOfRange),
+            (r#"{"step_time_ms":1,"step":1.5}"#, WrongType),
+            (r#"{"step_time_ms":1,"ts":"garbage"}"#, BadTimestamp),
+            (r#"{"step_time_ms":1,"worker_latencies_ms":[1,"x"]}"#, WrongType),
+            (r#"{"step_time_ms":1"#, InvalidJson),
+            (r#"[1,2]"#, WrongShape),
+            (r#"{"step_time_ms":1} trailing"#, InvalidJson),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line).unwrap_err(), want, "{line}");
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Ingest counters: every line read ends up in exactly one bucket, so nothing is lost silently.
+
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Why a line or record was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Not JSON at all in a JSONL file (in a log file such lines are `log_lines`, not skips).
+    NotJson,
+    /// Looked like JSON but does not parse.
+    InvalidJson,
+    /// Valid JSON that is not an object (an array, a number).
+    WrongShape,
+    /// A known field holds the wrong type (`"step_time_ms": [1]`, `"loss": {}`).
+    WrongType,
+    /// NaN or an infinity, as a bare token or a string.
+    NonFinite,
+    /// A negative duration or a percentage outside 0..=100.
+    OutOfRange,
+    /// `ts` present but not a timestamp.
+    BadTimestamp,
+    /// No step time under any alias.
+    MissingStepTime,
+    /// A line longer than the reader's limit.
+    LineTooLong,
+    /// A CSV row whose cell count differs from the header's.
+    CsvRowShape,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 10] = [
+        SkipReason::NotJson,
+        SkipReason::InvalidJson,
+        SkipReason::WrongShape,
+        SkipReason::WrongType,
+        SkipReason::NonFinite,
+        SkipReason::OutOfRange,
+        SkipReason::BadTimestamp,
+        SkipReason::MissingStepTime,
+        SkipReason::LineTooLong,
+        SkipReason::CsvRowShape,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NotJson => "not_json",
+            SkipReason::InvalidJson => "invalid_json",
+            SkipReason::WrongShape => "wrong_shape",
+            SkipReason::WrongType => "wrong_type",
+            SkipReason::NonFinite => "non_finite",
+            SkipReason::OutOfRange => "out_of_range",
+            SkipReason::BadTimestamp => "bad_timestamp",
+            SkipReason::MissingStepTime => "missing_step_time",
+            SkipReason::LineTooLong => "line_too_long",
+            SkipReason::CsvRowShape => "csv_row_shape",
+        }
+    }
+}
+
+/// Counters of one ingest run. Serialised into every report that read telemetry.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestStats {
+    /// Physical lines read (including blank ones and a CSV header).
+    pub lines_read: u64,
+    /// Bytes read after decompression.
+    pub bytes_read: u64,
+    /// Blank lines (not counted as skipped).
+    pub blank_lines: u64,
+    /// Ordinary log lines in trainer stdout (not telemetry, not an error).
+    pub log_lines: u64,
+    /// Records that passed validation (before duplicate removal).
+    pub records_parsed: u64,
+    /// Records handed to analysis.
+    pub records_emitted: u64,
+    skipped: [u64; SkipReason::ALL.len()],
+    /// Records whose (step, rank/node) was already seen.
+    pub duplicates: u64,
+    /// Records that arrived after a higher step and were put back in order.
+    pub reordered: u64,
+    /// Records that arrived later than the reorder window allows; dropped.
+    pub late_dropped: u64,
+    /// Timestamps that jumped backwards beyond the tolerance (ordering used `step`).
+    pub clock_skew: u64,
+    /// Records without a usable timestamp (their step order still counts).
+    pub records_without_ts: u64,
+    /// Records without a step number (ordered by arrival).
+    pub records_without_step: u64,
+}
+
+impl IngestStats {
+    pub fn skip(&mut self, reason: SkipReason) {
+        self.skipped[reason as usize] += 1;
+    }
+
+    pub fn skipped(&self, reason: SkipReason) -> u64 {
+        self.skipped[reason as usize]
+    }
+
+    pub fn skipped_total(&self) -> u64 {
+        self.skipped.iter().sum()
+    }
+
+    /// Adds another run's counters (used when several sources are merged).
+    pub fn merge(&mut self, o: &IngestStats) {
+        self.lines_read += o.lines_read;
+        self.bytes_read += o.bytes_read;
+        self.blank_lines += o.blank_lines;
+        self.log_lines += o.log_lines;
+        self.records_parsed += o.records_parsed;
+        self.records_emitted += o.records_emitted;
+        for (a, b) in self.skipped.iter_mut().zip(o.skipped) {
+            *a += b;
+        }
+        self.duplicates += o.duplicates;
+        self.reordered += o.reordered;
+        self.late_dropped += o.late_dropped;
+        self.clock_skew += o.clock_skew;
+        self.records_without_ts += o.records_without_ts;
+        self.records_without_step += o.records_without_step;
+    }
+}
+
+impl Serialize for IngestStats {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let skipped: BTreeMap<&str, u64> = SkipReason::ALL
+            .iter()
+            .filter(|r| self.skipped(**r) > 0)
+            .map(|r| (r.as_str(), self.skipped(*r)))
+            .collect();
+        serde_json::json!({
+            "lines_read": self.lines_read,
+            "bytes_read": self.bytes_read,
+            "blank_lines": self.blank_lines,
+            "log_lines": self.log_lines,
+            "records_parsed": self.records_parsed,
+            "records_emitted": self.records_emitted,
+            "skipped_total": self.skipped_total(),
+            "skipped_by_reason": skipped,
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "late_dropped": self.late_dropped,
+            "clock_skew": self.clock_skew,
+            "records_without_ts": self.records_without_ts,
+            "records_without_step": self.records_without_step,
+        })
+        .serialize(s)
+    }
+}
