@@ -270,7 +270,7 @@ fn peak_text(e: &Episode, t: &SymptomThresholds) -> String {
     match e.symptom {
         Symptom::Stall => format!("longest step {:.0}× the baseline step", e.peak * t.stall_score),
         Symptom::InputStraggler => format!("slowest worker/rank up to {:.1}× its peers' median, or data wait high", e.peak * t.straggler_score),
-        Symptom::Burst => format!("compute p95/p50 up to {:.1}× normal with a steady median", e.peak * t.burst_score),
+        Symptom::Burst => format!("intermittent slow steps, peak {:.1}× the burst threshold", e.peak),
         Symptom::StepTimeDrift => format!("median step time shifted up (change score {:.0})", e.peak * t.step_cusum),
         Symptom::LossDrift => format!("loss rising against its baseline (change score {:.0})", e.peak * t.loss_cusum),
         Symptom::CommBound => format!("communication up to {:.0}% of each step", e.peak * t.comm_share * 100.0),

@@ -40,6 +40,13 @@ pub struct WindowFeatures {
     pub step_time_ratio: f64,
     /// Upper CUSUM of the robust z-score of log p50 against its baseline.
     pub step_time_cusum: f64,
+    /// Consecutive windows, up to and including this one, whose p50 is at least
+    /// [`ELEVATED_RATIO`]× the baseline: a lasting shift (drift) versus an intermittent one (burst).
+    pub elevated_windows: u32,
+    /// Share of this window's steps slower than [`SLOW_STEP_RATIO`]× the baseline median.
+    pub slow_step_share: f64,
+    /// Mean `slow_step_share` over the last [`RECENT_WINDOWS`] windows (including this one).
+    pub slow_step_share_recent: f64,
     /// Tail blow-up of compute time (step time minus data wait): (p95/p50) / baseline (p95/p50).
     pub burst_score: f64,
     /// NVIDIA-Resiliency-Extension-style relative slowness: slowest worker (or rank) median over the
@@ -78,7 +85,16 @@ pub struct FeatureExtractor {
     tail: Option<RobustBaseline>,
     loss: Option<RobustBaseline>,
     loss_cusum: UpperCusum,
+    elevated_windows: u32,
+    recent_slow: std::collections::VecDeque<f64>,
 }
+
+/// p50 at or above this multiple of the baseline counts as an elevated window.
+pub const ELEVATED_RATIO: f64 = 1.25;
+/// A step slower than this multiple of the baseline median is a slow step.
+pub const SLOW_STEP_RATIO: f64 = 1.5;
+/// Horizon, in windows, of the "recent" features.
+pub const RECENT_WINDOWS: usize = 8;
 
 /// Relative noise floors: a 3 % change of median step time, 2 % of loss are within normal jitter.
 const STEP_REL_FLOOR: f64 = 0.03;
@@ -88,7 +104,16 @@ const DEFAULT_TAIL_RATIO: f64 = 1.15;
 
 impl FeatureExtractor {
     pub fn new(cfg: FeatureConfig) -> Self {
-        FeatureExtractor { cfg, step_level: None, step_cusum: UpperCusum::default(), tail: None, loss: None, loss_cusum: UpperCusum::default() }
+        FeatureExtractor {
+            cfg,
+            step_level: None,
+            step_cusum: UpperCusum::default(),
+            tail: None,
+            loss: None,
+            loss_cusum: UpperCusum::default(),
+            elevated_windows: 0,
+            recent_slow: std::collections::VecDeque::with_capacity(RECENT_WINDOWS),
+        }
     }
 
     pub fn config(&self) -> FeatureConfig {
@@ -104,6 +129,22 @@ impl FeatureExtractor {
         let step_z = self.step_level.map_or(0.0, |b| b.z(log_p50));
         let step_time_cusum = if warmup || self.step_level.is_none() { 0.0 } else { self.step_cusum.update(step_z) };
         let reference_ms = step_baseline_ms.unwrap_or(p50);
+
+        let step_time_ratio = p50 / reference_ms;
+        let (elevated_windows, slow_step_share, slow_step_share_recent) = if warmup || step_baseline_ms.is_none() {
+            (0, 0.0, 0.0)
+        } else {
+            self.elevated_windows = if step_time_ratio >= ELEVATED_RATIO { self.elevated_windows + 1 } else { 0 };
+            let v = &w.step_times_sorted;
+            let fast = v.partition_point(|x| *x <= SLOW_STEP_RATIO * reference_ms);
+            let share = if v.is_empty() { 0.0 } else { (v.len() - fast) as f64 / v.len() as f64 };
+            if self.recent_slow.len() == RECENT_WINDOWS {
+                self.recent_slow.pop_front();
+            }
+            self.recent_slow.push_back(share);
+            let recent = self.recent_slow.iter().sum::<f64>() / RECENT_WINDOWS as f64;
+            (self.elevated_windows, share, recent)
+        };
 
         let tail = (w.compute_p95_ms.max(1e-6) / w.compute_p50_ms.max(1e-6)).max(1.0);
         let tail_base = self.tail.map_or(DEFAULT_TAIL_RATIO, |b| b.level().exp()).max(1.0);
@@ -136,8 +177,11 @@ impl FeatureExtractor {
             step_time_p99_ms: w.step_time_p99_ms,
             step_time_max_ms: w.step_time_max_ms,
             step_time_baseline_ms: step_baseline_ms,
-            step_time_ratio: p50 / reference_ms,
+            step_time_ratio,
             step_time_cusum,
+            elevated_windows,
+            slow_step_share,
+            slow_step_share_recent,
             burst_score,
             straggler_score: worker_score.max(source_score),
             slowest_worker,

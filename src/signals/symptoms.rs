@@ -40,10 +40,13 @@ impl Symptom {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct SymptomThresholds {
     pub stall_score: f64,
+    pub stall_min_ms: f64,
     pub straggler_score: f64,
     pub data_wait_share: f64,
     pub burst_score: f64,
     pub burst_max_step_ratio: f64,
+    pub burst_slow_share: f64,
+    pub burst_slow_share_recent: f64,
     pub step_cusum: f64,
     pub step_ratio: f64,
     pub loss_cusum: f64,
@@ -55,10 +58,13 @@ impl Default for SymptomThresholds {
     fn default() -> Self {
         SymptomThresholds {
             stall_score: 20.0,
+            stall_min_ms: 5_000.0,
             straggler_score: 2.0,
             data_wait_share: 0.2,
             burst_score: 1.5,
             burst_max_step_ratio: 1.3,
+            burst_slow_share: 0.5,
+            burst_slow_share_recent: 0.15,
             step_cusum: 5.0,
             step_ratio: 1.25,
             loss_cusum: 5.0,
@@ -74,7 +80,7 @@ pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f
     if f.warmup || f.step_time_baseline_ms.is_none() {
         return out;
     }
-    if f.stall_score >= t.stall_score {
+    if f.stall_score >= t.stall_score && f.step_time_max_ms >= t.stall_min_ms {
         out.push((Symptom::Stall, f.stall_score / t.stall_score));
     }
     let wait = f.data_wait_share.unwrap_or(0.0);
@@ -84,10 +90,15 @@ pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f
             (f.straggler_score / t.straggler_score).max(wait / t.data_wait_share),
         ));
     }
-    if f.burst_score >= t.burst_score && f.step_time_ratio < t.burst_max_step_ratio {
-        out.push((Symptom::Burst, f.burst_score / t.burst_score));
+    // A burst is intermittent: a tail blow-up under a steady median, or a whole slow window amid
+    // recent slow steps, but never a shift that has lasted two windows (that is drift).
+    let tail_blowup = f.burst_score >= t.burst_score && f.step_time_ratio < t.burst_max_step_ratio;
+    let slow_window = f.slow_step_share >= t.burst_slow_share && f.slow_step_share_recent >= t.burst_slow_share_recent;
+    if f.elevated_windows < 2 && (tail_blowup || slow_window) {
+        let score = (f.burst_score / t.burst_score).max(f.slow_step_share_recent / t.burst_slow_share_recent);
+        out.push((Symptom::Burst, score));
     }
-    if f.step_time_cusum >= t.step_cusum && f.step_time_ratio >= t.step_ratio {
+    if f.step_time_cusum >= t.step_cusum && f.step_time_ratio >= t.step_ratio && f.elevated_windows >= 2 {
         out.push((Symptom::StepTimeDrift, f.step_time_cusum / t.step_cusum));
     }
     if f.loss_cusum >= t.loss_cusum && f.loss_ratio.is_some_and(|r| r >= t.loss_ratio) {
@@ -99,7 +110,7 @@ pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f
     out
 }
 
-/// A run of windows showing the same symptom (a gap of one quiet window does not end it).
+/// A run of windows showing the same symptom (up to [`EPISODE_GAP_WINDOWS`] quiet windows do not end it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Episode {
     pub symptom: Symptom,
@@ -125,6 +136,9 @@ impl Episode {
         }
     }
 }
+
+/// Quiet windows tolerated inside one episode (intermittent incidents are one episode, not many).
+pub const EPISODE_GAP_WINDOWS: u64 = 2;
 
 /// Builds episodes from the per-window symptoms, streaming, with memory bounded by the number of
 /// symptom kinds (finished episodes are returned to the caller).
@@ -164,7 +178,7 @@ impl EpisodeTracker {
         }
         let mut i = 0;
         while i < self.open.len() {
-            if idx > self.open[i].1 + 1 {
+            if idx > self.open[i].1 + EPISODE_GAP_WINDOWS {
                 ended.push(Self::close(self.open.remove(i).0));
             } else {
                 i += 1;

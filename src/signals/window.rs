@@ -44,6 +44,8 @@ pub struct WindowStats {
     pub gpu_mem_util_mean: Option<f64>,
     pub gpu_mem_util_max: Option<f64>,
     pub comm_share: Option<f64>,
+    /// The window's step times, ascending (capped like every per-window vector).
+    pub step_times_sorted: Vec<f64>,
 }
 
 #[derive(Default)]
@@ -184,6 +186,7 @@ impl Acc {
             gpu_mem_util_mean: mean(self.gpu_mem_sum, self.gpu_mem_n),
             gpu_mem_util_max: (self.gpu_mem_n > 0).then_some(self.gpu_mem_max),
             comm_share: share(self.comm_sum, self.comm_step_sum, self.comm_n),
+            step_times_sorted: self.step_times,
         }
     }
 }
