@@ -41,6 +41,7 @@ pub struct Cli {
 
 /// kubectl's global flags (honoured by every command that talks to a cluster) and output selection.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Path(s) to kubeconfig files, `:`-separated like KUBECONFIG
     #[arg(long, global = true, value_name = "PATHS")]
@@ -84,6 +85,7 @@ pub enum SourceKind {
 
 /// Telemetry source and windowing flags shared by the commands that read telemetry.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Telemetry")]
 pub struct TelemetryArgs {
     /// Telemetry source
     #[arg(long, value_enum, default_value_t = SourceKind::File)]
@@ -95,14 +97,14 @@ pub struct TelemetryArgs {
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
     /// Steps per analysis window
-    #[arg(long, default_value_t = crate::signals::DEFAULT_WINDOW_STEPS,
+    #[arg(long, value_name = "N", default_value_t = crate::signals::DEFAULT_WINDOW_STEPS,
           value_parser = clap::value_parser!(u64).range(2..=1_000_000))]
     pub window_steps: u64,
     /// Steps at the start excluded from baselines (compilation, warm-up, loss free-fall)
-    #[arg(long, default_value_t = crate::signals::DEFAULT_WARMUP_STEPS)]
+    #[arg(long, value_name = "N", default_value_t = crate::signals::DEFAULT_WARMUP_STEPS)]
     pub warmup_steps: u64,
     /// Records held back to repair out-of-order arrival
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub reorder_window: u64,
     /// A timestamp this far behind its predecessor counts as clock skew
     #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = parse_duration_ms)]

@@ -111,13 +111,15 @@ impl Ingest {
                 Ok(Some(b)) => sink.accept(Ok(b), None),
                 Err(r) => sink.accept(Err(r), None),
             },
-            Format::Jsonl | Format::Auto => match classify(line) {
+            Format::Jsonl | Format::Log | Format::Auto => match classify(line) {
                 LineKind::Blank => sink.stats.blank_lines += 1,
+                LineKind::Text if self.format == Format::Jsonl => sink.stats.skip(SkipReason::NotJson),
                 LineKind::Text => sink.stats.log_lines += 1,
                 LineKind::Json { payload, prefix_ts_ms } => sink.accept(parse_json_object(payload), prefix_ts_ms),
                 LineKind::Embedded { payload, prefix_ts_ms } => match parse_json_object(payload) {
                     // Braces in an ordinary log message are not a broken record.
-                    Err(SkipReason::InvalidJson) => sink.stats.log_lines += 1,
+                    Err(SkipReason::InvalidJson) if self.format != Format::Jsonl => sink.stats.log_lines += 1,
+                    Err(SkipReason::InvalidJson) => sink.stats.skip(SkipReason::NotJson),
                     built => sink.accept(built, prefix_ts_ms),
                 },
             },
@@ -221,7 +223,7 @@ mod tests {
             2026-01-01T00:00:00.100Z INFO step done {\"step\":2,\"step_time_ms\":31}\n\
             2026-01-01T00:00:00.200Z WARN weird {braces} here\n\
             {\"step\":3,\"step_time_ms\":32,\"ts\":1767225601}\n\n";
-        let (got, st) = ingest(Format::Jsonl, text);
+        let (got, st) = ingest(Format::Log, text);
         assert_eq!(got.len(), 3);
         assert_eq!(got[0].ts_ms, Some(1_767_225_600_000));
         assert_eq!(got[1].ts_ms, Some(1_767_225_600_100));

@@ -17,8 +17,10 @@ use crate::error::input_error;
 pub enum Format {
     /// Decide from the file name, then from the first bytes.
     Auto,
-    /// JSON lines, possibly mixed with ordinary log lines (trainer stdout, `kubectl logs`).
+    /// JSON lines; a line that is not JSON is a bad line.
     Jsonl,
+    /// Trainer stdout / `kubectl logs`: JSON objects mixed with ordinary log lines, which are ignored.
+    Log,
     /// CSV with a header row.
     Csv,
 }
@@ -90,7 +92,8 @@ fn extension_format(path: &Path) -> Option<Format> {
     let ext = Path::new(name).extension()?.to_str()?;
     match ext {
         "csv" => Some(Format::Csv),
-        "jsonl" | "ndjson" | "json" | "log" | "txt" | "out" => Some(Format::Jsonl),
+        "jsonl" | "ndjson" | "json" => Some(Format::Jsonl),
+        "log" | "txt" | "out" => Some(Format::Log),
         _ => None,
     }
 }
@@ -101,7 +104,7 @@ fn sniff_format(head: &[u8]) -> Option<Format> {
         .split(|c| *c == b'\n')
         .map(|l| l.trim_ascii())
         .find(|l| !l.is_empty())?;
-    if first.contains(&b'{') {
+    if first.first() == Some(&b'{') {
         return Some(Format::Jsonl);
     }
     let header = std::str::from_utf8(first).ok()?;
@@ -113,8 +116,8 @@ fn sniff_format(head: &[u8]) -> Option<Format> {
     {
         return Some(Format::Csv);
     }
-    // Plain log text: JSON objects may still appear further down.
-    Some(Format::Jsonl)
+    // Log text: JSON objects may appear further down, between ordinary lines.
+    Some(Format::Log)
 }
 
 pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
@@ -162,7 +165,7 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
         ));
     }
     let format = match spec.format {
-        Format::Auto => extension_format(&spec.path).or_else(|| sniff_format(probe)).unwrap_or(Format::Jsonl),
+        Format::Auto => extension_format(&spec.path).or_else(|| sniff_format(probe)).unwrap_or(Format::Log),
         f => f,
     };
     let raw_sink = match &spec.record_raw {
@@ -190,9 +193,10 @@ mod tests {
     #[test]
     fn formats_from_names_and_content() {
         assert_eq!(extension_format(Path::new("a/b.CSV.gz")), Some(Format::Csv));
-        assert_eq!(extension_format(Path::new("x.stdout.log.gz")), Some(Format::Jsonl));
+        assert_eq!(extension_format(Path::new("x.stdout.log.gz")), Some(Format::Log));
         assert_eq!(extension_format(Path::new("x.parquet")), None);
         assert_eq!(sniff_format(b"\nts,step,step_time_ms\n1,2,3\n"), Some(Format::Csv));
-        assert_eq!(sniff_format(b"[trainer] start\n{\"a\":1}\n"), Some(Format::Jsonl));
+        assert_eq!(sniff_format(b"[trainer] start\n{\"a\":1}\n"), Some(Format::Log));
+        assert_eq!(sniff_format(b"{\"a\":1}\n"), Some(Format::Jsonl));
     }
 }
