@@ -177,10 +177,12 @@ impl KubeSimBuilder {
         let listener = TcpListener::bind(self.addr).await?;
         let addr = listener.local_addr()?;
         let shared = self.shared(addr)?;
-        let task = tokio::spawn(crate::server::serve(listener, shared.clone()));
+        let tls = crate::tls::material().map_err(io::Error::other)?;
+        let task = tokio::spawn(crate::server::serve(listener, shared.clone(), Some(tls.acceptor.clone())));
         Ok(KubeSim {
             shared,
             addr,
+            tls,
             _guard: Guard::Task(task),
         })
     }
@@ -195,10 +197,12 @@ impl KubeSimBuilder {
         let listener = rt.block_on(TcpListener::bind(self.addr))?;
         let addr = listener.local_addr()?;
         let shared = self.shared(addr)?;
-        rt.spawn(crate::server::serve(listener, shared.clone()));
+        let tls = crate::tls::material().map_err(io::Error::other)?;
+        rt.spawn(crate::server::serve(listener, shared.clone(), Some(tls.acceptor.clone())));
         Ok(KubeSim {
             shared,
             addr,
+            tls,
             _guard: Guard::Runtime(Some(rt)),
         })
     }
@@ -228,6 +232,7 @@ impl Drop for Guard {
 pub struct KubeSim {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls: crate::tls::TlsMaterial,
     _guard: Guard,
 }
 
@@ -236,9 +241,24 @@ impl KubeSim {
         KubeSimBuilder::default()
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (plain HTTP; the same port also speaks TLS).
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT`; trust [`KubeSim::ca_pem`] to verify it.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA certificate (PEM) that issued the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.tls.ca_pem
+    }
+
+    /// The CA certificate (DER).
+    pub fn ca_der(&self) -> &[u8] {
+        &self.tls.ca_der
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -252,12 +272,19 @@ impl KubeSim {
 
     // ---- kubeconfig -------------------------------------------------------------------
 
-    /// A kubeconfig (YAML) whose current context uses this server.
+    /// A kubeconfig (YAML) whose current context uses this server: `https://` with the CA
+    /// inline, or `http://` when `opts.plain_http` is set.
     pub fn kubeconfig(&self, opts: &KubeconfigOptions) -> String {
-        kubeconfig::render(&self.url(), opts)
+        if opts.plain_http {
+            kubeconfig::render(&self.url(), None, opts)
+        } else {
+            kubeconfig::render(&self.https_url(), Some(self.ca_pem()), opts)
+        }
     }
 
-    /// Writes a kubeconfig with one cluster, context and user (bearer `token`).
+    /// Writes a kubeconfig with one cluster, context and user (bearer `token`). The server is
+    /// `https://127.0.0.1:PORT` with the CA inline, because kubectl sends kubeconfig
+    /// credentials only over TLS.
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>, token: &str) -> io::Result<()> {
         self.write_kubeconfig_with(
             path,

@@ -31,6 +31,7 @@ pub mod managed;
 pub mod mutate;
 pub mod objects;
 pub mod patch;
+pub mod proto;
 pub mod request_info;
 pub mod resource;
 pub mod seed;
@@ -39,6 +40,7 @@ mod server;
 mod state;
 pub mod status;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 pub use auth::Rule;

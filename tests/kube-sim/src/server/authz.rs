@@ -23,8 +23,13 @@ pub(crate) fn reviews(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     if info.verb != "create" {
         return Err(ApiError::method_not_supported(&info.resource, &info.verb));
     }
-    let mut review: Value = serde_json::from_slice(&ctx.body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?;
+    let content_type = ctx.header(axum::http::header::CONTENT_TYPE).unwrap_or("application/json");
+    let mut review: Value = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        crate::proto::decode_review(&ctx.body)?
+    } else {
+        serde_json::from_slice(&ctx.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))?
+    };
     if !review.is_object() {
         return Err(ApiError::bad_request("request body must be a JSON object"));
     }

@@ -211,6 +211,8 @@ pub(crate) fn non_resource(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             "groups": GROUPS.iter().map(|(g, _)| api_group(g)).collect::<Vec<_>>(),
         })),
         "/api/v1" => ok(resource_list("", CORE)),
+        "/openapi/v3" => ok(super::openapi::root()),
+        "/openapi/v3/apis/apps/v1" => ok(super::openapi::apps_v1()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {

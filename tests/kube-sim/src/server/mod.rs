@@ -7,6 +7,7 @@ mod core;
 mod discovery;
 mod list;
 mod logs;
+mod openapi;
 mod table;
 
 use std::convert::Infallible;
@@ -17,7 +18,8 @@ use axum::http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio::task::JoinSet;
 
 use crate::auth::{self, User};
@@ -28,25 +30,37 @@ use crate::status::ApiError;
 const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Serves connections until the future is dropped; dropping it also ends every connection.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+/// Each connection may speak plain HTTP or TLS (told apart by its first byte) when `tls` is set.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                conns.spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(shared, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                conns.spawn(connection(stream, shared.clone(), tls.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<TlsAcceptor>) {
+    let svc = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(shared, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut first = [0u8; 1];
+    let is_tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == crate::tls::TLS_HANDSHAKE);
+    match tls {
+        Some(acceptor) if is_tls => {
+            if let Ok(tls_stream) = acceptor.accept(stream).await {
+                let _ = builder.serve_connection(TokioIo::new(tls_stream), svc).await;
+            }
+        }
+        _ => {
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
         }
     }
 }
