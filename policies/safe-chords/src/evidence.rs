@@ -1,0 +1,121 @@
+//! From one window's features (and a little history kept in the state) to incident evidence.
+//! Thresholds are calibrated on real H100 traces (docs/policy-authoring.md explains how) and read
+//! only features the host computes from telemetry, never the trace's labels.
+
+use modekeeper_policy_sdk::Features;
+
+use crate::state::State;
+
+/// Slowest worker at least this many times its peers' median: one dataloader worker lags.
+pub const STRAGGLER_SCORE: f64 = 2.0;
+/// Or steps wait on input for at least this share of their time.
+pub const DATA_WAIT_SHARE: f64 = 0.2;
+/// Compute-time p95/p50 at least this many times its baseline, with a steady median: a burst.
+pub const BURST_SCORE: f64 = 1.5;
+/// ...where "steady" means p50 below this multiple of the baseline.
+pub const BURST_MAX_RATIO: f64 = 1.3;
+/// A window whose p50 is at least this multiple of the baseline is elevated.
+pub const ELEVATED_RATIO: f64 = 1.25;
+/// Half of a window's steps this slow makes it a slow window (a burst if it does not last).
+pub const SLOW_WINDOW_SHARE: f64 = 0.5;
+/// Consecutive elevated windows that make a drift (one is a burst candidate, not a drift).
+pub const DRIFT_WINDOWS: u32 = 2;
+/// Step-time CUSUM needed for a drift.
+pub const DRIFT_CUSUM: f64 = 5.0;
+/// Burst evidence needed within the last [`BURST_HORIZON`] windows before BURST-ABSORB fires.
+pub const BURST_CONFIRM: u32 = 2;
+pub const BURST_HORIZON: u32 = 4;
+/// Longest step at least this many baseline medians...
+pub const STALL_SCORE: f64 = 20.0;
+/// ...and at least this share of the job's `timeout_ms` (or [`STALL_MIN_MS`] without it): a stall
+/// that came near the watchdog, not a recompilation hiccup.
+pub const STALL_TIMEOUT_SHARE: f64 = 0.5;
+pub const STALL_MIN_MS: f64 = 2500.0;
+/// Rising loss: CUSUM and ratio against its baseline.
+pub const LOSS_CUSUM: f64 = 5.0;
+pub const LOSS_RATIO: f64 = 1.1;
+
+/// Incident kinds, as bits of a mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Stall = 0,
+    Drift = 1,
+    Straggler = 2,
+    Burst = 3,
+}
+
+impl Kind {
+    /// In priority order: the first present is the primary chord.
+    pub const ALL: [Kind; 4] = [Kind::Stall, Kind::Drift, Kind::Straggler, Kind::Burst];
+
+    pub fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// What one window shows. Scores are relative to their thresholds (≥ 1.0 when present).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Evidence {
+    pub straggler: Option<f64>,
+    pub burst: Option<f64>,
+    pub drift: Option<f64>,
+    pub stall: Option<f64>,
+    pub loss_drift: Option<f64>,
+}
+
+impl Evidence {
+    pub fn score(&self, k: Kind) -> Option<f64> {
+        match k {
+            Kind::Stall => self.stall,
+            Kind::Drift => self.drift,
+            Kind::Straggler => self.straggler,
+            Kind::Burst => self.burst,
+        }
+    }
+
+    pub fn mask(&self) -> u8 {
+        Kind::ALL.iter().filter(|k| self.score(**k).is_some()).fold(0, |m, k| m | k.bit())
+    }
+}
+
+/// The window's evidence; updates the history fields of `st` (elevated run, burst history).
+pub fn read(f: &Features, timeout_ms: Option<f64>, st: &mut State) -> Evidence {
+    let mut e = Evidence::default();
+    let ratio = f.step_time_ratio;
+    let elevated = ratio >= ELEVATED_RATIO;
+
+    // A slow window seen last time is burst evidence only once the median came back down.
+    let confirmed_slow = st.pending_slow && !elevated;
+    st.elevated_run = if elevated { st.elevated_run.saturating_add(1) } else { 0 };
+    let slow_share = f.slow_step_share.unwrap_or(0.0);
+    st.pending_slow = elevated && st.elevated_run == 1 && slow_share >= SLOW_WINDOW_SHARE;
+
+    let wait = f.data_wait_share.unwrap_or(0.0);
+    let straggler = (f.straggler_score / STRAGGLER_SCORE).max(wait / DATA_WAIT_SHARE);
+    if straggler >= 1.0 {
+        e.straggler = Some(straggler);
+    }
+
+    let tail = f.burst_score / BURST_SCORE;
+    let tail_burst = tail >= 1.0 && ratio < BURST_MAX_RATIO;
+    let burst_now = tail_burst || confirmed_slow;
+    st.burst_history = (st.burst_history << 1) | u8::from(burst_now);
+    let recent = (st.burst_history & ((1u8 << BURST_HORIZON) - 1)).count_ones();
+    if burst_now && recent >= BURST_CONFIRM && st.elevated_run < DRIFT_WINDOWS {
+        e.burst = Some(if tail_burst { tail } else { 1.0 });
+    }
+
+    if st.elevated_run >= DRIFT_WINDOWS && f.step_time_cusum >= DRIFT_CUSUM {
+        e.drift = Some((ratio / ELEVATED_RATIO).max(1.0));
+    }
+
+    let floor = timeout_ms.map_or(STALL_MIN_MS, |t| t * STALL_TIMEOUT_SHARE);
+    if f.stall_score >= STALL_SCORE && f.step_time_max_ms >= floor {
+        e.stall = Some(f.stall_score / STALL_SCORE);
+    }
+
+    if f.loss_cusum >= LOSS_CUSUM && f.loss_ratio.is_some_and(|r| r >= LOSS_RATIO) {
+        e.loss_drift = Some(f.loss_cusum / LOSS_CUSUM);
+    }
+    e
+}
