@@ -295,9 +295,16 @@ impl KubeSim {
         )
     }
 
-    /// Writes a kubeconfig whose user has no credentials.
+    /// Writes a kubeconfig whose user has no credentials, pointing at `http://` (with an
+    /// `https://` server and no credentials kubectl prompts for a username instead of calling).
     pub fn write_kubeconfig_anonymous(&self, path: impl AsRef<Path>) -> io::Result<()> {
-        self.write_kubeconfig_with(path, &KubeconfigOptions::default())
+        self.write_kubeconfig_with(
+            path,
+            &KubeconfigOptions {
+                plain_http: true,
+                ..KubeconfigOptions::default()
+            },
+        )
     }
 
     pub fn write_kubeconfig_with(&self, path: impl AsRef<Path>, opts: &KubeconfigOptions) -> io::Result<()> {

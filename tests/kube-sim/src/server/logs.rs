@@ -70,6 +70,8 @@ async fn next_chunk(mut f: Follow) -> Option<(Result<bytes::Bytes, std::io::Erro
             return None;
         }
         if f.drop_after.is_some_and(|n| f.emitted >= n) {
+            // Let hyper flush the lines already produced before the connection is torn down.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             f.drop_after = None;
             f.rx = None;
             f.queue.clear();
