@@ -2,16 +2,15 @@
 //!
 //! Order is by `step` (what training progress is measured in), then by source (rank, node). A record
 //! without a step is placed after the highest step seen so far. Memory is bounded by `capacity`: the
-//! reorder heap and the set of recently emitted keys each hold at most that many records.
+//! reorder buffer and the list of recently emitted keys each hold at most that many records.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::record::Sample;
 use super::stats::IngestStats;
 
-/// Identity of a record for duplicate detection: the step and the emitting process.
+/// Identity of a record for duplicate detection and ordering: the step and the emitting process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct RecordKey {
     step: u64,
@@ -19,38 +18,16 @@ struct RecordKey {
     node: usize,
 }
 
-struct Pending {
-    key: RecordKey,
-    seq: u64,
-    sample: Sample,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, o: &Self) -> bool {
-        self.cmp(o) == Ordering::Equal
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.key, self.seq).cmp(&(o.key, o.seq))
-    }
-}
-
+/// Records are held in a deque sorted by key: in-order arrival (the common case) appends at the back,
+/// a late record is inserted by binary search. Emitted keys are kept, also sorted, for duplicate checks,
+/// so no hashing is needed at all.
 pub struct Orderer {
     capacity: usize,
     skew_tolerance_ms: i64,
-    heap: BinaryHeap<Reverse<Pending>>,
-    seen: HashSet<RecordKey>,
+    pending: VecDeque<(RecordKey, Sample)>,
     emitted_keys: VecDeque<RecordKey>,
     max_step_seen: Option<u64>,
     watermark: Option<u64>,
-    seq: u64,
     last_raw_ts: Option<i64>,
     last_ts: Option<i64>,
 }
@@ -60,15 +37,18 @@ impl Orderer {
         Orderer {
             capacity: capacity.max(1),
             skew_tolerance_ms,
-            heap: BinaryHeap::new(),
-            seen: HashSet::new(),
+            pending: VecDeque::new(),
             emitted_keys: VecDeque::new(),
             max_step_seen: None,
             watermark: None,
-            seq: 0,
             last_raw_ts: None,
             last_ts: None,
         }
+    }
+
+    fn is_duplicate(&self, key: &RecordKey) -> bool {
+        self.emitted_keys.binary_search(key).is_ok()
+            || self.pending.binary_search_by(|(k, _)| k.cmp(key)).is_ok()
     }
 
     pub fn push(&mut self, mut s: Sample, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
@@ -83,7 +63,7 @@ impl Orderer {
             rank: s.rank.unwrap_or(u32::MAX),
             node: s.node.as_ref().map_or(0, |n| Arc::as_ptr(n) as *const u8 as usize),
         };
-        if real_step && self.seen.contains(&key) {
+        if real_step && self.is_duplicate(&key) {
             stats.duplicates += 1;
             return;
         }
@@ -95,33 +75,34 @@ impl Orderer {
             stats.reordered += 1;
         }
         self.max_step_seen = Some(self.max_step_seen.map_or(step, |m| m.max(step)));
-        if real_step {
-            self.seen.insert(key);
+        if self.pending.back().is_none_or(|(k, _)| *k <= key) {
+            self.pending.push_back((key, s));
+        } else {
+            // Stable among equal keys: after the last one.
+            let at = self.pending.partition_point(|(k, _)| *k <= key);
+            self.pending.insert(at, (key, s));
         }
-        self.seq += 1;
-        self.heap.push(Reverse(Pending { key, seq: self.seq, sample: s }));
-        while self.heap.len() > self.capacity {
+        while self.pending.len() > self.capacity {
             self.pop_one(stats, out);
         }
     }
 
     /// Emits everything still buffered (end of input).
     pub fn flush(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
-        while !self.heap.is_empty() {
+        while !self.pending.is_empty() {
             self.pop_one(stats, out);
         }
     }
 
     fn pop_one(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
-        let Some(Reverse(p)) = self.heap.pop() else { return };
-        self.watermark = Some(p.key.step);
-        self.emitted_keys.push_back(p.key);
-        if self.emitted_keys.len() > self.capacity {
-            if let Some(old) = self.emitted_keys.pop_front() {
-                self.seen.remove(&old);
-            }
+        let Some((key, mut s)) = self.pending.pop_front() else { return };
+        self.watermark = Some(key.step);
+        if self.emitted_keys.back().is_none_or(|k| *k < key) {
+            self.emitted_keys.push_back(key);
         }
-        let mut s = p.sample;
+        if self.emitted_keys.len() > self.capacity {
+            self.emitted_keys.pop_front();
+        }
         if let Some(ts) = s.ts_ms {
             if self.last_raw_ts.is_some_and(|prev| ts < prev - self.skew_tolerance_ms) {
                 stats.clock_skew += 1;
