@@ -92,7 +92,8 @@ impl Rule {
                 && self.non_resource_urls.iter().any(|u| {
                     u == "*"
                         || u == &info.path
-                        || u.strip_suffix('*').is_some_and(|p| info.path.starts_with(p))
+                        || u.strip_suffix('*')
+                            .is_some_and(|p| info.path.starts_with(p))
                 });
         }
         if !Self::has(&self.verbs, &info.verb) || !Self::has(&self.api_groups, &info.api_group) {
@@ -103,8 +104,10 @@ impl Rule {
             r == "*"
                 || *r == resource
                 || (info.subresource.is_empty() && r == &info.resource)
-                || r.strip_prefix("*/") == Some(info.subresource.as_str()) && !info.subresource.is_empty()
-                || r.strip_suffix("/*") == Some(info.resource.as_str()) && !info.subresource.is_empty()
+                || r.strip_prefix("*/") == Some(info.subresource.as_str())
+                    && !info.subresource.is_empty()
+                || r.strip_suffix("/*") == Some(info.resource.as_str())
+                    && !info.subresource.is_empty()
         });
         if !resource_ok {
             return false;
@@ -112,7 +115,8 @@ impl Rule {
         if !self.resource_names.is_empty() && !self.resource_names.contains(&info.name) {
             return false;
         }
-        self.namespaces.is_empty() || (!info.namespace.is_empty() && self.namespaces.contains(&info.namespace))
+        self.namespaces.is_empty()
+            || (!info.namespace.is_empty() && self.namespaces.contains(&info.namespace))
     }
 }
 
@@ -223,7 +227,10 @@ pub fn forbidden(user: &User, info: &RequestInfo) -> ApiError {
             "",
             "",
             "",
-            &format!("User {:?} cannot {} path {:?}", user.name, info.verb, info.path),
+            &format!(
+                "User {:?} cannot {} path {:?}",
+                user.name, info.verb, info.path
+            ),
         );
     }
     let scope = if info.namespace.is_empty() {
@@ -278,7 +285,12 @@ mod tests {
         let rules = [Rule::allow(["get"], "", ["pods"])];
         let log = request_info("GET", "/api/v1/namespaces/ml/pods/p/log", "");
         let e = authorize(&alice(), &rules, &log).unwrap_err();
-        assert!(e.message.contains("cannot get resource \"pods/log\" in API group \"\""), "{}", e.message);
+        assert!(
+            e.message
+                .contains("cannot get resource \"pods/log\" in API group \"\""),
+            "{}",
+            e.message
+        );
         assert!(authorize(&alice(), &[Rule::allow(["get"], "", ["pods/log"])], &log).is_ok());
     }
 
@@ -292,15 +304,32 @@ mod tests {
         let apis = request_info("GET", "/apis", "");
         assert!(authorize(&alice(), &[], &apis).is_ok());
         let e = authorize(&anon, &[], &apis).unwrap_err();
-        assert_eq!(e.message, "forbidden: User \"system:anonymous\" cannot get path \"/apis\"");
+        assert_eq!(
+            e.message,
+            "forbidden: User \"system:anonymous\" cannot get path \"/apis\""
+        );
         assert!(authorize(&anon, &[], &request_info("GET", "/version", "")).is_ok());
     }
 
     #[test]
     fn resource_names_restrict() {
         let rules = [Rule::allow(["patch"], "apps", ["deployments"]).named(["a"])];
-        assert!(authorize(&alice(), &rules, &request_info("PATCH", "/apis/apps/v1/namespaces/x/deployments/a", "")).is_ok());
-        assert!(authorize(&alice(), &rules, &request_info("PATCH", "/apis/apps/v1/namespaces/x/deployments/b", "")).is_err());
+        assert!(
+            authorize(
+                &alice(),
+                &rules,
+                &request_info("PATCH", "/apis/apps/v1/namespaces/x/deployments/a", "")
+            )
+            .is_ok()
+        );
+        assert!(
+            authorize(
+                &alice(),
+                &rules,
+                &request_info("PATCH", "/apis/apps/v1/namespaces/x/deployments/b", "")
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -214,8 +214,10 @@ impl FaultSet {
                     )
                 }
                 FaultAction::DropLogStream { after_lines } => {
-                    plan.drop_log_after =
-                        Some(plan.drop_log_after.map_or(*after_lines, |n| n.min(*after_lines)))
+                    plan.drop_log_after = Some(
+                        plan.drop_log_after
+                            .map_or(*after_lines, |n| n.min(*after_lines)),
+                    )
                 }
                 _ => continue,
             }
@@ -237,7 +239,9 @@ fn match_segments(pat: &[&str], segs: &[&str]) -> bool {
         None => segs.is_empty(),
         Some((&"**", rest)) => (0..=segs.len()).any(|skip| match_segments(rest, &segs[skip..])),
         Some((p, rest)) => match segs.split_first() {
-            Some((s, srest)) => segment_match(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest),
+            Some((s, srest)) => {
+                segment_match(p.as_bytes(), s.as_bytes()) && match_segments(rest, srest)
+            }
             None => false,
         },
     }
@@ -258,10 +262,22 @@ mod tests {
     #[test]
     fn globs() {
         assert!(glob_match("**", "/apis/apps/v1"));
-        assert!(glob_match("/apis/apps/v1/namespaces/*/deployments/*", "/apis/apps/v1/namespaces/ml/deployments/trainer"));
-        assert!(!glob_match("/apis/apps/v1/namespaces/*/deployments/*", "/apis/apps/v1/namespaces/ml/deployments"));
-        assert!(glob_match("/api/v1/**/log", "/api/v1/namespaces/ml/pods/p/log"));
-        assert!(glob_match("/api/v1/namespaces/ml/pods/trainer-*/log", "/api/v1/namespaces/ml/pods/trainer-abc/log"));
+        assert!(glob_match(
+            "/apis/apps/v1/namespaces/*/deployments/*",
+            "/apis/apps/v1/namespaces/ml/deployments/trainer"
+        ));
+        assert!(!glob_match(
+            "/apis/apps/v1/namespaces/*/deployments/*",
+            "/apis/apps/v1/namespaces/ml/deployments"
+        ));
+        assert!(glob_match(
+            "/api/v1/**/log",
+            "/api/v1/namespaces/ml/pods/p/log"
+        ));
+        assert!(glob_match(
+            "/api/v1/namespaces/ml/pods/trainer-*/log",
+            "/api/v1/namespaces/ml/pods/trainer-abc/log"
+        ));
         assert!(!glob_match("/api", "/apis"));
     }
 
@@ -288,8 +304,15 @@ mod tests {
     fn log_cut_only_for_log_requests() {
         let mut set = FaultSet::default();
         set.add(Fault::drop_log_stream("**", 3));
-        assert_eq!(set.plan("GET", "/api/v1/namespaces/ml/pods").drop_log_after, None);
-        assert_eq!(set.plan("GET", "/api/v1/namespaces/ml/pods/p/log").drop_log_after, Some(3));
+        assert_eq!(
+            set.plan("GET", "/api/v1/namespaces/ml/pods").drop_log_after,
+            None
+        );
+        assert_eq!(
+            set.plan("GET", "/api/v1/namespaces/ml/pods/p/log")
+                .drop_log_after,
+            Some(3)
+        );
     }
 
     #[test]
@@ -299,8 +322,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.nth, Some(3));
-        assert_eq!(f.action, FaultAction::Status { code: 500, message: "boom".into(), retry_after_seconds: None });
-        let d: Fault = serde_json::from_str(r#"{"action":{"type":"dropLogStream","afterLines":2}}"#).unwrap();
+        assert_eq!(
+            f.action,
+            FaultAction::Status {
+                code: 500,
+                message: "boom".into(),
+                retry_after_seconds: None
+            }
+        );
+        let d: Fault =
+            serde_json::from_str(r#"{"action":{"type":"dropLogStream","afterLines":2}}"#).unwrap();
         assert_eq!(d.path, "**");
     }
 }

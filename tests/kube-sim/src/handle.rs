@@ -41,7 +41,10 @@ impl Default for KubeSimBuilder {
 fn pairs<K: Into<String>, V: Into<String>>(
     items: impl IntoIterator<Item = (K, V)>,
 ) -> std::collections::BTreeMap<String, String> {
-    items.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+    items
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 impl KubeSimBuilder {
@@ -126,7 +129,10 @@ impl KubeSimBuilder {
     }
 
     pub fn reject_patches(mut self, kind: ResourceKind, namespace: &str, name: &str) -> Self {
-        self.seed.validation.reject.push(Rejection::new(kind, namespace, name));
+        self.seed
+            .validation
+            .reject
+            .push(Rejection::new(kind, namespace, name));
         self
     }
 
@@ -152,7 +158,8 @@ impl KubeSimBuilder {
     }
 
     fn shared(&self, local: SocketAddr) -> io::Result<Arc<Shared>> {
-        let store = Store::from_seed(&self.seed, Utc::now()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let store = Store::from_seed(&self.seed, Utc::now())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut faults = FaultSet::default();
         for f in &self.seed.faults {
             faults.add(f.clone());
@@ -165,7 +172,11 @@ impl KubeSimBuilder {
             }),
             faults: Mutex::new(faults),
             requests: Mutex::new(vec![]),
-            server_version: self.seed.server_version.clone().unwrap_or_else(|| DEFAULT_SERVER_VERSION.into()),
+            server_version: self
+                .seed
+                .server_version
+                .clone()
+                .unwrap_or_else(|| DEFAULT_SERVER_VERSION.into()),
             server_address: local.to_string(),
         }))
     }
@@ -178,7 +189,11 @@ impl KubeSimBuilder {
         let addr = listener.local_addr()?;
         let shared = self.shared(addr)?;
         let tls = crate::tls::material().map_err(io::Error::other)?;
-        let task = tokio::spawn(crate::server::serve(listener, shared.clone(), Some(tls.acceptor.clone())));
+        let task = tokio::spawn(crate::server::serve(
+            listener,
+            shared.clone(),
+            Some(tls.acceptor.clone()),
+        ));
         Ok(KubeSim {
             shared,
             addr,
@@ -198,7 +213,11 @@ impl KubeSimBuilder {
         let addr = listener.local_addr()?;
         let shared = self.shared(addr)?;
         let tls = crate::tls::material().map_err(io::Error::other)?;
-        rt.spawn(crate::server::serve(listener, shared.clone(), Some(tls.acceptor.clone())));
+        rt.spawn(crate::server::serve(
+            listener,
+            shared.clone(),
+            Some(tls.acceptor.clone()),
+        ));
         Ok(KubeSim {
             shared,
             addr,
@@ -307,7 +326,11 @@ impl KubeSim {
         )
     }
 
-    pub fn write_kubeconfig_with(&self, path: impl AsRef<Path>, opts: &KubeconfigOptions) -> io::Result<()> {
+    pub fn write_kubeconfig_with(
+        &self,
+        path: impl AsRef<Path>,
+        opts: &KubeconfigOptions,
+    ) -> io::Result<()> {
         std::fs::write(path, self.kubeconfig(opts))
     }
 
@@ -319,7 +342,9 @@ impl KubeSim {
 
     /// The stored object (as a GET would return it).
     pub fn get(&self, kind: ResourceKind, namespace: &str, name: &str) -> Option<Value> {
-        self.store().get(kind, namespace, name).map(|s| s.value.clone())
+        self.store()
+            .get(kind, namespace, name)
+            .map(|s| s.value.clone())
     }
 
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Value> {
@@ -340,26 +365,50 @@ impl KubeSim {
 
     /// Objects of a kind (`namespace = None`: all namespaces), sorted by namespace and name.
     pub fn list(&self, kind: ResourceKind, namespace: Option<&str>) -> Vec<Value> {
-        self.store().list(kind, namespace).into_iter().map(|s| s.value.clone()).collect()
+        self.store()
+            .list(kind, namespace)
+            .into_iter()
+            .map(|s| s.value.clone())
+            .collect()
     }
 
     /// `spec.template.metadata.annotations[key]` of a workload.
-    pub fn template_annotation(&self, kind: ResourceKind, namespace: &str, name: &str, key: &str) -> Option<String> {
+    pub fn template_annotation(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Option<String> {
         self.get(kind, namespace, name)?["spec"]["template"]["metadata"]["annotations"][key]
             .as_str()
             .map(str::to_string)
     }
 
     /// `metadata.annotations[key]` of any object.
-    pub fn annotation(&self, kind: ResourceKind, namespace: &str, name: &str, key: &str) -> Option<String> {
+    pub fn annotation(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Option<String> {
         self.get(kind, namespace, name)?["metadata"]["annotations"][key]
             .as_str()
             .map(str::to_string)
     }
 
     /// `metadata.resourceVersion` of an object, as a number.
-    pub fn object_resource_version(&self, kind: ResourceKind, namespace: &str, name: &str) -> Option<u64> {
-        self.get(kind, namespace, name)?["metadata"]["resourceVersion"].as_str()?.parse().ok()
+    pub fn object_resource_version(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+    ) -> Option<u64> {
+        self.get(kind, namespace, name)?["metadata"]["resourceVersion"]
+            .as_str()?
+            .parse()
+            .ok()
     }
 
     /// The latest resourceVersion handed out.
@@ -387,7 +436,10 @@ impl KubeSim {
                 let log = s.logs.entry(&seed.namespace, pod, container);
                 for line in lines {
                     if let crate::seed::LogLineSeed::Text(t) = line {
-                        log.append(LogLine { ts: Utc::now(), text: t.clone() });
+                        log.append(LogLine {
+                            ts: Utc::now(),
+                            text: t.clone(),
+                        });
                     }
                 }
             }
@@ -398,15 +450,25 @@ impl KubeSim {
     pub fn add_pod(&self, seed: PodSeed) {
         let mut s = self.store();
         s.ensure_namespace(&seed.namespace);
-        let ip = format!("10.244.250.{}", s.list(ResourceKind::Pod, None).len() % 250 + 2);
-        s.create(ResourceKind::Pod, objects::standalone_pod(&seed, NODE_NAME, &ip, &store::now()));
+        let ip = format!(
+            "10.244.250.{}",
+            s.list(ResourceKind::Pod, None).len() % 250 + 2
+        );
+        s.create(
+            ResourceKind::Pod,
+            objects::standalone_pod(&seed, NODE_NAME, &ip, &store::now()),
+        );
     }
 
     /// Deletes an object; deleting a namespace deletes everything in it.
     pub fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> bool {
         let mut s = self.store();
         if kind == ResourceKind::Namespace {
-            for k in [ResourceKind::Deployment, ResourceKind::StatefulSet, ResourceKind::Pod] {
+            for k in [
+                ResourceKind::Deployment,
+                ResourceKind::StatefulSet,
+                ResourceKind::Pod,
+            ] {
                 let names: Vec<String> = s
                     .list(k, Some(name))
                     .iter()
@@ -422,13 +484,26 @@ impl KubeSim {
 
     /// Changes an object out of band, as another client would (bumps resourceVersion, and
     /// `manager` takes ownership of the changed fields). Returns the new object.
-    pub fn modify(&self, kind: ResourceKind, namespace: &str, name: &str, manager: &str, f: impl FnOnce(&mut Value)) -> Option<Value> {
+    pub fn modify(
+        &self,
+        kind: ResourceKind,
+        namespace: &str,
+        name: &str,
+        manager: &str,
+        f: impl FnOnce(&mut Value),
+    ) -> Option<Value> {
         let mut s = self.store();
         let stored = s.get(kind, namespace, name)?.clone();
         let mut value = stored.value.clone();
         f(&mut value);
         let mut managed = stored.managed.clone();
-        managed.record_update(manager, kind.api_version(), &store::now(), &stored.value, &value);
+        managed.record_update(
+            manager,
+            kind.api_version(),
+            &store::now(),
+            &stored.value,
+            &value,
+        );
         if kind.is_workload() && value["spec"] != stored.value["spec"] {
             let g = stored.value["metadata"]["generation"].as_i64().unwrap_or(1);
             value["metadata"]["generation"] = json!(g + 1);
@@ -443,14 +518,30 @@ impl KubeSim {
         self.append_log_at(namespace, pod, container, Utc::now(), line);
     }
 
-    pub fn append_log_at(&self, namespace: &str, pod: &str, container: &str, ts: DateTime<Utc>, line: &str) {
-        self.store().logs.entry(namespace, pod, container).append(LogLine {
-            ts,
-            text: line.to_string(),
-        });
+    pub fn append_log_at(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        ts: DateTime<Utc>,
+        line: &str,
+    ) {
+        self.store()
+            .logs
+            .entry(namespace, pod, container)
+            .append(LogLine {
+                ts,
+                text: line.to_string(),
+            });
     }
 
-    pub fn append_logs<S: AsRef<str>>(&self, namespace: &str, pod: &str, container: &str, lines: impl IntoIterator<Item = S>) {
+    pub fn append_logs<S: AsRef<str>>(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        lines: impl IntoIterator<Item = S>,
+    ) {
         let mut s = self.store();
         let log = s.logs.entry(namespace, pod, container);
         for line in lines {
@@ -513,20 +604,27 @@ impl KubeSim {
                 c["state"] = match phase {
                     "Running" => json!({"running": {"startedAt": now}}),
                     "Pending" => json!({"waiting": {"reason": "ContainerCreating"}}),
-                    "Succeeded" => json!({"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}}),
-                    _ => json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": now}}),
+                    "Succeeded" => {
+                        json!({"terminated": {"exitCode": 0, "reason": "Completed", "finishedAt": now}})
+                    }
+                    _ => {
+                        json!({"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": now}})
+                    }
                 };
             }
         }
         s.commit(ResourceKind::Pod, namespace, pod, value, stored.managed);
-        let owners: Vec<(ResourceKind, String)> = [ResourceKind::Deployment, ResourceKind::StatefulSet]
-            .into_iter()
-            .flat_map(|k| {
-                s.list(k, Some(namespace))
-                    .into_iter()
-                    .filter_map(move |w| w.value["metadata"]["name"].as_str().map(|n| (k, n.to_string())))
-            })
-            .collect();
+        let owners: Vec<(ResourceKind, String)> =
+            [ResourceKind::Deployment, ResourceKind::StatefulSet]
+                .into_iter()
+                .flat_map(|k| {
+                    s.list(k, Some(namespace)).into_iter().filter_map(move |w| {
+                        w.value["metadata"]["name"]
+                            .as_str()
+                            .map(|n| (k, n.to_string()))
+                    })
+                })
+                .collect();
         for (k, n) in owners {
             s.refresh_status(k, namespace, &n);
         }
@@ -625,7 +723,10 @@ impl KubeSim {
     pub fn count_requests(&self, method: &str, path_glob: &str) -> usize {
         lock(&self.shared.requests)
             .iter()
-            .filter(|r| (method == "*" || r.method.eq_ignore_ascii_case(method)) && crate::faults::glob_match(path_glob, &r.path))
+            .filter(|r| {
+                (method == "*" || r.method.eq_ignore_ascii_case(method))
+                    && crate::faults::glob_match(path_glob, &r.path)
+            })
             .count()
     }
 }

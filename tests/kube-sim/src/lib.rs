@@ -48,6 +48,8 @@ pub use faults::{Fault, FaultAction, FaultId};
 pub use handle::{KubeSim, KubeSimBuilder};
 pub use kubeconfig::KubeconfigOptions;
 pub use resource::ResourceKind;
-pub use seed::{ContainerSeed, LogLineSeed, PodSeed, Rejection, Seed, TokenSeed, ValidationConfig, WorkloadSeed};
+pub use seed::{
+    ContainerSeed, LogLineSeed, PodSeed, Rejection, Seed, TokenSeed, ValidationConfig, WorkloadSeed,
+};
 pub use state::RequestRecord;
 pub use status::ApiError;

@@ -142,7 +142,9 @@ impl LogOptions {
                 "sinceTime" => {
                     o.since_time = Some(
                         DateTime::parse_from_rfc3339(v)
-                            .map_err(|e| ApiError::bad_request(format!("invalid sinceTime {v:?}: {e}")))?
+                            .map_err(|e| {
+                                ApiError::bad_request(format!("invalid sinceTime {v:?}: {e}"))
+                            })?
                             .with_timezone(&Utc),
                     )
                 }
@@ -151,16 +153,31 @@ impl LogOptions {
         }
         let mut errs = vec![];
         if o.since_seconds.is_some() && o.since_time.is_some() {
-            errs.push(FieldError::forbidden("", "at most one of `sinceTime` or `sinceSeconds` may be specified"));
+            errs.push(FieldError::forbidden(
+                "",
+                "at most one of `sinceTime` or `sinceSeconds` may be specified",
+            ));
         }
         if let Some(s) = o.since_seconds.filter(|s| *s < 1) {
-            errs.push(FieldError::invalid("sinceSeconds", &s.into(), "must be greater than 0"));
+            errs.push(FieldError::invalid(
+                "sinceSeconds",
+                &s.into(),
+                "must be greater than 0",
+            ));
         }
         if let Some(t) = o.tail_lines.filter(|t| *t < 0) {
-            errs.push(FieldError::invalid("tailLines", &t.into(), "must be greater than or equal to 0"));
+            errs.push(FieldError::invalid(
+                "tailLines",
+                &t.into(),
+                "must be greater than or equal to 0",
+            ));
         }
         if let Some(b) = o.limit_bytes.filter(|b| *b < 1) {
-            errs.push(FieldError::invalid("limitBytes", &b.into(), "must be greater than 0"));
+            errs.push(FieldError::invalid(
+                "limitBytes",
+                &b.into(),
+                "must be greater than 0",
+            ));
         }
         if !errs.is_empty() {
             return Err(ApiError::invalid("", "PodLogOptions", pod, &errs));
@@ -193,7 +210,9 @@ mod tests {
     use super::*;
 
     fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
-        q.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn lines(now: DateTime<Utc>) -> Vec<LogLine> {
@@ -210,14 +229,19 @@ mod tests {
         let now = Utc::now();
         let all = lines(now);
         let o = LogOptions::parse(&pairs(&[("sinceSeconds", "35")]), "p").unwrap();
-        let got: Vec<_> = o.select(&all, now).iter().map(|l| l.text.as_str()).collect();
+        let got: Vec<_> = o
+            .select(&all, now)
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect();
         assert_eq!(got, ["line 7", "line 8", "line 9"]);
         let o = LogOptions::parse(&pairs(&[("tailLines", "2")]), "p").unwrap();
         assert_eq!(o.select(&all, now).len(), 2);
         assert_eq!(o.select(&all, now)[0].text, "line 8");
         let o = LogOptions::parse(&pairs(&[("tailLines", "0")]), "p").unwrap();
         assert!(o.select(&all, now).is_empty());
-        let o = LogOptions::parse(&pairs(&[("sinceTime", &format_timestamp(&all[5].ts))]), "p").unwrap();
+        let o = LogOptions::parse(&pairs(&[("sinceTime", &format_timestamp(&all[5].ts))]), "p")
+            .unwrap();
         assert_eq!(o.select(&all, now).len(), 5);
     }
 
@@ -225,15 +249,28 @@ mod tests {
     fn invalid_options() {
         let e = LogOptions::parse(&pairs(&[("sinceSeconds", "0")]), "p").unwrap_err();
         assert_eq!(e.code, 422);
-        assert_eq!(e.message, "PodLogOptions \"p\" is invalid: sinceSeconds: Invalid value: 0: must be greater than 0");
-        assert_eq!(LogOptions::parse(&pairs(&[("tailLines", "x")]), "p").unwrap_err().code, 400);
+        assert_eq!(
+            e.message,
+            "PodLogOptions \"p\" is invalid: sinceSeconds: Invalid value: 0: must be greater than 0"
+        );
+        assert_eq!(
+            LogOptions::parse(&pairs(&[("tailLines", "x")]), "p")
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]
     fn timestamp_format_has_nine_digits() {
-        let ts = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.5Z").unwrap().with_timezone(&Utc);
+        let ts = DateTime::parse_from_rfc3339("2024-05-01T10:00:00.5Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(format_timestamp(&ts), "2024-05-01T10:00:00.500000000Z");
-        let l = LogLine { ts, text: "hi".into() };
+        let l = LogLine {
+            ts,
+            text: "hi".into(),
+        };
         assert_eq!(l.render(true), "2024-05-01T10:00:00.500000000Z hi\n");
         assert_eq!(l.render(false), "hi\n");
     }
@@ -242,7 +279,10 @@ mod tests {
     fn restart_moves_lines_to_previous() {
         let mut c = ContainerLog::default();
         let rx = c.tx.subscribe();
-        c.append(LogLine { ts: Utc::now(), text: "a".into() });
+        c.append(LogLine {
+            ts: Utc::now(),
+            text: "a".into(),
+        });
         c.restart();
         assert_eq!(c.previous.len(), 1);
         assert!(c.lines.is_empty());

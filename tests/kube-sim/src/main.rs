@@ -37,9 +37,14 @@ fn parse_args() -> Result<Args, String> {
         if name == "-h" || name == "--help" {
             return Err(USAGE.into());
         }
+        if !["--port", "--host", "--seed", "--kubeconfig-out", "--token"].contains(&name.as_str()) {
+            return Err(format!("unknown flag {name}\n{USAGE}"));
+        }
         let value = match inline {
             Some(v) => v,
-            None => it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?,
+            None => it
+                .next()
+                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))?,
         };
         match name.as_str() {
             "--port" => args.port = value.parse().map_err(|e| format!("--port {value}: {e}"))?,
@@ -47,7 +52,7 @@ fn parse_args() -> Result<Args, String> {
             "--seed" => args.seed = Some(value),
             "--kubeconfig-out" => args.kubeconfig_out = Some(value),
             "--token" => args.token = Some(value),
-            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+            _ => unreachable!("checked above"),
         }
     }
     Ok(args)
@@ -62,7 +67,10 @@ fn run() -> Result<(), String> {
         }
         None => Seed::default(),
     };
-    let token = args.token.clone().or_else(|| seed.tokens.first().map(|t| t.token.clone()));
+    let token = args
+        .token
+        .clone()
+        .or_else(|| seed.tokens.first().map(|t| t.token.clone()));
     let sim = KubeSim::builder()
         .seed(seed)
         .bind(SocketAddr::new(args.host, args.port))
@@ -77,7 +85,9 @@ fn run() -> Result<(), String> {
             .map_err(|e| format!("writing {path}: {e}"))?;
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", sim.url()).and_then(|_| out.flush()).map_err(|e| e.to_string())?;
+    writeln!(out, "{}", sim.url())
+        .and_then(|_| out.flush())
+        .map_err(|e| e.to_string())?;
     drop(out);
     loop {
         std::thread::park();

@@ -55,7 +55,11 @@ pub struct ManagedFields {
     pub entries: Vec<ManagerEntry>,
 }
 
-const TRACKED_ROOTS: [&[&str]; 3] = [&["metadata", "labels"], &["metadata", "annotations"], &["spec"]];
+const TRACKED_ROOTS: [&[&str]; 3] = [
+    &["metadata", "labels"],
+    &["metadata", "annotations"],
+    &["spec"],
+];
 
 /// Leaf paths and values of the tracked parts of `obj`.
 pub fn leaves(obj: &Value) -> BTreeMap<FieldPath, Value> {
@@ -130,7 +134,13 @@ fn remove_path(obj: &mut Value, path: &[String]) {
 }
 
 impl ManagedFields {
-    fn entry_mut(&mut self, manager: &str, op: Operation, api_version: &str, time: &str) -> &mut ManagerEntry {
+    fn entry_mut(
+        &mut self,
+        manager: &str,
+        op: Operation,
+        api_version: &str,
+        time: &str,
+    ) -> &mut ManagerEntry {
         let pos = self
             .entries
             .iter()
@@ -155,7 +165,14 @@ impl ManagedFields {
     }
 
     /// Ownership after an update (non-apply write) by `manager` turned `old` into `new`.
-    pub fn record_update(&mut self, manager: &str, api_version: &str, time: &str, old: &Value, new: &Value) {
+    pub fn record_update(
+        &mut self,
+        manager: &str,
+        api_version: &str,
+        time: &str,
+        old: &Value,
+        new: &Value,
+    ) {
         let before = leaves(old);
         let after = leaves(new);
         let changed: BTreeSet<FieldPath> = after
@@ -164,7 +181,8 @@ impl ManagedFields {
             .map(|(p, _)| p.clone())
             .collect();
         for e in &mut self.entries {
-            e.fields.retain(|p| after.contains_key(p) && !changed.contains(p));
+            e.fields
+                .retain(|p| after.contains_key(p) && !changed.contains(p));
         }
         if !changed.is_empty() {
             self.entry_mut(manager, Operation::Update, api_version, time)
@@ -214,7 +232,10 @@ impl ManagedFields {
             .map(|e| e.fields.clone())
             .unwrap_or_default();
         for path in previously.iter().filter(|p| !want.contains_key(*p)) {
-            let owned_elsewhere = self.entries.iter().any(|e| !is_self(e) && e.fields.contains(path));
+            let owned_elsewhere = self
+                .entries
+                .iter()
+                .any(|e| !is_self(e) && e.fields.contains(path));
             if !owned_elsewhere {
                 remove_path(&mut result, path);
             }
@@ -228,7 +249,8 @@ impl ManagedFields {
         for e in &mut self.entries {
             e.fields.retain(|p| after.contains_key(p));
         }
-        self.entry_mut(manager, Operation::Apply, api_version, time).fields = want.into_keys().collect();
+        self.entry_mut(manager, Operation::Apply, api_version, time)
+            .fields = want.into_keys().collect();
         self.entries.retain(|e| !e.fields.is_empty());
         Ok(result)
     }
@@ -288,7 +310,10 @@ fn conflict_error(conflicts: Vec<(String, FieldPath)>) -> ApiError {
         })
         .collect();
     let message = if let [(who, path)] = conflicts.as_slice() {
-        format!("Apply failed with 1 conflict: conflict with {who}: {}", path_string(path))
+        format!(
+            "Apply failed with 1 conflict: conflict with {who}: {}",
+            path_string(path)
+        )
     } else {
         let mut by_manager: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (who, path) in &conflicts {
@@ -299,7 +324,11 @@ fn conflict_error(conflicts: Vec<(String, FieldPath)>) -> ApiError {
             lines.push(format!("conflicts with {who}:"));
             lines.extend(paths.into_iter().map(|p| format!("- {p}")));
         }
-        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
     };
     ApiError::apply_conflict(causes, message)
 }
@@ -330,7 +359,10 @@ mod tests {
         assert_eq!(mf.owners(&p("metadata|annotations|k")), ["kubectl-patch"]);
         assert_eq!(mf.owners(&p("metadata|annotations|other")), ["seed"]);
         let mf_json = mf.to_json();
-        assert_eq!(mf_json[1]["fieldsV1"], json!({"f:metadata": {"f:annotations": {"f:k": {}}}}));
+        assert_eq!(
+            mf_json[1]["fieldsV1"],
+            json!({"f:metadata": {"f:annotations": {"f:k": {}}}})
+        );
         assert_eq!(mf_json[1]["operation"], "Update");
     }
 
@@ -338,17 +370,27 @@ mod tests {
     fn apply_conflicts_unless_forced() {
         let (mut mf, obj) = seeded();
         let config = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "t", "annotations": {"k": "2"}}});
-        let err = mf.apply("mk", "apps/v1", "t1", &obj, &config, false).unwrap_err();
+        let err = mf
+            .apply("mk", "apps/v1", "t1", &obj, &config, false)
+            .unwrap_err();
         assert_eq!(err.code, 409);
         assert_eq!(
             err.message,
             "Apply failed with 1 conflict: conflict with \"seed\" using apps/v1: .metadata.annotations.k"
         );
-        assert_eq!(err.to_status()["details"]["causes"][0]["reason"], "FieldManagerConflict");
+        assert_eq!(
+            err.to_status()["details"]["causes"][0]["reason"],
+            "FieldManagerConflict"
+        );
         let before = mf.clone();
-        let forced = mf.apply("mk", "apps/v1", "t1", &obj, &config, true).unwrap();
+        let forced = mf
+            .apply("mk", "apps/v1", "t1", &obj, &config, true)
+            .unwrap();
         assert_ne!(before, mf);
-        assert_eq!(forced["metadata"]["annotations"], json!({"k": "2", "other": "o"}));
+        assert_eq!(
+            forced["metadata"]["annotations"],
+            json!({"k": "2", "other": "o"})
+        );
         assert_eq!(mf.owners(&p("metadata|annotations|k")), ["mk"]);
     }
 
@@ -356,19 +398,36 @@ mod tests {
     fn apply_same_value_shares_and_new_field_is_free() {
         let (mut mf, obj) = seeded();
         let config = json!({"metadata": {"annotations": {"k": "1", "new": "n"}}});
-        let out = mf.apply("mk", "apps/v1", "t1", &obj, &config, false).unwrap();
+        let out = mf
+            .apply("mk", "apps/v1", "t1", &obj, &config, false)
+            .unwrap();
         assert_eq!(out["metadata"]["annotations"]["new"], "n");
         assert_eq!(mf.owners(&p("metadata|annotations|k")), ["seed", "mk"]);
         // Dropping "new" from the next apply removes it; "k" is still owned by seed and stays.
-        let out2 = mf.apply("mk", "apps/v1", "t2", &out, &json!({"metadata": {"annotations": {}}}), false).unwrap();
-        assert_eq!(out2["metadata"]["annotations"], json!({"k": "1", "other": "o"}));
+        let out2 = mf
+            .apply(
+                "mk",
+                "apps/v1",
+                "t2",
+                &out,
+                &json!({"metadata": {"annotations": {}}}),
+                false,
+            )
+            .unwrap();
+        assert_eq!(
+            out2["metadata"]["annotations"],
+            json!({"k": "1", "other": "o"})
+        );
     }
 
     #[test]
     fn multiple_conflicts_are_grouped_by_manager() {
         let (mut mf, obj) = seeded();
-        let config = json!({"metadata": {"annotations": {"k": "2", "other": "x"}}, "spec": {"replicas": 3}});
-        let err = mf.apply("mk", "apps/v1", "t1", &obj, &config, false).unwrap_err();
+        let config =
+            json!({"metadata": {"annotations": {"k": "2", "other": "x"}}, "spec": {"replicas": 3}});
+        let err = mf
+            .apply("mk", "apps/v1", "t1", &obj, &config, false)
+            .unwrap_err();
         assert_eq!(
             err.message,
             "Apply failed with 3 conflicts: conflicts with \"seed\" using apps/v1:\n- .metadata.annotations.k\n- .metadata.annotations.other\n- .spec.replicas"

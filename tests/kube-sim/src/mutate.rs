@@ -41,10 +41,16 @@ fn validate_options(req: &PatchRequest) -> Result<(), ApiError> {
     let mut errs = vec![];
     if req.patch_type != PatchType::Apply {
         if req.force.is_some() {
-            errs.push(FieldError::forbidden("force", "may not be specified for non-apply patch"));
+            errs.push(FieldError::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            ));
         }
     } else if req.field_manager.as_deref().unwrap_or("").is_empty() {
-        errs.push(FieldError::required("fieldManager", "is required for apply patch"));
+        errs.push(FieldError::required(
+            "fieldManager",
+            "is required for apply patch",
+        ));
     }
     if let Some(m) = &req.field_manager
         && m.len() > 128
@@ -56,11 +62,18 @@ fn validate_options(req: &PatchRequest) -> Result<(), ApiError> {
             errs.push(FieldError {
                 cause_type: "FieldValueNotSupported".into(),
                 field: "dryRun".into(),
-                body: format!("Unsupported value: {:?}: supported values: \"All\"", req.dry_run),
+                body: format!(
+                    "Unsupported value: {:?}: supported values: \"All\"",
+                    req.dry_run
+                ),
             });
         }
     }
-    if errs.is_empty() { Ok(()) } else { Err(options_error(&errs)) }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(options_error(&errs))
+    }
 }
 
 /// Fields the server owns: a patch can neither set nor remove them.
@@ -68,7 +81,13 @@ fn restore_server_fields(current: &Value, patched: &mut Value) {
     for k in ["apiVersion", "kind", "status"] {
         patched[k] = current[k].clone();
     }
-    for k in ["uid", "creationTimestamp", "generation", "managedFields", "selfLink"] {
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+        "selfLink",
+    ] {
         match current["metadata"].get(k) {
             Some(v) => patched["metadata"][k] = v.clone(),
             None => {
@@ -142,7 +161,9 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     let mut managed = current.managed.clone();
     let mut patched = match req.patch_type {
         PatchType::Merge => patch::merge_patch(&current.value, &patch::parse_object(req.body)?),
-        PatchType::Strategic => patch::strategic_merge(&current.value, &patch::parse_object(req.body)?)?,
+        PatchType::Strategic => {
+            patch::strategic_merge(&current.value, &patch::parse_object(req.body)?)?
+        }
         PatchType::Json => patch::json_patch(&current.value, req.body)?,
         PatchType::Apply => {
             let config = patch::parse_object(req.body)?;
@@ -157,7 +178,9 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
         }
     };
     if !patched.is_object() || !patched["metadata"].is_object() {
-        return Err(ApiError::bad_request("the patched object is not a valid object: missing metadata"));
+        return Err(ApiError::bad_request(
+            "the patched object is not a valid object: missing metadata",
+        ));
     }
     check_identity(req, &patched)?;
     if req.patch_type == PatchType::Apply
@@ -179,7 +202,14 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     }
     restore_server_fields(&current.value, &mut patched);
     patched["metadata"]["resourceVersion"] = current_rv;
-    validate::validate_workload(req.kind, req.namespace, req.name, Some(&current.value), &patched, &store.validation)?;
+    validate::validate_workload(
+        req.kind,
+        req.namespace,
+        req.name,
+        Some(&current.value),
+        &patched,
+        &store.validation,
+    )?;
 
     if req.patch_type != PatchType::Apply {
         let manager = req
@@ -194,7 +224,9 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     }
     let spec_changed = patched["spec"] != current.value["spec"];
     if spec_changed {
-        let generation = current.value["metadata"]["generation"].as_i64().unwrap_or(1);
+        let generation = current.value["metadata"]["generation"]
+            .as_i64()
+            .unwrap_or(1);
         patched["metadata"]["generation"] = json!(generation + 1);
     }
     let ready = patched["status"]["readyReplicas"].as_u64().unwrap_or(0);
@@ -223,10 +255,9 @@ fn patched_replicas_changed(new: &Value, old: &Value) -> bool {
 
 fn fields_equal(a: &ManagedFields, b: &ManagedFields) -> bool {
     a.entries.len() == b.entries.len()
-        && a.entries
-            .iter()
-            .zip(&b.entries)
-            .all(|(x, y)| x.manager == y.manager && x.operation == y.operation && x.fields == y.fields)
+        && a.entries.iter().zip(&b.entries).all(|(x, y)| {
+            x.manager == y.manager && x.operation == y.operation && x.fields == y.fields
+        })
 }
 
 fn check_apply_config(req: &PatchRequest, config: &Value) -> Result<(), ApiError> {
@@ -248,19 +279,37 @@ fn check_apply_config(req: &PatchRequest, config: &Value) -> Result<(), ApiError
 }
 
 /// Server-side apply of an object that does not exist yet creates it.
-fn create_by_apply(store: &mut Store, req: &PatchRequest, config: Value, dry_run: bool) -> Result<Value, ApiError> {
+fn create_by_apply(
+    store: &mut Store,
+    req: &PatchRequest,
+    config: Value,
+    dry_run: bool,
+) -> Result<Value, ApiError> {
     if !store.namespace_exists(req.namespace) {
         return Err(ApiError::not_found(ResourceKind::Namespace, req.namespace));
     }
     let mut obj = config.clone();
     obj["metadata"]["namespace"] = json!(req.namespace);
     if let Some(m) = obj["metadata"].as_object_mut() {
-        for k in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
+        for k in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+        ] {
             m.remove(k);
         }
     }
     obj["status"] = json!({});
-    validate::validate_workload(req.kind, req.namespace, req.name, None, &obj, &store.validation)?;
+    validate::validate_workload(
+        req.kind,
+        req.namespace,
+        req.name,
+        None,
+        &obj,
+        &store.validation,
+    )?;
     let now = store::now();
     let manager = req.field_manager.clone().unwrap_or_default();
     let mut managed = ManagedFields::default();
@@ -288,7 +337,10 @@ mod tests {
 
     fn store() -> Store {
         let seed = Seed {
-            workloads: vec![WorkloadSeed::deployment("ml", "trainer").template_annotation("modekeeper/knob.grad_accum_steps", "4")],
+            workloads: vec![
+                WorkloadSeed::deployment("ml", "trainer")
+                    .template_annotation("modekeeper/knob.grad_accum_steps", "4"),
+            ],
             ..Seed::default()
         };
         Store::from_seed(&seed, Utc::now()).unwrap()
@@ -313,7 +365,10 @@ mod tests {
     }
 
     fn get(s: &Store) -> Value {
-        s.get(ResourceKind::Deployment, "ml", "trainer").unwrap().value.clone()
+        s.get(ResourceKind::Deployment, "ml", "trainer")
+            .unwrap()
+            .value
+            .clone()
     }
 
     const KNOB: &[u8] = br#"{"spec":{"template":{"metadata":{"annotations":{"modekeeper/knob.grad_accum_steps":"8"}}}}}"#;
@@ -323,21 +378,42 @@ mod tests {
         let mut s = store();
         let before = get(&s);
         let out = run(&mut s, &req(PatchType::Merge, KNOB)).unwrap();
-        assert_eq!(out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"], "8");
-        let rv = |v: &Value| v["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap();
+        assert_eq!(
+            out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"],
+            "8"
+        );
+        let rv = |v: &Value| {
+            v["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
         assert!(rv(&out) > rv(&before));
         assert_eq!(out["metadata"]["generation"], 2);
         assert_eq!(out["status"]["observedGeneration"], 2);
         assert_eq!(get(&s), out);
         assert_eq!(out["metadata"]["uid"], before["metadata"]["uid"]);
-        let managers: Vec<&str> = out["metadata"]["managedFields"].as_array().unwrap().iter().map(|e| e["manager"].as_str().unwrap()).collect();
+        let managers: Vec<&str> = out["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["manager"].as_str().unwrap())
+            .collect();
         assert_eq!(managers, ["kube-sim-seed", "kubectl"]);
     }
 
     #[test]
     fn metadata_only_change_keeps_generation() {
         let mut s = store();
-        let out = run(&mut s, &req(PatchType::Strategic, br#"{"metadata":{"annotations":{"x":"1"}}}"#)).unwrap();
+        let out = run(
+            &mut s,
+            &req(
+                PatchType::Strategic,
+                br#"{"metadata":{"annotations":{"x":"1"}}}"#,
+            ),
+        )
+        .unwrap();
         assert_eq!(out["metadata"]["generation"], 1);
         assert_eq!(out["metadata"]["annotations"]["x"], "1");
     }
@@ -349,7 +425,15 @@ mod tests {
         let body = br#"{"spec":{"template":{"metadata":{"annotations":{"modekeeper/knob.grad_accum_steps":"4"}}}}}"#;
         let out = run(&mut s, &req(PatchType::Merge, body)).unwrap();
         assert_eq!(out, before);
-        assert_eq!(s.resource_version(), before["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap().max(s.resource_version()));
+        assert_eq!(
+            s.resource_version(),
+            before["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+                .max(s.resource_version())
+        );
         assert_eq!(get(&s), before);
     }
 
@@ -361,8 +445,14 @@ mod tests {
         let mut r = req(PatchType::Merge, KNOB);
         r.dry_run = vec!["All".into()];
         let out = run(&mut s, &r).unwrap();
-        assert_eq!(out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"], "8");
-        assert_eq!(out["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]);
+        assert_eq!(
+            out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"],
+            "8"
+        );
+        assert_eq!(
+            out["metadata"]["resourceVersion"],
+            before["metadata"]["resourceVersion"]
+        );
         assert_eq!(get(&s), before);
         assert_eq!(s.resource_version(), rv);
         r.dry_run = vec!["Some".into()];
@@ -379,21 +469,40 @@ mod tests {
             e.message,
             "Operation cannot be fulfilled on deployments.apps \"trainer\": the object has been modified; please apply your changes to the latest version and try again"
         );
-        let rv = get(&s)["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let rv = get(&s)["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let ok = format!(r#"{{"metadata":{{"resourceVersion":"{rv}"}},"spec":{{"replicas":2}}}}"#);
         let out = run(&mut s, &req(PatchType::Merge, ok.as_bytes())).unwrap();
         assert_eq!(out["spec"]["replicas"], 2);
-        assert_eq!(s.workload_pods(ResourceKind::Deployment, "ml", "trainer").len(), 2, "scaled up");
+        assert_eq!(
+            s.workload_pods(ResourceKind::Deployment, "ml", "trainer")
+                .len(),
+            2,
+            "scaled up"
+        );
     }
 
     #[test]
     fn server_fields_cannot_be_patched() {
         let mut s = store();
         let before = get(&s);
-        let out = run(&mut s, &req(PatchType::Merge, br#"{"metadata":{"uid":"x","generation":9},"status":{"replicas":7}}"#)).unwrap();
+        let out = run(
+            &mut s,
+            &req(
+                PatchType::Merge,
+                br#"{"metadata":{"uid":"x","generation":9},"status":{"replicas":7}}"#,
+            ),
+        )
+        .unwrap();
         assert_eq!(out["metadata"]["uid"], before["metadata"]["uid"]);
         assert_eq!(out["status"], before["status"]);
-        let e = run(&mut s, &req(PatchType::Merge, br#"{"metadata":{"name":"other"}}"#)).unwrap_err();
+        let e = run(
+            &mut s,
+            &req(PatchType::Merge, br#"{"metadata":{"name":"other"}}"#),
+        )
+        .unwrap_err();
         assert_eq!(e.code, 400);
     }
 
@@ -407,7 +516,10 @@ mod tests {
         let mut r = req(PatchType::Merge, KNOB);
         r.force = Some(false);
         let e = run(&mut s, &r).unwrap_err();
-        assert_eq!(e.message, "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch");
+        assert_eq!(
+            e.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+        );
     }
 
     #[test]
@@ -426,7 +538,10 @@ mod tests {
             "spec":{"template":{"metadata":{"annotations":{"modekeeper/knob.grad_accum_steps":"8"}}}}}"#;
         let mut r = req(PatchType::Apply, body);
         let e = run(&mut s, &r).unwrap_err();
-        assert_eq!(e.message, "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch");
+        assert_eq!(
+            e.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+        );
         r.field_manager = Some("modekeeper".into());
         let e = run(&mut s, &r).unwrap_err();
         assert_eq!(e.code, 409);
@@ -436,15 +551,24 @@ mod tests {
         );
         r.force = Some(true);
         let out = run(&mut s, &r).unwrap();
-        assert_eq!(out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"], "8");
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["name"], "trainer", "rest kept");
+        assert_eq!(
+            out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"],
+            "8"
+        );
+        assert_eq!(
+            out["spec"]["template"]["spec"]["containers"][0]["name"], "trainer",
+            "rest kept"
+        );
         // The applier now owns it: a second apply without force with a new value succeeds.
         let body2 = br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"trainer"},
             "spec":{"template":{"metadata":{"annotations":{"modekeeper/knob.grad_accum_steps":"16"}}}}}"#;
         let mut r2 = req(PatchType::Apply, body2);
         r2.field_manager = Some("modekeeper".into());
         let out = run(&mut s, &r2).unwrap();
-        assert_eq!(out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"], "16");
+        assert_eq!(
+            out["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"],
+            "16"
+        );
         // Another applier setting the same value shares ownership; a different value conflicts.
         r2.field_manager = Some("someone-else".into());
         run(&mut s, &r2).unwrap();
@@ -472,8 +596,14 @@ mod tests {
         assert!(outcome.created);
         let out = outcome.object;
         assert_eq!(out["metadata"]["generation"], 1);
-        assert_eq!(s.workload_pods(ResourceKind::Deployment, "ml", "new").len(), 1);
+        assert_eq!(
+            s.workload_pods(ResourceKind::Deployment, "ml", "new").len(),
+            1
+        );
         r.namespace = "ghost";
-        assert_eq!(run(&mut s, &r).unwrap_err().message, "namespaces \"ghost\" not found");
+        assert_eq!(
+            run(&mut s, &r).unwrap_err().message,
+            "namespaces \"ghost\" not found"
+        );
     }
 }

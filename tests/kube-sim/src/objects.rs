@@ -33,7 +33,7 @@ pub fn name_suffix(seed: &str) -> String {
     (0..5)
         .map(|_| {
             let c = SAFE_ALPHABET[(h % SAFE_ALPHABET.len() as u32) as usize] as char;
-            h = h / SAFE_ALPHABET.len() as u32 ^ fnv32a(&h.to_le_bytes());
+            h = (h / SAFE_ALPHABET.len() as u32) ^ fnv32a(&h.to_le_bytes());
             c
         })
         .collect()
@@ -93,8 +93,13 @@ pub fn workload(seed: &WorkloadSeed) -> Value {
     labels.extend(seed.labels.clone());
     let mut template_meta = json!({});
     put_map(&mut template_meta, "labels", &selector);
-    put_map(&mut template_meta, "annotations", &seed.template_annotations);
-    let template = json!({"metadata": template_meta, "spec": pod_spec(&seed.effective_containers())});
+    put_map(
+        &mut template_meta,
+        "annotations",
+        &seed.template_annotations,
+    );
+    let template =
+        json!({"metadata": template_meta, "spec": pod_spec(&seed.effective_containers())});
     let mut meta = json!({"name": seed.name, "namespace": seed.namespace});
     put_map(&mut meta, "labels", &labels);
     let mut annotations = seed.annotations.clone();
@@ -135,7 +140,10 @@ pub fn workload(seed: &WorkloadSeed) -> Value {
 pub fn refresh_workload_status(obj: &mut Value, ready: u64, now: &str) {
     let replicas = obj["spec"]["replicas"].as_u64().unwrap_or(1);
     let generation = obj["metadata"]["generation"].as_i64().unwrap_or(1);
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let hash = template_hash(&obj["spec"]["template"]);
     let mut status = Map::new();
     status.insert("observedGeneration".into(), json!(generation));
@@ -192,8 +200,14 @@ pub fn workload_pod_identity(workload: &Value, index: u32) -> (String, Map<Strin
         .unwrap_or_default();
     if workload["kind"] == "StatefulSet" {
         let pod = format!("{name}-{index}");
-        labels.insert("apps.kubernetes.io/pod-index".into(), json!(index.to_string()));
-        labels.insert("controller-revision-hash".into(), json!(format!("{name}-{hash}")));
+        labels.insert(
+            "apps.kubernetes.io/pod-index".into(),
+            json!(index.to_string()),
+        );
+        labels.insert(
+            "controller-revision-hash".into(),
+            json!(format!("{name}-{hash}")),
+        );
         labels.insert("statefulset.kubernetes.io/pod-name".into(), json!(pod));
         let owner = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "uid": uid,
                            "controller": true, "blockOwnerDeletion": true});
@@ -202,7 +216,11 @@ pub fn workload_pod_identity(workload: &Value, index: u32) -> (String, Map<Strin
         let rs = format!("{name}-{hash}");
         let pod = format!("{rs}-{}", name_suffix(&format!("{rs}/{index}")));
         labels.insert("pod-template-hash".into(), json!(hash));
-        let rs_uid = format!("{:08x}-0000-4000-8000-{:012x}", fnv32a(rs.as_bytes()), index);
+        let rs_uid = format!(
+            "{:08x}-0000-4000-8000-{:012x}",
+            fnv32a(rs.as_bytes()),
+            index
+        );
         let owner = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": rs, "uid": rs_uid,
                            "controller": true, "blockOwnerDeletion": true});
         (pod, labels, owner)
@@ -214,11 +232,15 @@ pub fn workload_pod(workload: &Value, index: u32, node: &str, ip: &str, now: &st
     let (name, labels, owner) = workload_pod_identity(workload, index);
     let ns = workload["metadata"]["namespace"].clone();
     let template = &workload["spec"]["template"];
-    let mut meta = json!({"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner]});
+    let mut meta =
+        json!({"name": name, "namespace": ns, "labels": labels, "ownerReferences": [owner]});
     if workload["kind"] == "Deployment" {
         meta["generateName"] = json!(format!("{}-", owner["name"].as_str().unwrap_or_default()));
     } else {
-        meta["generateName"] = json!(format!("{}-", workload["metadata"]["name"].as_str().unwrap_or_default()));
+        meta["generateName"] = json!(format!(
+            "{}-",
+            workload["metadata"]["name"].as_str().unwrap_or_default()
+        ));
     }
     if let Some(a) = template["metadata"].get("annotations") {
         meta["annotations"] = a.clone();
@@ -328,7 +350,8 @@ mod tests {
     #[test]
     fn generated_names_look_like_kubernetes() {
         let d = {
-            let mut d = workload(&WorkloadSeed::deployment("ml", "trainer").template_annotation("k", "v"));
+            let mut d =
+                workload(&WorkloadSeed::deployment("ml", "trainer").template_annotation("k", "v"));
             d["metadata"]["uid"] = json!("u");
             d
         };
@@ -347,11 +370,28 @@ mod tests {
 
     #[test]
     fn deployment_shape() {
-        let d = workload(&WorkloadSeed::deployment("ml", "trainer").annotation("a", "1").template_annotation("k", "v").replicas(2));
-        assert_eq!(d["metadata"]["annotations"], json!({"a": "1", "deployment.kubernetes.io/revision": "1"}));
-        assert_eq!(d["spec"]["template"]["metadata"], json!({"labels": {"app": "trainer"}, "annotations": {"k": "v"}}));
-        assert_eq!(d["spec"]["selector"], json!({"matchLabels": {"app": "trainer"}}));
-        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["name"], "trainer");
+        let d = workload(
+            &WorkloadSeed::deployment("ml", "trainer")
+                .annotation("a", "1")
+                .template_annotation("k", "v")
+                .replicas(2),
+        );
+        assert_eq!(
+            d["metadata"]["annotations"],
+            json!({"a": "1", "deployment.kubernetes.io/revision": "1"})
+        );
+        assert_eq!(
+            d["spec"]["template"]["metadata"],
+            json!({"labels": {"app": "trainer"}, "annotations": {"k": "v"}})
+        );
+        assert_eq!(
+            d["spec"]["selector"],
+            json!({"matchLabels": {"app": "trainer"}})
+        );
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["name"],
+            "trainer"
+        );
         let mut d = d;
         d["metadata"]["generation"] = json!(3);
         refresh_workload_status(&mut d, 2, "2024-01-01T00:00:00Z");

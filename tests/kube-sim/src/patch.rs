@@ -27,7 +27,9 @@ impl PatchType {
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
             "application/json-patch+json" => Some(PatchType::Json),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
@@ -76,8 +78,15 @@ pub fn json_patch(current: &Value, body: &[u8]) -> Result<Value, ApiError> {
 /// Patch merge keys of the list fields we know (from the Kubernetes types' `patchMergeKey`).
 fn merge_key(field: &str) -> Option<&'static str> {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env"
-        | "volumeMounts" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" => Some("name"),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "volumeMounts"
+        | "imagePullSecrets"
+        | "resourceClaims"
+        | "schedulingGates" => Some("name"),
         "ports" => Some("containerPort"),
         "volumeDevices" => Some("devicePath"),
         "conditions" => Some("type"),
@@ -96,7 +105,9 @@ fn is_primitive_merge_list(field: &str) -> bool {
 /// Strategic merge patch of `current` with `patch` (both JSON objects).
 pub fn strategic_merge(current: &Value, patch: &Value) -> Result<Value, ApiError> {
     let (Some(orig), Some(p)) = (current.as_object(), patch.as_object()) else {
-        return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "strategic merge patch must be a JSON object",
+        ));
     };
     let mut out = orig.clone();
     match merge_map(&mut out, p).map_err(ApiError::bad_request)? {
@@ -110,7 +121,10 @@ enum MapOutcome {
     Delete,
 }
 
-fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<MapOutcome, String> {
+fn merge_map(
+    original: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<MapOutcome, String> {
     match patch.get("$patch").map(|v| v.as_str()) {
         None => {}
         Some(Some("replace")) => {
@@ -133,7 +147,9 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>) -> R
             continue;
         }
         if key.starts_with('$') {
-            return Err(format!("unknown directive {key:?} in strategic merge patch"));
+            return Err(format!(
+                "unknown directive {key:?} in strategic merge patch"
+            ));
         }
         match value {
             Value::Null => {
@@ -160,7 +176,11 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>) -> R
                         }
                         out
                     }
-                    _ => pl.iter().filter(|v| !is_directive_element(v)).map(strip_directives).collect(),
+                    _ => pl
+                        .iter()
+                        .filter(|v| !is_directive_element(v))
+                        .map(strip_directives)
+                        .collect(),
                 };
                 original.insert(key.clone(), Value::Array(merged));
             }
@@ -177,7 +197,8 @@ fn merge_map(original: &mut Map<String, Value>, patch: &Map<String, Value>) -> R
 }
 
 fn is_directive_element(v: &Value) -> bool {
-    v.as_object().is_some_and(|m| m.len() == 1 && m.contains_key("$patch"))
+    v.as_object()
+        .is_some_and(|m| m.len() == 1 && m.contains_key("$patch"))
 }
 
 fn merge_list(original: &[Value], patch: &[Value], key: &str) -> Result<Vec<Value>, String> {
@@ -185,7 +206,11 @@ fn merge_list(original: &[Value], patch: &[Value], key: &str) -> Result<Vec<Valu
         .iter()
         .any(|v| is_directive_element(v) && v["$patch"] == "replace")
     {
-        return Ok(patch.iter().filter(|v| !is_directive_element(v)).map(strip_directives).collect());
+        return Ok(patch
+            .iter()
+            .filter(|v| !is_directive_element(v))
+            .map(strip_directives)
+            .collect());
     }
     let mut out: Vec<Value> = original.to_vec();
     for element in patch {
@@ -197,7 +222,9 @@ fn merge_list(original: &[Value], patch: &[Value], key: &str) -> Result<Vec<Valu
             continue;
         }
         let Some(id) = pm.get(key) else {
-            return Err(format!("map: {element} does not contain declared merge key: {key}"));
+            return Err(format!(
+                "map: {element} does not contain declared merge key: {key}"
+            ));
         };
         let pos = out.iter().position(|o| o.get(key) == Some(id));
         if pm.get("$patch").and_then(Value::as_str) == Some("delete") {
@@ -256,10 +283,22 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(PatchType::from_content_type("application/merge-patch+json"), Some(PatchType::Merge));
-        assert_eq!(PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"), Some(PatchType::Strategic));
-        assert_eq!(PatchType::from_content_type("application/json-patch+json"), Some(PatchType::Json));
-        assert_eq!(PatchType::from_content_type("application/apply-patch+yaml"), Some(PatchType::Apply));
+        assert_eq!(
+            PatchType::from_content_type("application/merge-patch+json"),
+            Some(PatchType::Merge)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/strategic-merge-patch+json; charset=utf-8"),
+            Some(PatchType::Strategic)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/json-patch+json"),
+            Some(PatchType::Json)
+        );
+        assert_eq!(
+            PatchType::from_content_type("application/apply-patch+yaml"),
+            Some(PatchType::Apply)
+        );
         assert_eq!(PatchType::from_content_type("application/json"), None);
     }
 
@@ -270,12 +309,27 @@ mod tests {
             &json!({"metadata": {"annotations": {"a": null, "b": "2"}},
                     "spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.grad_accum_steps": "8"}}}}}),
         );
-        assert_eq!(patched["metadata"]["annotations"], json!({"b": "2", "keep": "x"}));
-        assert_eq!(patched["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"], "8");
-        assert_eq!(patched["spec"]["template"]["metadata"]["annotations"]["other"], "o");
+        assert_eq!(
+            patched["metadata"]["annotations"],
+            json!({"b": "2", "keep": "x"})
+        );
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"],
+            "8"
+        );
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"]["other"],
+            "o"
+        );
         // Lists are replaced wholesale by a merge patch.
-        let replaced = merge_patch(&deployment(), &json!({"spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}}));
-        assert_eq!(replaced["spec"]["template"]["spec"]["containers"], json!([{"name": "x"}]));
+        let replaced = merge_patch(
+            &deployment(),
+            &json!({"spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}}),
+        );
+        assert_eq!(
+            replaced["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "x"}])
+        );
     }
 
     #[test]
@@ -289,11 +343,17 @@ mod tests {
         )
         .unwrap();
         let tpl = &patched["spec"]["template"];
-        assert_eq!(tpl["metadata"]["annotations"], json!({"modekeeper/knob.grad_accum_steps": "8"}));
+        assert_eq!(
+            tpl["metadata"]["annotations"],
+            json!({"modekeeper/knob.grad_accum_steps": "8"})
+        );
         let containers = tpl["spec"]["containers"].as_array().unwrap();
         assert_eq!(containers.len(), 2, "sidecar kept");
         assert_eq!(containers[0]["image"], "img:2");
-        assert_eq!(containers[0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        assert_eq!(
+            containers[0]["env"],
+            json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        );
         assert_eq!(containers[0]["ports"], json!([{"containerPort": 80}]));
         assert_eq!(containers[1]["name"], "sidecar");
     }
@@ -306,9 +366,19 @@ mod tests {
             &json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}}),
         )
         .unwrap();
-        assert_eq!(deleted["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            deleted["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
 
-        let replaced = strategic_merge(&d, &json!({"metadata": {"annotations": {"$patch": "replace", "only": "1"}}})).unwrap();
+        let replaced = strategic_merge(
+            &d,
+            &json!({"metadata": {"annotations": {"$patch": "replace", "only": "1"}}}),
+        )
+        .unwrap();
         assert_eq!(replaced["metadata"]["annotations"], json!({"only": "1"}));
 
         let list_replaced = strategic_merge(
@@ -316,13 +386,27 @@ mod tests {
             &json!({"spec": {"template": {"spec": {"containers": [{"name": "n", "image": "i"}, {"$patch": "replace"}]}}}}),
         )
         .unwrap();
-        assert_eq!(list_replaced["spec"]["template"]["spec"]["containers"], json!([{"name": "n", "image": "i"}]));
+        assert_eq!(
+            list_replaced["spec"]["template"]["spec"]["containers"],
+            json!([{"name": "n", "image": "i"}])
+        );
 
-        let map_deleted = strategic_merge(&d, &json!({"metadata": {"annotations": {"$patch": "delete"}}})).unwrap();
+        let map_deleted = strategic_merge(
+            &d,
+            &json!({"metadata": {"annotations": {"$patch": "delete"}}}),
+        )
+        .unwrap();
         assert!(map_deleted["metadata"].get("annotations").is_none());
 
-        let retained = strategic_merge(&d, &json!({"metadata": {"annotations": {"$retainKeys": ["keep", "new"], "new": "n"}}})).unwrap();
-        assert_eq!(retained["metadata"]["annotations"], json!({"keep": "x", "new": "n"}));
+        let retained = strategic_merge(
+            &d,
+            &json!({"metadata": {"annotations": {"$retainKeys": ["keep", "new"], "new": "n"}}}),
+        )
+        .unwrap();
+        assert_eq!(
+            retained["metadata"]["annotations"],
+            json!({"keep": "x", "new": "n"})
+        );
 
         let fin = strategic_merge(
             &json!({"metadata": {"finalizers": ["a", "b"]}}),
@@ -335,9 +419,20 @@ mod tests {
     #[test]
     fn strategic_rejects_keyless_elements_and_unknown_directives() {
         let d = deployment();
-        assert!(strategic_merge(&d, &json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}})).is_err());
+        assert!(
+            strategic_merge(
+                &d,
+                &json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}})
+            )
+            .is_err()
+        );
         assert!(strategic_merge(&d, &json!({"metadata": {"$bogus": 1}})).is_err());
-        assert_eq!(strategic_merge(&d, &json!({"metadata": {"$patch": "explode"}})).unwrap_err().code, 400);
+        assert_eq!(
+            strategic_merge(&d, &json!({"metadata": {"$patch": "explode"}}))
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]
@@ -346,15 +441,25 @@ mod tests {
         let body = br#"[{"op":"replace","path":"/spec/template/metadata/annotations/modekeeper~1knob.grad_accum_steps","value":"16"},
                         {"op":"add","path":"/metadata/annotations/new","value":"v"}]"#;
         let patched = json_patch(&d, body).unwrap();
-        assert_eq!(patched["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"], "16");
+        assert_eq!(
+            patched["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.grad_accum_steps"],
+            "16"
+        );
         assert_eq!(patched["metadata"]["annotations"]["new"], "v");
 
-        let failing = json_patch(&d, br#"[{"op":"test","path":"/spec/replicas","value":3}]"#).unwrap_err();
+        let failing =
+            json_patch(&d, br#"[{"op":"test","path":"/spec/replicas","value":3}]"#).unwrap_err();
         assert_eq!((failing.code, failing.reason.as_str()), (422, "Invalid"));
-        let missing = json_patch(&d, br#"[{"op":"remove","path":"/metadata/labels/nope"}]"#).unwrap_err();
+        let missing =
+            json_patch(&d, br#"[{"op":"remove","path":"/metadata/labels/nope"}]"#).unwrap_err();
         assert_eq!(missing.code, 422);
         assert_eq!(json_patch(&d, b"{not json").unwrap_err().code, 400);
-        assert_eq!(json_patch(&d, br#"[{"op":"frobnicate","path":"/a"}]"#).unwrap_err().code, 400);
+        assert_eq!(
+            json_patch(&d, br#"[{"op":"frobnicate","path":"/a"}]"#)
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 
     #[test]

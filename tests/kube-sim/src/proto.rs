@@ -64,7 +64,10 @@ fn fields(buf: &[u8]) -> Option<Vec<Field<'_>>> {
 }
 
 fn field<'a>(fs: &[Field<'a>], number: u64) -> Option<&'a [u8]> {
-    fs.iter().rev().find(|f| f.number == number).and_then(|f| f.bytes)
+    fs.iter()
+        .rev()
+        .find(|f| f.number == number)
+        .and_then(|f| f.bytes)
 }
 
 /// String fields of a message, by field number, into a JSON object.
@@ -85,11 +88,22 @@ fn review_spec(kind: &str, spec: &[u8]) -> Option<Value> {
         "SelfSubjectAccessReview" => {
             let mut out = Map::new();
             if let Some(ra) = field(&fs, 1) {
-                let names = [(1, "namespace"), (2, "verb"), (3, "group"), (4, "version"), (5, "resource"), (6, "subresource"), (7, "name")];
+                let names = [
+                    (1, "namespace"),
+                    (2, "verb"),
+                    (3, "group"),
+                    (4, "version"),
+                    (5, "resource"),
+                    (6, "subresource"),
+                    (7, "name"),
+                ];
                 out.insert("resourceAttributes".into(), strings(ra, &names)?);
             }
             if let Some(nra) = field(&fs, 2) {
-                out.insert("nonResourceAttributes".into(), strings(nra, &[(1, "path"), (2, "verb")])?);
+                out.insert(
+                    "nonResourceAttributes".into(),
+                    strings(nra, &[(1, "path"), (2, "verb")])?,
+                );
             }
             Some(Value::Object(out))
         }
@@ -100,10 +114,16 @@ fn review_spec(kind: &str, spec: &[u8]) -> Option<Value> {
 
 /// Decodes a protobuf-encoded review into its JSON form.
 pub fn decode_review(body: &[u8]) -> Result<Value, ApiError> {
-    let bad = || ApiError::bad_request("the body of the request was not a valid Kubernetes protobuf object");
+    let bad = || {
+        ApiError::bad_request("the body of the request was not a valid Kubernetes protobuf object")
+    };
     let rest = body.strip_prefix(MAGIC).ok_or_else(bad)?;
     let unknown = fields(rest).ok_or_else(bad)?;
-    let type_meta = strings(field(&unknown, 1).unwrap_or_default(), &[(1, "apiVersion"), (2, "kind")]).ok_or_else(bad)?;
+    let type_meta = strings(
+        field(&unknown, 1).unwrap_or_default(),
+        &[(1, "apiVersion"), (2, "kind")],
+    )
+    .ok_or_else(bad)?;
     let kind = type_meta["kind"].as_str().unwrap_or_default().to_string();
     let raw = field(&unknown, 2).unwrap_or_default();
     let object = fields(raw).ok_or_else(bad)?;
@@ -128,11 +148,28 @@ mod tests {
 
     #[test]
     fn decodes_a_self_subject_access_review() {
-        let ra = [ld(1, b"ml"), ld(2, b"patch"), ld(3, b"apps"), ld(5, b"deployments")].concat();
+        let ra = [
+            ld(1, b"ml"),
+            ld(2, b"patch"),
+            ld(3, b"apps"),
+            ld(5, b"deployments"),
+        ]
+        .concat();
         let spec = ld(1, &ra);
         let object = [ld(1, b""), ld(2, &spec), ld(3, b"")].concat();
-        let type_meta = [ld(1, b"authorization.k8s.io/v1"), ld(2, b"SelfSubjectAccessReview")].concat();
-        let body = [MAGIC.to_vec(), ld(1, &type_meta), ld(2, &object), ld(3, b""), ld(4, b"")].concat();
+        let type_meta = [
+            ld(1, b"authorization.k8s.io/v1"),
+            ld(2, b"SelfSubjectAccessReview"),
+        ]
+        .concat();
+        let body = [
+            MAGIC.to_vec(),
+            ld(1, &type_meta),
+            ld(2, &object),
+            ld(3, b""),
+            ld(4, b""),
+        ]
+        .concat();
         let v = decode_review(&body).unwrap();
         assert_eq!(v["kind"], "SelfSubjectAccessReview");
         assert_eq!(

@@ -64,12 +64,10 @@ pub fn request_info(method: &str, path: &str, query: &str) -> RequestInfo {
         ..RequestInfo::default()
     };
     let mut current: &[&str] = rest;
-    if current[0] == "namespaces" {
-        if current.len() > 1 {
-            info.namespace = current[1].to_string();
-            if current.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&current[2]) {
-                current = &current[2..];
-            }
+    if current[0] == "namespaces" && current.len() > 1 {
+        info.namespace = current[1].to_string();
+        if current.len() > 2 && !NAMESPACE_SUBRESOURCES.contains(&current[2]) {
+            current = &current[2..];
         }
     }
     match current.len() {
@@ -110,10 +108,20 @@ mod tests {
 
     #[test]
     fn deployment_patch() {
-        let i = request_info("PATCH", "/apis/apps/v1/namespaces/ml/deployments/trainer", "");
+        let i = request_info(
+            "PATCH",
+            "/apis/apps/v1/namespaces/ml/deployments/trainer",
+            "",
+        );
         assert!(i.is_resource_request);
         assert_eq!(
-            (i.verb.as_str(), i.api_group.as_str(), i.resource.as_str(), i.namespace.as_str(), i.name.as_str()),
+            (
+                i.verb.as_str(),
+                i.api_group.as_str(),
+                i.resource.as_str(),
+                i.namespace.as_str(),
+                i.name.as_str()
+            ),
             ("patch", "apps", "deployments", "ml", "trainer")
         );
     }
@@ -121,7 +129,15 @@ mod tests {
     #[test]
     fn namespace_get_is_in_its_own_namespace() {
         let i = request_info("GET", "/api/v1/namespaces/ml", "");
-        assert_eq!((i.verb.as_str(), i.resource.as_str(), i.namespace.as_str(), i.name.as_str()), ("get", "namespaces", "ml", "ml"));
+        assert_eq!(
+            (
+                i.verb.as_str(),
+                i.resource.as_str(),
+                i.namespace.as_str(),
+                i.name.as_str()
+            ),
+            ("get", "namespaces", "ml", "ml")
+        );
         let l = request_info("GET", "/api/v1/namespaces", "limit=500");
         assert_eq!((l.verb.as_str(), l.namespace.as_str()), ("list", ""));
     }
@@ -137,7 +153,14 @@ mod tests {
 
     #[test]
     fn discovery_is_non_resource() {
-        for p in ["/api", "/apis", "/api/v1", "/apis/apps/v1", "/version", "/openapi/v3"] {
+        for p in [
+            "/api",
+            "/apis",
+            "/api/v1",
+            "/apis/apps/v1",
+            "/version",
+            "/openapi/v3",
+        ] {
             assert!(!request_info("GET", p, "").is_resource_request, "{p}");
         }
     }

@@ -38,12 +38,22 @@ fn split_top(s: &str) -> Vec<&str> {
 
 fn parse_set(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 impl LabelSelector {
     pub fn parse(text: &str) -> Result<Self, ApiError> {
-        let bad = || ApiError::bad_request(format!("unable to parse requirement: invalid label selector {text:?}"));
+        let bad = || {
+            ApiError::bad_request(format!(
+                "unable to parse requirement: invalid label selector {text:?}"
+            ))
+        };
         let mut reqs = vec![];
         if text.trim().is_empty() {
             return Ok(LabelSelector(reqs));
@@ -63,7 +73,10 @@ impl LabelSelector {
                 Requirement::NotIn(k.trim().to_string(), parse_set(set).ok_or_else(bad)?)
             } else if let Some((k, set)) = part.split_once(" in ") {
                 Requirement::In(k.trim().to_string(), parse_set(set).ok_or_else(bad)?)
-            } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
                 Requirement::Exists(part.to_string())
             } else {
                 return Err(bad());
@@ -97,7 +110,9 @@ impl FieldSelector {
             } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (k, true, v)
             } else {
-                return Err(ApiError::bad_request(format!("invalid selector: '{text}'; can't understand '{part}'")));
+                return Err(ApiError::bad_request(format!(
+                    "invalid selector: '{text}'; can't understand '{part}'"
+                )));
             };
             out.push((k.trim().to_string(), eq, v.trim().to_string()));
         }
@@ -128,11 +143,27 @@ mod tests {
     #[test]
     fn label_selectors() {
         let labels = json!({"app": "trainer", "tier": "gpu"});
-        let yes = ["app=trainer", "app==trainer", "app", "!legacy", "tier in (cpu, gpu)", "app=trainer,tier!=cpu", "tier notin (cpu)", ""];
+        let yes = [
+            "app=trainer",
+            "app==trainer",
+            "app",
+            "!legacy",
+            "tier in (cpu, gpu)",
+            "app=trainer,tier!=cpu",
+            "tier notin (cpu)",
+            "",
+        ];
         for s in yes {
             assert!(LabelSelector::parse(s).unwrap().matches(&labels), "{s}");
         }
-        let no = ["app=other", "legacy", "!app", "tier in (cpu)", "app=trainer,tier=cpu", "tier notin (gpu)"];
+        let no = [
+            "app=other",
+            "legacy",
+            "!app",
+            "tier in (cpu)",
+            "app=trainer,tier=cpu",
+            "tier notin (gpu)",
+        ];
         for s in no {
             assert!(!LabelSelector::parse(s).unwrap().matches(&labels), "{s}");
         }
@@ -142,9 +173,18 @@ mod tests {
 
     #[test]
     fn field_selectors() {
-        let pod = json!({"metadata": {"name": "p", "namespace": "ml"}, "status": {"phase": "Running"}});
-        assert!(FieldSelector::parse("metadata.name=p,status.phase!=Pending").unwrap().matches(&pod));
-        assert!(!FieldSelector::parse("metadata.namespace=prod").unwrap().matches(&pod));
+        let pod =
+            json!({"metadata": {"name": "p", "namespace": "ml"}, "status": {"phase": "Running"}});
+        assert!(
+            FieldSelector::parse("metadata.name=p,status.phase!=Pending")
+                .unwrap()
+                .matches(&pod)
+        );
+        assert!(
+            !FieldSelector::parse("metadata.namespace=prod")
+                .unwrap()
+                .matches(&pod)
+        );
         assert!(FieldSelector::parse("nonsense").is_err());
     }
 }

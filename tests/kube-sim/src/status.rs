@@ -82,7 +82,7 @@ pub struct ApiError {
     pub reason: String,
     pub message: String,
     /// `details`; `None` leaves the key out (as for Unauthorized and BadRequest).
-    pub details: Option<Details>,
+    pub details: Option<Box<Details>>,
     /// Sent as a `Retry-After` header and `details.retryAfterSeconds`.
     pub retry_after: Option<u32>,
 }
@@ -95,6 +95,10 @@ pub struct Details {
     pub causes: Vec<StatusCause>,
 }
 
+fn boxed(d: Details) -> Option<Box<Details>> {
+    Some(Box::new(d))
+}
+
 fn qualified(group: &str, resource: &str) -> String {
     if group.is_empty() {
         resource.to_string()
@@ -104,7 +108,7 @@ fn qualified(group: &str, resource: &str) -> String {
 }
 
 impl ApiError {
-    fn new(code: u16, reason: &str, message: String, details: Option<Details>) -> Self {
+    fn new(code: u16, reason: &str, message: String, details: Option<Box<Details>>) -> Self {
         ApiError {
             code,
             reason: reason.into(),
@@ -124,7 +128,7 @@ impl ApiError {
             404,
             "NotFound",
             format!("{} {name:?} not found", qualified(group, resource)),
-            Some(Details {
+            boxed(Details {
                 name: name.into(),
                 group: group.into(),
                 kind: resource.into(),
@@ -139,7 +143,7 @@ impl ApiError {
             404,
             "NotFound",
             "the server could not find the requested resource".into(),
-            Some(Details::default()),
+            boxed(Details::default()),
         )
     }
 
@@ -150,13 +154,16 @@ impl ApiError {
         } else if name.is_empty() {
             format!("{} is forbidden: {why}", qualified(group, resource))
         } else {
-            format!("{} {name:?} is forbidden: {why}", qualified(group, resource))
+            format!(
+                "{} {name:?} is forbidden: {why}",
+                qualified(group, resource)
+            )
         };
         Self::new(
             403,
             "Forbidden",
             message,
-            Some(Details {
+            boxed(Details {
                 name: name.into(),
                 group: group.into(),
                 kind: resource.into(),
@@ -178,7 +185,7 @@ impl ApiError {
                 "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
                 qualified(kind.group(), kind.plural())
             ),
-            Some(Details {
+            boxed(Details {
                 name: name.into(),
                 group: kind.group().into(),
                 kind: kind.plural().into(),
@@ -193,7 +200,7 @@ impl ApiError {
             409,
             "Conflict",
             message,
-            Some(Details {
+            boxed(Details {
                 causes,
                 ..Details::default()
             }),
@@ -226,7 +233,7 @@ impl ApiError {
             422,
             "Invalid",
             message,
-            Some(Details {
+            boxed(Details {
                 name: name.into(),
                 group: group.into(),
                 kind: kind.into(),
@@ -241,7 +248,7 @@ impl ApiError {
             422,
             "Invalid",
             "the server rejected our request due to an error in our request".into(),
-            Some(Details {
+            boxed(Details {
                 causes: vec![StatusCause {
                     reason: "UnexpectedServerResponse".into(),
                     message: server_message.into(),
@@ -260,8 +267,10 @@ impl ApiError {
         Self::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"),
-            Some(Details::default()),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+            ),
+            boxed(Details::default()),
         )
     }
 
@@ -270,7 +279,7 @@ impl ApiError {
             405,
             "MethodNotAllowed",
             format!("{action} is not supported on resources of kind {resource:?}"),
-            Some(Details {
+            boxed(Details {
                 kind: resource.into(),
                 ..Details::default()
             }),
@@ -283,7 +292,7 @@ impl ApiError {
             500,
             "InternalError",
             format!("Internal error occurred: {msg}"),
-            Some(Details {
+            boxed(Details {
                 causes: vec![StatusCause {
                     reason: String::new(),
                     message: msg.into(),
@@ -315,7 +324,7 @@ impl ApiError {
                     504 => "Timeout",
                     _ => "",
                 };
-                Self::new(code, reason, message.into(), Some(Details::default()))
+                Self::new(code, reason, message.into(), boxed(Details::default()))
             }
         }
     }
@@ -421,7 +430,10 @@ mod tests {
             "deployments.apps \"trainer\" is forbidden: User \"bob\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"ml\""
         );
         let s = e.to_status();
-        assert_eq!(s["details"], json!({"name":"trainer","group":"apps","kind":"deployments"}));
+        assert_eq!(
+            s["details"],
+            json!({"name":"trainer","group":"apps","kind":"deployments"})
+        );
         assert_eq!(s["code"], 403);
         assert_eq!(s["status"], "Failure");
     }
@@ -432,7 +444,11 @@ mod tests {
             "apps",
             "Deployment",
             "t",
-            &[FieldError::invalid("spec.replicas", &json!(-1), "must be greater than or equal to 0")],
+            &[FieldError::invalid(
+                "spec.replicas",
+                &json!(-1),
+                "must be greater than or equal to 0",
+            )],
         );
         assert_eq!(
             one.message,
@@ -451,7 +467,10 @@ mod tests {
             two.message,
             "Deployment.apps \"t\" is invalid: [a: Invalid value: \"x\": bad, b: Required value]"
         );
-        assert_eq!(two.to_status()["details"]["causes"][1]["reason"], "FieldValueRequired");
+        assert_eq!(
+            two.to_status()["details"]["causes"][1]["reason"],
+            "FieldValueRequired"
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ impl Store {
         }
         for w in &seed.workloads {
             if !w.kind.is_workload() {
-                return Err(format!("workload {}/{}: kind must be Deployment or StatefulSet", w.namespace, w.name));
+                return Err(format!(
+                    "workload {}/{}: kind must be Deployment or StatefulSet",
+                    w.namespace, w.name
+                ));
             }
             if s.get(w.kind, &w.namespace, &w.name).is_some() {
                 return Err(format!("duplicate {} {}/{}", w.kind, w.namespace, w.name));
@@ -112,12 +115,21 @@ impl Store {
         Ok(s)
     }
 
-    fn seed_logs(&mut self, ns: &str, pod: &str, container: &str, lines: &[LogLineSeed], start: DateTime<Utc>) -> Result<(), String> {
+    fn seed_logs(
+        &mut self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        lines: &[LogLineSeed],
+        start: DateTime<Utc>,
+    ) -> Result<(), String> {
         let n = lines.len() as i64;
         let log = self.logs.entry(ns, pod, container);
         for (i, line) in lines.iter().enumerate() {
             let (ts, text) = match line {
-                LogLineSeed::Text(t) => (start - Duration::milliseconds(n - 1 - i as i64), t.clone()),
+                LogLineSeed::Text(t) => {
+                    (start - Duration::milliseconds(n - 1 - i as i64), t.clone())
+                }
                 LogLineSeed::At { ts, text } => (
                     DateTime::parse_from_rfc3339(ts)
                         .map_err(|e| format!("log line timestamp {ts:?}: {e}"))?
@@ -194,9 +206,20 @@ impl Store {
     }
 
     /// Like [`Store::create`] with given field ownership (`None`: the seed manager owns all).
-    pub fn create_managed(&mut self, kind: ResourceKind, mut value: Value, managed: Option<ManagedFields>) -> Value {
-        let ns = value["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    pub fn create_managed(
+        &mut self,
+        kind: ResourceKind,
+        mut value: Value,
+        managed: Option<ManagedFields>,
+    ) -> Value {
+        let ns = value["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = value["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let now = now();
         value["metadata"]["uid"] = json!(self.next_uid(kind, &ns, &name));
         value["metadata"]["creationTimestamp"] = json!(now);
@@ -206,14 +229,27 @@ impl Store {
         }
         let managed = managed.unwrap_or_else(|| {
             let mut m = ManagedFields::default();
-            m.record_update(&self.seed_manager, kind.api_version(), &now, &json!({}), &value);
+            m.record_update(
+                &self.seed_manager,
+                kind.api_version(),
+                &now,
+                &json!({}),
+                &value,
+            );
             m
         });
         self.commit(kind, &ns, &name, value, managed)
     }
 
     /// Stores `value` as the new state of an object (bumping resourceVersion) and returns it.
-    pub fn commit(&mut self, kind: ResourceKind, ns: &str, name: &str, mut value: Value, managed: ManagedFields) -> Value {
+    pub fn commit(
+        &mut self,
+        kind: ResourceKind,
+        ns: &str,
+        name: &str,
+        mut value: Value,
+        managed: ManagedFields,
+    ) -> Value {
         value["metadata"]["resourceVersion"] = json!(self.next_rv());
         if managed.entries.is_empty() {
             if let Some(m) = value["metadata"].as_object_mut() {
@@ -222,7 +258,13 @@ impl Store {
         } else {
             value["metadata"]["managedFields"] = managed.to_json();
         }
-        self.objects.insert(key(kind, ns, name), Stored { value: value.clone(), managed });
+        self.objects.insert(
+            key(kind, ns, name),
+            Stored {
+                value: value.clone(),
+                managed,
+            },
+        );
         value
     }
 
@@ -245,7 +287,10 @@ impl Store {
         };
         self.list(ResourceKind::Pod, Some(ns))
             .into_iter()
-            .filter(|p| want.iter().all(|(k, v)| p.value["metadata"]["labels"].get(k) == Some(v)))
+            .filter(|p| {
+                want.iter()
+                    .all(|(k, v)| p.value["metadata"]["labels"].get(k) == Some(v))
+            })
             .filter_map(|p| p.value["metadata"]["name"].as_str().map(str::to_string))
             .collect()
     }
@@ -260,7 +305,10 @@ impl Store {
         for i in 0..replicas {
             let ip = self.next_ip();
             let pod = objects::workload_pod(&w, i, NODE_NAME, &ip, &now());
-            let pod_name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let pod_name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             if self.get(ResourceKind::Pod, ns, &pod_name).is_none() {
                 self.create(ResourceKind::Pod, pod);
             }
@@ -325,7 +373,11 @@ mod tests {
     fn seed() -> Seed {
         Seed {
             namespaces: vec!["ml".into()],
-            workloads: vec![WorkloadSeed::deployment("ml", "trainer").replicas(2).log("trainer", "hello")],
+            workloads: vec![
+                WorkloadSeed::deployment("ml", "trainer")
+                    .replicas(2)
+                    .log("trainer", "hello"),
+            ],
             pods: vec![PodSeed::new("other", "solo")],
             ..Seed::default()
         }
@@ -339,17 +391,35 @@ mod tests {
         }
         let pods = s.workload_pods(ResourceKind::Deployment, "ml", "trainer");
         assert_eq!(pods.len(), 2);
-        assert_eq!(s.logs.get("ml", &pods[0], "trainer").unwrap().lines[0].text, "hello");
-        let d = &s.get(ResourceKind::Deployment, "ml", "trainer").unwrap().value;
+        assert_eq!(
+            s.logs.get("ml", &pods[0], "trainer").unwrap().lines[0].text,
+            "hello"
+        );
+        let d = &s
+            .get(ResourceKind::Deployment, "ml", "trainer")
+            .unwrap()
+            .value;
         assert_eq!(d["status"]["readyReplicas"], 2);
         assert_eq!(d["metadata"]["generation"], 1);
-        assert_eq!(d["metadata"]["managedFields"][0]["manager"], "kube-sim-seed");
+        assert_eq!(
+            d["metadata"]["managedFields"][0]["manager"],
+            "kube-sim-seed"
+        );
         let rvs: Vec<u64> = s
             .list(ResourceKind::Pod, None)
             .iter()
-            .map(|p| p.value["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap())
+            .map(|p| {
+                p.value["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
             .collect();
-        assert!(rvs.iter().all(|rv| *rv > 1000 && *rv <= s.resource_version()));
+        assert!(
+            rvs.iter()
+                .all(|rv| *rv > 1000 && *rv <= s.resource_version())
+        );
     }
 
     #[test]
@@ -369,26 +439,37 @@ mod tests {
     #[test]
     fn duplicates_are_rejected() {
         let mut bad = seed();
-        bad.workloads.push(WorkloadSeed::deployment("ml", "trainer"));
-        assert!(Store::from_seed(&bad, Utc::now()).unwrap_err().contains("duplicate"));
+        bad.workloads
+            .push(WorkloadSeed::deployment("ml", "trainer"));
+        assert!(
+            Store::from_seed(&bad, Utc::now())
+                .unwrap_err()
+                .contains("duplicate")
+        );
     }
 
     #[test]
     fn rollout_replaces_pods() {
         let mut s = Store::from_seed(&seed(), Utc::now()).unwrap();
         let before = s.workload_pods(ResourceKind::Deployment, "ml", "trainer");
-        let stored = s.get(ResourceKind::Deployment, "ml", "trainer").unwrap().clone();
+        let stored = s
+            .get(ResourceKind::Deployment, "ml", "trainer")
+            .unwrap()
+            .clone();
         let mut v = stored.value.clone();
         v["spec"]["template"]["metadata"]["annotations"] = json!({"k": "2"});
         s.commit(ResourceKind::Deployment, "ml", "trainer", v, stored.managed);
         let after = s.rollout(ResourceKind::Deployment, "ml", "trainer");
         assert_eq!(after.len(), 2);
         assert!(after.iter().all(|p| !before.contains(p)));
-        assert_eq!(s.workload_pods(ResourceKind::Deployment, "ml", "trainer"), {
-            let mut a = after.clone();
-            a.sort();
-            a
-        });
+        assert_eq!(
+            s.workload_pods(ResourceKind::Deployment, "ml", "trainer"),
+            {
+                let mut a = after.clone();
+                a.sort();
+                a
+            }
+        );
         let pod = &s.get(ResourceKind::Pod, "ml", &after[0]).unwrap().value;
         assert_eq!(pod["metadata"]["annotations"]["k"], "2");
     }

@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -30,22 +30,40 @@ impl std::fmt::Debug for TlsMaterial {
 fn generate() -> Result<TlsMaterial, String> {
     let err = |e: rcgen::Error| format!("generating the kube-sim certificate: {e}");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.distinguished_name.push(DnType::CommonName, "kube-sim CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-sim CA");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
 
     let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
-    params.distinguished_name.push(DnType::CommonName, "kube-sim");
-    for ip in [IpAddr::from([127, 0, 0, 1]), IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])] {
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-sim");
+    for ip in [
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
+    ] {
         params.subject_alt_names.push(SanType::IpAddress(ip));
     }
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let key = KeyPair::generate().map_err(err)?;
     let cert = params.signed_by(&key, &ca).map_err(err)?;
 
-    let chain = vec![CertificateDer::from(cert.der().to_vec()), CertificateDer::from(ca.der().to_vec())];
+    let chain = vec![
+        CertificateDer::from(cert.der().to_vec()),
+        CertificateDer::from(ca.der().to_vec()),
+    ];
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -13,7 +13,8 @@ use crate::seed::ValidationConfig;
 use crate::status::{ApiError, FieldError};
 
 const NAME_RE: &str = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]";
-const DNS1123_SUBDOMAIN_RE: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_RE: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const LABEL_VALUE_RE: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 
@@ -22,7 +23,8 @@ fn is_name_part(s: &str) -> bool {
     !b.is_empty()
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn is_dns1123_subdomain(s: &str) -> bool {
@@ -32,7 +34,8 @@ fn is_dns1123_subdomain(s: &str) -> bool {
             !b.is_empty()
                 && b[0].is_ascii_alphanumeric()
                 && b[b.len() - 1].is_ascii_alphanumeric()
-                && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         })
 }
 
@@ -65,10 +68,19 @@ pub fn qualified_name_errors(key: &str) -> Vec<String> {
     errs
 }
 
-fn check_annotations(field: &str, annotations: &Value, cfg: &ValidationConfig, errs: &mut Vec<FieldError>) {
+fn check_annotations(
+    field: &str,
+    annotations: &Value,
+    cfg: &ValidationConfig,
+    errs: &mut Vec<FieldError>,
+) {
     let Some(map) = annotations.as_object() else {
         if !annotations.is_null() {
-            errs.push(FieldError::invalid(field, annotations, "must be a map of string keys to string values"));
+            errs.push(FieldError::invalid(
+                field,
+                annotations,
+                "must be a map of string keys to string values",
+            ));
         }
         return;
     };
@@ -95,7 +107,11 @@ fn check_annotations(field: &str, annotations: &Value, cfg: &ValidationConfig, e
 fn check_labels(field: &str, labels: &Value, errs: &mut Vec<FieldError>) {
     let Some(map) = labels.as_object() else {
         if !labels.is_null() {
-            errs.push(FieldError::invalid(field, labels, "must be a map of string keys to string values"));
+            errs.push(FieldError::invalid(
+                field,
+                labels,
+                "must be a map of string keys to string values",
+            ));
         }
         return;
     };
@@ -103,7 +119,9 @@ fn check_labels(field: &str, labels: &Value, errs: &mut Vec<FieldError>) {
         for e in qualified_name_errors(key) {
             errs.push(FieldError::invalid(field, &Value::String(key.clone()), &e));
         }
-        let ok = value.as_str().is_some_and(|s| s.is_empty() || (s.len() <= 63 && is_name_part(s)));
+        let ok = value
+            .as_str()
+            .is_some_and(|s| s.is_empty() || (s.len() <= 63 && is_name_part(s)));
         if !ok {
             errs.push(FieldError::invalid(
                 field,
@@ -126,14 +144,32 @@ pub fn validate_workload(
     let mut errs = vec![];
     for r in &cfg.reject {
         if r.kind == kind && r.namespace == namespace && r.name == name {
-            errs.push(FieldError::invalid(r.field.clone(), &new["metadata"]["annotations"], &r.message));
+            errs.push(FieldError::invalid(
+                r.field.clone(),
+                &new["metadata"]["annotations"],
+                &r.message,
+            ));
         }
     }
-    check_annotations("metadata.annotations", &new["metadata"]["annotations"], cfg, &mut errs);
+    check_annotations(
+        "metadata.annotations",
+        &new["metadata"]["annotations"],
+        cfg,
+        &mut errs,
+    );
     check_labels("metadata.labels", &new["metadata"]["labels"], &mut errs);
     let tpl = &new["spec"]["template"];
-    check_annotations("spec.template.metadata.annotations", &tpl["metadata"]["annotations"], cfg, &mut errs);
-    check_labels("spec.template.metadata.labels", &tpl["metadata"]["labels"], &mut errs);
+    check_annotations(
+        "spec.template.metadata.annotations",
+        &tpl["metadata"]["annotations"],
+        cfg,
+        &mut errs,
+    );
+    check_labels(
+        "spec.template.metadata.labels",
+        &tpl["metadata"]["labels"],
+        &mut errs,
+    );
 
     match &new["spec"]["replicas"] {
         Value::Null => {}
@@ -143,12 +179,20 @@ pub fn validate_workload(
             &new["spec"]["replicas"],
             "must be greater than or equal to 0",
         )),
-        other => errs.push(FieldError::invalid("spec.replicas", other, "must be an integer")),
+        other => errs.push(FieldError::invalid(
+            "spec.replicas",
+            other,
+            "must be an integer",
+        )),
     }
     if let Some(old) = old
         && old["spec"]["selector"] != new["spec"]["selector"]
     {
-        errs.push(FieldError::invalid("spec.selector", &new["spec"]["selector"], "field is immutable"));
+        errs.push(FieldError::invalid(
+            "spec.selector",
+            &new["spec"]["selector"],
+            "field is immutable",
+        ));
     }
     if let Some(want) = new["spec"]["selector"]["matchLabels"].as_object() {
         let have = &tpl["metadata"]["labels"];
@@ -164,10 +208,16 @@ pub fn validate_workload(
         Some(cs) if !cs.is_empty() => {
             for (i, c) in cs.iter().enumerate() {
                 if c["name"].as_str().is_none_or(str::is_empty) {
-                    errs.push(FieldError::required(format!("spec.template.spec.containers[{i}].name"), ""));
+                    errs.push(FieldError::required(
+                        format!("spec.template.spec.containers[{i}].name"),
+                        "",
+                    ));
                 }
                 if c["image"].as_str().is_none_or(str::is_empty) {
-                    errs.push(FieldError::required(format!("spec.template.spec.containers[{i}].image"), ""));
+                    errs.push(FieldError::required(
+                        format!("spec.template.spec.containers[{i}].image"),
+                        "",
+                    ));
                 }
             }
         }
@@ -188,11 +238,21 @@ mod tests {
     use serde_json::json;
 
     fn dep() -> Value {
-        workload(&WorkloadSeed::deployment("ml", "trainer").template_annotation("modekeeper/knob.a", "1"))
+        workload(
+            &WorkloadSeed::deployment("ml", "trainer")
+                .template_annotation("modekeeper/knob.a", "1"),
+        )
     }
 
     fn check(new: &Value) -> Result<(), ApiError> {
-        validate_workload(ResourceKind::Deployment, "ml", "trainer", Some(&dep()), new, &ValidationConfig::default())
+        validate_workload(
+            ResourceKind::Deployment,
+            "ml",
+            "trainer",
+            Some(&dep()),
+            new,
+            &ValidationConfig::default(),
+        )
     }
 
     #[test]
@@ -210,7 +270,10 @@ mod tests {
             e.message,
             "Deployment.apps \"trainer\" is invalid: spec.template.metadata.annotations[modekeeper/knob.a]: Invalid value: 4: annotation values must be strings"
         );
-        let lax = ValidationConfig { annotation_values_must_be_strings: false, reject: vec![] };
+        let lax = ValidationConfig {
+            annotation_values_must_be_strings: false,
+            reject: vec![],
+        };
         validate_workload(ResourceKind::Deployment, "ml", "trainer", None, &d, &lax).unwrap();
     }
 
@@ -228,15 +291,31 @@ mod tests {
     fn replicas_selector_and_containers() {
         let mut d = dep();
         d["spec"]["replicas"] = json!(-1);
-        assert!(check(&d).unwrap_err().message.contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0"));
+        assert!(
+            check(&d)
+                .unwrap_err()
+                .message
+                .contains("spec.replicas: Invalid value: -1: must be greater than or equal to 0")
+        );
         let mut d = dep();
         d["spec"]["selector"] = json!({"matchLabels": {"app": "other"}});
         let msg = check(&d).unwrap_err().message;
-        assert!(msg.contains("spec.selector: Invalid value") && msg.contains("field is immutable"), "{msg}");
-        assert!(msg.contains("`selector` does not match template `labels`"), "{msg}");
+        assert!(
+            msg.contains("spec.selector: Invalid value") && msg.contains("field is immutable"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("`selector` does not match template `labels`"),
+            "{msg}"
+        );
         let mut d = dep();
         d["spec"]["template"]["spec"]["containers"] = json!([]);
-        assert!(check(&d).unwrap_err().message.ends_with("spec.template.spec.containers: Required value"));
+        assert!(
+            check(&d)
+                .unwrap_err()
+                .message
+                .ends_with("spec.template.spec.containers: Required value")
+        );
     }
 
     #[test]
@@ -245,8 +324,21 @@ mod tests {
             annotation_values_must_be_strings: true,
             reject: vec![Rejection::new(ResourceKind::Deployment, "ml", "trainer")],
         };
-        let e = validate_workload(ResourceKind::Deployment, "ml", "trainer", None, &dep(), &cfg).unwrap_err();
-        assert!(e.message.contains("metadata.annotations: Invalid value") && e.message.ends_with("rejected by kube-sim test hook"), "{}", e.message);
+        let e = validate_workload(
+            ResourceKind::Deployment,
+            "ml",
+            "trainer",
+            None,
+            &dep(),
+            &cfg,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("metadata.annotations: Invalid value")
+                && e.message.ends_with("rejected by kube-sim test hook"),
+            "{}",
+            e.message
+        );
         validate_workload(ResourceKind::Deployment, "ml", "other", None, &dep(), &cfg).unwrap();
     }
 
@@ -254,8 +346,14 @@ mod tests {
     fn qualified_names() {
         assert!(qualified_name_errors("modekeeper/knob.grad_accum_steps").is_empty());
         assert!(qualified_name_errors("simple").is_empty());
-        assert_eq!(qualified_name_errors("/x"), ["prefix part must be non-empty"]);
+        assert_eq!(
+            qualified_name_errors("/x"),
+            ["prefix part must be non-empty"]
+        );
         assert!(!qualified_name_errors("Bad_Prefix/x").is_empty());
-        assert_eq!(qualified_name_errors(&"a".repeat(64)), ["name part must be no more than 63 characters"]);
+        assert_eq!(
+            qualified_name_errors(&"a".repeat(64)),
+            ["name part must be no more than 63 characters"]
+        );
     }
 }

@@ -13,7 +13,8 @@ use crate::status::ApiError;
 
 pub(crate) fn workloads(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let info = &ctx.info;
-    let kind = ResourceKind::from_plural(&info.api_group, &info.resource).ok_or_else(ApiError::path_not_found)?;
+    let kind = ResourceKind::from_plural(&info.api_group, &info.resource)
+        .ok_or_else(ApiError::path_not_found)?;
     let ns = (!info.namespace.is_empty()).then_some(info.namespace.as_str());
     match (info.verb.as_str(), info.subresource.as_str()) {
         ("list" | "watch", "") => list::list(ctx, kind, ns),
@@ -32,8 +33,8 @@ pub(crate) fn workloads(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
 
 fn patch(ctx: &Ctx, kind: ResourceKind) -> Result<Response<Body>, ApiError> {
     let content_type = ctx.header(header::CONTENT_TYPE).unwrap_or("");
-    let patch_type =
-        PatchType::from_content_type(content_type).ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+    let patch_type = PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
     let force = match ctx.param("force") {
         None => None,
         Some(v) => Some(
@@ -56,6 +57,10 @@ fn patch(ctx: &Ctx, kind: ResourceKind) -> Result<Response<Body>, ApiError> {
         let mut store = lock(&ctx.shared.store);
         mutate::patch(&mut store, &req)?
     };
-    let status = if outcome.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok(json_response(status, &outcome.object))
 }

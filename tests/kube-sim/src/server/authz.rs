@@ -14,8 +14,10 @@ pub(crate) fn reviews(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     let info = &ctx.info;
     let known = matches!(
         (info.api_group.as_str(), info.resource.as_str()),
-        ("authorization.k8s.io", "selfsubjectaccessreviews" | "selfsubjectrulesreviews")
-            | ("authentication.k8s.io", "selfsubjectreviews")
+        (
+            "authorization.k8s.io",
+            "selfsubjectaccessreviews" | "selfsubjectrulesreviews"
+        ) | ("authentication.k8s.io", "selfsubjectreviews")
     );
     if !known || !info.name.is_empty() || !info.namespace.is_empty() {
         return Err(ApiError::path_not_found());
@@ -23,7 +25,9 @@ pub(crate) fn reviews(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     if info.verb != "create" {
         return Err(ApiError::method_not_supported(&info.resource, &info.verb));
     }
-    let content_type = ctx.header(axum::http::header::CONTENT_TYPE).unwrap_or("application/json");
+    let content_type = ctx
+        .header(axum::http::header::CONTENT_TYPE)
+        .unwrap_or("application/json");
     let mut review: Value = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
         crate::proto::decode_review(&ctx.body)?
     } else {
@@ -97,14 +101,16 @@ fn rules_review(ctx: &Ctx, review: &Value) -> Value {
     non_resource_rules.push(json!({"verbs": ["get"], "nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"]}));
     for r in ctx.rules.iter().filter(applies) {
         if !r.resources.is_empty() {
-            let mut v = json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
+            let mut v =
+                json!({"verbs": r.verbs, "apiGroups": r.api_groups, "resources": r.resources});
             if !r.resource_names.is_empty() {
                 v["resourceNames"] = json!(r.resource_names);
             }
             resource_rules.push(v);
         }
         if !r.non_resource_urls.is_empty() {
-            non_resource_rules.push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
+            non_resource_rules
+                .push(json!({"verbs": r.verbs, "nonResourceURLs": r.non_resource_urls}));
         }
     }
     json!({"resourceRules": resource_rules, "nonResourceRules": non_resource_rules, "incomplete": false})

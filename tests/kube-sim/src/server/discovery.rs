@@ -29,25 +29,97 @@ const fn res(
     short_names: &'static [&'static str],
     categories: &'static [&'static str],
 ) -> ApiResource {
-    ApiResource { name, singular, kind, namespaced, verbs, short_names, categories }
+    ApiResource {
+        name,
+        singular,
+        kind,
+        namespaced,
+        verbs,
+        short_names,
+        categories,
+    }
 }
 
 const CORE: &[ApiResource] = &[
-    res("namespaces", "namespace", "Namespace", false, &["get", "list"], &["ns"], &[]),
-    res("pods", "pod", "Pod", true, &["get", "list"], &["po"], &["all"]),
+    res(
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["get", "list"],
+        &["ns"],
+        &[],
+    ),
+    res(
+        "pods",
+        "pod",
+        "Pod",
+        true,
+        &["get", "list"],
+        &["po"],
+        &["all"],
+    ),
     res("pods/log", "", "Pod", true, &["get"], &[], &[]),
 ];
 
 const APPS: &[ApiResource] = &[
-    res("deployments", "deployment", "Deployment", true, &["get", "list", "patch"], &["deploy"], &["all"]),
-    res("deployments/status", "", "Deployment", true, &["get"], &[], &[]),
-    res("statefulsets", "statefulset", "StatefulSet", true, &["get", "list", "patch"], &["sts"], &["all"]),
-    res("statefulsets/status", "", "StatefulSet", true, &["get"], &[], &[]),
+    res(
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["get", "list", "patch"],
+        &["deploy"],
+        &["all"],
+    ),
+    res(
+        "deployments/status",
+        "",
+        "Deployment",
+        true,
+        &["get"],
+        &[],
+        &[],
+    ),
+    res(
+        "statefulsets",
+        "statefulset",
+        "StatefulSet",
+        true,
+        &["get", "list", "patch"],
+        &["sts"],
+        &["all"],
+    ),
+    res(
+        "statefulsets/status",
+        "",
+        "StatefulSet",
+        true,
+        &["get"],
+        &[],
+        &[],
+    ),
 ];
 
 const AUTHORIZATION: &[ApiResource] = &[
-    res("selfsubjectaccessreviews", "selfsubjectaccessreview", "SelfSubjectAccessReview", false, &["create"], &[], &[]),
-    res("selfsubjectrulesreviews", "selfsubjectrulesreview", "SelfSubjectRulesReview", false, &["create"], &[], &[]),
+    res(
+        "selfsubjectaccessreviews",
+        "selfsubjectaccessreview",
+        "SelfSubjectAccessReview",
+        false,
+        &["create"],
+        &[],
+        &[],
+    ),
+    res(
+        "selfsubjectrulesreviews",
+        "selfsubjectrulesreview",
+        "SelfSubjectRulesReview",
+        false,
+        &["create"],
+        &[],
+        &[],
+    ),
 ];
 
 const AUTHENTICATION: &[ApiResource] = &[res(
@@ -67,7 +139,8 @@ const GROUPS: &[(&str, &[ApiResource])] = &[
     ("authorization.k8s.io", AUTHORIZATION),
 ];
 
-const AGGREGATED_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+const AGGREGATED_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 fn wants_aggregated(ctx: &Ctx) -> bool {
     let accept = ctx.header(header::ACCEPT).unwrap_or("");
@@ -87,7 +160,11 @@ fn wants_aggregated(ctx: &Ctx) -> bool {
 }
 
 fn group_version(group: &str) -> String {
-    if group.is_empty() { "v1".into() } else { format!("{group}/v1") }
+    if group.is_empty() {
+        "v1".into()
+    } else {
+        format!("{group}/v1")
+    }
 }
 
 fn resource_list(group: &str, resources: &[ApiResource]) -> Value {
@@ -164,7 +241,10 @@ fn aggregated_list(items: Vec<Value>) -> Response<Body> {
 
 fn text(body: &'static str) -> Response<Body> {
     let mut r = Response::new(Body::from(body));
-    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -173,7 +253,13 @@ pub(crate) fn version_info(git_version: &str) -> Value {
         .trim_start_matches('v')
         .split(['.', '+', '-'])
         .take(2)
-        .fold((String::new(), String::new()), |(a, b), part| if a.is_empty() { (part.to_string(), b) } else { (a, part.to_string()) });
+        .fold((String::new(), String::new()), |(a, b), part| {
+            if a.is_empty() {
+                (part.to_string(), b)
+            } else {
+                (a, part.to_string())
+            }
+        });
     json!({
         "major": major,
         "minor": minor,
@@ -242,7 +328,10 @@ mod tests {
     #[test]
     fn version_numbers() {
         let v = version_info("v1.32.4+kube-sim");
-        assert_eq!((v["major"].as_str(), v["minor"].as_str()), (Some("1"), Some("32")));
+        assert_eq!(
+            (v["major"].as_str(), v["minor"].as_str()),
+            (Some("1"), Some("32"))
+        );
     }
 
     #[test]
@@ -254,7 +343,13 @@ mod tests {
         assert_eq!(pods["subresources"][0]["subresource"], "log");
         let apps = aggregated_group("apps", APPS);
         assert_eq!(apps["metadata"]["name"], "apps");
-        assert_eq!(apps["versions"][0]["resources"][0]["shortNames"], json!(["deploy"]));
-        assert_eq!(apps["versions"][0]["resources"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            apps["versions"][0]["resources"][0]["shortNames"],
+            json!(["deploy"])
+        );
+        assert_eq!(
+            apps["versions"][0]["resources"].as_array().unwrap().len(),
+            2
+        );
     }
 }

@@ -14,7 +14,11 @@ use crate::status::ApiError;
 const CONTINUE_PREFIX: &str = "kube-sim-continue:";
 
 /// Lists `kind` in `ns` (`None`: all namespaces) and answers with a List or a Table.
-pub(crate) fn list(ctx: &Ctx, kind: ResourceKind, ns: Option<&str>) -> Result<Response<Body>, ApiError> {
+pub(crate) fn list(
+    ctx: &Ctx,
+    kind: ResourceKind,
+    ns: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     if ctx.info.verb == "watch" {
         return Err(ApiError::method_not_supported(kind.plural(), "watch"));
     }
@@ -45,8 +49,16 @@ pub(crate) fn list(ctx: &Ctx, kind: ResourceKind, ns: Option<&str>) -> Result<Re
         (items, store.resource_version())
     };
     let total = items.len();
-    let end = if limit > 0 { (start + limit).min(total) } else { total };
-    let page: Vec<Value> = items.into_iter().skip(start).take(end.saturating_sub(start)).collect();
+    let end = if limit > 0 {
+        (start + limit).min(total)
+    } else {
+        total
+    };
+    let page: Vec<Value> = items
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .collect();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if end < total {
         metadata["continue"] = json!(format!("{CONTINUE_PREFIX}{end}"));
@@ -79,7 +91,11 @@ pub(crate) fn list(ctx: &Ctx, kind: ResourceKind, ns: Option<&str>) -> Result<Re
 /// Answers a GET of one object, as JSON or as a one-row Table.
 pub(crate) fn one(ctx: &Ctx, kind: ResourceKind, value: Value) -> Result<Response<Body>, ApiError> {
     if negotiate(ctx)?.table {
-        let mut t = table::table(kind, std::slice::from_ref(&value), ctx.param("includeObject"));
+        let mut t = table::table(
+            kind,
+            std::slice::from_ref(&value),
+            ctx.param("includeObject"),
+        );
         t["metadata"] = json!({"resourceVersion": value["metadata"]["resourceVersion"]});
         return Ok(json_response(StatusCode::OK, &t));
     }

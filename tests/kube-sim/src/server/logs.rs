@@ -77,7 +77,12 @@ async fn next_chunk(mut f: Follow) -> Option<(Result<bytes::Bytes, std::io::Erro
             f.queue.clear();
             f.finished = true;
             f.bytes_left = Some(0);
-            return Some((Err(std::io::Error::other("log stream dropped by kube-sim fault")), f));
+            return Some((
+                Err(std::io::Error::other(
+                    "log stream dropped by kube-sim fault",
+                )),
+                f,
+            ));
         }
         if let Some(mut line) = f.queue.pop_front() {
             f.emitted += 1;
@@ -113,10 +118,18 @@ pub(crate) fn pod_log(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         .collect();
     let container = match &opts.container {
         Some(c) if names.contains(c) => c.clone(),
-        Some(c) => return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}"))),
+        Some(c) => {
+            return Err(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )));
+        }
         None => match names.as_slice() {
             [one] => one.clone(),
-            [] => return Err(ApiError::bad_request(format!("a container name must be specified for pod {name}"))),
+            [] => {
+                return Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}"
+                )));
+            }
             many => {
                 return Err(ApiError::bad_request(format!(
                     "a container name must be specified for pod {name}, choose one of: [{}]",
@@ -149,7 +162,8 @@ pub(crate) fn pod_log(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         (&log.lines, log.closed, Some(log.tx.subscribe()))
     };
     let selected = opts.select(lines, Utc::now());
-    let follow_running = opts.follow && !opts.previous && !closed && status["state"].get("running").is_some();
+    let follow_running =
+        opts.follow && !opts.previous && !closed && status["state"].get("running").is_some();
     let f = Follow {
         shared: ctx.shared.clone(),
         key: (ns.to_string(), name.to_string(), container.clone()),

@@ -19,8 +19,8 @@ use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{self, User};
 use crate::request_info::{RequestInfo, request_info};
@@ -52,11 +52,14 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, tls: Option<TlsAccep
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     let mut first = [0u8; 1];
-    let is_tls = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == crate::tls::TLS_HANDSHAKE);
+    let is_tls =
+        matches!(stream.peek(&mut first).await, Ok(1) if first[0] == crate::tls::TLS_HANDSHAKE);
     match tls {
         Some(acceptor) if is_tls => {
             if let Ok(tls_stream) = acceptor.accept(stream).await {
-                let _ = builder.serve_connection(TokioIo::new(tls_stream), svc).await;
+                let _ = builder
+                    .serve_connection(TokioIo::new(tls_stream), svc)
+                    .await;
             }
         }
         _ => {
@@ -79,11 +82,18 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn param(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn params(&self, key: &str) -> Vec<String> {
-        self.query.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect()
+        self.query
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn header(&self, name: header::HeaderName) -> Option<&str> {
@@ -92,7 +102,10 @@ impl Ctx {
 }
 
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Response<Body> {
@@ -102,7 +115,9 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
     let query = parts.uri.query().unwrap_or("").to_string();
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return ApiError::bad_request(format!("reading request body: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::bad_request(format!("reading request body: {e}")).into_response();
+        }
     };
     let index = {
         let mut log = lock(&shared.requests);
@@ -129,7 +144,16 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
     let response = match plan.error {
         Some(e) => e.into_response(),
         None => {
-            let (response, user) = authenticated(&shared, &method, &path, &query, parts.headers, body, plan.drop_log_after).await;
+            let (response, user) = authenticated(
+                &shared,
+                &method,
+                &path,
+                &query,
+                parts.headers,
+                body,
+                plan.drop_log_after,
+            )
+            .await;
             if let Some(user) = user
                 && let Some(r) = lock(&shared.requests).get_mut(index)
             {
@@ -153,8 +177,14 @@ async fn authenticated(
     body: bytes::Bytes,
     drop_log_after: Option<u64>,
 ) -> (Response<Body>, Option<String>) {
-    let authz = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let authenticated = shared.auth.read().unwrap_or_else(|e| e.into_inner()).authenticate(authz);
+    let authz = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let authenticated = shared
+        .auth
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .authenticate(authz);
     let (user, rules) = match authenticated {
         Ok(ok) => ok,
         Err(e) => return (e.into_response(), None),
@@ -169,7 +199,9 @@ async fn authenticated(
         info,
         user,
         rules,
-        query: form_urlencoded::parse(query.as_bytes()).into_owned().collect(),
+        query: form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
         headers,
         body,
         drop_log_after,
@@ -188,13 +220,18 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     }
     let known_version = matches!(
         (info.api_group.as_str(), info.api_version.as_str()),
-        ("", "v1") | ("apps", "v1") | ("authorization.k8s.io", "v1") | ("authentication.k8s.io", "v1")
+        ("", "v1")
+            | ("apps", "v1")
+            | ("authorization.k8s.io", "v1")
+            | ("authentication.k8s.io", "v1")
     );
     if !known_version {
         return Err(ApiError::path_not_found());
     }
     match (info.api_group.as_str(), info.resource.as_str()) {
-        ("", "namespaces") if info.namespace == info.name || info.name.is_empty() => core::namespaces(ctx),
+        ("", "namespaces") if info.namespace == info.name || info.name.is_empty() => {
+            core::namespaces(ctx)
+        }
         ("", "pods") => core::pods(ctx).await,
         ("apps", "deployments" | "statefulsets") => apps::workloads(ctx),
         ("authorization.k8s.io" | "authentication.k8s.io", _) => authz::reviews(ctx),
@@ -207,7 +244,11 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
     json_response_typed(status, value, "application/json")
 }
 
-pub(crate) fn json_response_typed(status: StatusCode, value: &Value, content_type: &str) -> Response<Body> {
+pub(crate) fn json_response_typed(
+    status: StatusCode,
+    value: &Value,
+    content_type: &str,
+) -> Response<Body> {
     let mut resp = Response::new(Body::from(value.to_string()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

@@ -20,7 +20,11 @@ pub fn human_duration(secs: i64) -> String {
     let minutes = secs / 60;
     if minutes < 10 {
         let s = secs % 60;
-        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -28,27 +32,42 @@ pub fn human_duration(secs: i64) -> String {
     let hours = secs / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     if hours < 24 * 365 * 8 {
         let dy = (hours / 24) % 365;
-        return if dy == 0 { format!("{}y", hours / 24 / 365) } else { format!("{}y{dy}d", hours / 24 / 365) };
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{dy}d", hours / 24 / 365)
+        };
     }
     format!("{}y", hours / 24 / 365)
 }
 
 fn age(v: &Value) -> String {
-    match v["metadata"]["creationTimestamp"].as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+    match v["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    {
         Some(t) => human_duration((Utc::now() - t.with_timezone(&Utc)).num_seconds()),
         None => "<unknown>".into(),
     }
@@ -59,11 +78,23 @@ fn column(name: &str, ty: &str, format: &str, description: &str, priority: u8) -
 }
 
 fn name_column() -> Value {
-    column("Name", "string", "name", "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names", 0)
+    column(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+        0,
+    )
 }
 
 fn age_column() -> Value {
-    column("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata", 0)
+    column(
+        "Age",
+        "string",
+        "",
+        "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+        0,
+    )
 }
 
 fn columns(kind: ResourceKind) -> Vec<Value> {
@@ -75,31 +106,127 @@ fn columns(kind: ResourceKind) -> Vec<Value> {
         ],
         ResourceKind::Pod => vec![
             name_column(),
-            column("Ready", "string", "", "The aggregate readiness state of this pod for accepting traffic.", 0),
-            column("Status", "string", "", "The aggregate status of the containers in this pod.", 0),
-            column("Restarts", "string", "", "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.", 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "The aggregate readiness state of this pod for accepting traffic.",
+                0,
+            ),
+            column(
+                "Status",
+                "string",
+                "",
+                "The aggregate status of the containers in this pod.",
+                0,
+            ),
+            column(
+                "Restarts",
+                "string",
+                "",
+                "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                0,
+            ),
             age_column(),
-            column("IP", "string", "", "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.", 1),
-            column("Node", "string", "", "NodeName is a request to schedule this pod onto a specific node.", 1),
-            column("Nominated Node", "string", "", "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods.", 1),
-            column("Readiness Gates", "string", "", "If specified, all readiness gates will be evaluated for pod readiness.", 1),
+            column(
+                "IP",
+                "string",
+                "",
+                "IP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.",
+                1,
+            ),
+            column(
+                "Node",
+                "string",
+                "",
+                "NodeName is a request to schedule this pod onto a specific node.",
+                1,
+            ),
+            column(
+                "Nominated Node",
+                "string",
+                "",
+                "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods.",
+                1,
+            ),
+            column(
+                "Readiness Gates",
+                "string",
+                "",
+                "If specified, all readiness gates will be evaluated for pod readiness.",
+                1,
+            ),
         ],
         ResourceKind::Deployment => vec![
             name_column(),
-            column("Ready", "string", "", "Number of the pod with ready state", 0),
-            column("Up-to-date", "integer", "", "Total number of non-terminated pods targeted by this deployment that have the desired template spec.", 0),
-            column("Available", "integer", "", "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.", 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
+            column(
+                "Up-to-date",
+                "integer",
+                "",
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                0,
+            ),
+            column(
+                "Available",
+                "integer",
+                "",
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                0,
+            ),
             age_column(),
-            column("Containers", "string", "", "Names of each container in the template.", 1),
-            column("Images", "string", "", "Images referenced by each container in the template.", 1),
-            column("Selector", "string", "", "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.", 1),
+            column(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            column(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+            column(
+                "Selector",
+                "string",
+                "",
+                "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.",
+                1,
+            ),
         ],
         ResourceKind::StatefulSet => vec![
             name_column(),
-            column("Ready", "string", "", "Number of the pod with ready state", 0),
+            column(
+                "Ready",
+                "string",
+                "",
+                "Number of the pod with ready state",
+                0,
+            ),
             age_column(),
-            column("Containers", "string", "", "Names of each container in the template.", 1),
-            column("Images", "string", "", "Images referenced by each container in the template.", 1),
+            column(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            column(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
         ],
     }
 }
@@ -111,8 +238,16 @@ fn int(v: &Value) -> i64 {
 fn containers_and_images(template_spec: &Value) -> (String, String) {
     let pairs = crate::objects::container_names_images(template_spec);
     (
-        pairs.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(","),
-        pairs.iter().map(|p| p.1.as_str()).collect::<Vec<_>>().join(","),
+        pairs
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        pairs
+            .iter()
+            .map(|p| p.1.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     )
 }
 
@@ -121,13 +256,20 @@ fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
     match kind {
         ResourceKind::Namespace => vec![name, v["status"]["phase"].clone(), json!(age(v))],
         ResourceKind::Pod => {
-            let statuses = v["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+            let statuses = v["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let total = v["spec"]["containers"].as_array().map_or(0, Vec::len);
             let ready = statuses.iter().filter(|s| s["ready"] == true).count();
             let restarts: i64 = statuses.iter().map(|s| int(&s["restartCount"])).sum();
             let reason = statuses
                 .iter()
-                .find_map(|s| s["state"]["waiting"]["reason"].as_str().or(s["state"]["terminated"]["reason"].as_str()))
+                .find_map(|s| {
+                    s["state"]["waiting"]["reason"]
+                        .as_str()
+                        .or(s["state"]["terminated"]["reason"].as_str())
+                })
                 .unwrap_or_else(|| v["status"]["phase"].as_str().unwrap_or("Unknown"));
             let last_restart = statuses
                 .iter()
@@ -135,7 +277,10 @@ fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
                 .filter_map(|t| DateTime::parse_from_rfc3339(t).ok())
                 .max();
             let restarts_cell = match last_restart {
-                Some(t) if restarts > 0 => format!("{restarts} ({} ago)", human_duration((Utc::now() - t.with_timezone(&Utc)).num_seconds())),
+                Some(t) if restarts > 0 => format!(
+                    "{restarts} ({} ago)",
+                    human_duration((Utc::now() - t.with_timezone(&Utc)).num_seconds())
+                ),
                 _ => restarts.to_string(),
             };
             vec![
@@ -154,11 +299,20 @@ fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
             let (containers, images) = containers_and_images(&v["spec"]["template"]["spec"]);
             let selector = v["spec"]["selector"]["matchLabels"]
                 .as_object()
-                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(","))
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
                 .unwrap_or_default();
             vec![
                 name,
-                json!(format!("{}/{}", int(&v["status"]["readyReplicas"]), int(&v["spec"]["replicas"]))),
+                json!(format!(
+                    "{}/{}",
+                    int(&v["status"]["readyReplicas"]),
+                    int(&v["spec"]["replicas"])
+                )),
                 json!(int(&v["status"]["updatedReplicas"])),
                 json!(int(&v["status"]["availableReplicas"])),
                 json!(age(v)),
@@ -171,7 +325,11 @@ fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
             let (containers, images) = containers_and_images(&v["spec"]["template"]["spec"]);
             vec![
                 name,
-                json!(format!("{}/{}", int(&v["status"]["readyReplicas"]), int(&v["spec"]["replicas"]))),
+                json!(format!(
+                    "{}/{}",
+                    int(&v["status"]["readyReplicas"]),
+                    int(&v["spec"]["replicas"])
+                )),
                 json!(age(v)),
                 json!(containers),
                 json!(images),
@@ -216,8 +374,20 @@ mod tests {
 
     #[test]
     fn human_durations() {
-        let cases = [(0, "0s"), (119, "119s"), (120, "2m"), (125, "2m5s"), (600, "10m"), (3 * 3600, "3h"), (3 * 3600 + 60, "3h1m"),
-                     (9 * 3600, "9h"), (50 * 3600, "2d2h"), (10 * 86400, "10d"), (800 * 86400, "2y70d"), (-5, "<invalid>")];
+        let cases = [
+            (0, "0s"),
+            (119, "119s"),
+            (120, "2m"),
+            (125, "2m5s"),
+            (600, "10m"),
+            (3 * 3600, "3h"),
+            (3 * 3600 + 60, "3h1m"),
+            (9 * 3600, "9h"),
+            (50 * 3600, "2d2h"),
+            (10 * 86400, "10d"),
+            (800 * 86400, "2y70d"),
+            (-5, "<invalid>"),
+        ];
         for (s, want) in cases {
             assert_eq!(human_duration(s), want, "{s}");
         }
@@ -225,7 +395,9 @@ mod tests {
 
     #[test]
     fn deployment_row() {
-        let mut d = crate::objects::workload(&crate::seed::WorkloadSeed::deployment("ml", "trainer").replicas(2));
+        let mut d = crate::objects::workload(
+            &crate::seed::WorkloadSeed::deployment("ml", "trainer").replicas(2),
+        );
         crate::objects::refresh_workload_status(&mut d, 1, "2024-01-01T00:00:00Z");
         let t = table(ResourceKind::Deployment, &[d], None);
         let cells = &t["rows"][0]["cells"];
@@ -234,6 +406,9 @@ mod tests {
         assert_eq!(cells[2], 2);
         assert_eq!(cells[7], "app=trainer");
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
-        assert_eq!(t["columnDefinitions"].as_array().unwrap().len(), cells.as_array().unwrap().len());
+        assert_eq!(
+            t["columnDefinitions"].as_array().unwrap().len(),
+            cells.as_array().unwrap().len()
+        );
     }
 }

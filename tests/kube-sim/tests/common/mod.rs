@@ -95,7 +95,11 @@ impl Kubectl {
     pub fn new(bin: PathBuf, sim: &KubeSim, token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let kubeconfig = dir.path().join("kubeconfig");
-        let k = Kubectl { bin, dir, kubeconfig };
+        let k = Kubectl {
+            bin,
+            dir,
+            kubeconfig,
+        };
         k.write_config(sim, token, false);
         k
     }
@@ -106,7 +110,8 @@ impl Kubectl {
             plain_http,
             ..KubeconfigOptions::default()
         };
-        sim.write_kubeconfig_with(&self.kubeconfig, &opts).expect("kubeconfig");
+        sim.write_kubeconfig_with(&self.kubeconfig, &opts)
+            .expect("kubeconfig");
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -171,7 +176,8 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn text(&self) -> String {
@@ -187,10 +193,20 @@ impl HttpResponse {
 }
 
 /// One plain-HTTP request (`Connection: close`), body read to the end (chunked decoded).
-pub fn http(sim: &KubeSim, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> HttpResponse {
+pub fn http(
+    sim: &KubeSim,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     let mut s = TcpStream::connect(sim.addr()).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n", sim.addr(), body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        sim.addr(),
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -203,10 +219,20 @@ pub fn http(sim: &KubeSim, method: &str, path: &str, headers: &[(&str, &str)], b
 }
 
 fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("header end");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end");
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
@@ -218,9 +244,9 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
     if chunked {
         let mut out = vec![];
         let mut rest: &[u8] = &body;
-        loop {
-            let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else { break };
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16).unwrap();
+        while let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..eol]).unwrap().trim(), 16)
+                .unwrap();
             if size == 0 {
                 break;
             }
@@ -229,7 +255,11 @@ fn parse_response(raw: &[u8]) -> HttpResponse {
         }
         body = out;
     }
-    HttpResponse { status, headers, body }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }
 
 pub fn bearer(token: &str) -> String {
