@@ -23,6 +23,7 @@
 //! ```
 
 pub mod auth;
+mod builder;
 pub mod faults;
 mod handle;
 pub mod kubeconfig;
@@ -44,8 +45,9 @@ pub mod tls;
 pub mod validate;
 
 pub use auth::Rule;
+pub use builder::KubeSimBuilder;
 pub use faults::{Fault, FaultAction, FaultId};
-pub use handle::{KubeSim, KubeSimBuilder};
+pub use handle::KubeSim;
 pub use kubeconfig::KubeconfigOptions;
 pub use resource::ResourceKind;
 pub use seed::{

@@ -630,3 +630,26 @@ fn concurrent_patches_of_many_objects() {
         400
     );
 }
+
+#[test]
+fn the_readme_seed_example_is_valid() {
+    let readme = include_str!("../README.md");
+    let section = &readme[readme.find("## Seed format").expect("seed section")..];
+    let start = section.find("```json\n").expect("json block") + "```json\n".len();
+    let end = start + section[start..].find("```").unwrap();
+    let seed: kube_sim::Seed =
+        serde_json::from_str(&section[start..end]).expect("README seed parses");
+    assert_eq!(seed.faults.len(), 5);
+    assert_eq!(seed.workloads[1].kind, ResourceKind::StatefulSet);
+    let sim = KubeSim::builder()
+        .seed(seed)
+        .start_blocking()
+        .expect("README seed starts");
+    assert_eq!(
+        sim.pod_names(ResourceKind::StatefulSet, "ml", "db"),
+        ["db-0"]
+    );
+    assert!(sim.namespace_exists("prod"));
+    let pod = sim.pod_names(ResourceKind::Deployment, "ml", "trainer")[0].clone();
+    assert_eq!(sim.log_lines("ml", &pod, "trainer").len(), 3);
+}
