@@ -6,7 +6,10 @@
 
 pub mod artifacts;
 pub mod cli;
+pub mod envelope;
 pub mod error;
+pub mod passport;
 pub mod pipeline;
+pub mod plan;
 pub mod signals;
 pub mod telemetry;

@@ -1,0 +1,266 @@
+//! Loading a plan from untrusted JSON. Three forms are accepted: an array of items, the envelope
+//! `{"schema_version": "k8s_plan.v1", "items": [...], "plan_digest"?}` and a single item object.
+//! Everything not explicitly allowed is rejected, with `plan item at index N: <field>: <problem>`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::{KNOB_ANNOTATION_PREFIX, KnobPatch, PLAN_SCHEMA, Plan, PlanItem, Target, WorkloadKind};
+
+/// More items than this is not a plan a human can review.
+pub const MAX_ITEMS: usize = 1000;
+
+/// The class of a plan error, as recorded in explain events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanErrorKind {
+    InvalidJson,
+    InvalidShape,
+    InvalidItem,
+}
+
+impl PlanErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanErrorKind::InvalidJson => "invalid_json",
+            PlanErrorKind::InvalidShape => "invalid_shape",
+            PlanErrorKind::InvalidItem => "invalid_item",
+        }
+    }
+}
+
+/// Why a plan was rejected; `message` is one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanError {
+    pub kind: PlanErrorKind,
+    /// The offending item, for `invalid_item`.
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for PlanError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for PlanError {}
+
+/// Which form the plan text had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanFormat {
+    Array,
+    Envelope,
+    Object,
+}
+
+/// A key from the input, printable in a one-line error: as is when plain, else quoted and cut.
+fn key_name(k: &str) -> String {
+    let plain = k.len() <= 64
+        && k.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/'));
+    if plain && !k.is_empty() {
+        k.to_string()
+    } else {
+        super::quoted(k)
+    }
+}
+
+fn shape(message: impl Into<String>) -> PlanError {
+    PlanError {
+        kind: PlanErrorKind::InvalidShape,
+        index: None,
+        message: message.into(),
+    }
+}
+
+/// Parses and validates plan text.
+pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
+    let doc: Value = serde_json::from_str(text).map_err(|e| PlanError {
+        kind: PlanErrorKind::InvalidJson,
+        index: None,
+        message: format!("invalid JSON: {e}"),
+    })?;
+    let (items, format, digest) = match &doc {
+        Value::Array(items) => (items.as_slice(), PlanFormat::Array, None),
+        Value::Object(o) if o.contains_key("items") => {
+            if let Some(k) = o
+                .keys()
+                .find(|k| !["schema_version", "items", "plan_digest"].contains(&k.as_str()))
+            {
+                return Err(shape(format!(
+                    "plan envelope: unknown key {} (allowed: schema_version, items, plan_digest)",
+                    key_name(k)
+                )));
+            }
+            match o.get("schema_version").and_then(Value::as_str) {
+                Some(PLAN_SCHEMA) => {}
+                Some(other) => {
+                    return Err(shape(format!(
+                        "plan envelope: schema_version {} is not {PLAN_SCHEMA}",
+                        super::quoted(other)
+                    )));
+                }
+                None => {
+                    return Err(shape(format!(
+                        "plan envelope: schema_version must be {PLAN_SCHEMA:?}"
+                    )));
+                }
+            }
+            let Some(items) = o["items"].as_array() else {
+                return Err(shape("plan envelope: items must be an array"));
+            };
+            let digest = match o.get("plan_digest") {
+                None => None,
+                Some(Value::String(d)) => Some(d.as_str()),
+                Some(_) => return Err(shape("plan envelope: plan_digest must be a string")),
+            };
+            (items.as_slice(), PlanFormat::Envelope, digest)
+        }
+        Value::Object(_) => (std::slice::from_ref(&doc), PlanFormat::Object, None),
+        _ => {
+            return Err(shape(
+                "a plan must be an array of items, a k8s_plan.v1 envelope or a single item object",
+            ));
+        }
+    };
+    if items.len() > MAX_ITEMS {
+        return Err(shape(format!(
+            "the plan has {} items; at most {MAX_ITEMS} are allowed",
+            items.len()
+        )));
+    }
+    let item_err = |index: usize, message: String| PlanError {
+        kind: PlanErrorKind::InvalidItem,
+        index: Some(index),
+        message: format!("plan item at index {index}: {message}"),
+    };
+    let items = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| parse_item(v).map_err(|m| item_err(i, m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = Plan::from_items(items).map_err(|(i, m)| item_err(i, m))?;
+    if let Some(d) = digest
+        && d != plan.digest()
+    {
+        return Err(shape(format!(
+            "plan envelope: plan_digest {d} does not match the items ({})",
+            plan.digest()
+        )));
+    }
+    Ok((plan, format))
+}
+
+fn string_field<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {
+    match o.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(format!("{key}: must be a string")),
+    }
+}
+
+fn parse_item(v: &Value) -> Result<PlanItem, String> {
+    let Some(o) = v.as_object() else {
+        return Err("must be an object".into());
+    };
+    if let Some(k) = o.keys().find(|k| {
+        !["namespace", "name", "kind", "apiVersion", "patch", "reason"].contains(&k.as_str())
+    }) {
+        return Err(format!(
+            "{}: unknown field (allowed: namespace, name, kind, apiVersion, patch, reason)",
+            key_name(k)
+        ));
+    }
+    let namespace = string_field(o, "namespace")?.ok_or("namespace: missing")?;
+    let name = string_field(o, "name")?.ok_or("name: missing")?;
+    let kind = match string_field(o, "kind")? {
+        None => WorkloadKind::Deployment,
+        Some(k) => WorkloadKind::parse(k).ok_or_else(|| {
+            format!(
+                "kind: {} is not allowed (Deployment or StatefulSet)",
+                super::quoted(k)
+            )
+        })?,
+    };
+    if let Some(api) = string_field(o, "apiVersion")?
+        && api != "apps/v1"
+    {
+        return Err(format!("apiVersion: {} is not apps/v1", super::quoted(api)));
+    }
+    string_field(o, "reason")?;
+    let target = Target::new(namespace, name, kind)?;
+    let patch = parse_patch(o.get("patch").ok_or("patch: missing")?)?;
+    PlanItem::new(target, patch).map_err(|e| format!("patch: {e}"))
+}
+
+/// Walks an object that may hold only `allowed` keys.
+fn only<'a>(v: &'a Value, path: &str, allowed: &str) -> Result<&'a Map<String, Value>, String> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| format!("{path}: must be an object"))?;
+    if let Some(k) = o.keys().find(|k| k.as_str() != allowed) {
+        return Err(format!(
+            "{path}.{}: not allowed (a plan may only set {KNOB_ANNOTATION_PREFIX}* annotations)",
+            key_name(k)
+        ));
+    }
+    Ok(o)
+}
+
+fn parse_patch(v: &Value) -> Result<KnobPatch, String> {
+    let o = v.as_object().ok_or("patch: must be an object")?;
+    let mut patch = KnobPatch::default();
+    for (k, v) in o {
+        match k.as_str() {
+            "metadata" => {
+                if let Some(a) = only(v, "patch.metadata", "annotations")?.get("annotations") {
+                    patch.object = annotations(a, "patch.metadata.annotations")?;
+                }
+            }
+            "spec" => {
+                let Some(t) = only(v, "patch.spec", "template")?.get("template") else {
+                    continue;
+                };
+                let Some(m) = only(t, "patch.spec.template", "metadata")?.get("metadata") else {
+                    continue;
+                };
+                if let Some(a) =
+                    only(m, "patch.spec.template.metadata", "annotations")?.get("annotations")
+                {
+                    patch.pod_template =
+                        annotations(a, "patch.spec.template.metadata.annotations")?;
+                }
+            }
+            other => {
+                return Err(format!(
+                    "patch.{}: not allowed (a plan may only set {KNOB_ANNOTATION_PREFIX}* annotations)",
+                    key_name(other)
+                ));
+            }
+        }
+    }
+    Ok(patch)
+}
+
+fn annotations(v: &Value, path: &str) -> Result<BTreeMap<String, String>, String> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| format!("{path}: must be an object"))?;
+    let mut out = BTreeMap::new();
+    for (key, value) in o {
+        let Some(knob) = key.strip_prefix(KNOB_ANNOTATION_PREFIX) else {
+            return Err(format!(
+                "{path}: key {} is not a {KNOB_ANNOTATION_PREFIX}* annotation",
+                key_name(key)
+            ));
+        };
+        let Value::String(s) = value else {
+            return Err(format!("{path}: {}: value must be a string", key_name(key)));
+        };
+        out.insert(knob.to_string(), s.clone());
+    }
+    Ok(out)
+}

@@ -1,0 +1,332 @@
+use serde_json::json;
+
+use super::*;
+use crate::envelope::{Accepted, Limit};
+
+fn accepted(knob: &str, to: f64) -> Accepted {
+    Accepted {
+        knob: knob.into(),
+        from: 1.0,
+        to,
+        reason: "r".into(),
+        chord: "BURST-ABSORB".into(),
+        limited_by: Some(Limit::MaxDelta),
+        requested: Some(to),
+    }
+}
+
+fn target() -> Target {
+    Target::new("default", "trainer", WorkloadKind::Deployment).unwrap()
+}
+
+fn err(text: &str) -> PlanError {
+    parse_plan(text).unwrap_err()
+}
+
+fn item_err(text: &str) -> (usize, String) {
+    let e = err(text);
+    assert_eq!(e.kind, PlanErrorKind::InvalidItem, "{e}");
+    (e.index.unwrap(), e.message)
+}
+
+#[test]
+fn dns1123() {
+    for ok in ["a", "default", "kube-system", "a1", &"a".repeat(63)] {
+        assert!(is_dns1123_label(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "-a",
+        "a-",
+        "A",
+        "a_b",
+        "a.b",
+        "ns1; touch x",
+        "é",
+        &"a".repeat(64),
+    ] {
+        assert!(!is_dns1123_label(bad), "{bad}");
+    }
+    assert!(is_dns1123_subdomain("trainer.v2"));
+    assert!(!is_dns1123_subdomain("trainer..v2"));
+    assert!(!is_dns1123_subdomain("dep1$(id)"));
+    assert!(!is_dns1123_subdomain(&format!(
+        "{}.{}",
+        "a".repeat(63),
+        "b".repeat(200)
+    )));
+}
+
+#[test]
+fn builds_pod_template_annotations_with_integer_formatting() {
+    let plan = build_plan(
+        &target(),
+        &[
+            accepted("concurrency", 4.0),
+            accepted("dataloader_prefetch_factor", 2.5),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.items_json(),
+        json!([{"namespace": "default", "name": "trainer", "kind": "Deployment", "patch": {"spec": {"template": {"metadata":
+            {"annotations": {"modekeeper/knob.concurrency": "4", "modekeeper/knob.dataloader_prefetch_factor": "2.5"}}}}}}])
+    );
+    assert!(build_plan(&target(), &[]).unwrap().is_empty());
+}
+
+#[test]
+fn the_three_input_forms_give_the_same_plan_and_digest() {
+    let item = json!({"namespace": "ns1", "name": "dep1",
+                      "patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.concurrency": "4"}}}}}});
+    let (a, fa) = parse_plan(&json!([item]).to_string()).unwrap();
+    let (o, fo) = parse_plan(&item.to_string()).unwrap();
+    let (e, fe) =
+        parse_plan(&json!({"schema_version": "k8s_plan.v1", "items": [item]}).to_string()).unwrap();
+    assert_eq!(
+        (fa, fo, fe),
+        (PlanFormat::Array, PlanFormat::Object, PlanFormat::Envelope)
+    );
+    assert_eq!(a, o);
+    assert_eq!(a, e);
+    assert_eq!(a.digest(), e.digest());
+    // The document it writes loads back to the same plan, digest checked.
+    let (back, _) = parse_plan(&a.to_document()).unwrap();
+    assert_eq!(back, a);
+}
+
+#[test]
+fn digest_is_canonical_and_pinned() {
+    let plan = build_plan(&target(), &[accepted("concurrency", 4.0)]).unwrap();
+    let canonical = canonical_json(&plan.items_json());
+    assert_eq!(
+        canonical,
+        r#"[{"kind":"Deployment","name":"trainer","namespace":"default","patch":{"spec":{"template":{"metadata":{"annotations":{"modekeeper/knob.concurrency":"4"}}}}}}]"#
+    );
+    assert_eq!(plan.digest(), sha256_prefixed(canonical.as_bytes()));
+    // Key order and whitespace in the input do not matter; values do.
+    let reordered = r#"[ {"patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.concurrency": "4"}}}}},
+                         "kind": "Deployment", "name": "trainer", "namespace": "default"} ]"#;
+    assert_eq!(parse_plan(reordered).unwrap().0.digest(), plan.digest());
+    assert_ne!(
+        build_plan(&target(), &[accepted("concurrency", 5.0)])
+            .unwrap()
+            .digest(),
+        plan.digest()
+    );
+}
+
+#[test]
+fn envelope_digest_must_match() {
+    let plan = build_plan(&target(), &[accepted("concurrency", 4.0)]).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(&plan.to_document()).unwrap();
+    doc["items"][0]["patch"]["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.concurrency"] =
+        "64".into();
+    let e = err(&doc.to_string());
+    assert_eq!(e.kind, PlanErrorKind::InvalidShape);
+    assert!(e.message.contains("does not match"), "{e}");
+}
+
+#[test]
+fn reference_plans_are_judged_strictly() {
+    // The reference's closed-loop output: object and pod-template annotations, apiVersion, reason.
+    let legacy = r#"[{"apiVersion":"apps/v1","kind":"Deployment","namespace":"default","name":"trainer","reason":"coalesced",
+        "patch":{"metadata":{"annotations":{"modekeeper/knob.concurrency":"4"}},
+                 "spec":{"template":{"metadata":{"annotations":{"modekeeper/knob.concurrency":"4"}}}}}}]"#;
+    let (plan, _) = parse_plan(legacy).unwrap();
+    assert_eq!(
+        plan.items()[0]
+            .patch()
+            .knobs()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        [("concurrency", "4")]
+    );
+
+    // original-samples/_inputs: plan_baditem, plan_envelope, plan_inject, plan_quote.
+    assert_eq!(
+        item_err(r#"[{"namespace":"ns1","patch":"nope"}]"#),
+        (0, "plan item at index 0: name: missing".into())
+    );
+    let env = r#"{"schema_version":"k8s_plan.v1","items":[{"namespace":"ns1","name":"dep1","patch":{"spec":{"replicas":1}}}]}"#;
+    assert_eq!(
+        item_err(env),
+        (0, "plan item at index 0: patch.spec.replicas: not allowed (a plan may only set modekeeper/knob.* annotations)".into())
+    );
+    let inject =
+        r#"[{"namespace":"ns1; touch /tmp/x","name":"dep1$(id)","patch":{"spec":{"replicas":1}}}]"#;
+    let (i, m) = item_err(inject);
+    assert_eq!(i, 0);
+    assert!(
+        m.starts_with(
+            r#"plan item at index 0: namespace: "ns1; touch /tmp/x" is not a DNS-1123 label"#
+        ),
+        "{m}"
+    );
+    let quote = r#"[{"namespace":"ns1","name":"dep1","patch":{"metadata":{"annotations":{"modekeeper/note":"O'Reilly"}}}}]"#;
+    assert!(
+        item_err(quote)
+            .1
+            .contains(r#"key modekeeper/note is not a modekeeper/knob.* annotation"#)
+    );
+}
+
+#[test]
+fn item_validation_errors() {
+    let ok = json!({"namespace": "ns", "name": "dep", "patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.concurrency": "4"}}}}}});
+    let cases: Vec<(fn(&mut serde_json::Value), &str)> = vec![
+        (|v| *v = json!(3), "must be an object"),
+        (|v| v["namespace"] = json!(7), "namespace: must be a string"),
+        (
+            |v| v["name"] = json!("Dep"),
+            "name: \"Dep\" is not a DNS-1123 subdomain",
+        ),
+        (|v| v["name"] = json!("a\nb"), "name: \"a\\nb\" is not"),
+        (
+            |v| v["kind"] = json!("DaemonSet"),
+            "kind: \"DaemonSet\" is not allowed",
+        ),
+        (
+            |v| v["apiVersion"] = json!("v1"),
+            "apiVersion: \"v1\" is not apps/v1",
+        ),
+        (|v| v["extra"] = json!(1), "extra: unknown field"),
+        (|v| v["bad\nkey"] = json!(1), "\"bad\\nkey\": unknown field"),
+        (
+            |v| {
+                v.as_object_mut()
+                    .unwrap()
+                    .remove("patch")
+                    .map(drop)
+                    .unwrap_or(())
+            },
+            "patch: missing",
+        ),
+        (
+            |v| v["patch"] = json!({}),
+            "patch: patch sets no modekeeper/knob.* annotation",
+        ),
+        (
+            |v| v["patch"] = json!({"metadata": {"labels": {}}}),
+            "patch.metadata.labels: not allowed",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"spec": {}}}}),
+            "patch.spec.template.spec: not allowed",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": 4}}}}}),
+            "value must be a string",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": null}}}}}),
+            "value must be a string",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.Bad": "1"}}}}}),
+            "knob names are snake_case",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.": "1"}}}}}),
+            "knob names are snake_case",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": "a".repeat(1025)}}}}}),
+            "longer than 1024",
+        ),
+        (
+            |v| {
+                v["patch"] = json!({"metadata": {"annotations": {"modekeeper/knob.x": "1"}},
+                                    "spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": "2"}}}}})
+            },
+            "object sets \"1\" but the pod template sets \"2\"",
+        ),
+    ];
+    for (mutate, want) in cases {
+        let mut v = ok.clone();
+        mutate(&mut v);
+        let (i, m) = item_err(&json!([ok, v]).to_string());
+        assert_eq!(i, 1);
+        assert!(
+            m.starts_with("plan item at index 1: ") && m.contains(want),
+            "{m} (wanted {want})"
+        );
+        assert!(!m.contains('\n'), "{m}");
+    }
+    let (i, m) = item_err(&json!([ok, ok]).to_string());
+    assert_eq!(i, 1);
+    assert!(m.contains("already patched by item 0"), "{m}");
+    let mut sts = ok.clone();
+    sts["kind"] = json!("StatefulSet");
+    assert_eq!(
+        parse_plan(&json!([ok, sts]).to_string())
+            .unwrap()
+            .0
+            .items()
+            .len(),
+        2,
+        "same name, other kind"
+    );
+}
+
+#[test]
+fn shape_errors() {
+    assert_eq!(err("{").kind, PlanErrorKind::InvalidJson);
+    assert_eq!(err("3").kind, PlanErrorKind::InvalidShape);
+    assert_eq!(
+        err(r#"{"items": []}"#).message,
+        "plan envelope: schema_version must be \"k8s_plan.v1\""
+    );
+    assert!(
+        err(r#"{"schema_version": "k8s_plan.v2", "items": []}"#)
+            .message
+            .contains("is not k8s_plan.v1")
+    );
+    assert!(
+        err(r#"{"schema_version": "k8s_plan.v1", "items": {}}"#)
+            .message
+            .contains("items must be an array")
+    );
+    assert!(
+        err(r#"{"schema_version": "k8s_plan.v1", "items": [], "x": 1}"#)
+            .message
+            .contains("unknown key x")
+    );
+    let many = format!("[{}]", vec!["{}"; super::load::MAX_ITEMS + 1].join(","));
+    assert!(err(&many).message.contains("at most 1000"));
+    assert!(parse_plan("[]").unwrap().0.is_empty());
+}
+
+#[test]
+fn uniform_or_mixed() {
+    let t = |ns: &str, n: &str| json!({"namespace": ns, "name": n, "patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.a": "1"}}}}}});
+    let (p, _) = parse_plan(&json!([t("a", "x"), t("a", "y")]).to_string()).unwrap();
+    assert_eq!(p.uniform(Target::namespace), Some("a"));
+    assert_eq!(p.uniform(Target::name), Some("mixed"));
+    assert_eq!(Plan::default().uniform(Target::name), None);
+}
+
+#[test]
+fn script_quotes_everything_and_an_empty_plan_runs_no_kubectl() {
+    let plan = build_plan(
+        &Target::new("ns", "dep", WorkloadKind::StatefulSet).unwrap(),
+        &[accepted("concurrency", 4.0)],
+    )
+    .unwrap();
+    let s = render_kubectl_script(&plan);
+    assert!(s.starts_with("#!/usr/bin/env bash\n"));
+    assert!(s.contains(&format!("# plan_digest: {}\n", plan.digest())));
+    assert!(s.ends_with(
+        "kubectl -n 'ns' patch 'statefulset/dep' --type merge -p '{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"modekeeper/knob.concurrency\":\"4\"}}}}}'\n"
+    ));
+    let empty = render_kubectl_script(&Plan::default());
+    assert!(!empty.contains("kubectl"), "{empty}");
+    assert!(empty.contains("set -Eeuo pipefail"));
+}
+
+#[test]
+fn shell_quote_cases() {
+    assert_eq!(shell_quote(""), "''");
+    assert_eq!(shell_quote("O'Reilly"), r"'O'\''Reilly'");
+    assert_eq!(shell_quote("$(id) `x` ; \\ \n"), "'$(id) `x` ; \\ \n'");
+}
