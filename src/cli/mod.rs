@@ -9,7 +9,10 @@ use crate::telemetry::Format;
 pub mod completion;
 pub mod duration;
 pub mod human;
+pub mod k8s;
+pub mod k8s_render;
 pub mod observe;
+pub mod passport;
 
 pub use duration::parse_duration_ms;
 
@@ -72,6 +75,10 @@ pub enum OutputFormat {
 pub enum Command {
     /// Read a training job's telemetry, compute window features and report what happened
     Observe(observe::ObserveArgs),
+    /// Passports: what a job may have changed, how far and how often (templates, show, validate)
+    Passport(passport::PassportArgs),
+    /// Kubernetes plans: render a plan as a reviewable kubectl script
+    K8s(k8s::K8sArgs),
     /// Print a shell completion script
     Completion(completion::CompletionArgs),
 }

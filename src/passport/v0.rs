@@ -95,10 +95,23 @@ pub(crate) fn upgrade(doc: &Map<String, Value>) -> Result<Passport, FieldError> 
         .filter(|c| !V0_CHORDS.contains(c))
         .collect();
     if !unknown.is_empty() {
+        let advanced: Vec<&str> = unknown
+            .iter()
+            .copied()
+            .filter(|c| ChordId::parse(c).is_some_and(ChordId::is_advanced))
+            .collect();
+        let hint = if advanced.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} is advanced: write a passport.v1 and permit it in advanced_chords",
+                advanced.join(", ")
+            )
+        };
         return Err(field_err(
             "allowed_chords",
             format!(
-                "unknown chord(s) {} (passport.v0 allows {})",
+                "unknown chord(s) {} (passport.v0 allows {}){hint}",
                 unknown.join(", "),
                 V0_CHORDS.join(", ")
             ),

@@ -1,0 +1,82 @@
+//! `k8s …`: the Kubernetes commands. This file holds the command group; each verb's work lives in
+//! its own file (`k8s_render.rs`, …).
+
+use std::path::Path;
+
+use clap::{Args, Subcommand};
+
+use super::GlobalArgs;
+use super::k8s_render;
+use crate::error::input_error;
+use crate::plan::{Plan, PlanFormat, parse_plan};
+
+/// Plan files larger than this are refused before parsing.
+pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
+
+#[derive(Debug, Args)]
+pub struct K8sArgs {
+    #[command(subcommand)]
+    pub command: K8sCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Render a plan as a reviewable kubectl script (never runs it, never contacts a cluster)
+    Render(k8s_render::RenderArgs),
+}
+
+pub fn run(global: &GlobalArgs, args: &K8sArgs) -> anyhow::Result<()> {
+    match &args.command {
+        K8sCommand::Render(a) => k8s_render::run(global, a),
+    }
+}
+
+/// Why a plan file could not be used: `kind` is `not_found`, `invalid_json`, `invalid_shape`,
+/// `invalid_item` (all exit 2) or `io` (exit 1); `index` names the offending item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLoadFailure {
+    pub kind: &'static str,
+    pub index: Option<usize>,
+    /// One line, starting with the plan's path.
+    pub message: String,
+}
+
+impl PlanLoadFailure {
+    /// The error to return from a command: an input error (exit 2) unless the file system failed.
+    pub fn into_error(self) -> anyhow::Error {
+        if self.kind == "io" {
+            anyhow::anyhow!(self.message)
+        } else {
+            input_error(self.kind, self.message)
+        }
+    }
+}
+
+/// Reads and validates a plan file (array, `k8s_plan.v1` envelope or single item).
+pub fn load_plan_file(path: &Path) -> Result<(Plan, PlanFormat), PlanLoadFailure> {
+    let shown = path.display();
+    let fail = |kind, index, message: String| PlanLoadFailure {
+        kind,
+        index,
+        message: format!("{shown}: {message}"),
+    };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => fail("not_found", None, "plan not found".into()),
+        _ => fail("io", None, format!("cannot read the plan: {e}")),
+    })?;
+    if !meta.is_file() {
+        return Err(fail("not_found", None, "not a file".into()));
+    }
+    if meta.len() > MAX_PLAN_BYTES {
+        return Err(fail(
+            "invalid_shape",
+            None,
+            format!("larger than {} MiB; not a plan", MAX_PLAN_BYTES >> 20),
+        ));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| fail("io", None, format!("cannot read the plan: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| fail("invalid_json", None, "invalid JSON: not UTF-8".into()))?;
+    parse_plan(&text).map_err(|e| fail(e.kind.as_str(), e.index, e.message))
+}
