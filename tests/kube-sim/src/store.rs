@@ -2,7 +2,7 @@
 //! behind resourceVersion, uid and pod IPs. All mutation of stored objects goes through here
 //! so resourceVersion always bumps exactly once per stored change.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use serde_json::{Value, json};
@@ -25,12 +25,29 @@ pub struct Stored {
 
 pub type ObjectKey = (ResourceKind, String, String);
 
+/// How many change events are kept for watches that resume from a resourceVersion.
+pub const EVENT_HISTORY: usize = 4096;
+
+/// One stored change, as watches report it.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub rv: u64,
+    pub kind: ResourceKind,
+    pub namespace: String,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub event_type: &'static str,
+    pub object: Value,
+}
+
 #[derive(Debug)]
 pub struct Store {
     rv: u64,
     uid_seq: u64,
     ip_seq: u32,
     objects: BTreeMap<ObjectKey, Stored>,
+    events: VecDeque<Event>,
+    /// Bumped (to the latest resourceVersion) on every stored change; watches wait on it.
+    pub changes: tokio::sync::watch::Sender<u64>,
     pub logs: LogStore,
     pub validation: ValidationConfig,
     pub seed_manager: String,
@@ -59,6 +76,8 @@ impl Store {
             uid_seq: 0,
             ip_seq: 0,
             objects: BTreeMap::new(),
+            events: VecDeque::new(),
+            changes: tokio::sync::watch::channel(1000).0,
             logs: LogStore::default(),
             validation: ValidationConfig::default(),
             seed_manager: DEFAULT_SEED_MANAGER.into(),
@@ -258,14 +277,57 @@ impl Store {
         } else {
             value["metadata"]["managedFields"] = managed.to_json();
         }
-        self.objects.insert(
+        let previous = self.objects.insert(
             key(kind, ns, name),
             Stored {
                 value: value.clone(),
                 managed,
             },
         );
+        let event_type = if previous.is_some() {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.record(kind, ns, event_type, value.clone());
         value
+    }
+
+    fn record(&mut self, kind: ResourceKind, ns: &str, event_type: &'static str, object: Value) {
+        if self.events.len() == EVENT_HISTORY {
+            self.events.pop_front();
+        }
+        self.events.push_back(Event {
+            rv: self.rv,
+            kind,
+            namespace: if kind.namespaced() {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            event_type,
+            object,
+        });
+        self.changes.send_replace(self.rv);
+    }
+
+    /// Events after `rv`; `None` if history no longer reaches back that far.
+    pub fn events_since(&self, rv: u64) -> Option<Vec<Event>> {
+        if let Some(first) = self.events.front()
+            && self.events.len() == EVENT_HISTORY
+            && first.rv > rv + 1
+        {
+            return None;
+        }
+        Some(self.events.iter().filter(|e| e.rv > rv).cloned().collect())
+    }
+
+    /// The oldest resourceVersion a watch can still resume from.
+    pub fn oldest_resumable(&self) -> u64 {
+        match self.events.front() {
+            Some(first) if self.events.len() == EVENT_HISTORY => first.rv - 1,
+            _ => 0,
+        }
     }
 
     /// Removes an object (and a pod's logs).
@@ -273,7 +335,12 @@ impl Store {
         if kind == ResourceKind::Pod {
             self.logs.remove_pod(ns, name);
         }
-        self.objects.remove(&key(kind, ns, name))
+        let removed = self.objects.remove(&key(kind, ns, name))?;
+        let rv = self.next_rv();
+        let mut last = removed.value.clone();
+        last["metadata"]["resourceVersion"] = json!(rv);
+        self.record(kind, ns, "DELETED", last);
+        Some(removed)
     }
 
     /// Pods whose labels match the workload's selector, sorted by name.

@@ -78,7 +78,10 @@ fn discovery_is_negotiated_by_accept() {
         .find(|r| r["name"] == "deployments")
         .unwrap()
         .clone();
-    assert_eq!(deployments["verbs"], json!(["get", "list", "patch"]));
+    assert_eq!(
+        deployments["verbs"],
+        json!(["get", "list", "patch", "watch"])
+    );
     assert_eq!(deployments["shortNames"], json!(["deploy"]));
     assert_eq!(get(&sim, "/apis/batch/v1", "").status, 404);
     assert_eq!(
@@ -187,8 +190,6 @@ fn lists_strip_item_types_page_and_filter() {
     assert_eq!(table["kind"], "Table");
     assert_eq!(table["rows"][0]["object"]["kind"], "Namespace");
     assert_eq!(table["columnDefinitions"][1]["name"], "Status");
-    let watch = get(&sim, "/api/v1/namespaces/ml/pods?watch=true", "");
-    assert_eq!(watch.status, 405);
     assert_eq!(
         get(&sim, "/api/v1/pods", "application/vnd.kubernetes.protobuf").status,
         406
@@ -652,4 +653,117 @@ fn the_readme_seed_example_is_valid() {
     assert!(sim.namespace_exists("prod"));
     let pod = sim.pod_names(ResourceKind::Deployment, "ml", "trainer")[0].clone();
     assert_eq!(sim.log_lines("ml", &pod, "trainer").len(), 3);
+}
+
+fn events(resp: &common::HttpResponse) -> Vec<(String, Value)> {
+    resp.text()
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["type"].as_str().unwrap().to_string(), v["object"].clone())
+        })
+        .collect()
+}
+
+#[test]
+fn watches_start_with_the_current_state_and_stream_changes() {
+    let sim = standard()
+        .workload(WorkloadSeed::deployment("ml", "eval"))
+        .start_blocking()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let initial = get(
+        &sim,
+        "/apis/apps/v1/namespaces/ml/deployments?watch=true&timeoutSeconds=1",
+        "",
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "ends at timeoutSeconds"
+    );
+    let initial = events(&initial);
+    assert_eq!(
+        initial
+            .iter()
+            .map(|(t, o)| (t.as_str(), o["metadata"]["name"].as_str().unwrap()))
+            .collect::<Vec<_>>(),
+        [("ADDED", "eval"), ("ADDED", "trainer")]
+    );
+    assert_eq!(
+        initial[0].1["kind"], "Deployment",
+        "watch objects carry their type"
+    );
+
+    let rv = sim.resource_version();
+    let body = format!(r#"{{"metadata":{{"annotations":{{"{KNOB}":"8"}}}}}}"#);
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| get(&sim, &format!("/apis/apps/v1/namespaces/ml/deployments?watch=true&resourceVersion={rv}&fieldSelector=metadata.name%3Dtrainer&timeoutSeconds=2"), ""));
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            patch(&sim, TRAINER, "application/merge-patch+json", &body).status,
+            200
+        );
+        sim.modify(ResourceKind::Deployment, "ml", "eval", "other", |d| {
+            d["metadata"]["labels"]["x"] = json!("y")
+        });
+        let seen = events(&watcher.join().unwrap());
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert_eq!(seen[0].0, "MODIFIED");
+        assert_eq!(seen[0].1["metadata"]["annotations"][KNOB], "8");
+    });
+    let replay = events(&get(
+        &sim,
+        &format!("/apis/apps/v1/deployments?watch=true&resourceVersion={rv}&timeoutSeconds=0"),
+        "",
+    ));
+    assert_eq!(
+        replay.len(),
+        2,
+        "changes after {rv} are replayed: {replay:?}"
+    );
+
+    let pod = sim.pod_names(ResourceKind::Deployment, "ml", "eval")[0].clone();
+    let rv = sim.resource_version();
+    sim.delete(ResourceKind::Pod, "ml", &pod);
+    let deleted = events(&get(
+        &sim,
+        &format!("/api/v1/namespaces/ml/pods?watch=1&resourceVersion={rv}&timeoutSeconds=0"),
+        "",
+    ));
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        (
+            deleted[0].0.as_str(),
+            deleted[0].1["metadata"]["name"].as_str()
+        ),
+        ("DELETED", Some(pod.as_str()))
+    );
+}
+
+#[test]
+fn watching_from_a_compacted_resource_version_is_410() {
+    let sim = standard().start_blocking().unwrap();
+    let rv = sim.resource_version();
+    for i in 0..kube_sim::store::EVENT_HISTORY + 1 {
+        sim.modify(ResourceKind::Namespace, "", "ml", "loop", |n| {
+            n["metadata"]["labels"]["i"] = json!(i.to_string())
+        });
+    }
+    let gone = events(&get(
+        &sim,
+        &format!("/api/v1/namespaces?watch=true&resourceVersion={rv}"),
+        "",
+    ));
+    assert_eq!(gone.len(), 1);
+    assert_eq!(gone[0].0, "ERROR");
+    assert_eq!(
+        (gone[0].1["code"].as_u64(), gone[0].1["reason"].as_str()),
+        (Some(410), Some("Expired"))
+    );
+    assert!(
+        gone[0].1["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("too old resource version: {rv} ("))
+    );
 }

@@ -1138,3 +1138,68 @@ fn pending_pods_have_no_logs_yet() {
     assert!(sim.set_pod_phase("ml", "waiting", "Running"));
     assert_eq!(k.run(&["-n", "ml", "logs", "waiting"]).ok().stdout, "");
 }
+
+#[test]
+fn rollout_status_and_get_watch_follow_changes() {
+    let (sim, k) = setup!("watch", standard(), Some("t0"));
+    let out = k
+        .run(&[
+            "-n",
+            "ml",
+            "rollout",
+            "status",
+            "deployment/trainer",
+            "--timeout=20s",
+        ])
+        .ok();
+    assert_eq!(
+        out.stdout,
+        "deployment \"trainer\" successfully rolled out\n"
+    );
+
+    let mut child = k
+        .command(&[
+            "-n",
+            "ml",
+            "get",
+            "deploy",
+            "trainer",
+            "-w",
+            "-o",
+            "jsonpath={.metadata.generation}{\"\\n\"}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Lines::new(child.stdout.take().unwrap());
+    let wait = Duration::from_secs(20);
+    assert_eq!(lines.next(wait).as_deref(), Some("1"));
+    k.run(&[
+        "-n",
+        "ml",
+        "patch",
+        "deployment/trainer",
+        "--type",
+        "merge",
+        "-p",
+        &knob_patch("8"),
+    ])
+    .ok();
+    assert_eq!(
+        lines.next(wait).as_deref(),
+        Some("2"),
+        "the watch reported the patch"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let watch = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.query_param("watch").as_deref() == Some("true"))
+        .unwrap();
+    assert_eq!(
+        watch.query_param("fieldSelector").as_deref(),
+        Some("metadata.name=trainer")
+    );
+}

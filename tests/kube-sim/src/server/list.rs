@@ -20,7 +20,7 @@ pub(crate) fn list(
     ns: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     if ctx.info.verb == "watch" {
-        return Err(ApiError::method_not_supported(kind.plural(), "watch"));
+        return super::watch::watch(ctx, kind, ns);
     }
     let accept = negotiate(ctx)?;
     let labels = LabelSelector::parse(ctx.param("labelSelector").unwrap_or(""))?;

@@ -9,6 +9,7 @@ mod list;
 mod logs;
 mod openapi;
 mod table;
+mod watch;
 
 use std::convert::Infallible;
 use std::sync::Arc;
