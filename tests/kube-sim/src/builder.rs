@@ -195,14 +195,20 @@ impl KubeSimBuilder {
     }
 
     /// Starts serving on a runtime of its own (two worker threads), for synchronous tests.
+    /// Safe to call from inside another tokio runtime too.
     pub fn start_blocking(self) -> io::Result<KubeSim> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("kube-sim")
             .enable_all()
             .build()?;
-        let listener = rt.block_on(TcpListener::bind(self.addr))?;
-        let addr = listener.local_addr()?;
+        let std_listener = std::net::TcpListener::bind(self.addr)?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let listener = {
+            let _context = rt.enter();
+            TcpListener::from_std(std_listener)?
+        };
         let shared = self.shared(addr)?;
         let tls = crate::tls::material().map_err(io::Error::other)?;
         rt.spawn(crate::server::serve(

@@ -233,38 +233,48 @@ impl KubeSim {
     }
 
     /// Adds a workload (and its namespace and pods); returns the pod names.
-    pub fn add_workload(&self, seed: WorkloadSeed) -> Vec<String> {
+    pub fn add_workload(&self, seed: WorkloadSeed) -> io::Result<Vec<String>> {
         let mut s = self.store();
+        if s.get(seed.kind, &seed.namespace, &seed.name).is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} {}/{} exists", seed.kind, seed.namespace, seed.name),
+            ));
+        }
         s.ensure_namespace(&seed.namespace);
         s.create(seed.kind, objects::workload(&seed));
         let pods = s.spawn_pods(seed.kind, &seed.namespace, &seed.name);
         for pod in &pods {
             for (container, lines) in &seed.logs {
-                let log = s.logs.entry(&seed.namespace, pod, container);
-                for line in lines {
-                    if let crate::seed::LogLineSeed::Text(t) = line {
-                        log.append(LogLine {
-                            ts: Utc::now(),
-                            text: t.clone(),
-                        });
-                    }
-                }
+                s.seed_logs(&seed.namespace, pod, container, lines, Utc::now())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             }
         }
-        pods
+        Ok(pods)
     }
 
-    pub fn add_pod(&self, seed: PodSeed) {
+    /// Adds a stand-alone pod (and its namespace).
+    pub fn add_pod(&self, seed: PodSeed) -> io::Result<()> {
         let mut s = self.store();
+        if s.get(ResourceKind::Pod, &seed.namespace, &seed.name)
+            .is_some()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("pod {}/{} exists", seed.namespace, seed.name),
+            ));
+        }
         s.ensure_namespace(&seed.namespace);
-        let ip = format!(
-            "10.244.250.{}",
-            s.list(ResourceKind::Pod, None).len() % 250 + 2
-        );
+        let ip = s.next_ip();
         s.create(
             ResourceKind::Pod,
             objects::standalone_pod(&seed, NODE_NAME, &ip, &store::now()),
         );
+        for (container, lines) in &seed.logs {
+            s.seed_logs(&seed.namespace, &seed.name, container, lines, Utc::now())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
+        Ok(())
     }
 
     /// Deletes an object; deleting a namespace deletes everything in it.

@@ -38,6 +38,8 @@ pub struct ContainerLog {
     pub lines: Vec<LogLine>,
     pub previous: Vec<LogLine>,
     pub closed: bool,
+    /// Bumped on every restart: follow streams end with their container instance.
+    pub instance: u64,
     pub tx: watch::Sender<u64>,
 }
 
@@ -47,6 +49,7 @@ impl Default for ContainerLog {
             lines: vec![],
             previous: vec![],
             closed: false,
+            instance: 0,
             tx: watch::channel(0).0,
         }
     }
@@ -66,6 +69,7 @@ impl ContainerLog {
     pub fn restart(&mut self) {
         self.previous = std::mem::take(&mut self.lines);
         self.closed = false;
+        self.instance += 1;
         self.notify();
     }
 

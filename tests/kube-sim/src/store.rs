@@ -134,7 +134,8 @@ impl Store {
         Ok(s)
     }
 
-    fn seed_logs(
+    /// Appends seeded log lines (see [`LogLineSeed`]) to a container, stamped relative to `start`.
+    pub fn seed_logs(
         &mut self,
         ns: &str,
         pod: &str,
@@ -186,7 +187,7 @@ impl Store {
         )
     }
 
-    fn next_ip(&mut self) -> String {
+    pub fn next_ip(&mut self) -> String {
         self.ip_seq += 1;
         format!("10.244.{}.{}", self.ip_seq / 250, self.ip_seq % 250 + 2)
     }

@@ -767,3 +767,71 @@ fn watching_from_a_compacted_resource_version_is_410() {
             .starts_with(&format!("too old resource version: {rv} ("))
     );
 }
+
+#[tokio::test]
+async fn start_blocking_works_inside_a_runtime_and_objects_can_be_added_later() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = standard().start_blocking().unwrap();
+    let pods = sim
+        .add_workload(
+            WorkloadSeed::deployment("late", "job")
+                .replicas(2)
+                .log("trainer", "hello"),
+        )
+        .unwrap();
+    assert_eq!(pods.len(), 2);
+    assert!(
+        sim.add_workload(WorkloadSeed::deployment("late", "job"))
+            .is_err(),
+        "duplicates are refused"
+    );
+    sim.add_pod(kube_sim::PodSeed::new("late", "solo").log("trainer", "solo line"))
+        .unwrap();
+    assert!(sim.add_pod(kube_sim::PodSeed::new("late", "solo")).is_err());
+    let mut s = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    let req = format!(
+        "GET /api/v1/namespaces/late/pods/{}/log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0\r\nConnection: close\r\n\r\n",
+        pods[1]
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    assert!(
+        raw.starts_with("HTTP/1.1 200") && raw.contains("hello\n"),
+        "{raw}"
+    );
+    assert_eq!(sim.log_lines("late", "solo", "trainer"), ["solo line"]);
+    drop(sim); // dropping the handle inside a runtime must not panic
+}
+
+#[test]
+fn a_restart_ends_follow_streams() {
+    let sim = standard().start_blocking().unwrap();
+    let pod = sim.pod_names(ResourceKind::Deployment, "ml", "trainer")[0].clone();
+    std::thread::scope(|s| {
+        let follower = s.spawn(|| {
+            get(
+                &sim,
+                &format!("/api/v1/namespaces/ml/pods/{pod}/log?follow=true"),
+                "",
+            )
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        sim.append_log("ml", &pod, "trainer", "before restart");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(sim.restart_container("ml", &pod, "trainer"), Some(1));
+        sim.append_logs("ml", &pod, "trainer", ["new 1", "new 2", "new 3", "new 4"]);
+        let text = follower.join().unwrap().text();
+        assert_eq!(text, "step=1 loss=2.0\nstep=2 loss=1.9\nbefore restart\n");
+    });
+    let previous = get(
+        &sim,
+        &format!("/api/v1/namespaces/ml/pods/{pod}/log?previous=true"),
+        "",
+    )
+    .text();
+    assert_eq!(
+        previous,
+        "step=1 loss=2.0\nstep=2 loss=1.9\nbefore restart\n"
+    );
+}

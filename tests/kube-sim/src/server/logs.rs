@@ -21,7 +21,7 @@ struct Follow {
     key: (String, String, String),
     queue: VecDeque<String>,
     next: usize,
-    instance_lines: usize,
+    instance: u64,
     rx: Option<watch::Receiver<u64>>,
     emitted: u64,
     drop_after: Option<u64>,
@@ -45,7 +45,7 @@ impl Follow {
             let Some(log) = store.logs.get(ns, pod, c) else {
                 return false;
             };
-            if log.lines.len() < self.instance_lines {
+            if log.instance != self.instance {
                 // The container restarted: a follow stream ends with its container.
                 return false;
             }
@@ -53,7 +53,6 @@ impl Follow {
                 self.queue.push_back(line.render(self.timestamps));
             }
             self.next = log.lines.len();
-            self.instance_lines = self.next;
             if log.closed {
                 self.finished = true;
             }
@@ -156,6 +155,7 @@ pub(crate) fn pod_log(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         )));
     }
     let log = store.logs.entry(ns, name, &container);
+    let instance = log.instance;
     let (lines, closed, rx) = if opts.previous {
         (&log.previous, true, None)
     } else {
@@ -169,7 +169,7 @@ pub(crate) fn pod_log(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         key: (ns.to_string(), name.to_string(), container.clone()),
         queue: selected.iter().map(|l| l.render(opts.timestamps)).collect(),
         next: lines.len(),
-        instance_lines: lines.len(),
+        instance,
         rx: if follow_running { rx } else { None },
         emitted: 0,
         drop_after: ctx.drop_log_after,
