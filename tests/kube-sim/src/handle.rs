@@ -386,22 +386,7 @@ impl KubeSim {
     /// Restarts a container: restartCount + 1, its lines become `previous=true` logs, follow
     /// streams end. Returns the new restartCount (None if the pod or container is unknown).
     pub fn restart_container(&self, namespace: &str, pod: &str, container: &str) -> Option<u64> {
-        let mut s = self.store();
-        let stored = s.get(ResourceKind::Pod, namespace, pod)?.clone();
-        let mut value = stored.value.clone();
-        let now = store::now();
-        let cs = value["status"]["containerStatuses"]
-            .as_array_mut()?
-            .iter_mut()
-            .find(|c| c["name"] == container)?;
-        let count = cs["restartCount"].as_u64().unwrap_or(0) + 1;
-        cs["restartCount"] = json!(count);
-        let started = cs["state"]["running"]["startedAt"].clone();
-        cs["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": now}});
-        cs["state"] = json!({"running": {"startedAt": now}});
-        s.commit(ResourceKind::Pod, namespace, pod, value, stored.managed);
-        s.logs.entry(namespace, pod, container).restart();
-        Some(count)
+        self.store().restart_container(namespace, pod, container)
     }
 
     /// Sets `status.phase` (and container states to match) of a pod.

@@ -331,6 +331,31 @@ impl Store {
         }
     }
 
+    /// Restarts a container: restartCount + 1, `lastState` terminated, its log lines become the
+    /// previous instance's. Returns the new restartCount.
+    pub fn restart_container(
+        &mut self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+    ) -> Option<u64> {
+        let stored = self.get(ResourceKind::Pod, namespace, pod)?.clone();
+        let mut value = stored.value.clone();
+        let now = now();
+        let cs = value["status"]["containerStatuses"]
+            .as_array_mut()?
+            .iter_mut()
+            .find(|c| c["name"] == container)?;
+        let count = cs["restartCount"].as_u64().unwrap_or(0) + 1;
+        cs["restartCount"] = json!(count);
+        let started = cs["state"]["running"]["startedAt"].clone();
+        cs["lastState"] = json!({"terminated": {"exitCode": 1, "reason": "Error", "startedAt": started, "finishedAt": now}});
+        cs["state"] = json!({"running": {"startedAt": now}});
+        self.commit(ResourceKind::Pod, namespace, pod, value, stored.managed);
+        self.logs.entry(namespace, pod, container).restart();
+        Some(count)
+    }
+
     /// Removes an object (and a pod's logs).
     pub fn delete(&mut self, kind: ResourceKind, ns: &str, name: &str) -> Option<Stored> {
         if kind == ResourceKind::Pod {

@@ -135,3 +135,150 @@ fn a_bad_seed_is_a_clear_error() {
     assert_eq!(usage.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&usage.stderr).contains("usage: kube-sim"));
 }
+
+#[test]
+fn the_control_api_drives_a_running_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed.json");
+    std::fs::write(&seed, SEED).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kube-sim"))
+        .arg("--seed")
+        .arg(&seed)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server(child);
+    let mut first = String::new();
+    BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr: std::net::SocketAddr = first
+        .trim_end()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let call = |method: &str, path: &str, body: &str| {
+        common::http_to(
+            addr,
+            method,
+            path,
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
+    let auth = [("Authorization", "Bearer t0")];
+
+    let appended = call(
+        "POST",
+        "/kube-sim/v1/logs",
+        r#"{"namespace": "ml", "workload": "trainer", "lines": ["step=2", "step=3"]}"#,
+    )
+    .json();
+    let pod = appended["pods"][0].as_str().unwrap().to_string();
+    let log = common::http_to(
+        addr,
+        "GET",
+        &format!("/api/v1/namespaces/ml/pods/{pod}/log"),
+        &auth,
+        b"",
+    );
+    assert_eq!(log.text(), "step=1 loss=2.0\nstep=2\nstep=3\n");
+
+    let restarted = call(
+        "POST",
+        "/kube-sim/v1/restart",
+        &format!(r#"{{"namespace": "ml", "pod": "{pod}"}}"#),
+    )
+    .json();
+    assert_eq!(restarted["restarts"][0]["restartCount"], 1);
+    assert_eq!(
+        call(
+            "POST",
+            "/kube-sim/v1/logs",
+            r#"{"namespace": "ml", "pod": "nope", "lines": []}"#
+        )
+        .status,
+        404
+    );
+    assert_eq!(
+        call("POST", "/kube-sim/v1/logs", r#"{"namespace": "ml"}"#).status,
+        400
+    );
+
+    let id = call(
+        "POST",
+        "/kube-sim/v1/faults",
+        r#"{"path": "/version", "action": {"type": "status", "code": 503}}"#,
+    )
+    .json()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        common::http_to(addr, "GET", "/version", &auth, b"").status,
+        503
+    );
+    assert_eq!(
+        call("GET", &format!("/kube-sim/v1/faults/{id}"), "").json()["fired"],
+        1
+    );
+    assert_eq!(
+        call("DELETE", &format!("/kube-sim/v1/faults/{id}"), "").status,
+        200
+    );
+    assert_eq!(
+        common::http_to(addr, "GET", "/version", &auth, b"").status,
+        200
+    );
+
+    assert_eq!(
+        call(
+            "PUT",
+            "/kube-sim/v1/tokens/t0/rules",
+            r#"[{"verbs": ["get"], "apiGroups": [""], "resources": ["namespaces"]}]"#
+        )
+        .status,
+        200
+    );
+    assert_eq!(
+        common::http_to(
+            addr,
+            "GET",
+            "/apis/apps/v1/namespaces/ml/deployments/trainer",
+            &auth,
+            b""
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        call("PUT", "/kube-sim/v1/tokens/nope/rules", "[]").status,
+        404
+    );
+
+    let requests = call("GET", "/kube-sim/v1/requests", "").json();
+    let seen: Vec<(&str, u64)> = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["path"].as_str().unwrap(), r["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                format!("/api/v1/namespaces/ml/pods/{pod}/log").as_str(),
+                200
+            ),
+            ("/version", 503),
+            ("/version", 200),
+            ("/apis/apps/v1/namespaces/ml/deployments/trainer", 403)
+        ],
+        "control calls are not logged"
+    );
+    assert_eq!(call("DELETE", "/kube-sim/v1/requests", "").status, 200);
+    assert_eq!(
+        call("GET", "/kube-sim/v1/requests", "").json(),
+        serde_json::json!([])
+    );
+    assert_eq!(call("GET", "/kube-sim/v1/nothing", "").status, 404);
+}

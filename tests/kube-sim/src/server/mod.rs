@@ -3,6 +3,7 @@
 
 mod apps;
 mod authz;
+mod control;
 mod core;
 mod discovery;
 mod list;
@@ -120,6 +121,9 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
             return ApiError::bad_request(format!("reading request body: {e}")).into_response();
         }
     };
+    if path.starts_with(control::PREFIX) {
+        return control::handle(&shared, &method, &path, &body);
+    }
     let index = {
         let mut log = lock(&shared.requests);
         log.push(RequestRecord {
