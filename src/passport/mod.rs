@@ -212,7 +212,8 @@ mod tests {
 
     #[test]
     fn semantic_errors() {
-        let cases: Vec<(fn(&mut Value), &str)> = vec![
+        type Mutation = fn(&mut Value);
+        let cases: Vec<(Mutation, &str)> = vec![
             (
                 |v| v["name"] = "Safe Profile".into(),
                 "p.json: name: \"Safe Profile\" is not a valid name",

@@ -69,16 +69,18 @@ mod tests {
             InputStraggler,
             RecoverRelock,
         ];
-        let rows: [(
-            &str,
+        /// name, chords, hot, cold, cooldown_s, max delta (steps), relock, knob limits
+        type Row<'a> = (
+            &'a str,
             Vec<ChordId>,
-            &[&str],
-            &[&str],
+            &'a [&'a str],
+            &'a [&'a str],
             u64,
             f64,
             u32,
-            &[(&str, f64, f64)],
-        ); 7] = [
+            &'a [(&'a str, f64, f64)],
+        );
+        let rows: [Row; 7] = [
             (
                 "pilot",
                 vec![NormalHold, RecoverRelock],

@@ -368,7 +368,8 @@ mod tests {
 
     #[test]
     fn v0_rule_violations_name_the_field() {
-        let cases: Vec<(fn(&mut Value), &str, &str)> = vec![
+        type Mutation = fn(&mut Value);
+        let cases: Vec<(Mutation, &str, &str)> = vec![
             (|v| v["name"] = json!(""), "name", "non-empty"),
             (
                 |v| v["allowed_chords"] = json!([]),

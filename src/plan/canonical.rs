@@ -133,6 +133,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // RFC 8785's own literal
     fn numbers_follow_ecmascript() {
         // RFC 8785 appendix values, built from Rust literals (exact) rather than parsed text.
         for (v, want) in [

@@ -206,9 +206,7 @@ impl KnobPatch {
             }
         }
         if self.pod_template.is_empty() && self.object.is_empty() {
-            return Err(format!(
-                "patch sets no {KNOB_ANNOTATION_PREFIX}* annotation"
-            ));
+            return Err(format!("sets no {KNOB_ANNOTATION_PREFIX}* annotation"));
         }
         Ok(())
     }

@@ -174,7 +174,8 @@ fn reference_plans_are_judged_strictly() {
 #[test]
 fn item_validation_errors() {
     let ok = json!({"namespace": "ns", "name": "dep", "patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.concurrency": "4"}}}}}});
-    let cases: Vec<(fn(&mut serde_json::Value), &str)> = vec![
+    type Mutation = fn(&mut serde_json::Value);
+    let cases: Vec<(Mutation, &str)> = vec![
         (|v| *v = json!(3), "must be an object"),
         (|v| v["namespace"] = json!(7), "namespace: must be a string"),
         (
@@ -204,7 +205,7 @@ fn item_validation_errors() {
         ),
         (
             |v| v["patch"] = json!({}),
-            "patch: patch sets no modekeeper/knob.* annotation",
+            "patch: sets no modekeeper/knob.* annotation",
         ),
         (
             |v| v["patch"] = json!({"metadata": {"labels": {}}}),
