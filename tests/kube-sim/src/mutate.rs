@@ -148,13 +148,17 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     let api_version = req.kind.api_version();
     let current = store.get(req.kind, req.namespace, req.name).cloned();
 
-    if req.patch_type == PatchType::Apply {
-        let config = patch::parse_object(req.body)?;
-        check_apply_config(req, &config)?;
-        if current.is_none() {
-            return Ok((create_by_apply(store, req, config, dry_run)?, true));
+    let apply_config = match req.patch_type {
+        PatchType::Apply => {
+            let config = patch::parse_object(req.body)?;
+            check_apply_config(req, &config)?;
+            if current.is_none() {
+                return Ok((create_by_apply(store, req, config, dry_run)?, true));
+            }
+            Some(config)
         }
-    }
+        _ => None,
+    };
     let Some(current) = current else {
         return Err(ApiError::not_found(req.kind, req.name));
     };
@@ -166,15 +170,20 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
         }
         PatchType::Json => patch::json_patch(&current.value, req.body)?,
         PatchType::Apply => {
-            let config = patch::parse_object(req.body)?;
-            managed.apply(
+            let config = apply_config.as_ref().expect("parsed above");
+            let mut applied = managed.apply(
                 req.field_manager.as_deref().unwrap_or_default(),
                 api_version,
                 &now,
                 &current.value,
-                &config,
+                config,
                 req.force.unwrap_or(false),
-            )?
+            )?;
+            // An apply configuration may carry a resourceVersion precondition too.
+            if let Some(rv) = config["metadata"]["resourceVersion"].as_str() {
+                applied["metadata"]["resourceVersion"] = json!(rv);
+            }
+            applied
         }
     };
     if !patched.is_object() || !patched["metadata"].is_object() {
@@ -183,11 +192,6 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
         ));
     }
     check_identity(req, &patched)?;
-    if req.patch_type == PatchType::Apply
-        && let Some(rv) = patch::parse_object(req.body)?["metadata"]["resourceVersion"].as_str()
-    {
-        patched["metadata"]["resourceVersion"] = json!(rv);
-    }
     let current_rv = current.value["metadata"]["resourceVersion"].clone();
     match &patched["metadata"]["resourceVersion"] {
         Value::String(rv) if !rv.is_empty() && Value::String(rv.clone()) != current_rv => {
@@ -239,18 +243,12 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     }
     let template_changed = patched["spec"]["template"] != current.value["spec"]["template"];
     let stored = store.commit(req.kind, req.namespace, req.name, patched, managed);
-    if spec_changed {
-        if template_changed && store.rollout_on_template_change {
-            store.rollout(req.kind, req.namespace, req.name);
-        } else if patched_replicas_changed(&stored, &current.value) {
-            store.spawn_pods(req.kind, req.namespace, req.name);
-        }
+    if template_changed && store.rollout_on_template_change {
+        store.rollout(req.kind, req.namespace, req.name);
+    } else if stored["spec"]["replicas"] != current.value["spec"]["replicas"] {
+        store.scale_pods(req.kind, req.namespace, req.name);
     }
     Ok((stored, false))
-}
-
-fn patched_replicas_changed(new: &Value, old: &Value) -> bool {
-    new["spec"]["replicas"] != old["spec"]["replicas"]
 }
 
 fn fields_equal(a: &ManagedFields, b: &ManagedFields) -> bool {
@@ -481,6 +479,23 @@ mod tests {
                 .len(),
             2,
             "scaled up"
+        );
+        let down = run(
+            &mut s,
+            &req(PatchType::Merge, br#"{"spec":{"replicas":0}}"#),
+        )
+        .unwrap();
+        assert_eq!(down["spec"]["replicas"], 0);
+        assert!(
+            s.workload_pods(ResourceKind::Deployment, "ml", "trainer")
+                .is_empty(),
+            "scaled down"
+        );
+        let d = get(&s);
+        assert!(
+            d["status"].get("readyReplicas").is_none(),
+            "{}",
+            d["status"]
         );
     }
 

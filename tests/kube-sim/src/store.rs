@@ -411,6 +411,38 @@ impl Store {
         names
     }
 
+    /// Brings a workload's pod count to `spec.replicas`: surplus pods (the last by name, or by
+    /// ordinal for StatefulSets) go, missing ones are created from the current template.
+    pub fn scale_pods(&mut self, kind: ResourceKind, ns: &str, name: &str) -> Vec<String> {
+        let Some(w) = self.get(kind, ns, name).map(|s| s.value.clone()) else {
+            return vec![];
+        };
+        let want = w["spec"]["replicas"].as_u64().unwrap_or(1) as usize;
+        let mut have = self.workload_pods(kind, ns, name);
+        if kind == ResourceKind::StatefulSet {
+            have.sort_by_key(|p| p.rsplit('-').next().and_then(|i| i.parse::<u64>().ok()));
+        }
+        for surplus in have.split_off(want.min(have.len())) {
+            self.delete(ResourceKind::Pod, ns, &surplus);
+        }
+        let mut index = 0;
+        while have.len() < want {
+            let ip = self.next_ip();
+            let pod = objects::workload_pod(&w, index, NODE_NAME, &ip, &now());
+            let pod_name = pod["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if self.get(ResourceKind::Pod, ns, &pod_name).is_none() {
+                self.create(ResourceKind::Pod, pod);
+                have.push(pod_name);
+            }
+            index += 1;
+        }
+        self.refresh_status(kind, ns, name);
+        have
+    }
+
     /// Replaces a workload's pods with new ones from its current template (a finished rollout).
     pub fn rollout(&mut self, kind: ResourceKind, ns: &str, name: &str) -> Vec<String> {
         for pod in self.workload_pods(kind, ns, name) {
