@@ -11,5 +11,6 @@ pub mod error;
 pub mod passport;
 pub mod pipeline;
 pub mod plan;
+pub mod policy;
 pub mod signals;
 pub mod telemetry;

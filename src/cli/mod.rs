@@ -13,6 +13,7 @@ pub mod k8s;
 pub mod k8s_render;
 pub mod observe;
 pub mod passport;
+pub mod policy;
 
 pub use duration::parse_duration_ms;
 
@@ -75,6 +76,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Read a training job's telemetry, compute window features and report what happened
     Observe(observe::ObserveArgs),
+    /// Manage chord policies (WebAssembly components): list, inspect, add, lock, verify, test
+    Policy(policy::PolicyArgs),
     /// Passports: what a job may have changed, how far and how often (templates, show, validate)
     Passport(passport::PassportArgs),
     /// Kubernetes plans: render a plan as a reviewable kubectl script

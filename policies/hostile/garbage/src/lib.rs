@@ -1,6 +1,6 @@
 //! Hostile: malformed results, by window index modulo 4:
 //! 0 invalid UTF-8 in the chord id (the host must refuse to lift it), 1 an unknown chord id,
-//! 2 NaN confidence and a NaN target, 3 a 48 MiB state.
+//! 2 NaN confidence and a NaN target, 3 a 1 MiB state (over the host's 64 KiB cap).
 use modekeeper_policy_sdk::{ChordPolicy, Decision, Evaluation, Input, Proposal, export_policy};
 
 pub struct Garbage;
@@ -20,7 +20,7 @@ impl ChordPolicy for Garbage {
                 d.confidence = f64::NAN;
                 d.proposals.push(Proposal { knob: "microbatch_size".into(), to: f64::NAN, reason: "nan".into() });
             }
-            _ => next_state = vec![7u8; 48 << 20],
+            _ => next_state = vec![7u8; 1 << 20],
         }
         Evaluation { decision: d, next_state }
     }

@@ -1,0 +1,269 @@
+//! The wasmtime side: one [`PolicyHost`] (engine, epoch ticker, compiled-code cache) loads
+//! [`Policy`]s; each evaluation runs in a fresh instance from a cached `InstancePre`, with a memory
+//! cap, a fuel budget and an epoch deadline. No WASI, no host functions: the linker is empty.
+//! Whatever the guest does, `evaluate` returns a decision; failures are recorded in it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Store, Trap};
+
+use super::bindings::{ChordPolicy as WitPolicy, ChordPolicyPre};
+use super::cache::{CacheOutcome, CompiledCache, sha256_hex};
+use super::check::check_decision;
+use super::convert::{raw_decision, window_input};
+use super::error::PolicyError;
+use super::metadata::{PolicyMetadata, read_metadata};
+use super::types::{Decision, EvalCost, Evaluation, FailureKind, Knobs, Limits, PolicyRef, PolicyState};
+use crate::signals::WindowFeatures;
+
+/// Limits applied to every evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxLimits {
+    /// Linear memory cap per instance, bytes.
+    pub memory_bytes: usize,
+    /// Fuel per evaluation (deterministic: roughly one unit per wasm instruction).
+    pub fuel: u64,
+    /// Wall-clock deadline per evaluation.
+    pub deadline: Duration,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        SandboxLimits { memory_bytes: 64 << 20, fuel: 50_000_000, deadline: Duration::from_millis(250) }
+    }
+}
+
+/// How often the epoch advances; the deadline is a whole number of these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Advances the engine's epoch until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> EpochTicker {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("modekeeper-policy-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .ok();
+        EpochTicker { stop, handle }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Loads and compiles policies. Cheap to keep for the whole process.
+pub struct PolicyHost {
+    engine: Engine,
+    limits: SandboxLimits,
+    cache: Option<CompiledCache>,
+    ticker: Arc<EpochTicker>,
+}
+
+impl PolicyHost {
+    /// A host with the given sandbox limits, caching compiled code under `cache_root` (see
+    /// [`super::cache::default_cache_dir`]); `None` compiles every time.
+    pub fn new(limits: SandboxLimits, cache_root: Option<&std::path::Path>) -> Result<PolicyHost, PolicyError> {
+        let mut cfg = Config::new();
+        cfg.consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed)
+            .cranelift_nan_canonicalization(true)
+            .max_wasm_stack(512 * 1024)
+            .wasm_component_model(true);
+        let engine = Engine::new(&cfg).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let cache = cache_root.map(|root| CompiledCache::new(root, &engine));
+        let ticker = Arc::new(EpochTicker::start(engine.clone()));
+        Ok(PolicyHost { engine, limits, cache, ticker })
+    }
+
+    pub fn limits(&self) -> SandboxLimits {
+        self.limits
+    }
+
+    /// The directory compiled code is cached in, if any.
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache.as_ref().map(|c| c.dir())
+    }
+
+    /// Reads the metadata (before compiling anything), compiles or loads from the cache, checks the
+    /// component against the `chord-policy` world and prepares instantiation.
+    pub fn load(&self, bytes: &[u8]) -> Result<Policy, PolicyError> {
+        let meta = read_metadata(bytes)?;
+        let sha = sha256_hex(bytes);
+        let (component, outcome) = self.compile(bytes, &sha)?;
+        let linker: Linker<StoreData> = Linker::new(&self.engine);
+        let pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::World(format!("{e:#}")))?;
+        let pre = ChordPolicyPre::new(pre).map_err(|e| PolicyError::World(format!("{e:#}")))?;
+        let reference = PolicyRef { name: meta.id.clone(), version: meta.version.clone(), digest: format!("sha256:{sha}") };
+        Ok(Policy { meta, reference, pre: Arc::new(pre), engine: self.engine.clone(), limits: self.limits, cache: outcome, _ticker: self.ticker.clone() })
+    }
+
+    fn compile(&self, bytes: &[u8], sha: &str) -> Result<(Component, CacheOutcome), PolicyError> {
+        if let Some(c) = self.cache.as_ref().and_then(|c| c.load(&self.engine, sha)) {
+            return Ok((c, CacheOutcome::Hit));
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        if let Some(cache) = &self.cache {
+            // A cache that cannot be written only costs time on the next run.
+            if let Ok(serialized) = component.serialize() {
+                let _ = cache.store(sha, &serialized);
+            }
+        }
+        Ok((component, CacheOutcome::Compiled))
+    }
+}
+
+/// Per-store data: the memory limiter.
+pub struct StoreData {
+    limiter: MemoryCap,
+}
+
+/// `StoreLimits`-like cap that also remembers whether it refused a growth, so an allocation
+/// failure (which the guest turns into a trap) is reported as out-of-memory.
+struct MemoryCap {
+    max_bytes: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let ok = desired <= self.max_bytes;
+        self.refused |= !ok;
+        Ok(ok)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        16
+    }
+
+    fn tables(&self) -> usize {
+        16
+    }
+
+    fn memories(&self) -> usize {
+        4
+    }
+}
+
+/// A loaded, ready-to-run policy. Cheap to clone (the compiled code is shared).
+#[derive(Clone)]
+pub struct Policy {
+    meta: PolicyMetadata,
+    reference: PolicyRef,
+    pre: Arc<ChordPolicyPre<StoreData>>,
+    engine: Engine,
+    limits: SandboxLimits,
+    cache: CacheOutcome,
+    _ticker: Arc<EpochTicker>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("policy", &self.reference).field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for PolicyHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyHost").field("limits", &self.limits).field("cache", &self.cache_dir()).finish_non_exhaustive()
+    }
+}
+
+impl Policy {
+    pub fn metadata(&self) -> &PolicyMetadata {
+        &self.meta
+    }
+
+    pub fn reference(&self) -> &PolicyRef {
+        &self.reference
+    }
+
+    /// Whether this load came from the on-disk cache.
+    pub fn from_cache(&self) -> bool {
+        self.cache == CacheOutcome::Hit
+    }
+
+    /// Evaluates one window. `limits` should hold the passport's limits; only those of the knobs the
+    /// policy declared are passed in. Never fails: a trap, timeout, OOM or malformed result is a
+    /// failed decision that proposes nothing, and the state stays as it was.
+    pub fn evaluate(&self, features: &WindowFeatures, knobs: &Knobs, limits: &Limits, state: &PolicyState) -> Evaluation {
+        let started = Instant::now();
+        let allowed = limits.restricted_to(&self.meta.knobs);
+        let input = window_input(features, knobs, &allowed, state);
+        let mut store = Store::new(&self.engine, StoreData { limiter: MemoryCap { max_bytes: self.limits.memory_bytes, refused: false } });
+        store.limiter(|d| &mut d.limiter);
+        let fuel = self.limits.fuel;
+        let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let _ = store.set_fuel(fuel);
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| (FailureKind::Instantiate, e))
+            .and_then(|inst: WitPolicy| inst.call_evaluate(&mut store, &input).map_err(|e| (FailureKind::Trap, e)));
+        let used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let refused_memory = store.data().limiter.refused;
+        let cost = EvalCost { fuel: used, micros: started.elapsed().as_micros() as u64 };
+        match outcome {
+            Ok(result) => {
+                let (decision, next_state) = check_decision(raw_decision(result), &self.meta, &self.reference, knobs, &allowed, state);
+                Evaluation { decision, next_state, cost }
+            }
+            Err((stage, e)) => {
+                let kind = match e.downcast_ref::<Trap>() {
+                    Some(Trap::OutOfFuel) => FailureKind::OutOfFuel,
+                    Some(Trap::Interrupt) => FailureKind::Timeout,
+                    _ if refused_memory => FailureKind::OutOfMemory,
+                    Some(_) => FailureKind::Trap,
+                    // Not a trap: the result could not be lifted (bad UTF-8, out-of-bounds list).
+                    None if stage == FailureKind::Trap => FailureKind::Malformed,
+                    None => stage,
+                };
+                let msg = match kind {
+                    FailureKind::OutOfFuel => format!("used all {fuel} fuel units"),
+                    FailureKind::Timeout => format!("ran past its {} ms deadline", self.limits.deadline.as_millis()),
+                    FailureKind::OutOfMemory => format!("tried to grow memory past {} MiB", self.limits.memory_bytes >> 20),
+                    _ => one_line(&format!("{e:#}")),
+                };
+                Evaluation { decision: Decision::failed(self.reference.clone(), kind, msg), next_state: state.clone(), cost }
+            }
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if out.len() > 300 {
+        let cut = (0..=300).rev().find(|i| out.is_char_boundary(*i)).unwrap_or(0);
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,110 @@
+//! safe-chords (the embedded component) on every real H100 trace: each incident segment gets its
+//! chord, each recovery segment gets RECOVER-RELOCK, NORMAL segments after warm-up get nothing but
+//! NORMAL-HOLD; TIMEOUT-GUARD catches the near-hang when enabled.
+
+mod policy_support;
+
+use policy_support::{TRACES, score, set};
+
+fn assert_clean(name: &str, report: &modekeeper::policy::TestReport) {
+    for s in &report.segments {
+        assert_ne!(s.outcome, "missed", "{name}: segment {} ({}-{}) missed; chords seen {:?}", s.regime, s.first_step, s.last_step, s.chords_seen);
+    }
+    assert_eq!(report.false_alarms, 0, "{name}: false alarms {:?}", report.false_alarm_chords);
+    assert_eq!(report.failed_windows, 0, "{name}: policy failures");
+}
+
+fn outcome<'a>(report: &'a modekeeper::policy::TestReport, regime: &str) -> &'a str {
+    report.segments.iter().find(|s| s.regime == regime).map(|s| s.outcome).unwrap_or("absent")
+}
+
+#[test]
+fn every_trace_gets_the_right_chords() {
+    for name in TRACES {
+        let mut set = set(&[]);
+        let (_, report) = score(name, &mut set);
+        assert_clean(name, &report);
+    }
+}
+
+#[test]
+fn incident_segments_are_detected_by_their_chord() {
+    let cases = [
+        ("straggler", "INPUT-STRAGGLER"),
+        ("burst", "BURST"),
+        ("drift", "DRIFT"),
+        ("combo", "INPUT-STRAGGLER+BURST"),
+        ("straggler", "RECOVER"),
+        ("burst", "RECOVER"),
+        ("combo", "RECOVER"),
+        ("near_hang", "RECOVER"),
+    ];
+    for (name, regime) in cases {
+        let mut set = set(&[]);
+        let (_, report) = score(name, &mut set);
+        assert_eq!(outcome(&report, regime), "detected", "{name}/{regime}: {:?}", report.segments);
+    }
+}
+
+#[test]
+fn stable_trace_holds_everywhere() {
+    let mut set = set(&["timeout-guard", "comm-congestion"]);
+    let (decisions, report) = score("stable", &mut set);
+    assert!(report.normal_windows_after_warmup > 70);
+    for (f, d) in &decisions {
+        assert_eq!(d.chord, "NORMAL-HOLD", "window {}-{}: {:?}", f.window.first_step, f.window.last_step, d.active_chords);
+        assert!(d.active_chords.is_empty() && d.proposals.is_empty());
+    }
+}
+
+#[test]
+fn near_hang_gets_timeout_guard_when_enabled() {
+    let mut without = set(&[]);
+    let (_, r) = score("near_hang", &mut without);
+    assert_eq!(outcome(&r, "NEAR-HANG"), "not_enabled");
+
+    let mut with = set(&["timeout-guard"]);
+    let (decisions, r) = score("near_hang", &mut with);
+    assert_eq!(outcome(&r, "NEAR-HANG"), "detected", "{:?}", r.segments);
+    assert_clean("near_hang+timeout-guard", &r);
+    let fired: Vec<_> = decisions.iter().filter(|(_, d)| d.active_chords.iter().any(|c| c == "TIMEOUT-GUARD")).collect();
+    assert_eq!(fired.len(), 1, "TIMEOUT-GUARD fires once, on the stall window");
+    let (f, d) = fired[0];
+    assert!(f.window.first_step <= 1208 && 1208 <= f.window.last_step);
+    assert_eq!(d.chord, "TIMEOUT-GUARD");
+    let p = d.proposals.iter().find(|p| p.knob == "timeout_ms").expect("a timeout proposal");
+    assert!(p.to > p.from, "TIMEOUT-GUARD only widens the timeout: {p:?}");
+}
+
+#[test]
+fn advanced_policies_stay_silent_elsewhere() {
+    for name in TRACES.into_iter().filter(|n| *n != "near_hang") {
+        let mut s = set(&["timeout-guard", "comm-congestion"]);
+        let (decisions, report) = score(name, &mut s);
+        assert_clean(name, &report);
+        let advanced: Vec<_> = decisions
+            .iter()
+            .filter(|(_, d)| d.active_chords.iter().any(|c| c == "TIMEOUT-GUARD" || c == "COMM-CONGESTION"))
+            .map(|(f, d)| (f.window.first_step, d.active_chords.clone()))
+            .collect();
+        // The drift trace's recompilation hiccup (2 s, far from the 5 s watchdog) is no near-hang.
+        assert!(advanced.is_empty(), "{name}: {advanced:?}");
+    }
+}
+
+#[test]
+fn proposals_keep_the_global_batch() {
+    for name in TRACES {
+        let mut s = set(&[]);
+        let (decisions, _) = score(name, &mut s);
+        for (_, d) in &decisions {
+            let mb = d.proposals.iter().find(|p| p.knob == "microbatch_size");
+            let ga = d.proposals.iter().find(|p| p.knob == "grad_accum_steps");
+            match (mb, ga) {
+                (None, None) => {}
+                (Some(mb), Some(ga)) => assert_eq!(mb.from * ga.from, mb.to * ga.to, "{name}: {mb:?} {ga:?}"),
+                _ => panic!("{name}: microbatch_size and grad_accum_steps must move together: {:?}", d.proposals),
+            }
+        }
+    }
+}
