@@ -816,7 +816,19 @@ fn a_restart_ends_follow_streams() {
                 "",
             )
         });
-        std::thread::sleep(Duration::from_millis(300));
+        // Wait until the server has answered the follow request (its headers are out).
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !sim
+            .requests()
+            .iter()
+            .any(|r| r.path.ends_with("/log") && r.status == 200)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the follow request never arrived"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         sim.append_log("ml", &pod, "trainer", "before restart");
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(sim.restart_container("ml", &pod, "trainer"), Some(1));
