@@ -169,6 +169,7 @@ impl KubeSimBuilder {
             }),
             faults: Mutex::new(faults),
             requests: Mutex::new(vec![]),
+            next_request_id: std::sync::atomic::AtomicU64::new(1),
             server_version: self
                 .seed
                 .server_version

@@ -12,6 +12,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRecord {
+    /// Arrival order, unique for the server's lifetime (not reset by clearing the log).
+    pub id: u64,
     pub method: String,
     pub path: String,
     /// Raw query string (percent-encoded, without `?`).
@@ -42,8 +44,18 @@ pub struct Shared {
     pub auth: RwLock<AuthConfig>,
     pub faults: Mutex<FaultSet>,
     pub requests: Mutex<Vec<RequestRecord>>,
+    pub next_request_id: std::sync::atomic::AtomicU64,
     pub server_version: String,
     pub server_address: String,
+}
+
+impl Shared {
+    /// Updates a logged request (if it is still in the log).
+    pub fn update_request(&self, id: u64, f: impl FnOnce(&mut RequestRecord)) {
+        if let Some(r) = lock(&self.requests).iter_mut().rev().find(|r| r.id == id) {
+            f(r);
+        }
+    }
 }
 
 /// Locks a mutex, ignoring poisoning (a panicking test thread must not wedge the server).

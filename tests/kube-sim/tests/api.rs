@@ -439,6 +439,7 @@ fn the_request_log_records_what_clients_sent() {
     );
     assert_eq!(p.query_param("fieldManager").as_deref(), Some("mk"));
     assert_eq!(log[1].accept.as_deref(), Some("application/json"));
+    assert!(log[0].id < log[1].id);
     assert_eq!(sim.count_requests("GET", "/api/**"), 1);
     assert_eq!(sim.count_requests("*", "**"), 2);
     sim.clear_requests();

@@ -124,21 +124,21 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
     if path.starts_with(control::PREFIX) {
         return control::handle(&shared, &method, &path, &body);
     }
-    let index = {
-        let mut log = lock(&shared.requests);
-        log.push(RequestRecord {
-            method: method.clone(),
-            path: path.clone(),
-            query: query.clone(),
-            content_type: header_string(&parts.headers, header::CONTENT_TYPE),
-            accept: header_string(&parts.headers, header::ACCEPT),
-            user_agent: header_string(&parts.headers, header::USER_AGENT),
-            user: None,
-            status: 0,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
-        log.len() - 1
-    };
+    let id = shared
+        .next_request_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    lock(&shared.requests).push(RequestRecord {
+        id,
+        method: method.clone(),
+        path: path.clone(),
+        query: query.clone(),
+        content_type: header_string(&parts.headers, header::CONTENT_TYPE),
+        accept: header_string(&parts.headers, header::ACCEPT),
+        user_agent: header_string(&parts.headers, header::USER_AGENT),
+        user: None,
+        status: 0,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    });
     let plan = lock(&shared.faults).plan(&method, &path);
     if !plan.delay.is_zero() {
         tokio::time::sleep(plan.delay).await;
@@ -159,17 +159,14 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
                 plan.drop_log_after,
             )
             .await;
-            if let Some(user) = user
-                && let Some(r) = lock(&shared.requests).get_mut(index)
-            {
-                r.user = Some(user);
+            if let Some(user) = user {
+                shared.update_request(id, |r| r.user = Some(user));
             }
             response
         }
     };
-    if let Some(r) = lock(&shared.requests).get_mut(index) {
-        r.status = response.status().as_u16();
-    }
+    let status = response.status().as_u16();
+    shared.update_request(id, |r| r.status = status);
     response
 }
 
