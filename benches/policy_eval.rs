@@ -11,10 +11,27 @@ use modekeeper::telemetry::{Format, IngestOptions, SourceSpec, open_source};
 
 fn windows() -> Vec<WindowFeatures> {
     let mut out = Vec::new();
-    for name in ["stable", "burst", "combo", "drift", "loss_drift", "near_hang", "straggler"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/traces/{name}.jsonl.gz"));
-        let src = open_source(&SourceSpec { path, format: Format::Auto, record_raw: None }).unwrap();
-        let cfg = FeatureConfig { window_steps: 50, warmup_steps: 200 };
+    for name in [
+        "stable",
+        "burst",
+        "combo",
+        "drift",
+        "loss_drift",
+        "near_hang",
+        "straggler",
+    ] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/data/traces/{name}.jsonl.gz"));
+        let src = open_source(&SourceSpec {
+            path,
+            format: Format::Auto,
+            record_raw: None,
+        })
+        .unwrap();
+        let cfg = FeatureConfig {
+            window_steps: 50,
+            warmup_steps: 200,
+        };
         run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
             out.push(f.clone());
             Ok(())
@@ -29,7 +46,10 @@ fn main() {
     let host = PolicyHost::new(SandboxLimits::default(), None).unwrap();
     let limits = Limits::reference();
     let knobs = Knobs::baseline(&limits);
-    println!("{:<18} {:>8} {:>10} {:>10} {:>10} {:>12}", "policy", "windows", "median µs", "p90 µs", "max µs", "median fuel");
+    println!(
+        "{:<18} {:>8} {:>10} {:>10} {:>10} {:>12}",
+        "policy", "windows", "median µs", "p90 µs", "max µs", "median fuel"
+    );
     for src in PolicyCatalog::embedded().sources {
         let t = Instant::now();
         let policy = host.load(&src.bytes).unwrap();

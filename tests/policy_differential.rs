@@ -52,11 +52,24 @@ fn sdk_input(f: &WindowFeatures, knobs: &Knobs, limits: &Limits, state: &[u8]) -
             comm_share: f.comm_share,
             extra: Vec::new(),
         },
-        knobs: knobs.0.iter().map(|(k, v)| sdk::KnobValue { knob: k.clone(), value: *v }).collect(),
+        knobs: knobs
+            .0
+            .iter()
+            .map(|(k, v)| sdk::KnobValue {
+                knob: k.clone(),
+                value: *v,
+            })
+            .collect(),
         limits: limits
             .0
             .iter()
-            .map(|(k, l)| sdk::KnobLimit { knob: k.clone(), min: l.min, max: l.max, max_delta: l.max_delta, baseline: l.baseline })
+            .map(|(k, l)| sdk::KnobLimit {
+                knob: k.clone(),
+                min: l.min,
+                max: l.max,
+                max_delta: l.max_delta,
+                baseline: l.baseline,
+            })
             .collect(),
         state: state.to_vec(),
     }
@@ -67,7 +80,16 @@ fn raw(e: sdk::Evaluation) -> RawDecision {
         chord: e.decision.chord,
         active_chords: e.decision.active_chords,
         confidence: e.decision.confidence,
-        proposals: e.decision.proposals.into_iter().map(|p| RawProposal { knob: p.knob, to: p.to, reason: p.reason }).collect(),
+        proposals: e
+            .decision
+            .proposals
+            .into_iter()
+            .map(|p| RawProposal {
+                knob: p.knob,
+                to: p.to,
+                reason: p.reason,
+            })
+            .collect(),
         notes: e.decision.notes,
         next_state: e.next_state,
     }
@@ -101,11 +123,34 @@ fn native_and_component_decide_identically_on_every_trace() {
             let knobs = knobs_for(f.window.index, &limits);
             let from_wasm = policy.evaluate(&f, &knobs, &limits, &wasm_state);
             let native = machine::evaluate(&sdk_input(&f, &knobs, &allowed, &native_state.0));
-            let (from_native, next_native) = check_decision(raw(native), &meta, policy.reference(), &knobs, &allowed, &native_state);
-            assert!(from_wasm.decision.failure.is_none(), "{name} window {}: {:?}", f.window.index, from_wasm.decision.failure);
-            assert_eq!(from_wasm.decision, from_native, "{name} window {}", f.window.index);
-            assert_eq!(from_wasm.next_state, next_native, "{name} window {}: state", f.window.index);
-            assert_eq!(from_wasm.decision.confidence.to_bits(), from_native.confidence.to_bits());
+            let (from_native, next_native) = check_decision(
+                raw(native),
+                &meta,
+                policy.reference(),
+                &knobs,
+                &allowed,
+                &native_state,
+            );
+            assert!(
+                from_wasm.decision.failure.is_none(),
+                "{name} window {}: {:?}",
+                f.window.index,
+                from_wasm.decision.failure
+            );
+            assert_eq!(
+                from_wasm.decision, from_native,
+                "{name} window {}",
+                f.window.index
+            );
+            assert_eq!(
+                from_wasm.next_state, next_native,
+                "{name} window {}: state",
+                f.window.index
+            );
+            assert_eq!(
+                from_wasm.decision.confidence.to_bits(),
+                from_native.confidence.to_bits()
+            );
             non_hold += usize::from(from_native.chord != "NORMAL-HOLD");
             wasm_state = from_wasm.next_state;
             native_state = next_native;
@@ -113,5 +158,8 @@ fn native_and_component_decide_identically_on_every_trace() {
         }
     }
     assert!(compared > 300, "compared {compared} windows");
-    assert!(non_hold > 50, "the traces must exercise more than NORMAL-HOLD ({non_hold})");
+    assert!(
+        non_hold > 50,
+        "the traces must exercise more than NORMAL-HOLD ({non_hold})"
+    );
 }

@@ -5,7 +5,9 @@ mod policy_support;
 
 use std::time::{Duration, Instant};
 
-use modekeeper::policy::{FailureKind, Knobs, Limits, Policy, PolicyHost, PolicyState, SandboxLimits, read_metadata};
+use modekeeper::policy::{
+    FailureKind, Knobs, Limits, Policy, PolicyHost, PolicyState, SandboxLimits, read_metadata,
+};
 use modekeeper::signals::WindowFeatures;
 use policy_support::{data, host, windows};
 
@@ -20,23 +22,38 @@ fn some_windows() -> Vec<WindowFeatures> {
 
 fn eval(p: &Policy, f: &WindowFeatures) -> modekeeper::policy::Evaluation {
     let limits = Limits::reference();
-    p.evaluate(f, &Knobs::baseline(&limits), &limits, &PolicyState(vec![1, 2, 3]))
+    p.evaluate(
+        f,
+        &Knobs::baseline(&limits),
+        &limits,
+        &PolicyState(vec![1, 2, 3]),
+    )
 }
 
 /// After a hostile evaluation, safe-chords on the same host still works.
 fn host_still_works(host: &PolicyHost) {
-    let src = modekeeper::policy::PolicyCatalog::embedded().find("safe-chords").unwrap();
+    let src = modekeeper::policy::PolicyCatalog::embedded()
+        .find("safe-chords")
+        .unwrap();
     let p = host.load(&src.bytes).unwrap();
     let e = eval(&p, &some_windows()[0]);
     assert!(e.decision.failure.is_none(), "{:?}", e.decision.failure);
 }
 
 fn assert_failed(e: &modekeeper::policy::Evaluation, kind: FailureKind) {
-    let f = e.decision.failure.as_ref().unwrap_or_else(|| panic!("expected a {kind:?} failure, got {:?}", e.decision));
+    let f = e
+        .decision
+        .failure
+        .as_ref()
+        .unwrap_or_else(|| panic!("expected a {kind:?} failure, got {:?}", e.decision));
     assert_eq!(f.kind, kind, "{}", f.message);
     assert!(e.decision.proposals.is_empty());
     assert_eq!(e.decision.chord, "NORMAL-HOLD");
-    assert_eq!(e.next_state, PolicyState(vec![1, 2, 3]), "a failed window keeps the previous state");
+    assert_eq!(
+        e.next_state,
+        PolicyState(vec![1, 2, 3]),
+        "a failed window keeps the previous state"
+    );
     assert!(e.decision.notes[0].starts_with("policy failed"));
 }
 
@@ -53,13 +70,21 @@ fn infinite_loop_runs_out_of_fuel() {
 
 #[test]
 fn infinite_loop_hits_the_wall_clock_deadline_when_fuel_is_plenty() {
-    let limits = SandboxLimits { fuel: u64::MAX / 2, deadline: Duration::from_millis(50), ..SandboxLimits::default() };
+    let limits = SandboxLimits {
+        fuel: u64::MAX / 2,
+        deadline: Duration::from_millis(50),
+        ..SandboxLimits::default()
+    };
     let host = PolicyHost::new(limits, None).unwrap();
     let p = load(&host, "hostile-spin");
     let started = Instant::now();
     let e = eval(&p, &some_windows()[0]);
     assert_failed(&e, FailureKind::Timeout);
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     host_still_works(&host);
 }
 
@@ -87,11 +112,19 @@ fn garbage_results_are_malformed_decisions() {
     let p = load(&host, "hostile-garbage");
     let ws = windows("burst");
     let by_mode = |m: u64| ws.iter().find(|f| f.window.index % 4 == m).unwrap();
-    for (mode, needle) in [(0, "utf"), (1, "DELETE-EVERYTHING"), (2, "confidence"), (3, "state of")] {
+    for (mode, needle) in [
+        (0, "utf"),
+        (1, "DELETE-EVERYTHING"),
+        (2, "confidence"),
+        (3, "state of"),
+    ] {
         let e = eval(&p, by_mode(mode));
         assert_failed(&e, FailureKind::Malformed);
         let msg = &e.decision.failure.as_ref().unwrap().message;
-        assert!(msg.to_lowercase().contains(&needle.to_lowercase()), "mode {mode}: {msg}");
+        assert!(
+            msg.to_lowercase().contains(&needle.to_lowercase()),
+            "mode {mode}: {msg}"
+        );
     }
     host_still_works(&host);
 }
@@ -106,18 +139,37 @@ fn out_of_limits_proposal_is_blocked_and_undeclared_knob_fails() {
     assert!(e.decision.failure.is_none());
     assert!(e.decision.proposals.is_empty());
     assert_eq!(e.decision.blocked.len(), 1);
-    assert!(e.decision.blocked[0].reason.contains("outside the passport range"), "{:?}", e.decision.blocked);
+    assert!(
+        e.decision.blocked[0]
+            .reason
+            .contains("outside the passport range"),
+        "{:?}",
+        e.decision.blocked
+    );
 
     let odd = ws.iter().find(|f| f.window.index % 2 == 1).unwrap();
     let e = eval(&p, odd);
     assert_failed(&e, FailureKind::Malformed);
-    assert!(e.decision.failure.as_ref().unwrap().message.contains("timeout_ms"));
+    assert!(
+        e.decision
+            .failure
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("timeout_ms")
+    );
     host_still_works(&host);
 }
 
 #[test]
 fn hostile_components_declare_metadata_and_import_nothing() {
-    for name in ["hostile-spin", "hostile-panic", "hostile-alloc", "hostile-garbage", "hostile-overreach"] {
+    for name in [
+        "hostile-spin",
+        "hostile-panic",
+        "hostile-alloc",
+        "hostile-garbage",
+        "hostile-overreach",
+    ] {
         let bytes = std::fs::read(data(&format!("policies/{name}.wasm"))).unwrap();
         assert_eq!(read_metadata(&bytes).unwrap().id, name);
         let (imports, exports) = modekeeper::policy::component_surface(&bytes).unwrap();
@@ -130,10 +182,17 @@ fn hostile_components_declare_metadata_and_import_nothing() {
 fn not_a_policy_is_refused_before_compiling() {
     let host = host();
     let core_module = b"\0asm\x01\0\0\0";
-    assert!(host.load(core_module).unwrap_err().to_string().contains("core module"));
+    assert!(
+        host.load(core_module)
+            .unwrap_err()
+            .to_string()
+            .contains("core module")
+    );
     assert!(host.load(b"garbage").is_err());
     // A component without the metadata section: the builder appends it last, so cut it off.
-    let src = modekeeper::policy::PolicyCatalog::embedded().find("safe-chords").unwrap();
+    let src = modekeeper::policy::PolicyCatalog::embedded()
+        .find("safe-chords")
+        .unwrap();
     let bytes = src.bytes.to_vec();
     let name = modekeeper::policy::METADATA_SECTION.as_bytes();
     let pos = bytes.windows(name.len()).rposition(|w| w == name).unwrap();
@@ -145,10 +204,15 @@ fn not_a_policy_is_refused_before_compiling() {
                 shift += 7;
                 i += 1;
             }
-            bytes[*s] == 0 && i < pos && i + 1 + (size | ((bytes[i] as usize) << shift)) == bytes.len()
+            bytes[*s] == 0
+                && i < pos
+                && i + 1 + (size | ((bytes[i] as usize) << shift)) == bytes.len()
         })
         .expect("the metadata section ends the component");
     let cut = &bytes[..start];
     let err = host.load(cut).unwrap_err().to_string();
-    assert!(err.contains("metadata") || err.contains("not a policy component"), "{err}");
+    assert!(
+        err.contains("metadata") || err.contains("not a policy component"),
+        "{err}"
+    );
 }

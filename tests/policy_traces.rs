@@ -8,14 +8,27 @@ use policy_support::{TRACES, score, set};
 
 fn assert_clean(name: &str, report: &modekeeper::policy::TestReport) {
     for s in &report.segments {
-        assert_ne!(s.outcome, "missed", "{name}: segment {} ({}-{}) missed; chords seen {:?}", s.regime, s.first_step, s.last_step, s.chords_seen);
+        assert_ne!(
+            s.outcome, "missed",
+            "{name}: segment {} ({}-{}) missed; chords seen {:?}",
+            s.regime, s.first_step, s.last_step, s.chords_seen
+        );
     }
-    assert_eq!(report.false_alarms, 0, "{name}: false alarms {:?}", report.false_alarm_chords);
+    assert_eq!(
+        report.false_alarms, 0,
+        "{name}: false alarms {:?}",
+        report.false_alarm_chords
+    );
     assert_eq!(report.failed_windows, 0, "{name}: policy failures");
 }
 
 fn outcome<'a>(report: &'a modekeeper::policy::TestReport, regime: &str) -> &'a str {
-    report.segments.iter().find(|s| s.regime == regime).map(|s| s.outcome).unwrap_or("absent")
+    report
+        .segments
+        .iter()
+        .find(|s| s.regime == regime)
+        .map(|s| s.outcome)
+        .unwrap_or("absent")
 }
 
 #[test]
@@ -42,7 +55,12 @@ fn incident_segments_are_detected_by_their_chord() {
     for (name, regime) in cases {
         let mut set = set(&[]);
         let (_, report) = score(name, &mut set);
-        assert_eq!(outcome(&report, regime), "detected", "{name}/{regime}: {:?}", report.segments);
+        assert_eq!(
+            outcome(&report, regime),
+            "detected",
+            "{name}/{regime}: {:?}",
+            report.segments
+        );
     }
 }
 
@@ -52,7 +70,11 @@ fn stable_trace_holds_everywhere() {
     let (decisions, report) = score("stable", &mut set);
     assert!(report.normal_windows_after_warmup > 70);
     for (f, d) in &decisions {
-        assert_eq!(d.chord, "NORMAL-HOLD", "window {}-{}: {:?}", f.window.first_step, f.window.last_step, d.active_chords);
+        assert_eq!(
+            d.chord, "NORMAL-HOLD",
+            "window {}-{}: {:?}",
+            f.window.first_step, f.window.last_step, d.active_chords
+        );
         assert!(d.active_chords.is_empty() && d.proposals.is_empty());
     }
 }
@@ -67,13 +89,27 @@ fn near_hang_gets_timeout_guard_when_enabled() {
     let (decisions, r) = score("near_hang", &mut with);
     assert_eq!(outcome(&r, "NEAR-HANG"), "detected", "{:?}", r.segments);
     assert_clean("near_hang+timeout-guard", &r);
-    let fired: Vec<_> = decisions.iter().filter(|(_, d)| d.active_chords.iter().any(|c| c == "TIMEOUT-GUARD")).collect();
-    assert_eq!(fired.len(), 1, "TIMEOUT-GUARD fires once, on the stall window");
+    let fired: Vec<_> = decisions
+        .iter()
+        .filter(|(_, d)| d.active_chords.iter().any(|c| c == "TIMEOUT-GUARD"))
+        .collect();
+    assert_eq!(
+        fired.len(),
+        1,
+        "TIMEOUT-GUARD fires once, on the stall window"
+    );
     let (f, d) = fired[0];
     assert!(f.window.first_step <= 1208 && 1208 <= f.window.last_step);
     assert_eq!(d.chord, "TIMEOUT-GUARD");
-    let p = d.proposals.iter().find(|p| p.knob == "timeout_ms").expect("a timeout proposal");
-    assert!(p.to > p.from, "TIMEOUT-GUARD only widens the timeout: {p:?}");
+    let p = d
+        .proposals
+        .iter()
+        .find(|p| p.knob == "timeout_ms")
+        .expect("a timeout proposal");
+    assert!(
+        p.to > p.from,
+        "TIMEOUT-GUARD only widens the timeout: {p:?}"
+    );
 }
 
 #[test]
@@ -84,7 +120,11 @@ fn advanced_policies_stay_silent_elsewhere() {
         assert_clean(name, &report);
         let advanced: Vec<_> = decisions
             .iter()
-            .filter(|(_, d)| d.active_chords.iter().any(|c| c == "TIMEOUT-GUARD" || c == "COMM-CONGESTION"))
+            .filter(|(_, d)| {
+                d.active_chords
+                    .iter()
+                    .any(|c| c == "TIMEOUT-GUARD" || c == "COMM-CONGESTION")
+            })
             .map(|(f, d)| (f.window.first_step, d.active_chords.clone()))
             .collect();
         // The drift trace's recompilation hiccup (2 s, far from the 5 s watchdog) is no near-hang.
@@ -102,8 +142,13 @@ fn proposals_keep_the_global_batch() {
             let ga = d.proposals.iter().find(|p| p.knob == "grad_accum_steps");
             match (mb, ga) {
                 (None, None) => {}
-                (Some(mb), Some(ga)) => assert_eq!(mb.from * ga.from, mb.to * ga.to, "{name}: {mb:?} {ga:?}"),
-                _ => panic!("{name}: microbatch_size and grad_accum_steps must move together: {:?}", d.proposals),
+                (Some(mb), Some(ga)) => {
+                    assert_eq!(mb.from * ga.from, mb.to * ga.to, "{name}: {mb:?} {ga:?}")
+                }
+                _ => panic!(
+                    "{name}: microbatch_size and grad_accum_steps must move together: {:?}",
+                    d.proposals
+                ),
             }
         }
     }

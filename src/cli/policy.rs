@@ -12,7 +12,8 @@ use super::{GlobalArgs, OutputFormat};
 use crate::error::input_error;
 use crate::pipeline::run_pass;
 use crate::policy::{
-    self, DEFAULT_POLICY, Knobs, Labels, Limits, PolicyCatalog, PolicyError, PolicyHost, PolicySet, SandboxLimits, Scorer, TestReport,
+    self, DEFAULT_POLICY, Knobs, Labels, Limits, PolicyCatalog, PolicyError, PolicyHost, PolicySet,
+    SandboxLimits, Scorer, TestReport,
 };
 use crate::signals::{FeatureConfig, WindowFeatures};
 use crate::telemetry::{Format, IngestOptions, SourceSpec, open_source};
@@ -92,46 +93,89 @@ pub struct TestArgs {
 }
 
 pub fn run(global: &GlobalArgs, args: &PolicyArgs) -> anyhow::Result<()> {
-    let dir = args.dirs.policy_dir.clone().or_else(policy::default_policy_dir);
+    let dir = args
+        .dirs
+        .policy_dir
+        .clone()
+        .or_else(policy::default_policy_dir);
     let mut out = std::io::stdout().lock();
     match &args.command {
         PolicyCommand::List => list(global, dir.as_deref(), &mut out),
         PolicyCommand::Inspect(a) => inspect(global, dir.as_deref(), a, &mut out),
         PolicyCommand::Add(a) => {
-            let dir = dir.ok_or_else(|| input_error("bad_flag", "no policy directory: pass --policy-dir DIR"))?;
+            let dir = dir.ok_or_else(|| {
+                input_error("bad_flag", "no policy directory: pass --policy-dir DIR")
+            })?;
             let e = policy::add_policy(&dir, &a.component).map_err(user_error)?;
-            emit(global, &mut out, &json!({"added": e, "policy_dir": dir}), || {
-                format!("added {} {} (WIT {}) sha256:{}\n  to {}\n", e.name, e.version, e.wit_version, e.sha256, dir.join(&e.file).display())
-            })
+            emit(
+                global,
+                &mut out,
+                &json!({"added": e, "policy_dir": dir}),
+                || {
+                    format!(
+                        "added {} {} (WIT {}) sha256:{}\n  to {}\n",
+                        e.name,
+                        e.version,
+                        e.wit_version,
+                        e.sha256,
+                        dir.join(&e.file).display()
+                    )
+                },
+            )
         }
         PolicyCommand::Lock => {
-            let dir = dir.ok_or_else(|| input_error("bad_flag", "no policy directory: pass --policy-dir DIR"))?;
+            let dir = dir.ok_or_else(|| {
+                input_error("bad_flag", "no policy directory: pass --policy-dir DIR")
+            })?;
             if !dir.is_dir() {
-                return Err(input_error("not_found", format!("policy directory {} does not exist", dir.display())));
+                return Err(input_error(
+                    "not_found",
+                    format!("policy directory {} does not exist", dir.display()),
+                ));
             }
             let lock = policy::lock_dir(&dir).map_err(user_error)?;
-            emit(global, &mut out, &json!({"lock": lock, "path": dir.join(policy::LOCK_FILE)}), || {
-                let mut s = format!("wrote {} ({} policies)\n", dir.join(policy::LOCK_FILE).display(), lock.policies.len());
-                for e in &lock.policies {
-                    s += &format!("  {:<18} {:<8} sha256:{}\n", e.name, e.version, e.sha256);
-                }
-                s
-            })
+            emit(
+                global,
+                &mut out,
+                &json!({"lock": lock, "path": dir.join(policy::LOCK_FILE)}),
+                || {
+                    let mut s = format!(
+                        "wrote {} ({} policies)\n",
+                        dir.join(policy::LOCK_FILE).display(),
+                        lock.policies.len()
+                    );
+                    for e in &lock.policies {
+                        s += &format!("  {:<18} {:<8} sha256:{}\n", e.name, e.version, e.sha256);
+                    }
+                    s
+                },
+            )
         }
         PolicyCommand::Verify => {
             let results = policy::verify(dir.as_deref()).map_err(user_error)?;
             let bad: Vec<_> = results.iter().filter(|r| r.status != "ok").collect();
-            emit(global, &mut out, &json!({"ok": bad.is_empty(), "policies": results}), || {
-                let mut s = String::new();
-                for r in &results {
-                    s += &format!("{:<12} {:<18} {:<8} {}\n", r.status, r.name, r.version, r.location);
-                }
-                s
-            })?;
+            emit(
+                global,
+                &mut out,
+                &json!({"ok": bad.is_empty(), "policies": results}),
+                || {
+                    let mut s = String::new();
+                    for r in &results {
+                        s += &format!(
+                            "{:<12} {:<18} {:<8} {}\n",
+                            r.status, r.name, r.version, r.location
+                        );
+                    }
+                    s
+                },
+            )?;
             if bad.is_empty() {
                 Ok(())
             } else {
-                Err(input_error("lock_mismatch", format!("{} policy component(s) do not match their lock", bad.len())))
+                Err(input_error(
+                    "lock_mismatch",
+                    format!("{} policy component(s) do not match their lock", bad.len()),
+                ))
             }
         }
         PolicyCommand::Test(a) => test(global, &args.dirs, dir.as_deref(), a, &mut out),
@@ -149,7 +193,12 @@ fn user_error(e: PolicyError) -> anyhow::Error {
     }
 }
 
-fn emit(global: &GlobalArgs, out: &mut dyn Write, value: &serde_json::Value, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn emit(
+    global: &GlobalArgs,
+    out: &mut dyn Write,
+    value: &serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     match global.output {
         OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
         OutputFormat::Text => write!(out, "{}", text())?,
@@ -168,7 +217,10 @@ fn list(global: &GlobalArgs, dir: Option<&Path>, out: &mut dyn Write) -> anyhow:
         })
         .collect();
     emit(global, out, &json!({"policies": rows}), || {
-        let mut s = format!("{:<18} {:<8} {:<5} {:<9} {:<18} SOURCE\n", "ID", "VERSION", "WIT", "ADVANCED", "SHA256");
+        let mut s = format!(
+            "{:<18} {:<8} {:<5} {:<9} {:<18} SOURCE\n",
+            "ID", "VERSION", "WIT", "ADVANCED", "SHA256"
+        );
         for p in &cat.sources {
             s += &format!(
                 "{:<18} {:<8} {:<5} {:<9} {:<18} {}\n",
@@ -184,21 +236,44 @@ fn list(global: &GlobalArgs, dir: Option<&Path>, out: &mut dyn Write) -> anyhow:
     })
 }
 
-fn inspect(global: &GlobalArgs, dir: Option<&Path>, a: &InspectArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+fn inspect(
+    global: &GlobalArgs,
+    dir: Option<&Path>,
+    a: &InspectArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let cat = PolicyCatalog::load(dir).map_err(user_error)?;
     let src = cat.find(&a.policy).map_err(user_error)?;
     let (imports, exports) = policy::component_surface(&src.bytes).map_err(user_error)?;
     let m = &src.meta;
-    let wit = m.wit_text().unwrap_or("(this host does not ship the text of that WIT version)");
+    let wit = m
+        .wit_text()
+        .unwrap_or("(this host does not ship the text of that WIT version)");
     let value = json!({"metadata": m, "sha256": src.sha256, "source": src.origin.describe(), "bytes": src.bytes.len(),
                        "imports": imports, "exports": exports, "wit": wit});
     emit(global, out, &value, || {
-        let list = |v: &[String]| if v.is_empty() { "(none)".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "(none)".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         let mut s = format!("{} {}  ({})\n", m.id, m.version, src.origin.describe());
         s += &format!("  sha256       {}\n", src.sha256);
-        s += &format!("  size         {} bytes\n", thousands(src.bytes.len() as u64));
+        s += &format!(
+            "  size         {} bytes\n",
+            thousands(src.bytes.len() as u64)
+        );
         s += &format!("  world        {} (WIT {})\n", m.world, m.wit_version);
-        s += &format!("  advanced     {}\n", if m.advanced { "yes (runs only with --enable-advanced)" } else { "no" });
+        s += &format!(
+            "  advanced     {}\n",
+            if m.advanced {
+                "yes (runs only with --enable-advanced)"
+            } else {
+                "no"
+            }
+        );
         s += &format!("  chords       {}\n", list(&m.chords));
         s += &format!("  knobs        {}\n", list(&m.knobs));
         s += &format!("  signals      {}\n", list(&m.signals));
@@ -211,32 +286,61 @@ fn inspect(global: &GlobalArgs, dir: Option<&Path>, a: &InspectArgs, out: &mut d
 }
 
 fn host_for(dirs: &PolicyDirs) -> anyhow::Result<PolicyHost> {
-    let cache = if dirs.no_cache { None } else { dirs.cache_dir.clone().or_else(policy::default_cache_dir) };
+    let cache = if dirs.no_cache {
+        None
+    } else {
+        dirs.cache_dir.clone().or_else(policy::default_cache_dir)
+    };
     Ok(PolicyHost::new(SandboxLimits::default(), cache.as_deref())?)
 }
 
-fn test(global: &GlobalArgs, dirs: &PolicyDirs, dir: Option<&Path>, a: &TestArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+fn test(
+    global: &GlobalArgs,
+    dirs: &PolicyDirs,
+    dir: Option<&Path>,
+    a: &TestArgs,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let labels_path = a.labels.clone().unwrap_or_else(|| labels_beside(&a.trace));
-    let labels_text = std::fs::read_to_string(&labels_path)
-        .map_err(|e| input_error("not_found", format!("cannot read labels {}: {e}", labels_path.display())))?;
-    let labels = Labels::parse(&labels_text).map_err(|e| input_error("bad_labels", format!("{}: {e}", labels_path.display())))?;
+    let labels_text = std::fs::read_to_string(&labels_path).map_err(|e| {
+        input_error(
+            "not_found",
+            format!("cannot read labels {}: {e}", labels_path.display()),
+        )
+    })?;
+    let labels = Labels::parse(&labels_text)
+        .map_err(|e| input_error("bad_labels", format!("{}: {e}", labels_path.display())))?;
     let cat = PolicyCatalog::load(dir).map_err(user_error)?;
     let host = host_for(dirs)?;
-    let mut set = PolicySet::load(&host, &cat, &a.policy, &a.enable_advanced).map_err(user_error)?;
-    let available: Vec<String> = set.policies().flat_map(|p| p.metadata().chords.clone()).collect();
+    let mut set =
+        PolicySet::load(&host, &cat, &a.policy, &a.enable_advanced).map_err(user_error)?;
+    let available: Vec<String> = set
+        .policies()
+        .flat_map(|p| p.metadata().chords.clone())
+        .collect();
     let refs: Vec<_> = set.policies().map(|p| p.reference().clone()).collect();
 
     let limits = Limits::reference();
     let knobs = Knobs::baseline(&limits);
     let mut scorer = Scorer::new(labels, available);
     let mut decisions_file = match &a.decisions {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?)),
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?,
+        )),
         None => None,
     };
     let mut micros: Vec<u64> = Vec::new();
-    let spec = SourceSpec { path: a.trace.clone(), format: Format::Auto, record_raw: None };
+    let spec = SourceSpec {
+        path: a.trace.clone(),
+        format: Format::Auto,
+        record_raw: None,
+    };
     let src = open_source(&spec)?;
-    let cfg = FeatureConfig { window_steps: a.window_steps, warmup_steps: a.warmup_steps };
+    let cfg = FeatureConfig {
+        window_steps: a.window_steps,
+        warmup_steps: a.warmup_steps,
+    };
     let mut on_window = |f: &WindowFeatures| -> anyhow::Result<()> {
         let before = set.cost().micros;
         let d = set.evaluate(f, &knobs, &limits);
@@ -253,7 +357,10 @@ fn test(global: &GlobalArgs, dirs: &PolicyDirs, dir: Option<&Path>, a: &TestArgs
         w.flush()?;
     }
     if pass.ingest.records_emitted == 0 {
-        return Err(input_error("no_records", format!("no usable telemetry record in {}", a.trace.display())));
+        return Err(input_error(
+            "no_records",
+            format!("no usable telemetry record in {}", a.trace.display()),
+        ));
     }
     let report = scorer.finish();
     micros.sort_unstable();
@@ -267,26 +374,51 @@ fn test(global: &GlobalArgs, dirs: &PolicyDirs, dir: Option<&Path>, a: &TestArgs
         "median_eval_us_per_window": median_us,
         "report": report,
     });
-    emit(global, out, &value, || test_table(&a.trace, &refs, &report, median_us))
+    emit(global, out, &value, || {
+        test_table(&a.trace, &refs, &report, median_us)
+    })
 }
 
 fn labels_beside(trace: &Path) -> PathBuf {
-    let name = trace.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stem = name.trim_end_matches(".gz").trim_end_matches(".jsonl").trim_end_matches(".csv").trim_end_matches(".log").trim_end_matches(".stdout");
+    let name = trace
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".jsonl")
+        .trim_end_matches(".csv")
+        .trim_end_matches(".log")
+        .trim_end_matches(".stdout");
     trace.with_file_name(format!("{stem}.labels.json"))
 }
 
 fn test_table(trace: &Path, refs: &[policy::PolicyRef], r: &TestReport, median_us: u64) -> String {
-    let names: Vec<String> = refs.iter().map(|p| format!("{} {} ({}…)", p.name, p.version, &p.digest[..15])).collect();
-    let mut s = format!("policy test  {}  ·  {} windows  ·  {}\n\n", trace.display(), r.windows, names.join(" + "));
-    s += &format!("{:<24} {:<12} {:<30} {:<11} {:<18} CHORDS SEEN (windows)\n", "SEGMENT", "STEPS", "EXPECTED", "OUTCOME", "DELAY");
+    let names: Vec<String> = refs
+        .iter()
+        .map(|p| format!("{} {} ({}…)", p.name, p.version, &p.digest[..15]))
+        .collect();
+    let mut s = format!(
+        "policy test  {}  ·  {} windows  ·  {}\n\n",
+        trace.display(),
+        r.windows,
+        names.join(" + ")
+    );
+    s += &format!(
+        "{:<24} {:<12} {:<30} {:<11} {:<18} CHORDS SEEN (windows)\n",
+        "SEGMENT", "STEPS", "EXPECTED", "OUTCOME", "DELAY"
+    );
     for g in &r.segments {
         let delay = match (g.delay_steps, g.delay_s) {
             (Some(d), Some(t)) => format!("{d} steps, {t:.1} s"),
             (Some(d), None) => format!("{d} steps"),
             _ => "-".into(),
         };
-        let seen: Vec<String> = g.chords_seen.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let seen: Vec<String> = g
+            .chords_seen
+            .iter()
+            .map(|(c, n)| format!("{c} {n}"))
+            .collect();
         s += &format!(
             "{:<24} {:<12} {:<30} {:<11} {:<18} {}\n",
             g.regime,
@@ -294,7 +426,11 @@ fn test_table(trace: &Path, refs: &[policy::PolicyRef], r: &TestReport, median_u
             g.expected.join("+"),
             g.outcome,
             delay,
-            if seen.is_empty() { "-".to_string() } else { seen.join(", ") }
+            if seen.is_empty() {
+                "-".to_string()
+            } else {
+                seen.join(", ")
+            }
         );
     }
     s += "\n";
@@ -307,21 +443,37 @@ fn test_table(trace: &Path, refs: &[policy::PolicyRef], r: &TestReport, median_u
                     rc.detected,
                     rc.segments,
                     x * 100.0,
-                    rc.mean_delay_steps.map_or("-".into(), |d| format!("{d:.0} steps / {:.1} s", rc.mean_delay_s.unwrap_or(0.0)))
+                    rc.mean_delay_steps.map_or("-".into(), |d| format!(
+                        "{d:.0} steps / {:.1} s",
+                        rc.mean_delay_s.unwrap_or(0.0)
+                    ))
                 )
             }
             None => s += &format!("recall       {:<24} not scored\n", rc.regime),
         }
     }
-    let chords: Vec<String> = r.false_alarm_chords.iter().map(|(c, n)| format!("{c} {n}")).collect();
+    let chords: Vec<String> = r
+        .false_alarm_chords
+        .iter()
+        .map(|(c, n)| format!("{c} {n}"))
+        .collect();
     s += &format!(
         "false alarms {} in {} NORMAL windows after warm-up ({:.1} per 1000 windows){}\n",
         r.false_alarms,
         r.normal_windows_after_warmup,
         r.false_alarms_per_1000,
-        if chords.is_empty() { String::new() } else { format!(": {}", chords.join(", ")) }
+        if chords.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", chords.join(", "))
+        }
     );
-    s += &format!("failures     {} window(s) with a failed policy evaluation\n", r.failed_windows);
-    s += &format!("cost         median {median_us} µs per window (all policies, instantiation included)\n");
+    s += &format!(
+        "failures     {} window(s) with a failed policy evaluation\n",
+        r.failed_windows
+    );
+    s += &format!(
+        "cost         median {median_us} µs per window (all policies, instantiation included)\n"
+    );
     s
 }

@@ -16,7 +16,11 @@ use super::error::PolicyError;
 /// Where compiled policies go: `$MODEKEEPER_CACHE_DIR`, else `$XDG_CACHE_HOME/modekeeper`, else
 /// `~/.cache/modekeeper`; `None` when none of these is known (then nothing is cached).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("MODEKEEPER_CACHE_DIR")
         .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("modekeeper")))
         .or_else(|| env("HOME").map(|h| h.join(".cache").join("modekeeper")))
@@ -64,7 +68,11 @@ pub enum CacheOutcome {
 
 impl CompiledCache {
     pub fn new(root: &Path, engine: &Engine) -> CompiledCache {
-        CompiledCache { dir: root.join("compiled").join(format!("wasmtime-48.0.8-{}", engine_key(engine))) }
+        CompiledCache {
+            dir: root
+                .join("compiled")
+                .join(format!("wasmtime-48.0.8-{}", engine_key(engine))),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -72,7 +80,10 @@ impl CompiledCache {
     }
 
     fn paths(&self, sha: &str) -> (PathBuf, PathBuf) {
-        (self.dir.join(format!("{sha}.cwasm")), self.dir.join(format!("{sha}.cwasm.sha256")))
+        (
+            self.dir.join(format!("{sha}.cwasm")),
+            self.dir.join(format!("{sha}.cwasm.sha256")),
+        )
     }
 
     /// The cached compilation of the component with digest `sha`, if a valid one exists.

@@ -4,7 +4,12 @@ use super::bindings as wit;
 use super::types::{Knobs, Limits, PolicyState, RawDecision, RawProposal};
 use crate::signals::WindowFeatures;
 
-pub(crate) fn window_input(f: &WindowFeatures, knobs: &Knobs, limits: &Limits, state: &PolicyState) -> wit::WindowInput {
+pub(crate) fn window_input(
+    f: &WindowFeatures,
+    knobs: &Knobs,
+    limits: &Limits,
+    state: &PolicyState,
+) -> wit::WindowInput {
     let w = &f.window;
     wit::WindowInput {
         features: wit::WindowFeatures {
@@ -45,11 +50,24 @@ pub(crate) fn window_input(f: &WindowFeatures, knobs: &Knobs, limits: &Limits, s
             comm_share: f.comm_share,
             extra: Vec::new(),
         },
-        knobs: knobs.0.iter().map(|(k, v)| wit::KnobValue { knob: k.clone(), value: *v }).collect(),
+        knobs: knobs
+            .0
+            .iter()
+            .map(|(k, v)| wit::KnobValue {
+                knob: k.clone(),
+                value: *v,
+            })
+            .collect(),
         limits: limits
             .0
             .iter()
-            .map(|(k, l)| wit::KnobLimit { knob: k.clone(), min: l.min, max: l.max, max_delta: l.max_delta, baseline: l.baseline })
+            .map(|(k, l)| wit::KnobLimit {
+                knob: k.clone(),
+                min: l.min,
+                max: l.max,
+                max_delta: l.max_delta,
+                baseline: l.baseline,
+            })
             .collect(),
         state: state.0.clone(),
     }
@@ -61,7 +79,15 @@ pub(crate) fn raw_decision(e: wit::Evaluation) -> RawDecision {
         chord: d.chord,
         active_chords: d.active_chords,
         confidence: d.confidence,
-        proposals: d.proposals.into_iter().map(|p| RawProposal { knob: p.knob, to: p.to, reason: p.reason }).collect(),
+        proposals: d
+            .proposals
+            .into_iter()
+            .map(|p| RawProposal {
+                knob: p.knob,
+                to: p.to,
+                reason: p.reason,
+            })
+            .collect(),
         notes: d.notes,
         next_state: e.next_state,
     }

@@ -17,7 +17,9 @@ use super::check::check_decision;
 use super::convert::{raw_decision, window_input};
 use super::error::PolicyError;
 use super::metadata::{PolicyMetadata, read_metadata};
-use super::types::{Decision, EvalCost, Evaluation, FailureKind, Knobs, Limits, PolicyRef, PolicyState};
+use super::types::{
+    Decision, EvalCost, Evaluation, FailureKind, Knobs, Limits, PolicyRef, PolicyState,
+};
 use crate::signals::WindowFeatures;
 
 /// Limits applied to every evaluation.
@@ -33,7 +35,11 @@ pub struct SandboxLimits {
 
 impl Default for SandboxLimits {
     fn default() -> Self {
-        SandboxLimits { memory_bytes: 64 << 20, fuel: 50_000_000, deadline: Duration::from_millis(250) }
+        SandboxLimits {
+            memory_bytes: 64 << 20,
+            fuel: 50_000_000,
+            deadline: Duration::from_millis(250),
+        }
     }
 }
 
@@ -83,7 +89,10 @@ pub struct PolicyHost {
 impl PolicyHost {
     /// A host with the given sandbox limits, caching compiled code under `cache_root` (see
     /// [`super::cache::default_cache_dir`]); `None` compiles every time.
-    pub fn new(limits: SandboxLimits, cache_root: Option<&std::path::Path>) -> Result<PolicyHost, PolicyError> {
+    pub fn new(
+        limits: SandboxLimits,
+        cache_root: Option<&std::path::Path>,
+    ) -> Result<PolicyHost, PolicyError> {
         let mut cfg = Config::new();
         cfg.consume_fuel(true)
             .epoch_interruption(true)
@@ -94,7 +103,12 @@ impl PolicyHost {
         let engine = Engine::new(&cfg).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         let cache = cache_root.map(|root| CompiledCache::new(root, &engine));
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
-        Ok(PolicyHost { engine, limits, cache, ticker })
+        Ok(PolicyHost {
+            engine,
+            limits,
+            cache,
+            ticker,
+        })
     }
 
     pub fn limits(&self) -> SandboxLimits {
@@ -113,17 +127,32 @@ impl PolicyHost {
         let sha = sha256_hex(bytes);
         let (component, outcome) = self.compile(bytes, &sha)?;
         let linker: Linker<StoreData> = Linker::new(&self.engine);
-        let pre = linker.instantiate_pre(&component).map_err(|e| PolicyError::World(format!("{e:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::World(format!("{e:#}")))?;
         let pre = ChordPolicyPre::new(pre).map_err(|e| PolicyError::World(format!("{e:#}")))?;
-        let reference = PolicyRef { name: meta.id.clone(), version: meta.version.clone(), digest: format!("sha256:{sha}") };
-        Ok(Policy { meta, reference, pre: Arc::new(pre), engine: self.engine.clone(), limits: self.limits, cache: outcome, _ticker: self.ticker.clone() })
+        let reference = PolicyRef {
+            name: meta.id.clone(),
+            version: meta.version.clone(),
+            digest: format!("sha256:{sha}"),
+        };
+        Ok(Policy {
+            meta,
+            reference,
+            pre: Arc::new(pre),
+            engine: self.engine.clone(),
+            limits: self.limits,
+            cache: outcome,
+            _ticker: self.ticker.clone(),
+        })
     }
 
     fn compile(&self, bytes: &[u8], sha: &str) -> Result<(Component, CacheOutcome), PolicyError> {
         if let Some(c) = self.cache.as_ref().and_then(|c| c.load(&self.engine, sha)) {
             return Ok((c, CacheOutcome::Hit));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         if let Some(cache) = &self.cache {
             // A cache that cannot be written only costs time on the next run.
             if let Ok(serialized) = component.serialize() {
@@ -147,13 +176,23 @@ struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let ok = desired <= self.max_bytes;
         self.refused |= !ok;
         Ok(ok)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
     }
 
@@ -184,13 +223,19 @@ pub struct Policy {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("policy", &self.reference).field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("Policy")
+            .field("policy", &self.reference)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for PolicyHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PolicyHost").field("limits", &self.limits).field("cache", &self.cache_dir()).finish_non_exhaustive()
+        f.debug_struct("PolicyHost")
+            .field("limits", &self.limits)
+            .field("cache", &self.cache_dir())
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,11 +256,25 @@ impl Policy {
     /// Evaluates one window. `limits` should hold the passport's limits; only those of the knobs the
     /// policy declared are passed in. Never fails: a trap, timeout, OOM or malformed result is a
     /// failed decision that proposes nothing, and the state stays as it was.
-    pub fn evaluate(&self, features: &WindowFeatures, knobs: &Knobs, limits: &Limits, state: &PolicyState) -> Evaluation {
+    pub fn evaluate(
+        &self,
+        features: &WindowFeatures,
+        knobs: &Knobs,
+        limits: &Limits,
+        state: &PolicyState,
+    ) -> Evaluation {
         let started = Instant::now();
         let allowed = limits.restricted_to(&self.meta.knobs);
         let input = window_input(features, knobs, &allowed, state);
-        let mut store = Store::new(&self.engine, StoreData { limiter: MemoryCap { max_bytes: self.limits.memory_bytes, refused: false } });
+        let mut store = Store::new(
+            &self.engine,
+            StoreData {
+                limiter: MemoryCap {
+                    max_bytes: self.limits.memory_bytes,
+                    refused: false,
+                },
+            },
+        );
         store.limiter(|d| &mut d.limiter);
         let fuel = self.limits.fuel;
         let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
@@ -227,14 +286,31 @@ impl Policy {
             .pre
             .instantiate(&mut store)
             .map_err(|e| (FailureKind::Instantiate, e))
-            .and_then(|inst: WitPolicy| inst.call_evaluate(&mut store, &input).map_err(|e| (FailureKind::Trap, e)));
+            .and_then(|inst: WitPolicy| {
+                inst.call_evaluate(&mut store, &input)
+                    .map_err(|e| (FailureKind::Trap, e))
+            });
         let used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let refused_memory = store.data().limiter.refused;
-        let cost = EvalCost { fuel: used, micros: started.elapsed().as_micros() as u64 };
+        let cost = EvalCost {
+            fuel: used,
+            micros: started.elapsed().as_micros() as u64,
+        };
         match outcome {
             Ok(result) => {
-                let (decision, next_state) = check_decision(raw_decision(result), &self.meta, &self.reference, knobs, &allowed, state);
-                Evaluation { decision, next_state, cost }
+                let (decision, next_state) = check_decision(
+                    raw_decision(result),
+                    &self.meta,
+                    &self.reference,
+                    knobs,
+                    &allowed,
+                    state,
+                );
+                Evaluation {
+                    decision,
+                    next_state,
+                    cost,
+                }
             }
             Err((stage, e)) => {
                 let kind = match e.downcast_ref::<Trap>() {
@@ -248,11 +324,21 @@ impl Policy {
                 };
                 let msg = match kind {
                     FailureKind::OutOfFuel => format!("used all {fuel} fuel units"),
-                    FailureKind::Timeout => format!("ran past its {} ms deadline", self.limits.deadline.as_millis()),
-                    FailureKind::OutOfMemory => format!("tried to grow memory past {} MiB", self.limits.memory_bytes >> 20),
+                    FailureKind::Timeout => format!(
+                        "ran past its {} ms deadline",
+                        self.limits.deadline.as_millis()
+                    ),
+                    FailureKind::OutOfMemory => format!(
+                        "tried to grow memory past {} MiB",
+                        self.limits.memory_bytes >> 20
+                    ),
                     _ => one_line(&format!("{e:#}")),
                 };
-                Evaluation { decision: Decision::failed(self.reference.clone(), kind, msg), next_state: state.clone(), cost }
+                Evaluation {
+                    decision: Decision::failed(self.reference.clone(), kind, msg),
+                    next_state: state.clone(),
+                    cost,
+                }
             }
         }
     }
@@ -261,7 +347,10 @@ impl Policy {
 fn one_line(s: &str) -> String {
     let mut out: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
     if out.len() > 300 {
-        let cut = (0..=300).rev().find(|i| out.is_char_boundary(*i)).unwrap_or(0);
+        let cut = (0..=300)
+            .rev()
+            .find(|i| out.is_char_boundary(*i))
+            .unwrap_or(0);
         out.truncate(cut);
         out.push('…');
     }

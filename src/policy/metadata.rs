@@ -40,20 +40,33 @@ impl PolicyMetadata {
     fn validate(&self) -> Result<(), String> {
         let id_ok = !self.id.is_empty()
             && self.id.len() <= 64
-            && self.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !id_ok {
-            return Err(format!("policy id {:?} must be 1-64 characters of a-z, 0-9 and '-'", self.id));
+            return Err(format!(
+                "policy id {:?} must be 1-64 characters of a-z, 0-9 and '-'",
+                self.id
+            ));
         }
         if !is_semver(&self.version) {
-            return Err(format!("version {:?} is not MAJOR.MINOR.PATCH", self.version));
+            return Err(format!(
+                "version {:?} is not MAJOR.MINOR.PATCH",
+                self.version
+            ));
         }
         if !self.wit_version.starts_with(SUPPORTED_WIT_MAJOR) || !is_semver(&self.wit_version) {
-            return Err(format!("WIT version {} is not supported (this host runs modekeeper:policy 1.x)", self.wit_version));
+            return Err(format!(
+                "WIT version {} is not supported (this host runs modekeeper:policy 1.x)",
+                self.wit_version
+            ));
         }
         if !self.chords.iter().any(|c| c == super::types::NORMAL_HOLD) {
             return Err("chords must include NORMAL-HOLD".into());
         }
-        let bad_name = |s: &String| s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic());
+        let bad_name =
+            |s: &String| s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic());
         if let Some(c) = self.chords.iter().chain(&self.knobs).find(|s| bad_name(s)) {
             return Err(format!("invalid chord or knob name {c:?}"));
         }
@@ -63,7 +76,10 @@ impl PolicyMetadata {
 
 fn is_semver(v: &str) -> bool {
     let parts: Vec<&str> = v.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Reads and validates the metadata section of a component. Checks only the binary's framing, not
@@ -78,7 +94,10 @@ pub fn read_metadata(bytes: &[u8]) -> Result<PolicyMetadata, PolicyError> {
             Payload::Version { encoding, .. } if depth == 0 && !is_component => {
                 is_component = encoding == wasmparser::Encoding::Component;
                 if !is_component {
-                    return Err(PolicyError::NotAComponent("a core module, not a component (build it with scripts/build-policies.sh)".into()));
+                    return Err(PolicyError::NotAComponent(
+                        "a core module, not a component (build it with scripts/build-policies.sh)"
+                            .into(),
+                    ));
                 }
             }
             Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
@@ -92,8 +111,10 @@ pub fn read_metadata(bytes: &[u8]) -> Result<PolicyMetadata, PolicyError> {
             _ => {}
         }
     }
-    let data = found.ok_or_else(|| PolicyError::Metadata(format!("no `{METADATA_SECTION}` custom section")))?;
-    let md: PolicyMetadata = serde_json::from_slice(data).map_err(|e| PolicyError::Metadata(e.to_string()))?;
+    let data = found
+        .ok_or_else(|| PolicyError::Metadata(format!("no `{METADATA_SECTION}` custom section")))?;
+    let md: PolicyMetadata =
+        serde_json::from_slice(data).map_err(|e| PolicyError::Metadata(e.to_string()))?;
     md.validate().map_err(PolicyError::Metadata)?;
     Ok(md)
 }
@@ -118,7 +139,12 @@ pub fn component_surface(bytes: &[u8]) -> Result<(Vec<String>, Vec<String>), Pol
             }
             Payload::ComponentExportSection(s) if depth == 0 => {
                 for e in s {
-                    exports.push(e.map_err(|e| PolicyError::NotAComponent(e.to_string()))?.name.name.to_string());
+                    exports.push(
+                        e.map_err(|e| PolicyError::NotAComponent(e.to_string()))?
+                            .name
+                            .name
+                            .to_string(),
+                    );
                 }
             }
             _ => {}

@@ -25,14 +25,16 @@ pub use cache::{CompiledCache, default_cache_dir, engine_key, sha256_hex};
 pub use check::{MAX_NOTES, MAX_PROPOSALS, MAX_STATE_BYTES, MAX_TEXT_BYTES, check_decision};
 pub use error::PolicyError;
 pub use host::{Policy, PolicyHost, SandboxLimits};
-pub use metadata::{METADATA_SECTION, PolicyMetadata, WIT_V1_0_0, component_surface, read_metadata};
+pub use metadata::{
+    METADATA_SECTION, PolicyMetadata, WIT_V1_0_0, component_surface, read_metadata,
+};
 pub use registry::{
-    DEFAULT_POLICY, LOCK_FILE, Lock, LockEntry, Origin, PolicyCatalog, PolicySource, VerifyResult, add_policy, default_policy_dir,
-    lock_dir, verify,
+    DEFAULT_POLICY, LOCK_FILE, Lock, LockEntry, Origin, PolicyCatalog, PolicySource, VerifyResult,
+    add_policy, default_policy_dir, lock_dir, verify,
 };
 pub use score::{Labels, RegimeRecall, Scorer, Segment, SegmentScore, TestReport, expected_chords};
 pub use set::{PolicySet, WindowDecision, merge};
 pub use types::{
-    Blocked, Decision, EvalCost, Evaluation, FailureKind, KnobLimit, Knobs, Limits, NORMAL_HOLD, PolicyFailure, PolicyRef, PolicyState,
-    Proposal, RawDecision, RawProposal,
+    Blocked, Decision, EvalCost, Evaluation, FailureKind, KnobLimit, Knobs, Limits, NORMAL_HOLD,
+    PolicyFailure, PolicyRef, PolicyState, Proposal, RawDecision, RawProposal,
 };

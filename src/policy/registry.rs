@@ -14,9 +14,18 @@ use super::metadata::{PolicyMetadata, read_metadata};
 /// The components built by scripts/build-policies.sh, embedded so a plain `cargo install` needs no
 /// wasm toolchain.
 const EMBEDDED: &[(&str, &[u8])] = &[
-    ("safe-chords.wasm", include_bytes!("../../policies/dist/safe-chords.wasm")),
-    ("timeout-guard.wasm", include_bytes!("../../policies/dist/timeout-guard.wasm")),
-    ("comm-congestion.wasm", include_bytes!("../../policies/dist/comm-congestion.wasm")),
+    (
+        "safe-chords.wasm",
+        include_bytes!("../../policies/dist/safe-chords.wasm"),
+    ),
+    (
+        "timeout-guard.wasm",
+        include_bytes!("../../policies/dist/timeout-guard.wasm"),
+    ),
+    (
+        "comm-congestion.wasm",
+        include_bytes!("../../policies/dist/comm-congestion.wasm"),
+    ),
 ];
 const EMBEDDED_LOCK: &str = include_str!("../../policies/dist/policies.lock");
 
@@ -43,13 +52,20 @@ pub struct Lock {
 
 impl Lock {
     fn empty() -> Lock {
-        Lock { schema: LOCK_SCHEMA.into(), policies: Vec::new() }
+        Lock {
+            schema: LOCK_SCHEMA.into(),
+            policies: Vec::new(),
+        }
     }
 
     pub fn parse(text: &str) -> Result<Lock, PolicyError> {
-        let lock: Lock = serde_json::from_str(text).map_err(|e| PolicyError::Lock(format!("unreadable lock file: {e}")))?;
+        let lock: Lock = serde_json::from_str(text)
+            .map_err(|e| PolicyError::Lock(format!("unreadable lock file: {e}")))?;
         if lock.schema != LOCK_SCHEMA {
-            return Err(PolicyError::Lock(format!("lock schema {:?}, expected {LOCK_SCHEMA}", lock.schema)));
+            return Err(PolicyError::Lock(format!(
+                "lock schema {:?}, expected {LOCK_SCHEMA}",
+                lock.schema
+            )));
         }
         Ok(lock)
     }
@@ -71,7 +87,10 @@ impl Lock {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOCK_FILE);
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, (serde_json::to_string_pretty(self).expect("lock serializes") + "\n").as_bytes())?;
+        std::io::Write::write_all(
+            &mut tmp,
+            (serde_json::to_string_pretty(self).expect("lock serializes") + "\n").as_bytes(),
+        )?;
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok(path)
     }
@@ -115,19 +134,40 @@ pub struct PolicySource {
 
 impl PolicySource {
     pub fn from_file(path: &Path) -> Result<PolicySource, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|e| PolicyError::Io(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
+        let bytes = std::fs::read(path).map_err(|e| {
+            PolicyError::Io(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        })?;
         let meta = read_metadata(&bytes)?;
-        Ok(PolicySource { sha256: sha256_hex(&bytes), meta, origin: Origin::File(path.to_path_buf()), bytes: Cow::Owned(bytes) })
+        Ok(PolicySource {
+            sha256: sha256_hex(&bytes),
+            meta,
+            origin: Origin::File(path.to_path_buf()),
+            bytes: Cow::Owned(bytes),
+        })
     }
 }
 
 /// `$MODEKEEPER_POLICY_DIR`, else `$XDG_DATA_HOME/modekeeper/policies`, else
 /// `~/.local/share/modekeeper/policies`.
 pub fn default_policy_dir() -> Option<PathBuf> {
-    let env = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     env("MODEKEEPER_POLICY_DIR")
         .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("modekeeper").join("policies")))
-        .or_else(|| env("HOME").map(|h| h.join(".local").join("share").join("modekeeper").join("policies")))
+        .or_else(|| {
+            env("HOME").map(|h| {
+                h.join(".local")
+                    .join("share")
+                    .join("modekeeper")
+                    .join("policies")
+            })
+        })
 }
 
 /// Every policy available: embedded first, then the policy directory's locked components.
@@ -175,12 +215,15 @@ impl PolicyCatalog {
     /// A policy by id (the policy directory's copy wins over the embedded one), by `id@version`,
     /// or by a path to a component file.
     pub fn find(&self, what: &str) -> Result<PolicySource, PolicyError> {
-        let (id, version) = what.split_once('@').map_or((what, None), |(i, v)| (i, Some(v)));
-        let hit = self
-            .sources
-            .iter()
-            .rev()
-            .find(|s| s.meta.id == id && version.is_none_or(|v| s.meta.version == v || s.sha256.starts_with(v.trim_start_matches("sha256:"))));
+        let (id, version) = what
+            .split_once('@')
+            .map_or((what, None), |(i, v)| (i, Some(v)));
+        let hit = self.sources.iter().rev().find(|s| {
+            s.meta.id == id
+                && version.is_none_or(|v| {
+                    s.meta.version == v || s.sha256.starts_with(v.trim_start_matches("sha256:"))
+                })
+        });
         if let Some(s) = hit {
             return Ok(s.clone());
         }
@@ -203,10 +246,12 @@ pub fn add_policy(dir: &Path, component: &Path) -> Result<LockEntry, PolicyError
     std::io::Write::write_all(&mut tmp, &src.bytes)?;
     tmp.persist(&target).map_err(|e| e.error)?;
     let mut lock = Lock::read(dir)?;
-    lock.policies.retain(|e| !(e.name == src.meta.id && e.version == src.meta.version));
+    lock.policies
+        .retain(|e| !(e.name == src.meta.id && e.version == src.meta.version));
     let entry = Lock::entry_for(&src.meta, &file, &src.sha256);
     lock.policies.push(entry.clone());
-    lock.policies.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
+    lock.policies
+        .sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     lock.write(dir)?;
     Ok(entry)
 }
@@ -221,8 +266,12 @@ pub fn lock_dir(dir: &Path) -> Result<Lock, PolicyError> {
     files.sort();
     for path in files {
         let src = PolicySource::from_file(&path)?;
-        let file = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        lock.policies.push(Lock::entry_for(&src.meta, &file, &src.sha256));
+        let file = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        lock.policies
+            .push(Lock::entry_for(&src.meta, &file, &src.sha256));
     }
     lock.write(dir)?;
     Ok(lock)
@@ -258,12 +307,21 @@ pub fn verify(dir: Option<&Path>) -> Result<Vec<VerifyResult>, PolicyError> {
         let lock = Lock::read(dir)?;
         for e in &lock.policies {
             let path = dir.join(&e.file);
-            out.push(check_entry(e, path.display().to_string(), std::fs::read(&path).ok()));
+            out.push(check_entry(
+                e,
+                path.display().to_string(),
+                std::fs::read(&path).ok(),
+            ));
         }
         if dir.is_dir() {
             for p in std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())) {
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if p.extension().is_some_and(|x| x == "wasm") && !lock.policies.iter().any(|e| e.file == name) {
+                let name = p
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if p.extension().is_some_and(|x| x == "wasm")
+                    && !lock.policies.iter().any(|e| e.file == name)
+                {
                     out.push(unlocked(&name, p.display().to_string()));
                 }
             }
@@ -278,11 +336,20 @@ fn check_entry(e: &LockEntry, location: String, bytes: Option<Vec<u8>>) -> Verif
         None => "missing",
         Some(b) if sha256_hex(b) != e.sha256 => "mismatch",
         Some(b) => match read_metadata(b) {
-            Ok(m) if m.id == e.name && m.version == e.version && m.wit_version == e.wit_version => "ok",
+            Ok(m) if m.id == e.name && m.version == e.version && m.wit_version == e.wit_version => {
+                "ok"
+            }
             _ => "bad_metadata",
         },
     };
-    VerifyResult { name: e.name.clone(), version: e.version.clone(), location, locked_sha256: e.sha256.clone(), actual_sha256: actual, status }
+    VerifyResult {
+        name: e.name.clone(),
+        version: e.version.clone(),
+        location,
+        locked_sha256: e.sha256.clone(),
+        actual_sha256: actual,
+        status,
+    }
 }
 
 fn unlocked(file: &str, location: String) -> VerifyResult {

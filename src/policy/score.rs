@@ -29,9 +29,13 @@ pub struct Labels {
 
 impl Labels {
     pub fn parse(text: &str) -> Result<Labels, String> {
-        let l: Labels = serde_json::from_str(text).map_err(|e| format!("invalid labels file: {e}"))?;
+        let l: Labels =
+            serde_json::from_str(text).map_err(|e| format!("invalid labels file: {e}"))?;
         if let Some(s) = l.segments.iter().find(|s| s.first_step > s.last_step) {
-            return Err(format!("segment {} has first_step {} after last_step {}", s.regime, s.first_step, s.last_step));
+            return Err(format!(
+                "segment {} has first_step {} after last_step {}",
+                s.regime, s.first_step, s.last_step
+            ));
         }
         Ok(l)
     }
@@ -115,7 +119,11 @@ pub struct Scorer {
 impl Scorer {
     /// `available`: every chord the running policies can emit (from their metadata).
     pub fn new(labels: Labels, available: Vec<String>) -> Scorer {
-        Scorer { labels, available, windows: Vec::new() }
+        Scorer {
+            labels,
+            available,
+            windows: Vec::new(),
+        }
     }
 
     pub fn push(&mut self, f: &WindowFeatures, d: &WindowDecision) {
@@ -138,11 +146,9 @@ impl Scorer {
         let (mut normal, mut alarms) = (0u64, 0u64);
         let mut alarm_chords: BTreeMap<String, u64> = BTreeMap::new();
         for w in &self.windows {
-            let in_normal = self
-                .labels
-                .segments
-                .iter()
-                .any(|s| s.regime == "NORMAL" && s.first_step <= w.first_step && w.last_step <= s.last_step);
+            let in_normal = self.labels.segments.iter().any(|s| {
+                s.regime == "NORMAL" && s.first_step <= w.first_step && w.last_step <= s.last_step
+            });
             if !in_normal || w.warmup {
                 continue;
             }
@@ -162,15 +168,26 @@ impl Scorer {
         let recall = by_regime
             .into_iter()
             .map(|(regime, segs)| {
-                let scored: Vec<&&SegmentScore> = segs.iter().filter(|s| s.outcome == "detected" || s.outcome == "missed").collect();
-                let detected: Vec<&&&SegmentScore> = scored.iter().filter(|s| s.outcome == "detected").collect();
-                let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+                let scored: Vec<&&SegmentScore> = segs
+                    .iter()
+                    .filter(|s| s.outcome == "detected" || s.outcome == "missed")
+                    .collect();
+                let detected: Vec<&&&SegmentScore> =
+                    scored.iter().filter(|s| s.outcome == "detected").collect();
+                let mean =
+                    |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
                 RegimeRecall {
                     regime,
                     segments: scored.len() as u64,
                     detected: detected.len() as u64,
-                    recall: (!scored.is_empty()).then(|| detected.len() as f64 / scored.len() as f64),
-                    mean_delay_steps: mean(detected.iter().filter_map(|s| s.delay_steps.map(|d| d as f64)).collect()),
+                    recall: (!scored.is_empty())
+                        .then(|| detected.len() as f64 / scored.len() as f64),
+                    mean_delay_steps: mean(
+                        detected
+                            .iter()
+                            .filter_map(|s| s.delay_steps.map(|d| d as f64))
+                            .collect(),
+                    ),
                     mean_delay_s: mean(detected.iter().filter_map(|s| s.delay_s).collect()),
                 }
             })
@@ -179,7 +196,11 @@ impl Scorer {
             windows: self.windows.len() as u64,
             normal_windows_after_warmup: normal,
             false_alarms: alarms,
-            false_alarms_per_1000: if normal == 0 { 0.0 } else { alarms as f64 * 1000.0 / normal as f64 },
+            false_alarms_per_1000: if normal == 0 {
+                0.0
+            } else {
+                alarms as f64 * 1000.0 / normal as f64
+            },
             false_alarm_chords: alarm_chords,
             failed_windows: self.windows.iter().filter(|w| w.failed).count() as u64,
             segments,
@@ -188,7 +209,11 @@ impl Scorer {
     }
 
     fn score_segment(&self, s: &Segment) -> SegmentScore {
-        let overlapping: Vec<&WindowObs> = self.windows.iter().filter(|w| w.last_step >= s.first_step && w.first_step <= s.last_step).collect();
+        let overlapping: Vec<&WindowObs> = self
+            .windows
+            .iter()
+            .filter(|w| w.last_step >= s.first_step && w.first_step <= s.last_step)
+            .collect();
         let mut chords_seen: BTreeMap<String, u64> = BTreeMap::new();
         for w in &overlapping {
             for c in &w.active {
@@ -207,8 +232,13 @@ impl Scorer {
             chords_seen,
             windows: overlapping.len() as u64,
         };
-        let Some(expected) = expected.filter(|_| s.regime != "NORMAL") else { return score };
-        if expected.iter().any(|c| !self.available.iter().any(|a| a == c)) {
+        let Some(expected) = expected.filter(|_| s.regime != "NORMAL") else {
+            return score;
+        };
+        if expected
+            .iter()
+            .any(|c| !self.available.iter().any(|a| a == c))
+        {
             score.outcome = "not_enabled";
             return score;
         }
@@ -216,7 +246,9 @@ impl Scorer {
         let mut completing: Option<&WindowObs> = None;
         for c in &expected {
             match overlapping.iter().find(|w| w.active.iter().any(|a| a == c)) {
-                Some(w) if completing.is_none_or(|x| w.last_step > x.last_step) => completing = Some(w),
+                Some(w) if completing.is_none_or(|x| w.last_step > x.last_step) => {
+                    completing = Some(w)
+                }
                 Some(_) => {}
                 None => {
                     score.outcome = "missed";
@@ -227,13 +259,19 @@ impl Scorer {
         let w = completing.expect("at least one expected chord");
         score.outcome = "detected";
         score.delay_steps = Some(w.last_step.saturating_sub(s.first_step));
-        score.delay_s = self.time_of_step(s.first_step).zip(w.end_ms).map(|(t0, t1)| ((t1 - t0).max(0) as f64) / 1000.0);
+        score.delay_s = self
+            .time_of_step(s.first_step)
+            .zip(w.end_ms)
+            .map(|(t0, t1)| ((t1 - t0).max(0) as f64) / 1000.0);
         score
     }
 
     /// Telemetry time of a step, interpolated inside the window that holds it.
     fn time_of_step(&self, step: u64) -> Option<i64> {
-        let w = self.windows.iter().find(|w| w.first_step <= step && step <= w.last_step)?;
+        let w = self
+            .windows
+            .iter()
+            .find(|w| w.first_step <= step && step <= w.last_step)?;
         let (a, b) = (w.start_ms?, w.end_ms?);
         let span = (w.last_step - w.first_step).max(1) as f64;
         Some(a + (((b - a) as f64) * ((step - w.first_step) as f64 / span)).round() as i64)
@@ -246,7 +284,10 @@ mod tests {
 
     #[test]
     fn expected_chords_of_regimes() {
-        assert_eq!(expected_chords("INPUT-STRAGGLER+BURST"), Some(vec!["INPUT-STRAGGLER", "BURST-ABSORB"]));
+        assert_eq!(
+            expected_chords("INPUT-STRAGGLER+BURST"),
+            Some(vec!["INPUT-STRAGGLER", "BURST-ABSORB"])
+        );
         assert_eq!(expected_chords("RECOVER"), Some(vec!["RECOVER-RELOCK"]));
         assert_eq!(expected_chords("LOSS-DRIFT"), None);
         assert_eq!(expected_chords("DRIFT-HOLD"), None);
@@ -254,7 +295,15 @@ mod tests {
 
     #[test]
     fn labels_reject_inverted_segments() {
-        assert!(Labels::parse(r#"{"segments":[{"regime":"NORMAL","first_step":5,"last_step":1}]}"#).is_err());
-        assert!(Labels::parse(r#"{"scenario":"x","segments":[{"regime":"NORMAL","first_step":1,"last_step":5}]}"#).is_ok());
+        assert!(
+            Labels::parse(r#"{"segments":[{"regime":"NORMAL","first_step":5,"last_step":1}]}"#)
+                .is_err()
+        );
+        assert!(
+            Labels::parse(
+                r#"{"scenario":"x","segments":[{"regime":"NORMAL","first_step":1,"last_step":5}]}"#
+            )
+            .is_ok()
+        );
     }
 }

@@ -8,7 +8,9 @@ use serde::Serialize;
 use super::error::PolicyError;
 use super::host::{Policy, PolicyHost};
 use super::registry::PolicyCatalog;
-use super::types::{Blocked, Decision, EvalCost, Knobs, Limits, NORMAL_HOLD, PolicyState, Proposal};
+use super::types::{
+    Blocked, Decision, EvalCost, Knobs, Limits, NORMAL_HOLD, PolicyState, Proposal,
+};
 use crate::signals::WindowFeatures;
 
 /// What all policies decided for one window.
@@ -39,9 +41,14 @@ impl PolicySet {
     /// Loads `base` (a policy id, `id@version` or a component path) and the advanced policies
     /// named in `enable_advanced`, in evaluation order: advanced first, then the base. An advanced
     /// policy runs only when named there; whether the passport permits it is the envelope's call.
-    pub fn load(host: &PolicyHost, catalog: &PolicyCatalog, base: &str, enable_advanced: &[String]) -> Result<PolicySet, PolicyError> {
+    pub fn load(
+        host: &PolicyHost,
+        catalog: &PolicyCatalog,
+        base: &str,
+        enable_advanced: &[String],
+    ) -> Result<PolicySet, PolicyError> {
         let base_src = catalog.find(base)?;
-        if base_src.meta.advanced && !enable_advanced.iter().any(|a| *a == base_src.meta.id) {
+        if base_src.meta.advanced && !enable_advanced.contains(&base_src.meta.id) {
             return Err(PolicyError::Advanced(format!(
                 "{} is an advanced policy: enable it explicitly with --enable-advanced {}",
                 base_src.meta.id, base_src.meta.id
@@ -51,9 +58,15 @@ impl PolicySet {
         for id in enable_advanced {
             let src = catalog.find(id)?;
             if !src.meta.advanced {
-                return Err(PolicyError::Advanced(format!("{id} is not an advanced policy; --enable-advanced takes advanced ones only")));
+                return Err(PolicyError::Advanced(format!(
+                    "{id} is not an advanced policy; --enable-advanced takes advanced ones only"
+                )));
             }
-            if src.meta.id == base_src.meta.id || policies.iter().any(|p: &Policy| p.metadata().id == src.meta.id) {
+            if src.meta.id == base_src.meta.id
+                || policies
+                    .iter()
+                    .any(|p: &Policy| p.metadata().id == src.meta.id)
+            {
                 continue;
             }
             policies.push(host.load(&src.bytes)?);
@@ -63,7 +76,13 @@ impl PolicySet {
     }
 
     pub fn new(policies: Vec<Policy>) -> PolicySet {
-        PolicySet { members: policies.into_iter().map(|p| (p, PolicyState::default())).collect(), cost: EvalCost::default() }
+        PolicySet {
+            members: policies
+                .into_iter()
+                .map(|p| (p, PolicyState::default()))
+                .collect(),
+            cost: EvalCost::default(),
+        }
     }
 
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
@@ -80,7 +99,12 @@ impl PolicySet {
         self.cost
     }
 
-    pub fn evaluate(&mut self, features: &WindowFeatures, knobs: &Knobs, limits: &Limits) -> WindowDecision {
+    pub fn evaluate(
+        &mut self,
+        features: &WindowFeatures,
+        knobs: &Knobs,
+        limits: &Limits,
+    ) -> WindowDecision {
         let mut decisions = Vec::with_capacity(self.members.len());
         for (policy, state) in &mut self.members {
             let e = policy.evaluate(features, knobs, limits, state);
@@ -95,7 +119,12 @@ impl PolicySet {
 
 /// Merges per-policy decisions (in priority order) into one.
 pub fn merge(decisions: Vec<Decision>) -> WindowDecision {
-    let chord = decisions.iter().map(|d| d.chord.as_str()).find(|c| *c != NORMAL_HOLD).unwrap_or(NORMAL_HOLD).to_string();
+    let chord = decisions
+        .iter()
+        .map(|d| d.chord.as_str())
+        .find(|c| *c != NORMAL_HOLD)
+        .unwrap_or(NORMAL_HOLD)
+        .to_string();
     let mut active_chords: Vec<String> = Vec::new();
     let mut proposals: Vec<Proposal> = Vec::new();
     let mut blocked: Vec<Blocked> = Vec::new();
@@ -111,12 +140,21 @@ pub fn merge(decisions: Vec<Decision>) -> WindowDecision {
                 blocked.push(Blocked {
                     knob: p.knob.clone(),
                     to: p.to,
-                    reason: format!("{} proposed {} -> {} first", d.policy.name, owner.from, owner.to),
+                    reason: format!(
+                        "{} proposed {} -> {} first",
+                        d.policy.name, owner.from, owner.to
+                    ),
                 });
             } else {
                 proposals.push(p.clone());
             }
         }
     }
-    WindowDecision { chord, active_chords, proposals, blocked, decisions }
+    WindowDecision {
+        chord,
+        active_chords,
+        proposals,
+        blocked,
+        decisions,
+    }
 }

@@ -21,7 +21,13 @@ impl Knobs {
 
     /// Every knob at its baseline.
     pub fn baseline(limits: &Limits) -> Knobs {
-        Knobs(limits.0.iter().map(|(k, l)| (k.clone(), l.baseline)).collect())
+        Knobs(
+            limits
+                .0
+                .iter()
+                .map(|(k, l)| (k.clone(), l.baseline))
+                .collect(),
+        )
     }
 }
 
@@ -56,7 +62,17 @@ impl Limits {
         ];
         Limits(
             rows.into_iter()
-                .map(|(k, min, max, max_delta, baseline)| (k.to_string(), KnobLimit { min, max, max_delta, baseline }))
+                .map(|(k, min, max, max_delta, baseline)| {
+                    (
+                        k.to_string(),
+                        KnobLimit {
+                            min,
+                            max,
+                            max_delta,
+                            baseline,
+                        },
+                    )
+                })
                 .collect(),
         )
     }
@@ -67,7 +83,13 @@ impl Limits {
 
     /// Only the knobs in `allowed`.
     pub fn restricted_to(&self, allowed: &[String]) -> Limits {
-        Limits(self.0.iter().filter(|(k, _)| allowed.iter().any(|a| a == *k)).map(|(k, l)| (k.clone(), *l)).collect())
+        Limits(
+            self.0
+                .iter()
+                .filter(|(k, _)| allowed.iter().any(|a| a == *k))
+                .map(|(k, l)| (k.clone(), *l))
+                .collect(),
+        )
     }
 }
 
@@ -156,7 +178,10 @@ pub struct Decision {
 
 impl Decision {
     pub fn failed(policy: PolicyRef, kind: FailureKind, message: impl Into<String>) -> Decision {
-        let failure = PolicyFailure { kind, message: message.into() };
+        let failure = PolicyFailure {
+            kind,
+            message: message.into(),
+        };
         Decision {
             policy,
             chord: NORMAL_HOLD.into(),
@@ -164,7 +189,11 @@ impl Decision {
             confidence: 0.0,
             proposals: Vec::new(),
             blocked: Vec::new(),
-            notes: vec![format!("policy failed ({}): {}", failure.kind.as_str(), failure.message)],
+            notes: vec![format!(
+                "policy failed ({}): {}",
+                failure.kind.as_str(),
+                failure.message
+            )],
             failure: Some(failure),
         }
     }

@@ -7,14 +7,27 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use modekeeper::pipeline::run_pass;
-use modekeeper::policy::{Knobs, Labels, Limits, Policy, PolicyCatalog, PolicyHost, PolicySet, SandboxLimits, Scorer, TestReport, WindowDecision};
+use modekeeper::policy::{
+    Knobs, Labels, Limits, Policy, PolicyCatalog, PolicyHost, PolicySet, SandboxLimits, Scorer,
+    TestReport, WindowDecision,
+};
 use modekeeper::signals::{FeatureConfig, WindowFeatures};
 use modekeeper::telemetry::{Format, IngestOptions, SourceSpec, open_source};
 
-pub const TRACES: [&str; 7] = ["stable", "burst", "combo", "drift", "loss_drift", "near_hang", "straggler"];
+pub const TRACES: [&str; 7] = [
+    "stable",
+    "burst",
+    "combo",
+    "drift",
+    "loss_drift",
+    "near_hang",
+    "straggler",
+];
 
 pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 pub fn trace_path(name: &str) -> PathBuf {
@@ -22,7 +35,8 @@ pub fn trace_path(name: &str) -> PathBuf {
 }
 
 pub fn labels(name: &str) -> Labels {
-    Labels::parse(&std::fs::read_to_string(data(&format!("traces/{name}.labels.json"))).unwrap()).unwrap()
+    Labels::parse(&std::fs::read_to_string(data(&format!("traces/{name}.labels.json"))).unwrap())
+        .unwrap()
 }
 
 /// Every window's features of a trace, with the default window and warm-up (parsed once).
@@ -38,9 +52,16 @@ pub fn windows(name: &str) -> Vec<WindowFeatures> {
 }
 
 fn parse_windows(name: &str) -> Vec<WindowFeatures> {
-    let spec = SourceSpec { path: trace_path(name), format: Format::Auto, record_raw: None };
+    let spec = SourceSpec {
+        path: trace_path(name),
+        format: Format::Auto,
+        record_raw: None,
+    };
     let src = open_source(&spec).unwrap();
-    let cfg = FeatureConfig { window_steps: modekeeper::signals::DEFAULT_WINDOW_STEPS, warmup_steps: modekeeper::signals::DEFAULT_WARMUP_STEPS };
+    let cfg = FeatureConfig {
+        window_steps: modekeeper::signals::DEFAULT_WINDOW_STEPS,
+        warmup_steps: modekeeper::signals::DEFAULT_WARMUP_STEPS,
+    };
     let mut out = Vec::new();
     run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
         out.push(f.clone());
@@ -61,14 +82,22 @@ pub fn embedded() -> &'static [Policy] {
     &LOADED
         .get_or_init(|| {
             let host = host();
-            let policies = PolicyCatalog::embedded().sources.iter().map(|s| host.load(&s.bytes).unwrap()).collect();
+            let policies = PolicyCatalog::embedded()
+                .sources
+                .iter()
+                .map(|s| host.load(&s.bytes).unwrap())
+                .collect();
             (host, policies)
         })
         .1
 }
 
 pub fn policy(id: &str) -> Policy {
-    embedded().iter().find(|p| p.metadata().id == id).unwrap().clone()
+    embedded()
+        .iter()
+        .find(|p| p.metadata().id == id)
+        .unwrap()
+        .clone()
 }
 
 /// safe-chords with the named advanced policies in front (the order `PolicySet::load` uses).
@@ -80,10 +109,16 @@ pub fn set(advanced: &[&str]) -> PolicySet {
 
 /// Runs `name` through `set` with the reference knobs at their baseline; returns the decisions and
 /// the scored report.
-pub fn score(name: &str, set: &mut PolicySet) -> (Vec<(WindowFeatures, WindowDecision)>, TestReport) {
+pub fn score(
+    name: &str,
+    set: &mut PolicySet,
+) -> (Vec<(WindowFeatures, WindowDecision)>, TestReport) {
     let limits = Limits::reference();
     let knobs = Knobs::baseline(&limits);
-    let available: Vec<String> = set.policies().flat_map(|p| p.metadata().chords.clone()).collect();
+    let available: Vec<String> = set
+        .policies()
+        .flat_map(|p| p.metadata().chords.clone())
+        .collect();
     let mut scorer = Scorer::new(labels(name), available);
     let mut out = Vec::new();
     for f in windows(name) {

@@ -74,7 +74,10 @@ impl Evidence {
     }
 
     pub fn mask(&self) -> u8 {
-        Kind::ALL.iter().filter(|k| self.score(**k).is_some()).fold(0, |m, k| m | k.bit())
+        Kind::ALL
+            .iter()
+            .filter(|k| self.score(**k).is_some())
+            .fold(0, |m, k| m | k.bit())
     }
 }
 
@@ -86,7 +89,11 @@ pub fn read(f: &Features, timeout_ms: Option<f64>, st: &mut State) -> Evidence {
 
     // A slow window seen last time is burst evidence only once the median came back down.
     let confirmed_slow = st.pending_slow && !elevated;
-    st.elevated_run = if elevated { st.elevated_run.saturating_add(1) } else { 0 };
+    st.elevated_run = if elevated {
+        st.elevated_run.saturating_add(1)
+    } else {
+        0
+    };
     let slow_share = f.slow_step_share.unwrap_or(0.0);
     st.pending_slow = elevated && st.elevated_run == 1 && slow_share >= SLOW_WINDOW_SHARE;
 

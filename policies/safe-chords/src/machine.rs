@@ -40,9 +40,24 @@ fn confidence(score: f64) -> f64 {
     (0.5 + 0.5 * (1.0 - 1.0 / score.max(1.0))).clamp(0.5, 0.99)
 }
 
-fn decision(chord: &str, confidence: f64, proposals: Vec<Proposal>, notes: Vec<String>) -> Decision {
-    let active = if chord == NORMAL_HOLD { Vec::new() } else { vec![chord.to_string()] };
-    Decision { chord: chord.into(), active_chords: active, confidence, proposals, notes }
+fn decision(
+    chord: &str,
+    confidence: f64,
+    proposals: Vec<Proposal>,
+    notes: Vec<String>,
+) -> Decision {
+    let active = if chord == NORMAL_HOLD {
+        Vec::new()
+    } else {
+        vec![chord.to_string()]
+    };
+    Decision {
+        chord: chord.into(),
+        active_chords: active,
+        confidence,
+        proposals,
+        notes,
+    }
 }
 
 pub fn evaluate(input: &Input) -> Evaluation {
@@ -50,7 +65,10 @@ pub fn evaluate(input: &Input) -> Evaluation {
     let mut st = State::decode(&input.state);
     if f.warmup || f.step_time_baseline_ms.is_none() {
         let d = Decision::hold(0.5).note("warm-up: baselines are not ready yet; holding");
-        return Evaluation { decision: d, next_state: st.encode() };
+        return Evaluation {
+            decision: d,
+            next_state: st.encode(),
+        };
     }
     let ev = evidence::read(f, input.knob("timeout_ms"), &mut st);
     let idx = f.window.index;
@@ -87,7 +105,10 @@ pub fn evaluate(input: &Input) -> Evaluation {
             s * evidence::LOSS_CUSUM
         ));
     }
-    Evaluation { decision: d, next_state: st.encode() }
+    Evaluation {
+        decision: d,
+        next_state: st.encode(),
+    }
 }
 
 fn incident(input: &Input, ev: &Evidence, active: &[Kind], st: &State) -> Decision {
@@ -103,7 +124,10 @@ fn incident(input: &Input, ev: &Evidence, active: &[Kind], st: &State) -> Decisi
         }
         let Some(score) = ev.score(*k) else {
             let quiet = f.window.index - st.last_seen[*k as usize];
-            notes.push(format!("{}: quiet for {quiet} window(s); holding until it stays quiet", kind_name(*k)));
+            notes.push(format!(
+                "{}: quiet for {quiet} window(s); holding until it stays quiet",
+                kind_name(*k)
+            ));
             continue;
         };
         best = best.max(score);
@@ -127,9 +151,18 @@ fn incident(input: &Input, ev: &Evidence, active: &[Kind], st: &State) -> Decisi
             Err(note) => notes.push(note),
         }
     }
-    let primary = chords.first().cloned().unwrap_or_else(|| NORMAL_HOLD.to_string());
+    let primary = chords
+        .first()
+        .cloned()
+        .unwrap_or_else(|| NORMAL_HOLD.to_string());
     let conf = if best > 0.0 { confidence(best) } else { 0.5 };
-    Decision { chord: primary, active_chords: chords, confidence: conf, proposals, notes }
+    Decision {
+        chord: primary,
+        active_chords: chords,
+        confidence: conf,
+        proposals,
+        notes,
+    }
 }
 
 /// No incident evidence is active: walk the recover/relock phases.
@@ -178,7 +211,11 @@ fn settle(input: &Input, st: &mut State) -> Decision {
 }
 
 fn recover_note(st: &State) -> Decision {
-    let kinds: Vec<&str> = Kind::ALL.into_iter().filter(|k| st.incident_mask & k.bit() != 0).map(kind_name).collect();
+    let kinds: Vec<&str> = Kind::ALL
+        .into_iter()
+        .filter(|k| st.incident_mask & k.bit() != 0)
+        .map(kind_name)
+        .collect();
     let note = format!(
         "recover: the incident ({}) is over; holding the knobs, stable window {}/{STABLE_WINDOWS} before relock",
         kinds.join(", "),

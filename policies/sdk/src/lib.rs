@@ -77,7 +77,9 @@ impl Features {
     pub fn mean_step_interval_ms(&self) -> Option<f64> {
         let w = &self.window;
         match (w.start_ms, w.end_ms) {
-            (Some(a), Some(b)) if w.samples > 1 && b >= a => Some((b - a) as f64 / (w.samples - 1) as f64),
+            (Some(a), Some(b)) if w.samples > 1 && b >= a => {
+                Some((b - a) as f64 / (w.samples - 1) as f64)
+            }
             _ => None,
         }
     }
@@ -152,7 +154,13 @@ pub struct Decision {
 impl Decision {
     /// NORMAL-HOLD: nothing to change.
     pub fn hold(confidence: f64) -> Self {
-        Decision { chord: "NORMAL-HOLD".into(), active_chords: Vec::new(), confidence, proposals: Vec::new(), notes: Vec::new() }
+        Decision {
+            chord: "NORMAL-HOLD".into(),
+            active_chords: Vec::new(),
+            confidence,
+            proposals: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn note(mut self, text: impl Into<String>) -> Self {
@@ -184,7 +192,7 @@ macro_rules! export_policy {
                     $crate::wit::run::<$ty>(input)
                 }
             }
-            $crate::wit::export!(ModekeeperPolicyExport with_types_in $crate::wit);
+    $crate::wit::export!(ModekeeperPolicyExport with_types_in $crate::wit);
         };
     };
 }

@@ -87,9 +87,18 @@ mod tests {
 
     #[test]
     fn round_trip_and_version_mismatch() {
-        let b = Writer::new(3).u8(7).u32(9).u64(11).i64(-5).f64(0.25).finish();
+        let b = Writer::new(3)
+            .u8(7)
+            .u32(9)
+            .u64(11)
+            .i64(-5)
+            .f64(0.25)
+            .finish();
         let mut r = Reader::new(&b, 3).unwrap();
-        assert_eq!((r.u8(), r.u32(), r.u64(), r.i64(), r.f64()), (Some(7), Some(9), Some(11), Some(-5), Some(0.25)));
+        assert_eq!(
+            (r.u8(), r.u32(), r.u64(), r.i64(), r.f64()),
+            (Some(7), Some(9), Some(11), Some(-5), Some(0.25))
+        );
         assert!(r.is_done());
         assert!(r.u8().is_none());
         assert!(Reader::new(&b, 4).is_none());

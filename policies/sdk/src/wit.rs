@@ -11,8 +11,6 @@ wit_bindgen::generate!({
     default_bindings_module: "modekeeper_policy_sdk::wit",
 });
 
-
-
 /// Converts the WIT input, runs `P`, converts the result back.
 pub fn run<P: sdk::ChordPolicy>(input: WindowInput) -> Evaluation {
     let out = P::evaluate(&from_wit(input));
@@ -61,24 +59,50 @@ fn from_wit(i: WindowInput) -> sdk::Input {
             comm_share: f.comm_share,
             extra: f.extra.into_iter().map(|n| (n.name, n.value)).collect(),
         },
-        knobs: i.knobs.into_iter().map(|k| sdk::KnobValue { knob: k.knob, value: k.value }).collect(),
+        knobs: i
+            .knobs
+            .into_iter()
+            .map(|k| sdk::KnobValue {
+                knob: k.knob,
+                value: k.value,
+            })
+            .collect(),
         limits: i
             .limits
             .into_iter()
-            .map(|l| sdk::KnobLimit { knob: l.knob, min: l.min, max: l.max, max_delta: l.max_delta, baseline: l.baseline })
+            .map(|l| sdk::KnobLimit {
+                knob: l.knob,
+                min: l.min,
+                max: l.max,
+                max_delta: l.max_delta,
+                baseline: l.baseline,
+            })
             .collect(),
         state: i.state,
     }
 }
 
 fn to_wit(e: sdk::Evaluation) -> Evaluation {
-    let sdk::Decision { chord, active_chords, confidence, proposals, notes } = e.decision;
+    let sdk::Decision {
+        chord,
+        active_chords,
+        confidence,
+        proposals,
+        notes,
+    } = e.decision;
     Evaluation {
         decision: Decision {
             chord,
             active_chords,
             confidence,
-            proposals: proposals.into_iter().map(|p| Proposal { knob: p.knob, to: p.to, reason: p.reason }).collect(),
+            proposals: proposals
+                .into_iter()
+                .map(|p| Proposal {
+                    knob: p.knob,
+                    to: p.to,
+                    reason: p.reason,
+                })
+                .collect(),
             notes,
         },
         next_state: e.next_state,

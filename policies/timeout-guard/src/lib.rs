@@ -9,7 +9,9 @@
 //! At most [`MAX_CHANGES_PER_HOUR`] proposals per hour of telemetry time.
 
 use modekeeper_policy_sdk::state::{Reader, Writer};
-use modekeeper_policy_sdk::{ChordPolicy, Decision, Evaluation, Features, Input, Proposal, export_policy};
+use modekeeper_policy_sdk::{
+    ChordPolicy, Decision, Evaluation, Features, Input, Proposal, export_policy,
+};
 
 pub const CHORD: &str = "TIMEOUT-GUARD";
 pub const KNOB: &str = "timeout_ms";
@@ -58,13 +60,20 @@ impl State {
             for _ in 0..n {
                 changes.push(r.i64()?);
             }
-            (r.is_done() && interval_ms.is_finite()).then_some(State { interval_ms, calibrated, changes })
+            (r.is_done() && interval_ms.is_finite()).then_some(State {
+                interval_ms,
+                calibrated,
+                changes,
+            })
         };
         read().unwrap_or_default()
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new(STATE_VERSION).f64(self.interval_ms).u32(self.calibrated).u8(self.changes.len() as u8);
+        let mut w = Writer::new(STATE_VERSION)
+            .f64(self.interval_ms)
+            .u32(self.calibrated)
+            .u8(self.changes.len() as u8);
         for c in &self.changes {
             w = w.i64(*c);
         }
@@ -83,7 +92,10 @@ pub fn evaluate(input: &Input) -> Evaluation {
     let f = &input.features;
     let mut st = State::decode(&input.state);
     let hold = |st: &State, note: Option<String>| Evaluation {
-        decision: Decision { notes: note.into_iter().collect(), ..Decision::hold(0.9) },
+        decision: Decision {
+            notes: note.into_iter().collect(),
+            ..Decision::hold(0.9)
+        },
         next_state: st.encode(),
     };
     if f.warmup {
@@ -96,7 +108,11 @@ pub fn evaluate(input: &Input) -> Evaluation {
     if !(trusted && f.step_time_max_ms >= stall_floor && near_timeout) {
         let sample = interval_sample(f);
         if sample.is_finite() && sample > 0.0 && (!trusted || f.step_time_max_ms < stall_floor) {
-            st.interval_ms = if st.calibrated == 0 { sample } else { (1.0 - ALPHA) * st.interval_ms + ALPHA * sample };
+            st.interval_ms = if st.calibrated == 0 {
+                sample
+            } else {
+                (1.0 - ALPHA) * st.interval_ms + ALPHA * sample
+            };
             st.calibrated = st.calibrated.saturating_add(1);
         }
         return hold(&st, None);
@@ -129,11 +145,23 @@ pub fn evaluate(input: &Input) -> Evaluation {
                 });
             }
         }
-        _ => notes.push("timeout_ms is not a knob of this job (or has no passport limits); reporting only".into()),
+        _ => notes.push(
+            "timeout_ms is not a knob of this job (or has no passport limits); reporting only"
+                .into(),
+        ),
     }
     let confidence = (0.5 + 0.5 * (1.0 - stall_floor / stall)).clamp(0.5, 0.99);
-    let decision = Decision { chord: CHORD.into(), active_chords: vec![CHORD.into()], confidence, proposals, notes };
-    Evaluation { decision, next_state: st.encode() }
+    let decision = Decision {
+        chord: CHORD.into(),
+        active_chords: vec![CHORD.into()],
+        confidence,
+        proposals,
+        notes,
+    };
+    Evaluation {
+        decision,
+        next_state: st.encode(),
+    }
 }
 
 #[cfg(test)]
@@ -142,13 +170,26 @@ mod tests {
     use modekeeper_policy_sdk::{KnobLimit, KnobValue};
 
     fn window(i: u64, max: f64) -> Input {
-        let mut f = Features { step_time_p99_ms: 30.0, step_time_max_ms: max, ..Default::default() };
+        let mut f = Features {
+            step_time_p99_ms: 30.0,
+            step_time_max_ms: max,
+            ..Default::default()
+        };
         f.window.index = i;
         f.window.end_ms = Some(i as i64 * 1500);
         Input {
             features: f,
-            knobs: vec![KnobValue { knob: KNOB.into(), value: 5000.0 }],
-            limits: vec![KnobLimit { knob: KNOB.into(), min: 1000.0, max: 60000.0, max_delta: 60000.0, baseline: 5000.0 }],
+            knobs: vec![KnobValue {
+                knob: KNOB.into(),
+                value: 5000.0,
+            }],
+            limits: vec![KnobLimit {
+                knob: KNOB.into(),
+                min: 1000.0,
+                max: 60000.0,
+                max_delta: 60000.0,
+                baseline: 5000.0,
+            }],
             state: Vec::new(),
         }
     }
@@ -179,9 +220,17 @@ mod tests {
 
     #[test]
     fn no_stall_before_calibration_or_far_from_timeout() {
-        assert!(run(&[25_000.0, 30.0]).iter().all(|d| d.chord == "NORMAL-HOLD"));
+        assert!(
+            run(&[25_000.0, 30.0])
+                .iter()
+                .all(|d| d.chord == "NORMAL-HOLD")
+        );
         // 2 s spike: 60x the interval but far from the 5 s watchdog.
-        assert!(run(&[30.0, 30.0, 30.0, 30.0, 2_000.0]).iter().all(|d| d.chord == "NORMAL-HOLD"));
+        assert!(
+            run(&[30.0, 30.0, 30.0, 30.0, 2_000.0])
+                .iter()
+                .all(|d| d.chord == "NORMAL-HOLD")
+        );
     }
 
     #[test]

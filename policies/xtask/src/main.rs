@@ -26,7 +26,13 @@ const TARGET: &str = "wasm32-unknown-unknown";
 
 /// Policy crates shipped in dist/ (embedded in the binary), then hostile ones for tests.
 const SHIPPED: &[&str] = &["safe-chords", "timeout-guard", "comm-congestion"];
-const HOSTILE: &[&str] = &["hostile/spin", "hostile/panic", "hostile/alloc", "hostile/garbage", "hostile/overreach"];
+const HOSTILE: &[&str] = &[
+    "hostile/spin",
+    "hostile/panic",
+    "hostile/alloc",
+    "hostile/garbage",
+    "hostile/overreach",
+];
 
 #[derive(Debug, Deserialize)]
 struct PolicyJson {
@@ -78,13 +84,19 @@ fn main() -> Result<()> {
 }
 
 fn policies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in policies/").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in policies/")
+        .to_path_buf()
 }
 
 fn build(check: bool) -> Result<()> {
     let root = policies_dir();
     let rustc = String::from_utf8(Command::new("rustc").arg("--version").output()?.stdout)?;
-    ensure!(rustc.starts_with(PINNED_RUSTC), "policies are pinned to {PINNED_RUSTC}; found {rustc}");
+    ensure!(
+        rustc.starts_with(PINNED_RUSTC),
+        "policies are pinned to {PINNED_RUSTC}; found {rustc}"
+    );
     compile_wasm(&root)?;
 
     let tmp = root.join("target").join("xtask-out");
@@ -96,7 +108,10 @@ fn build(check: bool) -> Result<()> {
     std::fs::create_dir_all(&dist)?;
     std::fs::create_dir_all(&hostile_dir)?;
 
-    let mut lock = Lock { schema: "modekeeper.policy-lock.v1", policies: Vec::new() };
+    let mut lock = Lock {
+        schema: "modekeeper.policy-lock.v1",
+        policies: Vec::new(),
+    };
     for krate in SHIPPED {
         let (id, version, advanced, bytes) = componentize(&root, krate)?;
         let file = format!("{id}.wasm");
@@ -119,13 +134,18 @@ fn build(check: bool) -> Result<()> {
 
     if check {
         let mut bad = Vec::new();
-        let mut pairs: Vec<(PathBuf, PathBuf)> = vec![(dist.join("policies.lock"), root.join("dist/policies.lock"))];
+        let mut pairs: Vec<(PathBuf, PathBuf)> =
+            vec![(dist.join("policies.lock"), root.join("dist/policies.lock"))];
         for e in &lock.policies {
             pairs.push((dist.join(&e.file), root.join("dist").join(&e.file)));
         }
         for krate in HOSTILE {
             let id = format!("hostile-{}", krate.trim_start_matches("hostile/"));
-            pairs.push((hostile_dir.join(format!("{id}.wasm")), root.join("../tests/data/policies").join(format!("{id}.wasm"))));
+            pairs.push((
+                hostile_dir.join(format!("{id}.wasm")),
+                root.join("../tests/data/policies")
+                    .join(format!("{id}.wasm")),
+            ));
         }
         for (fresh, committed) in pairs {
             let a = std::fs::read(&fresh)?;
@@ -134,11 +154,22 @@ fn build(check: bool) -> Result<()> {
                 bad.push(committed.display().to_string());
             }
         }
-        ensure!(bad.is_empty(), "committed policy bytes differ from a fresh build: {}", bad.join(", "));
-        println!("policies: {} shipped + {} hostile components match a fresh build byte for byte", SHIPPED.len(), HOSTILE.len());
+        ensure!(
+            bad.is_empty(),
+            "committed policy bytes differ from a fresh build: {}",
+            bad.join(", ")
+        );
+        println!(
+            "policies: {} shipped + {} hostile components match a fresh build byte for byte",
+            SHIPPED.len(),
+            HOSTILE.len()
+        );
     } else {
         for e in &lock.policies {
-            println!("{:<16} {:<7} wit {}  sha256:{}", e.name, e.version, e.wit_version, e.sha256);
+            println!(
+                "{:<16} {:<7} wit {}  sha256:{}",
+                e.name, e.version, e.wit_version, e.sha256
+            );
         }
     }
     Ok(())
@@ -148,7 +179,9 @@ fn build(check: bool) -> Result<()> {
 fn compile_wasm(root: &Path) -> Result<()> {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo"));
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
+        });
     let flags = [
         format!("--remap-path-prefix={}=/policies", root.display()),
         format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
@@ -171,7 +204,10 @@ fn compile_wasm(root: &Path) -> Result<()> {
 }
 
 fn package_name(root: &Path, krate: &str) -> Result<String> {
-    field(&std::fs::read_to_string(root.join(krate).join("Cargo.toml"))?, "name")
+    field(
+        &std::fs::read_to_string(root.join(krate).join("Cargo.toml"))?,
+        "name",
+    )
 }
 
 /// A `key = "value"` line of a Cargo.toml's [package] table.
@@ -192,8 +228,13 @@ fn componentize(root: &Path, krate: &str) -> Result<(String, String, bool, Vec<u
     let package = field(&cargo_toml, "name")?;
     let meta: PolicyJson = serde_json::from_slice(&std::fs::read(dir.join("policy.json"))?)
         .with_context(|| format!("{krate}/policy.json"))?;
-    let core_path = root.join("target").join(TARGET).join("release").join(format!("{}.wasm", package.replace('-', "_")));
-    let core = std::fs::read(&core_path).with_context(|| format!("reading {}", core_path.display()))?;
+    let core_path = root
+        .join("target")
+        .join(TARGET)
+        .join("release")
+        .join(format!("{}.wasm", package.replace('-', "_")));
+    let core =
+        std::fs::read(&core_path).with_context(|| format!("reading {}", core_path.display()))?;
     let component = wit_component::ComponentEncoder::default()
         .module(&core)
         .with_context(|| format!("{krate}: not a wit-bindgen module"))?
@@ -215,7 +256,8 @@ fn componentize(root: &Path, krate: &str) -> Result<(String, String, bool, Vec<u
     };
     let mut bytes = component;
     append_custom_section(&mut bytes, SECTION, &serde_json::to_vec(&md)?);
-    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all()).validate_all(&bytes)?;
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(&bytes)?;
     check_no_imports(&bytes, krate)?;
     Ok((meta.id, version, meta.advanced, bytes))
 }
@@ -228,7 +270,10 @@ fn check_no_imports(bytes: &[u8], krate: &str) -> Result<()> {
             for import in s {
                 let import = import?;
                 ensure!(
-                    matches!(import.ty, wasmparser::ComponentTypeRef::Type(wasmparser::TypeBounds::Eq(_))),
+                    matches!(
+                        import.ty,
+                        wasmparser::ComponentTypeRef::Type(wasmparser::TypeBounds::Eq(_))
+                    ),
                     "{krate}: the component imports {} ({:?}); policies may import nothing but type equalities",
                     import.name.name,
                     import.ty

@@ -8,8 +8,14 @@ impl ChordPolicy for Alloc {
         let mut big = vec![0u8; 1 << 30];
         let i = input.features.window.index as usize % big.len();
         big[i] = 1;
-        let n = std::hint::black_box(&big).iter().filter(|b| **b != 0).count();
-        Evaluation { decision: Decision::hold(n as f64), next_state: Vec::new() }
+        let n = std::hint::black_box(&big)
+            .iter()
+            .filter(|b| **b != 0)
+            .count();
+        Evaluation {
+            decision: Decision::hold(n as f64),
+            next_state: Vec::new(),
+        }
     }
 }
 

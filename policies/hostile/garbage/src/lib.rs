@@ -18,11 +18,18 @@ impl ChordPolicy for Garbage {
             2 => {
                 d.chord = "BURST-ABSORB".into();
                 d.confidence = f64::NAN;
-                d.proposals.push(Proposal { knob: "microbatch_size".into(), to: f64::NAN, reason: "nan".into() });
+                d.proposals.push(Proposal {
+                    knob: "microbatch_size".into(),
+                    to: f64::NAN,
+                    reason: "nan".into(),
+                });
             }
             _ => next_state = vec![7u8; 1 << 20],
         }
-        Evaluation { decision: d, next_state }
+        Evaluation {
+            decision: d,
+            next_state,
+        }
     }
 }
 

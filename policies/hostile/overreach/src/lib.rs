@@ -9,13 +9,24 @@ impl ChordPolicy for Overreach {
         let mut d = Decision::hold(0.9);
         d.chord = "BURST-ABSORB".into();
         d.active_chords = vec!["BURST-ABSORB".into()];
-        let p = if input.features.window.index % 2 == 0 {
-            Proposal { knob: "microbatch_size".into(), to: 100_000.0, reason: "more is better".into() }
+        let p = if input.features.window.index.is_multiple_of(2) {
+            Proposal {
+                knob: "microbatch_size".into(),
+                to: 100_000.0,
+                reason: "more is better".into(),
+            }
         } else {
-            Proposal { knob: "timeout_ms".into(), to: 1.0, reason: "not mine to touch".into() }
+            Proposal {
+                knob: "timeout_ms".into(),
+                to: 1.0,
+                reason: "not mine to touch".into(),
+            }
         };
         d.proposals.push(p);
-        Evaluation { decision: d, next_state: Vec::new() }
+        Evaluation {
+            decision: d,
+            next_state: Vec::new(),
+        }
     }
 }
 

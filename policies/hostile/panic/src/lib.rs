@@ -5,7 +5,10 @@ pub struct Panic;
 
 impl ChordPolicy for Panic {
     fn evaluate(input: &Input) -> Evaluation {
-        panic!("hostile policy panics at window {}", input.features.window.index)
+        panic!(
+            "hostile policy panics at window {}",
+            input.features.window.index
+        )
     }
 }
 
