@@ -140,7 +140,13 @@ impl PolicySource {
                 format!("{}: {e}", path.display()),
             ))
         })?;
-        let meta = read_metadata(&bytes)?;
+        let meta = read_metadata(&bytes).map_err(|e| match e {
+            PolicyError::NotAComponent(m) => {
+                PolicyError::NotAComponent(format!("{}: {m}", path.display()))
+            }
+            PolicyError::Metadata(m) => PolicyError::Metadata(format!("{}: {m}", path.display())),
+            other => other,
+        })?;
         Ok(PolicySource {
             sha256: sha256_hex(&bytes),
             meta,

@@ -10,6 +10,9 @@
 //!    hostile test policies to `../tests/data/policies/`.
 //!
 //! `--check` builds into a temporary directory and fails if any byte differs from what is committed.
+//!
+//! `cargo run -p xtask -- component DIR [--out FILE]` builds one policy crate anywhere on disk (it
+//! needs a `policy.json` beside its Cargo.toml) the same way, for policy authors.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -79,7 +82,19 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("build") => build(args.iter().any(|a| a == "--check")),
-        _ => bail!("usage: xtask build [--check]"),
+        Some("component") => {
+            let dir = args
+                .get(1)
+                .map(PathBuf::from)
+                .context("usage: xtask component DIR [--out FILE]")?;
+            let out = args
+                .iter()
+                .position(|a| a == "--out")
+                .and_then(|i| args.get(i + 1))
+                .map(PathBuf::from);
+            component(&dir, out)
+        }
+        _ => bail!("usage: xtask build [--check] | xtask component DIR [--out FILE]"),
     }
 }
 
@@ -175,26 +190,66 @@ fn build(check: bool) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build` of every policy crate for wasm32 with a fixed, path-independent set of flags.
-fn compile_wasm(root: &Path) -> Result<()> {
+/// Builds one policy crate (anywhere on disk) into a component.
+fn component(dir: &Path, out: Option<PathBuf>) -> Result<()> {
+    let root = policies_dir();
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    ensure!(
+        dir.join("policy.json").is_file(),
+        "{} has no policy.json (see docs/policy-authoring.md)",
+        dir.display()
+    );
+    let mut cmd = cargo_wasm(&root, &[&dir]);
+    cmd.arg("--manifest-path").arg(dir.join("Cargo.toml"));
+    ensure!(
+        cmd.status().context("running cargo")?.success(),
+        "cargo build of {} failed",
+        dir.display()
+    );
+    let (id, version, _, bytes) = componentize_dir(&root, &dir)?;
+    let out = out.unwrap_or_else(|| dir.join(format!("{id}.wasm")));
+    std::fs::write(&out, &bytes)?;
+    println!(
+        "{id} {version} (WIT {WIT_VERSION}) -> {}\nsha256:{}",
+        out.display(),
+        hex(&Sha256::digest(&bytes))
+    );
+    Ok(())
+}
+
+/// `cargo build --release --target wasm32-unknown-unknown` with a fixed, path-independent set of
+/// flags (no debug info, symbols stripped, source paths remapped); `extra_roots` are remapped too.
+fn cargo_wasm(root: &Path, extra_roots: &[&Path]) -> Command {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
         });
-    let flags = [
+    let mut flags = vec![
         format!("--remap-path-prefix={}=/policies", root.display()),
         format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
         "-Cdebuginfo=0".into(),
         "-Cstrip=symbols".into(),
     ];
+    for r in extra_roots {
+        flags.push(format!("--remap-path-prefix={}=/policy", r.display()));
+    }
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root)
-        .args(["build", "--release", "--locked", "--target", TARGET])
+        .args(["build", "--release", "--target", TARGET])
         .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
         .env_remove("RUSTFLAGS")
         .env("CARGO_TARGET_DIR", root.join("target"))
         .env("SOURCE_DATE_EPOCH", "0");
+    cmd
+}
+
+/// `cargo build` of every policy crate of this workspace for wasm32.
+fn compile_wasm(root: &Path) -> Result<()> {
+    let mut cmd = cargo_wasm(root, &[]);
+    cmd.arg("--locked");
     for krate in SHIPPED.iter().chain(HOSTILE) {
         cmd.args(["-p", &package_name(root, krate)?]);
     }
@@ -222,7 +277,11 @@ fn field(toml: &str, key: &str) -> Result<String> {
 
 /// Core module → component + metadata section. Returns (id, version, advanced, bytes).
 fn componentize(root: &Path, krate: &str) -> Result<(String, String, bool, Vec<u8>)> {
-    let dir = root.join(krate);
+    componentize_dir(root, &root.join(krate))
+}
+
+fn componentize_dir(root: &Path, dir: &Path) -> Result<(String, String, bool, Vec<u8>)> {
+    let krate = dir.display().to_string();
     let cargo_toml = std::fs::read_to_string(dir.join("Cargo.toml"))?;
     let version = field(&cargo_toml, "version")?;
     let package = field(&cargo_toml, "name")?;
@@ -258,7 +317,7 @@ fn componentize(root: &Path, krate: &str) -> Result<(String, String, bool, Vec<u
     append_custom_section(&mut bytes, SECTION, &serde_json::to_vec(&md)?);
     wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
         .validate_all(&bytes)?;
-    check_no_imports(&bytes, krate)?;
+    check_no_imports(&bytes, &krate)?;
     Ok((meta.id, version, meta.advanced, bytes))
 }
 
