@@ -13,7 +13,10 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(kind: &'static str, message: impl Into<String>) -> Self {
-        InputError { kind, message: message.into() }
+        InputError {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -32,5 +35,9 @@ pub fn input_error(kind: &'static str, message: impl Into<String>) -> anyhow::Er
 
 /// Exit code for an error chain: 2 when the user's input is at fault, else 1.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain().any(|c| c.is::<InputError>()) { 2 } else { 1 }
+    if e.chain().any(|c| c.is::<InputError>()) {
+        2
+    } else {
+        1
+    }
 }

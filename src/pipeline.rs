@@ -73,16 +73,23 @@ pub fn run_pass(
                 b.set_position(position.load(std::sync::atomic::Ordering::Relaxed));
             }
         };
-        let read = ingest.read_all(reader, &mut tick, &mut emit);
+        let threads = parse_threads(src.total_bytes);
+        let read =
+            crate::telemetry::read_all_parallel(&mut ingest, reader, threads, &mut tick, &mut emit);
         if let Err(e) = read {
-            let kind = if e.kind() == std::io::ErrorKind::InvalidInput || e.kind() == std::io::ErrorKind::UnexpectedEof {
+            let kind = if e.kind() == std::io::ErrorKind::InvalidInput
+                || e.kind() == std::io::ErrorKind::UnexpectedEof
+            {
                 "corrupt_input"
             } else {
                 "read_failed"
             };
             return Err(input_error(
                 kind,
-                format!("cannot read telemetry after {} lines: {e}", ingest.stats().lines_read),
+                format!(
+                    "cannot read telemetry after {} lines: {e}",
+                    ingest.stats().lines_read
+                ),
             ));
         }
         summary.ingest = ingest.finish(&mut emit);
@@ -98,9 +105,20 @@ pub fn run_pass(
         b.finish_and_clear();
     }
     if let Some(raw) = &src.raw_sink {
-        raw.finish().map_err(|e| anyhow::anyhow!("cannot write --record-raw file: {e}"))?;
+        raw.finish()
+            .map_err(|e| anyhow::anyhow!("cannot write --record-raw file: {e}"))?;
     }
     Ok(summary)
+}
+
+/// Parser threads: one for small or streamed inputs, up to four for large files.
+fn parse_threads(total_bytes: Option<u64>) -> usize {
+    match total_bytes {
+        Some(n) if n >= 8 * 1024 * 1024 => {
+            std::thread::available_parallelism().map_or(1, |p| p.get().min(4))
+        }
+        _ => 1,
+    }
 }
 
 fn progress_bar(src: &OpenedSource, show: bool) -> Option<ProgressBar> {
@@ -113,8 +131,10 @@ fn progress_bar(src: &OpenedSource, show: bool) -> Option<ProgressBar> {
         return None;
     }
     bar.set_style(
-        ProgressStyle::with_template("{spinner} reading {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}")
-            .ok()?,
+        ProgressStyle::with_template(
+            "{spinner} reading {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}",
+        )
+        .ok()?,
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)

@@ -14,7 +14,9 @@ fn bin() -> Command {
 }
 
 fn trace(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/traces").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/traces")
+        .join(name)
 }
 
 /// A clean synthetic record line for `step`.
@@ -27,7 +29,9 @@ fn rec(step: u64, step_time: f64) -> String {
 }
 
 fn clean_lines(n: u64) -> Vec<String> {
-    (1..=n).map(|s| rec(s, 28.0 + (s % 7) as f64 * 0.3)).collect()
+    (1..=n)
+        .map(|s| rec(s, 28.0 + (s % 7) as f64 * 0.3))
+        .collect()
 }
 
 fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
@@ -44,7 +48,11 @@ fn observe_ok(path: &Path, out: &Path) -> Value {
         .arg(out)
         .output()
         .unwrap();
-    assert!(o.status.success(), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     serde_json::from_slice(&fs::read(out.join("observe_latest.json")).unwrap()).unwrap()
 }
 
@@ -59,14 +67,29 @@ fn observe_rejects(path: &Path, extra: &[&str], needle: &str) {
         .args(extra)
         .output()
         .unwrap();
-    assert_eq!(o.status.code(), Some(2), "stderr: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let err = String::from_utf8(o.stderr).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line expected: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "one line expected: {err}"
+    );
     assert!(err.contains(needle), "{err}");
     let names: Vec<String> = fs::read_dir(out.path())
-        .map(|d| d.map(|e| e.unwrap().file_name().into_string().unwrap()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(names.iter().all(|n| n == "explain.jsonl"), "unexpected artifacts: {names:?}");
+    assert!(
+        names.iter().all(|n| n == "explain.jsonl"),
+        "unexpected artifacts: {names:?}"
+    );
 }
 
 #[test]
@@ -74,7 +97,11 @@ fn missing_file_is_exit_2_without_report() {
     let d = tempfile::tempdir().unwrap();
     observe_rejects(&d.path().join("nope.jsonl"), &[], "not found");
     let out = tempfile::tempdir().unwrap();
-    let o = bin().args(["observe", "--path", "/definitely/missing.jsonl", "--out"]).arg(out.path()).output().unwrap();
+    let o = bin()
+        .args(["observe", "--path", "/definitely/missing.jsonl", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     let explain = fs::read_to_string(out.path().join("explain.jsonl")).unwrap();
     let last: Value = serde_json::from_str(explain.lines().last().unwrap()).unwrap();
@@ -92,9 +119,17 @@ fn unreadable_directory_empty_binary_and_recordless_inputs_are_rejected() {
     let bin_file = d.path().join("data.bin");
     fs::write(&bin_file, [0u8, 1, 2, 3, 0, 255, 7]).unwrap();
     observe_rejects(&bin_file, &[], "unknown telemetry format");
-    let junk = write(d.path(), "junk.jsonl", &["hello".into(), "{\"step\": 1}".into(), "[1,2]".into()]);
+    let junk = write(
+        d.path(),
+        "junk.jsonl",
+        &["hello".into(), "{\"step\": 1}".into(), "[1,2]".into()],
+    );
     observe_rejects(&junk, &[], "no usable telemetry record");
-    let log = write(d.path(), "trainer.log", &["[trainer] starting".into(), "epoch 1 {done}".into()]);
+    let log = write(
+        d.path(),
+        "trainer.log",
+        &["[trainer] starting".into(), "epoch 1 {done}".into()],
+    );
     observe_rejects(&log, &[], "2 log lines");
     observe_rejects(&junk, &[], "no usable telemetry record");
 }
@@ -107,7 +142,11 @@ fn bad_flag_values_are_one_line_exit_2() {
     observe_rejects(&p, &["--clock-skew-tolerance", "soon"], "invalid duration");
     observe_rejects(&p, &["--format", "parquet"], "parquet");
     let out = tempfile::tempdir().unwrap();
-    let o = bin().args(["observe", "--out"]).arg(out.path()).output().unwrap();
+    let o = bin()
+        .args(["observe", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--path"));
 }
@@ -120,11 +159,20 @@ fn dirty_lines_are_counted_by_reason_and_skipped() {
     lines.insert(20, r#"{"step": 21, "step_time_ms": 28.0"#.into()); // truncated
     lines.insert(30, r#"[28.0, 29.0]"#.into());
     lines.insert(40, r#"{"step": 999, "step_time_ms": [1]}"#.into());
-    lines.insert(50, r#"{"step": 998, "step_time_ms": 28, "loss": {}}"#.into());
+    lines.insert(
+        50,
+        r#"{"step": 998, "step_time_ms": 28, "loss": {}}"#.into(),
+    );
     lines.insert(60, r#"{"step": 997, "step_time_ms": NaN}"#.into());
-    lines.insert(70, r#"{"step": 996, "step_time_ms": 28, "loss": Infinity}"#.into());
+    lines.insert(
+        70,
+        r#"{"step": 996, "step_time_ms": 28, "loss": Infinity}"#.into(),
+    );
     lines.insert(80, r#"{"step": 995, "loss": 1.0}"#.into());
-    lines.insert(90, r#"{"step": 994, "step_time_ms": 28, "ts": "yesterday"}"#.into());
+    lines.insert(
+        90,
+        r#"{"step": 994, "step_time_ms": 28, "ts": "yesterday"}"#.into(),
+    );
     lines.insert(100, r#"{"step": 993, "step_time_ms": -5}"#.into());
     lines.insert(110, String::new());
     let p = write(d.path(), "dirty.jsonl", &lines);
@@ -153,7 +201,10 @@ fn duplicates_reordering_and_clock_skew_are_repaired_and_counted() {
     lines.insert(150, dup); // duplicate of step 100
     lines.swap(200, 205); // out of order
     // Step 300 claims a timestamp an hour in the past.
-    lines[300] = lines[300].replace(&format!("\"ts\": {}", 1_767_225_600_000u64 + 300 * 30), "\"ts\": 1767222000000");
+    lines[300] = lines[300].replace(
+        &format!("\"ts\": {}", 1_767_225_600_000u64 + 300 * 30),
+        "\"ts\": 1767222000000",
+    );
     let p = write(d.path(), "messy.jsonl", &lines);
     let r = observe_ok(&p, &d.path().join("out"));
     let ing = &r["ingest"];
@@ -177,7 +228,10 @@ fn duplicates_reordering_and_clock_skew_are_repaired_and_counted() {
 fn sparse_telemetry_is_not_a_stall() {
     // A trainer logging every 25th step: records are 25 steps (0.7 s) apart, each step is 28 ms.
     let d = tempfile::tempdir().unwrap();
-    let lines: Vec<String> = (1..=4000u64).filter(|s| s % 25 == 0).map(|s| rec(s, 28.0)).collect();
+    let lines: Vec<String> = (1..=4000u64)
+        .filter(|s| s % 25 == 0)
+        .map(|s| rec(s, 28.0))
+        .collect();
     let p = write(d.path(), "sparse.jsonl", &lines);
     let r = observe_ok(&p, &d.path().join("out"));
     assert_eq!(r["verdict"]["state"], "steady", "{}", r["verdict"]);
@@ -199,7 +253,11 @@ fn csv_gzip_stdin_and_kubectl_timestamped_logs() {
     for (i, l) in clean_lines(300).iter().enumerate() {
         writeln!(gz, "2026-01-01T00:00:{:02}.{:09}Z {l}", i % 60, i).unwrap();
         if i % 50 == 0 {
-            writeln!(gz, "2026-01-01T00:00:00Z [trainer] epoch {i} checkpoint saved").unwrap();
+            writeln!(
+                gz,
+                "2026-01-01T00:00:00Z [trainer] epoch {i} checkpoint saved"
+            )
+            .unwrap();
         }
     }
     let gzp = d.path().join("pod.log.gz");
@@ -218,7 +276,8 @@ fn csv_gzip_stdin_and_kubectl_timestamped_logs() {
         .output()
         .unwrap();
     assert!(o.status.success());
-    let r: Value = serde_json::from_slice(&fs::read(out.join("observe_latest.json")).unwrap()).unwrap();
+    let r: Value =
+        serde_json::from_slice(&fs::read(out.join("observe_latest.json")).unwrap()).unwrap();
     assert_eq!(r["ingest"]["records_emitted"], 120);
 }
 
@@ -249,7 +308,13 @@ fn output_json_and_deterministic_windows() {
     let mut windows = vec![];
     for run in ["a", "b"] {
         let out = d.path().join(run);
-        let o = bin().args(["observe", "-o", "json", "--path"]).arg(&p).arg("--out").arg(&out).output().unwrap();
+        let o = bin()
+            .args(["observe", "-o", "json", "--path"])
+            .arg(&p)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert!(o.status.success());
         let printed: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(printed["schema_version"], "observe.v1");
@@ -281,18 +346,31 @@ fn real_h100_traces_match_their_labels() {
         ("combo", "INPUT-STRAGGLER+BURST", "burst"),
     ];
     let d = tempfile::tempdir().unwrap();
-    for name in ["stable", "straggler", "burst", "drift", "loss_drift", "near_hang", "combo"] {
+    for name in [
+        "stable",
+        "straggler",
+        "burst",
+        "drift",
+        "loss_drift",
+        "near_hang",
+        "combo",
+    ] {
         let r = observe_ok(&trace(&format!("{name}.jsonl.gz")), &d.path().join(name));
-        let labels: Value = serde_json::from_slice(&fs::read(trace(&format!("{name}.labels.json"))).unwrap()).unwrap();
+        let labels: Value =
+            serde_json::from_slice(&fs::read(trace(&format!("{name}.labels.json"))).unwrap())
+                .unwrap();
         let segs = labels["segments"].as_array().unwrap();
         let episodes = r["episodes"].as_array().unwrap();
         let overlaps = |e: &Value, s: &Value| {
-            e["first_step"].as_u64() <= s["last_step"].as_u64() && e["last_step"].as_u64() >= s["first_step"].as_u64()
+            e["first_step"].as_u64() <= s["last_step"].as_u64()
+                && e["last_step"].as_u64() >= s["first_step"].as_u64()
         };
         for (trace_name, regime, symptom) in expect.iter().filter(|x| x.0 == name) {
             let seg = segs.iter().find(|s| s["regime"] == *regime).unwrap();
             assert!(
-                episodes.iter().any(|e| e["symptom"] == *symptom && overlaps(e, seg)),
+                episodes
+                    .iter()
+                    .any(|e| e["symptom"] == *symptom && overlaps(e, seg)),
                 "{trace_name}: no {symptom} in {regime}: {episodes:?}"
             );
         }
@@ -314,18 +392,30 @@ fn real_h100_traces_match_their_labels() {
 
 #[test]
 fn help_says_kubectl_modekeeper_when_run_through_kubectl() {
-    let o = bin().env("_", "/usr/bin/kubectl").args(["observe", "--help"]).output().unwrap();
+    let o = bin()
+        .env("_", "/usr/bin/kubectl")
+        .args(["observe", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8(o.stdout).unwrap();
     assert!(help.contains("Usage: kubectl modekeeper observe"), "{help}");
     let o = bin().args(["observe", "--help"]).output().unwrap();
-    assert!(String::from_utf8(o.stdout).unwrap().contains("Usage: kubectl-modekeeper observe"));
+    assert!(
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .contains("Usage: kubectl-modekeeper observe")
+    );
     insta::assert_snapshot!("observe_help", help);
 }
 
 #[test]
 fn version_and_completions() {
     let o = bin().arg("--version").output().unwrap();
-    assert!(String::from_utf8(o.stdout).unwrap().starts_with("kubectl-modekeeper "));
+    assert!(
+        String::from_utf8(o.stdout)
+            .unwrap()
+            .starts_with("kubectl-modekeeper ")
+    );
     for shell in ["bash", "zsh", "fish"] {
         let o = bin().args(["completion", shell]).output().unwrap();
         assert!(o.status.success());

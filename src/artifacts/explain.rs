@@ -18,7 +18,8 @@ pub struct ExplainLog {
 
 impl ExplainLog {
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
         let path = dir.join("explain.jsonl");
         if std::fs::metadata(&path).is_ok_and(|m| m.len() > ROTATE_BYTES) {
             std::fs::rename(&path, dir.join("explain.jsonl.1")).ok();
@@ -28,7 +29,10 @@ impl ExplainLog {
             .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(ExplainLog { w: BufWriter::new(f), path })
+        Ok(ExplainLog {
+            w: BufWriter::new(f),
+            path,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -44,7 +48,9 @@ impl ExplainLog {
         });
         serde_json::to_writer(&mut self.w, &line)?;
         self.w.write_all(b"\n")?;
-        self.w.flush().with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.w
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
         Ok(())
     }
 }

@@ -8,8 +8,14 @@ use serde::Serialize;
 
 /// Writes `path` atomically: the bytes go to a temporary file in the same directory, which is synced
 /// and renamed over the target.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".modekeeper-")
         .suffix(".tmp")
@@ -18,10 +24,13 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Resul
     {
         let mut w = BufWriter::new(tmp.as_file_mut());
         write(&mut w).with_context(|| format!("cannot write {}", path.display()))?;
-        w.flush().with_context(|| format!("cannot write {}", path.display()))?;
+        w.flush()
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     tmp.as_file().sync_all().ok();
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -35,10 +44,17 @@ pub struct OutDir {
 impl OutDir {
     /// Creates the directory. `now` fixes the run's timestamp used in file names.
     pub fn create(dir: &Path, now: DateTime<Utc>) -> anyhow::Result<Self> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create output directory {}", dir.display()))?;
         // Millisecond resolution: two runs in the same second must not overwrite each other.
-        let stamp = now.format("%Y%m%dT%H%M%S%.3fZ").to_string().replace('.', "_");
-        Ok(OutDir { dir: dir.to_path_buf(), stamp })
+        let stamp = now
+            .format("%Y%m%dT%H%M%S%.3fZ")
+            .to_string()
+            .replace('.', "_");
+        Ok(OutDir {
+            dir: dir.to_path_buf(),
+            stamp,
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -50,7 +66,11 @@ impl OutDir {
     }
 
     /// Writes `<name>_<stamp>.json` and `<name>_latest.json`; returns both paths.
-    pub fn write_report<T: Serialize>(&self, name: &str, report: &T) -> anyhow::Result<(PathBuf, PathBuf)> {
+    pub fn write_report<T: Serialize>(
+        &self,
+        name: &str,
+        report: &T,
+    ) -> anyhow::Result<(PathBuf, PathBuf)> {
         let mut bytes = serde_json::to_vec_pretty(report)?;
         bytes.push(b'\n');
         let stamped = self.path(&format!("{name}_{}.json", self.stamp));
@@ -85,7 +105,11 @@ impl OutDir {
             .tempfile_in(&self.dir)
             .with_context(|| format!("cannot create a temporary file in {}", self.dir.display()))?;
         let file = tmp.reopen()?;
-        Ok(StreamedFile { tmp, w: BufWriter::with_capacity(256 * 1024, file), target: self.path(name) })
+        Ok(StreamedFile {
+            tmp,
+            w: BufWriter::with_capacity(256 * 1024, file),
+            target: self.path(name),
+        })
     }
 }
 
@@ -102,8 +126,13 @@ impl StreamedFile {
     }
 
     pub fn commit(mut self) -> anyhow::Result<PathBuf> {
-        self.w.flush().with_context(|| format!("cannot write {}", self.target.display()))?;
-        self.tmp.persist(&self.target).map_err(|e| e.error).with_context(|| format!("cannot write {}", self.target.display()))?;
+        self.w
+            .flush()
+            .with_context(|| format!("cannot write {}", self.target.display()))?;
+        self.tmp
+            .persist(&self.target)
+            .map_err(|e| e.error)
+            .with_context(|| format!("cannot write {}", self.target.display()))?;
         Ok(self.target)
     }
 }

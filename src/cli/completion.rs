@@ -26,6 +26,11 @@ pub fn run(args: &CompletionArgs) -> anyhow::Result<()> {
     // Completions complete the binary's own name; kubectl's plugin completion calls
     // `kubectl_complete-modekeeper`, which users can point at this script.
     let mut cmd = super::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "kubectl-modekeeper", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut cmd,
+        "kubectl-modekeeper",
+        &mut std::io::stdout(),
+    );
     Ok(())
 }

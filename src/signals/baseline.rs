@@ -19,7 +19,13 @@ const ALPHA_ANOMALOUS: f64 = 0.02;
 
 impl RobustBaseline {
     pub fn new(first: f64, rel_floor: f64, abs_floor: f64) -> Self {
-        let mut b = RobustBaseline { level: first, scale: 0.0, rel_floor, abs_floor, n: 1 };
+        let mut b = RobustBaseline {
+            level: first,
+            scale: 0.0,
+            rel_floor,
+            abs_floor,
+            n: 1,
+        };
         b.scale = b.floor();
         b
     }

@@ -127,27 +127,43 @@ impl FeatureExtractor {
 
         let step_baseline_ms = self.step_level.map(|b| b.level().exp());
         let step_z = self.step_level.map_or(0.0, |b| b.z(log_p50));
-        let step_time_cusum = if warmup || self.step_level.is_none() { 0.0 } else { self.step_cusum.update(step_z) };
+        let step_time_cusum = if warmup || self.step_level.is_none() {
+            0.0
+        } else {
+            self.step_cusum.update(step_z)
+        };
         let reference_ms = step_baseline_ms.unwrap_or(p50);
 
         let step_time_ratio = p50 / reference_ms;
-        let (elevated_windows, slow_step_share, slow_step_share_recent) = if warmup || step_baseline_ms.is_none() {
-            (0, 0.0, 0.0)
-        } else {
-            self.elevated_windows = if step_time_ratio >= ELEVATED_RATIO { self.elevated_windows + 1 } else { 0 };
-            let v = &w.step_times_sorted;
-            let fast = v.partition_point(|x| *x <= SLOW_STEP_RATIO * reference_ms);
-            let share = if v.is_empty() { 0.0 } else { (v.len() - fast) as f64 / v.len() as f64 };
-            if self.recent_slow.len() == RECENT_WINDOWS {
-                self.recent_slow.pop_front();
-            }
-            self.recent_slow.push_back(share);
-            let recent = self.recent_slow.iter().sum::<f64>() / RECENT_WINDOWS as f64;
-            (self.elevated_windows, share, recent)
-        };
+        let (elevated_windows, slow_step_share, slow_step_share_recent) =
+            if warmup || step_baseline_ms.is_none() {
+                (0, 0.0, 0.0)
+            } else {
+                self.elevated_windows = if step_time_ratio >= ELEVATED_RATIO {
+                    self.elevated_windows + 1
+                } else {
+                    0
+                };
+                let v = &w.step_times_sorted;
+                let fast = v.partition_point(|x| *x <= SLOW_STEP_RATIO * reference_ms);
+                let share = if v.is_empty() {
+                    0.0
+                } else {
+                    (v.len() - fast) as f64 / v.len() as f64
+                };
+                if self.recent_slow.len() == RECENT_WINDOWS {
+                    self.recent_slow.pop_front();
+                }
+                self.recent_slow.push_back(share);
+                let recent = self.recent_slow.iter().sum::<f64>() / RECENT_WINDOWS as f64;
+                (self.elevated_windows, share, recent)
+            };
 
         let tail = (w.compute_p95_ms.max(1e-6) / w.compute_p50_ms.max(1e-6)).max(1.0);
-        let tail_base = self.tail.map_or(DEFAULT_TAIL_RATIO, |b| b.level().exp()).max(1.0);
+        let tail_base = self
+            .tail
+            .map_or(DEFAULT_TAIL_RATIO, |b| b.level().exp())
+            .max(1.0);
         let burst_score = tail / tail_base;
 
         let (worker_score, slowest_worker) = relative_slowness(&w.worker_medians_ms);
@@ -208,7 +224,13 @@ impl FeatureExtractor {
             let log_tail = tail.ln();
             match &mut self.tail {
                 Some(b) => b.update(log_tail),
-                None => self.tail = Some(RobustBaseline::new(log_tail.min(DEFAULT_TAIL_RATIO.ln()), 0.0, 0.05)),
+                None => {
+                    self.tail = Some(RobustBaseline::new(
+                        log_tail.min(DEFAULT_TAIL_RATIO.ln()),
+                        0.0,
+                        0.05,
+                    ))
+                }
             }
             if let Some(l) = w.loss_mean {
                 match &mut self.loss {
@@ -227,10 +249,13 @@ fn relative_slowness(medians: &[f64]) -> (f64, Option<u32>) {
     if medians.len() < 2 {
         return (1.0, None);
     }
-    let (slowest, max) = medians
-        .iter()
-        .enumerate()
-        .fold((0usize, f64::NEG_INFINITY), |(bi, bv), (i, v)| if *v > bv { (i, *v) } else { (bi, bv) });
+    let (slowest, max) =
+        medians
+            .iter()
+            .enumerate()
+            .fold((0usize, f64::NEG_INFINITY), |(bi, bv), (i, v)| {
+                if *v > bv { (i, *v) } else { (bi, bv) }
+            });
     let mut sorted = medians.to_vec();
     let med = median_in_place(&mut sorted).unwrap_or(max);
     if med <= 0.0 {

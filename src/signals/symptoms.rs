@@ -93,19 +93,27 @@ pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f
     // A burst is intermittent: a tail blow-up under a steady median, or a whole slow window amid
     // recent slow steps, but never a shift that has lasted two windows (that is drift).
     let tail_blowup = f.burst_score >= t.burst_score && f.step_time_ratio < t.burst_max_step_ratio;
-    let slow_window = f.slow_step_share >= t.burst_slow_share && f.slow_step_share_recent >= t.burst_slow_share_recent;
+    let slow_window = f.slow_step_share >= t.burst_slow_share
+        && f.slow_step_share_recent >= t.burst_slow_share_recent;
     if f.elevated_windows < 2 && (tail_blowup || slow_window) {
-        let score = (f.burst_score / t.burst_score).max(f.slow_step_share_recent / t.burst_slow_share_recent);
+        let score = (f.burst_score / t.burst_score)
+            .max(f.slow_step_share_recent / t.burst_slow_share_recent);
         out.push((Symptom::Burst, score));
     }
-    if f.step_time_cusum >= t.step_cusum && f.step_time_ratio >= t.step_ratio && f.elevated_windows >= 2 {
+    if f.step_time_cusum >= t.step_cusum
+        && f.step_time_ratio >= t.step_ratio
+        && f.elevated_windows >= 2
+    {
         out.push((Symptom::StepTimeDrift, f.step_time_cusum / t.step_cusum));
     }
     if f.loss_cusum >= t.loss_cusum && f.loss_ratio.is_some_and(|r| r >= t.loss_ratio) {
         out.push((Symptom::LossDrift, f.loss_cusum / t.loss_cusum));
     }
     if f.comm_share.is_some_and(|c| c >= t.comm_share) {
-        out.push((Symptom::CommBound, f.comm_share.unwrap_or(0.0) / t.comm_share));
+        out.push((
+            Symptom::CommBound,
+            f.comm_share.unwrap_or(0.0) / t.comm_share,
+        ));
     }
     out
 }

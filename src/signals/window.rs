@@ -100,7 +100,8 @@ impl Acc {
         let keep = self.step_times.len() < MAX_SAMPLES_PER_WINDOW;
         if keep {
             self.step_times.push(st);
-            self.compute.push((st - s.data_wait_ms.unwrap_or(0.0)).max(0.0));
+            self.compute
+                .push((st - s.data_wait_ms.unwrap_or(0.0)).max(0.0));
         }
         self.step_time_sum += st;
         self.step_time_max = self.step_time_max.max(st);
@@ -154,9 +155,16 @@ impl Acc {
         self.compute.sort_unstable_by(f64::total_cmp);
         self.data_wait.sort_unstable_by(f64::total_cmp);
         let q = |v: &[f64], p| quantile_sorted(v, p).unwrap_or(0.0);
-        let worker_medians_ms = self.workers.iter_mut().filter_map(|w| median_in_place(w)).collect();
+        let worker_medians_ms = self
+            .workers
+            .iter_mut()
+            .filter_map(|w| median_in_place(w))
+            .collect();
         let source_medians_ms = if self.sources.len() > 1 {
-            self.sources.values_mut().filter_map(|v| median_in_place(v)).collect()
+            self.sources
+                .values_mut()
+                .filter_map(|v| median_in_place(v))
+                .collect()
         } else {
             Vec::new()
         };
@@ -175,7 +183,11 @@ impl Acc {
             step_time_mean_ms: self.step_time_sum / self.n as f64,
             compute_p50_ms: q(&self.compute, 0.5),
             compute_p95_ms: q(&self.compute, 0.95),
-            data_wait_share: share(self.data_wait_sum, self.step_time_sum_with_wait, self.data_wait.len() as u64),
+            data_wait_share: share(
+                self.data_wait_sum,
+                self.step_time_sum_with_wait,
+                self.data_wait.len() as u64,
+            ),
             data_wait_p95_ms: quantile_sorted(&self.data_wait, 0.95),
             loss_mean: mean(self.loss_sum, self.loss_n),
             loss_samples: self.loss_n,
@@ -199,7 +211,10 @@ pub struct Windower {
 
 impl Windower {
     pub fn new(window_steps: u64) -> Self {
-        Windower { window_steps: window_steps.max(1), acc: None }
+        Windower {
+            window_steps: window_steps.max(1),
+            acc: None,
+        }
     }
 
     pub fn window_steps(&self) -> u64 {
@@ -214,7 +229,12 @@ impl Windower {
         if self.acc.as_ref().is_some_and(|a| a.index != index) {
             done = self.acc.take().map(Acc::finish);
         }
-        self.acc.get_or_insert_with(|| Acc { index, ..Acc::default() }).add(s, step);
+        self.acc
+            .get_or_insert_with(|| Acc {
+                index,
+                ..Acc::default()
+            })
+            .add(s, step);
         done
     }
 

@@ -14,7 +14,11 @@ pub struct CsvRows {
 
 impl CsvRows {
     pub fn new() -> Self {
-        CsvRows { header: None, cells: vec![0; 4096], ends: vec![0; 64] }
+        CsvRows {
+            header: None,
+            cells: vec![0; 4096],
+            ends: vec![0; 64],
+        }
     }
 
     /// Splits one line into cells; `None` when the line cannot be split within the buffers' bounds.
@@ -88,7 +92,8 @@ impl CsvRows {
         let mut b = RecordBuilder::default();
         for (i, f) in header.iter().enumerate() {
             let Some(f) = f else { continue };
-            let text = std::str::from_utf8(cell(&self.cells, &self.ends, i)).map_err(|_| SkipReason::WrongType)?;
+            let text = std::str::from_utf8(cell(&self.cells, &self.ends, i))
+                .map_err(|_| SkipReason::WrongType)?;
             b.put_text(*f, text);
         }
         Ok(Some(b))
@@ -103,7 +108,11 @@ mod tests {
     #[test]
     fn header_then_rows() {
         let mut c = CsvRows::new();
-        assert!(c.row(b"ts,step,step_time_ms,worker_latencies_ms,node").unwrap().is_none());
+        assert!(
+            c.row(b"ts,step,step_time_ms,worker_latencies_ms,node")
+                .unwrap()
+                .is_none()
+        );
         let s = c
             .row(b"1767225600,3,28.5,\"[1, 2]\",gpu-0")
             .unwrap()
@@ -114,9 +123,19 @@ mod tests {
         assert_eq!(s.worker_latencies_ms, vec![1.0, 2.0]);
         assert_eq!(s.node.as_deref(), Some("gpu-0"));
         assert_eq!(c.row(b"1,2").unwrap_err(), SkipReason::CsvRowShape);
-        let e = c.row(b"1,2,abc,,").unwrap().unwrap().finish(&mut |n| Arc::from(n)).unwrap_err();
+        let e = c
+            .row(b"1,2,abc,,")
+            .unwrap()
+            .unwrap()
+            .finish(&mut |n| Arc::from(n))
+            .unwrap_err();
         assert_eq!(e, SkipReason::WrongType);
-        let e = c.row(b"1,2,,,").unwrap().unwrap().finish(&mut |n| Arc::from(n)).unwrap_err();
+        let e = c
+            .row(b"1,2,,,")
+            .unwrap()
+            .unwrap()
+            .finish(&mut |n| Arc::from(n))
+            .unwrap_err();
         assert_eq!(e, SkipReason::MissingStepTime);
     }
 }

@@ -70,7 +70,10 @@ pub fn parse_number_text(s: &str) -> Result<f64, ValueError> {
 /// Parses a worker latency list written as text (CSV): `[1.5, 2]`, `1.5;2` or `1.5 2`.
 pub fn parse_list_text(s: &str) -> Result<Vec<f64>, ValueError> {
     let t = s.trim();
-    let t = t.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(t);
+    let t = t
+        .strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(t);
     t.split([',', ';', ' '])
         .filter(|p| !p.trim().is_empty())
         .map(parse_number_text)

@@ -24,7 +24,10 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { reorder_window: 1024, skew_tolerance_ms: 5_000 }
+        IngestOptions {
+            reorder_window: 1024,
+            skew_tolerance_ms: 5_000,
+        }
     }
 }
 
@@ -33,14 +36,14 @@ const MAX_INTERNED_NODES: usize = 4096;
 
 pub struct Ingest {
     format: Format,
-    csv: CsvRows,
+    opts: IngestOptions,
+    parser: LineParser,
     orderer: Orderer,
     stats: IngestStats,
-    nodes: NodeInterner,
     line: Vec<u8>,
 }
 
-/// Shares one `Arc<str>` per distinct node name (also the identity used for duplicate detection).
+/// Shares one `Arc<str>` per distinct node name.
 #[derive(Default)]
 struct NodeInterner(HashMap<Box<str>, Arc<str>>);
 
@@ -57,25 +60,81 @@ impl NodeInterner {
     }
 }
 
-/// The parts of [`Ingest`] a parsed record flows into (split out so a record may borrow the parser).
-struct Sink<'s> {
-    nodes: &'s mut NodeInterner,
-    orderer: &'s mut Orderer,
-    stats: &'s mut IngestStats,
-    out: &'s mut dyn FnMut(Sample),
+/// What one physical line turned out to be.
+#[derive(Debug)]
+pub enum LineOutcome {
+    Blank,
+    Log,
+    Skip(SkipReason),
+    Record(Sample),
 }
 
-impl Sink<'_> {
-    fn accept(&mut self, built: Result<RecordBuilder<'_>, SkipReason>, prefix_ts: Option<i64>) {
-        match built.and_then(|b| b.finish(&mut |n| self.nodes.intern(n))) {
+/// Turns lines into [`LineOutcome`]s. Holds only per-format state (the CSV header, interned node
+/// names), so JSON lines can be parsed by several of these on different threads.
+pub struct LineParser {
+    format: Format,
+    csv: CsvRows,
+    nodes: NodeInterner,
+}
+
+impl LineParser {
+    pub fn new(format: Format) -> Self {
+        LineParser {
+            format,
+            csv: CsvRows::new(),
+            nodes: NodeInterner::default(),
+        }
+    }
+
+    fn finish(
+        nodes: &mut NodeInterner,
+        built: Result<RecordBuilder<'_>, SkipReason>,
+        prefix_ts: Option<i64>,
+    ) -> LineOutcome {
+        match built.and_then(|b| b.finish(&mut |n| nodes.intern(n))) {
             Ok(mut s) => {
-                self.stats.records_parsed += 1;
                 if s.ts_ms.is_none() {
                     s.ts_ms = prefix_ts;
                 }
-                self.orderer.push(s, self.stats, self.out);
+                LineOutcome::Record(s)
             }
-            Err(r) => self.stats.skip(r),
+            Err(r) => LineOutcome::Skip(r),
+        }
+    }
+
+    /// Parses one physical line (with or without its newline). A CSV header yields `Blank`.
+    pub fn parse(&mut self, line: &[u8]) -> LineOutcome {
+        if line.trim_ascii().is_empty() {
+            return LineOutcome::Blank;
+        }
+        let nodes = &mut self.nodes;
+        match self.format {
+            Format::Csv => match self.csv.row(line.trim_ascii_end()) {
+                Ok(None) => LineOutcome::Blank,
+                Ok(Some(b)) => Self::finish(nodes, Ok(b), None),
+                Err(r) => LineOutcome::Skip(r),
+            },
+            Format::Jsonl | Format::Log | Format::Auto => {
+                let strict = self.format == Format::Jsonl;
+                match classify(line) {
+                    LineKind::Blank => LineOutcome::Blank,
+                    LineKind::Text if strict => LineOutcome::Skip(SkipReason::NotJson),
+                    LineKind::Text => LineOutcome::Log,
+                    LineKind::Json {
+                        payload,
+                        prefix_ts_ms,
+                    } => Self::finish(nodes, parse_json_object(payload), prefix_ts_ms),
+                    LineKind::Embedded {
+                        payload,
+                        prefix_ts_ms,
+                    } => match parse_json_object(payload) {
+                        // Braces in an ordinary log message are not a broken record.
+                        Err(SkipReason::InvalidJson) if !strict => LineOutcome::Log,
+                        Err(SkipReason::InvalidJson) => LineOutcome::Skip(SkipReason::NotJson),
+                        built => Self::finish(nodes, built, prefix_ts_ms),
+                    },
+                }
+            }
         }
     }
 }
@@ -84,10 +143,10 @@ impl Ingest {
     pub fn new(format: Format, opts: &IngestOptions) -> Self {
         Ingest {
             format,
-            csv: CsvRows::new(),
+            opts: opts.clone(),
+            parser: LineParser::new(format),
             orderer: Orderer::new(opts.reorder_window, opts.skew_tolerance_ms),
             stats: IngestStats::default(),
-            nodes: NodeInterner::default(),
             line: Vec::with_capacity(4096),
         }
     }
@@ -96,38 +155,46 @@ impl Ingest {
         &self.stats
     }
 
-    /// Feeds one physical line (with or without its newline).
-    pub fn push_line(&mut self, line: &[u8], out: &mut dyn FnMut(Sample)) {
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    pub fn options(&self) -> &IngestOptions {
+        &self.opts
+    }
+
+    /// Accounts for one parsed line of `len` bytes and passes a record on to the orderer.
+    pub fn apply(&mut self, len: usize, outcome: LineOutcome, out: &mut dyn FnMut(Sample)) {
         self.stats.lines_read += 1;
-        self.stats.bytes_read += line.len() as u64;
-        if line.trim_ascii().is_empty() {
-            self.stats.blank_lines += 1;
-            return;
-        }
-        let mut sink = Sink { nodes: &mut self.nodes, orderer: &mut self.orderer, stats: &mut self.stats, out };
-        match self.format {
-            Format::Csv => match self.csv.row(line.trim_ascii_end()) {
-                Ok(None) => {}
-                Ok(Some(b)) => sink.accept(Ok(b), None),
-                Err(r) => sink.accept(Err(r), None),
-            },
-            Format::Jsonl | Format::Log | Format::Auto => match classify(line) {
-                LineKind::Blank => sink.stats.blank_lines += 1,
-                LineKind::Text if self.format == Format::Jsonl => sink.stats.skip(SkipReason::NotJson),
-                LineKind::Text => sink.stats.log_lines += 1,
-                LineKind::Json { payload, prefix_ts_ms } => sink.accept(parse_json_object(payload), prefix_ts_ms),
-                LineKind::Embedded { payload, prefix_ts_ms } => match parse_json_object(payload) {
-                    // Braces in an ordinary log message are not a broken record.
-                    Err(SkipReason::InvalidJson) if self.format != Format::Jsonl => sink.stats.log_lines += 1,
-                    Err(SkipReason::InvalidJson) => sink.stats.skip(SkipReason::NotJson),
-                    built => sink.accept(built, prefix_ts_ms),
-                },
-            },
+        self.stats.bytes_read += len as u64;
+        match outcome {
+            LineOutcome::Blank => self.stats.blank_lines += 1,
+            LineOutcome::Log => self.stats.log_lines += 1,
+            LineOutcome::Skip(r) => self.stats.skip(r),
+            LineOutcome::Record(s) => {
+                self.stats.records_parsed += 1;
+                self.orderer.push(s, &mut self.stats, out);
+            }
         }
     }
 
+    /// Feeds one physical line (with or without its newline).
+    pub fn push_line(&mut self, line: &[u8], out: &mut dyn FnMut(Sample)) {
+        let outcome = self.parser.parse(line);
+        if matches!(outcome, LineOutcome::Blank)
+            && self.format == Format::Csv
+            && !line.trim_ascii().is_empty()
+        {
+            // The CSV header: a line read, neither blank nor a record.
+            self.stats.lines_read += 1;
+            self.stats.bytes_read += line.len() as u64;
+            return;
+        }
+        self.apply(line.len(), outcome, out);
+    }
+
     /// Counts a line that exceeded [`MAX_LINE_BYTES`] (its bytes were discarded unread).
-    fn push_too_long(&mut self, len: u64) {
+    pub fn push_too_long(&mut self, len: u64) {
         self.stats.lines_read += 1;
         self.stats.bytes_read += len;
         self.stats.skip(SkipReason::LineTooLong);
@@ -198,7 +265,11 @@ fn read_bounded_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<LineR
         }
         r.consume(n);
         if done {
-            return Ok(if dropped > 0 { LineRead::TooLong(dropped) } else { LineRead::Line });
+            return Ok(if dropped > 0 {
+                LineRead::TooLong(dropped)
+            } else {
+                LineRead::Line
+            });
         }
     }
 }
@@ -211,7 +282,8 @@ mod tests {
         let mut ing = Ingest::new(format, &IngestOptions::default());
         let mut got = vec![];
         let mut r = io::BufReader::with_capacity(16, text);
-        ing.read_all(&mut r, &mut |_| {}, &mut |s| got.push(s)).unwrap();
+        ing.read_all(&mut r, &mut |_| {}, &mut |s| got.push(s))
+            .unwrap();
         let st = ing.finish(&mut |s| got.push(s));
         (got, st)
     }
@@ -249,7 +321,10 @@ mod tests {
     fn csv_rows_and_counts() {
         let text = b"ts,step,step_time_ms\n1767225600,1,30\n1767225601,2,oops\n1767225602,3\n\n1767225603,4,33\n";
         let (got, st) = ingest(Format::Csv, text);
-        assert_eq!(got.iter().map(|s| s.step.unwrap()).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(
+            got.iter().map(|s| s.step.unwrap()).collect::<Vec<_>>(),
+            vec![1, 4]
+        );
         assert_eq!(st.skipped(SkipReason::WrongType), 1);
         assert_eq!(st.skipped(SkipReason::CsvRowShape), 1);
     }

@@ -8,10 +8,16 @@ pub enum LineKind<'a> {
     Blank,
     /// A JSON value that starts the line (after an optional timestamp prefix): a parse failure is a bad
     /// record.
-    Json { payload: &'a [u8], prefix_ts_ms: Option<i64> },
+    Json {
+        payload: &'a [u8],
+        prefix_ts_ms: Option<i64>,
+    },
     /// A JSON object embedded after a log prefix (`INFO metrics {...}`): a parse failure means it was
     /// just text.
-    Embedded { payload: &'a [u8], prefix_ts_ms: Option<i64> },
+    Embedded {
+        payload: &'a [u8],
+        prefix_ts_ms: Option<i64>,
+    },
     Text,
 }
 
@@ -49,22 +55,34 @@ pub fn classify(line: &[u8]) -> LineKind<'_> {
         return LineKind::Blank;
     }
     if b[0] == b'{' {
-        return LineKind::Json { payload: b, prefix_ts_ms: None };
+        return LineKind::Json {
+            payload: b,
+            prefix_ts_ms: None,
+        };
     }
     // `[1,2]` is JSON of the wrong shape, `[trainer] epoch 3` is a log line: let the parser decide.
     if b[0] == b'[' && b.last() == Some(&b']') {
-        return LineKind::Embedded { payload: b, prefix_ts_ms: None };
+        return LineKind::Embedded {
+            payload: b,
+            prefix_ts_ms: None,
+        };
     }
     let (prefix_ts_ms, rest) = match split_timestamp_prefix(b) {
         Some((ts, rest)) => (Some(ts), trim(rest)),
         None => (None, b),
     };
     if rest.first() == Some(&b'{') {
-        return LineKind::Json { payload: rest, prefix_ts_ms };
+        return LineKind::Json {
+            payload: rest,
+            prefix_ts_ms,
+        };
     }
     if rest.last() == Some(&b'}') {
         if let Some(start) = rest.iter().position(|c| *c == b'{') {
-            return LineKind::Embedded { payload: &rest[start..], prefix_ts_ms };
+            return LineKind::Embedded {
+                payload: &rest[start..],
+                prefix_ts_ms,
+            };
         }
     }
     LineKind::Text
@@ -79,21 +97,39 @@ mod tests {
         assert_eq!(classify(b"  \r\n"), LineKind::Blank);
         assert_eq!(
             classify(b"{\"a\":1}\r\n"),
-            LineKind::Json { payload: b"{\"a\":1}", prefix_ts_ms: None }
+            LineKind::Json {
+                payload: b"{\"a\":1}",
+                prefix_ts_ms: None
+            }
         );
         assert_eq!(
             classify(b"2026-01-01T00:00:00.5Z {\"a\":1}"),
-            LineKind::Json { payload: b"{\"a\":1}", prefix_ts_ms: Some(1_767_225_600_500) }
+            LineKind::Json {
+                payload: b"{\"a\":1}",
+                prefix_ts_ms: Some(1_767_225_600_500)
+            }
         );
         assert_eq!(
             classify(b"[trainer] metrics {\"a\":1}"),
-            LineKind::Embedded { payload: b"{\"a\":1}", prefix_ts_ms: None }
+            LineKind::Embedded {
+                payload: b"{\"a\":1}",
+                prefix_ts_ms: None
+            }
         );
-        assert_eq!(classify(b"[trainer] scenario=combo workers=4"), LineKind::Text);
+        assert_eq!(
+            classify(b"[trainer] scenario=combo workers=4"),
+            LineKind::Text
+        );
         assert_eq!(
             classify(b"[1, 2]"),
-            LineKind::Embedded { payload: b"[1, 2]", prefix_ts_ms: None }
+            LineKind::Embedded {
+                payload: b"[1, 2]",
+                prefix_ts_ms: None
+            }
         );
-        assert_eq!(classify(b"2026-01-01T00:00:00Z epoch 3 done"), LineKind::Text);
+        assert_eq!(
+            classify(b"2026-01-01T00:00:00Z epoch 3 done"),
+            LineKind::Text
+        );
     }
 }

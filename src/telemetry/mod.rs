@@ -10,12 +10,14 @@ mod field;
 mod ingest;
 mod line;
 mod order;
+mod parallel;
 mod record;
 mod source;
 mod stats;
 mod timestamp;
 
-pub use ingest::{Ingest, IngestOptions};
+pub use ingest::{Ingest, IngestOptions, LineOutcome, LineParser};
+pub use parallel::read_all_parallel;
 pub use record::Sample;
 pub use source::{Format, OpenedSource, SourceSpec, open_source};
 pub use stats::{IngestStats, SkipReason};

@@ -5,7 +5,6 @@
 //! reorder buffer and the list of recently emitted keys each hold at most that many records.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use super::record::Sample;
 use super::stats::IngestStats;
@@ -15,7 +14,14 @@ use super::stats::IngestStats;
 struct RecordKey {
     step: u64,
     rank: u32,
-    node: usize,
+    node: u64,
+}
+
+/// FNV-1a of a node name: a stable identity whatever thread or interner produced the string.
+fn node_hash(n: &str) -> u64 {
+    n.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Records are held in a deque sorted by key: in-order arrival (the common case) appends at the back,
@@ -47,6 +53,15 @@ impl Orderer {
     }
 
     fn is_duplicate(&self, key: &RecordKey) -> bool {
+        // In-order arrival, the common case: newer than everything held or emitted.
+        let newest = self
+            .pending
+            .back()
+            .map(|(k, _)| k)
+            .or(self.emitted_keys.back());
+        if newest.is_none_or(|k| k < key) {
+            return false;
+        }
         self.emitted_keys.binary_search(key).is_ok()
             || self.pending.binary_search_by(|(k, _)| k.cmp(key)).is_ok()
     }
@@ -61,7 +76,7 @@ impl Orderer {
         let key = RecordKey {
             step,
             rank: s.rank.unwrap_or(u32::MAX),
-            node: s.node.as_ref().map_or(0, |n| Arc::as_ptr(n) as *const u8 as usize),
+            node: s.node.as_deref().map_or(0, node_hash),
         };
         if real_step && self.is_duplicate(&key) {
             stats.duplicates += 1;
@@ -95,7 +110,9 @@ impl Orderer {
     }
 
     fn pop_one(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
-        let Some((key, mut s)) = self.pending.pop_front() else { return };
+        let Some((key, mut s)) = self.pending.pop_front() else {
+            return;
+        };
         self.watermark = Some(key.step);
         if self.emitted_keys.back().is_none_or(|k| *k < key) {
             self.emitted_keys.push_back(key);
@@ -104,7 +121,10 @@ impl Orderer {
             self.emitted_keys.pop_front();
         }
         if let Some(ts) = s.ts_ms {
-            if self.last_raw_ts.is_some_and(|prev| ts < prev - self.skew_tolerance_ms) {
+            if self
+                .last_raw_ts
+                .is_some_and(|prev| ts < prev - self.skew_tolerance_ms)
+            {
                 stats.clock_skew += 1;
             }
             self.last_raw_ts = Some(ts);
@@ -145,17 +165,26 @@ mod tests {
         let mut st = IngestStats::default();
         let mut got = vec![];
         for s in input {
-            o.push(s, &mut st, &mut |s| got.push((s.step.unwrap(), s.ts_ms.unwrap())));
+            o.push(s, &mut st, &mut |s| {
+                got.push((s.step.unwrap(), s.ts_ms.unwrap()))
+            });
         }
-        o.flush(&mut st, &mut |s| got.push((s.step.unwrap(), s.ts_ms.unwrap())));
+        o.flush(&mut st, &mut |s| {
+            got.push((s.step.unwrap(), s.ts_ms.unwrap()))
+        });
         (got, st)
     }
 
     #[test]
     fn reorders_within_window_and_drops_duplicates() {
-        let input = [3, 1, 2, 2, 5, 4].map(|s| sample(Some(s), s as i64 * 1000)).to_vec();
+        let input = [3, 1, 2, 2, 5, 4]
+            .map(|s| sample(Some(s), s as i64 * 1000))
+            .to_vec();
         let (got, st) = run(4, input);
-        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            got.iter().map(|g| g.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
         assert_eq!(st.duplicates, 1);
         assert_eq!(st.reordered, 3);
         assert_eq!(st.late_dropped, 0);
@@ -163,7 +192,9 @@ mod tests {
 
     #[test]
     fn too_late_is_dropped_and_counted() {
-        let input = [5, 6, 7, 1].map(|s| sample(Some(s), s as i64 * 1000)).to_vec();
+        let input = [5, 6, 7, 1]
+            .map(|s| sample(Some(s), s as i64 * 1000))
+            .to_vec();
         let (got, st) = run(1, input);
         assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), vec![5, 6, 7]);
         assert_eq!(st.late_dropped, 1);
@@ -179,7 +210,10 @@ mod tests {
         ];
         let (got, st) = run(8, input);
         assert_eq!(st.clock_skew, 1);
-        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![100_000, 101_000, 101_000, 103_000]);
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            vec![100_000, 101_000, 101_000, 103_000]
+        );
     }
 
     #[test]

@@ -167,7 +167,11 @@ impl<'a> RecordBuilder<'a> {
             return;
         }
         match field {
-            Field::Ts => self.put_ts(parse_timestamp_ms(text).map(Some).ok_or(SkipReason::BadTimestamp)),
+            Field::Ts => self.put_ts(
+                parse_timestamp_ms(text)
+                    .map(Some)
+                    .ok_or(SkipReason::BadTimestamp),
+            ),
             Field::WorkerLatenciesMs => self.put_workers(parse_list_text(text).map(Some)),
             Field::Node => self.put_node(Ok(Some(NodeName::Borrowed(text.trim())))),
             _ => self.put_num(field, parse_number_text(text).map(Some)),
@@ -175,10 +179,7 @@ impl<'a> RecordBuilder<'a> {
     }
 
     /// Validates the collected fields. `intern` turns a node name into a shared string.
-    pub fn finish(
-        self,
-        intern: &mut impl FnMut(&str) -> Arc<str>,
-    ) -> Result<Sample, SkipReason> {
+    pub fn finish(self, intern: &mut impl FnMut(&str) -> Arc<str>) -> Result<Sample, SkipReason> {
         if let Some(p) = self.problem {
             return Err(p);
         }
@@ -325,7 +326,11 @@ impl<'de> Visitor<'de> for NumSeed {
         f.write_str("a number")
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(if v.is_finite() { Ok(Some(v)) } else { Err(ValueError::NonFinite) })
+        Ok(if v.is_finite() {
+            Ok(Some(v))
+        } else {
+            Err(ValueError::NonFinite)
+        })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
         Ok(Ok(Some(v as f64)))
@@ -334,7 +339,11 @@ impl<'de> Visitor<'de> for NumSeed {
         Ok(Ok(Some(v as f64)))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(if v.trim().is_empty() { Ok(None) } else { parse_number_text(v).map(Some) })
+        Ok(if v.trim().is_empty() {
+            Ok(None)
+        } else {
+            parse_number_text(v).map(Some)
+        })
     }
     wrong_type_otherwise!(ValueError::WrongType);
 }
@@ -354,7 +363,9 @@ impl<'de> Visitor<'de> for TsSeed {
         f.write_str("a timestamp")
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(epoch_number_to_ms(v).map(Some).ok_or(SkipReason::BadTimestamp))
+        Ok(epoch_number_to_ms(v)
+            .map(Some)
+            .ok_or(SkipReason::BadTimestamp))
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
         self.visit_f64(v as f64)
@@ -363,7 +374,9 @@ impl<'de> Visitor<'de> for TsSeed {
         self.visit_f64(v as f64)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(parse_timestamp_ms(v).map(Some).ok_or(SkipReason::BadTimestamp))
+        Ok(parse_timestamp_ms(v)
+            .map(Some)
+            .ok_or(SkipReason::BadTimestamp))
     }
     wrong_type_otherwise!(SkipReason::BadTimestamp);
 }
@@ -502,7 +515,10 @@ mod tests {
             (r#"{"step_time_ms":1,"gpu_util_pct":250}"#, OutOfRange),
             (r#"{"step_time_ms":1,"step":1.5}"#, WrongType),
             (r#"{"step_time_ms":1,"ts":"garbage"}"#, BadTimestamp),
-            (r#"{"step_time_ms":1,"worker_latencies_ms":[1,"x"]}"#, WrongType),
+            (
+                r#"{"step_time_ms":1,"worker_latencies_ms":[1,"x"]}"#,
+                WrongType,
+            ),
             (r#"{"step_time_ms":1"#, InvalidJson),
             (r#"[1,2]"#, WrongShape),
             (r#"{"step_time_ms":1} trailing"#, InvalidJson),

@@ -68,7 +68,10 @@ pub struct RawSink(Arc<std::sync::Mutex<io::BufWriter<File>>>);
 
 impl RawSink {
     pub fn finish(&self) -> io::Result<()> {
-        self.0.lock().map_err(|_| io::Error::other("raw sink poisoned"))?.flush()
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("raw sink poisoned"))?
+            .flush()
     }
 }
 
@@ -80,7 +83,11 @@ struct Tee<R> {
 impl<R: Read> Read for Tee<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        let mut w = self.sink.0.lock().map_err(|_| io::Error::other("raw sink poisoned"))?;
+        let mut w = self
+            .sink
+            .0
+            .lock()
+            .map_err(|_| io::Error::other("raw sink poisoned"))?;
         w.write_all(&buf[..n])?;
         Ok(n)
     }
@@ -127,32 +134,60 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
     } else {
         let p = &spec.path;
         let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => input_error("not_found", format!("telemetry file not found: {}", p.display())),
-            _ => input_error("unreadable", format!("cannot read telemetry file {}: {e}", p.display())),
+            io::ErrorKind::NotFound => input_error(
+                "not_found",
+                format!("telemetry file not found: {}", p.display()),
+            ),
+            _ => input_error(
+                "unreadable",
+                format!("cannot read telemetry file {}: {e}", p.display()),
+            ),
         })?;
         if meta.is_dir() {
-            return Err(input_error("unreadable", format!("telemetry path is a directory: {}", p.display())));
+            return Err(input_error(
+                "unreadable",
+                format!("telemetry path is a directory: {}", p.display()),
+            ));
         }
-        let f = File::open(p)
-            .map_err(|e| input_error("unreadable", format!("cannot read telemetry file {}: {e}", p.display())))?;
+        let f = File::open(p).map_err(|e| {
+            input_error(
+                "unreadable",
+                format!("cannot read telemetry file {}: {e}", p.display()),
+            )
+        })?;
         (Box::new(f), Some(meta.len()))
     };
-    let counted = Counting { inner: raw, pos: position.clone() };
+    let counted = Counting {
+        inner: raw,
+        pos: position.clone(),
+    };
     let mut buffered = BufReader::with_capacity(256 * 1024, counted);
-    let head = buffered
-        .fill_buf()
-        .map_err(|e| input_error("unreadable", format!("cannot read telemetry from {}: {e}", spec.path.display())))?;
+    let head = buffered.fill_buf().map_err(|e| {
+        input_error(
+            "unreadable",
+            format!("cannot read telemetry from {}: {e}", spec.path.display()),
+        )
+    })?;
     let compressed = head.starts_with(&[0x1f, 0x8b]);
     let mut reader: Box<dyn BufRead + Send> = if compressed {
-        Box::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(buffered)))
+        Box::new(BufReader::with_capacity(
+            256 * 1024,
+            MultiGzDecoder::new(buffered),
+        ))
     } else {
         Box::new(buffered)
     };
     let head = reader.fill_buf().map_err(|e| {
-        input_error("unreadable", format!("cannot decompress {}: {e}", spec.path.display()))
+        input_error(
+            "unreadable",
+            format!("cannot decompress {}: {e}", spec.path.display()),
+        )
     })?;
     if head.is_empty() {
-        return Err(input_error("empty", format!("telemetry source is empty: {}", spec.path.display())));
+        return Err(input_error(
+            "empty",
+            format!("telemetry source is empty: {}", spec.path.display()),
+        ));
     }
     let probe = &head[..head.len().min(4096)];
     if probe.contains(&0) {
@@ -165,7 +200,9 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
         ));
     }
     let format = match spec.format {
-        Format::Auto => extension_format(&spec.path).or_else(|| sniff_format(probe)).unwrap_or(Format::Log),
+        Format::Auto => extension_format(&spec.path)
+            .or_else(|| sniff_format(probe))
+            .unwrap_or(Format::Log),
         f => f,
     };
     let raw_sink = match &spec.record_raw {
@@ -173,17 +210,39 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    input_error("bad_flag", format!("--record-raw: cannot create {}: {e}", dir.display()))
+                    input_error(
+                        "bad_flag",
+                        format!("--record-raw: cannot create {}: {e}", dir.display()),
+                    )
                 })?;
             }
-            let f = File::create(path)
-                .map_err(|e| input_error("bad_flag", format!("--record-raw: cannot create {}: {e}", path.display())))?;
-            let sink = RawSink(Arc::new(std::sync::Mutex::new(io::BufWriter::with_capacity(256 * 1024, f))));
-            reader = Box::new(BufReader::with_capacity(256 * 1024, Tee { inner: reader, sink: sink.clone() }));
+            let f = File::create(path).map_err(|e| {
+                input_error(
+                    "bad_flag",
+                    format!("--record-raw: cannot create {}: {e}", path.display()),
+                )
+            })?;
+            let sink = RawSink(Arc::new(std::sync::Mutex::new(
+                io::BufWriter::with_capacity(256 * 1024, f),
+            )));
+            reader = Box::new(BufReader::with_capacity(
+                256 * 1024,
+                Tee {
+                    inner: reader,
+                    sink: sink.clone(),
+                },
+            ));
             Some(sink)
         }
     };
-    Ok(OpenedSource { reader, format, compressed, total_bytes, position, raw_sink })
+    Ok(OpenedSource {
+        reader,
+        format,
+        compressed,
+        total_bytes,
+        position,
+        raw_sink,
+    })
 }
 
 #[cfg(test)]
@@ -193,10 +252,19 @@ mod tests {
     #[test]
     fn formats_from_names_and_content() {
         assert_eq!(extension_format(Path::new("a/b.CSV.gz")), Some(Format::Csv));
-        assert_eq!(extension_format(Path::new("x.stdout.log.gz")), Some(Format::Log));
+        assert_eq!(
+            extension_format(Path::new("x.stdout.log.gz")),
+            Some(Format::Log)
+        );
         assert_eq!(extension_format(Path::new("x.parquet")), None);
-        assert_eq!(sniff_format(b"\nts,step,step_time_ms\n1,2,3\n"), Some(Format::Csv));
-        assert_eq!(sniff_format(b"[trainer] start\n{\"a\":1}\n"), Some(Format::Log));
+        assert_eq!(
+            sniff_format(b"\nts,step,step_time_ms\n1,2,3\n"),
+            Some(Format::Csv)
+        );
+        assert_eq!(
+            sniff_format(b"[trainer] start\n{\"a\":1}\n"),
+            Some(Format::Log)
+        );
         assert_eq!(sniff_format(b"{\"a\":1}\n"), Some(Format::Jsonl));
     }
 }

@@ -24,7 +24,8 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
         return None;
     }
     let b = s.as_bytes();
-    if b.iter().all(|c| c.is_ascii_digit() || *c == b'.' || *c == b'-' || *c == b'+')
+    if b.iter()
+        .all(|c| c.is_ascii_digit() || *c == b'.' || *c == b'-' || *c == b'+')
         && !s[1..].contains(['-', '+'])
     {
         return s.parse::<f64>().ok().and_then(epoch_number_to_ms);
@@ -65,7 +66,10 @@ mod tests {
             Some(base + 123)
         );
         assert_eq!(parse_timestamp_ms("2026-01-01 00:00:01"), Some(base + 1000));
-        assert_eq!(parse_timestamp_ms("2026-01-01t00:00:01z"), Some(base + 1000));
+        assert_eq!(
+            parse_timestamp_ms("2026-01-01t00:00:01z"),
+            Some(base + 1000)
+        );
         assert_eq!(parse_timestamp_ms("1767225602.5"), Some(base + 2500));
         assert_eq!(parse_timestamp_ms("1767225603"), Some(base + 3000));
         assert_eq!(parse_timestamp_ms("1767225603000"), Some(base + 3000));
@@ -83,7 +87,15 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "garbage", "12:00", "2026-13-01T00:00:00Z", "-5", "1e400", "NaN"] {
+        for s in [
+            "",
+            "garbage",
+            "12:00",
+            "2026-13-01T00:00:00Z",
+            "-5",
+            "1e400",
+            "NaN",
+        ] {
             assert_eq!(parse_timestamp_ms(s), None, "{s}");
         }
         assert_eq!(epoch_number_to_ms(f64::NAN), None);
