@@ -153,3 +153,27 @@ fn proposals_keep_the_global_batch() {
         }
     }
 }
+
+#[test]
+fn proposals_name_their_chord() {
+    let mut s = set(&[]);
+    let (decisions, _) = score("combo", &mut s);
+    let both: Vec<_> = decisions
+        .iter()
+        .filter(|(_, d)| d.active_chords.len() == 2 && d.proposals.len() >= 2)
+        .collect();
+    assert!(
+        !both.is_empty(),
+        "the combo trace has windows where INPUT-STRAGGLER and BURST-ABSORB both propose"
+    );
+    for (_, d) in both {
+        for p in &d.proposals {
+            let want = match p.knob.as_str() {
+                "dataloader_num_workers" => "INPUT-STRAGGLER",
+                "dataloader_prefetch_factor" | "concurrency" => "BURST-ABSORB",
+                other => panic!("unexpected knob {other}"),
+            };
+            assert_eq!(p.chord, want, "{p:?}");
+        }
+    }
+}

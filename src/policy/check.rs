@@ -60,7 +60,11 @@ pub fn check_decision(
                         lim.max_delta
                     )));
                 } else if p.to != from {
+                    let chord = meta
+                        .chord_for_knob(&raw.chord, &raw.active_chords, &p.knob)
+                        .to_string();
                     proposals.push(Proposal {
+                        chord,
                         knob: p.knob,
                         from,
                         to: p.to,

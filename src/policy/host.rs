@@ -9,7 +9,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine, OptLevel, ResourceLimiter, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, ResourceLimiter,
+    Store, Trap,
+};
 
 use super::bindings::{ChordPolicy as WitPolicy, ChordPolicyPre};
 use super::cache::{CacheOutcome, CompiledCache, sha256_hex};
@@ -93,14 +96,12 @@ impl PolicyHost {
         limits: SandboxLimits,
         cache_root: Option<&std::path::Path>,
     ) -> Result<PolicyHost, PolicyError> {
-        let mut cfg = Config::new();
-        cfg.consume_fuel(true)
-            .epoch_interruption(true)
-            .cranelift_opt_level(OptLevel::Speed)
-            .cranelift_nan_canonicalization(true)
-            .max_wasm_stack(512 * 1024)
-            .wasm_component_model(true);
-        let engine = Engine::new(&cfg).map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
+        // Instances come from a small pool of pre-reserved slots whose pages stay resident between
+        // evaluations: instantiation then costs microseconds, not page faults. Should the machine
+        // refuse the reservation, fall back to allocating on demand.
+        let engine = Engine::new(&engine_config(limits, true))
+            .or_else(|_| Engine::new(&engine_config(limits, false)))
+            .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         let cache = cache_root.map(|root| CompiledCache::new(root, &engine));
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
         Ok(PolicyHost {
@@ -161,6 +162,33 @@ impl PolicyHost {
         }
         Ok((component, CacheOutcome::Compiled))
     }
+}
+
+/// Instance slots in the pool: evaluations run one at a time per policy set, so a few suffice.
+const POOL_SLOTS: u32 = 32;
+
+fn engine_config(limits: SandboxLimits, pooled: bool) -> Config {
+    let mut cfg = Config::new();
+    cfg.consume_fuel(true)
+        .epoch_interruption(true)
+        .cranelift_opt_level(OptLevel::Speed)
+        .cranelift_nan_canonicalization(true)
+        .max_wasm_stack(512 * 1024)
+        .wasm_component_model(true);
+    if pooled {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_SLOTS)
+            .total_core_instances(POOL_SLOTS * 2)
+            .total_memories(POOL_SLOTS)
+            .total_tables(POOL_SLOTS)
+            .max_memory_size(limits.memory_bytes)
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(1 << 16);
+        cfg.memory_reservation(limits.memory_bytes as u64)
+            .memory_guard_size(1 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    cfg
 }
 
 /// Per-store data: the memory limiter.

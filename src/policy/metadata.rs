@@ -1,6 +1,8 @@
 //! Policy metadata, read from the component's `modekeeper-policy` custom section with wasmparser
 //! before anything is compiled: a component without valid metadata is never handed to the compiler.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use wasmparser::{Parser, Payload};
 
@@ -24,6 +26,11 @@ pub struct PolicyMetadata {
     pub chords: Vec<String>,
     /// Knobs the policy may propose.
     pub knobs: Vec<String>,
+    /// Which knobs each chord proposes, so each proposal can be attributed to its chord (the
+    /// envelope checks chords against the passport). Chords not listed get their decision's
+    /// primary chord.
+    #[serde(default)]
+    pub chord_knobs: BTreeMap<String, Vec<String>>,
     /// Features it reads (informational).
     pub signals: Vec<String>,
     /// Advanced policies run only when explicitly enabled.
@@ -70,7 +77,39 @@ impl PolicyMetadata {
         if let Some(c) = self.chords.iter().chain(&self.knobs).find(|s| bad_name(s)) {
             return Err(format!("invalid chord or knob name {c:?}"));
         }
+        for (chord, knobs) in &self.chord_knobs {
+            if !self.chords.contains(chord) {
+                return Err(format!(
+                    "chord_knobs names {chord:?}, which is not among the chords"
+                ));
+            }
+            if let Some(k) = knobs.iter().find(|k| !self.knobs.contains(k)) {
+                return Err(format!(
+                    "chord_knobs gives {chord} the knob {k:?}, which is not among the knobs"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The chord a proposal for `knob` belongs to: the first of `active` (then `primary`) whose
+    /// declared knobs include it, else `primary`.
+    pub fn chord_for_knob<'a>(
+        &self,
+        primary: &'a str,
+        active: &'a [String],
+        knob: &str,
+    ) -> &'a str {
+        active
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(primary))
+            .find(|c| {
+                self.chord_knobs
+                    .get(*c)
+                    .is_some_and(|ks| ks.iter().any(|k| k == knob))
+            })
+            .unwrap_or(primary)
     }
 }
 

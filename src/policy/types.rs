@@ -109,6 +109,8 @@ pub struct PolicyRef {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The chord that made the proposal (from the policy's `chord_knobs`).
+    pub chord: String,
     pub knob: String,
     pub from: f64,
     pub to: f64,

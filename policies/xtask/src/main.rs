@@ -14,6 +14,7 @@
 //! `cargo run -p xtask -- component DIR [--out FILE]` builds one policy crate anywhere on disk (it
 //! needs a `policy.json` beside its Cargo.toml) the same way, for policy authors.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -42,6 +43,9 @@ struct PolicyJson {
     id: String,
     chords: Vec<String>,
     knobs: Vec<String>,
+    /// Which knobs each chord proposes (lets the host attribute each proposal to its chord).
+    #[serde(default)]
+    chord_knobs: BTreeMap<String, Vec<String>>,
     signals: Vec<String>,
     advanced: bool,
     description: String,
@@ -57,6 +61,7 @@ struct Metadata<'a> {
     world: &'a str,
     chords: &'a [String],
     knobs: &'a [String],
+    chord_knobs: &'a BTreeMap<String, Vec<String>>,
     signals: &'a [String],
     advanced: bool,
     description: &'a str,
@@ -309,6 +314,7 @@ fn componentize_dir(root: &Path, dir: &Path) -> Result<(String, String, bool, Ve
         world: "modekeeper:policy/chord-policy@1.0.0",
         chords: &meta.chords,
         knobs: &meta.knobs,
+        chord_knobs: &meta.chord_knobs,
         signals: &meta.signals,
         advanced: meta.advanced,
         description: &meta.description,
