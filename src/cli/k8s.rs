@@ -1,12 +1,12 @@
 //! `k8s …`: the Kubernetes commands. This file holds the command group; each verb's work lives in
-//! its own file (`k8s_render.rs`, …).
+//! its own file (`k8s_render.rs`, `k8s_verify.rs`, …).
 
 use std::path::Path;
 
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
-use super::k8s_render;
+use super::{k8s_render, k8s_verify};
 use crate::error::input_error;
 use crate::plan::{Plan, PlanFormat, parse_plan};
 
@@ -23,11 +23,14 @@ pub struct K8sArgs {
 pub enum K8sCommand {
     /// Render a plan as a reviewable kubectl script (never runs it, never contacts a cluster)
     Render(k8s_render::RenderArgs),
+    /// Check a plan against the cluster, read-only: objects, permissions, server-side dry run, diff
+    Verify(k8s_verify::VerifyArgs),
 }
 
 pub fn run(global: &GlobalArgs, args: &K8sArgs) -> anyhow::Result<()> {
     match &args.command {
         K8sCommand::Render(a) => k8s_render::run(global, a),
+        K8sCommand::Verify(a) => k8s_verify::run(global, a),
     }
 }
 

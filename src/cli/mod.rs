@@ -11,6 +11,7 @@ pub mod duration;
 pub mod human;
 pub mod k8s;
 pub mod k8s_render;
+pub mod k8s_verify;
 pub mod observe;
 pub mod passport;
 pub mod policy;
@@ -80,7 +81,7 @@ pub enum Command {
     Policy(policy::PolicyArgs),
     /// Passports: what a job may have changed, how far and how often (templates, show, validate)
     Passport(passport::PassportArgs),
-    /// Kubernetes plans: render a plan as a reviewable kubectl script
+    /// Kubernetes plans: render a plan as a reviewable kubectl script, verify it against the cluster
     K8s(k8s::K8sArgs),
     /// Print a shell completion script
     Completion(completion::CompletionArgs),

@@ -1,0 +1,194 @@
+//! [`ClusterApi`] over kube-rs: typed k8s-openapi requests for namespaces and access reviews, raw JSON
+//! for workloads (so a diff sees every field the server returned, known to k8s-openapi or not).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, GetParams, Patch, PatchParams, PostParams};
+use kube::core::Request;
+use serde_json::Value;
+
+use super::config::{self, ClusterIdentity, ConfigError, ConnectOptions};
+use super::{
+    AccessCheck, AccessDecision, ClusterApi, ClusterError, FIELD_MANAGER, KnobMergePatch,
+    NamespaceInfo, PatchMode, ServerVersion, Workload,
+};
+use crate::plan::{Target, WorkloadKind};
+
+/// A kube-rs client with the identity it was built for and its request timeout.
+pub struct KubeCluster {
+    client: kube::Client,
+    identity: ClusterIdentity,
+    timeout: Option<Duration>,
+    requests: AtomicU64,
+}
+
+impl KubeCluster {
+    /// Builds the client from kubectl-style options. Must run inside a tokio runtime (the client
+    /// spawns its connection worker there).
+    pub async fn connect(opts: &ConnectOptions) -> Result<KubeCluster, ConfigError> {
+        let (config, identity) = config::load(opts).await?;
+        let client = kube::Client::try_from(config).map_err(|e| ConfigError {
+            message: format!("cannot build a client for {}: {e}", identity.server),
+        })?;
+        Ok(KubeCluster {
+            client,
+            identity,
+            timeout: opts.request_timeout,
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// How many API calls this client has started.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Runs one call under the request timeout and classifies its failure.
+    async fn call<T>(
+        &self,
+        what: impl Fn() -> String,
+        fut: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, ClusterError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = match self.timeout {
+            Some(limit) => match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => return Err(ClusterError::timeout(&what(), limit)),
+            },
+            None => fut.await,
+        };
+        result.map_err(|e| ClusterError::from_kube(&what(), &e))
+    }
+}
+
+fn collection_path(target: &Target) -> String {
+    let plural = match target.kind() {
+        WorkloadKind::Deployment => "deployments",
+        WorkloadKind::StatefulSet => "statefulsets",
+    };
+    format!("/apis/apps/v1/namespaces/{}/{plural}", target.namespace())
+}
+
+fn describe(verb: &str, target: &Target) -> String {
+    format!(
+        "{verb} {}s.apps {}/{}",
+        target.kind().resource(),
+        target.namespace(),
+        target.name()
+    )
+}
+
+impl ClusterApi for KubeCluster {
+    fn identity(&self) -> &ClusterIdentity {
+        &self.identity
+    }
+
+    async fn server_version(&self) -> Result<ServerVersion, ClusterError> {
+        let info = self
+            .call(|| "GET /version".into(), self.client.apiserver_version())
+            .await?;
+        Ok(ServerVersion {
+            git_version: info.git_version,
+            platform: Some(info.platform).filter(|p| !p.is_empty()),
+        })
+    }
+
+    async fn get_namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, ClusterError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let ns = self
+            .call(|| format!("GET namespaces {name}"), api.get_opt(name))
+            .await?;
+        Ok(ns.map(|ns| NamespaceInfo {
+            name: name.to_string(),
+            phase: ns.status.and_then(|s| s.phase),
+        }))
+    }
+
+    async fn get_workload(&self, target: &Target) -> Result<Option<Workload>, ClusterError> {
+        let request = Request::new(collection_path(target))
+            .get(target.name(), &GetParams::default())
+            .map_err(|e| {
+                ClusterError::from_kube(&describe("GET", target), &kube::Error::BuildRequest(e))
+            })?;
+        match self
+            .call(
+                || describe("GET", target),
+                self.client.request::<Value>(request),
+            )
+            .await
+        {
+            Ok(object) => Workload::from_object(target, object).map(Some),
+            Err(e) if e.kind == super::ClusterErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn review_access(&self, check: &AccessCheck) -> Result<AccessDecision, ClusterError> {
+        let review = SelfSubjectAccessReview {
+            spec: SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(check.verb.clone()),
+                    group: Some(check.group.clone()),
+                    resource: Some(check.resource.clone()),
+                    namespace: check.namespace.clone(),
+                    name: check.name.clone(),
+                    ..ResourceAttributes::default()
+                }),
+                ..SelfSubjectAccessReviewSpec::default()
+            },
+            ..SelfSubjectAccessReview::default()
+        };
+        let api: Api<SelfSubjectAccessReview> = Api::all(self.client.clone());
+        let what = || {
+            format!(
+                "POST selfsubjectaccessreviews ({} {} in {})",
+                check.verb,
+                check.resource,
+                check.namespace.as_deref().unwrap_or("the cluster")
+            )
+        };
+        let answer = self
+            .call(what, api.create(&PostParams::default(), &review))
+            .await?;
+        let status = answer.status.unwrap_or_default();
+        Ok(AccessDecision {
+            allowed: status.allowed,
+            denied: status.denied.unwrap_or(false),
+            reason: status.reason.filter(|r| !r.is_empty()),
+        })
+    }
+
+    async fn patch_workload(
+        &self,
+        target: &Target,
+        patch: &KnobMergePatch,
+        mode: PatchMode,
+    ) -> Result<Workload, ClusterError> {
+        let params = PatchParams {
+            dry_run: mode == PatchMode::DryRun,
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let verb = match mode {
+            PatchMode::DryRun => "PATCH (dry run)",
+            PatchMode::Write => "PATCH",
+        };
+        let request = Request::new(collection_path(target))
+            .patch(target.name(), &params, &Patch::Merge(patch.as_json()))
+            .map_err(|e| {
+                ClusterError::from_kube(&describe(verb, target), &kube::Error::BuildRequest(e))
+            })?;
+        let object = self
+            .call(
+                || describe(verb, target),
+                self.client.request::<Value>(request),
+            )
+            .await?;
+        Workload::from_object(target, object)
+    }
+}

@@ -1,0 +1,220 @@
+//! Kubernetes: the one narrow interface ([`ClusterApi`]) through which ModeKeeper talks to an API
+//! server, its kube-rs implementation, and what is built on it (plan verification, reading a
+//! workload's current knobs).
+//!
+//! The connection follows kubectl's flags and kubeconfig rules ([`ConnectOptions`]); every report
+//! records the context, server, user and namespace ([`ClusterIdentity`]). Every call is bounded by the
+//! request timeout and fails with a classified [`ClusterError`] (unreachable, timeout, unauthorized,
+//! forbidden with the parsed RBAC permission, not found, conflict, invalid, server error).
+//!
+//! The rest of the product sees [`ClusterApi`] and the sync facade [`Cluster`], which owns a small
+//! tokio runtime, since the CLI is synchronous. This is the only module that names kube-rs,
+//! k8s-openapi or tokio. Nothing here writes artifacts; the only write it can send is a JSON merge
+//! patch of `modekeeper/knob.*` annotations ([`KnobMergePatch`]), and verification sends it as a
+//! server-side dry run only.
+
+mod client;
+mod config;
+mod diff;
+mod error;
+mod facade;
+mod knobs;
+mod rbac;
+pub mod verify;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::plan::{KNOB_ANNOTATION_PREFIX, KnobPatch, Target};
+
+pub use client::KubeCluster;
+pub use config::{
+    ClusterIdentity, ConfigError, ConfigSource, ConnectOptions, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
+pub use error::{ClusterError, ClusterErrorKind, human_duration};
+pub use facade::{Cluster, ConnectError};
+pub use knobs::{KnobReadError, current_knobs, read_current_knobs};
+pub use rbac::{RbacDenial, SuggestedRule};
+
+/// The field manager of every write (and dry run) ModeKeeper sends.
+pub const FIELD_MANAGER: &str = "modekeeper";
+
+/// The API server's version (`GET /version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerVersion {
+    pub git_version: String,
+    pub platform: Option<String>,
+}
+
+/// A namespace that exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceInfo {
+    pub name: String,
+    /// `Active` or `Terminating`.
+    pub phase: Option<String>,
+}
+
+/// A Deployment or StatefulSet as the server returned it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    pub target: Target,
+    pub uid: String,
+    pub resource_version: String,
+    pub generation: Option<i64>,
+    /// The object's own annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// The pod template's annotations (what the trainer reads through the Downward API).
+    pub template_annotations: BTreeMap<String, String>,
+    /// The whole object, for diffs.
+    pub object: Value,
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Workload {
+    /// Reads the fields the product uses from an object's JSON.
+    pub fn from_object(target: &Target, object: Value) -> Result<Workload, ClusterError> {
+        let meta = &object["metadata"];
+        let uid = meta["uid"].as_str().unwrap_or_default().to_string();
+        let resource_version = meta["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if resource_version.is_empty() {
+            return Err(ClusterError::new(
+                ClusterErrorKind::Other,
+                format!(
+                    "{}/{} in namespace {}: the server returned an object without metadata.resourceVersion",
+                    target.kind().resource(),
+                    target.name(),
+                    target.namespace()
+                ),
+            ));
+        }
+        Ok(Workload {
+            target: target.clone(),
+            uid,
+            resource_version,
+            generation: meta["generation"].as_i64(),
+            annotations: string_map(&meta["annotations"]),
+            template_annotations: string_map(
+                &object["spec"]["template"]["metadata"]["annotations"],
+            ),
+            object,
+        })
+    }
+}
+
+/// A SelfSubjectAccessReview question: may the current user `verb` this resource?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessCheck {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl AccessCheck {
+    /// `verb` on the plan target's workload object.
+    pub fn on_workload(verb: &str, target: &Target) -> AccessCheck {
+        AccessCheck {
+            verb: verb.to_string(),
+            group: "apps".into(),
+            resource: format!("{}s", target.kind().resource()),
+            namespace: Some(target.namespace().to_string()),
+            name: Some(target.name().to_string()),
+        }
+    }
+}
+
+/// The server's answer to an [`AccessCheck`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessDecision {
+    pub allowed: bool,
+    /// An authorizer explicitly denied (as opposed to no rule allowing).
+    pub denied: bool,
+    pub reason: Option<String>,
+}
+
+/// Whether a patch is stored or only evaluated (`dryRun=All`: admission and validation run, nothing
+/// is persisted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchMode {
+    DryRun,
+    Write,
+}
+
+/// The only body ModeKeeper ever sends in a write: a JSON merge patch that sets
+/// `modekeeper/knob.*` annotations, optionally with a `metadata.resourceVersion` precondition (the
+/// server answers 409 if the object changed since that version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnobMergePatch(Value);
+
+impl KnobMergePatch {
+    pub fn new(patch: &KnobPatch, resource_version: Option<&str>) -> KnobMergePatch {
+        let mut body = patch.to_json();
+        if let Some(rv) = resource_version {
+            body["metadata"]["resourceVersion"] = Value::String(rv.to_string());
+        }
+        KnobMergePatch(body)
+    }
+
+    pub fn as_json(&self) -> &Value {
+        &self.0
+    }
+}
+
+/// The pod-template annotation key of a knob.
+pub fn knob_annotation(knob: &str) -> String {
+    format!("{KNOB_ANNOTATION_PREFIX}{knob}")
+}
+
+/// Everything ModeKeeper asks of a Kubernetes API server. Implementations bound each call by their
+/// request timeout and classify every failure; "absent" is `Ok(None)`, never an error.
+pub trait ClusterApi: Send + Sync {
+    /// Context, server, user and default namespace of the connection.
+    fn identity(&self) -> &ClusterIdentity;
+
+    /// `GET /version`: the cheapest call that proves the server answers and accepts the credentials.
+    fn server_version(&self) -> impl Future<Output = Result<ServerVersion, ClusterError>> + Send;
+
+    /// `GET /api/v1/namespaces/{name}`; `Ok(None)` when it does not exist.
+    fn get_namespace(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<NamespaceInfo>, ClusterError>> + Send;
+
+    /// `GET` of the target's Deployment or StatefulSet; `Ok(None)` when it does not exist.
+    fn get_workload(
+        &self,
+        target: &Target,
+    ) -> impl Future<Output = Result<Option<Workload>, ClusterError>> + Send;
+
+    /// A SelfSubjectAccessReview (what `kubectl auth can-i` asks).
+    fn review_access(
+        &self,
+        check: &AccessCheck,
+    ) -> impl Future<Output = Result<AccessDecision, ClusterError>> + Send;
+
+    /// `PATCH` (`application/merge-patch+json`, `fieldManager=modekeeper`) of the target; with
+    /// [`PatchMode::DryRun`] (`dryRun=All`) the server returns the object as it would store it.
+    fn patch_workload(
+        &self,
+        target: &Target,
+        patch: &KnobMergePatch,
+        mode: PatchMode,
+    ) -> impl Future<Output = Result<Workload, ClusterError>> + Send;
+}
