@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod cli;
 pub mod envelope;
 pub mod error;
+pub mod license;
 pub mod k8s;
 pub mod passport;
 pub mod pipeline;

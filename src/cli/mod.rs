@@ -11,6 +11,7 @@ pub mod duration;
 pub mod human;
 pub mod k8s;
 pub mod k8s_render;
+pub mod license;
 pub mod k8s_verify;
 pub mod observe;
 pub mod passport;
@@ -83,6 +84,8 @@ pub enum Command {
     Passport(passport::PassportArgs),
     /// Kubernetes plans: render a plan as a reviewable kubectl script, verify it against the cluster
     K8s(k8s::K8sArgs),
+    /// Licenses: generate a signing key, mint a license, verify one
+    License(license::LicenseArgs),
     /// Print a shell completion script
     Completion(completion::CompletionArgs),
 }
