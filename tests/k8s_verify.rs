@@ -291,7 +291,7 @@ fn conflict_when_the_object_changes_during_verify() {
     sim.inject_fault(Fault::delay(DEPLOY, Duration::from_millis(1500)).method("PATCH"));
     let case = Case::new(&sim, "t0");
     let plan = case.write_plan(&json!([item("ml", "trainer", "8")]));
-    let mut child = case
+    let child = case
         .command()
         .args(["k8s", "verify", "--plan"])
         .arg(&plan)

@@ -121,27 +121,34 @@ fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     v.pointer(path)
 }
 
-/// The planned knob annotations as (JSON pointer, knob, value).
-fn planned(patch: &KnobPatch) -> Vec<(String, String, String)> {
+/// The planned knob annotations as (JSON pointer, knob, value); `None` = removed (rollback plans).
+fn planned(patch: &KnobPatch) -> Vec<(String, String, Option<String>)> {
     let key = |k: &str| escape(&format!("{KNOB_ANNOTATION_PREFIX}{k}"));
-    let mut out: Vec<(String, String, String)> = patch
+    let template = |k: &str| format!("/spec/template/metadata/annotations/{}", key(k));
+    let object = |k: &str| format!("/metadata/annotations/{}", key(k));
+    let mut out: Vec<(String, String, Option<String>)> = patch
         .pod_template
         .iter()
-        .map(|(k, v)| {
-            (
-                format!("/spec/template/metadata/annotations/{}", key(k)),
-                k.clone(),
-                v.clone(),
-            )
-        })
+        .map(|(k, v)| (template(k), k.clone(), Some(v.clone())))
         .collect();
-    out.extend(patch.object.iter().map(|(k, v)| {
-        (
-            format!("/metadata/annotations/{}", key(k)),
-            k.clone(),
-            v.clone(),
-        )
-    }));
+    out.extend(
+        patch
+            .object
+            .iter()
+            .map(|(k, v)| (object(k), k.clone(), Some(v.clone()))),
+    );
+    out.extend(
+        patch
+            .pod_template_removed
+            .iter()
+            .map(|k| (template(k), k.clone(), None)),
+    );
+    out.extend(
+        patch
+            .object_removed
+            .iter()
+            .map(|k| (object(k), k.clone(), None)),
+    );
     out
 }
 
@@ -154,12 +161,12 @@ pub fn diff_workloads(live: &Value, result: &Value, patch: &KnobPatch) -> Vec<Di
     for e in &mut out {
         if let Some((_, knob, value)) = planned.iter().find(|(p, _, _)| *p == e.path) {
             e.knob = Some(knob.clone());
-            e.expected = e.after.as_ref().and_then(Value::as_str) == Some(value.as_str());
+            e.expected = e.after.as_ref().and_then(Value::as_str) == value.as_deref();
         }
     }
     for (path, knob, value) in &planned {
         let after = pointer(result, path);
-        if after.and_then(Value::as_str) != Some(value.as_str())
+        if after.and_then(Value::as_str) != value.as_deref()
             && !out.iter().any(|e| e.path == *path)
         {
             out.push(DiffEntry {
@@ -197,6 +204,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             object: BTreeMap::new(),
+            ..KnobPatch::default()
         }
     }
 
@@ -284,6 +292,20 @@ mod tests {
         assert_eq!(d[1].knob.as_deref(), Some("b"));
         assert_eq!(d[1].op, "add");
         assert!(!d[1].expected);
+    }
+
+    #[test]
+    fn a_planned_removal_is_expected_only_when_the_knob_is_gone() {
+        let live = deployment(json!({"modekeeper/knob.a": "1"}), 1);
+        let removal = KnobPatch {
+            pod_template_removed: ["a".to_string()].into(),
+            ..KnobPatch::default()
+        };
+        let d = diff_workloads(&live, &deployment(json!({}), 1), &removal);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].op.as_str(), d[0].expected), ("remove", true));
+        let d = diff_workloads(&live, &live, &removal);
+        assert_eq!((d[0].op.as_str(), d[0].expected), ("unchanged", false));
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub struct ClusterError {
     pub status: Option<u16>,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rbac: Option<RbacDenial>,
+    pub rbac: Option<Box<RbacDenial>>,
 }
 
 impl ClusterError {
@@ -108,7 +108,7 @@ impl ClusterError {
             status: Some(code),
             message: one_line(message),
             rbac: (kind == ClusterErrorKind::Forbidden)
-                .then(|| RbacDenial::parse(message))
+                .then(|| RbacDenial::parse(message).map(Box::new))
                 .flatten(),
         }
     }
@@ -165,7 +165,7 @@ pub fn human_duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{:.1}s", d.as_secs_f64())

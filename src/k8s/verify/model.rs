@@ -313,7 +313,7 @@ impl ItemCheck {
             .into_iter()
             .find_map(|s| forbidden(s).map(|e| (s, e)))?;
         if let Some(r) = &e.rbac {
-            return Some(r.clone());
+            return Some(r.as_ref().clone());
         }
         let verb = if step == Step::DryRun { "patch" } else { "get" };
         Some(RbacDenial::new(
