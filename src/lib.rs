@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod cli;
+pub mod closed_loop;
 pub mod envelope;
 pub mod error;
 pub mod license;

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Observe(a) => cli::observe::run(&cli.global, a),
+        Command::ClosedLoop(a) => cli::closed_loop::run(&cli.global, a),
         Command::Policy(a) => cli::policy::run(&cli.global, a),
         Command::Passport(a) => cli::passport::run(&cli.global, a),
         Command::K8s(a) => cli::k8s::run(&cli.global, a),

@@ -154,7 +154,7 @@ fn item_line(item: &ItemCheck) -> String {
             format!(
                 "{k} {} -> {}",
                 v.current.as_deref().unwrap_or("unset"),
-                v.planned
+                v.planned.as_deref().unwrap_or("unset")
             )
         })
         .collect();

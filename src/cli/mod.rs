@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::telemetry::Format;
 
+pub mod closed_loop;
 pub mod completion;
 pub mod duration;
 pub mod human;
@@ -78,6 +79,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Read a training job's telemetry, compute window features and report what happened
     Observe(observe::ObserveArgs),
+    /// Decide per window (policies, passport envelope) and write a decision trace and a reviewable plan
+    ClosedLoop(closed_loop::ClosedLoopArgs),
     /// Manage chord policies (WebAssembly components): list, inspect, add, lock, verify, test
     Policy(policy::PolicyArgs),
     /// Passports: what a job may have changed, how far and how often (templates, show, validate)

@@ -6,7 +6,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::plan::{KNOB_ANNOTATION_PREFIX, KnobPatch};
+use super::planned_knobs;
+use crate::plan::KnobPatch;
 
 /// Paths (JSON pointers, and everything under them) the server changes on every write and that no
 /// patch controls: bookkeeping and status.
@@ -122,34 +123,12 @@ fn pointer<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 /// The planned knob annotations as (JSON pointer, knob, value); `None` = removed (rollback plans).
+/// Read from the merge patch body, so it is exactly what the server is asked to do.
 fn planned(patch: &KnobPatch) -> Vec<(String, String, Option<String>)> {
-    let key = |k: &str| escape(&format!("{KNOB_ANNOTATION_PREFIX}{k}"));
-    let template = |k: &str| format!("/spec/template/metadata/annotations/{}", key(k));
-    let object = |k: &str| format!("/metadata/annotations/{}", key(k));
-    let mut out: Vec<(String, String, Option<String>)> = patch
-        .pod_template
-        .iter()
-        .map(|(k, v)| (template(k), k.clone(), Some(v.clone())))
-        .collect();
-    out.extend(
-        patch
-            .object
-            .iter()
-            .map(|(k, v)| (object(k), k.clone(), Some(v.clone()))),
-    );
-    out.extend(
-        patch
-            .pod_template_removed
-            .iter()
-            .map(|k| (template(k), k.clone(), None)),
-    );
-    out.extend(
-        patch
-            .object_removed
-            .iter()
-            .map(|k| (object(k), k.clone(), None)),
-    );
-    out
+    planned_knobs(patch)
+        .into_iter()
+        .map(|p| (p.pointer(), p.knob, p.value))
+        .collect()
 }
 
 /// The changes from `live` to `result` outside [`IGNORED_PATHS`], in path order, plus an
@@ -166,8 +145,7 @@ pub fn diff_workloads(live: &Value, result: &Value, patch: &KnobPatch) -> Vec<Di
     }
     for (path, knob, value) in &planned {
         let after = pointer(result, path);
-        if after.and_then(Value::as_str) != value.as_deref()
-            && !out.iter().any(|e| e.path == *path)
+        if after.and_then(Value::as_str) != value.as_deref() && !out.iter().any(|e| e.path == *path)
         {
             out.push(DiffEntry {
                 path: path.clone(),

@@ -177,6 +177,53 @@ impl KnobMergePatch {
     }
 }
 
+/// One knob annotation a patch sets (`value`) or removes (`None`), on the pod template or the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedKnob {
+    pub knob: String,
+    pub on_template: bool,
+    pub value: Option<String>,
+}
+
+impl PlannedKnob {
+    /// Its JSON pointer in the workload object.
+    pub fn pointer(&self) -> String {
+        let key = knob_annotation(&self.knob)
+            .replace('~', "~0")
+            .replace('/', "~1");
+        if self.on_template {
+            format!("/spec/template/metadata/annotations/{key}")
+        } else {
+            format!("/metadata/annotations/{key}")
+        }
+    }
+}
+
+/// Every knob annotation `patch` sets or removes, read from its JSON merge patch (the body that is
+/// sent), pod template first.
+pub fn planned_knobs(patch: &KnobPatch) -> Vec<PlannedKnob> {
+    let body = patch.to_json();
+    let mut out = vec![];
+    for (on_template, annotations) in [
+        (true, &body["spec"]["template"]["metadata"]["annotations"]),
+        (false, &body["metadata"]["annotations"]),
+    ] {
+        let Some(m) = annotations.as_object() else {
+            continue;
+        };
+        for (key, value) in m {
+            if let Some(knob) = key.strip_prefix(KNOB_ANNOTATION_PREFIX) {
+                out.push(PlannedKnob {
+                    knob: knob.to_string(),
+                    on_template,
+                    value: value.as_str().map(str::to_string),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The pod-template annotation key of a knob.
 pub fn knob_annotation(knob: &str) -> String {
     format!("{KNOB_ANNOTATION_PREFIX}{knob}")

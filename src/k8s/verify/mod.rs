@@ -13,6 +13,8 @@
 
 mod model;
 mod report;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -208,9 +210,11 @@ async fn check_item<A: ClusterApi>(
             check.resource_version = Some(w.resource_version.clone());
             check.generation = w.generation;
             for (knob, k) in check.knobs.iter_mut() {
+                let key = super::knob_annotation(knob);
                 k.current = w
                     .template_annotations
-                    .get(&super::knob_annotation(knob))
+                    .get(&key)
+                    .or_else(|| w.annotations.get(&key))
                     .cloned();
             }
             Some(w)

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::k8s::{ClusterError, ClusterErrorKind, DiffEntry, RbacDenial};
+use crate::k8s::{ClusterError, ClusterErrorKind, DiffEntry, RbacDenial, planned_knobs};
 use crate::plan::{PlanItem, Target};
 
 /// Why a plan cannot be applied as verified. The declaration order is the priority among blockers
@@ -137,11 +137,12 @@ pub struct DryRunCheck {
     pub message: Option<String>,
 }
 
-/// A knob the item sets: its value on the live pod template and the planned one.
+/// A knob the item changes: its live value (pod template, else object annotation) and the planned
+/// one (null: the patch removes the annotation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KnobCheck {
     pub current: Option<String>,
-    pub planned: String,
+    pub planned: Option<String>,
 }
 
 /// Everything verification established about one plan item.
@@ -195,20 +196,17 @@ impl ItemCheck {
             can_i_patch: None,
             dry_run: DryRunCheck::default(),
             diff: vec![],
-            knobs: item
-                .patch()
-                .knobs()
-                .into_iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        KnobCheck {
-                            current: None,
-                            planned: v.to_string(),
-                        },
-                    )
-                })
-                .collect(),
+            knobs: {
+                let mut knobs = BTreeMap::new();
+                // Pod template first: it is what the trainer reads.
+                for p in planned_knobs(item.patch()) {
+                    knobs.entry(p.knob).or_insert(KnobCheck {
+                        current: None,
+                        planned: p.value,
+                    });
+                }
+                knobs
+            },
             errors: vec![],
             blocker: None,
             rbac: None,
@@ -233,7 +231,10 @@ impl ItemCheck {
             decisive.push(Step::Namespace);
         }
         for e in &self.errors {
-            if decisive.contains(&e.step) {
+            // Not being allowed to read the namespace only leaves its existence unknown.
+            let forbidden_namespace =
+                e.step == Step::Namespace && e.error.kind == ClusterErrorKind::Forbidden;
+            if decisive.contains(&e.step) && !forbidden_namespace {
                 let kind = BlockerKind::from_error(e.step, e.error.kind);
                 let what = match e.step {
                     Step::DryRun => "dry run",

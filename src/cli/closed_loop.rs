@@ -1,0 +1,74 @@
+//! `closed-loop run`: telemetry → window features → chord policies (per window, state carried) →
+//! the envelope (passport limits, cooldowns on telemetry time) → the decision trace, the plan of the
+//! accepted end state, its kubectl review script, the policy bundle, the report and a summary. Never
+//! touches a cluster. The pure loop is `crate::closed_loop`; this module resolves flags
+//! (`inputs`), drives the pass and writes the artifacts (`run`), and prints (`terminal`).
+
+mod inputs;
+mod run;
+mod terminal;
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::TelemetryArgs;
+use super::policy::PolicyDirs;
+use crate::policy::DEFAULT_POLICY;
+
+pub use run::run;
+
+#[derive(Debug, Args)]
+pub struct ClosedLoopArgs {
+    #[command(subcommand)]
+    pub command: ClosedLoopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClosedLoopCommand {
+    /// One pass over a trace: decide per window, write the decision trace and a reviewable plan
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// Directory for the artifacts and explain.jsonl
+    #[arg(long, value_name = "DIR", default_value = "report")]
+    pub out: PathBuf,
+    /// Passport: a template name (see `passport templates`) or a passport file
+    #[arg(long, value_name = "NAME|FILE", default_value = "safe")]
+    pub passport: String,
+    /// Current knob values, comma-separated K=V [default: the passport's baselines]
+    #[arg(long, value_name = "K=V,..", value_delimiter = ',')]
+    pub knobs: Vec<String>,
+    /// Base policy: an id, `id@version`, `id@sha256:…`, or a component path
+    #[arg(long, value_name = "ID", default_value = DEFAULT_POLICY)]
+    pub policy: String,
+    /// Advanced chords or policies to run as well (e.g. TIMEOUT-GUARD), comma-separated; the
+    /// passport must also permit a chord for its proposals to pass
+    #[arg(long, value_name = "ID,..", value_delimiter = ',')]
+    pub enable_advanced: Vec<String>,
+    /// The Deployment the plan patches [default: trainer]
+    #[arg(long, value_name = "NAME", conflicts_with = "statefulset")]
+    pub deployment: Option<String>,
+    /// Patch this StatefulSet instead of a Deployment
+    #[arg(long, value_name = "NAME")]
+    pub statefulset: Option<String>,
+    /// Start from the knob values in the workload's pod-template annotations (a read-only GET;
+    /// needs --deployment or --statefulset; namespace from -n or the kubeconfig context)
+    #[arg(long, conflicts_with = "knobs")]
+    pub knobs_from_cluster: bool,
+    /// Re-derive an earlier run from its report and policy bundle in DIR (same trace, passport,
+    /// starting knobs, target and policy digests) and check that the decision trace and the plan
+    /// come out byte for byte the same
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "path", "format", "window_steps", "warmup_steps", "reorder_window", "clock_skew_tolerance",
+        "passport", "knobs", "policy", "enable_advanced", "deployment", "statefulset",
+        "knobs_from_cluster",
+    ])]
+    pub replay: Option<PathBuf>,
+    #[command(flatten)]
+    pub dirs: PolicyDirs,
+}

@@ -1,0 +1,507 @@
+//! Drives one `closed-loop run`: resolve inputs, load the policies, one pass over the telemetry with
+//! the loop deciding per window (trace lines streamed to a temporary file), then the plan, the review
+//! script, the bundle, the report and the summary, each written atomically. Explain events:
+//! `closed_loop_start`, `closed_loop_observe_source`, `closed_loop_decisions`,
+//! `closed_loop_plan_written`, `closed_loop_report`, (`closed_loop_replay`), `closed_loop_stop`, or
+//! `closed_loop_error` then `closed_loop_stop`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::RunArgs;
+use super::inputs::{self, Inputs, hex};
+use super::terminal::terminal_summary;
+use crate::artifacts::{ExplainLog, OutDir};
+use crate::cli::policy::PolicyDirs;
+use crate::cli::{GlobalArgs, OutputFormat};
+use crate::closed_loop::{
+    BUNDLE_FILE, BUNDLE_SCHEMA, BundleArtifact, BundlePassport, BundlePolicy, ClosedLoop,
+    ClosedLoopReport, EngineInfo, FileCheck, LoopOutcome, PassportInfo, PolicyBundle, REPORT_NAME,
+    REPORT_SCHEMA, ReplayCheck, ReportPolicy, RunSpan, SUMMARY_FILE, SourceInfo, TRACE_FILE,
+    TRACE_SCHEMA, TargetInfo, TraceInfo, WASMTIME_VERSION, knobs_text, summary_markdown,
+};
+use crate::error::{InputError, input_error};
+use crate::pipeline::{PassSummary, run_pass};
+use crate::plan::{
+    KUBECTL_SCRIPT, PLAN_FILE, Plan, build_plan, canonical_json, render_kubectl_script,
+    sha256_prefixed,
+};
+use crate::policy::{self, PolicyCatalog, PolicyError, PolicyHost, PolicySet, SandboxLimits};
+use crate::signals::WindowFeatures;
+use crate::telemetry::open_source;
+
+pub fn run(global: &GlobalArgs, args: &super::ClosedLoopArgs) -> anyhow::Result<()> {
+    match &args.command {
+        super::ClosedLoopCommand::Run(a) => run_once(global, a),
+    }
+}
+
+fn run_once(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
+    let started = Utc::now();
+    let mut explain = ExplainLog::open(&args.out)?;
+    let result = execute(global, args, started, &mut explain);
+    match &result {
+        Ok(()) => explain.event("closed_loop_stop", json!({"rc": 0}))?,
+        Err(e) => {
+            let kind = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<InputError>())
+                .map_or("internal", |i| i.kind);
+            explain.event(
+                "closed_loop_error",
+                json!({"kind": kind, "error": format!("{e:#}")}),
+            )?;
+            explain.event(
+                "closed_loop_stop",
+                json!({"rc": crate::error::exit_code(e)}),
+            )?;
+        }
+    }
+    result
+}
+
+/// A policy loading failure as the user sees it: a name or a pin they can fix is invalid input.
+fn policy_error(e: PolicyError) -> anyhow::Error {
+    match e {
+        PolicyError::Io(_) => anyhow::Error::new(e),
+        PolicyError::UnknownPolicy(_) => input_error("unknown_policy", e.to_string()),
+        PolicyError::Advanced(_) => input_error("advanced_not_enabled", e.to_string()),
+        PolicyError::Lock(_) => input_error("lock_mismatch", e.to_string()),
+        _ => input_error("bad_policy", e.to_string()),
+    }
+}
+
+fn load_policies(
+    dirs: &PolicyDirs,
+    base: &str,
+    advanced: &[String],
+) -> anyhow::Result<(PolicyHost, PolicySet, PolicyCatalog)> {
+    let dir = dirs.policy_dir.clone().or_else(policy::default_policy_dir);
+    let catalog = PolicyCatalog::load(dir.as_deref()).map_err(policy_error)?;
+    let advanced = inputs::advanced_policy_ids(&catalog, advanced)?;
+    let cache = if dirs.no_cache {
+        None
+    } else {
+        dirs.cache_dir.clone().or_else(policy::default_cache_dir)
+    };
+    let host = PolicyHost::new(SandboxLimits::default(), cache.as_deref())?;
+    let set = PolicySet::load(&host, &catalog, base, &advanced).map_err(policy_error)?;
+    Ok((host, set, catalog))
+}
+
+/// Digests of the decision trace being written (and the replayed run's, to compare).
+struct TraceDigest<'a> {
+    whole: Sha256,
+    lines: u64,
+    baseline: Option<&'a [[u8; 32]]>,
+    first_difference: Option<u64>,
+}
+
+impl TraceDigest<'_> {
+    fn write(&mut self, w: &mut dyn Write, line: &str) -> anyhow::Result<()> {
+        w.write_all(line.as_bytes())?;
+        self.whole.update(line.as_bytes());
+        self.lines += 1;
+        if let Some(old) = self.baseline
+            && self.first_difference.is_none()
+        {
+            let same = old
+                .get(self.lines as usize - 1)
+                .is_some_and(|d| *d == <[u8; 32]>::from(Sha256::digest(line.as_bytes())));
+            if !same {
+                self.first_difference = Some(self.lines);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn execute(
+    global: &GlobalArgs,
+    args: &RunArgs,
+    started: DateTime<Utc>,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<()> {
+    let inp = inputs::resolve(global, args)?;
+    explain.event(
+        "closed_loop_start",
+        json!({
+            "source": "file", "path": inp.spec.path, "format": inp.spec.format,
+            "passport": {"name": inp.passport.name, "version": inp.passport.version, "source": inp.passport_source},
+            "policy": inp.base_policy, "enable_advanced": inp.advanced,
+            "knobs": knobs_text(&inp.knobs), "knobs_source": inp.knob_origin,
+            "target": {"namespace": inp.target.namespace(), "name": inp.target.name(), "kind": inp.target.kind().as_str()},
+            "replay": inp.replay.as_ref().map(|r| &r.dir), "knobs_cluster": inp.cluster,
+            "out": args.out,
+        }),
+    )?;
+    let (host, mut set, catalog) = load_policies(&args.dirs, &inp.base_policy, &inp.advanced)?;
+    let mut warnings = inp.warnings.clone();
+    warnings.extend(inputs::check_policies(&inp.passport, &set)?);
+    let src = open_source(&inp.spec)?;
+    let (format, compressed) = (src.format, src.compressed);
+
+    // Everything the user could get wrong is checked; from here on artifacts are written.
+    let out = OutDir::create(&args.out, started)?;
+    let mut trace_file = out.stream(TRACE_FILE)?;
+    let mut trace = TraceDigest {
+        whole: Sha256::new(),
+        lines: 0,
+        baseline: inp
+            .replay
+            .as_ref()
+            .and_then(|r| r.trace.as_ref())
+            .map(|(_, l)| l.as_slice()),
+        first_difference: None,
+    };
+    let mut lp = ClosedLoop::new(inp.passport.clone(), inp.knobs.clone());
+    let show_progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
+    let pass = {
+        let mut on_window = |f: &WindowFeatures| -> anyhow::Result<()> {
+            let ev = lp.evaluate(f, &mut set);
+            trace.write(trace_file.writer(), &ev.to_line())
+        };
+        run_pass(src, &inp.opts, inp.cfg, show_progress, &mut on_window)?
+    };
+    explain.event(
+        "closed_loop_observe_source",
+        json!({"source": "file", "path": inp.spec.path, "format": format, "compressed": compressed,
+               "ingest": pass.ingest, "windows": pass.windows}),
+    )?;
+    if pass.ingest.records_emitted == 0 {
+        return Err(input_error(
+            "no_records",
+            format!(
+                "no usable telemetry record in {} ({} lines read, {} skipped as bad, {} log lines)",
+                inp.spec.path.display(),
+                pass.ingest.lines_read,
+                pass.ingest.skipped_total(),
+                pass.ingest.log_lines
+            ),
+        ));
+    }
+    if let Some(old) = trace.baseline
+        && trace.first_difference.is_none()
+        && old.len() as u64 != trace.lines
+    {
+        trace.first_difference = Some(trace.lines.min(old.len() as u64) + 1);
+    }
+    let outcome = lp.finish();
+    let trace_sha = format!("sha256:{}", hex(&trace.whole.finalize()));
+    let trace_lines = trace.lines;
+    let trace_first_difference = trace.first_difference;
+    let trace_path = trace_file.commit()?;
+    explain.event(
+        "closed_loop_decisions",
+        json!({
+            "windows": outcome.windows,
+            "chords": outcome.timeline.primary_windows,
+            "proposed": outcome.proposed_total,
+            "blocked": outcome.blocked_total,
+            "blocked_by_reason": outcome.blocked_by_reason,
+            "policy_failures": outcome.policy_failures_total,
+            "decision_trace": {"path": trace_path, "lines": trace_lines, "sha256": trace_sha},
+        }),
+    )?;
+
+    let plan = build_plan(&inp.target, &outcome.changes_as_accepted())
+        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
+    let plan_doc = plan.to_document();
+    let plan_path = out.write_text(PLAN_FILE, &plan_doc)?;
+    let script_path = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
+    make_executable(&script_path)?;
+    let plan_digest = plan.digest();
+    explain.event(
+        "closed_loop_plan_written",
+        json!({"path": plan_path, "items": plan.items().len(), "plan_digest": plan_digest,
+               "kubectl_script": script_path,
+               "changes": outcome.changes}),
+    )?;
+    // Hook for the gated apply (src/apply): it takes `plan` and `plan_path` from here, after
+    // verify; `closed-loop run` itself never touches a cluster.
+
+    let passport_sha =
+        sha256_prefixed(canonical_json(&serde_json::to_value(&inp.passport)?).as_bytes());
+    let policies: Vec<&policy::Policy> = set.policies().collect();
+    let bundle = bundle(
+        &inp,
+        &host,
+        &catalog,
+        &policies,
+        &passport_sha,
+        BundleArtifact {
+            path: trace_path.clone(),
+            sha256: trace_sha.clone(),
+        },
+        BundleArtifact {
+            path: plan_path.clone(),
+            sha256: plan_digest.clone(),
+        },
+    );
+    let bundle_path = out.write_json(BUNDLE_FILE, &bundle)?;
+
+    let replay = inp.replay.as_ref().map(|r| ReplayCheck {
+        from: r.dir.clone(),
+        identical: false,
+        decision_trace: FileCheck {
+            identical: r.trace.as_ref().is_some_and(|(sha, _)| *sha == trace_sha),
+            sha256_before: r.trace.as_ref().map(|(sha, _)| sha.clone()),
+            sha256_after: trace_sha.clone(),
+            first_difference_line: trace_first_difference,
+        },
+        plan: plan_check(r.plan.as_deref(), plan_doc.as_bytes()),
+    });
+    let replay = replay.map(|mut r| {
+        r.identical = r.decision_trace.identical && r.plan.identical;
+        r
+    });
+
+    let finished = Utc::now();
+    let mut report = ClosedLoopReport {
+        schema_version: REPORT_SCHEMA,
+        tool: json!({"name": "kubectl-modekeeper", "version": env!("CARGO_PKG_VERSION")}),
+        started_at: stamp(started),
+        finished_at: stamp(finished),
+        duration_ms: (finished - started).num_milliseconds(),
+        mode: "plan_only",
+        source: SourceInfo {
+            kind: "file".into(),
+            path: inp.spec.path.clone(),
+            absolute_path: absolute(&inp.spec.path),
+            format: serde_json::to_value(format)?
+                .as_str()
+                .unwrap_or("auto")
+                .to_string(),
+            compressed,
+        },
+        config: inp.config(),
+        ingest: pass.ingest.clone(),
+        run: run_span(&pass),
+        passport: PassportInfo {
+            name: inp.passport.name.clone(),
+            version: inp.passport.version.clone(),
+            source: inp.passport_source.clone(),
+            sha256: passport_sha,
+        },
+        policies: policies
+            .iter()
+            .map(|p| ReportPolicy {
+                id: p.metadata().id.clone(),
+                version: p.metadata().version.clone(),
+                digest: p.reference().digest.clone(),
+                advanced: p.metadata().advanced,
+            })
+            .collect(),
+        target: TargetInfo {
+            namespace: inp.target.namespace().to_string(),
+            name: inp.target.name().to_string(),
+            kind: inp.target.kind().as_str().to_string(),
+            defaulted: inp.target_defaulted,
+        },
+        knobs_source: inp.knob_origin,
+        knobs_cluster: inp.cluster.as_ref().map(serde_json::to_value).transpose()?,
+        knobs_before: outcome.knobs_before.clone(),
+        knobs_after: outcome.knobs_after.clone(),
+        changes: outcome.changes.clone(),
+        proposed: outcome.proposed.clone(),
+        proposed_total: outcome.proposed_total,
+        blocked: outcome.blocked.clone(),
+        blocked_total: outcome.blocked_total,
+        blocked_by_reason: outcome.blocked_by_reason.clone(),
+        policy_failures: outcome.policy_failures.clone(),
+        policy_failures_total: outcome.policy_failures_total,
+        chords: outcome.timeline.clone(),
+        plan_path: plan_path.clone(),
+        plan_digest: plan_digest.clone(),
+        plan_items: plan.items().len(),
+        kubectl_script_path: script_path.clone(),
+        decision_trace: TraceInfo {
+            path: trace_path.clone(),
+            schema_version: TRACE_SCHEMA,
+            lines: trace_lines,
+            sha256: trace_sha,
+        },
+        warnings,
+        replay,
+        artifacts: json!({}),
+    };
+    let summary_path = out.write_text(SUMMARY_FILE, &summary_markdown(&report))?;
+    report.artifacts = json!({
+        "closed_loop_latest": out.path(&format!("{REPORT_NAME}_latest.json")),
+        "decision_trace": trace_path,
+        "k8s_plan": plan_path,
+        "kubectl_script": script_path,
+        "policy_bundle": bundle_path,
+        "summary": summary_path,
+        "explain": explain.path(),
+        "record_raw": inp.spec.record_raw,
+    });
+    let (stamped, latest) = out.write_report(REPORT_NAME, &report)?;
+    explain.event(
+        "closed_loop_report",
+        json!({"path": stamped, "latest": latest}),
+    )?;
+    if let Some(r) = &report.replay {
+        explain.event("closed_loop_replay", serde_json::to_value(r)?)?;
+    }
+
+    print(global, &report, &outcome, &plan, &latest)?;
+    if let Some(r) = &report.replay
+        && !r.identical
+    {
+        let what = match (r.decision_trace.identical, r.plan.identical) {
+            (false, false) => "the decision trace and the plan differ",
+            (false, true) => "the decision trace differs",
+            _ => "the plan differs",
+        };
+        let at = r
+            .decision_trace
+            .first_difference_line
+            .map(|l| format!(" (first at trace line {l})"))
+            .unwrap_or_default();
+        anyhow::bail!(
+            "replay of {} diverged: {what}{at}; see {}",
+            r.from.display(),
+            latest.display()
+        );
+    }
+    Ok(())
+}
+
+fn print(
+    global: &GlobalArgs,
+    report: &ClosedLoopReport,
+    outcome: &LoopOutcome,
+    plan: &Plan,
+    latest: &Path,
+) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match global.output {
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut stdout, report)?;
+            writeln!(stdout)?;
+        }
+        OutputFormat::Text => write!(
+            stdout,
+            "{}",
+            terminal_summary(report, outcome, plan, latest)
+        )?,
+    }
+    Ok(())
+}
+
+fn bundle(
+    inp: &Inputs,
+    host: &PolicyHost,
+    catalog: &PolicyCatalog,
+    policies: &[&policy::Policy],
+    passport_sha: &str,
+    trace: BundleArtifact,
+    plan: BundleArtifact,
+) -> PolicyBundle {
+    let mut wit_versions: Vec<String> = Vec::new();
+    for p in policies {
+        if !wit_versions.contains(&p.metadata().wit_version) {
+            wit_versions.push(p.metadata().wit_version.clone());
+        }
+    }
+    let limits = host.limits();
+    PolicyBundle {
+        schema_version: BUNDLE_SCHEMA.into(),
+        tool: json!({"name": "kubectl-modekeeper", "version": env!("CARGO_PKG_VERSION")}),
+        wit_versions,
+        engine: EngineInfo {
+            name: "wasmtime".into(),
+            version: WASMTIME_VERSION.into(),
+            fuel_per_window: limits.fuel,
+            memory_bytes: limits.memory_bytes as u64,
+            deadline_ms: limits.deadline.as_millis() as u64,
+        },
+        policies: policies
+            .iter()
+            .map(|p| BundlePolicy {
+                id: p.metadata().id.clone(),
+                version: p.metadata().version.clone(),
+                digest: p.reference().digest.clone(),
+                wit_version: p.metadata().wit_version.clone(),
+                advanced: p.metadata().advanced,
+                origin: catalog
+                    .sources
+                    .iter()
+                    .find(|s| p.reference().digest.ends_with(&s.sha256))
+                    .map_or_else(|| "file".into(), |s| s.origin.describe()),
+            })
+            .collect(),
+        passport: BundlePassport {
+            name: inp.passport.name.clone(),
+            version: inp.passport.version.clone(),
+            source: inp.passport_source.clone(),
+            sha256: passport_sha.to_string(),
+            document: inp.passport.clone(),
+        },
+        decision_trace: trace,
+        plan,
+    }
+}
+
+fn plan_check(old: Option<&[u8]>, new: &[u8]) -> FileCheck {
+    let sha = |b: &[u8]| format!("sha256:{}", hex(&Sha256::digest(b)));
+    let first_difference_line = old.filter(|o| *o != new).map(|o| {
+        let (a, b) = (
+            String::from_utf8_lossy(o).into_owned(),
+            String::from_utf8_lossy(new).into_owned(),
+        );
+        let mut la = a.lines();
+        let mut lb = b.lines();
+        let mut n = 1u64;
+        loop {
+            match (la.next(), lb.next()) {
+                (Some(x), Some(y)) if x == y => n += 1,
+                _ => break n,
+            }
+        }
+    });
+    FileCheck {
+        identical: old == Some(new),
+        sha256_before: old.map(sha),
+        sha256_after: sha(new),
+        first_difference_line,
+    }
+}
+
+fn run_span(p: &PassSummary) -> RunSpan {
+    RunSpan {
+        first_step: p.first_step,
+        last_step: p.last_step,
+        start_ms: p.start_ms,
+        end_ms: p.end_ms,
+        windows: p.windows,
+    }
+}
+
+fn absolute(p: &Path) -> Option<PathBuf> {
+    if p.as_os_str() == "-" {
+        return None;
+    }
+    std::fs::canonicalize(p).ok()
+}
+
+#[cfg(unix)]
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> anyhow::Result<()> {
+    Ok(())
+}

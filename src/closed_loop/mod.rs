@@ -1,0 +1,495 @@
+//! The closed loop of `closed-loop run`, as pure logic: per window, the policies' merged decision →
+//! the envelope (passport limits, cooldowns, the global-batch invariant) → the knob values the next
+//! window starts from, with one decision-trace line per window; at the end, the accepted end state
+//! (what the plan carries), the chord timeline and the report's bookkeeping.
+//!
+//! Deterministic: no clock (cooldowns run on the windows' telemetry time), no I/O, no randomness, so a
+//! replay of the same trace with the same policy digests and passport gives the same bytes. The loop
+//! assumes every accepted change takes effect from the next window on (that is what a plan applied
+//! between windows would do); it never talks to a cluster and never evaluates a policy itself — the
+//! caller hands in each window's [`WindowDecision`] (see [`ClosedLoop::evaluate`] for the usual way).
+
+mod knobs;
+mod report;
+mod timeline;
+mod trace;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::envelope::{self, Accepted, EnvelopeState, EvalPoint, Limit};
+use crate::passport::{ChordId, Passport, serialize_knob_value};
+use crate::policy::{
+    FailureKind, Knobs, Limits, NORMAL_HOLD, PolicyRef, PolicySet, WindowDecision,
+};
+use crate::signals::WindowFeatures;
+
+pub use knobs::{KnobOrigin, knobs_text, parse_knob_flags, policy_limits, starting_knobs};
+pub use report::{
+    BUNDLE_FILE, BUNDLE_SCHEMA, BundleArtifact, BundlePassport, BundlePolicy, ClosedLoopReport,
+    EngineInfo, FileCheck, PassportInfo, PolicyBundle, REPORT_NAME, REPORT_SCHEMA, ReplayCheck,
+    ReplayInputs, ReportPolicy, RunConfig, RunSpan, SUMMARY_FILE, SourceInfo, TargetInfo,
+    TraceInfo, WASMTIME_VERSION, summary_markdown,
+};
+pub use timeline::{ChordSegment, ChordTimeline, MAX_SEGMENTS, WindowMark};
+pub use trace::{
+    PassportRef, TRACE_FILE, TRACE_SCHEMA, TraceBlocked, TraceEvent, TraceProposal, TraceWindow,
+    trace_features, trace_window,
+};
+
+/// Accepted changes, blocked proposals and policy failures listed in a report, each; the decision
+/// trace has all of them.
+pub const MAX_LISTED: usize = 1000;
+
+/// Reason code of a COMM-CONGESTION proposal in a window without communication telemetry, when the
+/// passport's `gates.require_comm_telemetry` is set.
+pub const REQUIRE_COMM_TELEMETRY: &str = "require_comm_telemetry";
+
+/// Where in the run something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WindowRef {
+    pub index: u64,
+    pub first_step: u64,
+    pub last_step: u64,
+    pub end_ms: Option<i64>,
+}
+
+/// A change the envelope accepted, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProposedChange {
+    pub knob: String,
+    #[serde(serialize_with = "serialize_knob_value")]
+    pub from: f64,
+    #[serde(serialize_with = "serialize_knob_value")]
+    pub to: f64,
+    pub reason: String,
+    pub chord: String,
+    pub window: WindowRef,
+    /// Which limit shortened the move, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limited_by: Option<Limit>,
+    /// What the policy asked for, when the move was shortened.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_knob"
+    )]
+    pub requested: Option<f64>,
+}
+
+/// Who refused a proposal: the policy host (the policy's own limits, or another policy owning the
+/// knob for the window) or the envelope (the passport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockStage {
+    PolicyHost,
+    Envelope,
+}
+
+/// A proposal that did not pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockedChange {
+    pub knob: String,
+    /// Reason code (the envelope's codes, docs/passports.md, plus [`REQUIRE_COMM_TELEMETRY`]).
+    pub reason: String,
+    pub detail: String,
+    pub chord: String,
+    #[serde(serialize_with = "serialize_opt_knob")]
+    pub requested: Option<f64>,
+    pub stage: BlockStage,
+    pub window: WindowRef,
+}
+
+/// A policy that produced no usable decision for a window (it proposed nothing).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyFailureRecord {
+    pub policy: String,
+    pub kind: FailureKind,
+    pub message: String,
+    pub window: WindowRef,
+}
+
+/// A knob's net change over the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KnobChange {
+    pub knob: String,
+    #[serde(serialize_with = "serialize_knob_value")]
+    pub from: f64,
+    #[serde(serialize_with = "serialize_knob_value")]
+    pub to: f64,
+    /// The chord of the last accepted change of this knob.
+    pub chord: String,
+}
+
+fn serialize_opt_knob<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.is_finite() => serialize_knob_value(x, s),
+        _ => s.serialize_none(),
+    }
+}
+
+/// Everything a finished loop hands to the report and the plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LoopOutcome {
+    pub windows: u64,
+    pub knobs_before: BTreeMap<String, f64>,
+    /// After every accepted change, in order.
+    pub knobs_after: BTreeMap<String, f64>,
+    /// Knobs whose value at the end differs from the start: what the plan carries.
+    pub changes: Vec<KnobChange>,
+    pub proposed: Vec<ProposedChange>,
+    pub proposed_total: u64,
+    pub blocked: Vec<BlockedChange>,
+    pub blocked_total: u64,
+    pub blocked_by_reason: BTreeMap<String, u64>,
+    pub policy_failures: Vec<PolicyFailureRecord>,
+    pub policy_failures_total: u64,
+    pub timeline: ChordTimeline,
+    /// The envelope's state at the end (cooldowns), for a run that continues from here.
+    pub envelope_state: EnvelopeState,
+}
+
+impl LoopOutcome {
+    /// The net changes as envelope verdicts, for [`crate::plan::build_plan`].
+    pub fn changes_as_accepted(&self) -> Vec<Accepted> {
+        self.changes
+            .iter()
+            .map(|c| Accepted {
+                knob: c.knob.clone(),
+                from: c.from,
+                to: c.to,
+                reason: "net change over the run".into(),
+                chord: c.chord.clone(),
+                limited_by: None,
+                requested: None,
+            })
+            .collect()
+    }
+}
+
+/// The loop's state between windows.
+#[derive(Debug, Clone)]
+pub struct ClosedLoop {
+    passport: Passport,
+    passport_ref: PassportRef,
+    knobs_before: BTreeMap<String, f64>,
+    knobs: BTreeMap<String, f64>,
+    envelope: EnvelopeState,
+    /// Telemetry time of the latest window that had one (cooldowns never see time go backwards).
+    last_at_ms: Option<i64>,
+    last_chord_of_knob: BTreeMap<String, String>,
+    windows: u64,
+    timeline: ChordTimeline,
+    proposed: Vec<ProposedChange>,
+    proposed_total: u64,
+    blocked: Vec<BlockedChange>,
+    blocked_total: u64,
+    blocked_by_reason: BTreeMap<String, u64>,
+    failures: Vec<PolicyFailureRecord>,
+    failures_total: u64,
+}
+
+impl ClosedLoop {
+    /// A loop under `passport`, starting from `knobs` (see [`starting_knobs`]).
+    pub fn new(passport: Passport, knobs: BTreeMap<String, f64>) -> ClosedLoop {
+        let passport_ref = PassportRef {
+            name: passport.name.clone(),
+            version: passport.version.clone(),
+        };
+        ClosedLoop {
+            passport,
+            passport_ref,
+            knobs_before: knobs.clone(),
+            knobs,
+            envelope: EnvelopeState::default(),
+            last_at_ms: None,
+            last_chord_of_knob: BTreeMap::new(),
+            windows: 0,
+            timeline: ChordTimeline::default(),
+            proposed: Vec::new(),
+            proposed_total: 0,
+            blocked: Vec::new(),
+            blocked_total: 0,
+            blocked_by_reason: BTreeMap::new(),
+            failures: Vec::new(),
+            failures_total: 0,
+        }
+    }
+
+    pub fn passport(&self) -> &Passport {
+        &self.passport
+    }
+
+    /// The knob values the next window's policies see.
+    pub fn knobs(&self) -> &BTreeMap<String, f64> {
+        &self.knobs
+    }
+
+    /// The passport's limits for the current values, as the policies see them.
+    pub fn limits(&self) -> Limits {
+        policy_limits(&self.passport, &self.knobs)
+    }
+
+    /// Evaluates `set` on one window with the current knobs and limits, then [`ClosedLoop::step`]s.
+    pub fn evaluate(&mut self, f: &WindowFeatures, set: &mut PolicySet) -> TraceEvent {
+        let d = set.evaluate(f, &Knobs(self.knobs.clone()), &self.limits());
+        self.step(f, &d)
+    }
+
+    /// Applies one window's merged decision: host-level refusals are recorded, the proposals go
+    /// through the envelope, accepted values become the current knobs. Returns the trace line.
+    pub fn step(&mut self, f: &WindowFeatures, d: &WindowDecision) -> TraceEvent {
+        let w = &f.window;
+        let wref = WindowRef {
+            index: w.index,
+            first_step: w.first_step,
+            last_step: w.last_step,
+            end_ms: w.end_ms,
+        };
+        self.windows += 1;
+        if let Some(t) = w.end_ms {
+            self.last_at_ms = Some(self.last_at_ms.map_or(t, |p| p.max(t)));
+        }
+        // Without telemetry time a cooldown can never be seen to elapse: the first change of a knob
+        // then starts a cooldown that lasts the whole run (safe, and still deterministic).
+        let at = EvalPoint {
+            at_ms: self.last_at_ms.unwrap_or(0),
+            window: w.index,
+        };
+
+        let mut blocked: Vec<BlockedChange> = Vec::new();
+        self.host_refusals(d, wref, &mut blocked);
+        for dec in &d.decisions {
+            if let Some(fail) = &dec.failure {
+                self.failures_total += 1;
+                if self.failures.len() < MAX_LISTED {
+                    self.failures.push(PolicyFailureRecord {
+                        policy: dec.policy.name.clone(),
+                        kind: fail.kind,
+                        message: fail.message.clone(),
+                        window: wref,
+                    });
+                }
+            }
+        }
+
+        // The passport's comm-telemetry gate, which the envelope does not know about (it sees no
+        // features): COMM-CONGESTION may act only on windows that carry comm_ms.
+        let mut proposals: Vec<envelope::Proposal> = Vec::new();
+        for p in &d.proposals {
+            if self.passport.gates.require_comm_telemetry
+                && p.chord == ChordId::CommCongestion.as_str()
+                && f.comm_share.is_none()
+            {
+                blocked.push(BlockedChange {
+                    knob: p.knob.clone(),
+                    reason: REQUIRE_COMM_TELEMETRY.into(),
+                    detail: format!(
+                        "passport {} requires communication telemetry (comm_ms) for COMM-CONGESTION; this window has none",
+                        self.passport.name
+                    ),
+                    chord: p.chord.clone(),
+                    requested: Some(p.to),
+                    stage: BlockStage::Envelope,
+                    window: wref,
+                });
+                continue;
+            }
+            proposals.push(envelope::Proposal {
+                chord: p.chord.clone(),
+                knob: p.knob.clone(),
+                to: p.to,
+                reason: p.reason.clone(),
+            });
+        }
+
+        let outcome =
+            envelope::enforce(&self.passport, &self.knobs, &self.envelope, at, &proposals);
+        self.envelope = outcome.state;
+        for b in outcome.blocked {
+            blocked.push(BlockedChange {
+                knob: b.knob,
+                reason: b.reason.as_str().to_string(),
+                detail: b.detail,
+                chord: b.chord,
+                requested: b.requested,
+                stage: BlockStage::Envelope,
+                window: wref,
+            });
+        }
+        let mut trace_props = Vec::with_capacity(outcome.accepted.len());
+        for a in outcome.accepted {
+            self.knobs.insert(a.knob.clone(), a.to);
+            self.last_chord_of_knob
+                .insert(a.knob.clone(), a.chord.clone());
+            trace_props.push(TraceProposal {
+                knob: a.knob.clone(),
+                from: a.from,
+                to: a.to,
+                reason: a.reason.clone(),
+            });
+            self.proposed_total += 1;
+            if self.proposed.len() < MAX_LISTED {
+                self.proposed.push(ProposedChange {
+                    knob: a.knob,
+                    from: a.from,
+                    to: a.to,
+                    reason: a.reason,
+                    chord: a.chord,
+                    window: wref,
+                    limited_by: a.limited_by,
+                    requested: a.requested,
+                });
+            }
+        }
+
+        let trace_blocked = blocked
+            .iter()
+            .map(|b| TraceBlocked {
+                knob: b.knob.clone(),
+                reason: b.reason.clone(),
+            })
+            .collect();
+        for b in blocked {
+            self.blocked_total += 1;
+            *self.blocked_by_reason.entry(b.reason.clone()).or_default() += 1;
+            if self.blocked.len() < MAX_LISTED {
+                self.blocked.push(b);
+            }
+        }
+
+        self.timeline.push(
+            WindowMark {
+                index: w.index,
+                first_step: w.first_step,
+                last_step: w.last_step,
+                start_ms: w.start_ms,
+                end_ms: w.end_ms,
+            },
+            &d.chord,
+            &d.active_chords,
+        );
+
+        TraceEvent {
+            schema_version: TRACE_SCHEMA,
+            window: trace_window(f),
+            features: trace_features(f),
+            chord: d.chord.clone(),
+            active_chords: d.active_chords.clone(),
+            proposals: trace_props,
+            blocked: trace_blocked,
+            policy: primary_policy(d),
+            passport: self.passport_ref.clone(),
+        }
+    }
+
+    /// What the policy host refused before the envelope: proposals outside the limits the policy was
+    /// shown, and proposals for a knob another policy (earlier in evaluation order) already claimed.
+    fn host_refusals(&self, d: &WindowDecision, wref: WindowRef, out: &mut Vec<BlockedChange>) {
+        let limits = self.limits();
+        let mut claimed: BTreeSet<&str> = BTreeSet::new();
+        for dec in &d.decisions {
+            for b in &dec.blocked {
+                out.push(BlockedChange {
+                    knob: b.knob.clone(),
+                    reason: host_block_code(b.to, self.knobs.get(&b.knob), limits.get(&b.knob))
+                        .into(),
+                    detail: format!("{}: {}", dec.policy.name, b.reason),
+                    chord: dec.chord.clone(),
+                    requested: b.to.is_finite().then_some(b.to),
+                    stage: BlockStage::PolicyHost,
+                    window: wref,
+                });
+            }
+            let mut mine: Vec<&str> = Vec::new();
+            for p in &dec.proposals {
+                if claimed.contains(p.knob.as_str()) {
+                    out.push(BlockedChange {
+                        knob: p.knob.clone(),
+                        reason: envelope::BlockReason::DuplicateKnob.as_str().into(),
+                        detail: format!(
+                            "{} proposed {} → {}, but an earlier policy already proposed this knob for the window",
+                            dec.policy.name, p.from, p.to
+                        ),
+                        chord: p.chord.clone(),
+                        requested: Some(p.to),
+                        stage: BlockStage::PolicyHost,
+                        window: wref,
+                    });
+                } else {
+                    mine.push(&p.knob);
+                }
+            }
+            claimed.extend(mine);
+        }
+    }
+
+    pub fn finish(self) -> LoopOutcome {
+        let changes = self
+            .knobs
+            .iter()
+            .filter_map(|(k, after)| {
+                let before = self.knobs_before.get(k).copied()?;
+                (before != *after).then(|| KnobChange {
+                    knob: k.clone(),
+                    from: before,
+                    to: *after,
+                    chord: self.last_chord_of_knob.get(k).cloned().unwrap_or_default(),
+                })
+            })
+            .collect();
+        LoopOutcome {
+            windows: self.windows,
+            knobs_before: self.knobs_before,
+            knobs_after: self.knobs,
+            changes,
+            proposed: self.proposed,
+            proposed_total: self.proposed_total,
+            blocked: self.blocked,
+            blocked_total: self.blocked_total,
+            blocked_by_reason: self.blocked_by_reason,
+            policy_failures: self.failures,
+            policy_failures_total: self.failures_total,
+            timeline: self.timeline,
+            envelope_state: self.envelope,
+        }
+    }
+}
+
+/// The reason code of a proposal the policy host refused, from the data (not the message text):
+/// the same codes the envelope uses for the same conditions.
+fn host_block_code(
+    to: f64,
+    current: Option<&f64>,
+    limit: Option<&crate::policy::KnobLimit>,
+) -> &'static str {
+    use envelope::BlockReason::*;
+    let code = match (current, limit) {
+        _ if !to.is_finite() => NonFinite,
+        (None, _) | (_, None) => KnobUnknown,
+        (Some(_), Some(l)) if to > l.max => AboveMax,
+        (Some(_), Some(l)) if to < l.min => BelowMin,
+        (Some(from), Some(l)) if (to - from).abs() > l.max_delta => MaxDelta,
+        // The host refuses in-range proposals only when the policy proposed the knob twice.
+        _ => DuplicateKnob,
+    };
+    code.as_str()
+}
+
+/// The policy whose decision is primary: the first (in evaluation order) whose chord is not
+/// NORMAL-HOLD, else the base policy (evaluated last).
+fn primary_policy(d: &WindowDecision) -> PolicyRef {
+    d.decisions
+        .iter()
+        .find(|x| x.chord != NORMAL_HOLD)
+        .or_else(|| d.decisions.last())
+        .map(|x| x.policy.clone())
+        .unwrap_or_else(|| PolicyRef {
+            name: String::new(),
+            version: String::new(),
+            digest: String::new(),
+        })
+}
