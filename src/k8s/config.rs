@@ -227,12 +227,15 @@ fn in_cluster(opts: &ConnectOptions) -> Result<(kube::Config, ClusterIdentity), 
 }
 
 /// kube-rs' own timeouts bound the phases (connect, each read and write); the client also bounds each
-/// whole call with the same limit.
+/// whole call with the same limit. kube-rs' automatic retries (429/503/504, up to 15 times with
+/// backoff) are off: they would spend the request timeout and turn a server that keeps answering 503
+/// into a "timeout". Every answer is reported as it came; a verify is re-run, not retried inside.
 fn apply_timeouts(config: &mut kube::Config, limit: Option<Duration>) {
     config.connect_timeout = limit;
     config.read_timeout = limit;
     config.write_timeout = limit;
     config.reset_reader_on_write = true;
+    config.default_retry = false;
 }
 
 fn shown(paths: &[PathBuf]) -> String {
@@ -297,6 +300,7 @@ mod tests {
         assert_eq!(id.user.as_deref(), Some("alpha-user"));
         assert_eq!(id.namespace, "alpha-ns");
         assert_eq!(config.read_timeout, Some(Duration::from_millis(2500)));
+        assert!(!config.default_retry);
         assert_eq!(
             id.source,
             ConfigSource::Kubeconfig {
