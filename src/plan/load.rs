@@ -2,7 +2,7 @@
 //! `{"schema_version": "k8s_plan.v1", "items": [...], "plan_digest"?}` and a single item object.
 //! Everything not explicitly allowed is rejected, with `plan item at index N: <field>: <problem>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde_json::{Map, Value};
@@ -217,7 +217,8 @@ fn parse_patch(v: &Value) -> Result<KnobPatch, String> {
         match k.as_str() {
             "metadata" => {
                 if let Some(a) = only(v, "patch.metadata", "annotations")?.get("annotations") {
-                    patch.object = annotations(a, "patch.metadata.annotations")?;
+                    (patch.object, patch.object_removed) =
+                        annotations(a, "patch.metadata.annotations")?;
                 }
             }
             "spec" => {
@@ -230,7 +231,7 @@ fn parse_patch(v: &Value) -> Result<KnobPatch, String> {
                 if let Some(a) =
                     only(m, "patch.spec.template.metadata", "annotations")?.get("annotations")
                 {
-                    patch.pod_template =
+                    (patch.pod_template, patch.pod_template_removed) =
                         annotations(a, "patch.spec.template.metadata.annotations")?;
                 }
             }
@@ -245,11 +246,16 @@ fn parse_patch(v: &Value) -> Result<KnobPatch, String> {
     Ok(patch)
 }
 
-fn annotations(v: &Value, path: &str) -> Result<BTreeMap<String, String>, String> {
+/// The annotations set (string values) and removed (`null`, as in a rollback plan).
+fn annotations(
+    v: &Value,
+    path: &str,
+) -> Result<(BTreeMap<String, String>, BTreeSet<String>), String> {
     let o = v
         .as_object()
         .ok_or_else(|| format!("{path}: must be an object"))?;
     let mut out = BTreeMap::new();
+    let mut removed = BTreeSet::new();
     for (key, value) in o {
         let Some(knob) = key.strip_prefix(KNOB_ANNOTATION_PREFIX) else {
             return Err(format!(
@@ -257,10 +263,20 @@ fn annotations(v: &Value, path: &str) -> Result<BTreeMap<String, String>, String
                 key_name(key)
             ));
         };
-        let Value::String(s) = value else {
-            return Err(format!("{path}: {}: value must be a string", key_name(key)));
-        };
-        out.insert(knob.to_string(), s.clone());
+        match value {
+            Value::String(s) => {
+                out.insert(knob.to_string(), s.clone());
+            }
+            Value::Null => {
+                removed.insert(knob.to_string());
+            }
+            _ => {
+                return Err(format!(
+                    "{path}: {}: value must be a string (or null to remove it)",
+                    key_name(key)
+                ));
+            }
+        }
     }
-    Ok(out)
+    Ok((out, removed))
 }

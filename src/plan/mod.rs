@@ -12,7 +12,7 @@ mod canonical;
 mod load;
 mod render;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -132,39 +132,61 @@ impl Target {
 
 /// The knob annotations one item sets: on the pod template (what the trainer reads) and, for plans
 /// loaded from the first implementation, also on the workload object itself. Keys are knob names.
+/// A patch may also remove knob annotations (JSON merge patch `null`): that is how a rollback plan
+/// restores a knob that was absent before an apply.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KnobPatch {
     pub pod_template: BTreeMap<String, String>,
     pub object: BTreeMap<String, String>,
+    /// Knobs whose pod-template annotation the patch removes.
+    pub pod_template_removed: BTreeSet<String>,
+    /// Knobs whose object annotation the patch removes.
+    pub object_removed: BTreeSet<String>,
 }
 
 impl KnobPatch {
-    /// The JSON merge patch.
+    /// The JSON merge patch (a removed knob is `null`).
     pub fn to_json(&self) -> Value {
-        let annotations = |m: &BTreeMap<String, String>| -> Map<String, Value> {
-            m.iter()
+        let annotations = |m: &BTreeMap<String, String>, removed: &BTreeSet<String>| {
+            let mut out: Map<String, Value> = m
+                .iter()
                 .map(|(k, v)| {
                     (
                         format!("{KNOB_ANNOTATION_PREFIX}{k}"),
                         Value::String(v.clone()),
                     )
                 })
-                .collect()
+                .collect();
+            out.extend(
+                removed
+                    .iter()
+                    .map(|k| (format!("{KNOB_ANNOTATION_PREFIX}{k}"), Value::Null)),
+            );
+            out
         };
         let mut patch = Map::new();
-        if !self.object.is_empty() {
+        if !self.object.is_empty() || !self.object_removed.is_empty() {
             patch.insert(
                 "metadata".into(),
-                json!({"annotations": annotations(&self.object)}),
+                json!({"annotations": annotations(&self.object, &self.object_removed)}),
             );
         }
-        if !self.pod_template.is_empty() {
+        if !self.pod_template.is_empty() || !self.pod_template_removed.is_empty() {
             patch.insert(
                 "spec".into(),
-                json!({"template": {"metadata": {"annotations": annotations(&self.pod_template)}}}),
+                json!({"template": {"metadata": {"annotations": annotations(&self.pod_template, &self.pod_template_removed)}}}),
             );
         }
         Value::Object(patch)
+    }
+
+    /// Every knob the patch removes (from the pod template or the object).
+    pub fn removed_knobs(&self) -> BTreeSet<&str> {
+        self.pod_template_removed
+            .iter()
+            .chain(&self.object_removed)
+            .map(String::as_str)
+            .collect()
     }
 
     /// Every knob the patch sets, with its value (pod-template value first).
@@ -183,13 +205,21 @@ impl KnobPatch {
     }
 
     fn check(&self) -> Result<(), String> {
-        for (k, v) in self.pod_template.iter().chain(&self.object) {
+        let names = self
+            .pod_template
+            .keys()
+            .chain(self.object.keys())
+            .chain(&self.pod_template_removed)
+            .chain(&self.object_removed);
+        for k in names {
             if !is_knob_name(k) {
                 return Err(format!(
                     "{}: knob names are snake_case ([a-z][a-z0-9_]*, at most 58)",
                     quoted(&format!("{KNOB_ANNOTATION_PREFIX}{k}"))
                 ));
             }
+        }
+        for (k, v) in self.pod_template.iter().chain(&self.object) {
             if v.len() > MAX_VALUE_LEN {
                 return Err(format!(
                     "{KNOB_ANNOTATION_PREFIX}{k}: value longer than {MAX_VALUE_LEN} bytes"
@@ -205,7 +235,23 @@ impl KnobPatch {
                 ));
             }
         }
-        if self.pod_template.is_empty() && self.object.is_empty() {
+        let sets_and_removes = |set: &BTreeMap<String, String>, removed: &BTreeSet<String>| {
+            removed.iter().find(|k| set.contains_key(*k)).cloned()
+        };
+        if let Some(k) = sets_and_removes(&self.pod_template, &self.object_removed)
+            .or_else(|| sets_and_removes(&self.object, &self.pod_template_removed))
+            .or_else(|| sets_and_removes(&self.pod_template, &self.pod_template_removed))
+            .or_else(|| sets_and_removes(&self.object, &self.object_removed))
+        {
+            return Err(format!(
+                "{KNOB_ANNOTATION_PREFIX}{k}: one place sets it and another removes it"
+            ));
+        }
+        if self.pod_template.is_empty()
+            && self.object.is_empty()
+            && self.pod_template_removed.is_empty()
+            && self.object_removed.is_empty()
+        {
             return Err(format!("sets no {KNOB_ANNOTATION_PREFIX}* annotation"));
         }
         Ok(())
@@ -323,7 +369,7 @@ pub fn build_plan(target: &Target, accepted: &[Accepted]) -> Result<Plan, String
         .collect();
     let patch = KnobPatch {
         pod_template,
-        object: BTreeMap::new(),
+        ..KnobPatch::default()
     };
     Ok(Plan {
         items: vec![PlanItem::new(target.clone(), patch)?],

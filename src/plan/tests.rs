@@ -220,8 +220,19 @@ fn item_validation_errors() {
             "value must be a string",
         ),
         (
-            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": null}}}}}),
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": true}}}}}),
             "value must be a string",
+        ),
+        (
+            |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.Bad": null}}}}}),
+            "knob names are snake_case",
+        ),
+        (
+            |v| {
+                v["patch"] = json!({"metadata": {"annotations": {"modekeeper/knob.x": "1"}},
+                                    "spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.x": null}}}}})
+            },
+            "one place sets it and another removes it",
         ),
         (
             |v| v["patch"] = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.Bad": "1"}}}}}),
@@ -330,4 +341,33 @@ fn shell_quote_cases() {
     assert_eq!(shell_quote(""), "''");
     assert_eq!(shell_quote("O'Reilly"), r"'O'\''Reilly'");
     assert_eq!(shell_quote("$(id) `x` ; \\ \n"), "'$(id) `x` ; \\ \n'");
+}
+
+#[test]
+fn a_null_knob_is_a_removal_that_round_trips() {
+    let text = r#"[{"namespace": "ml", "name": "trainer", "patch": {"spec": {"template": {"metadata":
+        {"annotations": {"modekeeper/knob.grad_accum_steps": "4", "modekeeper/knob.microbatch_size": null}}}}}}]"#;
+    let (plan, _) = parse_plan(text).unwrap();
+    let patch = plan.items()[0].patch();
+    assert_eq!(
+        patch.knobs().into_iter().collect::<Vec<_>>(),
+        [("grad_accum_steps", "4")]
+    );
+    assert_eq!(
+        patch.removed_knobs().into_iter().collect::<Vec<_>>(),
+        ["microbatch_size"]
+    );
+    let json = patch.to_json();
+    assert_eq!(
+        json["spec"]["template"]["metadata"]["annotations"]["modekeeper/knob.microbatch_size"],
+        serde_json::Value::Null
+    );
+    // The document form keeps the removal, so a rollback plan reloads to the same plan and digest.
+    let (again, _) = parse_plan(&plan.to_document()).unwrap();
+    assert_eq!(again, plan);
+    assert_eq!(again.digest(), plan.digest());
+    assert!(render_kubectl_script(&plan).contains("\"modekeeper/knob.microbatch_size\":null"));
+    // A patch that only removes is a patch.
+    let only = r#"{"namespace": "ml", "name": "t", "patch": {"metadata": {"annotations": {"modekeeper/knob.x": null}}}}"#;
+    assert!(parse_plan(only).is_ok());
 }
