@@ -177,3 +177,29 @@ fn proposals_name_their_chord() {
         }
     }
 }
+
+#[test]
+fn a_run_replays_byte_for_byte_from_saved_states() {
+    let limits = modekeeper::policy::Limits::reference();
+    let knobs = modekeeper::policy::Knobs::baseline(&limits);
+    let windows = policy_support::windows("combo");
+    let mut full = set(&["timeout-guard"]);
+    let mut decisions = Vec::new();
+    let mut saved = Vec::new();
+    for f in &windows {
+        saved.push(full.states());
+        decisions.push(full.evaluate(f, &knobs, &limits));
+    }
+    // Resume halfway from the saved states: the rest is identical, serialized byte for byte.
+    let half = windows.len() / 2;
+    let mut resumed = set(&["timeout-guard"]);
+    resumed.set_states(saved[half].clone());
+    for (f, want) in windows[half..].iter().zip(&decisions[half..]) {
+        let got = resumed.evaluate(f, &knobs, &limits);
+        assert_eq!(
+            serde_json::to_vec(&got).unwrap(),
+            serde_json::to_vec(want).unwrap()
+        );
+    }
+    assert!(decisions.iter().any(|d| d.chord != "NORMAL-HOLD"));
+}

@@ -21,7 +21,7 @@ mod score;
 mod set;
 mod types;
 
-pub use cache::{CompiledCache, default_cache_dir, engine_key, sha256_hex};
+pub use cache::{default_cache_dir, sha256_hex};
 pub use check::{MAX_NOTES, MAX_PROPOSALS, MAX_STATE_BYTES, MAX_TEXT_BYTES, check_decision};
 pub use error::PolicyError;
 pub use host::{Policy, PolicyHost, SandboxLimits};

@@ -94,6 +94,14 @@ impl PolicySet {
         self.members.iter().map(|(_, s)| s.clone()).collect()
     }
 
+    /// Restores states saved with [`PolicySet::states`] (same policies, same order), to resume or
+    /// replay a run. Extra or missing entries leave the other policies' states alone.
+    pub fn set_states(&mut self, states: Vec<PolicyState>) {
+        for ((_, s), saved) in self.members.iter_mut().zip(states) {
+            *s = saved;
+        }
+    }
+
     /// Total evaluation cost so far.
     pub fn cost(&self) -> EvalCost {
         self.cost
