@@ -4,6 +4,7 @@
 //! Pipeline, one direction: `telemetry` (ingest) → `signals` (windows, features, symptoms) →
 //! `artifacts` (reports). `pipeline` drives a pass; `cli` holds one module per command.
 
+pub mod apply;
 pub mod artifacts;
 pub mod cli;
 pub mod closed_loop;

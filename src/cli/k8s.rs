@@ -6,7 +6,7 @@ use std::path::Path;
 use clap::{Args, Subcommand};
 
 use super::GlobalArgs;
-use super::{k8s_render, k8s_verify};
+use super::{k8s_apply, k8s_render, k8s_verify};
 use crate::error::input_error;
 use crate::plan::{Plan, PlanFormat, parse_plan};
 
@@ -25,12 +25,15 @@ pub enum K8sCommand {
     Render(k8s_render::RenderArgs),
     /// Check a plan against the cluster, read-only: objects, permissions, server-side dry run, diff
     Verify(k8s_verify::VerifyArgs),
+    /// Apply a verified plan: gated by the kill switch, a license, a fresh verify report; audited, with a rollback plan
+    Apply(k8s_apply::ApplyArgs),
 }
 
 pub fn run(global: &GlobalArgs, args: &K8sArgs) -> anyhow::Result<()> {
     match &args.command {
         K8sCommand::Render(a) => k8s_render::run(global, a),
         K8sCommand::Verify(a) => k8s_verify::run(global, a),
+        K8sCommand::Apply(a) => k8s_apply::run(global, a),
     }
 }
 

@@ -14,8 +14,8 @@ use super::{GlobalArgs, OutputFormat};
 use crate::artifacts::{ExplainLog, OutDir, write_atomic};
 use crate::error::input_error;
 use crate::license::{
-    self, BINDING_CLUSTER_SERVER, BINDING_CLUSTER_UID, ClusterIdentity, KEYRING_ENV,
-    KNOWN_ENTITLEMENTS, KeyringInfo, LICENSE_PATH_ENV, LicenseClaims, LicenseVerdict, kid_of,
+    self, BINDING_CLUSTER_SERVER, ClusterIdentity, KNOWN_ENTITLEMENTS, KeyringInfo, LicenseClaims,
+    LicenseVerdict, kid_of,
 };
 
 #[derive(Debug, Args)]
@@ -64,9 +64,6 @@ pub struct MintArgs {
     /// Bind the license to the cluster whose API server has this URL
     #[arg(long, value_name = "URL")]
     pub bind_server: Option<String>,
-    /// Bind the license to the cluster whose kube-system namespace has this uid
-    #[arg(long, value_name = "UID")]
-    pub bind_cluster_uid: Option<String>,
     /// Leave the key id out (verifiers then try every trusted key)
     #[arg(long)]
     pub no_kid: bool,
@@ -90,9 +87,6 @@ pub struct VerifyArgs {
     /// Check a cluster_server binding against this API server URL
     #[arg(long, value_name = "URL")]
     pub cluster_server: Option<String>,
-    /// Check a cluster_uid binding against this kube-system namespace uid
-    #[arg(long, value_name = "UID")]
-    pub cluster_uid: Option<String>,
     /// Directory for the report and explain.jsonl
     #[arg(long, value_name = "DIR", default_value = "report")]
     pub out: PathBuf,
@@ -207,9 +201,6 @@ fn mint(args: &MintArgs) -> anyhow::Result<()> {
     if let Some(s) = &args.bind_server {
         bindings.insert(BINDING_CLUSTER_SERVER.to_string(), s.clone());
     }
-    if let Some(u) = &args.bind_cluster_uid {
-        bindings.insert(BINDING_CLUSTER_UID.to_string(), u.clone());
-    }
     let claims = LicenseClaims {
         license_id: match &args.license_id {
             Some(id) => id.clone(),
@@ -275,45 +266,6 @@ pub struct LicenseVerifyReport {
     pub verdict: LicenseVerdict,
 }
 
-/// Resolves the keyring and license the way every command does, then checks the license.
-pub struct LicenseInputs {
-    pub keyring_info: KeyringInfo,
-    pub license_path: Option<PathBuf>,
-    pub license_source: Option<&'static str>,
-    pub verdict: LicenseVerdict,
-}
-
-/// Reads `--keyring`/`MODEKEEPER_KEYRING` and `--license`/`MODEKEEPER_LICENSE_PATH`/config, and
-/// checks the license at `now` for `required` entitlements against `cluster`.
-pub fn check_license(
-    license_flag: Option<&Path>,
-    keyring_flag: Option<&Path>,
-    now: i64,
-    cluster: Option<&ClusterIdentity>,
-    required: &[&str],
-) -> LicenseInputs {
-    let (keyring_info, keyring) =
-        license::resolve_keyring(keyring_flag, std::env::var_os(KEYRING_ENV));
-    let resolved = license::resolve_license_path(
-        license_flag,
-        std::env::var_os(LICENSE_PATH_ENV),
-        license::config_home(),
-    );
-    let verdict = license::check_license_file(
-        resolved.as_ref().map(|(p, _)| p.as_path()),
-        &keyring,
-        now,
-        cluster,
-        required,
-    );
-    LicenseInputs {
-        keyring_info,
-        license_path: resolved.as_ref().map(|(p, _)| p.clone()),
-        license_source: resolved.map(|(_, s)| s),
-        verdict,
-    }
-}
-
 fn verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
     let started = Utc::now();
     let mut explain = ExplainLog::open(&args.out)?;
@@ -322,12 +274,11 @@ fn verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
         json!({"license": args.license, "keyring": args.keyring, "require": args.require}),
     )?;
     let required: Vec<&str> = args.require.iter().map(|s| s.trim()).collect();
-    let cluster =
-        (args.cluster_server.is_some() || args.cluster_uid.is_some()).then(|| ClusterIdentity {
-            server: args.cluster_server.clone(),
-            uid: args.cluster_uid.clone(),
-        });
-    let inputs = check_license(
+    let cluster = args.cluster_server.as_ref().map(|s| ClusterIdentity {
+        server: Some(s.clone()),
+        uid: None,
+    });
+    let inputs = license::check_license_env(
         args.license.as_deref(),
         args.keyring.as_deref(),
         started.timestamp(),
@@ -341,7 +292,7 @@ fn verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
         checked_at: started.to_rfc3339_opts(SecondsFormat::Millis, true),
         license_path: inputs.license_path,
         license_source: inputs.license_source,
-        keyring: inputs.keyring_info,
+        keyring: inputs.keyring,
         cluster,
         verdict: inputs.verdict,
     };

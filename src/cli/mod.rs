@@ -11,6 +11,7 @@ pub mod completion;
 pub mod duration;
 pub mod human;
 pub mod k8s;
+pub mod k8s_apply;
 pub mod k8s_render;
 pub mod license;
 pub mod k8s_verify;

@@ -8,11 +8,13 @@
 //! trusts a development key, and nothing in the environment skips a check. A different keyring can
 //! be used only when named explicitly, and that choice is recorded in every report.
 //!
-//! This module never talks to a cluster and never reads the environment on its own; callers pass
-//! what they read (see [`resolve_keyring`], [`resolve_license_path`]).
+//! This module never talks to a cluster. The environment is read in one place only
+//! ([`check_license_env`]), so `license verify` and every gate agree on which license and keyring
+//! count.
 
 mod canonical;
 mod document;
+mod env;
 mod keyring;
 mod keys;
 mod verify;
@@ -26,6 +28,7 @@ pub use document::{
     ENTITLEMENT_CHORDS_ADVANCED, KNOWN_ENTITLEMENTS, LICENSE_SCHEMA, License, LicenseClaims,
     SIGNING_DOMAIN, mint, parse_license,
 };
+pub use env::{LICENSE_PATH_ENV, LicenseCheck, check_license_env};
 pub use keyring::{
     BUILTIN_KEYRING, KEYRING_ENV, Keyring, KeyringInfo, KeyringSource, decode_public_key, is_kid,
     kid_of, resolve_keyring,
@@ -39,6 +42,3 @@ pub use verify::{
     VerifyContext, check_license_file, config_home, normalize_server, resolve_license_path,
     verify_license,
 };
-
-/// The environment variable naming a license file (after `--license`).
-pub const LICENSE_PATH_ENV: &str = "MODEKEEPER_LICENSE_PATH";
