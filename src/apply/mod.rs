@@ -9,17 +9,20 @@
 //! audited, and `rollback_plan.json` restores the previous value of every knob that changed.
 //!
 //! Pure parts ([`gate`], [`rollback`], [`evidence`], [`kill_switch`]) decide; [`engine`] and
-//! [`run`] do the I/O through `crate::k8s::ClusterApi` and `crate::artifacts`.
+//! [`run`] do the I/O through `crate::k8s::ClusterApi` and `crate::artifacts`; [`one_shot`] is
+//! `closed-loop run --apply` (verify, then the gated apply).
 
 pub mod engine;
 pub mod evidence;
 pub mod gate;
 pub mod kill_switch;
+pub mod one_shot;
 pub mod rollback;
 pub mod run;
 
 pub use gate::{Blocked, GateCheck};
 pub use kill_switch::{KILL_SWITCH_ENV, KillSwitch};
+pub use one_shot::{ActionResult, ClosedLoopApply, OneShot, OneShotOptions, closed_loop_apply};
 pub use run::{
     APPLY_REPORT, APPLY_SCHEMA, ApplyEnv, ApplyOptions, ApplyOutcome, ApplyReport, ApplyResult,
     DEFAULT_MAX_VERIFY_AGE_S, ROLLBACK_PLAN, apply_plan_gated,

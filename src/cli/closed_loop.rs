@@ -66,9 +66,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "path", "format", "window_steps", "warmup_steps", "reorder_window", "clock_skew_tolerance",
         "passport", "knobs", "policy", "enable_advanced", "deployment", "statefulset",
-        "knobs_from_cluster",
+        "knobs_from_cluster", "apply",
     ])]
     pub replay: Option<PathBuf>,
+    /// After writing the plan, verify it against the cluster and apply it if every gate allows:
+    /// kill switch off, a license granting `apply`, verify ok, objects unchanged (docs/safety.md).
+    /// Exit 2 when blocked, 1 when the apply failed; the report has one `results` entry per proposal
+    #[arg(long)]
+    pub apply: bool,
+    /// The license for --apply (default: $MODEKEEPER_LICENSE_PATH, then ~/.config/modekeeper/license.json)
+    #[arg(long, value_name = "PATH", requires = "apply")]
+    pub license: Option<PathBuf>,
+    /// Trust this keyring for --apply instead of the built-in production keys (recorded); also
+    /// MODEKEEPER_KEYRING
+    #[arg(long, value_name = "PATH", requires = "apply")]
+    pub keyring: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: PolicyDirs,
 }

@@ -128,7 +128,7 @@ pub struct ClosedLoopReport {
     pub started_at: String,
     pub finished_at: String,
     pub duration_ms: i64,
-    /// Always `plan_only`: the run writes a plan and never touches a cluster.
+    /// `plan_only` (the run writes a plan and never touches a cluster), or `apply` with `--apply`.
     pub mode: &'static str,
     pub source: SourceInfo,
     pub config: RunConfig,
@@ -163,6 +163,9 @@ pub struct ClosedLoopReport {
     pub decision_trace: TraceInfo,
     pub warnings: Vec<String>,
     pub replay: Option<ReplayCheck>,
+    /// `--apply`: verify and apply results, one `results` entry per `proposed` change.
+    #[serde(flatten)]
+    pub apply: crate::apply::ClosedLoopApply,
     pub artifacts: Value,
 }
 

@@ -225,8 +225,31 @@ fn execute(
                "kubectl_script": script_path,
                "changes": outcome.changes}),
     )?;
-    // Hook for the gated apply (src/apply): it takes `plan` and `plan_path` from here, after
-    // verify; `closed-loop run` itself never touches a cluster.
+    // `--apply`: verify the plan, then the gated apply (src/apply); without it the run never
+    // touches a cluster.
+    let proposed_knobs: Vec<&str> = outcome.proposed.iter().map(|p| p.knob.as_str()).collect();
+    let one_shot = if args.apply {
+        let opts = crate::apply::OneShotOptions {
+            connect: crate::k8s::ConnectOptions::from_flags(
+                global.kubeconfig.as_deref(),
+                global.context.as_deref(),
+                global.namespace.as_deref(),
+                global.request_timeout,
+            ),
+            license: args.license.clone(),
+            keyring: args.keyring.clone(),
+        };
+        Some(crate::apply::closed_loop_apply(
+            &plan,
+            &plan_path,
+            &proposed_knobs,
+            &opts,
+            &out,
+            explain,
+        )?)
+    } else {
+        None
+    };
 
     let passport_sha =
         sha256_prefixed(canonical_json(&serde_json::to_value(&inp.passport)?).as_bytes());
@@ -271,7 +294,7 @@ fn execute(
         started_at: stamp(started),
         finished_at: stamp(finished),
         duration_ms: (finished - started).num_milliseconds(),
-        mode: "plan_only",
+        mode: if args.apply { "apply" } else { "plan_only" },
         source: SourceInfo {
             kind: "file".into(),
             path: inp.spec.path.clone(),
@@ -331,6 +354,10 @@ fn execute(
         },
         warnings,
         replay,
+        apply: one_shot.as_ref().map_or_else(
+            || crate::apply::ClosedLoopApply::not_requested(&proposed_knobs),
+            |o| o.fields.clone(),
+        ),
         artifacts: json!({}),
     };
     let summary_path = out.write_text(SUMMARY_FILE, &summary_markdown(&report))?;
@@ -354,6 +381,9 @@ fn execute(
     }
 
     print(global, &report, &outcome, &plan, &latest)?;
+    if let Some(o) = one_shot {
+        o.into_result()?;
+    }
     if let Some(r) = &report.replay
         && !r.identical
     {

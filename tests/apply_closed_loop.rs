@@ -1,0 +1,253 @@
+//! `closed-loop run --apply` on the real drift trace against kube-sim: plan -> verify -> gated
+//! apply in one run, the report's apply fields and one `results` entry per proposal (also when
+//! blocked), and the rollback plan undoing it through `k8s verify` + `k8s apply`.
+
+mod closed_loop_support;
+mod k8s_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use closed_loop_support::{bin, json, trace};
+use k8s_common::{KNOB, standard};
+use kube_sim::{KubeSim, ResourceKind};
+use modekeeper::license::{self, Keyring, LicenseClaims};
+use serde_json::Value;
+
+const MICRO: &str = "modekeeper/knob.microbatch_size";
+
+/// The safe passport with step limits wide enough for DRIFT-RETUNE's halving/doubling.
+fn drift_passport(dir: &Path) -> PathBuf {
+    let mut p: Value =
+        serde_json::to_value(modekeeper::passport::template("safe").unwrap().unwrap()).unwrap();
+    p["name"] = "safe-drift".into();
+    for k in ["microbatch_size", "grad_accum_steps"] {
+        p["knobs"][k]["max_delta_per_step"] = serde_json::json!({"absolute": 32});
+    }
+    let path = dir.join("passport.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+    path
+}
+
+struct Setup {
+    sim: KubeSim,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    keyring: PathBuf,
+    license: PathBuf,
+    passport: PathBuf,
+}
+
+fn setup() -> Setup {
+    let sim = standard().start_blocking().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, "t0").unwrap();
+    let key = license::generate_signing_key().unwrap();
+    let keyring = dir.path().join("keyring.json");
+    std::fs::write(
+        &keyring,
+        Keyring::from_keys([key.verifying_key()]).to_json(),
+    )
+    .unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let claims = LicenseClaims {
+        license_id: "lic-closed-loop".into(),
+        subject: "test cluster".into(),
+        issued_at: now - 60,
+        not_before: now - 60,
+        expires_at: now + 3600,
+        entitlements: ["apply".to_string()].into(),
+        bindings: Default::default(),
+    };
+    let license = dir.path().join("license.json");
+    std::fs::write(&license, license::mint(&key, &claims, true).unwrap()).unwrap();
+    let passport = drift_passport(dir.path());
+    Setup {
+        sim,
+        dir,
+        kubeconfig,
+        keyring,
+        license,
+        passport,
+    }
+}
+
+impl Setup {
+    fn closed_loop(&self, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut c = bin();
+        c.env_remove("MODEKEEPER_KILL_SWITCH")
+            .env_remove("MODEKEEPER_KEYRING")
+            .env_remove("MODEKEEPER_LICENSE_PATH")
+            .env("HOME", self.dir.path());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.args(["closed-loop", "run", "--source", "file", "--path"])
+            .arg(trace("drift"))
+            .arg("--out")
+            .arg(out)
+            .args(["-n", "ml", "--deployment", "trainer", "--passport"])
+            .arg(&self.passport)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn k8s(&self, verb: &str, plan: &Path, out: &Path, extra: &[&str]) -> Output {
+        let mut c = bin();
+        c.env_remove("MODEKEEPER_KILL_SWITCH")
+            .env("HOME", self.dir.path())
+            .args(["k8s", verb, "--plan"])
+            .arg(plan)
+            .arg("--out")
+            .arg(out)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn lic_args(&self) -> Vec<&str> {
+        vec![
+            "--license",
+            self.license.to_str().unwrap(),
+            "--keyring",
+            self.keyring.to_str().unwrap(),
+        ]
+    }
+
+    fn template(&self, key: &str) -> Option<String> {
+        self.sim
+            .template_annotation(ResourceKind::Deployment, "ml", "trainer", key)
+    }
+
+    fn writes(&self) -> usize {
+        self.sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && !r.query.contains("dryRun"))
+            .count()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn closed_loop_apply_on_the_drift_trace_then_rollback() {
+    let s = setup();
+    let out = s.dir.path().join("out");
+    let mut args = vec!["--apply"];
+    args.extend(s.lic_args());
+    let o = s.closed_loop(&out, &args, &[]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["mode"], "apply");
+    assert_eq!(r["apply_requested"], true);
+    assert_eq!(r["verify_ok"], true);
+    assert_eq!(r["license_ok"], true);
+    assert_eq!(r["keyring_override"], true);
+    assert_eq!(r["apply_attempted"], true);
+    assert_eq!(r["apply_ok"], true);
+    assert_eq!(r["apply_blocked_reason"], Value::Null);
+    assert_eq!(r["apply_decision_summary"], "apply executed: ok");
+    let proposed = r["proposed"].as_array().unwrap();
+    let results = r["results"].as_array().unwrap();
+    assert!(!proposed.is_empty());
+    assert_eq!(results.len(), proposed.len());
+    assert!(
+        results
+            .iter()
+            .all(|x| x["applied"] == true && x["reason"] == "k8s_apply"),
+        "{results:?}"
+    );
+
+    // The Deployment's pod template carries the planned value.
+    let plan = json(&out.join("k8s_plan.json"));
+    let planned = plan["items"][0]["patch"]["spec"]["template"]["metadata"]["annotations"][KNOB]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(planned, "8", "DRIFT-RETUNE doubles grad_accum_steps 4 -> 8");
+    assert_eq!(s.template(KNOB).as_deref(), Some(planned.as_str()));
+    assert_eq!(s.template(MICRO).as_deref(), Some("16"));
+    assert_eq!(s.writes(), 1);
+
+    // Both reports sit next to the plan and tie to it.
+    let verify = json(Path::new(r["k8s_verify_report_path"].as_str().unwrap()));
+    assert_eq!(verify["plan_digest"], plan["plan_digest"]);
+    let apply = json(Path::new(r["k8s_apply_report_path"].as_str().unwrap()));
+    assert_eq!(apply["schema_version"], "k8s_apply.v1");
+    assert_eq!(apply["plan_digest"], plan["plan_digest"]);
+    assert_eq!(apply["changed_items"], serde_json::json!([0]));
+
+    // The rollback plan restores grad_accum_steps and removes microbatch_size (it was absent).
+    let rb = PathBuf::from(r["rollback_plan_path"].as_str().unwrap());
+    let rb_out = s.dir.path().join("rollback");
+    assert_eq!(code(&s.k8s("verify", &rb, &rb_out, &[])), 0);
+    let o = s.k8s("apply", &rb, &rb_out, &s.lic_args());
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(s.template(KNOB).as_deref(), Some("4"));
+    assert_eq!(s.template(MICRO), None);
+}
+
+#[test]
+fn closed_loop_apply_blocked_still_writes_the_plan_and_one_result_per_proposal() {
+    let s = setup();
+    let out = s.dir.path().join("out");
+    // No license anywhere.
+    let o = s.closed_loop(
+        &out,
+        &["--apply", "--keyring", s.keyring.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("apply blocked: license_missing"), "{err}");
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["verify_ok"], true, "verify ran; the license blocked");
+    assert_eq!(r["apply_attempted"], false);
+    assert_eq!(r["apply_ok"], Value::Null);
+    assert_eq!(r["apply_blocked_reason"], "license_missing");
+    let results = r["results"].as_array().unwrap();
+    assert_eq!(results.len(), r["proposed"].as_array().unwrap().len());
+    assert!(!results.is_empty());
+    assert!(
+        results
+            .iter()
+            .all(|x| x["blocked"] == true && x["reason"] == "license_missing")
+    );
+    assert!(out.join("k8s_plan.json").exists());
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.template(KNOB).as_deref(), Some("4"));
+}
+
+#[test]
+fn closed_loop_apply_with_the_kill_switch_does_not_touch_the_cluster() {
+    let s = setup();
+    let out = s.dir.path().join("out");
+    let mut args = vec!["--apply"];
+    args.extend(s.lic_args());
+    let o = s.closed_loop(&out, &args, &[("MODEKEEPER_KILL_SWITCH", "1")]);
+    assert_eq!(code(&o), 2);
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["apply_blocked_reason"], "kill_switch_active");
+    assert_eq!(r["kill_switch_active"], true);
+    assert_eq!(r["verify_ok"], Value::Null);
+    assert_eq!(
+        r["results"].as_array().unwrap().len(),
+        r["proposed"].as_array().unwrap().len()
+    );
+    assert!(
+        s.sim.requests().is_empty(),
+        "no request at all, not even verify"
+    );
+    let apply = json(Path::new(r["k8s_apply_report_path"].as_str().unwrap()));
+    assert_eq!(apply["block_reason"], "kill_switch_active");
+}
