@@ -13,8 +13,8 @@ pub mod human;
 pub mod k8s;
 pub mod k8s_apply;
 pub mod k8s_render;
-pub mod license;
 pub mod k8s_verify;
+pub mod license;
 pub mod observe;
 pub mod passport;
 pub mod policy;
@@ -26,9 +26,17 @@ pub fn display_name() -> &'static str {
     // kubectl execs plugins with its environment unchanged, so `_` (set by the shell to the command it
     // ran) still names kubectl.
     let via_kubectl = std::env::var_os("_")
-        .and_then(|p| PathBuf::from(p).file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            PathBuf::from(p)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
         .is_some_and(|n| n == "kubectl" || n == "kubectl.exe");
-    if via_kubectl { "kubectl modekeeper" } else { "kubectl-modekeeper" }
+    if via_kubectl {
+        "kubectl modekeeper"
+    } else {
+        "kubectl-modekeeper"
+    }
 }
 
 #[derive(Debug, Parser)]

@@ -14,7 +14,9 @@ use super::{GlobalArgs, OutputFormat, SourceKind, TelemetryArgs};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::error::{InputError, input_error};
 use crate::pipeline::{PassSummary, run_pass};
-use crate::signals::{Episode, EpisodeTracker, FeatureConfig, Symptom, SymptomThresholds, WindowFeatures, symptoms_of};
+use crate::signals::{
+    Episode, EpisodeTracker, FeatureConfig, Symptom, SymptomThresholds, WindowFeatures, symptoms_of,
+};
 use crate::telemetry::{IngestOptions, IngestStats, SourceSpec, open_source};
 
 #[derive(Debug, Clone, Args)]
@@ -59,14 +61,31 @@ pub struct Verdict {
 }
 
 /// Validates telemetry flags and turns them into a source spec and options.
-pub fn telemetry_inputs(t: &TelemetryArgs) -> anyhow::Result<(SourceSpec, IngestOptions, FeatureConfig)> {
+pub fn telemetry_inputs(
+    t: &TelemetryArgs,
+) -> anyhow::Result<(SourceSpec, IngestOptions, FeatureConfig)> {
     let path = match (t.source, &t.path) {
         (SourceKind::File, Some(p)) => p.clone(),
-        (SourceKind::File, None) => return Err(input_error("bad_flag", "--source file needs --path PATH (or --path - for stdin)")),
+        (SourceKind::File, None) => {
+            return Err(input_error(
+                "bad_flag",
+                "--source file needs --path PATH (or --path - for stdin)",
+            ));
+        }
     };
-    let spec = SourceSpec { path, format: t.format, record_raw: t.record_raw.clone() };
-    let opts = IngestOptions { reorder_window: t.reorder_window as usize, skew_tolerance_ms: t.clock_skew_tolerance as i64 };
-    let cfg = FeatureConfig { window_steps: t.window_steps, warmup_steps: t.warmup_steps };
+    let spec = SourceSpec {
+        path,
+        format: t.format,
+        record_raw: t.record_raw.clone(),
+    };
+    let opts = IngestOptions {
+        reorder_window: t.reorder_window as usize,
+        skew_tolerance_ms: t.clock_skew_tolerance as i64,
+    };
+    let cfg = FeatureConfig {
+        window_steps: t.window_steps,
+        warmup_steps: t.warmup_steps,
+    };
     Ok((spec, opts, cfg))
 }
 
@@ -86,13 +105,24 @@ pub fn run(global: &GlobalArgs, args: &ObserveArgs) -> anyhow::Result<()> {
     let mut explain = ExplainLog::open(&args.out)?;
     let result = observe(global, args, started, &mut explain);
     if let Err(e) = &result {
-        let kind = e.chain().find_map(|c| c.downcast_ref::<InputError>()).map_or("internal", |i| i.kind);
-        explain.event("observe_error", json!({"kind": kind, "error": format!("{e:#}")}))?;
+        let kind = e
+            .chain()
+            .find_map(|c| c.downcast_ref::<InputError>())
+            .map_or("internal", |i| i.kind);
+        explain.event(
+            "observe_error",
+            json!({"kind": kind, "error": format!("{e:#}")}),
+        )?;
     }
     result
 }
 
-fn observe(global: &GlobalArgs, args: &ObserveArgs, started: chrono::DateTime<Utc>, explain: &mut ExplainLog) -> anyhow::Result<()> {
+fn observe(
+    global: &GlobalArgs,
+    args: &ObserveArgs,
+    started: chrono::DateTime<Utc>,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<()> {
     let (spec, opts, cfg) = telemetry_inputs(&args.telemetry)?;
     explain.event(
         "observe_start",
@@ -147,7 +177,13 @@ fn observe(global: &GlobalArgs, args: &ObserveArgs, started: chrono::DateTime<Ut
             totals.last = Some(f.clone());
             Ok(())
         };
-        let pass = run_pass(src, &opts, cfg, show_progress && global.output == OutputFormat::Text, &mut on_window)?;
+        let pass = run_pass(
+            src,
+            &opts,
+            cfg,
+            show_progress && global.output == OutputFormat::Text,
+            &mut on_window,
+        )?;
         keep(tracker.finish());
         pass
     };
@@ -211,7 +247,11 @@ fn observe(global: &GlobalArgs, args: &ObserveArgs, started: chrono::DateTime<Ut
             serde_json::to_writer_pretty(&mut stdout, &report)?;
             writeln!(stdout)?;
         }
-        OutputFormat::Text => write!(stdout, "{}", terminal_summary(&report, &pass, &spec.path, &latest))?,
+        OutputFormat::Text => write!(
+            stdout,
+            "{}",
+            terminal_summary(&report, &pass, &spec.path, &latest)
+        )?,
     }
     Ok(())
 }
@@ -247,12 +287,24 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
         "steady" => format!(
             "steady: no incident in {} windows after warm-up{}",
             thousands(t.windows_after_warmup),
-            if episodes.is_empty() { String::new() } else { format!(" ({} marginal blips ignored)", episodes.len()) }
+            if episodes.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} marginal blips ignored)", episodes.len())
+            }
         ),
         _ => {
-            let mut kinds: Vec<&str> = episodes.iter().filter(|e| e.confidence != "low").map(|e| e.symptom.describe()).collect();
+            let mut kinds: Vec<&str> = episodes
+                .iter()
+                .filter(|e| e.confidence != "low")
+                .map(|e| e.symptom.describe())
+                .collect();
             kinds.dedup();
-            format!("{incidents} incident{}: {}", if incidents == 1 { "" } else { "s" }, kinds.join(", "))
+            format!(
+                "{incidents} incident{}: {}",
+                if incidents == 1 { "" } else { "s" },
+                kinds.join(", ")
+            )
         }
     };
     Verdict {
@@ -268,12 +320,30 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
 /// What the peak of an episode means, in the units users think in.
 fn peak_text(e: &Episode, t: &SymptomThresholds) -> String {
     match e.symptom {
-        Symptom::Stall => format!("longest step {:.0}× the baseline step", e.peak * t.stall_score),
-        Symptom::InputStraggler => format!("slowest worker/rank up to {:.1}× its peers' median, or data wait high", e.peak * t.straggler_score),
-        Symptom::Burst => format!("intermittent slow steps, peak {:.1}× the burst threshold", e.peak),
-        Symptom::StepTimeDrift => format!("median step time shifted up (change score {:.0})", e.peak * t.step_cusum),
-        Symptom::LossDrift => format!("loss rising against its baseline (change score {:.0})", e.peak * t.loss_cusum),
-        Symptom::CommBound => format!("communication up to {:.0}% of each step", e.peak * t.comm_share * 100.0),
+        Symptom::Stall => format!(
+            "longest step {:.0}× the baseline step",
+            e.peak * t.stall_score
+        ),
+        Symptom::InputStraggler => format!(
+            "slowest worker/rank up to {:.1}× its peers' median, or data wait high",
+            e.peak * t.straggler_score
+        ),
+        Symptom::Burst => format!(
+            "intermittent slow steps, peak {:.1}× the burst threshold",
+            e.peak
+        ),
+        Symptom::StepTimeDrift => format!(
+            "median step time shifted up (change score {:.0})",
+            e.peak * t.step_cusum
+        ),
+        Symptom::LossDrift => format!(
+            "loss rising against its baseline (change score {:.0})",
+            e.peak * t.loss_cusum
+        ),
+        Symptom::CommBound => format!(
+            "communication up to {:.0}% of each step",
+            e.peak * t.comm_share * 100.0
+        ),
     }
 }
 
@@ -297,9 +367,18 @@ fn episode_line(e: &Episode, run_start: Option<i64>, t: &SymptomThresholds) -> S
 fn ingest_line(i: &IngestStats) -> String {
     let mut parts = vec![format!("{} records", thousands(i.records_emitted))];
     if i.skipped_total() > 0 {
-        parts.push(format!("{} bad lines skipped", thousands(i.skipped_total())));
+        parts.push(format!(
+            "{} bad lines skipped",
+            thousands(i.skipped_total())
+        ));
     }
-    for (n, what) in [(i.duplicates, "duplicates dropped"), (i.reordered, "reordered"), (i.late_dropped, "too late, dropped"), (i.clock_skew, "clock-skewed"), (i.log_lines, "log lines ignored")] {
+    for (n, what) in [
+        (i.duplicates, "duplicates dropped"),
+        (i.reordered, "reordered"),
+        (i.late_dropped, "too late, dropped"),
+        (i.clock_skew, "clock-skewed"),
+        (i.log_lines, "log lines ignored"),
+    ] {
         if n > 0 {
             parts.push(format!("{} {what}", thousands(n)));
         }
@@ -328,7 +407,10 @@ fn terminal_summary(r: &ObserveReport, pass: &PassSummary, path: &Path, latest: 
     if let Some(x) = b["step_time_p50_ms"].as_f64() {
         base.push(format!("step time p50 {x:.1} ms"));
     }
-    if let (Some(a), Some(z)) = (b["loss_first_window"].as_f64(), b["loss_last_window"].as_f64()) {
+    if let (Some(a), Some(z)) = (
+        b["loss_first_window"].as_f64(),
+        b["loss_last_window"].as_f64(),
+    ) {
         base.push(format!("loss {a:.3} → {z:.3}"));
     }
     if let Some(g) = b["gpu_util_mean"].as_f64() {
@@ -342,7 +424,10 @@ fn terminal_summary(r: &ObserveReport, pass: &PassSummary, path: &Path, latest: 
         s += &format!("    {}\n", episode_line(e, pass.start_ms, &t));
     }
     if r.episodes_truncated > 0 {
-        s += &format!("    … and {} more episodes (see the report)\n", r.episodes_truncated);
+        s += &format!(
+            "    … and {} more episodes (see the report)\n",
+            r.episodes_truncated
+        );
     }
     s += &format!("  report    {}\n", latest.display());
     s
@@ -351,7 +436,11 @@ fn terminal_summary(r: &ObserveReport, pass: &PassSummary, path: &Path, latest: 
 fn summary_markdown(r: &ObserveReport, pass: &PassSummary) -> String {
     let t = SymptomThresholds::default();
     let mut s = String::from("# ModeKeeper observe summary\n\n");
-    s += &format!("- Source: `{}` ({})\n", r.source["path"].as_str().unwrap_or("-"), r.source["format"].as_str().unwrap_or("?"));
+    s += &format!(
+        "- Source: `{}` ({})\n",
+        r.source["path"].as_str().unwrap_or("-"),
+        r.source["format"].as_str().unwrap_or("?")
+    );
     s += &format!("- Input: {}\n", ingest_line(&r.ingest));
     s += &format!(
         "- Steps: {} → {} in {} windows of {} steps (warm-up: first {} steps)\n",
@@ -366,7 +455,9 @@ fn summary_markdown(r: &ObserveReport, pass: &PassSummary) -> String {
         s += "## Episodes\n\n| steps | time | symptom | confidence | windows | detail |\n|---|---|---|---|---|---|\n";
         for e in &r.episodes {
             let when = match (pass.start_ms, e.start_ms, e.end_ms) {
-                (Some(s0), Some(a), Some(b)) => format!("{} → {}", offset_ms(a - s0), offset_ms(b - s0)),
+                (Some(s0), Some(a), Some(b)) => {
+                    format!("{} → {}", offset_ms(a - s0), offset_ms(b - s0))
+                }
                 _ => "-".into(),
             };
             s += &format!(
