@@ -1,0 +1,333 @@
+//! `k8s apply` gates through the binary against kube-sim: the kill switch, every bad license, the
+//! verify report's plan, cluster and age, a failed verify and `--force`. Each block is exit 2 with
+//! its reason in the report, on stderr and in explain.jsonl, and no write reached the emulator.
+
+mod apply_support;
+mod k8s_common;
+
+use std::path::PathBuf;
+
+use apply_support::*;
+use ed25519_dalek::SigningKey;
+use k8s_common::{Case, KNOB, item, standard};
+use kube_sim::ResourceKind;
+use serde_json::{Value, json};
+
+#[test]
+fn kill_switch_blocks_first_and_only_documented_values_are_off() {
+    let r = ready();
+    let lic = r.dev.good();
+    for value in ["1", "true", "on", "", "yes", "0x", "disabled"] {
+        let a = r.apply_with_license(&lic, &[], &[("MODEKEEPER_KILL_SWITCH", value)]);
+        assert_eq!(a.blocked(), "kill_switch_active", "value {value:?}");
+        let rep = a.report();
+        assert_eq!(rep["checks"]["kill_switch_active"], true);
+        assert_eq!(rep["kill_switch"]["active"], true);
+        assert_eq!(rep["license"], Value::Null, "no later gate ran");
+        assert_eq!(rep["cluster"], Value::Null, "not even a connection");
+        assert_eq!(rep["gates"].as_array().unwrap().len(), 1);
+    }
+    // The kill switch beats a bad license too (it is checked first).
+    let a = r.apply(&[], &[("MODEKEEPER_KILL_SWITCH", "1")]);
+    assert_eq!(a.blocked(), "kill_switch_active");
+    r.untouched();
+    // 0 / off / false are off: the apply goes through.
+    let a = r.apply_with_license(&lic, &[], &[("MODEKEEPER_KILL_SWITCH", "off")]);
+    assert_eq!(a.code, 0, "{a:#?}");
+    assert_eq!(
+        a.report()["kill_switch"]["signal"],
+        "env:MODEKEEPER_KILL_SWITCH=off"
+    );
+}
+
+#[test]
+fn every_bad_license_blocks_with_its_reason() {
+    let r = ready();
+    let d = &r.dev;
+    let other = SigningKey::from_bytes(&[42; 32]);
+    let mut expired = claims(&["apply"]);
+    (expired.not_before, expired.issued_at, expired.expires_at) =
+        (now() - 7200, now() - 7200, now() - 3600);
+    let mut future = claims(&["apply"]);
+    (future.not_before, future.expires_at) = (now() + 3600, now() + 7200);
+    let tampered = d.dir.path().join("tampered.json");
+    std::fs::write(
+        &tampered,
+        std::fs::read_to_string(d.good())
+            .unwrap()
+            .replace("ModeKeeper test cluster", "ModeKeeper test clustex"),
+    )
+    .unwrap();
+    let malformed = d.dir.path().join("malformed.json");
+    std::fs::write(&malformed, "{\"schema_version\": \"license.v1\"}").unwrap();
+    let mut bound = claims(&["apply"]);
+    bound.bindings.insert(
+        "cluster_server".into(),
+        "https://elsewhere.example:6443".into(),
+    );
+    let cases: Vec<(PathBuf, &str)> = vec![
+        (tampered, "license_signature_invalid"),
+        (d.license("expired.json", &expired), "license_expired"),
+        (d.license("future.json", &future), "license_not_yet_valid"),
+        (
+            d.license_with(&other, "wrong.json", &claims(&["apply"]), false),
+            "license_wrong_key",
+        ),
+        (
+            d.license_with(&other, "unknown.json", &claims(&["apply"]), true),
+            "license_unknown_kid",
+        ),
+        (malformed, "license_malformed"),
+        (
+            d.license("noapply.json", &claims(&["chords.advanced"])),
+            "entitlement_missing",
+        ),
+        (d.license("bound.json", &bound), "license_binding_mismatch"),
+        (d.dir.path().join("absent.json"), "license_missing"),
+    ];
+    for (lic, want) in cases {
+        let a = r.apply_with_license(&lic, &[], &[]);
+        assert_eq!(a.blocked(), want, "{}", lic.display());
+        let rep = a.report();
+        assert_eq!(rep["license_ok"], false);
+        assert_eq!(rep["license"]["reason"], want);
+        assert_eq!(rep["keyring"]["override"], true);
+        let last = rep["gates"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (last["gate"].as_str(), last["ok"].as_bool()),
+            (Some("license"), Some(false))
+        );
+    }
+
+    // No license anywhere (empty HOME, no env, no flag).
+    let a = r.apply(&["--keyring", d.keyring.to_str().unwrap()], &[]);
+    assert_eq!(a.blocked(), "license_missing");
+    // The built-in keyring does not trust the test key: only an explicit override does.
+    let a = r.apply(&["--license", d.good().to_str().unwrap()], &[]);
+    assert_eq!(a.blocked(), "license_unknown_kid");
+    assert_eq!(a.report()["keyring"]["source"], "builtin");
+    // A malformed keyring, from the flag or the environment.
+    let bad_ring = d.dir.path().join("bad_ring.json");
+    std::fs::write(&bad_ring, "{\"0123456789abcdef\": \"AAAA\"}").unwrap();
+    let good = d.good();
+    let a = r.apply(
+        &[
+            "--license",
+            good.to_str().unwrap(),
+            "--keyring",
+            bad_ring.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(a.blocked(), "keyring_malformed");
+    let a = r.apply(
+        &["--license", good.to_str().unwrap()],
+        &[("MODEKEEPER_KEYRING", bad_ring.to_str().unwrap())],
+    );
+    assert_eq!(a.blocked(), "keyring_malformed");
+    assert_eq!(a.report()["keyring"]["source"], "env");
+    r.untouched();
+    // The license and keyring may come from the environment.
+    let a = r.apply(
+        &[],
+        &[
+            ("MODEKEEPER_LICENSE_PATH", good.to_str().unwrap()),
+            ("MODEKEEPER_KEYRING", d.keyring.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(a.code, 0, "{a:#?}");
+    assert_eq!(a.report()["license_source"], "env");
+    assert_eq!(a.report()["keyring"]["source"], "env");
+}
+
+#[test]
+fn verify_report_gates() {
+    let r = ready();
+    let lic = r.dev.good();
+
+    // No report where apply looks.
+    let elsewhere = r.case.path().join("elsewhere");
+    let a = run_apply(&r.case, &elsewhere, &r.plan, &lic_args(&r.dev, &lic), &[]);
+    assert_eq!(a.blocked(), "verify_missing");
+    assert_eq!(a.report()["checks"]["verify_report_found"], false);
+    assert_eq!(a.report()["verify_ok"], Value::Null);
+
+    // A plan that differs from the verified one.
+    let other = write_plan(
+        r.case.path(),
+        "other.json",
+        &json!([item("ml", "trainer", "16")]),
+    );
+    let report = r.out.join("k8s_verify_latest.json");
+    let a = run_apply(
+        &r.case,
+        &r.out,
+        &other,
+        &[
+            lic_args(&r.dev, &lic),
+            vec!["--verify-report", report.to_str().unwrap()],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(a.blocked(), "verify_plan_mismatch");
+
+    // A verify report older than allowed.
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    v["finished_at"] = json!((chrono::Utc::now() - chrono::Duration::minutes(20)).to_rfc3339());
+    std::fs::write(&report, v.to_string()).unwrap();
+    assert_eq!(
+        r.apply_with_license(&lic, &[], &[]).blocked(),
+        "verify_too_old"
+    );
+    assert_eq!(
+        r.apply_with_license(&lic, &["--max-verify-age", "30m"], &[])
+            .code,
+        0,
+        "a longer allowance accepts it"
+    );
+    r.sim.clear_requests();
+
+    // Not a verify report.
+    std::fs::write(&report, "{\"schema_version\": \"k8s_render.v1\"}").unwrap();
+    assert_eq!(
+        r.apply_with_license(&lic, &[], &[]).blocked(),
+        "verify_report_invalid"
+    );
+    assert_eq!(writes(&r.sim), 0);
+}
+
+#[test]
+fn a_verify_report_from_another_cluster_is_refused() {
+    let r = ready();
+    let lic = r.dev.good();
+    // Another emulator: the same context name, another server.
+    let sim2 = standard().start_blocking().unwrap();
+    let case2 = Case::new(&sim2, "t0");
+    let report = r.out.join("k8s_verify_latest.json");
+    let out2 = case2.path().join("out");
+    let a = run_apply(
+        &case2,
+        &out2,
+        &r.plan,
+        &[
+            lic_args(&r.dev, &lic),
+            vec!["--verify-report", report.to_str().unwrap()],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(a.blocked(), "verify_other_cluster");
+    assert!(
+        a.report()["block_detail"]
+            .as_str()
+            .unwrap()
+            .contains(&sim2.https_url())
+    );
+    assert_eq!(writes(&sim2), 0);
+    assert_eq!(writes(&r.sim), 0);
+}
+
+#[test]
+fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
+    let sim = standard().start_blocking().unwrap();
+    let dev = Dev::new();
+    let lic = dev.good();
+    // bob may read but not patch: verify is not ok (rbac_denied).
+    let ro = Case::new(&sim, "ro");
+    let plan = write_plan(ro.path(), "plan.json", &json!([item("ml", "trainer", "8")]));
+    let out = ro.path().join("out");
+    let v = verify(&ro, &out, &plan, false);
+    assert_eq!(v["verify_blocker"]["kind"], "rbac_denied");
+    let digest = v["plan_digest"].as_str().unwrap().to_string();
+
+    // Apply as alice against the same cluster and context, with bob's failed report.
+    let admin = Case::new(&sim, "t0");
+    let report = out.join("k8s_verify_latest.json");
+    let base = [
+        lic_args(&dev, &lic),
+        vec!["--verify-report", report.to_str().unwrap()],
+    ]
+    .concat();
+    let a = run_apply(&admin, &out, &plan, &base, &[]);
+    assert_eq!(a.blocked(), "verify_failed");
+    assert!(
+        a.report()["block_detail"]
+            .as_str()
+            .unwrap()
+            .contains("rbac_denied")
+    );
+    assert_eq!(a.report()["verify_ok"], false);
+
+    // --force alone is a usage error: exit 2, no report.
+    let out_usage = admin.path().join("usage");
+    let a = run_apply(
+        &admin,
+        &out_usage,
+        &plan,
+        &[base.clone(), vec!["--force"]].concat(),
+        &[],
+    );
+    assert_eq!(a.code, 2);
+    assert!(a.report.is_none() && a.explain.is_empty(), "{a:#?}");
+    // --force naming another digest.
+    let a = run_apply(
+        &admin,
+        &out,
+        &plan,
+        &[
+            base.clone(),
+            vec!["--force", "--confirm-plan-digest", "sha256:0000"],
+        ]
+        .concat(),
+        &[],
+    );
+    assert_eq!(a.blocked(), "force_digest_mismatch");
+    assert_eq!(writes(&sim), 0);
+    // --force never skips the license.
+    let a = run_apply(
+        &admin,
+        &out,
+        &plan,
+        &[
+            "--verify-report",
+            report.to_str().unwrap(),
+            "--force",
+            "--confirm-plan-digest",
+            &digest,
+        ],
+        &[],
+    );
+    assert_eq!(a.blocked(), "license_missing");
+    assert_eq!(writes(&sim), 0);
+
+    // With the plan's digest confirmed, a failed verify is overridden.
+    let a = run_apply(
+        &admin,
+        &out,
+        &plan,
+        &[base, vec!["--force", "--confirm-plan-digest", &digest]].concat(),
+        &[],
+    );
+    assert_eq!(a.code, 0, "{a:#?}");
+    let rep = a.report();
+    assert_eq!(
+        (
+            rep["force"].as_bool(),
+            rep["verify_ok"].as_bool(),
+            rep["ok"].as_bool()
+        ),
+        (Some(true), Some(false), Some(true))
+    );
+    assert!(
+        rep["gates"][3]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("forced")
+    );
+    assert_eq!(
+        sim.template_annotation(ResourceKind::Deployment, "ml", "trainer", KNOB)
+            .as_deref(),
+        Some("8")
+    );
+}
