@@ -17,7 +17,7 @@ pub fn parse_duration_ms(raw: &str) -> Result<u64, String> {
     let bad = || format!("invalid duration '{raw}' (use e.g. 250ms, 1.5s, 2m)");
     let v: f64 = num.trim().parse().map_err(|_| bad())?;
     let ms = v * mult;
-    if !ms.is_finite() || ms < 0.0 || ms > 1e15 || ms.fract() != 0.0 {
+    if !ms.is_finite() || !(0.0..=1e15).contains(&ms) || ms.fract() != 0.0 {
         return Err(bad());
     }
     Ok(ms as u64)

@@ -214,7 +214,7 @@ impl Ingest {
                 LineRead::Line => self.push_line(&line, out),
                 LineRead::TooLong(n) => self.push_too_long(n),
             }
-            if self.stats.lines_read % 65_536 == 0 {
+            if self.stats.lines_read.is_multiple_of(65_536) {
                 tick(&self.stats);
             }
         }

@@ -77,13 +77,13 @@ pub fn classify(line: &[u8]) -> LineKind<'_> {
             prefix_ts_ms,
         };
     }
-    if rest.last() == Some(&b'}') {
-        if let Some(start) = rest.iter().position(|c| *c == b'{') {
-            return LineKind::Embedded {
-                payload: &rest[start..],
-                prefix_ts_ms,
-            };
-        }
+    if rest.last() == Some(&b'}')
+        && let Some(start) = rest.iter().position(|c| *c == b'{')
+    {
+        return LineKind::Embedded {
+            payload: &rest[start..],
+            prefix_ts_ms,
+        };
     }
     LineKind::Text
 }

@@ -253,8 +253,10 @@ fn diagnostic_failures_do_not_block_when_the_decisive_calls_succeed() {
 
 #[test]
 fn a_failed_namespace_read_decides_when_the_workload_is_missing() {
-    let mut fake = Fake::default();
-    fake.namespace_error = Some(ClusterError::from_status(503, "unavailable"));
+    let fake = Fake {
+        namespace_error: Some(ClusterError::from_status(503, "unavailable")),
+        ..Fake::default()
+    };
     let out = run(&fake, &plan(&[("ml", "a")]), 16);
     let b = out.blocker().unwrap();
     // Whether "ml" exists is unknown; the 503 outranks the missing workload.
@@ -264,8 +266,10 @@ fn a_failed_namespace_read_decides_when_the_workload_is_missing() {
 
     // Not allowed to read namespaces: the workload is missing, and the detail says the namespace's
     // existence is unknown (a 403 there is no reason to block on permissions we do not need).
-    let mut fake = Fake::default();
-    fake.namespace_error = Some(ClusterError::from_status(403, "forbidden"));
+    let fake = Fake {
+        namespace_error: Some(ClusterError::from_status(403, "forbidden")),
+        ..Fake::default()
+    };
     let out = run(&fake, &plan(&[("ml", "a")]), 16);
     let b = out.blocker().unwrap();
     assert_eq!(b.kind, BlockerKind::WorkloadMissing);
