@@ -3,6 +3,8 @@
 # steady windows, then the straggler incident) with a warm compile cache. Target: under 50 ms.
 # Uses hyperfine when installed (apt-get install hyperfine), else a timed loop. Not run in CI.
 #   scripts/bench-closed-loop.sh [WORKDIR]      (NO_BUILD=1 to skip the release build)
+# BENCH_OUT=DIR puts --out elsewhere, e.g. on tmpfs (/dev/shm/...) to leave the disk's fsync and
+# rename latency out of the measurement; by default it is WORKDIR/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d /tmp/modekeeper-bench-cl.XXXXXX)}
@@ -18,10 +20,11 @@ lines=$(wc -l <"$trace")
 [ "$lines" -eq 1000 ] || { echo "expected 1000 lines, got $lines" >&2; exit 1; }
 
 export MODEKEEPER_CACHE_DIR=$work/cache MODEKEEPER_POLICY_DIR=$work/no-policies
-cmd=("$bin" closed-loop run --source file --path "$trace" --out "$work/out" -o json)
+out=${BENCH_OUT:-$work/out}
+cmd=("$bin" closed-loop run --source file --path "$trace" --out "$out" -o json)
 # Warm the compile cache (the first run compiles the embedded components).
 "${cmd[@]}" >/dev/null
-grep -q '"schema_version": "closed_loop.v1"' "$work/out/closed_loop_latest.json"
+grep -q '"schema_version": "closed_loop.v1"' "$out/closed_loop_latest.json"
 
 if command -v hyperfine >/dev/null; then
   hyperfine --warmup 5 --runs 50 --export-markdown "$work/bench.md" --output=null "${cmd[*]}" >&2

@@ -124,6 +124,24 @@ fn a_run_writes_every_artifact_and_the_explain_sequence() {
     );
     assert_eq!(r["plan_items"], 1);
     assert_eq!(r["ingest"]["records_emitted"], 3300);
+    // Without --apply: plan only, one "not requested" result per accepted change.
+    assert_eq!(r["apply_requested"], false);
+    assert_eq!(
+        r["apply_decision_summary"],
+        "apply not requested (plan only)"
+    );
+    assert_eq!(
+        r["results"].as_array().unwrap().len(),
+        r["proposed"].as_array().unwrap().len()
+    );
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["reason"] == "not_requested")
+    );
+    assert!(!text.contains("  apply "), "{text}");
 
     let b = json(&out.join("policy_bundle_latest.json"));
     assert_eq!(b["schema_version"], "policy_bundle.v1");

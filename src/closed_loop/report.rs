@@ -163,9 +163,12 @@ pub struct ClosedLoopReport {
     pub decision_trace: TraceInfo,
     pub warnings: Vec<String>,
     pub replay: Option<ReplayCheck>,
-    /// `--apply`: verify and apply results, one `results` entry per `proposed` change.
+    /// The apply fields (`apply_requested`, `verify_ok`, `apply_attempted`, `apply_ok`,
+    /// `apply_blocked_reason`, `apply_decision_summary`, report paths, one `results` entry per
+    /// `proposed` change; `crate::apply::ClosedLoopApply`), flattened into the report. A JSON object
+    /// here, so this pure module does not depend on the cluster-facing ones.
     #[serde(flatten)]
-    pub apply: crate::apply::ClosedLoopApply,
+    pub apply: serde_json::Map<String, Value>,
     pub artifacts: Value,
 }
 
@@ -294,13 +297,20 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
         }
     );
     s += &format!(
-        "- Plan: `{}` ({} item{}, `{}`); review script `{}`. Nothing was applied.\n",
+        "- Plan: `{}` ({} item{}, `{}`); review script `{}`.\n",
         cell(&r.plan_path.display().to_string()),
         r.plan_items,
         if r.plan_items == 1 { "" } else { "s" },
         r.plan_digest,
         cell(&r.kubectl_script_path.display().to_string())
     );
+    if let Some(a) = r
+        .apply
+        .get("apply_decision_summary")
+        .and_then(Value::as_str)
+    {
+        s += &format!("- Apply: {}\n", cell(a));
+    }
     for w in &r.warnings {
         s += &format!("- Warning: {}\n", cell(w));
     }

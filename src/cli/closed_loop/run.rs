@@ -9,7 +9,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::json;
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::RunArgs;
@@ -354,10 +354,13 @@ fn execute(
         },
         warnings,
         replay,
-        apply: one_shot.as_ref().map_or_else(
+        apply: match serde_json::to_value(one_shot.as_ref().map_or_else(
             || crate::apply::ClosedLoopApply::not_requested(&proposed_knobs),
             |o| o.fields.clone(),
-        ),
+        ))? {
+            Value::Object(m) => m,
+            _ => anyhow::bail!("the apply fields must serialize as an object"),
+        },
         artifacts: json!({}),
     };
     let summary_path = out.write_text(SUMMARY_FILE, &summary_markdown(&report))?;
@@ -413,7 +416,8 @@ fn print(
     plan: &Plan,
     latest: &Path,
 ) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
+    // One write, not one per line (stdout is line-buffered).
+    let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     match global.output {
         OutputFormat::Json => {
             serde_json::to_writer_pretty(&mut stdout, report)?;
@@ -425,6 +429,7 @@ fn print(
             terminal_summary(report, outcome, plan, latest)
         )?,
     }
+    stdout.flush()?;
     Ok(())
 }
 

@@ -198,6 +198,22 @@ pub fn terminal_summary(
         r.decision_trace.path.display(),
         r.decision_trace.lines
     );
+    if r.apply.get("apply_requested") == Some(&serde_json::Value::Bool(true)) {
+        let text = |k: &str| r.apply.get(k).and_then(|v| v.as_str()).map(clean);
+        s += &format!(
+            "  apply     {}\n",
+            text("apply_decision_summary").unwrap_or_default()
+        );
+        for (label, key) in [
+            ("verify", "k8s_verify_report_path"),
+            ("audit", "k8s_apply_report_path"),
+            ("rollback", "rollback_plan_path"),
+        ] {
+            if let Some(p) = text(key) {
+                s += &format!("            {label} {p}\n");
+            }
+        }
+    }
     if let Some(rp) = &r.replay {
         s += &format!(
             "  replay    {}: decision trace {}, plan {}\n",
