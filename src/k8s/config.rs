@@ -219,7 +219,7 @@ fn in_cluster(opts: &ConnectOptions) -> Result<(kube::Config, ClusterIdentity), 
             .to_string()
             .trim_end_matches('/')
             .to_string(),
-        user: Some("serviceaccount".into()),
+        user: None,
         namespace: config.default_namespace.clone(),
         source: ConfigSource::InCluster,
     };
