@@ -16,5 +16,6 @@ pub mod passport;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod signals;
 pub mod telemetry;

@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Command::Passport(a) => cli::passport::run(&cli.global, a),
         Command::K8s(a) => cli::k8s::run(&cli.global, a),
         Command::License(a) => cli::license::run(&cli.global, a),
+        Command::Report(a) => cli::report::run(&cli.global, a),
         Command::Completion(a) => cli::completion::run(a),
     };
     match result {

@@ -18,6 +18,7 @@ pub mod license;
 pub mod observe;
 pub mod passport;
 pub mod policy;
+pub mod report;
 
 pub use duration::parse_duration_ms;
 
@@ -98,6 +99,8 @@ pub enum Command {
     K8s(k8s::K8sArgs),
     /// Licenses: generate a signing key, mint a license, verify one
     License(license::LicenseArgs),
+    /// Render the artifacts of observe / closed-loop run|watch / k8s verify|apply as one HTML page
+    Report(report::ReportArgs),
     /// Print a shell completion script
     Completion(completion::CompletionArgs),
 }

@@ -14,6 +14,7 @@ use super::{GlobalArgs, OutputFormat, SourceKind, TelemetryArgs};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::error::{InputError, input_error};
 use crate::pipeline::{PassSummary, run_pass};
+use crate::report::{StepTimeline, timeline_lines, timeline_markdown};
 use crate::signals::{
     Episode, EpisodeTracker, FeatureConfig, Symptom, SymptomThresholds, WindowFeatures, symptoms_of,
 };
@@ -138,6 +139,7 @@ fn observe(
     let mut episodes: Vec<Episode> = Vec::new();
     let mut truncated = 0u64;
     let mut totals = RunTotals::default();
+    let mut timeline = StepTimeline::new(crate::report::SPARKLINE_WIDTH);
 
     let show_progress = std::io::stderr().is_terminal();
     let pass = {
@@ -174,6 +176,7 @@ fn observe(
                 totals.gpu_util_sum += g;
                 totals.gpu_util_n += 1;
             }
+            timeline.push(f.window.first_step, f.window.last_step, f.step_time_p50_ms);
             totals.last = Some(f.clone());
             Ok(())
         };
@@ -203,6 +206,7 @@ fn observe(
     }
 
     episodes.sort_by_key(|e| (e.first_step, e.symptom));
+    let marks = crate::report::episode_marks(&episodes);
     let verdict = verdict(&episodes, &pass, &totals);
     explain.event("observe_summary", json!({"verdict": verdict.state, "incidents": verdict.incidents, "episodes": episodes.len()}))?;
 
@@ -227,7 +231,8 @@ fn observe(
         episodes_truncated: truncated,
         artifacts: json!({}),
     };
-    let summary_md = summary_markdown(&report, &pass);
+    let summary_md =
+        summary_markdown(&report, &pass) + &timeline_markdown(&timeline, &marks, "step time p50");
     let summary_path = out.write_text("summary.md", &summary_md)?;
     let report_name = out.path("observe_latest.json");
     report.artifacts = json!({
@@ -247,11 +252,11 @@ fn observe(
             serde_json::to_writer_pretty(&mut stdout, &report)?;
             writeln!(stdout)?;
         }
-        OutputFormat::Text => write!(
-            stdout,
-            "{}",
-            terminal_summary(&report, &pass, &spec.path, &latest)
-        )?,
+        OutputFormat::Text => {
+            let timeline = timeline_lines(&timeline, &marks, "  ", "step time p50");
+            let text = terminal_summary(&report, &pass, &spec.path, &latest, &timeline);
+            write!(stdout, "{text}")?
+        }
     }
     Ok(())
 }
@@ -386,7 +391,13 @@ fn ingest_line(i: &IngestStats) -> String {
     parts.join(" · ")
 }
 
-fn terminal_summary(r: &ObserveReport, pass: &PassSummary, path: &Path, latest: &Path) -> String {
+fn terminal_summary(
+    r: &ObserveReport,
+    pass: &PassSummary,
+    path: &Path,
+    latest: &Path,
+    timeline: &[String],
+) -> String {
     let t = SymptomThresholds::default();
     let mut s = String::new();
     let span = match (pass.start_ms, pass.end_ms) {
@@ -418,6 +429,9 @@ fn terminal_summary(r: &ObserveReport, pass: &PassSummary, path: &Path, latest: 
     }
     if !base.is_empty() {
         s += &format!("  baseline  {}\n", base.join(" · "));
+    }
+    for l in timeline {
+        s += &format!("{l}\n");
     }
     s += &format!("  verdict   {}\n", r.verdict.text);
     for e in r.episodes.iter().filter(|e| e.confidence != "low") {
