@@ -203,6 +203,11 @@ fn a_week_of_windows_renders_small_and_fast() {
         html.contains("off scale: peak 30k"),
         "p95 of the stalled window"
     );
+    assert_eq!(
+        html.matches("<path class=\"clip\"").count(),
+        1,
+        "one tick on the top edge where the stalled window runs off the scale"
+    );
     // 3,024 decisions, each its own row; the first 100 show, the rest fold into pages.
     assert!(html.contains("<table id=\"decisions\" data-rows=\"3024\">"));
     assert!(html.contains("<summary>rows 101–600 of 3,024</summary>"));

@@ -62,7 +62,7 @@ svg .band{opacity:var(--band)}svg .lane-band{opacity:.85}svg .lane-text{fill:#11
 svg .marker.proposal path{fill:var(--p50)}svg .marker.blocked path{stroke:var(--bad);stroke-width:2;fill:none}
 svg .marker.applied path,svg .marker.apply-run path{fill:var(--ok)}
 svg .applied-line{stroke:var(--ok);stroke-dasharray:3 3;stroke-width:1}
-svg .offscale{fill:var(--bad)}svg .nodata{font-style:italic}
+svg .offscale,svg .clip{fill:var(--bad)}svg .nodata{font-style:italic}
 .legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin:6px 0 0 72px;color:var(--muted)}
 .sw{display:inline-block;width:12px;height:12px;border-radius:2px;vertical-align:-2px;margin-right:5px}
 table{border-collapse:collapse;width:100%;max-width:1400px}

@@ -705,6 +705,53 @@ fn markers_svg(list: &[Marker], xs: &XScale, y: f64, plot_top: f64, plot_bottom:
     s
 }
 
+/// Red ticks on the top edge where values ran off the scale (one per marker column), with the peak.
+fn clipped_marks(
+    p: &Panel<'_>,
+    values: &[Vec<Option<f64>>],
+    mid: &[f64],
+    xs: &XScale,
+    hi: f64,
+    top: f64,
+) -> String {
+    let col_w = (W - LEFT - RIGHT) / MARKER_COLUMNS;
+    let mut cols: Vec<(i64, f64, f64, usize)> = Vec::new(); // column, x, peak, count
+    for vals in values {
+        for (x, v) in mid.iter().zip(vals) {
+            let Some(v) = v.filter(|v| *v > hi) else {
+                continue;
+            };
+            let px = xs.x(*x);
+            let c = ((px - LEFT) / col_w).floor() as i64;
+            match cols.iter_mut().find(|e| e.0 == c) {
+                Some(e) => {
+                    e.2 = e.2.max(v);
+                    e.3 += 1;
+                }
+                None => cols.push((c, px, v, 1)),
+            }
+        }
+    }
+    let mut s = String::new();
+    for (_, x, peak, n) in cols {
+        let _ = write!(
+            s,
+            r#"<path class="clip" d="M{:.1},{:.1}l3.5,5h-7z"><title>{} off scale: {} {}{}</title></path>"#,
+            x,
+            top + 1.0,
+            p.title,
+            short_num(peak),
+            p.unit,
+            if n > 1 {
+                format!(" ({n} values)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    s
+}
+
 fn panel_svg(
     p: &Panel<'_>,
     ws: &[WindowRow],
@@ -770,6 +817,9 @@ fn panel_svg(
         let pad = (hi - lo) * 0.05;
         lo -= pad;
         hi += pad;
+    } else if p.series.iter().any(|sr| !sr.scales) {
+        // Room above the medians for the per-window maximum, which only clips when it spikes.
+        hi *= 1.6;
     } else {
         hi *= 1.05;
     }
@@ -809,6 +859,7 @@ fn panel_svg(
         .copied()
         .fold(f64::MIN, f64::max);
     if max > hi {
+        s += &clipped_marks(p, &values, mid, xs, hi, top);
         let _ = write!(
             s,
             r#"<text class="offscale" x="{:.1}" y="{:.1}" text-anchor="end">▲ off scale: peak {} {}</text>"#,
