@@ -642,3 +642,59 @@ fn many_items_are_checked_concurrently() {
         assert_eq!(run.item(i)["name"], format!("w{i}"));
     }
 }
+
+/// The Role in docs/rbac.yaml, read rule by rule (its lists are JSON flow sequences).
+fn documented_rules() -> Vec<kube_sim::Rule> {
+    let yaml = include_str!("../docs/rbac.yaml");
+    let list = |line: &str, key: &str| -> Option<Vec<String>> {
+        let rest = line.trim().trim_start_matches("- ").strip_prefix(key)?;
+        Some(serde_json::from_str(rest.trim()).expect("a JSON flow list"))
+    };
+    let mut rules = vec![];
+    let mut groups = None;
+    let mut resources = None;
+    for line in yaml.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        if let Some(g) = list(line, "apiGroups:") {
+            groups = Some(g);
+        } else if let Some(r) = list(line, "resources:") {
+            resources = Some(r);
+        } else if let Some(v) = list(line, "verbs:") {
+            let (g, r) = (groups.take().unwrap(), resources.take().unwrap());
+            assert_eq!(g.len(), 1, "one group per rule");
+            rules.push(kube_sim::Rule::allow(v, &g[0], r).in_namespace("ml"));
+        }
+    }
+    rules
+}
+
+#[test]
+fn the_documented_role_is_enough_for_verify() {
+    let rules = documented_rules();
+    assert_eq!(rules.len(), 4, "{rules:?}");
+    let sim = standard()
+        .token("role", "platform-engineer@example.com", rules)
+        .start_blocking()
+        .unwrap();
+    let case = Case::new(&sim, "role");
+    let mut sts = item("ml", "db", "3");
+    sts["kind"] = json!("StatefulSet");
+    let run = case.verify(&json!([item("ml", "trainer", "8"), sts]), &[]);
+    let r = run.report();
+    assert_eq!(r["ok"], true, "{r:#}");
+    for i in 0..2 {
+        let it = run.item(i);
+        assert_eq!(it["errors"], json!([]), "{it:#}");
+        assert_eq!(
+            (&it["can_i_get"], &it["can_i_patch"]),
+            (&json!(true), &json!(true))
+        );
+    }
+    // And it grants nothing outside its namespace: reading the workload there is refused.
+    let run = case.verify(&json!([item("default", "trainer", "8")]), &[]);
+    assert_eq!(run.blocker().0, "rbac_denied");
+    let rbac = &run.report()["details"]["rbac"];
+    assert_eq!(
+        (&rbac["verb"], &rbac["namespace"]),
+        (&json!("get"), &json!("default"))
+    );
+}
