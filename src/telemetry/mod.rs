@@ -9,6 +9,7 @@ mod csv_rows;
 mod field;
 mod ingest;
 mod line;
+pub mod live;
 mod order;
 mod parallel;
 mod record;
