@@ -3,6 +3,8 @@
 //!
 //! Pipeline, one direction: `telemetry` (ingest) → `signals` (windows, features, symptoms) →
 //! `artifacts` (reports). `pipeline` drives a pass; `cli` holds one module per command.
+// The watch report is one `json!` literal with nested objects.
+#![recursion_limit = "256"]
 
 pub mod apply;
 pub mod artifacts;

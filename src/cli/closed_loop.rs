@@ -7,6 +7,8 @@
 mod inputs;
 mod run;
 mod terminal;
+mod watch;
+mod watch_state;
 
 use std::path::PathBuf;
 
@@ -28,6 +30,89 @@ pub struct ClosedLoopArgs {
 pub enum ClosedLoopCommand {
     /// One pass over a trace: decide per window, write the decision trace and a reviewable plan
     Run(RunArgs),
+    /// Live: evaluate each window as it completes, keep state in --out, resume after a restart
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// Keep reading a file as it grows (`tail -F`: survives truncation and rotation)
+    #[arg(long)]
+    pub follow: bool,
+    /// Directory for the artifacts, the state file and explain.jsonl; a watch started again with
+    /// the same --out continues where the last one stopped
+    #[arg(long, value_name = "DIR", default_value = "report/watch")]
+    pub out: PathBuf,
+    /// Forget the state in --out and start from the beginning of the source
+    #[arg(long)]
+    pub fresh: bool,
+    /// Stop after this many evaluated windows (in this run)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_iterations: Option<u64>,
+    /// Stop after this long (e.g. 30m, 12h)
+    #[arg(long, value_name = "DURATION", value_parser = crate::cli::duration::parse_duration_ms)]
+    pub duration: Option<u64>,
+    /// Release a record once one this many steps ahead has arrived (live sources cannot wait for
+    /// the whole reorder buffer to fill: a window is evaluated this many steps after it ends)
+    #[arg(long, value_name = "STEPS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub release_lag_steps: u64,
+    /// Passport: a template name (see `passport templates`) or a passport file
+    #[arg(long, value_name = "NAME|FILE", default_value = "safe")]
+    pub passport: String,
+    /// Current knob values, comma-separated K=V [default: the passport's baselines]
+    #[arg(long, value_name = "K=V,..", value_delimiter = ',')]
+    pub knobs: Vec<String>,
+    /// Base policy: an id, `id@version`, `id@sha256:…`, or a component path
+    #[arg(long, value_name = "ID", default_value = DEFAULT_POLICY)]
+    pub policy: String,
+    /// Advanced chords or policies to run as well, comma-separated
+    #[arg(long, value_name = "ID,..", value_delimiter = ',')]
+    pub enable_advanced: Vec<String>,
+    /// The Deployment the plan patches [default: trainer]
+    #[arg(long, value_name = "NAME", conflicts_with = "statefulset")]
+    pub deployment: Option<String>,
+    /// Patch this StatefulSet instead of a Deployment
+    #[arg(long, value_name = "NAME")]
+    pub statefulset: Option<String>,
+    /// Start from the knob values in the workload's pod-template annotations
+    #[arg(long, conflicts_with = "knobs")]
+    pub knobs_from_cluster: bool,
+    /// Apply each new decision through the gates of `k8s apply` (kill switch, license, verify,
+    /// unchanged objects), once per decision; the passport's cooldowns hold between applies
+    #[arg(long)]
+    pub apply: bool,
+    /// The license for --apply
+    #[arg(long, value_name = "PATH", requires = "apply")]
+    pub license: Option<PathBuf>,
+    /// Trust this keyring for --apply instead of the built-in production keys (recorded)
+    #[arg(long, value_name = "PATH", requires = "apply")]
+    pub keyring: Option<PathBuf>,
+    #[command(flatten)]
+    pub dirs: PolicyDirs,
+}
+
+impl WatchArgs {
+    /// The flags `closed-loop run` shares, for the shared input resolution.
+    fn as_run_args(&self) -> RunArgs {
+        RunArgs {
+            telemetry: self.telemetry.clone(),
+            out: self.out.clone(),
+            passport: self.passport.clone(),
+            knobs: self.knobs.clone(),
+            policy: self.policy.clone(),
+            enable_advanced: self.enable_advanced.clone(),
+            deployment: self.deployment.clone(),
+            statefulset: self.statefulset.clone(),
+            knobs_from_cluster: self.knobs_from_cluster,
+            replay: None,
+            apply: self.apply,
+            license: self.license.clone(),
+            keyring: self.keyring.clone(),
+            dirs: self.dirs.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -82,6 +82,7 @@ pub fn telemetry_inputs(
     let opts = IngestOptions {
         reorder_window: t.reorder_window as usize,
         skew_tolerance_ms: t.clock_skew_tolerance as i64,
+        release_lag_steps: None,
     };
     let cfg = FeatureConfig {
         window_steps: t.window_steps,

@@ -19,7 +19,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, Accepted, EnvelopeState, EvalPoint, Limit};
 use crate::passport::{ChordId, Passport, serialize_knob_value};
@@ -50,7 +50,7 @@ pub const MAX_LISTED: usize = 1000;
 pub const REQUIRE_COMM_TELEMETRY: &str = "require_comm_telemetry";
 
 /// Where in the run something happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowRef {
     pub index: u64,
     pub first_step: u64,
@@ -59,7 +59,7 @@ pub struct WindowRef {
 }
 
 /// A change the envelope accepted, as the report lists it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProposedChange {
     pub knob: String,
     #[serde(serialize_with = "serialize_knob_value")]
@@ -82,7 +82,7 @@ pub struct ProposedChange {
 
 /// Who refused a proposal: the policy host (the policy's own limits, or another policy owning the
 /// knob for the window) or the envelope (the passport).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockStage {
     PolicyHost,
@@ -90,7 +90,7 @@ pub enum BlockStage {
 }
 
 /// A proposal that did not pass.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BlockedChange {
     pub knob: String,
     /// Reason code (the envelope's codes, docs/passports.md, plus [`REQUIRE_COMM_TELEMETRY`]).
@@ -104,7 +104,7 @@ pub struct BlockedChange {
 }
 
 /// A policy that produced no usable decision for a window (it proposed nothing).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyFailureRecord {
     pub policy: String,
     pub kind: FailureKind,
@@ -170,6 +170,25 @@ impl LoopOutcome {
     }
 }
 
+/// A [`ClosedLoop`] without its passport: plain data, JSON in `closed-loop watch`'s state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    pub knobs_before: BTreeMap<String, f64>,
+    pub knobs: BTreeMap<String, f64>,
+    pub envelope: EnvelopeState,
+    pub last_at_ms: Option<i64>,
+    pub last_chord_of_knob: BTreeMap<String, String>,
+    pub windows: u64,
+    pub timeline: ChordTimeline,
+    pub proposed: Vec<ProposedChange>,
+    pub proposed_total: u64,
+    pub blocked: Vec<BlockedChange>,
+    pub blocked_total: u64,
+    pub blocked_by_reason: BTreeMap<String, u64>,
+    pub failures: Vec<PolicyFailureRecord>,
+    pub failures_total: u64,
+}
+
 /// The loop's state between windows.
 #[derive(Debug, Clone)]
 pub struct ClosedLoop {
@@ -217,6 +236,55 @@ impl ClosedLoop {
             failures: Vec::new(),
             failures_total: 0,
         }
+    }
+
+    /// Everything but the passport, for a checkpoint (`closed-loop watch`'s state file).
+    pub fn save(&self) -> LoopState {
+        LoopState {
+            knobs_before: self.knobs_before.clone(),
+            knobs: self.knobs.clone(),
+            envelope: self.envelope.clone(),
+            last_at_ms: self.last_at_ms,
+            last_chord_of_knob: self.last_chord_of_knob.clone(),
+            windows: self.windows,
+            timeline: self.timeline.clone(),
+            proposed: self.proposed.clone(),
+            proposed_total: self.proposed_total,
+            blocked: self.blocked.clone(),
+            blocked_total: self.blocked_total,
+            blocked_by_reason: self.blocked_by_reason.clone(),
+            failures: self.failures.clone(),
+            failures_total: self.failures_total,
+        }
+    }
+
+    /// The loop as it was when `state` was saved, under the same passport.
+    pub fn resume(passport: Passport, state: LoopState) -> ClosedLoop {
+        let mut lp = ClosedLoop::new(passport, state.knobs_before);
+        lp.knobs = state.knobs;
+        lp.envelope = state.envelope;
+        lp.last_at_ms = state.last_at_ms;
+        lp.last_chord_of_knob = state.last_chord_of_knob;
+        lp.windows = state.windows;
+        lp.timeline = state.timeline;
+        lp.proposed = state.proposed;
+        lp.proposed_total = state.proposed_total;
+        lp.blocked = state.blocked;
+        lp.blocked_total = state.blocked_total;
+        lp.blocked_by_reason = state.blocked_by_reason;
+        lp.failures = state.failures;
+        lp.failures_total = state.failures_total;
+        lp
+    }
+
+    /// Windows evaluated so far.
+    pub fn windows(&self) -> u64 {
+        self.windows
+    }
+
+    /// Cooldowns and last changes per knob.
+    pub fn envelope(&self) -> &EnvelopeState {
+        &self.envelope
     }
 
     pub fn passport(&self) -> &Passport {

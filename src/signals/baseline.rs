@@ -2,7 +2,7 @@
 //! clamped (Huber style), so a short incident barely moves it and a lasting change is absorbed only
 //! gradually.
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RobustBaseline {
     level: f64,
     scale: f64,
@@ -67,7 +67,7 @@ impl RobustBaseline {
 
 /// One-sided upper CUSUM with geometric decay on in-control windows, so the score rises quickly on a
 /// sustained upward shift and falls back within a few windows once the shift is gone.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpperCusum {
     s: f64,
 }

@@ -75,7 +75,7 @@ pub struct WindowFeatures {
 }
 
 /// Stateful extractor: feed windows in order.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct FeatureExtractor {
     cfg: FeatureConfig,
     /// log(p50 step time)

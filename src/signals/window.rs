@@ -48,7 +48,7 @@ pub struct WindowStats {
     pub step_times_sorted: Vec<f64>,
 }
 
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     index: u64,
     first_step: u64,
@@ -204,6 +204,7 @@ impl Acc {
 }
 
 /// Streams samples into windows. Samples must arrive in step order (the ingest orderer guarantees it).
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Windower {
     window_steps: u64,
     acc: Option<Acc>,

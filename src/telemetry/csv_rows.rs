@@ -8,6 +8,8 @@ use super::stats::SkipReason;
 
 pub struct CsvRows {
     header: Option<Vec<Option<Field>>>,
+    /// The header as it was read (a checkpoint restores the parser by feeding it again).
+    header_line: Option<Vec<u8>>,
     cells: Vec<u8>,
     ends: Vec<usize>,
 }
@@ -16,6 +18,7 @@ impl CsvRows {
     pub fn new() -> Self {
         CsvRows {
             header: None,
+            header_line: None,
             cells: vec![0; 4096],
             ends: vec![0; 64],
         }
@@ -68,6 +71,10 @@ impl CsvRows {
         }
     }
 
+    pub fn header_line(&self) -> Option<&[u8]> {
+        self.header_line.as_deref()
+    }
+
     /// Feeds one non-blank line. The first one is the header (returns `Ok(None)`).
     pub fn row<'a>(&'a mut self, line: &[u8]) -> Result<Option<RecordBuilder<'a>>, SkipReason> {
         let n = self.split(line).ok_or(SkipReason::LineTooLong)?;
@@ -84,6 +91,7 @@ impl CsvRows {
                 })
                 .collect();
             self.header = Some(names);
+            self.header_line = Some(line.to_vec());
             return Ok(None);
         };
         if n != header.len() {

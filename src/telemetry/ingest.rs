@@ -20,6 +20,9 @@ pub struct IngestOptions {
     pub reorder_window: usize,
     /// A timestamp more than this far behind its predecessor counts as clock skew.
     pub skew_tolerance_ms: i64,
+    /// Live sources: release a record once a record this many steps ahead has arrived (see
+    /// `Orderer`); `None` (files) waits for the reorder buffer to fill.
+    pub release_lag_steps: Option<u64>,
 }
 
 impl Default for IngestOptions {
@@ -27,6 +30,7 @@ impl Default for IngestOptions {
         IngestOptions {
             reorder_window: 1024,
             skew_tolerance_ms: 5_000,
+            release_lag_steps: None,
         }
     }
 }
@@ -58,6 +62,14 @@ impl NodeInterner {
         }
         a
     }
+}
+
+/// [`Ingest::snapshot`]: plain data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct IngestSnapshot {
+    counters: Vec<u64>,
+    orderer: Vec<u8>,
+    csv_header: Option<Vec<u8>>,
 }
 
 /// What one physical line turned out to be.
@@ -145,7 +157,11 @@ impl Ingest {
             format,
             opts: opts.clone(),
             parser: LineParser::new(format),
-            orderer: Orderer::new(opts.reorder_window, opts.skew_tolerance_ms),
+            orderer: Orderer::new(
+                opts.reorder_window,
+                opts.skew_tolerance_ms,
+                opts.release_lag_steps,
+            ),
             stats: IngestStats::default(),
             line: Vec::with_capacity(4096),
         }
@@ -220,6 +236,33 @@ impl Ingest {
         }
         self.line = line;
         Ok(())
+    }
+
+    /// The ingest's state (counters, reorder buffer, CSV header) for a checkpoint.
+    pub fn snapshot(&self) -> IngestSnapshot {
+        IngestSnapshot {
+            counters: self.stats.counters(),
+            orderer: postcard::to_allocvec(&self.orderer).expect("the orderer serialises"),
+            csv_header: self.parser.csv.header_line().map(<[u8]>::to_vec),
+        }
+    }
+
+    /// An ingest continuing from `snap` (taken with the same format and options).
+    pub fn restore(
+        format: Format,
+        opts: &IngestOptions,
+        snap: &IngestSnapshot,
+    ) -> anyhow::Result<Ingest> {
+        let mut ing = Ingest::new(format, opts);
+        ing.stats = IngestStats::from_counters(&snap.counters).ok_or_else(|| {
+            anyhow::anyhow!("checkpoint: ingest counters do not match this version")
+        })?;
+        ing.orderer = postcard::from_bytes(&snap.orderer)
+            .map_err(|e| anyhow::anyhow!("checkpoint: reorder buffer: {e}"))?;
+        if let Some(h) = &snap.csv_header {
+            ing.parser.parse(h);
+        }
+        Ok(ing)
     }
 
     /// Flushes the reorder buffer and returns the final counters.

@@ -17,7 +17,7 @@ mod source;
 mod stats;
 mod timestamp;
 
-pub use ingest::{Ingest, IngestOptions, LineOutcome, LineParser};
+pub use ingest::{Ingest, IngestOptions, IngestSnapshot, LineOutcome, LineParser};
 pub use parallel::read_all_parallel;
 pub use record::Sample;
 pub use source::{Format, OpenedSource, SourceSpec, open_source};

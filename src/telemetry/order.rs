@@ -6,11 +6,13 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::record::Sample;
 use super::stats::IngestStats;
 
 /// Identity of a record for duplicate detection and ordering: the step and the emitting process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 struct RecordKey {
     step: u64,
     rank: u32,
@@ -27,8 +29,12 @@ fn node_hash(n: &str) -> u64 {
 /// Records are held in a deque sorted by key: in-order arrival (the common case) appends at the back,
 /// a late record is inserted by binary search. Emitted keys are kept, also sorted, for duplicate checks,
 /// so no hashing is needed at all.
+#[derive(Serialize, Deserialize)]
 pub struct Orderer {
     capacity: usize,
+    /// Live sources: a record is also released once one `release_lag` steps ahead has arrived, so
+    /// a window is evaluated seconds after it completes, not a full reorder buffer later.
+    release_lag: Option<u64>,
     skew_tolerance_ms: i64,
     pending: VecDeque<(RecordKey, Sample)>,
     emitted_keys: VecDeque<RecordKey>,
@@ -39,9 +45,10 @@ pub struct Orderer {
 }
 
 impl Orderer {
-    pub fn new(capacity: usize, skew_tolerance_ms: i64) -> Self {
+    pub fn new(capacity: usize, skew_tolerance_ms: i64, release_lag: Option<u64>) -> Self {
         Orderer {
             capacity: capacity.max(1),
+            release_lag,
             skew_tolerance_ms,
             pending: VecDeque::new(),
             emitted_keys: VecDeque::new(),
@@ -99,6 +106,15 @@ impl Orderer {
         }
         while self.pending.len() > self.capacity {
             self.pop_one(stats, out);
+        }
+        if let (Some(lag), Some(max)) = (self.release_lag, self.max_step_seen) {
+            while self
+                .pending
+                .front()
+                .is_some_and(|(k, _)| k.step.saturating_add(lag) <= max)
+            {
+                self.pop_one(stats, out);
+            }
         }
     }
 
@@ -161,7 +177,7 @@ mod tests {
     }
 
     fn run(cap: usize, input: Vec<Sample>) -> (Vec<(u64, i64)>, IngestStats) {
-        let mut o = Orderer::new(cap, 5_000);
+        let mut o = Orderer::new(cap, 5_000, None);
         let mut st = IngestStats::default();
         let mut got = vec![];
         for s in input {
@@ -188,6 +204,29 @@ mod tests {
         assert_eq!(st.duplicates, 1);
         assert_eq!(st.reordered, 3);
         assert_eq!(st.late_dropped, 0);
+    }
+
+    #[test]
+    fn release_lag_emits_once_far_enough_ahead() {
+        let mut o = Orderer::new(1024, 5_000, Some(2));
+        let mut st = IngestStats::default();
+        let mut got = vec![];
+        for s in [1, 3, 2, 4, 5] {
+            o.push(sample(Some(s), s as i64), &mut st, &mut |s| {
+                got.push(s.step.unwrap())
+            });
+        }
+        // 5 arrived: everything up to step 3 is out, in order, although the buffer is far from full.
+        assert_eq!(got, vec![1, 2, 3]);
+        // A record behind what was released is late.
+        o.push(sample(Some(2), 2), &mut st, &mut |s| {
+            got.push(s.step.unwrap())
+        });
+        o.push(sample(Some(1), 9), &mut st, &mut |s| {
+            got.push(s.step.unwrap())
+        });
+        assert_eq!(st.duplicates + st.late_dropped, 2);
+        assert_eq!(got, vec![1, 2, 3]);
     }
 
     #[test]

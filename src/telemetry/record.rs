@@ -14,7 +14,7 @@ use super::stats::SkipReason;
 use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
 
 /// One validated telemetry record. `step_time_ms` is the only required measurement.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub ts_ms: Option<i64>,
     pub step: Option<u64>,

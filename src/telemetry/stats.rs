@@ -101,6 +101,46 @@ impl IngestStats {
         self.skipped.iter().sum()
     }
 
+    /// Every counter in a fixed order (checkpoints).
+    pub(crate) fn counters(&self) -> Vec<u64> {
+        let mut v = vec![
+            self.lines_read,
+            self.bytes_read,
+            self.blank_lines,
+            self.log_lines,
+            self.records_parsed,
+            self.records_emitted,
+            self.duplicates,
+            self.reordered,
+            self.late_dropped,
+            self.clock_skew,
+            self.records_without_ts,
+            self.records_without_step,
+        ];
+        v.extend_from_slice(&self.skipped);
+        v
+    }
+
+    /// The inverse of [`IngestStats::counters`]; `None` when the length does not match.
+    pub(crate) fn from_counters(v: &[u64]) -> Option<IngestStats> {
+        let (head, skipped) = v.split_at_checked(12)?;
+        Some(IngestStats {
+            lines_read: head[0],
+            bytes_read: head[1],
+            blank_lines: head[2],
+            log_lines: head[3],
+            records_parsed: head[4],
+            records_emitted: head[5],
+            skipped: skipped.try_into().ok()?,
+            duplicates: head[6],
+            reordered: head[7],
+            late_dropped: head[8],
+            clock_skew: head[9],
+            records_without_ts: head[10],
+            records_without_step: head[11],
+        })
+    }
+
     /// Adds another run's counters (used when several sources are merged).
     pub fn merge(&mut self, o: &IngestStats) {
         self.lines_read += o.lines_read;

@@ -365,6 +365,7 @@ fn from_replay(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Inputs> {
     let opts = IngestOptions {
         reorder_window: c.reorder_window as usize,
         skew_tolerance_ms: c.clock_skew_tolerance_ms as i64,
+        release_lag_steps: None,
     };
     let cfg = FeatureConfig {
         window_steps: c.window_steps,

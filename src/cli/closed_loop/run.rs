@@ -37,6 +37,7 @@ use crate::telemetry::open_source;
 pub fn run(global: &GlobalArgs, args: &super::ClosedLoopArgs) -> anyhow::Result<()> {
     match &args.command {
         super::ClosedLoopCommand::Run(a) => run_once(global, a),
+        super::ClosedLoopCommand::Watch(a) => super::watch::run(global, a),
     }
 }
 
@@ -75,7 +76,7 @@ fn policy_error(e: PolicyError) -> anyhow::Error {
     }
 }
 
-fn load_policies(
+pub(super) fn load_policies(
     dirs: &PolicyDirs,
     base: &str,
     advanced: &[String],
@@ -120,7 +121,7 @@ impl TraceDigest<'_> {
     }
 }
 
-fn stamp(t: DateTime<Utc>) -> String {
+pub(super) fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -530,13 +531,13 @@ fn absolute(p: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(unix)]
-fn make_executable(path: &Path) -> anyhow::Result<()> {
+pub(super) fn make_executable(path: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))
 }
 
 #[cfg(not(unix))]
-fn make_executable(_: &Path) -> anyhow::Result<()> {
+pub(super) fn make_executable(_: &Path) -> anyhow::Result<()> {
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! neither loses nor double-counts a line.
 
 mod file;
+mod reader;
 
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use file::FollowFile;
+pub use reader::ReaderSource;
 
 /// What one [`LiveSource::poll`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

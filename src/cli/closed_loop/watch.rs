@@ -1,0 +1,1000 @@
+//! `closed-loop watch`: the loop of `closed-loop run`, live. Reads a source that keeps producing
+//! (a followed file, pod logs, Prometheus), evaluates each window as it completes, and keeps its
+//! whole state in `--out` (see `watch_state`), so a restarted watch continues after the last line it
+//! read with the same cooldowns, policy states and applied values — no line lost, no proposal
+//! repeated. `--apply` goes through the gates of `k8s apply` (src/apply) once per decision.
+//! Explain events: `watch_start`, `watch_resume`, `watch_source_event`, `watch_decision`,
+//! `watch_apply`, `watch_report`, `watch_stop` (or `watch_error` then `watch_stop`).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::WatchArgs;
+use super::inputs::{self, Inputs};
+use super::run::{load_policies, make_executable, stamp};
+use super::watch_state::{
+    ApplyMark, Pipeline, STATE_FILE, STATE_SCHEMA, WatchState, WatchTotals, decode_lines,
+    encode_lines,
+};
+use crate::apply::{ApplyResult, OneShotOptions, closed_loop_apply};
+use crate::artifacts::{ExplainLog, OutDir, write_atomic};
+use crate::cli::{GlobalArgs, OutputFormat, SourceKind};
+use crate::closed_loop::{ClosedLoop, TRACE_FILE, TraceEvent, knobs_text};
+use crate::envelope::Accepted;
+use crate::error::{InputError, input_error};
+use crate::plan::{
+    KUBECTL_SCRIPT, PLAN_FILE, build_plan, canonical_json, render_kubectl_script, sha256_prefixed,
+};
+use crate::policy::PolicySet;
+use crate::signals::{FeatureExtractor, WindowStats, Windower};
+use crate::telemetry::live::{FollowFile, LiveSource, Poll, ReaderSource};
+use crate::telemetry::{Format, Ingest, IngestOptions, MAX_LINE_BYTES, open_source};
+
+pub const WATCH_REPORT: &str = "watch";
+pub const WATCH_SUMMARY: &str = "watch_summary.md";
+pub const WATCH_SCHEMA: &str = "watch.v1";
+
+/// Longest a poll waits before the loop looks at its stop conditions again.
+const POLL_WAIT: Duration = Duration::from_millis(250);
+/// Checkpoints and `watch_latest.json` are rewritten at most this often while windows stream in
+/// (a catch-up over a day of backlog evaluates thousands of windows a second); always at the end and
+/// before every apply.
+const REWRITE_EVERY: Duration = Duration::from_secs(1);
+
+pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<()> {
+    let started = Utc::now();
+    let mut explain = ExplainLog::open(&args.out)?;
+    let result = execute(global, args, started, &mut explain);
+    match &result {
+        Ok(()) => explain.event("watch_stop", json!({"rc": 0}))?,
+        Err(e) => {
+            let kind = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<InputError>())
+                .map_or("internal", |i| i.kind);
+            explain.event(
+                "watch_error",
+                json!({"kind": kind, "error": format!("{e:#}")}),
+            )?;
+            explain.event("watch_stop", json!({"rc": crate::error::exit_code(e)}))?;
+        }
+    }
+    result
+}
+
+/// What the source is, before it is opened: the part of the fingerprint that names the input.
+fn source_identity(args: &WatchArgs, inp: &Inputs) -> anyhow::Result<(Value, Format)> {
+    match args.telemetry.source {
+        SourceKind::File => {
+            let path = &inp.spec.path;
+            if path.as_os_str() == "-" {
+                if args.follow {
+                    return Err(input_error("bad_flag", "--follow needs a file, not stdin"));
+                }
+                return Ok((json!({"kind": "stdin"}), sniff_format(inp)?));
+            }
+            let abs = std::fs::canonicalize(path).map_err(|e| {
+                input_error("not_found", format!("cannot open {}: {e}", path.display()))
+            })?;
+            Ok((json!({"kind": "file", "path": abs}), sniff_format(inp)?))
+        }
+    }
+}
+
+fn sniff_format(inp: &Inputs) -> anyhow::Result<Format> {
+    if inp.spec.path.as_os_str() == "-" {
+        return Ok(match inp.spec.format {
+            Format::Auto => Format::Log,
+            f => f,
+        });
+    }
+    Ok(open_source(&inp.spec)?.format)
+}
+
+fn open_live(
+    args: &WatchArgs,
+    inp: &Inputs,
+    cursor: Option<&Value>,
+) -> anyhow::Result<Box<dyn LiveSource>> {
+    match args.telemetry.source {
+        SourceKind::File => {
+            let path = &inp.spec.path;
+            if path.as_os_str() == "-" {
+                let src = open_source(&inp.spec)?;
+                return Ok(Box::new(ReaderSource::open(
+                    src.reader,
+                    json!({"kind": "stdin"}),
+                    cursor,
+                )?));
+            }
+            let compressed = open_source(&inp.spec)?.compressed;
+            if compressed {
+                if args.follow {
+                    return Err(input_error(
+                        "bad_flag",
+                        format!(
+                            "cannot --follow {}: it is compressed; follow the uncompressed log",
+                            path.display()
+                        ),
+                    ));
+                }
+                let src = open_source(&inp.spec)?;
+                let label = json!({"kind": "file", "path": path, "compressed": true});
+                return Ok(Box::new(ReaderSource::open(src.reader, label, cursor)?));
+            }
+            Ok(Box::new(
+                FollowFile::open(path, args.follow, cursor)
+                    .map_err(|e| input_error("bad_state", format!("{e:#}")))?,
+            ))
+        }
+    }
+}
+
+/// The evaluated side of the pipeline: the loop, the policies, the decision trace on disk.
+struct Decider<'a> {
+    lp: ClosedLoop,
+    set: &'a mut PolicySet,
+    trace: BufWriter<File>,
+    trace_bytes: u64,
+    trace_lines: u64,
+    /// Window index of the latest accepted change.
+    latest_decision: Option<u64>,
+    last_event: Option<TraceEvent>,
+    last_index: u64,
+    iterations: u64,
+    last_chord: Option<String>,
+}
+
+impl Decider<'_> {
+    fn evaluate(
+        &mut self,
+        extractor: &mut FeatureExtractor,
+        w: &WindowStats,
+        explain: &mut ExplainLog,
+        lines: &mut dyn FnMut(&TraceEvent, u64, bool),
+    ) -> anyhow::Result<()> {
+        let f = extractor.next(w);
+        let ev = self.lp.evaluate(&f, self.set);
+        let line = ev.to_line();
+        self.trace
+            .write_all(line.as_bytes())
+            .context("cannot write the decision trace")?;
+        self.trace_bytes += line.len() as u64;
+        self.trace_lines += 1;
+        self.iterations += 1;
+        let chord_changed = self.last_chord.as_deref() != Some(ev.chord.as_str());
+        if !ev.proposals.is_empty() {
+            self.latest_decision = Some(w.index);
+        }
+        if !ev.proposals.is_empty() || !ev.blocked.is_empty() {
+            explain.event(
+                "watch_decision",
+                json!({"window": ev.window, "chord": ev.chord, "active_chords": ev.active_chords,
+                       "proposals": ev.proposals, "blocked": ev.blocked}),
+            )?;
+        }
+        lines(&ev, w.index, chord_changed);
+        self.last_index = w.index;
+        self.last_chord = Some(ev.chord.clone());
+        self.last_event = Some(ev);
+        Ok(())
+    }
+}
+
+/// Feeds one line; evaluates the windows it completes.
+fn feed(p: &mut Pipeline, line: &[u8], done: &mut Vec<WindowStats>) {
+    let windower = &mut p.windower;
+    if line.len() > MAX_LINE_BYTES {
+        p.ingest.push_too_long(line.len() as u64);
+        return;
+    }
+    p.ingest.push_line(line, &mut |s| {
+        if let Some(w) = windower.push(&s) {
+            done.push(w);
+        }
+    });
+}
+
+struct StopWhen {
+    flag: Arc<AtomicBool>,
+    deadline: Option<Instant>,
+    max_iterations: Option<u64>,
+}
+
+impl StopWhen {
+    fn reason(&self, iterations: u64) -> Option<&'static str> {
+        if self.flag.load(Ordering::Relaxed) {
+            return Some("signal");
+        }
+        if self.max_iterations.is_some_and(|m| iterations >= m) {
+            return Some("max_iterations");
+        }
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Some("duration");
+        }
+        None
+    }
+}
+
+#[allow(clippy::too_many_lines)]
+fn execute(
+    global: &GlobalArgs,
+    args: &WatchArgs,
+    started: DateTime<Utc>,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<()> {
+    let inp = inputs::resolve(global, &args.as_run_args())?;
+    let (_host, mut set, _catalog) = load_policies(&args.dirs, &inp.base_policy, &inp.advanced)?;
+    let mut warnings = inp.warnings.clone();
+    warnings.extend(inputs::check_policies(&inp.passport, &set)?);
+    let opts = IngestOptions {
+        release_lag_steps: Some(args.release_lag_steps),
+        ..inp.opts.clone()
+    };
+    let (source_id, format) = source_identity(args, &inp)?;
+    let passport_sha =
+        sha256_prefixed(canonical_json(&serde_json::to_value(&inp.passport)?).as_bytes());
+    let policy_digests: Vec<String> = set
+        .policies()
+        .map(|p| p.reference().digest.clone())
+        .collect();
+    let config = json!({
+        "source": source_id, "format": format,
+        "window_steps": inp.cfg.window_steps, "warmup_steps": inp.cfg.warmup_steps,
+        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
+        "release_lag_steps": opts.release_lag_steps,
+        "passport": {"name": inp.passport.name, "version": inp.passport.version, "sha256": passport_sha},
+        "policies": policy_digests,
+        "target": {"namespace": inp.target.namespace(), "name": inp.target.name(), "kind": inp.target.kind().as_str()},
+    });
+    let fingerprint = sha256_prefixed(canonical_json(&config).as_bytes());
+    let saved = if args.fresh {
+        None
+    } else {
+        WatchState::load(&args.out)?
+    };
+    if let Some(s) = &saved
+        && s.fingerprint != fingerprint
+    {
+        let differs: Vec<String> = config
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| s.config.get(k.as_str()) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        return Err(input_error(
+            "state_mismatch",
+            format!(
+                "{} was written by a watch with a different {}; use --fresh to start over or another --out",
+                args.out.join(STATE_FILE).display(),
+                differs.join(", ")
+            ),
+        ));
+    }
+    explain.event(
+        "watch_start",
+        json!({"source": source_id, "format": format, "out": args.out,
+               "passport": {"name": inp.passport.name, "version": inp.passport.version, "source": inp.passport_source},
+               "policies": policy_digests, "knobs": knobs_text(&inp.knobs), "knobs_source": inp.knob_origin,
+               "apply": args.apply, "max_iterations": args.max_iterations, "duration_ms": args.duration,
+               "resume": saved.is_some(), "fresh": args.fresh}),
+    )?;
+
+    // Restore or start.
+    let mut totals = WatchTotals::default();
+    let (mut pipe, lp, mut carry, mut last_applied, mut last_apply, mut ended, cursor, trace_len) =
+        match saved {
+            Some(s) => {
+                let pipe = Pipeline::decode(&s.pipeline, format, &opts).map_err(|e| {
+                    input_error(
+                        "bad_state",
+                        format!("{}: {e:#}; use --fresh to start over", STATE_FILE),
+                    )
+                })?;
+                set.set_states(s.policy_states.clone());
+                totals = s.totals.clone();
+                totals.restarts += 1;
+                explain.event(
+                    "watch_resume",
+                    json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
+                           "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
+                           "last_apply": s.last_apply, "restarts": totals.restarts}),
+                )?;
+                (
+                    pipe,
+                    ClosedLoop::resume(inp.passport.clone(), s.loop_state),
+                    VecDeque::from(decode_lines(&s.carry_lines)?),
+                    s.last_applied,
+                    s.last_apply,
+                    s.ended,
+                    Some(s.source_cursor),
+                    Some((s.trace_bytes, s.trace_lines)),
+                )
+            }
+            None => (
+                Pipeline {
+                    ingest: Ingest::new(format, &opts),
+                    windower: Windower::new(inp.cfg.window_steps),
+                    extractor: FeatureExtractor::new(inp.cfg),
+                },
+                ClosedLoop::new(inp.passport.clone(), inp.knobs.clone()),
+                VecDeque::new(),
+                None,
+                None,
+                false,
+                None,
+                None,
+            ),
+        };
+    let resumed = trace_len.is_some();
+    let mut source = open_live(args, &inp, cursor.as_ref())?;
+    let source_describe = source.describe();
+
+    // From here on artifacts are written.
+    let out = OutDir::create(&args.out, started)?;
+    let trace_path = out.path(TRACE_FILE);
+    let trace_file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&trace_path)
+        .with_context(|| format!("cannot open {}", trace_path.display()))?;
+    let (trace_bytes, trace_lines) = trace_len.unwrap_or((0, 0));
+    // Lines written after the last checkpoint are decided again (identically) below.
+    trace_file.set_len(trace_bytes)?;
+    let mut trace_file = trace_file;
+    std::io::Seek::seek(&mut trace_file, std::io::SeekFrom::End(0))?;
+    let mut dec = Decider {
+        lp,
+        set: &mut set,
+        trace: BufWriter::with_capacity(256 * 1024, trace_file),
+        trace_bytes,
+        trace_lines,
+        latest_decision: None,
+        last_event: None,
+        last_index: 0,
+        iterations: 0,
+        last_chord: None,
+    };
+    if resumed {
+        dec.latest_decision = last_apply.as_ref().map(|a| a.decision_window);
+        if let Some(a) = &mut last_apply
+            && a.outcome == "pending"
+        {
+            // Killed between the checkpoint and the apply's result: the cluster may or may not
+            // have taken it. Never applied twice: the next decision carries the knobs again.
+            a.outcome = "unknown (the watch stopped during the apply)".into();
+        }
+    }
+
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
+    }
+    let stop = StopWhen {
+        flag,
+        deadline: args
+            .duration
+            .map(|ms| Instant::now() + Duration::from_millis(ms)),
+        max_iterations: args.max_iterations,
+    };
+    let terminal = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
+    let plain_lines = !terminal && global.output == OutputFormat::Text;
+    let connect = crate::k8s::ConnectOptions::from_flags(
+        global.kubeconfig.as_deref(),
+        global.context.as_deref(),
+        global.namespace.as_deref(),
+        global.request_timeout,
+    );
+
+    let mut ctx = Ctx {
+        args,
+        inp: &inp,
+        out: &out,
+        config: &config,
+        fingerprint: &fingerprint,
+        started,
+        source_describe: &source_describe,
+        warnings: &warnings,
+        resumed,
+    };
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut done: Vec<WindowStats> = Vec::new();
+    let mut last_rewrite = Instant::now();
+    let mut source_events = 0u64;
+    let mut stop_reason = "source_ended";
+    let mut source_done = false;
+    loop {
+        if let Some(r) = stop.reason(dec.iterations) {
+            stop_reason = r;
+            break;
+        }
+        if carry.is_empty() {
+            if ended {
+                break;
+            }
+            if source_done {
+                // Everything read and fed: close the reorder buffer and the last window.
+                let windower = &mut pipe.windower;
+                pipe.ingest.finish(&mut |s| {
+                    if let Some(w) = windower.push(&s) {
+                        done.push(w);
+                    }
+                });
+                done.extend(pipe.windower.finish());
+                ended = true;
+            } else {
+                batch.clear();
+                let poll = source.poll(&mut batch, POLL_WAIT)?;
+                for ev in source.drain_events() {
+                    source_events += 1;
+                    explain.event("watch_source_event", serde_json::to_value(&ev)?)?;
+                    if plain_lines {
+                        println!("source_event={} detail={}", ev.kind, ev.detail);
+                    }
+                }
+                carry.extend(batch.drain(..));
+                source_done = poll == Poll::Ended;
+            }
+        }
+        let mut stopped = None;
+        loop {
+            for w in done.drain(..) {
+                dec.evaluate(
+                    &mut pipe.extractor,
+                    &w,
+                    explain,
+                    &mut |ev, index, changed| {
+                        if plain_lines
+                            && (changed || !ev.proposals.is_empty() || !ev.blocked.is_empty())
+                        {
+                            println!("{}", window_line(ev, index));
+                        }
+                    },
+                )?;
+            }
+            if let Some(r) = stop.reason(dec.iterations) {
+                stopped = Some(r);
+                break;
+            }
+            let Some(line) = carry.pop_front() else { break };
+            feed(&mut pipe, &line, &mut done);
+        }
+        if args.apply {
+            apply_if_decided(
+                &mut ctx,
+                &mut dec,
+                &mut pipe,
+                &carry,
+                source.as_ref(),
+                &mut totals,
+                &mut last_applied,
+                &mut last_apply,
+                ended,
+                &connect,
+                explain,
+                plain_lines,
+            )?;
+        }
+        if terminal {
+            status_line(&dec, &inp);
+        }
+        if last_rewrite.elapsed() >= REWRITE_EVERY {
+            checkpoint(
+                &ctx,
+                &mut dec,
+                &pipe,
+                &carry,
+                source.as_ref(),
+                &totals,
+                &last_applied,
+                &last_apply,
+                ended,
+            )?;
+            write_latest(
+                &ctx,
+                &dec,
+                &pipe,
+                source.as_ref(),
+                &totals,
+                &last_applied,
+                &last_apply,
+                None,
+                source_events,
+            )?;
+            last_rewrite = Instant::now();
+        }
+        if let Some(r) = stopped {
+            stop_reason = r;
+            break;
+        }
+    }
+    if terminal {
+        eprint!("\r\x1b[2K");
+    }
+    checkpoint(
+        &ctx,
+        &mut dec,
+        &pipe,
+        &carry,
+        source.as_ref(),
+        &totals,
+        &last_applied,
+        &last_apply,
+        ended,
+    )?;
+    let (report, latest) = write_latest(
+        &ctx,
+        &dec,
+        &pipe,
+        source.as_ref(),
+        &totals,
+        &last_applied,
+        &last_apply,
+        Some(stop_reason),
+        source_events,
+    )?;
+    let outcome_plan = final_plan(&mut ctx, &dec)?;
+    explain.event(
+        "watch_report",
+        json!({"latest": latest, "stop_reason": stop_reason, "iterations": dec.iterations,
+               "windows_total": dec.lp.windows(), "plan": outcome_plan}),
+    )?;
+    match global.output {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        OutputFormat::Text => {
+            println!(
+                "watch stopped ({stop_reason}): {} windows this run, {} in all; regime {}; {} proposed, {} applied; report {}",
+                dec.iterations,
+                dec.lp.windows(),
+                dec.last_chord.as_deref().unwrap_or("n/a"),
+                report["proposed_total"],
+                totals.applied_total,
+                latest.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// What every artifact writer needs to know about the run.
+struct Ctx<'a> {
+    args: &'a WatchArgs,
+    inp: &'a Inputs,
+    out: &'a OutDir,
+    config: &'a Value,
+    fingerprint: &'a str,
+    started: DateTime<Utc>,
+    source_describe: &'a Value,
+    warnings: &'a [String],
+    resumed: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn checkpoint(
+    ctx: &Ctx<'_>,
+    dec: &mut Decider<'_>,
+    pipe: &Pipeline,
+    carry: &VecDeque<Vec<u8>>,
+    source: &dyn LiveSource,
+    totals: &WatchTotals,
+    last_applied: &Option<BTreeMap<String, f64>>,
+    last_apply: &Option<ApplyMark>,
+    ended: bool,
+) -> anyhow::Result<()> {
+    // The trace must be on disk before the state claims its length.
+    dec.trace
+        .flush()
+        .context("cannot write the decision trace")?;
+    dec.trace.get_ref().sync_data().ok();
+    let mut totals = totals.clone();
+    totals.iterations_done += dec.iterations;
+    let state = WatchState {
+        schema_version: STATE_SCHEMA.into(),
+        fingerprint: ctx.fingerprint.to_string(),
+        config: ctx.config.clone(),
+        updated_at: stamp(Utc::now()),
+        source_cursor: source.cursor(),
+        carry_lines: encode_lines(carry.iter()),
+        trace_bytes: dec.trace_bytes,
+        trace_lines: dec.trace_lines,
+        totals,
+        loop_state: dec.lp.save(),
+        policy_states: dec.set.states(),
+        last_applied: last_applied.clone(),
+        last_apply: last_apply.clone(),
+        ended,
+        pipeline: pipe.encode(),
+    };
+    let bytes = serde_json::to_vec(&state)?;
+    write_atomic(&ctx.out.path(STATE_FILE), |w| w.write_all(&bytes))
+}
+
+/// `--apply`: one gated apply per new decision, of the knobs that differ from what the cluster was
+/// last given. The state is checkpointed first with the apply marked pending, so a watch killed
+/// mid-apply never repeats it.
+#[allow(clippy::too_many_arguments)]
+fn apply_if_decided(
+    ctx: &mut Ctx<'_>,
+    dec: &mut Decider<'_>,
+    pipe: &mut Pipeline,
+    carry: &VecDeque<Vec<u8>>,
+    source: &dyn LiveSource,
+    totals: &mut WatchTotals,
+    last_applied: &mut Option<BTreeMap<String, f64>>,
+    last_apply: &mut Option<ApplyMark>,
+    ended: bool,
+    connect: &crate::k8s::ConnectOptions,
+    explain: &mut ExplainLog,
+    plain_lines: bool,
+) -> anyhow::Result<()> {
+    let Some(decision) = dec.latest_decision else {
+        return Ok(());
+    };
+    if last_apply
+        .as_ref()
+        .is_some_and(|a| a.decision_window >= decision)
+    {
+        return Ok(());
+    }
+    let base = last_applied
+        .clone()
+        .unwrap_or_else(|| dec.lp.save().knobs_before);
+    let chord = dec
+        .last_event
+        .as_ref()
+        .map(|e| e.chord.clone())
+        .unwrap_or_default();
+    let changes: Vec<Accepted> = dec
+        .lp
+        .knobs()
+        .iter()
+        .filter_map(|(k, to)| {
+            let from = *base.get(k)?;
+            (from != *to).then(|| Accepted {
+                knob: k.clone(),
+                from,
+                to: *to,
+                reason: format!("watch decision at window {decision}"),
+                chord: chord.clone(),
+                limited_by: None,
+                requested: None,
+            })
+        })
+        .collect();
+    let knobs = dec.lp.knobs().clone();
+    *last_apply = Some(ApplyMark {
+        decision_window: decision,
+        knobs: knobs.clone(),
+        outcome: "pending".into(),
+    });
+    checkpoint(
+        ctx,
+        dec,
+        pipe,
+        carry,
+        source,
+        totals,
+        last_applied,
+        last_apply,
+        ended,
+    )?;
+    let plan = build_plan(&ctx.inp.target, &changes)
+        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
+    let plan_path = ctx
+        .out
+        .write_text(&format!("k8s_plan_w{decision}.json"), &plan.to_document())?;
+    let proposed: Vec<&str> = changes.iter().map(|c| c.knob.as_str()).collect();
+    let opts = OneShotOptions {
+        connect: connect.clone(),
+        license: ctx.args.license.clone(),
+        keyring: ctx.args.keyring.clone(),
+    };
+    let one = closed_loop_apply(&plan, &plan_path, &proposed, &opts, ctx.out, explain)?;
+    let outcome = match &one.result {
+        None => "no_changes".to_string(),
+        Some(ApplyResult::Applied) => {
+            totals.applied_total += changes.len() as u64;
+            *last_applied = Some(knobs.clone());
+            "applied".to_string()
+        }
+        Some(ApplyResult::Blocked(b)) => {
+            totals.apply_blocked_total += 1;
+            format!("blocked:{}", b.reason)
+        }
+        Some(ApplyResult::Failed(m)) => {
+            totals.apply_failed_total += 1;
+            format!("failed: {m}")
+        }
+    };
+    if one.fields.apply_attempted {
+        totals.apply_attempted_total += 1;
+        if one.fields.apply_ok == Some(true) {
+            totals.apply_ok_total += 1;
+        }
+    }
+    if one.fields.verify_ok == Some(false) {
+        totals.verify_failed_total += 1;
+    }
+    if let Some(a) = last_apply {
+        a.outcome = outcome.clone();
+    }
+    explain.event(
+        "watch_apply",
+        json!({"decision_window": decision, "plan": plan_path, "outcome": outcome,
+               "fields": one.fields}),
+    )?;
+    if plain_lines {
+        println!(
+            "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",
+            totals.iterations_done + dec.iterations,
+            one.fields.verify_ok.map_or("n/a".into(), |b| b.to_string()),
+            one.fields.apply_attempted,
+            one.fields.apply_ok.map_or("n/a".into(), |b| b.to_string()),
+            one.fields.apply_blocked_reason.as_deref().unwrap_or("null"),
+            ctx.out.dir().display()
+        );
+    }
+    checkpoint(
+        ctx,
+        dec,
+        pipe,
+        carry,
+        source,
+        totals,
+        last_applied,
+        last_apply,
+        ended,
+    )
+}
+
+/// One plain line per notable window (piped output).
+fn window_line(ev: &TraceEvent, index: u64) -> String {
+    let props: Vec<String> = ev
+        .proposals
+        .iter()
+        .map(|p| format!("{}:{}->{}", p.knob, p.from, p.to))
+        .collect();
+    let blocked: Vec<String> = ev
+        .blocked
+        .iter()
+        .map(|b| format!("{}:{}", b.knob, b.reason))
+        .collect();
+    format!(
+        "window={} steps={}-{} chord={} proposals={} blocked={}",
+        index,
+        ev.window.first_step,
+        ev.window.last_step,
+        ev.chord,
+        if props.is_empty() {
+            "-".into()
+        } else {
+            props.join(",")
+        },
+        if blocked.is_empty() {
+            "-".into()
+        } else {
+            blocked.join(",")
+        },
+    )
+}
+
+/// When the passport's global cooldown lets the next change through, in telemetry time.
+fn next_change_allowed_ms(dec: &Decider<'_>) -> Option<i64> {
+    let last = dec.lp.envelope().last_change?;
+    Some(last.at_ms + dec.lp.passport().cooldown_s as i64 * 1000)
+}
+
+fn status_line(dec: &Decider<'_>, inp: &Inputs) {
+    let Some(ev) = &dec.last_event else {
+        eprint!(
+            "\r\x1b[2Kwaiting for the first window ({} steps)…",
+            inp.cfg.window_steps
+        );
+        return;
+    };
+    let last = dec
+        .lp
+        .save()
+        .proposed
+        .last()
+        .map(|p| format!("{} {}→{} (window {})", p.knob, p.from, p.to, p.window.index))
+        .unwrap_or_else(|| "none".into());
+    let next = match next_change_allowed_ms(dec) {
+        Some(t) if ev.window.end_ms.is_some_and(|e| e < t) => stamp_ms(t),
+        Some(_) => "now".into(),
+        None => "now".into(),
+    };
+    eprint!(
+        "\r\x1b[2K{} · window {} (steps {}–{}) · last change: {last} · next change allowed: {next}",
+        ev.chord, dec.last_index, ev.window.first_step, ev.window.last_step
+    );
+}
+
+fn stamp_ms(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), stamp)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_latest(
+    ctx: &Ctx<'_>,
+    dec: &Decider<'_>,
+    pipe: &Pipeline,
+    source: &dyn LiveSource,
+    totals: &WatchTotals,
+    last_applied: &Option<BTreeMap<String, f64>>,
+    last_apply: &Option<ApplyMark>,
+    stop_reason: Option<&str>,
+    source_events: u64,
+) -> anyhow::Result<(Value, PathBuf)> {
+    let now = Utc::now();
+    let st = dec.lp.save();
+    let out = ctx.out;
+    let latest = out.path(&format!("{WATCH_REPORT}_latest.json"));
+    let summary_path = out.path(WATCH_SUMMARY);
+    let report = json!({
+        "schema_version": WATCH_SCHEMA,
+        "tool": {"name": "kubectl-modekeeper", "version": env!("CARGO_PKG_VERSION")},
+        "started_at": stamp(ctx.started),
+        "updated_at": stamp(now),
+        "finished_at": stop_reason.map(|_| stamp(now)),
+        "duration_s": (now - ctx.started).num_seconds(),
+        "running": stop_reason.is_none(),
+        "stop_reason": stop_reason,
+        "mode": if ctx.args.apply { "apply" } else { "plan_only" },
+        "max_iterations": ctx.args.max_iterations,
+        "duration_limit_ms": ctx.args.duration,
+        "iterations_done": dec.iterations,
+        "iterations_total": totals.iterations_done + dec.iterations,
+        "windows_total": st.windows,
+        "resumed": ctx.resumed,
+        "restarts": totals.restarts,
+        "regime": dec.last_chord,
+        "active_chords": dec.last_event.as_ref().map(|e| e.active_chords.clone()),
+        "last_window": dec.last_event.as_ref().map(|e| json!({"index": dec.last_index, "window": e.window})),
+        "last_decision": st.proposed.last(),
+        "next_change_allowed_at": next_change_allowed_ms(dec).map(stamp_ms),
+        "proposed_total": st.proposed_total,
+        "blocked_total": st.blocked_total,
+        "blocked_by_reason": st.blocked_by_reason,
+        "policy_failures_total": st.failures_total,
+        "applied_total": totals.applied_total,
+        "apply_attempted_total": totals.apply_attempted_total,
+        "apply_ok_total": totals.apply_ok_total,
+        "apply_failed_total": totals.apply_failed_total,
+        "apply_blocked_total": totals.apply_blocked_total,
+        "verify_failed_total": totals.verify_failed_total,
+        "last_apply": last_apply,
+        "knobs_before": st.knobs_before,
+        "knobs_current": st.knobs,
+        "knobs_last_applied": last_applied,
+        "source": {"describe": ctx.source_describe, "cursor": source.cursor(), "events": source_events},
+        "config": ctx.config,
+        "observe_ingest": pipe.ingest.stats(),
+        "chords": st.timeline,
+        "decision_trace": {"path": out.path(TRACE_FILE), "lines": dec.trace_lines, "bytes": dec.trace_bytes},
+        "warnings": ctx.warnings,
+        "artifact_paths": {
+            "watch_latest_path": latest,
+            "watch_summary_path": summary_path,
+            "state_path": out.path(STATE_FILE),
+            "decision_trace_path": out.path(TRACE_FILE),
+            "k8s_plan_path": stop_reason.map(|_| out.path(PLAN_FILE)),
+            "explain_path": out.path("explain.jsonl"),
+        },
+    });
+    let path = match stop_reason {
+        Some(_) => out.write_report(WATCH_REPORT, &report)?.1,
+        None => out.write_json(&format!("{WATCH_REPORT}_latest.json"), &report)?,
+    };
+    out.write_text(WATCH_SUMMARY, &summary(&report))?;
+    Ok((report, path))
+}
+
+fn summary(r: &Value) -> String {
+    let mut s = String::from("# closed-loop watch\n\n");
+    let line = |s: &mut String, k: &str, v: &Value| {
+        let v = match v {
+            Value::Null => "n/a".to_string(),
+            Value::String(x) => x.clone(),
+            other => other.to_string(),
+        };
+        s.push_str(&format!("- {k}: {v}\n"));
+    };
+    for k in [
+        "started_at",
+        "updated_at",
+        "finished_at",
+        "running",
+        "stop_reason",
+        "mode",
+        "regime",
+        "next_change_allowed_at",
+        "iterations_done",
+        "iterations_total",
+        "windows_total",
+        "restarts",
+        "proposed_total",
+        "blocked_total",
+        "applied_total",
+        "apply_attempted_total",
+        "apply_ok_total",
+        "apply_failed_total",
+        "apply_blocked_total",
+        "verify_failed_total",
+    ] {
+        line(&mut s, k, &r[k]);
+    }
+    s.push_str("\n## Knobs\n\n| knob | before | now | last applied |\n|---|---|---|---|\n");
+    if let Some(now) = r["knobs_current"].as_object() {
+        for (k, v) in now {
+            s.push_str(&format!(
+                "| {k} | {} | {v} | {} |\n",
+                r["knobs_before"][k],
+                r["knobs_last_applied"]
+                    .get(k)
+                    .map_or("n/a".to_string(), Value::to_string)
+            ));
+        }
+    }
+    if let Some(d) = r.get("last_decision").filter(|d| !d.is_null()) {
+        s.push_str(&format!(
+            "\nLast decision: {} {} → {} ({}, window {}): {}\n",
+            d["knob"],
+            d["from"],
+            d["to"],
+            d["chord"].as_str().unwrap_or(""),
+            d["window"]["index"],
+            d["reason"].as_str().unwrap_or("")
+        ));
+    }
+    s.push_str("\n## Artifacts\n\n");
+    if let Some(a) = r["artifact_paths"].as_object() {
+        for (k, v) in a {
+            line(&mut s, k, v);
+        }
+    }
+    s
+}
+
+/// At the end: the plan of the net change since the watch first started (what `closed-loop run`
+/// over the same telemetry would write), with its review script.
+fn final_plan(ctx: &mut Ctx<'_>, dec: &Decider<'_>) -> anyhow::Result<Value> {
+    let st = dec.lp.save();
+    let changes: Vec<Accepted> = st
+        .knobs
+        .iter()
+        .filter_map(|(k, to)| {
+            let from = *st.knobs_before.get(k)?;
+            (from != *to).then(|| Accepted {
+                knob: k.clone(),
+                from,
+                to: *to,
+                reason: "net change over the watch".into(),
+                chord: st.last_chord_of_knob.get(k).cloned().unwrap_or_default(),
+                limited_by: None,
+                requested: None,
+            })
+        })
+        .collect();
+    let plan = build_plan(&ctx.inp.target, &changes)
+        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
+    let plan_path = ctx.out.write_text(PLAN_FILE, &plan.to_document())?;
+    let script = ctx
+        .out
+        .write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
+    make_executable(&script)?;
+    Ok(json!({"path": plan_path, "items": plan.items().len(), "plan_digest": plan.digest()}))
+}

@@ -1,0 +1,162 @@
+//! `closed-loop watch`'s state file: everything a restarted watch needs to continue exactly where the
+//! last one stopped — the source cursor and the lines read but not yet fed, the ingest and window
+//! state (reorder buffer, partial window, baselines), the loop (knobs, cooldowns, counters), the
+//! policies' states, what was applied, and how long the decision trace was. Written atomically;
+//! the human-readable parts are JSON, the ingest/window internals a compact binary blob (floats
+//! bit-exact, so a resumed run decides byte for byte like an uninterrupted one).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::closed_loop::LoopState;
+use crate::error::input_error;
+use crate::policy::PolicyState;
+use crate::signals::{FeatureExtractor, Windower};
+use crate::telemetry::{Format, Ingest, IngestOptions, IngestSnapshot};
+
+pub const STATE_FILE: &str = "watch_state.json";
+pub const STATE_SCHEMA: &str = "watch_state.v1";
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Counters of everything the watch did, over all its restarts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchTotals {
+    pub iterations_done: u64,
+    pub apply_attempted_total: u64,
+    pub apply_ok_total: u64,
+    pub apply_failed_total: u64,
+    /// Applies the gates refused (kill switch, license, verify, stale objects).
+    pub apply_blocked_total: u64,
+    pub verify_failed_total: u64,
+    /// Knob changes the cluster took.
+    pub applied_total: u64,
+    pub restarts: u64,
+}
+
+/// The decision an apply was (or is being) made for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyMark {
+    /// Window index of the latest accepted change the apply carries.
+    pub decision_window: u64,
+    pub knobs: BTreeMap<String, f64>,
+    /// "pending" (written before the cluster is touched), "applied", "blocked:<reason>", "failed".
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchState {
+    pub schema_version: String,
+    /// sha256 of the configuration a resume must match (source, format, windows, ingest options,
+    /// passport, policy digests, target).
+    pub fingerprint: String,
+    pub config: Value,
+    pub updated_at: String,
+    pub source_cursor: Value,
+    /// Lines polled from the source but not fed yet (a stop between two lines of a batch), base64.
+    pub carry_lines: Vec<String>,
+    pub trace_bytes: u64,
+    pub trace_lines: u64,
+    pub totals: WatchTotals,
+    #[serde(rename = "loop")]
+    pub loop_state: LoopState,
+    pub policy_states: Vec<PolicyState>,
+    /// The knob values last written to the cluster (`--apply`), `None` before the first apply.
+    pub last_applied: Option<BTreeMap<String, f64>>,
+    pub last_apply: Option<ApplyMark>,
+    /// The source ended and the last window was evaluated.
+    pub ended: bool,
+    /// Ingest, windower and feature extractor (postcard, base64).
+    pub pipeline: String,
+}
+
+/// The streaming part of the pipeline, between windows.
+pub struct Pipeline {
+    pub ingest: Ingest,
+    pub windower: Windower,
+    pub extractor: FeatureExtractor,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PipelineBlob {
+    ingest: IngestSnapshot,
+    windower: Vec<u8>,
+    extractor: Vec<u8>,
+}
+
+impl Pipeline {
+    pub fn encode(&self) -> String {
+        let blob = PipelineBlob {
+            ingest: self.ingest.snapshot(),
+            windower: postcard::to_allocvec(&self.windower).expect("the windower serialises"),
+            extractor: postcard::to_allocvec(&self.extractor).expect("the extractor serialises"),
+        };
+        B64.encode(postcard::to_allocvec(&blob).expect("the pipeline serialises"))
+    }
+
+    pub fn decode(text: &str, format: Format, opts: &IngestOptions) -> anyhow::Result<Pipeline> {
+        let bytes = B64
+            .decode(text)
+            .map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
+        let blob: PipelineBlob =
+            postcard::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
+        Ok(Pipeline {
+            ingest: Ingest::restore(format, opts, &blob.ingest)?,
+            windower: postcard::from_bytes(&blob.windower)
+                .map_err(|e| anyhow::anyhow!("windower: {e}"))?,
+            extractor: postcard::from_bytes(&blob.extractor)
+                .map_err(|e| anyhow::anyhow!("extractor: {e}"))?,
+        })
+    }
+}
+
+pub fn encode_lines<'a>(lines: impl Iterator<Item = &'a Vec<u8>>) -> Vec<String> {
+    lines.map(|l| B64.encode(l)).collect()
+}
+
+pub fn decode_lines(lines: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
+    lines
+        .iter()
+        .map(|l| {
+            B64.decode(l)
+                .map_err(|e| anyhow::anyhow!("carried line: {e}"))
+        })
+        .collect()
+}
+
+impl WatchState {
+    /// The state in `dir`, if any. A file that cannot be read as a state is invalid input: the
+    /// user decides (`--fresh` starts over) rather than the watch silently forgetting its cooldowns.
+    pub fn load(dir: &Path) -> anyhow::Result<Option<WatchState>> {
+        let path = dir.join(STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+        };
+        let state: WatchState = serde_json::from_slice(&bytes).map_err(|e| {
+            input_error(
+                "bad_state",
+                format!(
+                    "{} is not a watch state ({e}); use --fresh to start over",
+                    path.display()
+                ),
+            )
+        })?;
+        if state.schema_version != STATE_SCHEMA {
+            return Err(input_error(
+                "bad_state",
+                format!(
+                    "{} has schema {}, this version reads {STATE_SCHEMA}; use --fresh to start over",
+                    path.display(),
+                    state.schema_version
+                ),
+            ));
+        }
+        Ok(Some(state))
+    }
+}
