@@ -131,7 +131,7 @@ impl FollowFile {
                     out.push(vec![b' '; MAX_LINE_BYTES + 1]);
                 } else {
                     let mut line = std::mem::take(&mut self.partial);
-                    line.extend_from_slice(&rest[..i]);
+                    line.extend_from_slice(&rest[..=i]);
                     out.push(line);
                 }
                 self.offset += self.pending + i as u64 + 1;
@@ -250,5 +250,96 @@ impl LiveSource for FollowFile {
 
     fn describe(&self) -> Value {
         json!({"kind": "file", "path": self.path, "follow": self.follow})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn poll_all(f: &mut FollowFile) -> Vec<String> {
+        let mut out = Vec::new();
+        f.poll(&mut out, Duration::from_millis(120)).unwrap();
+        out.into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    }
+
+    fn append(p: &Path, s: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(p)
+            .unwrap();
+        f.write_all(s.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_line_is_handed_out_once_it_is_complete() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.log");
+        append(&p, "a\nb");
+        let mut f = FollowFile::open(&p, true, None).unwrap();
+        assert_eq!(poll_all(&mut f), vec!["a\n"]);
+        append(&p, "c\n");
+        assert_eq!(poll_all(&mut f), vec!["bc\n"]);
+        assert_eq!(f.cursor()["offset"], 5);
+    }
+
+    #[test]
+    fn rotation_and_truncation_are_followed_and_reported() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.log");
+        append(&p, "1\n2\n");
+        let mut f = FollowFile::open(&p, true, None).unwrap();
+        assert_eq!(poll_all(&mut f), vec!["1\n", "2\n"]);
+        // logrotate: the old file is renamed (and finished), a new one appears under the name.
+        append(&p, "3\n");
+        std::fs::rename(&p, d.path().join("t.log.1")).unwrap();
+        append(&p, "4\n");
+        let mut got = poll_all(&mut f);
+        got.extend(poll_all(&mut f));
+        assert_eq!(got, vec!["3\n", "4\n"]);
+        assert_eq!(f.drain_events()[0].kind, "rotated");
+        // copytruncate: the same file starts over.
+        std::fs::write(&p, "").unwrap();
+        assert!(poll_all(&mut f).is_empty());
+        append(&p, "5\n");
+        assert_eq!(poll_all(&mut f), vec!["5\n"]);
+        assert_eq!(f.drain_events()[0].kind, "truncated");
+    }
+
+    #[test]
+    fn a_cursor_resumes_after_the_last_line_or_starts_over_on_another_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.log");
+        append(&p, "1\n2\n");
+        let mut f = FollowFile::open(&p, false, None).unwrap();
+        assert_eq!(poll_all(&mut f), vec!["1\n", "2\n"]);
+        let c = f.cursor();
+        append(&p, "3\n");
+        let mut g = FollowFile::open(&p, false, Some(&c)).unwrap();
+        assert_eq!(poll_all(&mut g), vec!["3\n"]);
+        std::fs::remove_file(&p).unwrap();
+        append(&p, "x\n");
+        let mut h = FollowFile::open(&p, false, Some(&c)).unwrap();
+        assert_eq!(poll_all(&mut h), vec!["x\n"]);
+        assert_eq!(h.drain_events()[0].kind, "rotated_while_stopped");
+    }
+
+    #[test]
+    fn an_endless_line_is_dropped_as_too_long_without_buffering_it() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("t.log");
+        append(&p, &"x".repeat(MAX_LINE_BYTES + 10));
+        append(&p, "\nok\n");
+        let mut f = FollowFile::open(&p, false, None).unwrap();
+        let mut out = Vec::new();
+        f.poll(&mut out, Duration::ZERO).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(out[0].len() > MAX_LINE_BYTES);
+        assert_eq!(out[1], b"ok\n");
     }
 }

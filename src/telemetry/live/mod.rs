@@ -38,8 +38,10 @@ pub struct SourceEvent {
 }
 
 pub trait LiveSource {
-    /// Waits at most `wait` for new complete lines and appends them to `out`, without their line
-    /// ends. Returns early once any line arrived. A transient failure (a dropped connection) is
+    /// Waits at most `wait` for new complete lines and appends them to `out`, with their line ends
+    /// where the source has them (so byte counters match a file read of the same data); a line
+    /// longer than [`MAX_LINE_BYTES`](crate::telemetry::MAX_LINE_BYTES) is handed out as a marker of
+    /// that many bytes plus one, which the caller counts as too long. Returns early once any line arrived. A transient failure (a dropped connection) is
     /// handled inside — retried with backoff and reported as a [`SourceEvent`]; an `Err` means the
     /// source cannot go on (bad URL, authentication refused, file permission).
     fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll>;

@@ -67,7 +67,7 @@ impl ReaderSource {
             match memchr::memchr(b'\n', chunk) {
                 Some(i) => {
                     if !too_long {
-                        buf.extend_from_slice(&chunk[..i]);
+                        buf.extend_from_slice(&chunk[..=i]);
                     }
                     self.reader.consume(i + 1);
                     break;

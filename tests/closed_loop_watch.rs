@@ -1,0 +1,286 @@
+//! `closed-loop watch` as a command: a watch stopped and restarted any number of times decides byte
+//! for byte like one uninterrupted `closed-loop run` over the same telemetry; following a file that
+//! is being appended (with a SIGKILL and a restart in the middle) loses and repeats nothing and keeps
+//! memory flat; a foreign or damaged state file is refused, never silently ignored.
+//!
+//! The soak length is `MODEKEEPER_SOAK_HOURS` hours of telemetry at 10 steps/s (default 2 in the
+//! test suite; `scripts/soak-watch.sh` runs 24 with a release build and prints the peak RSS figures).
+
+mod closed_loop_support;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use closed_loop_support::*;
+use serde_json::Value;
+
+fn watch_cmd(path: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kubectl-modekeeper"));
+    c.env_remove("_")
+        .env_remove("KUBECONFIG")
+        .env(
+            "MODEKEEPER_POLICY_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-no-policy-dir"),
+        )
+        .env(
+            "MODEKEEPER_CACHE_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-policy-cache"),
+        )
+        .args(["closed-loop", "watch", "--path"])
+        .arg(path)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+    c
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_watch_stopped_every_few_windows_decides_like_one_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run_out, watch_out) = (tmp.path().join("run"), tmp.path().join("watch"));
+    // The combo trace has drift, bursts and stragglers: proposals, cooldowns and policy state.
+    let t = trace("combo");
+    run_ok(&t, &run_out, &[]);
+    let mut rounds = 0;
+    loop {
+        let o = watch_cmd(&t, &watch_out, &["--max-iterations", "9", "-o", "json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        rounds += 1;
+        if r["stop_reason"] == "source_ended" {
+            break;
+        }
+        assert_eq!(r["stop_reason"], "max_iterations");
+        assert_eq!(r["iterations_done"], 9);
+        assert!(rounds < 50);
+    }
+    assert!(rounds > 3, "the trace spans several rounds");
+    let trace_run = fs::read(run_out.join("decision_trace_latest.jsonl")).unwrap();
+    let trace_watch = fs::read(watch_out.join("decision_trace_latest.jsonl")).unwrap();
+    assert!(trace_run == trace_watch, "decision traces differ");
+    assert_eq!(
+        fs::read(run_out.join("k8s_plan.json")).unwrap(),
+        fs::read(watch_out.join("k8s_plan.json")).unwrap()
+    );
+    let run = json(&run_out.join("closed_loop_latest.json"));
+    let w = json(&watch_out.join("watch_latest.json"));
+    assert_eq!(w["proposed_total"], run["proposed_total"]);
+    assert!(run["proposed_total"].as_u64().unwrap() > 0);
+    assert_eq!(w["observe_ingest"], run["ingest"]);
+    assert_eq!(w["restarts"], rounds - 1);
+    // A finished watch started again does nothing and changes nothing.
+    let o = watch_cmd(&t, &watch_out, &["-o", "json"]).output().unwrap();
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["iterations_done"], 0);
+    assert!(trace_run == fs::read(watch_out.join("decision_trace_latest.jsonl")).unwrap());
+}
+
+#[test]
+fn a_state_from_another_configuration_or_damaged_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("watch");
+    let t = trace("drift");
+    let o = watch_cmd(&t, &out, &["--max-iterations", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = watch_cmd(&t, &out, &["--window-steps", "40"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("window_steps") && err.contains("--fresh"),
+        "{err}"
+    );
+    // --fresh starts over.
+    let o = watch_cmd(&t, &out, &["--window-steps", "40", "--fresh", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["restarts"], 0);
+    fs::write(out.join("watch_state.json"), b"{\"schema_version\": 7").unwrap();
+    let o = watch_cmd(&t, &out, &["--window-steps", "40"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a watch state"));
+}
+
+/// A day of training at 10 steps/s, compressed: steady, an input stall in the middle, short bursts.
+fn soak_line(step: u64) -> String {
+    let t0 = 1_780_000_000_000i64;
+    let steps = soak_steps();
+    let x = step as f64 / steps as f64;
+    // A tiny deterministic noise source.
+    let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+    let noise = (h % 1000) as f64 / 1000.0 - 0.5;
+    let mut st = 100.0 + 6.0 * noise;
+    let mut wait = 4.0 + 2.0 * noise;
+    if (0.40..0.60).contains(&x) {
+        // The input pipeline falls behind: the step waits on data.
+        wait += 60.0 * ((x - 0.40) / 0.05).min(1.0);
+        st += wait;
+    }
+    if step % 7_000 < 15 {
+        st *= 4.0;
+    }
+    let loss = 2.0 + 3.0 / (1.0 + step as f64 / 5_000.0) + 0.01 * noise;
+    format!(
+        "{{\"ts\": {}, \"step\": {step}, \"step_time_ms\": {st:.3}, \"loss\": {loss:.5}, \"data_wait_ms\": {:.3}, \"gpu_util_pct\": {:.1}, \"node\": \"n1\", \"rank\": 0}}\n",
+        t0 + step as i64 * 100,
+        wait,
+        92.0 + 4.0 * noise
+    )
+}
+
+fn soak_hours() -> f64 {
+    std::env::var("MODEKEEPER_SOAK_HOURS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2.0)
+}
+
+fn soak_steps() -> u64 {
+    (soak_hours() * 36_000.0) as u64
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn windows_total(out: &Path) -> u64 {
+    fs::read(out.join("watch_latest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["windows_total"].as_u64())
+        .unwrap_or(0)
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_follow(path: &Path, out: &Path) -> Child {
+    watch_cmd(path, out, &["--follow"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: PathBuf = tmp.path().join("train.log");
+    let out = tmp.path().join("watch");
+    let steps = soak_steps();
+    let window = 50;
+    fs::write(&data, b"").unwrap();
+    let mut watch = spawn_follow(&data, &out);
+    let writer = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&data).unwrap();
+            let mut buf = String::new();
+            for step in 1..=soak_steps() {
+                buf.push_str(&soak_line(step));
+                // Six minutes of training per append, as a trainer's buffered stdout would.
+                if step % 3_600 == 0 {
+                    f.write_all(buf.as_bytes()).unwrap();
+                    buf.clear();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+            f.write_all(buf.as_bytes()).unwrap();
+        })
+    };
+    let limit = Duration::from_secs(600);
+    // Kill -9 early, mid-stream; the restarted watch carries on from its last checkpoint.
+    wait_for("the first windows", limit, || windows_total(&out) >= 40);
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    let mut watch = spawn_follow(&data, &out);
+    let hour = 36_000 / window;
+    wait_for("an hour of data", limit, || {
+        windows_total(&out) >= hour + 40
+    });
+    let rss_1h = peak_rss_kib(watch.id());
+    writer.join().unwrap();
+    // Every window but the last is closed by its successor's first record.
+    let expected = steps / window;
+    wait_for("the end of the data", limit, || {
+        windows_total(&out) >= expected - 1
+    });
+    let rss_end = peak_rss_kib(watch.id());
+    Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    let status = watch.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends the watch cleanly: {status:?}"
+    );
+    let w = json(&out.join("watch_latest.json"));
+    assert_eq!(w["stop_reason"], "signal");
+    assert_eq!(w["restarts"], 1);
+    // Read what is left without --follow: the source ends, the last window is closed.
+    let o = watch_cmd(&data, &out, &["-o", "json"]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let run_out = tmp.path().join("run");
+    run_ok(&data, &run_out, &[]);
+    let trace_run = fs::read(run_out.join("decision_trace_latest.jsonl")).unwrap();
+    let trace_watch = fs::read(out.join("decision_trace_latest.jsonl")).unwrap();
+    assert_eq!(
+        trace_run.iter().filter(|b| **b == b'\n').count() as u64,
+        expected
+    );
+    assert!(
+        trace_run == trace_watch,
+        "decisions differ from the offline run"
+    );
+    let run = json(&run_out.join("closed_loop_latest.json"));
+    let w = json(&out.join("watch_latest.json"));
+    assert_eq!(w["observe_ingest"]["records_emitted"], steps);
+    assert_eq!(w["observe_ingest"]["duplicates"], 0);
+    assert_eq!(w["observe_ingest"], run["ingest"]);
+    assert_eq!(w["proposed_total"], run["proposed_total"]);
+    assert!(
+        run["proposed_total"].as_u64().unwrap() > 0,
+        "the input stall is acted on"
+    );
+    if let (Some(a), Some(b)) = (rss_1h, rss_end) {
+        eprintln!(
+            "soak: {} h of telemetry; peak RSS {a} KiB after 1 h of data, {b} KiB after {} h",
+            soak_hours(),
+            soak_hours()
+        );
+        assert!(
+            b <= a + a / 4 + 4096,
+            "memory grows: {a} KiB at 1 h, {b} KiB at the end"
+        );
+    }
+}
