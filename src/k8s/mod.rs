@@ -19,6 +19,7 @@ mod diff;
 mod error;
 mod facade;
 mod knobs;
+mod logs;
 mod rbac;
 pub mod verify;
 
@@ -38,6 +39,10 @@ pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};
 pub use facade::{Cluster, ConnectError};
 pub use knobs::{KnobReadError, current_knobs, read_current_knobs};
+pub use logs::{
+    LogCursor, LogTarget, PodLogCursor, PodLogSource, RELIST_EVERY, TELEMETRY_CONTAINER_ANNOTATION,
+    WorkloadRef,
+};
 pub use rbac::{RbacDenial, SuggestedRule};
 
 /// The field manager of every write (and dry run) ModeKeeper sends.

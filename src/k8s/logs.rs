@@ -1,0 +1,1235 @@
+//! `closed-loop watch --source k8s`: a workload's training-container logs, followed through the
+//! Kubernetes API as a [`LiveSource`].
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use modekeeper::k8s::{ConnectOptions, LogTarget, PodLogSource, WorkloadRef};
+//! use modekeeper::telemetry::live::LiveSource;
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let opts = ConnectOptions::from_flags(None, None, Some("ml"), None);
+//! let target = LogTarget {
+//!     namespace: None, // the connection's namespace (-n, else the context's, else "default")
+//!     workload: WorkloadRef::Deployment("trainer".into()),
+//!     container: None, // --container, else the pod annotation modekeeper/telemetry, else the only one
+//!     since_seconds: None, // without a cursor: from each container's start
+//! };
+//! let saved: Option<serde_json::Value> = None; // the cursor stored after the last window
+//! let mut source = PodLogSource::open(&opts, target, saved.as_ref())?;
+//! let mut lines = Vec::new();
+//! source.poll(&mut lines, Duration::from_secs(1))?;
+//! // feed `lines` to the telemetry ingest (format `log`), then store `source.cursor()`;
+//! // `source.drain_events()` says about reconnects, restarts, pods added and gone.
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **What is followed.** A Deployment or StatefulSet is resolved to its pods by its
+//! `spec.selector` (LIST pods with that label selector, again every [`RELIST_EVERY`], so pods of a
+//! scale-up or rollout are picked up: `pod_added`, `pod_gone`); a pod name names one pod. Every pod
+//! is followed by its own task on the [`Cluster`] runtime (`GET …/pods/NAME/log?follow=true&
+//! timestamps=true`), and the lines of all replicas are merged in arrival order: the records' own
+//! `rank`/`node` fields keep them apart downstream. The tasks feed one bounded channel, so a slow
+//! consumer holds the streams back (TCP backpressure) instead of growing memory.
+//!
+//! **The lines handed out keep the kubelet's timestamp prefix** (`2026-01-01T00:00:00.123456789Z
+//! {"step": 1, …}`), exactly what `kubectl logs --timestamps` prints: the telemetry parser accepts it
+//! before a JSON object, takes it as the record's time when the record has none, and treats the
+//! other lines as ordinary log text.
+//!
+//! **Resuming.** The prefix is also the cursor: per pod `{uid, container, restart_count, last_ts,
+//! lines_at_last_ts}`. A reconnect asks for `sinceTime` = `last_ts` rounded down to the second
+//! (the API's resolution), then skips every line older than `last_ts` and the `lines_at_last_ts`
+//! lines at `last_ts` already handed out (several lines can carry one timestamp): no line is lost,
+//! none is counted twice. A cut stream (connection reset, server closed it while the container
+//! runs, 5xx, timeout) is reconnected with backoff (100 ms doubling to 5 s, reset by the next line)
+//! and reported as `reconnected`. A restart (the container's `restartCount` rose, or the pod's uid
+//! changed) is `pod_restarted`: the rest of the old instance is read from `previous=true` when it is
+//! the one just before, then the new container from its start. 401/403 (and a missing workload or
+//! pod at open) are errors with a one-line message; everything else is retried.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, FixedOffset, Utc};
+use futures_util::io::{AsyncBufRead, AsyncBufReadExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams, LogParams};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Cluster, ClusterError, ClusterErrorKind, ConnectOptions, KubeCluster, config};
+use crate::telemetry::MAX_LINE_BYTES;
+use crate::telemetry::live::{LiveSource, Poll, SourceEvent};
+
+/// The pod annotation naming the container whose log carries the telemetry.
+pub const TELEMETRY_CONTAINER_ANNOTATION: &str = "modekeeper/telemetry";
+/// How often the workload's pods are listed again.
+pub const RELIST_EVERY: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A follow stream that stays silent this long is reconnected (a half-dead connection would
+/// otherwise hang forever; resuming costs nothing).
+const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Lines in flight between the stream tasks and `poll`.
+const CHANNEL_CAPACITY: usize = 1024;
+/// At most this many lines per `poll`.
+const MAX_BATCH: usize = 4096;
+
+/// What to follow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkloadRef {
+    Deployment(String),
+    StatefulSet(String),
+    Pod(String),
+}
+
+impl WorkloadRef {
+    fn kind(&self) -> &'static str {
+        match self {
+            WorkloadRef::Deployment(_) => "deployment",
+            WorkloadRef::StatefulSet(_) => "statefulset",
+            WorkloadRef::Pod(_) => "pod",
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            WorkloadRef::Deployment(n) | WorkloadRef::StatefulSet(n) | WorkloadRef::Pod(n) => n,
+        }
+    }
+}
+
+/// A workload (or pod), the container to read, and how far back to start without a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogTarget {
+    /// `None`: the connection's namespace (`-n`, else the context's, else `default`).
+    pub namespace: Option<String>,
+    pub workload: WorkloadRef,
+    /// `--container`; else the pod annotation `modekeeper/telemetry` when it names a container;
+    /// else the pod's only container.
+    pub container: Option<String>,
+    /// Without a cursor, start this many seconds back (`None`: from each container's start). Pods
+    /// that appear later, and restarted containers, are always read from their start.
+    pub since_seconds: Option<i64>,
+}
+
+/// Where one pod's log has been handed out to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodLogCursor {
+    pub uid: String,
+    pub container: String,
+    pub restart_count: u64,
+    /// The kubelet timestamp (RFC 3339, ns) of the last line handed out from this container
+    /// instance; `None` before the first.
+    pub last_ts: Option<String>,
+    /// How many lines with exactly `last_ts` were handed out.
+    pub lines_at_last_ts: u64,
+    /// Lines handed out from this container instance (for reports; not needed to resume).
+    pub lines: u64,
+}
+
+/// The whole cursor: `{"kind": "k8s", "namespace", "pods": {name: PodLogCursor}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogCursor {
+    pub kind: String,
+    pub namespace: String,
+    pub pods: BTreeMap<String, PodLogCursor>,
+}
+
+/// A workload's pod logs, followed. See the module documentation.
+pub struct PodLogSource {
+    // Declared first: its tasks and client go before the runtime they run on.
+    inner: Inner,
+    cluster: Cluster<KubeCluster>,
+}
+
+impl PodLogSource {
+    /// Connects as kubectl would with `opts`, resolves the target to its pods (the workload or pod
+    /// must exist) and starts following them, each after its entry of `cursor` when that names the
+    /// same pod and container instance, from where it was. Fails on a bad kubeconfig, a missing
+    /// workload or pod, 401/403, a container that cannot be chosen, or an invalid cursor.
+    pub fn open(
+        opts: &ConnectOptions,
+        target: LogTarget,
+        cursor: Option<&Value>,
+    ) -> anyhow::Result<PodLogSource> {
+        let saved = match cursor {
+            Some(c) => Some(
+                serde_json::from_value::<LogCursor>(c.clone())
+                    .context("the saved k8s log cursor is not valid")?,
+            ),
+            None => None,
+        };
+        let cluster = Cluster::connect(opts)?;
+        let namespace = target
+            .namespace
+            .clone()
+            .unwrap_or_else(|| cluster.identity().namespace.clone());
+        let mut inner = cluster.block_on(Inner::open(opts, target, namespace, saved))?;
+        inner.identity = json!({
+            "context": cluster.identity().context,
+            "server": cluster.identity().server,
+        });
+        Ok(PodLogSource { inner, cluster })
+    }
+
+    /// The pods followed now, by name.
+    pub fn pods(&self) -> Vec<String> {
+        self.inner.pods.keys().cloned().collect()
+    }
+}
+
+impl Drop for PodLogSource {
+    fn drop(&mut self) {
+        for p in self.inner.pods.values() {
+            p.task.abort();
+        }
+    }
+}
+
+impl LiveSource for PodLogSource {
+    fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
+        let PodLogSource { inner, cluster } = self;
+        cluster.block_on(inner.poll(out, wait))
+    }
+
+    fn cursor(&self) -> Value {
+        json!(LogCursor {
+            kind: "k8s".into(),
+            namespace: self.inner.namespace.clone(),
+            pods: self
+                .inner
+                .pods
+                .iter()
+                .map(|(name, p)| (name.clone(), p.cursor.clone()))
+                .collect(),
+        })
+    }
+
+    fn drain_events(&mut self) -> Vec<SourceEvent> {
+        std::mem::take(&mut self.inner.events)
+    }
+
+    fn describe(&self) -> Value {
+        json!({
+            "kind": "k8s",
+            "namespace": self.inner.namespace,
+            "workload": {"kind": self.inner.target.kind(), "name": self.inner.target.name()},
+            "container": self.inner.container,
+            "context": self.inner.identity["context"],
+            "server": self.inner.identity["server"],
+            "pods": self.inner.pods.keys().collect::<Vec<_>>(),
+        })
+    }
+}
+
+// ---- the consumer side: pods, cursors, the channel ------------------------------------------
+
+enum Msg {
+    Line {
+        pod: Arc<str>,
+        line: Vec<u8>,
+    },
+    /// Lines after this belong to a new container instance.
+    Instance {
+        pod: Arc<str>,
+        uid: String,
+        restart_count: u64,
+    },
+    Event(SourceEvent),
+    /// The pod finished (terminal phase) and its log was read to the end.
+    Ended {
+        pod: Arc<str>,
+    },
+    /// The pod no longer exists.
+    Gone {
+        pod: Arc<str>,
+    },
+    Fatal(String),
+}
+
+struct PodState {
+    cursor: PodLogCursor,
+    last: Option<DateTime<FixedOffset>>,
+    task: JoinHandle<()>,
+    ended: bool,
+}
+
+struct Inner {
+    pods_api: Api<Pod>,
+    namespace: String,
+    target: WorkloadRef,
+    /// The label selector of a workload target.
+    selector: Option<String>,
+    container: Option<String>,
+    timeout: Option<Duration>,
+    identity: Value,
+    tx: mpsc::Sender<Msg>,
+    rx: mpsc::Receiver<Msg>,
+    pods: BTreeMap<String, PodState>,
+    events: Vec<SourceEvent>,
+    next_relist: Instant,
+    /// A pod target whose pod finished or went away.
+    finished: bool,
+}
+
+fn event(kind: &str, detail: Value) -> SourceEvent {
+    SourceEvent {
+        kind: kind.into(),
+        detail,
+    }
+}
+
+/// `ok(..)` for the answers of a bounded call.
+async fn bounded<T>(
+    limit: Option<Duration>,
+    what: impl Fn() -> String,
+    fut: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ClusterError> {
+    let r = match limit {
+        Some(l) => match tokio::time::timeout(l, fut).await {
+            Ok(r) => r,
+            Err(_) => return Err(ClusterError::timeout(&what(), l)),
+        },
+        None => fut.await,
+    };
+    r.map_err(|e| ClusterError::from_kube(&what(), &e))
+}
+
+fn is_fatal(e: &ClusterError) -> bool {
+    matches!(
+        e.kind,
+        ClusterErrorKind::Unauthorized | ClusterErrorKind::Forbidden
+    )
+}
+
+/// `cannot read logs of pod ml/x: forbidden (needs get on pods/log): <server message>`.
+fn refused(what: &str, needs: &str, e: &ClusterError) -> String {
+    match e.kind {
+        ClusterErrorKind::Forbidden => {
+            format!("{what}: forbidden (needs {needs}): {}", e.message)
+        }
+        ClusterErrorKind::Unauthorized => {
+            format!(
+                "{what}: unauthorized (the credentials were refused): {}",
+                e.message
+            )
+        }
+        _ => format!("{what}: {e}"),
+    }
+}
+
+/// A label selector in the query syntax (`a=b,c in (d,e),!f`).
+fn selector_string(s: &LabelSelector) -> String {
+    let mut parts: Vec<String> = s
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in s.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// The container to read in `pod`: `wanted`, else the telemetry annotation when it names a
+/// container, else the only one.
+fn choose_container(ns: &str, pod: &Pod, wanted: Option<&str>) -> Result<String, String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let names: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter().map(|c| c.name.as_str()))
+        .collect();
+    if let Some(w) = wanted {
+        if names.contains(&w) {
+            return Ok(w.to_string());
+        }
+        return Err(format!(
+            "pod {ns}/{name} has no container {w:?} (containers: {})",
+            names.join(", ")
+        ));
+    }
+    if let Some(a) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TELEMETRY_CONTAINER_ANNOTATION))
+        && names.contains(&a.as_str())
+    {
+        return Ok(a.clone());
+    }
+    match names.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => Err(format!("pod {ns}/{name} has no containers")),
+        many => Err(format!(
+            "pod {ns}/{name} has {} containers ({}): choose one with --container, or name it in the \
+             pod template annotation {TELEMETRY_CONTAINER_ANNOTATION}",
+            many.len(),
+            many.join(", ")
+        )),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Instance {
+    uid: String,
+    restart_count: u64,
+}
+
+fn instance_of(pod: &Pod, container: &str) -> Instance {
+    Instance {
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        restart_count: container_status(pod, container)
+            .map(|s| s.restart_count.max(0) as u64)
+            .unwrap_or(0),
+    }
+}
+
+fn container_status<'a>(
+    pod: &'a Pod,
+    container: &str,
+) -> Option<&'a k8s_openapi::api::core::v1::ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|s| s.name == container)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    /// Not started (yet): nothing to read.
+    Waiting,
+    Running,
+    Terminated,
+}
+
+fn run_state(pod: &Pod, container: &str) -> RunState {
+    let Some(state) = container_status(pod, container).and_then(|s| s.state.as_ref()) else {
+        return RunState::Waiting;
+    };
+    if state.running.is_some() {
+        RunState::Running
+    } else if state.terminated.is_some() {
+        RunState::Terminated
+    } else {
+        RunState::Waiting
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// The leading kubelet timestamp of a line, if any.
+fn line_ts(line: &[u8]) -> Option<(DateTime<FixedOffset>, &str)> {
+    let end = memchr::memchr(b' ', &line[..line.len().min(64)]).unwrap_or(line.len().min(64));
+    let raw = std::str::from_utf8(&line[..end]).ok()?;
+    Some((DateTime::parse_from_rfc3339(raw).ok()?, raw))
+}
+
+impl Inner {
+    async fn open(
+        opts: &ConnectOptions,
+        target: LogTarget,
+        namespace: String,
+        saved: Option<LogCursor>,
+    ) -> anyhow::Result<Inner> {
+        let (mut config, _) = config::load(opts).await?;
+        // A follow stream may be quiet for long: the request timeout bounds the calls, not reads.
+        config.read_timeout =
+            Some(STREAM_IDLE_TIMEOUT.max(opts.request_timeout.unwrap_or_default()));
+        let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let ns = namespace.as_str();
+        let timeout = opts.request_timeout;
+        let name = target.workload.name().to_string();
+        let selector = match &target.workload {
+            WorkloadRef::Pod(_) => None,
+            w => {
+                let spec_selector = match w {
+                    WorkloadRef::Deployment(_) => {
+                        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
+                        let what = || format!("GET deployments.apps {ns}/{name}");
+                        bounded(timeout, what, api.get_opt(&name))
+                            .await
+                            .map_err(|e| {
+                                anyhow::anyhow!(refused(
+                                    &format!("cannot read deployment {ns}/{name}"),
+                                    "get on deployments.apps",
+                                    &e
+                                ))
+                            })?
+                            .map(|d| d.spec.map(|s| s.selector).unwrap_or_default())
+                    }
+                    _ => {
+                        let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+                        let what = || format!("GET statefulsets.apps {ns}/{name}");
+                        bounded(timeout, what, api.get_opt(&name))
+                            .await
+                            .map_err(|e| {
+                                anyhow::anyhow!(refused(
+                                    &format!("cannot read statefulset {ns}/{name}"),
+                                    "get on statefulsets.apps",
+                                    &e
+                                ))
+                            })?
+                            .map(|d| d.spec.map(|s| s.selector).unwrap_or_default())
+                    }
+                };
+                let Some(sel) = spec_selector else {
+                    anyhow::bail!("{} {ns}/{name} not found", w.kind());
+                };
+                let s = selector_string(&sel);
+                if s.is_empty() {
+                    anyhow::bail!("{} {ns}/{name} has an empty selector", w.kind());
+                }
+                Some(s)
+            }
+        };
+        let mut inner = Inner {
+            pods_api: Api::namespaced(client, ns),
+            namespace: namespace.clone(),
+            target: target.workload.clone(),
+            selector,
+            container: target.container.clone(),
+            timeout,
+            identity: Value::Null,
+            tx,
+            rx,
+            pods: BTreeMap::new(),
+            events: vec![],
+            next_relist: Instant::now() + RELIST_EVERY,
+            finished: false,
+        };
+        let listed = inner.list().await?;
+        if inner.selector.is_none() && listed.is_empty() {
+            anyhow::bail!("pod {ns}/{name} not found");
+        }
+        let start_at = target
+            .since_seconds
+            .map(|s| Utc::now() - chrono::Duration::seconds(s.max(0)));
+        let mut saved_pods = saved.map(|s| s.pods).unwrap_or_default();
+        for pod in listed {
+            let pname = pod.metadata.name.clone().unwrap_or_default();
+            let resume = saved_pods.remove(&pname);
+            inner
+                .follow(&pod, resume, start_at, false)
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
+        for (pod, c) in saved_pods {
+            inner.events.push(event(
+                "pod_gone",
+                json!({"pod": pod, "container": c.container, "lines": c.lines, "while_stopped": true}),
+            ));
+        }
+        Ok(inner)
+    }
+
+    /// The target's pods now (LIST by selector, or GET of the one pod).
+    async fn list(&self) -> anyhow::Result<Vec<Pod>> {
+        let ns = &self.namespace;
+        match &self.selector {
+            Some(sel) => {
+                let lp = ListParams::default().labels(sel);
+                let what = || format!("LIST pods in {ns} ({sel})");
+                let list = bounded(self.timeout, what, self.pods_api.list(&lp))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(refused(
+                            &format!(
+                                "cannot list the pods of {} {ns}/{}",
+                                self.target.kind(),
+                                self.target.name()
+                            ),
+                            "list on pods",
+                            &e
+                        ))
+                    })?;
+                Ok(list.items)
+            }
+            None => {
+                let name = self.target.name();
+                let what = || format!("GET pods {ns}/{name}");
+                let pod = bounded(self.timeout, what, self.pods_api.get_opt(name))
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(refused(
+                            &format!("cannot read pod {ns}/{name}"),
+                            "get on pods",
+                            &e
+                        ))
+                    })?;
+                Ok(pod.into_iter().collect())
+            }
+        }
+    }
+
+    /// Starts a follower task for `pod`, after `resume` when it names the same container.
+    fn follow(
+        &mut self,
+        pod: &Pod,
+        resume: Option<PodLogCursor>,
+        start_at: Option<DateTime<Utc>>,
+        added: bool,
+    ) -> Result<(), String> {
+        let container = choose_container(&self.namespace, pod, self.container.as_deref())?;
+        let name: Arc<str> = pod.metadata.name.clone().unwrap_or_default().into();
+        let listed = instance_of(pod, &container);
+        let (cursor, mark, start_at) = match resume {
+            Some(c) if c.container == container => {
+                let mark = match &c.last_ts {
+                    Some(ts) => Some(Mark {
+                        t: DateTime::parse_from_rfc3339(ts)
+                            .map_err(|e| format!("the saved cursor of pod {name}: {ts:?}: {e}"))?,
+                        n: c.lines_at_last_ts,
+                    }),
+                    None => None,
+                };
+                (c, mark, None)
+            }
+            _ => (
+                PodLogCursor {
+                    uid: listed.uid.clone(),
+                    container: container.clone(),
+                    restart_count: listed.restart_count,
+                    last_ts: None,
+                    lines_at_last_ts: 0,
+                    lines: 0,
+                },
+                None,
+                start_at,
+            ),
+        };
+        if added {
+            self.events.push(event(
+                "pod_added",
+                json!({"pod": &*name, "container": container, "uid": listed.uid}),
+            ));
+        }
+        let follower = Follower {
+            api: self.pods_api.clone(),
+            tx: self.tx.clone(),
+            ns: self.namespace.clone(),
+            pod: name.clone(),
+            container,
+            inst: Instance {
+                uid: cursor.uid.clone(),
+                restart_count: cursor.restart_count,
+            },
+            pos: Position { mark, start_at },
+            timeout: self.timeout,
+        };
+        let task = tokio::spawn(follower.run());
+        let last = mark.map(|m| m.t);
+        if let Some(old) = self.pods.insert(
+            name.to_string(),
+            PodState {
+                cursor,
+                last,
+                task,
+                ended: false,
+            },
+        ) {
+            old.task.abort();
+        }
+        Ok(())
+    }
+
+    async fn relist(&mut self) -> anyhow::Result<()> {
+        let listed = match self.list().await {
+            Ok(l) => l,
+            Err(e) => {
+                // 401/403 stop the source; anything else is retried at the next relist.
+                let text = e.to_string();
+                if text.contains(": forbidden (") || text.contains(": unauthorized (") {
+                    return Err(e);
+                }
+                return Ok(());
+            }
+        };
+        let mut seen = BTreeSet::new();
+        for pod in &listed {
+            let name = pod.metadata.name.clone().unwrap_or_default();
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            seen.insert(name.clone());
+            match self.pods.get(&name) {
+                None => self
+                    .follow(pod, None, None, true)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+                // A finished pod replaced by a new one of the same name (a StatefulSet's).
+                Some(p) if p.ended && p.cursor.uid != uid => {
+                    let resume = Some(p.cursor.clone());
+                    self.follow(pod, resume, None, false)
+                        .map_err(|e| anyhow::anyhow!(e))?
+                }
+                Some(_) => {}
+            }
+        }
+        let gone: Vec<String> = self
+            .pods
+            .keys()
+            .filter(|n| !seen.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.gone(&name);
+        }
+        Ok(())
+    }
+
+    fn gone(&mut self, name: &str) {
+        if let Some(p) = self.pods.remove(name) {
+            p.task.abort();
+            self.events.push(event(
+                "pod_gone",
+                json!({"pod": name, "container": p.cursor.container, "lines": p.cursor.lines}),
+            ));
+        }
+        if self.selector.is_none() {
+            self.finished = true;
+        }
+    }
+
+    fn handle(&mut self, msg: Msg, out: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
+        match msg {
+            Msg::Line { pod, line } => {
+                if let Some(p) = self.pods.get_mut(&*pod) {
+                    let c = &mut p.cursor;
+                    if let Some((t, raw)) = line_ts(&line) {
+                        if p.last == Some(t) {
+                            c.lines_at_last_ts += 1;
+                        } else {
+                            p.last = Some(t);
+                            c.last_ts = Some(raw.to_string());
+                            c.lines_at_last_ts = 1;
+                        }
+                    }
+                    c.lines += 1;
+                }
+                out.push(line);
+            }
+            Msg::Instance {
+                pod,
+                uid,
+                restart_count,
+            } => {
+                if let Some(p) = self.pods.get_mut(&*pod) {
+                    p.cursor = PodLogCursor {
+                        uid,
+                        container: p.cursor.container.clone(),
+                        restart_count,
+                        last_ts: None,
+                        lines_at_last_ts: 0,
+                        lines: 0,
+                    };
+                    p.last = None;
+                }
+            }
+            Msg::Event(e) => self.events.push(e),
+            Msg::Ended { pod } => {
+                if let Some(p) = self.pods.get_mut(&*pod) {
+                    p.ended = true;
+                    self.events.push(event(
+                        "pod_finished",
+                        json!({"pod": &*pod, "container": p.cursor.container, "lines": p.cursor.lines}),
+                    ));
+                }
+                if self.selector.is_none() {
+                    self.finished = true;
+                }
+            }
+            Msg::Gone { pod } => self.gone(&pod),
+            Msg::Fatal(m) => anyhow::bail!(m),
+        }
+        Ok(())
+    }
+
+    async fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
+        let deadline = Instant::now() + wait;
+        let before = out.len();
+        loop {
+            if !self.finished && Instant::now() >= self.next_relist {
+                self.relist().await?;
+                self.next_relist = Instant::now() + RELIST_EVERY;
+            }
+            while out.len() - before < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(m) => self.handle(m, out)?,
+                    Err(_) => break,
+                }
+            }
+            if out.len() > before {
+                return Ok(Poll::Open);
+            }
+            if self.finished {
+                return Ok(Poll::Ended);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Poll::Open);
+            }
+            let until = tokio::time::Instant::from_std(deadline.min(self.next_relist));
+            // The source holds a sender itself, so the channel never closes.
+            if let Ok(Some(m)) = tokio::time::timeout_at(until, self.rx.recv()).await {
+                self.handle(m, out)?;
+            }
+        }
+    }
+}
+
+// ---- one pod's follower task ------------------------------------------------------------------
+
+/// The last line handed out: its timestamp and how many lines carried it.
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    t: DateTime<FixedOffset>,
+    n: u64,
+}
+
+/// Where a container instance's lines have been sent to, and which lines of a response are new.
+#[derive(Debug, Clone, Default)]
+struct Position {
+    mark: Option<Mark>,
+    /// Before the first line: start here (`since_seconds` at open).
+    start_at: Option<DateTime<Utc>>,
+}
+
+impl Position {
+    /// The `sinceTime` to ask for: the API takes whole seconds (and kube-rs would round to the
+    /// nearest), so round down; [`admit`](Position::admit) skips the lines in between.
+    fn since(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        let s = self
+            .mark
+            .map(|m| m.t.timestamp())
+            .or(self.start_at.map(|t| t.timestamp()))?;
+        k8s_openapi::jiff::Timestamp::from_second(s).ok()
+    }
+
+    /// Whether a line at `t` is new. `seen` counts this response's lines at the mark's timestamp.
+    fn admit(&mut self, t: Option<DateTime<FixedOffset>>, seen: &mut u64) -> bool {
+        let Some(t) = t else {
+            // No timestamp (not the kubelet's format): nothing to dedupe by.
+            return true;
+        };
+        match &mut self.mark {
+            Some(m) if t < m.t => false,
+            Some(m) if t == m.t => {
+                *seen += 1;
+                if *seen <= m.n {
+                    false
+                } else {
+                    m.n += 1;
+                    true
+                }
+            }
+            _ => {
+                if self.mark.is_none() && self.start_at.is_some_and(|s| t < s) {
+                    return false;
+                }
+                self.mark = Some(Mark { t, n: 1 });
+                *seen = 1;
+                true
+            }
+        }
+    }
+}
+
+struct Follower {
+    api: Api<Pod>,
+    tx: mpsc::Sender<Msg>,
+    ns: String,
+    pod: Arc<str>,
+    container: String,
+    /// The container instance being read.
+    inst: Instance,
+    pos: Position,
+    timeout: Option<Duration>,
+}
+
+/// Why the last stream of the current instance stopped.
+enum Stop {
+    /// Not stopped: no stream opened yet for this instance.
+    None,
+    /// The server ended the response (the container exited, or a proxy closed it).
+    Ended,
+    /// Cut or refused (transient): reconnect.
+    Failed(String),
+}
+
+fn next_backoff(b: Duration) -> Duration {
+    (b * 2).min(BACKOFF_MAX)
+}
+
+/// Reads one line into `line` (cleared first) without holding more than [`MAX_LINE_BYTES`]: a longer
+/// line keeps only its start (the timestamp) and reports `true`. `None` at the end of the body.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    line.clear();
+    let mut too_long = false;
+    let mut any = false;
+    loop {
+        let buf = r.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(any.then_some(too_long));
+        }
+        any = true;
+        let (chunk, used, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + chunk.len() > MAX_LINE_BYTES {
+                too_long = true;
+                let keep = 64usize.saturating_sub(line.len()).min(chunk.len());
+                line.extend_from_slice(&chunk[..keep]);
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        r.consume_unpin(used);
+        if done {
+            return Ok(Some(too_long));
+        }
+    }
+}
+
+/// What a line longer than [`MAX_LINE_BYTES`] becomes: its timestamp (so the cursor counts it) and
+/// blanks past the limit, which the ingest counts as `line_too_long`.
+fn too_long_marker(start: &[u8]) -> Vec<u8> {
+    let mut m = match line_ts(start) {
+        Some((_, raw)) => format!("{raw} ").into_bytes(),
+        None => vec![],
+    };
+    m.resize(m.len() + MAX_LINE_BYTES + 1, b' ');
+    m
+}
+
+impl Follower {
+    async fn run(mut self) {
+        if let Err(m) = self.follow().await {
+            let _ = self.tx.send(Msg::Fatal(m)).await;
+        }
+    }
+
+    async fn send(&self, m: Msg) {
+        // The receiver lives as long as the source, which aborts this task when it goes.
+        let _ = self.tx.send(m).await;
+    }
+
+    fn what(&self) -> String {
+        format!("pod {}/{}", self.ns, self.pod)
+    }
+
+    /// The pod now (`None`: it no longer exists), retrying transient failures.
+    async fn get_pod(&self, backoff: &mut Duration) -> Result<Option<Pod>, String> {
+        loop {
+            let what = || format!("GET pods {}/{}", self.ns, self.pod);
+            match bounded(self.timeout, what, self.api.get_opt(&self.pod)).await {
+                Ok(p) => return Ok(p),
+                Err(e) if is_fatal(&e) => {
+                    return Err(refused(
+                        &format!("cannot read {}", self.what()),
+                        "get on pods",
+                        &e,
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(*backoff).await;
+                    *backoff = next_backoff(*backoff);
+                }
+            }
+        }
+    }
+
+    async fn follow(&mut self) -> Result<(), String> {
+        let mut backoff = BACKOFF_MIN;
+        let mut stop = Stop::None;
+        let mut attempt = 0u32;
+        loop {
+            let Some(pod) = self.get_pod(&mut backoff).await? else {
+                self.send(Msg::Gone {
+                    pod: self.pod.clone(),
+                })
+                .await;
+                return Ok(());
+            };
+            let now = instance_of(&pod, &self.container);
+            if now.uid != self.inst.uid || now.restart_count > self.inst.restart_count {
+                self.switch_instance(now).await;
+                stop = Stop::None;
+                attempt = 0;
+                backoff = BACKOFF_MIN;
+            }
+            match (run_state(&pod, &self.container), &stop) {
+                (RunState::Waiting, _) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = next_backoff(backoff);
+                    continue;
+                }
+                (RunState::Terminated, Stop::Ended) => {
+                    if is_terminal(&pod) {
+                        self.send(Msg::Ended {
+                            pod: self.pod.clone(),
+                        })
+                        .await;
+                        return Ok(());
+                    }
+                    // Exited; the kubelet will restart it (restartCount rises).
+                    tokio::time::sleep(backoff).await;
+                    backoff = next_backoff(backoff);
+                    continue;
+                }
+                (RunState::Running, Stop::Ended) => {
+                    stop =
+                        Stop::Failed("the server ended the stream while the container runs".into());
+                }
+                _ => {}
+            }
+            if matches!(stop, Stop::Failed(_)) {
+                tokio::time::sleep(backoff).await;
+                backoff = next_backoff(backoff);
+                attempt += 1;
+            }
+            let lp = self.params(false);
+            let since = lp.since_time.map(|t| t.to_string());
+            let opened = match self.timeout {
+                Some(l) => tokio::time::timeout(l, self.api.log_stream(&self.pod, &lp))
+                    .await
+                    .map_err(|_| format!("no answer within {}", super::human_duration(l))),
+                None => Ok(self.api.log_stream(&self.pod, &lp).await),
+            };
+            let reader = match opened {
+                Err(m) => {
+                    stop = Stop::Failed(m);
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let e = ClusterError::from_kube(&format!("GET log of {}", self.what()), &e);
+                    if is_fatal(&e) {
+                        return Err(refused(
+                            &format!("cannot read logs of {}", self.what()),
+                            &format!("get on pods/log in namespace {}", self.ns),
+                            &e,
+                        ));
+                    }
+                    // 404: the next GET says the pod is gone; 400: not started yet.
+                    stop = Stop::Failed(e.to_string());
+                    continue;
+                }
+                Ok(Ok(r)) => r,
+            };
+            if let Stop::Failed(why) = &stop {
+                self.send(Msg::Event(event(
+                    "reconnected",
+                    json!({"pod": &*self.pod, "container": self.container, "after": why,
+                           "attempt": attempt, "since_time": since}),
+                )))
+                .await;
+            }
+            let (sent, result) = self.pump(reader).await;
+            if sent > 0 {
+                backoff = BACKOFF_MIN;
+                attempt = 0;
+            }
+            stop = match result {
+                Ok(()) => Stop::Ended,
+                Err(e) => Stop::Failed(format!("the log stream broke: {e}")),
+            };
+        }
+    }
+
+    fn params(&self, previous: bool) -> LogParams {
+        LogParams {
+            container: Some(self.container.clone()),
+            follow: !previous,
+            previous,
+            timestamps: true,
+            since_time: self.pos.since(),
+            ..LogParams::default()
+        }
+    }
+
+    /// The pod was restarted or replaced: finish the old instance from `previous` when it is the
+    /// one just before, then start the new one from its beginning.
+    async fn switch_instance(&mut self, now: Instance) {
+        let mut recovered = 0;
+        let reason = if now.uid == self.inst.uid {
+            if now.restart_count == self.inst.restart_count + 1 {
+                let lp = self.params(true);
+                if let Ok(Ok(r)) = tokio::time::timeout(
+                    self.timeout.unwrap_or(BACKOFF_MAX * 2),
+                    self.api.log_stream(&self.pod, &lp),
+                )
+                .await
+                {
+                    recovered = self.pump(r).await.0;
+                }
+            }
+            "restart_count"
+        } else {
+            "new_uid"
+        };
+        self.send(Msg::Event(event(
+            "pod_restarted",
+            json!({"pod": &*self.pod, "container": self.container, "reason": reason,
+                   "uid": now.uid, "restart_count": now.restart_count,
+                   "previous_uid": self.inst.uid, "previous_restart_count": self.inst.restart_count,
+                   "previous_lines_recovered": recovered}),
+        )))
+        .await;
+        self.send(Msg::Instance {
+            pod: self.pod.clone(),
+            uid: now.uid.clone(),
+            restart_count: now.restart_count,
+        })
+        .await;
+        self.inst = now;
+        self.pos = Position::default();
+    }
+
+    /// Sends the new lines of one response; how many, and how it ended.
+    async fn pump(&mut self, reader: impl AsyncBufRead) -> (u64, std::io::Result<()>) {
+        let mut reader = pin!(reader);
+        let mut line = Vec::new();
+        let mut seen = 0;
+        let mut sent = 0;
+        loop {
+            match read_line(&mut reader, &mut line).await {
+                Ok(None) => return (sent, Ok(())),
+                Err(e) => return (sent, Err(e)),
+                Ok(Some(too_long)) => {
+                    if !self.pos.admit(line_ts(&line).map(|(t, _)| t), &mut seen) {
+                        continue;
+                    }
+                    let bytes = if too_long {
+                        too_long_marker(&line)
+                    } else {
+                        std::mem::take(&mut line)
+                    };
+                    self.send(Msg::Line {
+                        pod: self.pod.clone(),
+                        line: bytes,
+                    })
+                    .await;
+                    sent += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Option<DateTime<FixedOffset>> {
+        Some(DateTime::parse_from_rfc3339(s).unwrap())
+    }
+
+    #[test]
+    fn selector_syntax() {
+        let sel: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "trainer", "tier": "gpu"},
+            "matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a", "b"]},
+                {"key": "spot", "operator": "DoesNotExist"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            selector_string(&sel),
+            "app=trainer,tier=gpu,zone in (a,b),!spot"
+        );
+    }
+
+    #[test]
+    fn line_timestamps() {
+        let (t, raw) = line_ts(b"2026-01-01T00:00:01.500000000Z {\"step\":1}").unwrap();
+        assert_eq!(raw, "2026-01-01T00:00:01.500000000Z");
+        assert_eq!(t.timestamp_millis(), 1_767_225_601_500);
+        assert!(line_ts(b"{\"step\":1}").is_none());
+        let m = too_long_marker(b"2026-01-01T00:00:01.500000000Z xxxxxxxx");
+        assert!(m.len() > MAX_LINE_BYTES);
+        assert_eq!(line_ts(&m).unwrap().1, "2026-01-01T00:00:01.500000000Z");
+    }
+
+    #[test]
+    fn line_reader_bounds_memory() {
+        let mut body = b"a\n".to_vec();
+        body.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+        body.extend_from_slice(b"\nlast");
+        let mut r = futures_util::io::Cursor::new(body);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut line = vec![];
+        rt.block_on(async {
+            assert_eq!(read_line(&mut r, &mut line).await.unwrap(), Some(false));
+            assert_eq!(line, b"a");
+            assert_eq!(read_line(&mut r, &mut line).await.unwrap(), Some(true));
+            assert_eq!(line.len(), 64);
+            assert_eq!(read_line(&mut r, &mut line).await.unwrap(), Some(false));
+            assert_eq!(line, b"last");
+            assert_eq!(read_line(&mut r, &mut line).await.unwrap(), None);
+        });
+    }
+
+    #[test]
+    fn resume_skips_exactly_the_lines_handed_out() {
+        let mut p = Position {
+            mark: Some(Mark {
+                t: ts("2026-01-01T00:00:01.5Z").unwrap(),
+                n: 2,
+            }),
+            start_at: None,
+        };
+        assert_eq!(p.since().unwrap().as_second(), 1_767_225_601);
+        let mut seen = 0;
+        // A replay from the whole second: older lines and the first two at the mark are skipped.
+        assert!(!p.admit(ts("2026-01-01T00:00:01.1Z"), &mut seen));
+        assert!(!p.admit(ts("2026-01-01T00:00:01.5Z"), &mut seen));
+        assert!(!p.admit(ts("2026-01-01T00:00:01.5Z"), &mut seen));
+        assert!(p.admit(ts("2026-01-01T00:00:01.5Z"), &mut seen));
+        assert_eq!(p.mark.unwrap().n, 3);
+        assert!(p.admit(ts("2026-01-01T00:00:02Z"), &mut seen));
+        assert!(p.admit(ts("2026-01-01T00:00:02Z"), &mut seen));
+        assert_eq!(p.mark.unwrap().n, 2);
+        assert_eq!(p.since().unwrap().as_second(), 1_767_225_602);
+        assert!(p.admit(None, &mut seen));
+    }
+
+    #[test]
+    fn a_start_time_skips_older_lines() {
+        let mut p = Position {
+            mark: None,
+            start_at: Some("2026-01-01T00:00:01.5Z".parse().unwrap()),
+        };
+        let mut seen = 0;
+        assert!(!p.admit(ts("2026-01-01T00:00:01.2Z"), &mut seen));
+        assert!(p.admit(ts("2026-01-01T00:00:01.5Z"), &mut seen));
+        assert!(p.admit(ts("2026-01-01T00:00:01.7Z"), &mut seen));
+    }
+}
