@@ -68,9 +68,10 @@ fn record(pod: &str, step: u32) -> String {
     json!({"step": step, "step_time_ms": 100 + step, "node": pod}).to_string()
 }
 
-/// The text after the kubelet timestamp prefix (which every handed-out line carries).
+/// The text between the kubelet timestamp prefix and the newline (every handed-out line has both).
 fn text(line: &[u8]) -> String {
     let s = String::from_utf8(line.to_vec()).unwrap();
+    let s = s.strip_suffix('\n').expect("a line end");
     let (ts, rest) = s.split_once(' ').expect("a timestamp prefix");
     DateTime::parse_from_rfc3339(ts).expect("an RFC 3339 prefix");
     rest.to_string()
@@ -219,6 +220,24 @@ fn a_cut_stream_is_resumed_without_losing_or_repeating_a_line() {
     assert_eq!(got, ["after the cut"]);
     // Two log requests: the cut one and its resumption (plus nothing while idle).
     assert_eq!(sim.count_requests("GET", LOG_PATH), 2);
+}
+
+#[test]
+fn server_errors_on_the_log_request_are_retried() {
+    let sim = sim(1);
+    let case = Case::new(&sim, "t0");
+    let pod = pods(&sim).remove(0);
+    sim.append_log("ml", &pod, "trainer", &record(&pod, 1));
+    let fault = sim.inject_fault(Fault::status(LOG_PATH, 503).times(2));
+    let mut src = PodLogSource::open(&opts(&case), deployment("trainer"), None).unwrap();
+    let mut events = vec![];
+    let got = collect(&mut src, 2, &mut events);
+    assert_eq!(sim.fault_fired(fault), 2);
+    assert_eq!(got, ["starting trainer".to_string(), record(&pod, 1)]);
+    assert_eq!(kinds(&events), ["reconnected"], "{events:?}");
+    assert_eq!(events[0].detail["attempt"], 2);
+    let after = events[0].detail["after"].as_str().unwrap();
+    assert!(after.contains("503"), "{after}");
 }
 
 #[test]
@@ -477,18 +496,16 @@ fn kubectl_logs_sees_the_same_lines() {
     while ours.len() < 4 && Instant::now() < deadline {
         src.poll(&mut ours, Duration::from_millis(200)).unwrap();
     }
-    let ours: Vec<String> = ours
-        .into_iter()
-        .map(|l| String::from_utf8(l).unwrap())
-        .collect();
+    assert_eq!(ours.len(), 4);
+    // Byte for byte what kubectl prints, newlines included.
+    let ours = String::from_utf8(ours.concat()).unwrap();
     let (code, stdout, stderr) = kubectl(
         &kc,
         &case,
         &["-n", "ml", "logs", "--timestamps", &pod, "-c", "trainer"],
     );
     assert_eq!(code, 0, "{stderr}");
-    let theirs: Vec<String> = stdout.lines().map(str::to_string).collect();
-    assert_eq!(ours, theirs);
+    assert_eq!(ours, stdout);
     // And through the workload, as kubectl resolves deploy/NAME.
     let (code, stdout, _) = kubectl(
         &kc,
@@ -496,7 +513,8 @@ fn kubectl_logs_sees_the_same_lines() {
         &["-n", "ml", "logs", "--timestamps", "deploy/trainer"],
     );
     assert_eq!(code, 0);
-    assert_eq!(ours, stdout.lines().collect::<Vec<_>>());
+    assert_eq!(ours, stdout);
+    let theirs: Vec<&str> = stdout.lines().collect();
     let cursor = src.cursor();
     let c = &cursor["pods"][&pod];
     assert_eq!(c["lines"], 4);

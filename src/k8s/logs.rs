@@ -32,7 +32,7 @@
 //! `rank`/`node` fields keep them apart downstream. The tasks feed one bounded channel, so a slow
 //! consumer holds the streams back (TCP backpressure) instead of growing memory.
 //!
-//! **The lines handed out keep the kubelet's timestamp prefix** (`2026-01-01T00:00:00.123456789Z
+//! **The lines handed out keep their newline and the kubelet's timestamp prefix** (`2026-01-01T00:00:00.123456789Z
 //! {"step": 1, …}`), exactly what `kubectl logs --timestamps` prints: the telemetry parser accepts it
 //! before a JSON object, takes it as the record's time when the record has none, and treats the
 //! other lines as ordinary log text.
@@ -443,7 +443,8 @@ fn is_terminal(pod: &Pod) -> bool {
 
 /// The leading kubelet timestamp of a line, if any.
 fn line_ts(line: &[u8]) -> Option<(DateTime<FixedOffset>, &str)> {
-    let end = memchr::memchr(b' ', &line[..line.len().min(64)]).unwrap_or(line.len().min(64));
+    let head = &line[..line.len().min(64)];
+    let end = memchr::memchr2(b' ', b'\n', head).unwrap_or(head.len());
     let raw = std::str::from_utf8(&line[..end]).ok()?;
     Some((DateTime::parse_from_rfc3339(raw).ok()?, raw))
 }
@@ -522,7 +523,7 @@ impl Inner {
             next_relist: Instant::now() + RELIST_EVERY,
             finished: false,
         };
-        let listed = inner.list().await?;
+        let listed = inner.list().await.map_err(|e| inner.list_error(&e))?;
         if inner.selector.is_none() && listed.is_empty() {
             anyhow::bail!("pod {ns}/{name} not found");
         }
@@ -547,42 +548,35 @@ impl Inner {
     }
 
     /// The target's pods now (LIST by selector, or GET of the one pod).
-    async fn list(&self) -> anyhow::Result<Vec<Pod>> {
+    async fn list(&self) -> Result<Vec<Pod>, ClusterError> {
         let ns = &self.namespace;
         match &self.selector {
             Some(sel) => {
                 let lp = ListParams::default().labels(sel);
                 let what = || format!("LIST pods in {ns} ({sel})");
-                let list = bounded(self.timeout, what, self.pods_api.list(&lp))
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(refused(
-                            &format!(
-                                "cannot list the pods of {} {ns}/{}",
-                                self.target.kind(),
-                                self.target.name()
-                            ),
-                            "list on pods",
-                            &e
-                        ))
-                    })?;
+                let list = bounded(self.timeout, what, self.pods_api.list(&lp)).await?;
                 Ok(list.items)
             }
             None => {
                 let name = self.target.name();
                 let what = || format!("GET pods {ns}/{name}");
-                let pod = bounded(self.timeout, what, self.pods_api.get_opt(name))
-                    .await
-                    .map_err(|e| {
-                        anyhow::anyhow!(refused(
-                            &format!("cannot read pod {ns}/{name}"),
-                            "get on pods",
-                            &e
-                        ))
-                    })?;
+                let pod = bounded(self.timeout, what, self.pods_api.get_opt(name)).await?;
                 Ok(pod.into_iter().collect())
             }
         }
+    }
+
+    /// A failed [`list`](Inner::list) as the one-line error the user sees.
+    fn list_error(&self, e: &ClusterError) -> anyhow::Error {
+        let (ns, name) = (&self.namespace, self.target.name());
+        anyhow::anyhow!(match self.selector {
+            Some(_) => refused(
+                &format!("cannot list the pods of {} {ns}/{name}", self.target.kind()),
+                "list on pods",
+                e
+            ),
+            None => refused(&format!("cannot read pod {ns}/{name}"), "get on pods", e),
+        })
     }
 
     /// Starts a follower task for `pod`, after `resume` when it names the same container.
@@ -659,14 +653,9 @@ impl Inner {
     async fn relist(&mut self) -> anyhow::Result<()> {
         let listed = match self.list().await {
             Ok(l) => l,
-            Err(e) => {
-                // 401/403 stop the source; anything else is retried at the next relist.
-                let text = e.to_string();
-                if text.contains(": forbidden (") || text.contains(": unauthorized (") {
-                    return Err(e);
-                }
-                return Ok(());
-            }
+            // 401/403 stop the source; anything else is retried at the next relist.
+            Err(e) if is_fatal(&e) => return Err(self.list_error(&e)),
+            Err(_) => return Ok(()),
         };
         let mut seen = BTreeSet::new();
         for pod in &listed {
@@ -881,8 +870,9 @@ fn next_backoff(b: Duration) -> Duration {
     (b * 2).min(BACKOFF_MAX)
 }
 
-/// Reads one line into `line` (cleared first) without holding more than [`MAX_LINE_BYTES`]: a longer
-/// line keeps only its start (the timestamp) and reports `true`. `None` at the end of the body.
+/// Reads one line with its newline into `line` (cleared first) without holding more than
+/// [`MAX_LINE_BYTES`]: a longer line keeps only its start (the timestamp) and reports `true`. `None`
+/// at the end of the body; a last line without a newline is returned as it is.
 async fn read_line<R: AsyncBufRead + Unpin>(
     r: &mut R,
     line: &mut Vec<u8>,
@@ -896,10 +886,11 @@ async fn read_line<R: AsyncBufRead + Unpin>(
             return Ok(any.then_some(too_long));
         }
         any = true;
-        let (chunk, used, done) = match memchr::memchr(b'\n', buf) {
-            Some(i) => (&buf[..i], i + 1, true),
-            None => (buf, buf.len(), false),
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
         };
+        let used = chunk.len();
         if !too_long {
             if line.len() + chunk.len() > MAX_LINE_BYTES {
                 too_long = true;
@@ -916,14 +907,14 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// What a line longer than [`MAX_LINE_BYTES`] becomes: its timestamp (so the cursor counts it) and
-/// blanks past the limit, which the ingest counts as `line_too_long`.
+/// What a line longer than [`MAX_LINE_BYTES`] becomes: `MAX_LINE_BYTES + 1` bytes (the caller counts
+/// it as too long), its timestamp (so the cursor counts it) and blanks.
 fn too_long_marker(start: &[u8]) -> Vec<u8> {
     let mut m = match line_ts(start) {
         Some((_, raw)) => format!("{raw} ").into_bytes(),
         None => vec![],
     };
-    m.resize(m.len() + MAX_LINE_BYTES + 1, b' ');
+    m.resize(MAX_LINE_BYTES + 1, b' ');
     m
 }
 
@@ -1171,8 +1162,13 @@ mod tests {
         assert_eq!(raw, "2026-01-01T00:00:01.500000000Z");
         assert_eq!(t.timestamp_millis(), 1_767_225_601_500);
         assert!(line_ts(b"{\"step\":1}").is_none());
+        // An empty log line still has its timestamp.
+        assert_eq!(
+            line_ts(b"2026-01-01T00:00:01Z\n").unwrap().1,
+            "2026-01-01T00:00:01Z"
+        );
         let m = too_long_marker(b"2026-01-01T00:00:01.500000000Z xxxxxxxx");
-        assert!(m.len() > MAX_LINE_BYTES);
+        assert_eq!(m.len(), MAX_LINE_BYTES + 1);
         assert_eq!(line_ts(&m).unwrap().1, "2026-01-01T00:00:01.500000000Z");
     }
 
@@ -1188,7 +1184,7 @@ mod tests {
         let mut line = vec![];
         rt.block_on(async {
             assert_eq!(read_line(&mut r, &mut line).await.unwrap(), Some(false));
-            assert_eq!(line, b"a");
+            assert_eq!(line, b"a\n");
             assert_eq!(read_line(&mut r, &mut line).await.unwrap(), Some(true));
             assert_eq!(line.len(), 64);
             assert_eq!(read_line(&mut r, &mut line).await.unwrap(), Some(false));
