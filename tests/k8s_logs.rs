@@ -234,9 +234,11 @@ fn server_errors_on_the_log_request_are_retried() {
     let got = collect(&mut src, 2, &mut events);
     assert_eq!(sim.fault_fired(fault), 2);
     assert_eq!(got, ["starting trainer".to_string(), record(&pod, 1)]);
-    assert_eq!(kinds(&events), ["reconnected"], "{events:?}");
-    assert_eq!(events[0].detail["attempt"], 2);
-    let after = events[0].detail["after"].as_str().unwrap();
+    // The first failure is reported at once, the recovery when it happens.
+    assert_eq!(kinds(&events), ["retrying", "reconnected"], "{events:?}");
+    assert!(events[0].detail["error"].as_str().unwrap().contains("503"));
+    assert_eq!(events[1].detail["attempt"], 2);
+    let after = events[1].detail["after"].as_str().unwrap();
     assert!(after.contains("503"), "{after}");
 }
 

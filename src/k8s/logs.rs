@@ -633,6 +633,7 @@ impl Inner {
             },
             pos: Position { mark, start_at },
             timeout: self.timeout,
+            failing: false,
         };
         let task = tokio::spawn(follower.run());
         let last = mark.map(|m| m.t);
@@ -854,6 +855,8 @@ struct Follower {
     inst: Instance,
     pos: Position,
     timeout: Option<Duration>,
+    /// A failure was reported (`retrying`) and no stream opened since.
+    failing: bool,
 }
 
 /// Why the last stream of the current instance stopped.
@@ -935,7 +938,7 @@ impl Follower {
     }
 
     /// The pod now (`None`: it no longer exists), retrying transient failures.
-    async fn get_pod(&self, backoff: &mut Duration) -> Result<Option<Pod>, String> {
+    async fn get_pod(&mut self, backoff: &mut Duration) -> Result<Option<Pod>, String> {
         loop {
             let what = || format!("GET pods {}/{}", self.ns, self.pod);
             match bounded(self.timeout, what, self.api.get_opt(&self.pod)).await {
@@ -947,11 +950,25 @@ impl Follower {
                         &e,
                     ));
                 }
-                Err(_) => {
+                Err(e) => {
+                    self.failing(&e.to_string()).await;
                     tokio::time::sleep(*backoff).await;
                     *backoff = next_backoff(*backoff);
                 }
             }
+        }
+    }
+
+    /// The first failure of a streak is reported (`retrying`), so a cluster that stops answering
+    /// is visible while it lasts; the streak ends when a log stream opens.
+    async fn failing(&mut self, error: &str) {
+        if !self.failing {
+            self.failing = true;
+            self.send(Msg::Event(event(
+                "retrying",
+                json!({"pod": &*self.pod, "container": self.container, "error": error}),
+            )))
+            .await;
         }
     }
 
@@ -1014,6 +1031,7 @@ impl Follower {
             };
             let reader = match opened {
                 Err(m) => {
+                    self.failing(&m).await;
                     stop = Stop::Failed(m);
                     continue;
                 }
@@ -1027,11 +1045,13 @@ impl Follower {
                         ));
                     }
                     // 404: the next GET says the pod is gone; 400: not started yet.
+                    self.failing(&e.to_string()).await;
                     stop = Stop::Failed(e.to_string());
                     continue;
                 }
                 Ok(Ok(r)) => r,
             };
+            self.failing = false;
             if let Stop::Failed(why) = &stop {
                 self.send(Msg::Event(event(
                     "reconnected",
