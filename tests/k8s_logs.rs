@@ -332,6 +332,17 @@ fn a_new_source_resumes_exactly_after_the_saved_cursor() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("cursor"), "{err}");
+    let err = PodLogSource::open(
+        &opts(&case),
+        deployment("trainer"),
+        Some(&json!({"kind": "prometheus", "namespace": "ml", "pods": {}})),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "the saved cursor is of a \"prometheus\" source, not k8s"
+    );
 }
 
 #[test]

@@ -168,6 +168,11 @@ impl PodLogSource {
             ),
             None => None,
         };
+        if let Some(c) = &saved
+            && c.kind != "k8s"
+        {
+            anyhow::bail!("the saved cursor is of a {:?} source, not k8s", c.kind);
+        }
         let cluster = Cluster::connect(opts)?;
         let namespace = target
             .namespace
