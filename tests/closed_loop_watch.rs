@@ -7,15 +7,17 @@
 //! test suite; `scripts/soak-watch.sh` runs 24 with a release build and prints the peak RSS figures).
 
 mod closed_loop_support;
+mod watch_support;
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use closed_loop_support::*;
 use serde_json::Value;
+use watch_support::*;
 
 fn watch_cmd(path: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_kubectl-modekeeper"));
@@ -35,10 +37,6 @@ fn watch_cmd(path: &Path, out: &Path, extra: &[&str]) -> Command {
         .arg(out)
         .args(extra);
     c
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -118,70 +116,6 @@ fn a_state_from_another_configuration_or_damaged_is_refused() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("not a watch state"));
 }
 
-/// A day of training at 10 steps/s, compressed: steady, an input stall in the middle, short bursts.
-fn soak_line(step: u64) -> String {
-    let t0 = 1_780_000_000_000i64;
-    let steps = soak_steps();
-    let x = step as f64 / steps as f64;
-    // A tiny deterministic noise source.
-    let h = step.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
-    let noise = (h % 1000) as f64 / 1000.0 - 0.5;
-    let mut st = 100.0 + 6.0 * noise;
-    let mut wait = 4.0 + 2.0 * noise;
-    if (0.40..0.60).contains(&x) {
-        // The input pipeline falls behind: the step waits on data.
-        wait += 60.0 * ((x - 0.40) / 0.05).min(1.0);
-        st += wait;
-    }
-    if step % 7_000 < 15 {
-        st *= 4.0;
-    }
-    let loss = 2.0 + 3.0 / (1.0 + step as f64 / 5_000.0) + 0.01 * noise;
-    format!(
-        "{{\"ts\": {}, \"step\": {step}, \"step_time_ms\": {st:.3}, \"loss\": {loss:.5}, \"data_wait_ms\": {:.3}, \"gpu_util_pct\": {:.1}, \"node\": \"n1\", \"rank\": 0}}\n",
-        t0 + step as i64 * 100,
-        wait,
-        92.0 + 4.0 * noise
-    )
-}
-
-fn soak_hours() -> f64 {
-    std::env::var("MODEKEEPER_SOAK_HOURS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2.0)
-}
-
-fn soak_steps() -> u64 {
-    (soak_hours() * 36_000.0) as u64
-}
-
-fn peak_rss_kib(pid: u32) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
-fn windows_total(out: &Path) -> u64 {
-    fs::read(out.join("watch_latest.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v["windows_total"].as_u64())
-        .unwrap_or(0)
-}
-
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn spawn_follow(path: &Path, out: &Path) -> Child {
     watch_cmd(path, out, &["--follow"])
         .stdout(Stdio::null())
@@ -205,7 +139,7 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
             let mut f = fs::OpenOptions::new().append(true).open(&data).unwrap();
             let mut buf = String::new();
             for step in 1..=soak_steps() {
-                buf.push_str(&soak_line(step));
+                buf.push_str(&soak_line(step, soak_steps()));
                 // Six minutes of training per append, as a trainer's buffered stdout would.
                 if step % 3_600 == 0 {
                     f.write_all(buf.as_bytes()).unwrap();
@@ -217,16 +151,14 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
         })
     };
     let limit = Duration::from_secs(600);
-    // Kill -9 early, mid-stream; the restarted watch carries on from its last checkpoint.
-    wait_for("the first windows", limit, || windows_total(&out) >= 40);
+    // Peak memory after an hour of data, then kill -9 mid-stream; the restarted watch carries on
+    // from its last checkpoint and runs to the end.
+    let hour = 36_000 / window;
+    wait_for("an hour of data", limit, || windows_total(&out) >= hour);
+    let rss_1h = peak_rss_kib(watch.id());
     watch.kill().unwrap();
     watch.wait().unwrap();
     let mut watch = spawn_follow(&data, &out);
-    let hour = 36_000 / window;
-    wait_for("an hour of data", limit, || {
-        windows_total(&out) >= hour + 40
-    });
-    let rss_1h = peak_rss_kib(watch.id());
     writer.join().unwrap();
     // Every window but the last is closed by its successor's first record.
     let expected = steps / window;
@@ -274,7 +206,8 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
     );
     if let (Some(a), Some(b)) = (rss_1h, rss_end) {
         eprintln!(
-            "soak: {} h of telemetry; peak RSS {a} KiB after 1 h of data, {b} KiB after {} h",
+            "soak: {} h of telemetry at 10 steps/s; peak RSS {a} KiB over the first hour of data, \
+             {b} KiB over hours 1-{} (after a kill -9 and a resume)",
             soak_hours(),
             soak_hours()
         );

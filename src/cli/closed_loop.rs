@@ -8,14 +8,16 @@ mod inputs;
 mod run;
 mod terminal;
 mod watch;
+mod watch_report;
+mod watch_source;
 mod watch_state;
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::TelemetryArgs;
 use super::policy::PolicyDirs;
+use super::{SourceKind, TelemetryArgs};
 use crate::policy::DEFAULT_POLICY;
 
 pub use run::run;
@@ -41,6 +43,13 @@ pub struct WatchArgs {
     /// Keep reading a file as it grows (`tail -F`: survives truncation and rotation)
     #[arg(long)]
     pub follow: bool,
+    /// --source k8s: stream this pod's logs instead of the workload's (all replicas merged)
+    #[arg(long, value_name = "NAME")]
+    pub pod: Option<String>,
+    /// --source k8s: the training container [default: the pod's `modekeeper/telemetry`
+    /// annotation, else its only container]
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
     /// Directory for the artifacts, the state file and explain.jsonl; a watch started again with
     /// the same --out continues where the last one stopped
     #[arg(long, value_name = "DIR", default_value = "report/watch")]
@@ -96,8 +105,14 @@ pub struct WatchArgs {
 impl WatchArgs {
     /// The flags `closed-loop run` shares, for the shared input resolution.
     fn as_run_args(&self) -> RunArgs {
+        let mut telemetry = self.telemetry.clone();
+        if telemetry.source != SourceKind::File {
+            // The shared resolution wants a file; a live source's lines are parsed as logs.
+            telemetry.source = SourceKind::File;
+            telemetry.path = Some(PathBuf::from("-"));
+        }
         RunArgs {
-            telemetry: self.telemetry.clone(),
+            telemetry,
             out: self.out.clone(),
             passport: self.passport.clone(),
             knobs: self.knobs.clone(),

@@ -110,6 +110,18 @@ pub enum Command {
 pub enum SourceKind {
     /// A file (JSONL, CSV, trainer stdout; .gz allowed) or `-` for stdin
     File,
+    /// A workload's pod logs through the Kubernetes API (`closed-loop watch` only)
+    K8s,
+}
+
+impl SourceKind {
+    /// The flag value.
+    pub fn name(self) -> &'static str {
+        match self {
+            SourceKind::File => "file",
+            SourceKind::K8s => "k8s",
+        }
+    }
 }
 
 /// Telemetry source and windowing flags shared by the commands that read telemetry.

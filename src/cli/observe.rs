@@ -73,6 +73,16 @@ pub fn telemetry_inputs(
                 "--source file needs --path PATH (or --path - for stdin)",
             ));
         }
+        (kind, _) => {
+            return Err(input_error(
+                "bad_flag",
+                format!(
+                    "--source {} streams live telemetry: use `closed-loop watch --source {}`",
+                    kind.name(),
+                    kind.name()
+                ),
+            ));
+        }
     };
     let spec = SourceSpec {
         path,

@@ -107,6 +107,13 @@ impl WorkloadRef {
     }
 }
 
+/// `deployment/trainer`, as kubectl writes it.
+impl std::fmt::Display for WorkloadRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind(), self.name())
+    }
+}
+
 /// A workload (or pod), the container to read, and how far back to start without a cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogTarget {

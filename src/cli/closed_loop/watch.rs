@@ -9,7 +9,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,28 +19,24 @@ use serde_json::{Value, json};
 
 use super::WatchArgs;
 use super::inputs::{self, Inputs};
-use super::run::{load_policies, make_executable, stamp};
+use super::run::{load_policies, stamp};
+use super::watch_report::{final_plan, next_change_allowed_ms, stamp_ms, write_latest};
+use super::watch_source::{open_live, source_identity};
 use super::watch_state::{
     ApplyMark, Pipeline, STATE_FILE, STATE_SCHEMA, WatchState, WatchTotals, decode_lines,
     encode_lines,
 };
 use crate::apply::{ApplyResult, OneShotOptions, closed_loop_apply};
 use crate::artifacts::{ExplainLog, OutDir, write_atomic};
-use crate::cli::{GlobalArgs, OutputFormat, SourceKind};
+use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::{ClosedLoop, TRACE_FILE, TraceEvent, knobs_text};
 use crate::envelope::Accepted;
 use crate::error::{InputError, input_error};
-use crate::plan::{
-    KUBECTL_SCRIPT, PLAN_FILE, build_plan, canonical_json, render_kubectl_script, sha256_prefixed,
-};
+use crate::plan::{build_plan, canonical_json, sha256_prefixed};
 use crate::policy::PolicySet;
 use crate::signals::{FeatureExtractor, WindowStats, Windower};
-use crate::telemetry::live::{FollowFile, LiveSource, Poll, ReaderSource};
-use crate::telemetry::{Format, Ingest, IngestOptions, MAX_LINE_BYTES, open_source};
-
-pub const WATCH_REPORT: &str = "watch";
-pub const WATCH_SUMMARY: &str = "watch_summary.md";
-pub const WATCH_SCHEMA: &str = "watch.v1";
+use crate::telemetry::live::{LiveSource, Poll};
+use crate::telemetry::{Ingest, IngestOptions, MAX_LINE_BYTES};
 
 /// Longest a poll waits before the loop looks at its stop conditions again.
 const POLL_WAIT: Duration = Duration::from_millis(250);
@@ -71,87 +66,19 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<()> {
     result
 }
 
-/// What the source is, before it is opened: the part of the fingerprint that names the input.
-fn source_identity(args: &WatchArgs, inp: &Inputs) -> anyhow::Result<(Value, Format)> {
-    match args.telemetry.source {
-        SourceKind::File => {
-            let path = &inp.spec.path;
-            if path.as_os_str() == "-" {
-                if args.follow {
-                    return Err(input_error("bad_flag", "--follow needs a file, not stdin"));
-                }
-                return Ok((json!({"kind": "stdin"}), sniff_format(inp)?));
-            }
-            let abs = std::fs::canonicalize(path).map_err(|e| {
-                input_error("not_found", format!("cannot open {}: {e}", path.display()))
-            })?;
-            Ok((json!({"kind": "file", "path": abs}), sniff_format(inp)?))
-        }
-    }
-}
-
-fn sniff_format(inp: &Inputs) -> anyhow::Result<Format> {
-    if inp.spec.path.as_os_str() == "-" {
-        return Ok(match inp.spec.format {
-            Format::Auto => Format::Log,
-            f => f,
-        });
-    }
-    Ok(open_source(&inp.spec)?.format)
-}
-
-fn open_live(
-    args: &WatchArgs,
-    inp: &Inputs,
-    cursor: Option<&Value>,
-) -> anyhow::Result<Box<dyn LiveSource>> {
-    match args.telemetry.source {
-        SourceKind::File => {
-            let path = &inp.spec.path;
-            if path.as_os_str() == "-" {
-                let src = open_source(&inp.spec)?;
-                return Ok(Box::new(ReaderSource::open(
-                    src.reader,
-                    json!({"kind": "stdin"}),
-                    cursor,
-                )?));
-            }
-            let compressed = open_source(&inp.spec)?.compressed;
-            if compressed {
-                if args.follow {
-                    return Err(input_error(
-                        "bad_flag",
-                        format!(
-                            "cannot --follow {}: it is compressed; follow the uncompressed log",
-                            path.display()
-                        ),
-                    ));
-                }
-                let src = open_source(&inp.spec)?;
-                let label = json!({"kind": "file", "path": path, "compressed": true});
-                return Ok(Box::new(ReaderSource::open(src.reader, label, cursor)?));
-            }
-            Ok(Box::new(
-                FollowFile::open(path, args.follow, cursor)
-                    .map_err(|e| input_error("bad_state", format!("{e:#}")))?,
-            ))
-        }
-    }
-}
-
 /// The evaluated side of the pipeline: the loop, the policies, the decision trace on disk.
-struct Decider<'a> {
-    lp: ClosedLoop,
-    set: &'a mut PolicySet,
-    trace: BufWriter<File>,
-    trace_bytes: u64,
-    trace_lines: u64,
+pub(super) struct Decider<'a> {
+    pub(super) lp: ClosedLoop,
+    pub(super) set: &'a mut PolicySet,
+    pub(super) trace: BufWriter<File>,
+    pub(super) trace_bytes: u64,
+    pub(super) trace_lines: u64,
     /// Window index of the latest accepted change.
-    latest_decision: Option<u64>,
-    last_event: Option<TraceEvent>,
-    last_index: u64,
-    iterations: u64,
-    last_chord: Option<String>,
+    pub(super) latest_decision: Option<u64>,
+    pub(super) last_event: Option<TraceEvent>,
+    pub(super) last_index: u64,
+    pub(super) iterations: u64,
+    pub(super) last_chord: Option<String>,
 }
 
 impl Decider<'_> {
@@ -240,7 +167,7 @@ fn execute(
         release_lag_steps: Some(args.release_lag_steps),
         ..inp.opts.clone()
     };
-    let (source_id, format) = source_identity(args, &inp)?;
+    let (source_id, format) = source_identity(args, global, &inp)?;
     let passport_sha =
         sha256_prefixed(canonical_json(&serde_json::to_value(&inp.passport)?).as_bytes());
     let policy_digests: Vec<String> = set
@@ -337,7 +264,7 @@ fn execute(
             ),
         };
     let resumed = trace_len.is_some();
-    let mut source = open_live(args, &inp, cursor.as_ref())?;
+    let mut source = open_live(args, global, &inp, cursor.as_ref())?;
     let source_describe = source.describe();
 
     // From here on artifacts are written.
@@ -570,16 +497,16 @@ fn execute(
 }
 
 /// What every artifact writer needs to know about the run.
-struct Ctx<'a> {
-    args: &'a WatchArgs,
-    inp: &'a Inputs,
-    out: &'a OutDir,
-    config: &'a Value,
-    fingerprint: &'a str,
-    started: DateTime<Utc>,
-    source_describe: &'a Value,
-    warnings: &'a [String],
-    resumed: bool,
+pub(super) struct Ctx<'a> {
+    pub(super) args: &'a WatchArgs,
+    pub(super) inp: &'a Inputs,
+    pub(super) out: &'a OutDir,
+    pub(super) config: &'a Value,
+    pub(super) fingerprint: &'a str,
+    pub(super) started: DateTime<Utc>,
+    pub(super) source_describe: &'a Value,
+    pub(super) warnings: &'a [String],
+    pub(super) resumed: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -791,12 +718,6 @@ fn window_line(ev: &TraceEvent, index: u64) -> String {
     )
 }
 
-/// When the passport's global cooldown lets the next change through, in telemetry time.
-fn next_change_allowed_ms(dec: &Decider<'_>) -> Option<i64> {
-    let last = dec.lp.envelope().last_change?;
-    Some(last.at_ms + dec.lp.passport().cooldown_s as i64 * 1000)
-}
-
 fn status_line(dec: &Decider<'_>, inp: &Inputs) {
     let Some(ev) = &dec.last_event else {
         eprint!(
@@ -821,180 +742,4 @@ fn status_line(dec: &Decider<'_>, inp: &Inputs) {
         "\r\x1b[2K{} · window {} (steps {}–{}) · last change: {last} · next change allowed: {next}",
         ev.chord, dec.last_index, ev.window.first_step, ev.window.last_step
     );
-}
-
-fn stamp_ms(ms: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), stamp)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_latest(
-    ctx: &Ctx<'_>,
-    dec: &Decider<'_>,
-    pipe: &Pipeline,
-    source: &dyn LiveSource,
-    totals: &WatchTotals,
-    last_applied: &Option<BTreeMap<String, f64>>,
-    last_apply: &Option<ApplyMark>,
-    stop_reason: Option<&str>,
-    source_events: u64,
-) -> anyhow::Result<(Value, PathBuf)> {
-    let now = Utc::now();
-    let st = dec.lp.save();
-    let out = ctx.out;
-    let latest = out.path(&format!("{WATCH_REPORT}_latest.json"));
-    let summary_path = out.path(WATCH_SUMMARY);
-    let report = json!({
-        "schema_version": WATCH_SCHEMA,
-        "tool": {"name": "kubectl-modekeeper", "version": env!("CARGO_PKG_VERSION")},
-        "started_at": stamp(ctx.started),
-        "updated_at": stamp(now),
-        "finished_at": stop_reason.map(|_| stamp(now)),
-        "duration_s": (now - ctx.started).num_seconds(),
-        "running": stop_reason.is_none(),
-        "stop_reason": stop_reason,
-        "mode": if ctx.args.apply { "apply" } else { "plan_only" },
-        "max_iterations": ctx.args.max_iterations,
-        "duration_limit_ms": ctx.args.duration,
-        "iterations_done": dec.iterations,
-        "iterations_total": totals.iterations_done + dec.iterations,
-        "windows_total": st.windows,
-        "resumed": ctx.resumed,
-        "restarts": totals.restarts,
-        "regime": dec.last_chord,
-        "active_chords": dec.last_event.as_ref().map(|e| e.active_chords.clone()),
-        "last_window": dec.last_event.as_ref().map(|e| json!({"index": dec.last_index, "window": e.window})),
-        "last_decision": st.proposed.last(),
-        "next_change_allowed_at": next_change_allowed_ms(dec).map(stamp_ms),
-        "proposed_total": st.proposed_total,
-        "blocked_total": st.blocked_total,
-        "blocked_by_reason": st.blocked_by_reason,
-        "policy_failures_total": st.failures_total,
-        "applied_total": totals.applied_total,
-        "apply_attempted_total": totals.apply_attempted_total,
-        "apply_ok_total": totals.apply_ok_total,
-        "apply_failed_total": totals.apply_failed_total,
-        "apply_blocked_total": totals.apply_blocked_total,
-        "verify_failed_total": totals.verify_failed_total,
-        "last_apply": last_apply,
-        "knobs_before": st.knobs_before,
-        "knobs_current": st.knobs,
-        "knobs_last_applied": last_applied,
-        "source": {"describe": ctx.source_describe, "cursor": source.cursor(), "events": source_events},
-        "config": ctx.config,
-        "observe_ingest": pipe.ingest.stats(),
-        "chords": st.timeline,
-        "decision_trace": {"path": out.path(TRACE_FILE), "lines": dec.trace_lines, "bytes": dec.trace_bytes},
-        "warnings": ctx.warnings,
-        "artifact_paths": {
-            "watch_latest_path": latest,
-            "watch_summary_path": summary_path,
-            "state_path": out.path(STATE_FILE),
-            "decision_trace_path": out.path(TRACE_FILE),
-            "k8s_plan_path": stop_reason.map(|_| out.path(PLAN_FILE)),
-            "explain_path": out.path("explain.jsonl"),
-        },
-    });
-    let path = match stop_reason {
-        Some(_) => out.write_report(WATCH_REPORT, &report)?.1,
-        None => out.write_json(&format!("{WATCH_REPORT}_latest.json"), &report)?,
-    };
-    out.write_text(WATCH_SUMMARY, &summary(&report))?;
-    Ok((report, path))
-}
-
-fn summary(r: &Value) -> String {
-    let mut s = String::from("# closed-loop watch\n\n");
-    let line = |s: &mut String, k: &str, v: &Value| {
-        let v = match v {
-            Value::Null => "n/a".to_string(),
-            Value::String(x) => x.clone(),
-            other => other.to_string(),
-        };
-        s.push_str(&format!("- {k}: {v}\n"));
-    };
-    for k in [
-        "started_at",
-        "updated_at",
-        "finished_at",
-        "running",
-        "stop_reason",
-        "mode",
-        "regime",
-        "next_change_allowed_at",
-        "iterations_done",
-        "iterations_total",
-        "windows_total",
-        "restarts",
-        "proposed_total",
-        "blocked_total",
-        "applied_total",
-        "apply_attempted_total",
-        "apply_ok_total",
-        "apply_failed_total",
-        "apply_blocked_total",
-        "verify_failed_total",
-    ] {
-        line(&mut s, k, &r[k]);
-    }
-    s.push_str("\n## Knobs\n\n| knob | before | now | last applied |\n|---|---|---|---|\n");
-    if let Some(now) = r["knobs_current"].as_object() {
-        for (k, v) in now {
-            s.push_str(&format!(
-                "| {k} | {} | {v} | {} |\n",
-                r["knobs_before"][k],
-                r["knobs_last_applied"]
-                    .get(k)
-                    .map_or("n/a".to_string(), Value::to_string)
-            ));
-        }
-    }
-    if let Some(d) = r.get("last_decision").filter(|d| !d.is_null()) {
-        s.push_str(&format!(
-            "\nLast decision: {} {} → {} ({}, window {}): {}\n",
-            d["knob"],
-            d["from"],
-            d["to"],
-            d["chord"].as_str().unwrap_or(""),
-            d["window"]["index"],
-            d["reason"].as_str().unwrap_or("")
-        ));
-    }
-    s.push_str("\n## Artifacts\n\n");
-    if let Some(a) = r["artifact_paths"].as_object() {
-        for (k, v) in a {
-            line(&mut s, k, v);
-        }
-    }
-    s
-}
-
-/// At the end: the plan of the net change since the watch first started (what `closed-loop run`
-/// over the same telemetry would write), with its review script.
-fn final_plan(ctx: &mut Ctx<'_>, dec: &Decider<'_>) -> anyhow::Result<Value> {
-    let st = dec.lp.save();
-    let changes: Vec<Accepted> = st
-        .knobs
-        .iter()
-        .filter_map(|(k, to)| {
-            let from = *st.knobs_before.get(k)?;
-            (from != *to).then(|| Accepted {
-                knob: k.clone(),
-                from,
-                to: *to,
-                reason: "net change over the watch".into(),
-                chord: st.last_chord_of_knob.get(k).cloned().unwrap_or_default(),
-                limited_by: None,
-                requested: None,
-            })
-        })
-        .collect();
-    let plan = build_plan(&ctx.inp.target, &changes)
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
-    let plan_path = ctx.out.write_text(PLAN_FILE, &plan.to_document())?;
-    let script = ctx
-        .out
-        .write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
-    make_executable(&script)?;
-    Ok(json!({"path": plan_path, "items": plan.items().len(), "plan_digest": plan.digest()}))
 }
