@@ -96,6 +96,29 @@ impl Setup {
             .unwrap()
     }
 
+    /// `closed-loop watch` over the drift trace (read once, to its end or `--max-iterations`).
+    fn watch(&self, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut c = bin();
+        c.env_remove("MODEKEEPER_KILL_SWITCH")
+            .env_remove("MODEKEEPER_KEYRING")
+            .env_remove("MODEKEEPER_LICENSE_PATH")
+            .env("HOME", self.dir.path());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.args(["closed-loop", "watch", "--path"])
+            .arg(trace("drift"))
+            .arg("--out")
+            .arg(out)
+            .args(["-n", "ml", "--deployment", "trainer", "--passport"])
+            .arg(&self.passport)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
     fn k8s(&self, verb: &str, plan: &Path, out: &Path, extra: &[&str]) -> Output {
         let mut c = bin();
         c.env_remove("MODEKEEPER_KILL_SWITCH")
@@ -250,4 +273,55 @@ fn closed_loop_apply_with_the_kill_switch_does_not_touch_the_cluster() {
     );
     let apply = json(Path::new(r["k8s_apply_report_path"].as_str().unwrap()));
     assert_eq!(apply["block_reason"], "kill_switch_active");
+}
+
+#[test]
+fn watch_apply_applies_each_decision_once_across_restarts() {
+    let s = setup();
+    let out = s.dir.path().join("watch");
+    let mut args = vec!["--apply", "--max-iterations", "6", "-o", "json"];
+    args.extend(s.lic_args());
+    let mut rounds = 0;
+    loop {
+        let o = s.watch(&out, &args, &[]);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        rounds += 1;
+        if r["stop_reason"] == "source_ended" {
+            break;
+        }
+        assert!(rounds < 20);
+    }
+    let w = json(&out.join("watch_latest.json"));
+    assert_eq!(w["mode"], "apply");
+    assert_eq!(w["apply_ok_total"], 1, "{w:#}");
+    assert_eq!(w["apply_attempted_total"], 1);
+    assert_eq!(w["last_apply"]["outcome"], "applied");
+    assert_eq!(w["knobs_last_applied"]["grad_accum_steps"], 8.0);
+    assert_eq!(s.template(KNOB).as_deref(), Some("8"));
+    // One write for the one decision, however many times the watch was restarted around it.
+    assert_eq!(s.writes(), 1);
+    assert!(rounds > 2);
+    let explain = std::fs::read_to_string(out.join("explain.jsonl")).unwrap();
+    assert_eq!(explain.matches("\"watch_apply\"").count(), 1);
+}
+
+#[test]
+fn watch_apply_under_the_kill_switch_writes_nothing_and_exits_2() {
+    let s = setup();
+    let out = s.dir.path().join("watch");
+    let mut args = vec!["--apply"];
+    args.extend(s.lic_args());
+    let o = s.watch(&out, &args, &[("MODEKEEPER_KILL_SWITCH", "1")]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("blocked") && err.contains("kill_switch"),
+        "{err}"
+    );
+    let w = json(&out.join("watch_latest.json"));
+    assert_eq!(w["apply_blocked_total"], 1);
+    assert_eq!(w["apply_ok_total"], 0);
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.template(KNOB).as_deref(), Some("4"));
 }

@@ -493,6 +493,20 @@ fn execute(
             );
         }
     }
+    // Like `closed-loop run --apply`: a watch whose latest apply the gates refused ends with exit 2
+    // (after writing everything), so a supervisor notices.
+    if let Some(a) = &last_apply
+        && let Some(reason) = a.outcome.strip_prefix("blocked:")
+    {
+        return Err(input_error(
+            "apply_blocked",
+            format!(
+                "the apply of the decision at window {} was blocked: {reason} (see {})",
+                a.decision_window,
+                latest.display()
+            ),
+        ));
+    }
     Ok(())
 }
 
