@@ -8,6 +8,7 @@
 //! neither loses nor double-counts a line.
 
 mod file;
+mod prometheus;
 mod reader;
 
 use std::time::Duration;
@@ -16,6 +17,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use file::FollowFile;
+pub use prometheus::{
+    DEFAULT_PAGE_STEPS, PROM_MAX_POINTS, PromConfig, PromCursor, PromQueries, PrometheusSource,
+    parse_prom_duration, parse_prom_time,
+};
 pub use reader::ReaderSource;
 
 /// What one [`LiveSource::poll`] saw.
