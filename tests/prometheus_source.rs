@@ -715,7 +715,7 @@ fn follows_the_present_without_an_end() {
         "one line per second, in order: {ts:?}"
     );
     assert!(
-        *ts.last().unwrap() >= now_ms() - 3_000,
+        *ts.last().unwrap() >= now_ms() - 5_000,
         "kept up with the present: {ts:?}"
     );
     assert_eq!(src.cursor()["last_ts_ms"], *ts.last().unwrap());
