@@ -720,3 +720,81 @@ fn follows_the_present_without_an_end() {
     );
     assert_eq!(src.cursor()["last_ts_ms"], *ts.last().unwrap());
 }
+
+/// `closed-loop watch --source prometheus` (the built binary), stopped every few windows and
+/// restarted, decides exactly like `closed-loop run` over the records the source hands out.
+#[test]
+fn watch_over_prometheus_decides_like_a_run_over_the_same_records() {
+    let Some(srv) = server() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut src = PrometheusSource::open(config(&srv.url, srv, SPACING_MS), None).unwrap();
+    let (lines, _) = drain(&mut src);
+    let file = tmp.path().join("records.jsonl");
+    let text: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| l.iter().copied().chain(std::iter::once(b'\n')))
+        .collect();
+    std::fs::write(&file, text).unwrap();
+    let bin = env!("CARGO_BIN_EXE_kubectl-modekeeper");
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-policy-cache");
+    let cmd = || {
+        let mut c = Command::new(bin);
+        c.env_remove("_")
+            .env("MODEKEEPER_CACHE_DIR", &cache)
+            .env("MODEKEEPER_POLICY_DIR", tmp.path().join("no-policies"));
+        c
+    };
+    let run_out = tmp.path().join("run");
+    let o = cmd()
+        .args(["closed-loop", "run", "--path"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&run_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let watch_out = tmp.path().join("watch");
+    let (start, end) = (srv.base_ms.to_string(), last_grid_ts(srv).to_string());
+    let mut rounds = 0;
+    loop {
+        let o = cmd()
+            .args([
+                "closed-loop",
+                "watch",
+                "--source",
+                "prometheus",
+                "--prom-url",
+                &srv.url,
+            ])
+            .args([
+                "--prom-start",
+                &start,
+                "--prom-end",
+                &end,
+                "--prom-step",
+                "5s",
+                "--max-iterations",
+                "200",
+            ])
+            .args(["-o", "json", "--out"])
+            .arg(&watch_out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        rounds += 1;
+        if r["stop_reason"] == "source_ended" {
+            assert_eq!(
+                r["observe_ingest"]["records_emitted"],
+                (N * RANKS.len()) as u64
+            );
+            assert_eq!(r["source"]["describe"]["kind"], "prometheus");
+            break;
+        }
+        assert!(rounds < 20, "{r:#}");
+    }
+    assert!(rounds > 1);
+    let a = std::fs::read(run_out.join("decision_trace_latest.jsonl")).unwrap();
+    let b = std::fs::read(watch_out.join("decision_trace_latest.jsonl")).unwrap();
+    assert!(!a.is_empty() && a == b, "decision traces differ");
+}

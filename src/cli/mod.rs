@@ -85,6 +85,8 @@ pub enum OutputFormat {
     Json,
 }
 
+// Parsed once per process: the size of the largest variant (`closed-loop watch`'s flags) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Read a training job's telemetry, compute window features and report what happened
@@ -112,6 +114,8 @@ pub enum SourceKind {
     File,
     /// A workload's pod logs through the Kubernetes API (`closed-loop watch` only)
     K8s,
+    /// PromQL range queries against a Prometheus server (`closed-loop watch` only)
+    Prometheus,
 }
 
 impl SourceKind {
@@ -120,6 +124,7 @@ impl SourceKind {
         match self {
             SourceKind::File => "file",
             SourceKind::K8s => "k8s",
+            SourceKind::Prometheus => "prometheus",
         }
     }
 }

@@ -9,8 +9,57 @@ use super::inputs::Inputs;
 use crate::cli::{GlobalArgs, SourceKind};
 use crate::error::input_error;
 use crate::k8s::{ConnectOptions, LogTarget, PodLogSource, WorkloadRef};
-use crate::telemetry::live::{FollowFile, LiveSource, ReaderSource};
+use crate::telemetry::live::{
+    FollowFile, LiveSource, PromConfig, PrometheusSource, ReaderSource, parse_prom_duration,
+    parse_prom_time,
+};
 use crate::telemetry::{Format, open_source};
+
+/// `https://user:secret@host/` → `https://host/`: state files and reports never hold a password.
+fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_end = rest.find('/').unwrap_or(rest.len());
+            let rest = match rest[..host_end].rfind('@') {
+                Some(at) => &rest[at + 1..],
+                None => rest,
+            };
+            format!("{scheme}://{rest}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The Prometheus source: the config file (if any) under the flags.
+fn prom_config(args: &WatchArgs) -> anyhow::Result<PromConfig> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let bad = |e: anyhow::Error| input_error("bad_flag", format!("{e:#}"));
+    let mut cfg = match &args.prom_config {
+        Some(p) => PromConfig::load(p).map_err(bad)?,
+        None => {
+            let Some(url) = &args.prom_url else {
+                return Err(input_error(
+                    "bad_flag",
+                    "--source prometheus needs --prom-url URL (or --prom-config FILE with a url)",
+                ));
+            };
+            PromConfig::new(url, now)
+        }
+    };
+    if let Some(u) = &args.prom_url {
+        cfg.url = u.clone();
+    }
+    if let Some(t) = &args.prom_start {
+        cfg.start_ms = parse_prom_time(t, now).map_err(bad)?;
+    }
+    if let Some(t) = &args.prom_end {
+        cfg.end_ms = Some(parse_prom_time(t, now).map_err(bad)?);
+    }
+    if let Some(s) = &args.prom_step {
+        cfg.step = parse_prom_duration(s).map_err(bad)?;
+    }
+    Ok(cfg)
+}
 
 /// The pods to stream: `--pod`, else the workload the plan targets (`--statefulset`, else
 /// `--deployment`, default `trainer`).
@@ -38,6 +87,15 @@ pub(super) fn source_identity(
     inp: &Inputs,
 ) -> anyhow::Result<(Value, Format)> {
     match args.telemetry.source {
+        SourceKind::Prometheus => {
+            let cfg = prom_config(args)?;
+            Ok((
+                json!({"kind": "prometheus", "url": without_credentials(&cfg.url), "step_ms": cfg.step.as_millis() as u64,
+                       "queries": serde_json::to_value(&cfg.queries)?,
+                       "node_labels": cfg.node_labels, "rank_label": cfg.rank_label}),
+                Format::Jsonl,
+            ))
+        }
         SourceKind::K8s => {
             let t = log_target(args, global);
             Ok((
@@ -79,6 +137,12 @@ pub(super) fn open_live(
     cursor: Option<&Value>,
 ) -> anyhow::Result<Box<dyn LiveSource>> {
     match args.telemetry.source {
+        SourceKind::Prometheus => {
+            let cfg = prom_config(args)?;
+            Ok(Box::new(PrometheusSource::open(cfg, cursor).map_err(
+                |e| input_error("prometheus", format!("{e:#}")),
+            )?))
+        }
         SourceKind::K8s => {
             let connect = ConnectOptions::from_flags(
                 global.kubeconfig.as_deref(),
@@ -122,5 +186,22 @@ pub(super) fn open_live(
                     .map_err(|e| input_error("bad_state", format!("{e:#}")))?,
             ))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_credentials;
+
+    #[test]
+    fn credentials_never_reach_the_fingerprint() {
+        assert_eq!(
+            without_credentials("https://u:p@prom.example:9090/x?y=@"),
+            "https://prom.example:9090/x?y=@"
+        );
+        assert_eq!(
+            without_credentials("http://127.0.0.1:9090"),
+            "http://127.0.0.1:9090"
+        );
     }
 }
