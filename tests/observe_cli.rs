@@ -110,6 +110,19 @@ fn missing_file_is_exit_2_without_report() {
 }
 
 #[test]
+fn live_sources_point_to_closed_loop_watch() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("t.jsonl");
+    fs::write(&f, "{\"step\": 1, \"step_time_ms\": 10}\n").unwrap();
+    observe_rejects(&f, &["--source", "k8s"], "closed-loop watch --source k8s");
+    observe_rejects(
+        &f,
+        &["--source", "prometheus"],
+        "closed-loop watch --source prometheus",
+    );
+}
+
+#[test]
 fn unreadable_directory_empty_binary_and_recordless_inputs_are_rejected() {
     let d = tempfile::tempdir().unwrap();
     observe_rejects(d.path(), &[], "directory");

@@ -5,4 +5,4 @@ mod explain;
 mod writer;
 
 pub use explain::ExplainLog;
-pub use writer::{OutDir, write_atomic};
+pub use writer::{OutDir, write_atomic, write_atomic_with};

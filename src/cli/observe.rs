@@ -143,7 +143,8 @@ fn observe(
     )?;
     let src = open_source(&spec)?;
     let (format, compressed) = (src.format, src.compressed);
-    let out = OutDir::create(&args.out, started)?;
+    // Derived from the input alone (run it again for the same bytes): no per-file fsync.
+    let out = OutDir::create(&args.out, started)?.without_fsync();
     let mut windows_file = out.stream("observe_windows.jsonl")?;
     let thresholds = SymptomThresholds::default();
     let mut tracker = EpisodeTracker::default();

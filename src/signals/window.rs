@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::quantile::{median_in_place, quantile_sorted};
+use super::quantile::{median_in_place, quantile_in_place, quantile_sorted};
 use crate::telemetry::Sample;
 
 /// Per-window sample vectors are capped so a huge `--window-steps` cannot exhaust memory; sums and
@@ -151,10 +151,12 @@ impl Acc {
     }
 
     fn finish(mut self) -> WindowStats {
+        // Only the step times are needed sorted (slow-step shares); the rest by selection.
         self.step_times.sort_unstable_by(f64::total_cmp);
-        self.compute.sort_unstable_by(f64::total_cmp);
-        self.data_wait.sort_unstable_by(f64::total_cmp);
         let q = |v: &[f64], p| quantile_sorted(v, p).unwrap_or(0.0);
+        let compute_p50_ms = quantile_in_place(&mut self.compute, 0.5).unwrap_or(0.0);
+        let compute_p95_ms = quantile_in_place(&mut self.compute, 0.95).unwrap_or(0.0);
+        let data_wait_p95_ms = quantile_in_place(&mut self.data_wait, 0.95);
         let worker_medians_ms = self
             .workers
             .iter_mut()
@@ -181,14 +183,14 @@ impl Acc {
             step_time_p99_ms: q(&self.step_times, 0.99),
             step_time_max_ms: self.step_time_max,
             step_time_mean_ms: self.step_time_sum / self.n as f64,
-            compute_p50_ms: q(&self.compute, 0.5),
-            compute_p95_ms: q(&self.compute, 0.95),
+            compute_p50_ms,
+            compute_p95_ms,
             data_wait_share: share(
                 self.data_wait_sum,
                 self.step_time_sum_with_wait,
                 self.data_wait.len() as u64,
             ),
-            data_wait_p95_ms: quantile_sorted(&self.data_wait, 0.95),
+            data_wait_p95_ms,
             loss_mean: mean(self.loss_sum, self.loss_n),
             loss_samples: self.loss_n,
             worker_medians_ms,
