@@ -78,6 +78,10 @@ package() {
   echo "packaged $out/$(archive_name "$platform")"
 }
 
+# Shipped binaries carry no debug info (the dev release profile keeps line tables for profiling;
+# stripped at link time, so it works for every target): 138 MB -> about a fifth of that.
+export CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=debuginfo
+
 # build TARGET: prints the built binary's path.
 build() {
   local target=$1
