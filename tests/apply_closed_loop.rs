@@ -75,29 +75,16 @@ fn setup() -> Setup {
 
 impl Setup {
     fn closed_loop(&self, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
-        let mut c = bin();
-        c.env_remove("MODEKEEPER_KILL_SWITCH")
-            .env_remove("MODEKEEPER_KEYRING")
-            .env_remove("MODEKEEPER_LICENSE_PATH")
-            .env("HOME", self.dir.path());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        c.args(["closed-loop", "run", "--source", "file", "--path"])
-            .arg(trace("drift"))
-            .arg("--out")
-            .arg(out)
-            .args(["-n", "ml", "--deployment", "trainer", "--passport"])
-            .arg(&self.passport)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(extra)
-            .output()
-            .unwrap()
+        self.decide("run", out, extra, envs)
     }
 
     /// `closed-loop watch` over the drift trace (read once, to its end or `--max-iterations`).
     fn watch(&self, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.decide("watch", out, extra, envs)
+    }
+
+    /// `closed-loop SUB` over the drift trace, against the emulator, under the drift passport.
+    fn decide(&self, sub: &str, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
         let mut c = bin();
         c.env_remove("MODEKEEPER_KILL_SWITCH")
             .env_remove("MODEKEEPER_KEYRING")
@@ -106,7 +93,7 @@ impl Setup {
         for (k, v) in envs {
             c.env(k, v);
         }
-        c.args(["closed-loop", "watch", "--path"])
+        c.args(["closed-loop", sub, "--source", "file", "--path"])
             .arg(trace("drift"))
             .arg("--out")
             .arg(out)

@@ -20,18 +20,8 @@ use serde_json::Value;
 use watch_support::*;
 
 fn watch_cmd(path: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_kubectl-modekeeper"));
-    c.env_remove("_")
-        .env_remove("KUBECONFIG")
-        .env(
-            "MODEKEEPER_POLICY_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-no-policy-dir"),
-        )
-        .env(
-            "MODEKEEPER_CACHE_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-policy-cache"),
-        )
-        .args(["closed-loop", "watch", "--path"])
+    let mut c = std_bin();
+    c.args(["closed-loop", "watch", "--path"])
         .arg(path)
         .arg("--out")
         .arg(out)
@@ -159,6 +149,7 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
     watch.kill().unwrap();
     watch.wait().unwrap();
     let mut watch = spawn_follow(&data, &out);
+    wait_for("the restarted watch", limit, || restarts(&out) == 1);
     writer.join().unwrap();
     // Every window but the last is closed by its successor's first record.
     let expected = steps / window;

@@ -24,18 +24,8 @@ fn hours() -> f64 {
 }
 
 fn spawn_watch(case: &Case, out: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_kubectl-modekeeper"))
-        .env_remove("_")
-        .env_remove("KUBECONFIG")
+    closed_loop_support::std_bin()
         .env_remove("KUBERNETES_SERVICE_HOST")
-        .env(
-            "MODEKEEPER_POLICY_DIR",
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-no-policy-dir"),
-        )
-        .env(
-            "MODEKEEPER_CACHE_DIR",
-            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-policy-cache"),
-        )
         .args([
             "closed-loop",
             "watch",
@@ -93,6 +83,7 @@ fn pod_logs_through_a_cut_stream_and_a_kill_decide_like_the_offline_run() {
             watch.kill().unwrap();
             watch.wait().unwrap();
             watch = spawn_watch(&case, &out);
+            wait_for("the restarted watch", limit, || restarts(&out) == 1);
         }
     }
     let expected = steps / window;

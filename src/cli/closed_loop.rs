@@ -84,27 +84,8 @@ pub struct WatchArgs {
     /// the whole reorder buffer to fill: a window is evaluated this many steps after it ends)
     #[arg(long, value_name = "STEPS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub release_lag_steps: u64,
-    /// Passport: a template name (see `passport templates`) or a passport file
-    #[arg(long, value_name = "NAME|FILE", default_value = "safe")]
-    pub passport: String,
-    /// Current knob values, comma-separated K=V [default: the passport's baselines]
-    #[arg(long, value_name = "K=V,..", value_delimiter = ',')]
-    pub knobs: Vec<String>,
-    /// Base policy: an id, `id@version`, `id@sha256:…`, or a component path
-    #[arg(long, value_name = "ID", default_value = DEFAULT_POLICY)]
-    pub policy: String,
-    /// Advanced chords or policies to run as well, comma-separated
-    #[arg(long, value_name = "ID,..", value_delimiter = ',')]
-    pub enable_advanced: Vec<String>,
-    /// The Deployment the plan patches [default: trainer]
-    #[arg(long, value_name = "NAME", conflicts_with = "statefulset")]
-    pub deployment: Option<String>,
-    /// Patch this StatefulSet instead of a Deployment
-    #[arg(long, value_name = "NAME")]
-    pub statefulset: Option<String>,
-    /// Start from the knob values in the workload's pod-template annotations
-    #[arg(long, conflicts_with = "knobs")]
-    pub knobs_from_cluster: bool,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
     /// Apply each new decision through the gates of `k8s apply` (kill switch, license, verify,
     /// unchanged objects), once per decision; the passport's cooldowns hold between applies
     #[arg(long)]
@@ -131,13 +112,7 @@ impl WatchArgs {
         RunArgs {
             telemetry,
             out: self.out.clone(),
-            passport: self.passport.clone(),
-            knobs: self.knobs.clone(),
-            policy: self.policy.clone(),
-            enable_advanced: self.enable_advanced.clone(),
-            deployment: self.deployment.clone(),
-            statefulset: self.statefulset.clone(),
-            knobs_from_cluster: self.knobs_from_cluster,
+            decision: self.decision.clone(),
             replay: None,
             apply: self.apply,
             license: self.license.clone(),
@@ -147,13 +122,9 @@ impl WatchArgs {
     }
 }
 
+/// What the loop decides under and what its plan targets: shared by `run` and `watch`.
 #[derive(Debug, Clone, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
-    /// Directory for the artifacts and explain.jsonl
-    #[arg(long, value_name = "DIR", default_value = "report")]
-    pub out: PathBuf,
+pub struct DecisionArgs {
     /// Passport: a template name (see `passport templates`) or a passport file
     #[arg(long, value_name = "NAME|FILE", default_value = "safe")]
     pub passport: String,
@@ -177,6 +148,17 @@ pub struct RunArgs {
     /// needs --deployment or --statefulset; namespace from -n or the kubeconfig context)
     #[arg(long, conflicts_with = "knobs")]
     pub knobs_from_cluster: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+    /// Directory for the artifacts and explain.jsonl
+    #[arg(long, value_name = "DIR", default_value = "report")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub decision: DecisionArgs,
     /// Re-derive an earlier run from its report and policy bundle in DIR (same trace, passport,
     /// starting knobs, target and policy digests) and check that the decision trace and the plan
     /// come out byte for byte the same

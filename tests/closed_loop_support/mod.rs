@@ -10,8 +10,10 @@ use std::process::Output;
 use assert_cmd::Command;
 use serde_json::Value;
 
-pub fn bin() -> Command {
-    let mut c = Command::cargo_bin("kubectl-modekeeper").unwrap();
+/// The built binary with an isolated policy directory and the shared compile cache, as a std
+/// `Command` (for spawning long-running commands such as `closed-loop watch`).
+pub fn std_bin() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-modekeeper"));
     c.env_remove("_")
         .env_remove("KUBECONFIG")
         .env(
@@ -23,6 +25,10 @@ pub fn bin() -> Command {
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("closed-loop-policy-cache"),
         );
     c
+}
+
+pub fn bin() -> Command {
+    Command::from_std(std_bin())
 }
 
 pub fn trace(name: &str) -> PathBuf {

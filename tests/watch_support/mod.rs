@@ -55,6 +55,15 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// `watch_latest.json`'s `restarts`: tells which process of a restarted watch wrote it.
+pub fn restarts(out: &Path) -> u64 {
+    fs::read(out.join("watch_latest.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["restarts"].as_u64())
+        .unwrap_or(0)
+}
+
 pub fn windows_total(out: &Path) -> u64 {
     fs::read(out.join("watch_latest.json"))
         .ok()

@@ -77,10 +77,10 @@ pub fn resolve(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
 
 fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
     let (spec, opts, cfg) = telemetry_inputs(&args.telemetry)?;
-    let (passport, passport_source) = load_passport(&args.passport)?;
-    let given =
-        parse_knob_flags(&args.knobs, &passport).map_err(|e| input_error("bad_knobs", e))?;
-    let (kind, name) = match (&args.deployment, &args.statefulset) {
+    let (passport, passport_source) = load_passport(&args.decision.passport)?;
+    let given = parse_knob_flags(&args.decision.knobs, &passport)
+        .map_err(|e| input_error("bad_knobs", e))?;
+    let (kind, name) = match (&args.decision.deployment, &args.decision.statefulset) {
         (_, Some(s)) => (WorkloadKind::StatefulSet, Some(s.as_str())),
         (d, None) => (WorkloadKind::Deployment, d.as_deref()),
     };
@@ -102,8 +102,9 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         knob_origin,
         target,
         target_defaulted: namespace.is_none() || name.is_none(),
-        base_policy: args.policy.clone(),
+        base_policy: args.decision.policy.clone(),
         advanced: args
+            .decision
             .enable_advanced
             .iter()
             .map(|s| s.trim().to_string())
@@ -113,7 +114,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         cluster: None,
         warnings: Vec::new(),
     };
-    if args.knobs_from_cluster {
+    if args.decision.knobs_from_cluster {
         let Some(name) = name else {
             return Err(input_error(
                 "bad_flag",

@@ -43,21 +43,33 @@ pub fn run(global: &GlobalArgs, args: &super::ClosedLoopArgs) -> anyhow::Result<
 
 fn run_once(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let started = Utc::now();
-    let mut explain = ExplainLog::open(&args.out)?;
-    let result = execute(global, args, started, &mut explain);
+    with_explain(&args.out, "closed_loop", |explain| {
+        execute(global, args, started, explain)
+    })
+}
+
+/// Runs `f` with the explain log of `out`, ending it with `<prefix>_stop` (and, on failure, a
+/// `<prefix>_error` with the error's kind first).
+pub(super) fn with_explain(
+    out: &Path,
+    prefix: &str,
+    f: impl FnOnce(&mut ExplainLog) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut explain = ExplainLog::open(out)?;
+    let result = f(&mut explain);
     match &result {
-        Ok(()) => explain.event("closed_loop_stop", json!({"rc": 0}))?,
+        Ok(()) => explain.event(&format!("{prefix}_stop"), json!({"rc": 0}))?,
         Err(e) => {
             let kind = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<InputError>())
                 .map_or("internal", |i| i.kind);
             explain.event(
-                "closed_loop_error",
+                &format!("{prefix}_error"),
                 json!({"kind": kind, "error": format!("{e:#}")}),
             )?;
             explain.event(
-                "closed_loop_stop",
+                &format!("{prefix}_stop"),
                 json!({"rc": crate::error::exit_code(e)}),
             )?;
         }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::WatchArgs;
 use super::inputs::{self, Inputs};
-use super::run::{load_policies, stamp};
+use super::run::{load_policies, stamp, with_explain};
 use super::watch_report::{final_plan, next_change_allowed_ms, stamp_ms, write_latest};
 use super::watch_source::{open_live, source_identity};
 use super::watch_state::{
@@ -31,7 +31,7 @@ use crate::artifacts::{ExplainLog, OutDir, write_atomic};
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::{ClosedLoop, TRACE_FILE, TraceEvent, knobs_text};
 use crate::envelope::Accepted;
-use crate::error::{InputError, input_error};
+use crate::error::input_error;
 use crate::plan::{build_plan, canonical_json, sha256_prefixed};
 use crate::policy::PolicySet;
 use crate::signals::{FeatureExtractor, WindowStats, Windower};
@@ -47,23 +47,9 @@ const REWRITE_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<()> {
     let started = Utc::now();
-    let mut explain = ExplainLog::open(&args.out)?;
-    let result = execute(global, args, started, &mut explain);
-    match &result {
-        Ok(()) => explain.event("watch_stop", json!({"rc": 0}))?,
-        Err(e) => {
-            let kind = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<InputError>())
-                .map_or("internal", |i| i.kind);
-            explain.event(
-                "watch_error",
-                json!({"kind": kind, "error": format!("{e:#}")}),
-            )?;
-            explain.event("watch_stop", json!({"rc": crate::error::exit_code(e)}))?;
-        }
-    }
-    result
+    with_explain(&args.out, "watch", |explain| {
+        execute(global, args, started, explain)
+    })
 }
 
 /// The evaluated side of the pipeline: the loop, the policies, the decision trace on disk.
@@ -152,13 +138,17 @@ impl StopWhen {
     }
 }
 
-#[allow(clippy::too_many_lines)]
 fn execute(
     global: &GlobalArgs,
     args: &WatchArgs,
     started: DateTime<Utc>,
     explain: &mut ExplainLog,
 ) -> anyhow::Result<()> {
+    // First, so that a SIGTERM during start-up (policy compilation, connecting) also ends cleanly.
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
+    }
     let inp = inputs::resolve(global, &args.as_run_args())?;
     let (_host, mut set, _catalog) = load_policies(&args.dirs, &inp.base_policy, &inp.advanced)?;
     let mut warnings = inp.warnings.clone();
@@ -219,50 +209,49 @@ fn execute(
 
     // Restore or start.
     let mut totals = WatchTotals::default();
-    let (mut pipe, lp, mut carry, mut last_applied, mut last_apply, mut ended, cursor, trace_len) =
-        match saved {
-            Some(s) => {
-                let pipe = Pipeline::decode(&s.pipeline, format, &opts).map_err(|e| {
-                    input_error(
-                        "bad_state",
-                        format!("{}: {e:#}; use --fresh to start over", STATE_FILE),
-                    )
-                })?;
-                set.set_states(s.policy_states.clone());
-                totals = s.totals.clone();
-                totals.restarts += 1;
-                explain.event(
-                    "watch_resume",
-                    json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
+    let (pipe, lp, carry, last_applied, mut last_apply, ended, cursor, trace_len) = match saved {
+        Some(s) => {
+            let pipe = Pipeline::decode(&s.pipeline, format, &opts).map_err(|e| {
+                input_error(
+                    "bad_state",
+                    format!("{}: {e:#}; use --fresh to start over", STATE_FILE),
+                )
+            })?;
+            set.set_states(s.policy_states.clone());
+            totals = s.totals.clone();
+            totals.restarts += 1;
+            explain.event(
+                "watch_resume",
+                json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
                            "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
                            "last_apply": s.last_apply, "restarts": totals.restarts}),
-                )?;
-                (
-                    pipe,
-                    ClosedLoop::resume(inp.passport.clone(), s.loop_state),
-                    VecDeque::from(decode_lines(&s.carry_lines)?),
-                    s.last_applied,
-                    s.last_apply,
-                    s.ended,
-                    Some(s.source_cursor),
-                    Some((s.trace_bytes, s.trace_lines)),
-                )
-            }
-            None => (
-                Pipeline {
-                    ingest: Ingest::new(format, &opts),
-                    windower: Windower::new(inp.cfg.window_steps),
-                    extractor: FeatureExtractor::new(inp.cfg),
-                },
-                ClosedLoop::new(inp.passport.clone(), inp.knobs.clone()),
-                VecDeque::new(),
-                None,
-                None,
-                false,
-                None,
-                None,
-            ),
-        };
+            )?;
+            (
+                pipe,
+                ClosedLoop::resume(inp.passport.clone(), s.loop_state),
+                VecDeque::from(decode_lines(&s.carry_lines)?),
+                s.last_applied,
+                s.last_apply,
+                s.ended,
+                Some(s.source_cursor),
+                Some((s.trace_bytes, s.trace_lines)),
+            )
+        }
+        None => (
+            Pipeline {
+                ingest: Ingest::new(format, &opts),
+                windower: Windower::new(inp.cfg.window_steps),
+                extractor: FeatureExtractor::new(inp.cfg),
+            },
+            ClosedLoop::new(inp.passport.clone(), inp.knobs.clone()),
+            VecDeque::new(),
+            None,
+            None,
+            false,
+            None,
+            None,
+        ),
+    };
     let resumed = trace_len.is_some();
     let mut source = open_live(args, global, &inp, cursor.as_ref())?;
     let source_describe = source.describe();
@@ -304,10 +293,6 @@ fn execute(
         }
     }
 
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, flag.clone()).context("cannot install signal handlers")?;
-    }
     let stop = StopWhen {
         flag,
         deadline: args
@@ -338,7 +323,15 @@ fn execute(
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut done: Vec<WindowStats> = Vec::new();
     let mut last_rewrite = Instant::now();
-    let mut source_events = 0u64;
+    let mut pr = Progress {
+        pipe,
+        carry,
+        totals,
+        last_applied,
+        last_apply,
+        ended,
+        source_events: 0,
+    };
     let mut stop_reason = "source_ended";
     let mut source_done = false;
     loop {
@@ -346,31 +339,31 @@ fn execute(
             stop_reason = r;
             break;
         }
-        if carry.is_empty() {
-            if ended {
+        if pr.carry.is_empty() {
+            if pr.ended {
                 break;
             }
             if source_done {
                 // Everything read and fed: close the reorder buffer and the last window.
-                let windower = &mut pipe.windower;
-                pipe.ingest.finish(&mut |s| {
+                let windower = &mut pr.pipe.windower;
+                pr.pipe.ingest.finish(&mut |s| {
                     if let Some(w) = windower.push(&s) {
                         done.push(w);
                     }
                 });
-                done.extend(pipe.windower.finish());
-                ended = true;
+                done.extend(pr.pipe.windower.finish());
+                pr.ended = true;
             } else {
                 batch.clear();
                 let poll = source.poll(&mut batch, POLL_WAIT)?;
                 for ev in source.drain_events() {
-                    source_events += 1;
+                    pr.source_events += 1;
                     explain.event("watch_source_event", serde_json::to_value(&ev)?)?;
                     if plain_lines {
                         println!("source_event={} detail={}", ev.kind, ev.detail);
                     }
                 }
-                carry.extend(batch.drain(..));
+                pr.carry.extend(batch.drain(..));
                 source_done = poll == Poll::Ended;
             }
         }
@@ -378,7 +371,7 @@ fn execute(
         loop {
             for w in done.drain(..) {
                 dec.evaluate(
-                    &mut pipe.extractor,
+                    &mut pr.pipe.extractor,
                     &w,
                     explain,
                     &mut |ev, index, changed| {
@@ -394,20 +387,17 @@ fn execute(
                 stopped = Some(r);
                 break;
             }
-            let Some(line) = carry.pop_front() else { break };
-            feed(&mut pipe, &line, &mut done);
+            let Some(line) = pr.carry.pop_front() else {
+                break;
+            };
+            feed(&mut pr.pipe, &line, &mut done);
         }
         if args.apply {
             apply_if_decided(
                 &mut ctx,
                 &mut dec,
-                &mut pipe,
-                &carry,
+                &mut pr,
                 source.as_ref(),
-                &mut totals,
-                &mut last_applied,
-                &mut last_apply,
-                ended,
                 &connect,
                 explain,
                 plain_lines,
@@ -417,28 +407,8 @@ fn execute(
             status_line(&dec, &inp);
         }
         if last_rewrite.elapsed() >= REWRITE_EVERY {
-            checkpoint(
-                &ctx,
-                &mut dec,
-                &pipe,
-                &carry,
-                source.as_ref(),
-                &totals,
-                &last_applied,
-                &last_apply,
-                ended,
-            )?;
-            write_latest(
-                &ctx,
-                &dec,
-                &pipe,
-                source.as_ref(),
-                &totals,
-                &last_applied,
-                &last_apply,
-                None,
-                source_events,
-            )?;
+            checkpoint(&ctx, &mut dec, &pr, source.as_ref())?;
+            write_latest(&ctx, &dec, &pr, source.as_ref(), None)?;
             last_rewrite = Instant::now();
         }
         if let Some(r) = stopped {
@@ -449,28 +419,8 @@ fn execute(
     if terminal {
         eprint!("\r\x1b[2K");
     }
-    checkpoint(
-        &ctx,
-        &mut dec,
-        &pipe,
-        &carry,
-        source.as_ref(),
-        &totals,
-        &last_applied,
-        &last_apply,
-        ended,
-    )?;
-    let (report, latest) = write_latest(
-        &ctx,
-        &dec,
-        &pipe,
-        source.as_ref(),
-        &totals,
-        &last_applied,
-        &last_apply,
-        Some(stop_reason),
-        source_events,
-    )?;
+    checkpoint(&ctx, &mut dec, &pr, source.as_ref())?;
+    let (report, latest) = write_latest(&ctx, &dec, &pr, source.as_ref(), Some(stop_reason))?;
     let outcome_plan = final_plan(&mut ctx, &dec)?;
     explain.event(
         "watch_report",
@@ -488,14 +438,14 @@ fn execute(
                 dec.lp.windows(),
                 dec.last_chord.as_deref().unwrap_or("n/a"),
                 report["proposed_total"],
-                totals.applied_total,
+                pr.totals.applied_total,
                 latest.display()
             );
         }
     }
     // Like `closed-loop run --apply`: a watch whose latest apply the gates refused ends with exit 2
     // (after writing everything), so a supervisor notices.
-    if let Some(a) = &last_apply
+    if let Some(a) = &pr.last_apply
         && let Some(reason) = a.outcome.strip_prefix("blocked:")
     {
         return Err(input_error(
@@ -508,6 +458,20 @@ fn execute(
         ));
     }
     Ok(())
+}
+
+/// What the watch has read, applied and counted: everything besides the loop that a checkpoint
+/// saves and the reports show.
+pub(super) struct Progress {
+    pub(super) pipe: Pipeline,
+    /// Lines polled but not fed yet.
+    pub(super) carry: VecDeque<Vec<u8>>,
+    pub(super) totals: WatchTotals,
+    pub(super) last_applied: Option<BTreeMap<String, f64>>,
+    pub(super) last_apply: Option<ApplyMark>,
+    /// The source ended and the last window was evaluated.
+    pub(super) ended: bool,
+    pub(super) source_events: u64,
 }
 
 /// What every artifact writer needs to know about the run.
@@ -523,24 +487,18 @@ pub(super) struct Ctx<'a> {
     pub(super) resumed: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
 fn checkpoint(
     ctx: &Ctx<'_>,
     dec: &mut Decider<'_>,
-    pipe: &Pipeline,
-    carry: &VecDeque<Vec<u8>>,
+    pr: &Progress,
     source: &dyn LiveSource,
-    totals: &WatchTotals,
-    last_applied: &Option<BTreeMap<String, f64>>,
-    last_apply: &Option<ApplyMark>,
-    ended: bool,
 ) -> anyhow::Result<()> {
     // The trace must be on disk before the state claims its length.
     dec.trace
         .flush()
         .context("cannot write the decision trace")?;
     dec.trace.get_ref().sync_data().ok();
-    let mut totals = totals.clone();
+    let mut totals = pr.totals.clone();
     totals.iterations_done += dec.iterations;
     let state = WatchState {
         schema_version: STATE_SCHEMA.into(),
@@ -548,16 +506,16 @@ fn checkpoint(
         config: ctx.config.clone(),
         updated_at: stamp(Utc::now()),
         source_cursor: source.cursor(),
-        carry_lines: encode_lines(carry.iter()),
+        carry_lines: encode_lines(pr.carry.iter()),
         trace_bytes: dec.trace_bytes,
         trace_lines: dec.trace_lines,
         totals,
         loop_state: dec.lp.save(),
         policy_states: dec.set.states(),
-        last_applied: last_applied.clone(),
-        last_apply: last_apply.clone(),
-        ended,
-        pipeline: pipe.encode(),
+        last_applied: pr.last_applied.clone(),
+        last_apply: pr.last_apply.clone(),
+        ended: pr.ended,
+        pipeline: pr.pipe.encode(),
     };
     let bytes = serde_json::to_vec(&state)?;
     write_atomic(&ctx.out.path(STATE_FILE), |w| w.write_all(&bytes))
@@ -566,17 +524,11 @@ fn checkpoint(
 /// `--apply`: one gated apply per new decision, of the knobs that differ from what the cluster was
 /// last given. The state is checkpointed first with the apply marked pending, so a watch killed
 /// mid-apply never repeats it.
-#[allow(clippy::too_many_arguments)]
 fn apply_if_decided(
     ctx: &mut Ctx<'_>,
     dec: &mut Decider<'_>,
-    pipe: &mut Pipeline,
-    carry: &VecDeque<Vec<u8>>,
+    pr: &mut Progress,
     source: &dyn LiveSource,
-    totals: &mut WatchTotals,
-    last_applied: &mut Option<BTreeMap<String, f64>>,
-    last_apply: &mut Option<ApplyMark>,
-    ended: bool,
     connect: &crate::k8s::ConnectOptions,
     explain: &mut ExplainLog,
     plain_lines: bool,
@@ -584,13 +536,15 @@ fn apply_if_decided(
     let Some(decision) = dec.latest_decision else {
         return Ok(());
     };
-    if last_apply
+    if pr
+        .last_apply
         .as_ref()
         .is_some_and(|a| a.decision_window >= decision)
     {
         return Ok(());
     }
-    let base = last_applied
+    let base = pr
+        .last_applied
         .clone()
         .unwrap_or_else(|| dec.lp.save().knobs_before);
     let chord = dec
@@ -616,22 +570,12 @@ fn apply_if_decided(
         })
         .collect();
     let knobs = dec.lp.knobs().clone();
-    *last_apply = Some(ApplyMark {
+    pr.last_apply = Some(ApplyMark {
         decision_window: decision,
         knobs: knobs.clone(),
         outcome: "pending".into(),
     });
-    checkpoint(
-        ctx,
-        dec,
-        pipe,
-        carry,
-        source,
-        totals,
-        last_applied,
-        last_apply,
-        ended,
-    )?;
+    checkpoint(ctx, dec, pr, source)?;
     let plan = build_plan(&ctx.inp.target, &changes)
         .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
     let plan_path = ctx
@@ -647,29 +591,29 @@ fn apply_if_decided(
     let outcome = match &one.result {
         None => "no_changes".to_string(),
         Some(ApplyResult::Applied) => {
-            totals.applied_total += changes.len() as u64;
-            *last_applied = Some(knobs.clone());
+            pr.totals.applied_total += changes.len() as u64;
+            pr.last_applied = Some(knobs.clone());
             "applied".to_string()
         }
         Some(ApplyResult::Blocked(b)) => {
-            totals.apply_blocked_total += 1;
+            pr.totals.apply_blocked_total += 1;
             format!("blocked:{}", b.reason)
         }
         Some(ApplyResult::Failed(m)) => {
-            totals.apply_failed_total += 1;
+            pr.totals.apply_failed_total += 1;
             format!("failed: {m}")
         }
     };
     if one.fields.apply_attempted {
-        totals.apply_attempted_total += 1;
+        pr.totals.apply_attempted_total += 1;
         if one.fields.apply_ok == Some(true) {
-            totals.apply_ok_total += 1;
+            pr.totals.apply_ok_total += 1;
         }
     }
     if one.fields.verify_ok == Some(false) {
-        totals.verify_failed_total += 1;
+        pr.totals.verify_failed_total += 1;
     }
-    if let Some(a) = last_apply {
+    if let Some(a) = &mut pr.last_apply {
         a.outcome = outcome.clone();
     }
     explain.event(
@@ -680,7 +624,7 @@ fn apply_if_decided(
     if plain_lines {
         println!(
             "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",
-            totals.iterations_done + dec.iterations,
+            pr.totals.iterations_done + dec.iterations,
             one.fields.verify_ok.map_or("n/a".into(), |b| b.to_string()),
             one.fields.apply_attempted,
             one.fields.apply_ok.map_or("n/a".into(), |b| b.to_string()),
@@ -688,17 +632,7 @@ fn apply_if_decided(
             ctx.out.dir().display()
         );
     }
-    checkpoint(
-        ctx,
-        dec,
-        pipe,
-        carry,
-        source,
-        totals,
-        last_applied,
-        last_apply,
-        ended,
-    )
+    checkpoint(ctx, dec, pr, source)
 }
 
 /// One plain line per notable window (piped output).

@@ -2,15 +2,14 @@
 //! timestamped twin at the end), `watch_summary.md`, and at the end the plan of the net change with
 //! its review script.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::run::{make_executable, stamp};
-use super::watch::{Ctx, Decider};
-use super::watch_state::{ApplyMark, Pipeline, STATE_FILE, WatchTotals};
+use super::watch::{Ctx, Decider, Progress};
+use super::watch_state::STATE_FILE;
 use crate::closed_loop::TRACE_FILE;
 use crate::envelope::Accepted;
 use crate::plan::{KUBECTL_SCRIPT, PLAN_FILE, build_plan, render_kubectl_script};
@@ -30,18 +29,14 @@ pub(super) fn stamp_ms(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), stamp)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn write_latest(
     ctx: &Ctx<'_>,
     dec: &Decider<'_>,
-    pipe: &Pipeline,
+    pr: &Progress,
     source: &dyn LiveSource,
-    totals: &WatchTotals,
-    last_applied: &Option<BTreeMap<String, f64>>,
-    last_apply: &Option<ApplyMark>,
     stop_reason: Option<&str>,
-    source_events: u64,
 ) -> anyhow::Result<(Value, PathBuf)> {
+    let (totals, last_applied, last_apply) = (&pr.totals, &pr.last_applied, &pr.last_apply);
     let now = Utc::now();
     let st = dec.lp.save();
     let out = ctx.out;
@@ -83,9 +78,9 @@ pub(super) fn write_latest(
         "knobs_before": st.knobs_before,
         "knobs_current": st.knobs,
         "knobs_last_applied": last_applied,
-        "source": {"describe": ctx.source_describe, "cursor": source.cursor(), "events": source_events},
+        "source": {"describe": ctx.source_describe, "cursor": source.cursor(), "events": pr.source_events},
         "config": ctx.config,
-        "observe_ingest": pipe.ingest.stats(),
+        "observe_ingest": pr.pipe.ingest.stats(),
         "chords": st.timeline,
         "decision_trace": {"path": out.path(TRACE_FILE), "lines": dec.trace_lines, "bytes": dec.trace_bytes},
         "warnings": ctx.warnings,

@@ -64,7 +64,11 @@ fn prom_config(args: &WatchArgs) -> anyhow::Result<PromConfig> {
 /// The pods to stream: `--pod`, else the workload the plan targets (`--statefulset`, else
 /// `--deployment`, default `trainer`).
 fn log_target(args: &WatchArgs, global: &GlobalArgs) -> LogTarget {
-    let workload = match (&args.pod, &args.statefulset, &args.deployment) {
+    let workload = match (
+        &args.pod,
+        &args.decision.statefulset,
+        &args.decision.deployment,
+    ) {
         (Some(p), _, _) => WorkloadRef::Pod(p.clone()),
         (None, Some(s), _) => WorkloadRef::StatefulSet(s.clone()),
         (None, None, d) => WorkloadRef::Deployment(
