@@ -9,8 +9,13 @@ work=${1:-$(mktemp -d /tmp/modekeeper-bench.XXXXXX)}
 mkdir -p "$work"
 echo "work dir: $work" >&2
 
-[ -n "${NO_BUILD:-}" ] || cargo build --release --quiet
-ours=$PWD/target/release/kubectl-modekeeper
+# The shipped build (profile dist); MODEKEEPER_BIN=PATH measures another binary (and skips the build).
+if [ -n "${MODEKEEPER_BIN:-}" ]; then
+  ours=$MODEKEEPER_BIN
+else
+  [ -n "${NO_BUILD:-}" ] || cargo build --profile dist --locked --quiet --bin kubectl-modekeeper
+  ours=${CARGO_TARGET_DIR:-$PWD/target}/dist/kubectl-modekeeper
+fi
 
 if [ ! -x "$work/venv/bin/mk" ]; then
   python3 -m venv "$work/venv"

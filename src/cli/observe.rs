@@ -166,11 +166,19 @@ fn observe(
         };
         let mut on_window = |f: &WindowFeatures| -> anyhow::Result<()> {
             let found = symptoms_of(f, &thresholds);
-            let line = json!({
-                "window": f.window,
-                "features": f,
-                "symptoms": found.iter().map(|(s, score)| json!({"symptom": s, "score": round3(*score)})).collect::<Vec<_>>(),
-            });
+            // Serialised straight from the structs: a `json!` value here would rebuild every
+            // window's features as a map first (a few percent of a large run).
+            let line = WindowLine {
+                features: f,
+                symptoms: found
+                    .iter()
+                    .map(|(symptom, score)| SymptomScore {
+                        symptom: *symptom,
+                        score: round3(*score),
+                    })
+                    .collect(),
+                window: &f.window,
+            };
             let w = windows_file.writer();
             serde_json::to_writer(&mut *w, &line)?;
             w.write_all(b"\n")?;
@@ -271,6 +279,20 @@ fn observe(
         }
     }
     Ok(())
+}
+
+/// One line of `observe_windows.jsonl`.
+#[derive(Serialize)]
+struct WindowLine<'a> {
+    features: &'a WindowFeatures,
+    symptoms: Vec<SymptomScore>,
+    window: &'a crate::signals::WindowRange,
+}
+
+#[derive(Serialize)]
+struct SymptomScore {
+    symptom: crate::signals::Symptom,
+    score: f64,
 }
 
 fn round3(x: f64) -> f64 {
