@@ -148,7 +148,7 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
     let rss_1h = peak_rss_kib(watch.id());
     watch.kill().unwrap();
     watch.wait().unwrap();
-    let mut watch = spawn_follow(&data, &out);
+    let watch = spawn_follow(&data, &out);
     wait_for("the restarted watch", limit, || restarts(&out) == 1);
     writer.join().unwrap();
     // Every window but the last is closed by its successor's first record.
@@ -157,15 +157,7 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
         windows_total(&out) >= expected - 1
     });
     let rss_end = peak_rss_kib(watch.id());
-    Command::new("kill")
-        .args(["-TERM", &watch.id().to_string()])
-        .status()
-        .unwrap();
-    let status = watch.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM ends the watch cleanly: {status:?}"
-    );
+    stop_with_sigterm(watch);
     let w = json(&out.join("watch_latest.json"));
     assert_eq!(w["stop_reason"], "signal");
     assert_eq!(w["restarts"], 1);

@@ -8,7 +8,7 @@ mod k8s_common;
 mod watch_support;
 
 use std::fs;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use closed_loop_support::{json, run_ok};
@@ -91,11 +91,7 @@ fn pod_logs_through_a_cut_stream_and_a_kill_decide_like_the_offline_run() {
         windows_total(&out) >= expected - 1
     });
     let rss_end = peak_rss_kib(watch.id());
-    Command::new("kill")
-        .args(["-TERM", &watch.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(watch.wait().unwrap().success());
+    stop_with_sigterm(watch);
     assert_eq!(sim.fault_fired(cut), 1, "the stream was cut");
 
     // The offline run over the same records (a file of the JSON lines).

@@ -50,23 +50,8 @@ pub struct WatchArgs {
     /// annotation, else its only container]
     #[arg(long, value_name = "NAME")]
     pub container: Option<String>,
-    /// --source prometheus: the server's base URL (overrides the config file's `url`)
-    #[arg(long, value_name = "URL")]
-    pub prom_url: Option<String>,
-    /// --source prometheus: queries, labels, resolution (docs/telemetry.md#prometheus-source)
-    #[arg(long, value_name = "FILE")]
-    pub prom_config: Option<PathBuf>,
-    /// --source prometheus: where to start reading: `now`, `now-6h`, RFC 3339 or epoch
-    /// [default: the config's `start`, else now]
-    #[arg(long, value_name = "TIME")]
-    pub prom_start: Option<String>,
-    /// --source prometheus: stop at this time instead of following
-    #[arg(long, value_name = "TIME")]
-    pub prom_end: Option<String>,
-    /// --source prometheus: query resolution (one record per rank per step) [default: the
-    /// config's `step`, else 10s]
-    #[arg(long, value_name = "DURATION")]
-    pub prom_step: Option<String>,
+    #[command(flatten)]
+    pub prom: PromArgs,
     /// Directory for the artifacts, the state file and explain.jsonl; a watch started again with
     /// the same --out continues where the last one stopped
     #[arg(long, value_name = "DIR", default_value = "report/watch")]
@@ -98,6 +83,29 @@ pub struct WatchArgs {
     pub keyring: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: PolicyDirs,
+}
+
+/// `--source prometheus`: where the server is and what to read (docs/telemetry.md#prometheus-source).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Prometheus source")]
+pub struct PromArgs {
+    /// --source prometheus: the server's base URL (overrides the config file's `url`)
+    #[arg(long, value_name = "URL")]
+    pub prom_url: Option<String>,
+    /// --source prometheus: queries, labels, resolution (docs/telemetry.md#prometheus-source)
+    #[arg(long, value_name = "FILE")]
+    pub prom_config: Option<PathBuf>,
+    /// --source prometheus: where to start reading: `now`, `now-6h`, RFC 3339 or epoch
+    /// [default: the config's `start`, else now]
+    #[arg(long, value_name = "TIME")]
+    pub prom_start: Option<String>,
+    /// --source prometheus: stop at this time instead of following
+    #[arg(long, value_name = "TIME")]
+    pub prom_end: Option<String>,
+    /// --source prometheus: query resolution (one record per rank per step) [default: the
+    /// config's `step`, else 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub prom_step: Option<String>,
 }
 
 impl WatchArgs {

@@ -194,21 +194,7 @@ pub struct LoopState {
 pub struct ClosedLoop {
     passport: Passport,
     passport_ref: PassportRef,
-    knobs_before: BTreeMap<String, f64>,
-    knobs: BTreeMap<String, f64>,
-    envelope: EnvelopeState,
-    /// Telemetry time of the latest window that had one (cooldowns never see time go backwards).
-    last_at_ms: Option<i64>,
-    last_chord_of_knob: BTreeMap<String, String>,
-    windows: u64,
-    timeline: ChordTimeline,
-    proposed: Vec<ProposedChange>,
-    proposed_total: u64,
-    blocked: Vec<BlockedChange>,
-    blocked_total: u64,
-    blocked_by_reason: BTreeMap<String, u64>,
-    failures: Vec<PolicyFailureRecord>,
-    failures_total: u64,
+    st: LoopState,
 }
 
 impl ClosedLoop {
@@ -221,70 +207,45 @@ impl ClosedLoop {
         ClosedLoop {
             passport,
             passport_ref,
-            knobs_before: knobs.clone(),
-            knobs,
-            envelope: EnvelopeState::default(),
-            last_at_ms: None,
-            last_chord_of_knob: BTreeMap::new(),
-            windows: 0,
-            timeline: ChordTimeline::default(),
-            proposed: Vec::new(),
-            proposed_total: 0,
-            blocked: Vec::new(),
-            blocked_total: 0,
-            blocked_by_reason: BTreeMap::new(),
-            failures: Vec::new(),
-            failures_total: 0,
+            st: LoopState {
+                knobs_before: knobs.clone(),
+                knobs,
+                envelope: EnvelopeState::default(),
+                last_at_ms: None,
+                last_chord_of_knob: BTreeMap::new(),
+                windows: 0,
+                timeline: ChordTimeline::default(),
+                proposed: Vec::new(),
+                proposed_total: 0,
+                blocked: Vec::new(),
+                blocked_total: 0,
+                blocked_by_reason: BTreeMap::new(),
+                failures: Vec::new(),
+                failures_total: 0,
+            },
         }
     }
 
     /// Everything but the passport, for a checkpoint (`closed-loop watch`'s state file).
     pub fn save(&self) -> LoopState {
-        LoopState {
-            knobs_before: self.knobs_before.clone(),
-            knobs: self.knobs.clone(),
-            envelope: self.envelope.clone(),
-            last_at_ms: self.last_at_ms,
-            last_chord_of_knob: self.last_chord_of_knob.clone(),
-            windows: self.windows,
-            timeline: self.timeline.clone(),
-            proposed: self.proposed.clone(),
-            proposed_total: self.proposed_total,
-            blocked: self.blocked.clone(),
-            blocked_total: self.blocked_total,
-            blocked_by_reason: self.blocked_by_reason.clone(),
-            failures: self.failures.clone(),
-            failures_total: self.failures_total,
-        }
+        self.st.clone()
     }
 
     /// The loop as it was when `state` was saved, under the same passport.
     pub fn resume(passport: Passport, state: LoopState) -> ClosedLoop {
-        let mut lp = ClosedLoop::new(passport, state.knobs_before);
-        lp.knobs = state.knobs;
-        lp.envelope = state.envelope;
-        lp.last_at_ms = state.last_at_ms;
-        lp.last_chord_of_knob = state.last_chord_of_knob;
-        lp.windows = state.windows;
-        lp.timeline = state.timeline;
-        lp.proposed = state.proposed;
-        lp.proposed_total = state.proposed_total;
-        lp.blocked = state.blocked;
-        lp.blocked_total = state.blocked_total;
-        lp.blocked_by_reason = state.blocked_by_reason;
-        lp.failures = state.failures;
-        lp.failures_total = state.failures_total;
+        let mut lp = ClosedLoop::new(passport, BTreeMap::new());
+        lp.st = state;
         lp
     }
 
     /// Windows evaluated so far.
     pub fn windows(&self) -> u64 {
-        self.windows
+        self.st.windows
     }
 
     /// Cooldowns and last changes per knob.
     pub fn envelope(&self) -> &EnvelopeState {
-        &self.envelope
+        &self.st.envelope
     }
 
     pub fn passport(&self) -> &Passport {
@@ -293,17 +254,17 @@ impl ClosedLoop {
 
     /// The knob values the next window's policies see.
     pub fn knobs(&self) -> &BTreeMap<String, f64> {
-        &self.knobs
+        &self.st.knobs
     }
 
     /// The passport's limits for the current values, as the policies see them.
     pub fn limits(&self) -> Limits {
-        policy_limits(&self.passport, &self.knobs)
+        policy_limits(&self.passport, &self.st.knobs)
     }
 
     /// Evaluates `set` on one window with the current knobs and limits, then [`ClosedLoop::step`]s.
     pub fn evaluate(&mut self, f: &WindowFeatures, set: &mut PolicySet) -> TraceEvent {
-        let d = set.evaluate(f, &Knobs(self.knobs.clone()), &self.limits());
+        let d = set.evaluate(f, &Knobs(self.st.knobs.clone()), &self.limits());
         self.step(f, &d)
     }
 
@@ -317,14 +278,14 @@ impl ClosedLoop {
             last_step: w.last_step,
             end_ms: w.end_ms,
         };
-        self.windows += 1;
+        self.st.windows += 1;
         if let Some(t) = w.end_ms {
-            self.last_at_ms = Some(self.last_at_ms.map_or(t, |p| p.max(t)));
+            self.st.last_at_ms = Some(self.st.last_at_ms.map_or(t, |p| p.max(t)));
         }
         // Without telemetry time a cooldown can never be seen to elapse: the first change of a knob
         // then starts a cooldown that lasts the whole run (safe, and still deterministic).
         let at = EvalPoint {
-            at_ms: self.last_at_ms.unwrap_or(0),
+            at_ms: self.st.last_at_ms.unwrap_or(0),
             window: w.index,
         };
 
@@ -332,9 +293,9 @@ impl ClosedLoop {
         self.host_refusals(d, wref, &mut blocked);
         for dec in &d.decisions {
             if let Some(fail) = &dec.failure {
-                self.failures_total += 1;
-                if self.failures.len() < MAX_LISTED {
-                    self.failures.push(PolicyFailureRecord {
+                self.st.failures_total += 1;
+                if self.st.failures.len() < MAX_LISTED {
+                    self.st.failures.push(PolicyFailureRecord {
                         policy: dec.policy.name.clone(),
                         kind: fail.kind,
                         message: fail.message.clone(),
@@ -374,9 +335,14 @@ impl ClosedLoop {
             });
         }
 
-        let outcome =
-            envelope::enforce(&self.passport, &self.knobs, &self.envelope, at, &proposals);
-        self.envelope = outcome.state;
+        let outcome = envelope::enforce(
+            &self.passport,
+            &self.st.knobs,
+            &self.st.envelope,
+            at,
+            &proposals,
+        );
+        self.st.envelope = outcome.state;
         for b in outcome.blocked {
             blocked.push(BlockedChange {
                 knob: b.knob,
@@ -390,8 +356,9 @@ impl ClosedLoop {
         }
         let mut trace_props = Vec::with_capacity(outcome.accepted.len());
         for a in outcome.accepted {
-            self.knobs.insert(a.knob.clone(), a.to);
-            self.last_chord_of_knob
+            self.st.knobs.insert(a.knob.clone(), a.to);
+            self.st
+                .last_chord_of_knob
                 .insert(a.knob.clone(), a.chord.clone());
             trace_props.push(TraceProposal {
                 knob: a.knob.clone(),
@@ -399,9 +366,9 @@ impl ClosedLoop {
                 to: a.to,
                 reason: a.reason.clone(),
             });
-            self.proposed_total += 1;
-            if self.proposed.len() < MAX_LISTED {
-                self.proposed.push(ProposedChange {
+            self.st.proposed_total += 1;
+            if self.st.proposed.len() < MAX_LISTED {
+                self.st.proposed.push(ProposedChange {
                     knob: a.knob,
                     from: a.from,
                     to: a.to,
@@ -422,14 +389,18 @@ impl ClosedLoop {
             })
             .collect();
         for b in blocked {
-            self.blocked_total += 1;
-            *self.blocked_by_reason.entry(b.reason.clone()).or_default() += 1;
-            if self.blocked.len() < MAX_LISTED {
-                self.blocked.push(b);
+            self.st.blocked_total += 1;
+            *self
+                .st
+                .blocked_by_reason
+                .entry(b.reason.clone())
+                .or_default() += 1;
+            if self.st.blocked.len() < MAX_LISTED {
+                self.st.blocked.push(b);
             }
         }
 
-        self.timeline.push(
+        self.st.timeline.push(
             WindowMark {
                 index: w.index,
                 first_step: w.first_step,
@@ -463,7 +434,7 @@ impl ClosedLoop {
             for b in &dec.blocked {
                 out.push(BlockedChange {
                     knob: b.knob.clone(),
-                    reason: host_block_code(b.to, self.knobs.get(&b.knob), limits.get(&b.knob))
+                    reason: host_block_code(b.to, self.st.knobs.get(&b.knob), limits.get(&b.knob))
                         .into(),
                     detail: format!("{}: {}", dec.policy.name, b.reason),
                     chord: dec.chord.clone(),
@@ -497,32 +468,38 @@ impl ClosedLoop {
 
     pub fn finish(self) -> LoopOutcome {
         let changes = self
+            .st
             .knobs
             .iter()
             .filter_map(|(k, after)| {
-                let before = self.knobs_before.get(k).copied()?;
+                let before = self.st.knobs_before.get(k).copied()?;
                 (before != *after).then(|| KnobChange {
                     knob: k.clone(),
                     from: before,
                     to: *after,
-                    chord: self.last_chord_of_knob.get(k).cloned().unwrap_or_default(),
+                    chord: self
+                        .st
+                        .last_chord_of_knob
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_default(),
                 })
             })
             .collect();
         LoopOutcome {
-            windows: self.windows,
-            knobs_before: self.knobs_before,
-            knobs_after: self.knobs,
+            windows: self.st.windows,
+            knobs_before: self.st.knobs_before,
+            knobs_after: self.st.knobs,
             changes,
-            proposed: self.proposed,
-            proposed_total: self.proposed_total,
-            blocked: self.blocked,
-            blocked_total: self.blocked_total,
-            blocked_by_reason: self.blocked_by_reason,
-            policy_failures: self.failures,
-            policy_failures_total: self.failures_total,
-            timeline: self.timeline,
-            envelope_state: self.envelope,
+            proposed: self.st.proposed,
+            proposed_total: self.st.proposed_total,
+            blocked: self.st.blocked,
+            blocked_total: self.st.blocked_total,
+            blocked_by_reason: self.st.blocked_by_reason,
+            policy_failures: self.st.failures,
+            policy_failures_total: self.st.failures_total,
+            timeline: self.st.timeline,
+            envelope_state: self.st.envelope,
         }
     }
 }

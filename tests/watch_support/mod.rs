@@ -79,3 +79,16 @@ pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SIGTERM to a running watch; asserts it ends cleanly (flushes and exits 0).
+pub fn stop_with_sigterm(mut watch: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    let status = watch.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM ends the watch cleanly: {status:?}"
+    );
+}

@@ -34,10 +34,10 @@ fn without_credentials(url: &str) -> String {
 fn prom_config(args: &WatchArgs) -> anyhow::Result<PromConfig> {
     let now = chrono::Utc::now().timestamp_millis();
     let bad = |e: anyhow::Error| input_error("bad_flag", format!("{e:#}"));
-    let mut cfg = match &args.prom_config {
+    let mut cfg = match &args.prom.prom_config {
         Some(p) => PromConfig::load(p).map_err(bad)?,
         None => {
-            let Some(url) = &args.prom_url else {
+            let Some(url) = &args.prom.prom_url else {
                 return Err(input_error(
                     "bad_flag",
                     "--source prometheus needs --prom-url URL (or --prom-config FILE with a url)",
@@ -46,16 +46,16 @@ fn prom_config(args: &WatchArgs) -> anyhow::Result<PromConfig> {
             PromConfig::new(url, now)
         }
     };
-    if let Some(u) = &args.prom_url {
+    if let Some(u) = &args.prom.prom_url {
         cfg.url = u.clone();
     }
-    if let Some(t) = &args.prom_start {
+    if let Some(t) = &args.prom.prom_start {
         cfg.start_ms = parse_prom_time(t, now).map_err(bad)?;
     }
-    if let Some(t) = &args.prom_end {
+    if let Some(t) = &args.prom.prom_end {
         cfg.end_ms = Some(parse_prom_time(t, now).map_err(bad)?);
     }
-    if let Some(s) = &args.prom_step {
+    if let Some(s) = &args.prom.prom_step {
         cfg.step = parse_prom_duration(s).map_err(bad)?;
     }
     Ok(cfg)
