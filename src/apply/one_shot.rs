@@ -22,7 +22,7 @@ use crate::k8s::verify::{
     DEFAULT_CONCURRENCY, PlanFacts, Timings, VERIFY_REPORT, VerifyReport, VerifySettings,
 };
 use crate::k8s::{Cluster, ConnectError, ConnectOptions};
-use crate::plan::{Plan, Target};
+use crate::plan::Plan;
 
 /// What `--apply` needs besides the plan.
 #[derive(Debug, Clone)]
@@ -212,14 +212,7 @@ fn verify(
     let clock = Instant::now();
     let outcome = cluster.verify(plan, DEFAULT_CONCURRENCY);
     let finished = Utc::now();
-    let facts = PlanFacts {
-        path: plan_path.to_path_buf(),
-        format: "envelope".into(),
-        digest: plan.digest(),
-        namespace: plan.uniform(Target::namespace).map(str::to_string),
-        name: plan.uniform(Target::name).map(str::to_string),
-        kind: plan.uniform(|t| t.kind().as_str()).map(str::to_string),
-    };
+    let facts = PlanFacts::of(plan, plan_path, "envelope");
     let report = VerifyReport::new(
         outcome,
         cluster.identity().clone(),

@@ -20,7 +20,6 @@ use crate::k8s::verify::{
     DEFAULT_CONCURRENCY, ItemCheck, PlanFacts, Timings, VERIFY_REPORT, VerifyReport, VerifySettings,
 };
 use crate::k8s::{Cluster, ConnectError, ConnectOptions};
-use crate::plan::Target;
 
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
@@ -82,17 +81,8 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
                    "blocker": item.blocker, "resource_version": item.resource_version}),
         )?;
     }
-    let facts = PlanFacts {
-        path: args.plan.clone(),
-        format: serde_json::to_value(format)?
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
-        digest: plan.digest(),
-        namespace: plan.uniform(Target::namespace).map(str::to_string),
-        name: plan.uniform(Target::name).map(str::to_string),
-        kind: plan.uniform(|t| t.kind().as_str()).map(str::to_string),
-    };
+    let format = serde_json::to_value(format)?;
+    let facts = PlanFacts::of(&plan, &args.plan, format.as_str().unwrap_or_default());
     let report = VerifyReport::new(
         outcome,
         cluster.identity().clone(),

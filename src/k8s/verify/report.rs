@@ -133,3 +133,18 @@ pub struct PlanFacts {
     pub name: Option<String>,
     pub kind: Option<String>,
 }
+
+impl PlanFacts {
+    /// What a report says about `plan`, read from `path` in `format` (`envelope`, `list`, …).
+    pub fn of(plan: &crate::plan::Plan, path: &std::path::Path, format: &str) -> PlanFacts {
+        use crate::plan::Target;
+        PlanFacts {
+            path: path.to_path_buf(),
+            format: format.to_string(),
+            digest: plan.digest(),
+            namespace: plan.uniform(Target::namespace).map(str::to_string),
+            name: plan.uniform(Target::name).map(str::to_string),
+            kind: plan.uniform(|t| t.kind().as_str()).map(str::to_string),
+        }
+    }
+}
