@@ -13,6 +13,7 @@ pub mod live;
 mod order;
 mod parallel;
 mod record;
+mod record_fast;
 mod source;
 mod stats;
 mod timestamp;

@@ -86,7 +86,7 @@ impl<'a> RecordBuilder<'a> {
         fresh
     }
 
-    fn put_num(&mut self, field: Field, v: Result<Option<f64>, ValueError>) {
+    pub(super) fn put_num(&mut self, field: Field, v: Result<Option<f64>, ValueError>) {
         if !self.first(field) {
             return;
         }
@@ -130,7 +130,7 @@ impl<'a> RecordBuilder<'a> {
         *slot = Some(x);
     }
 
-    fn put_ts(&mut self, v: Result<Option<i64>, SkipReason>) {
+    pub(super) fn put_ts(&mut self, v: Result<Option<i64>, SkipReason>) {
         if !self.first(Field::Ts) {
             return;
         }
@@ -140,7 +140,7 @@ impl<'a> RecordBuilder<'a> {
         }
     }
 
-    fn put_workers(&mut self, v: Result<Option<Vec<f64>>, ValueError>) {
+    pub(super) fn put_workers(&mut self, v: Result<Option<Vec<f64>>, ValueError>) {
         if !self.first(Field::WorkerLatenciesMs) {
             return;
         }
@@ -151,7 +151,7 @@ impl<'a> RecordBuilder<'a> {
         }
     }
 
-    fn put_node(&mut self, v: Result<Option<NodeName<'a>>, ValueError>) {
+    pub(super) fn put_node(&mut self, v: Result<Option<NodeName<'a>>, ValueError>) {
         if !self.first(Field::Node) {
             return;
         }
@@ -204,6 +204,16 @@ impl<'a> RecordBuilder<'a> {
 
 /// Parses one JSON object into a builder. `Err` is the reason the line is unusable as a whole.
 pub fn parse_json_object(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
+    // Nearly every line is a flat object of plain values; the general parser below is the authority
+    // and the fast path only takes lines it reads the same way.
+    match super::record_fast::parse_flat_object(payload) {
+        Some(rec) => Ok(rec),
+        None => parse_json_object_general(payload),
+    }
+}
+
+/// The general parser: any JSON, every error classified.
+pub(super) fn parse_json_object_general(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     let rec = match (&mut de).deserialize_map(RecordVisitor) {
         Ok(r) => r,

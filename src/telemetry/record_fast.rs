@@ -1,0 +1,418 @@
+//! The fast path for the common telemetry line: one flat JSON object whose keys and strings are
+//! plain (no escapes) and whose values are numbers, strings, `null` or lists of numbers.
+//!
+//! It answers only for lines it reads exactly as the general serde parser in `record.rs` does, and
+//! gives up (`None`) on anything else: escapes, nested objects, booleans, negative or very long
+//! numbers, malformed JSON. The general parser then decides, so every error is still classified in
+//! one place. The values go through the same `RecordBuilder` setters, so aliases, first-wins and range
+//! checks cannot drift apart. Numbers are built the way serde_json builds them (an exact integer
+//! significand times or divided by an exact power of ten), so the floats are bit-identical; the tests
+//! compare both paths.
+
+use super::field::{Field, ValueError, parse_list_text, parse_number_text};
+use super::record::{NodeName, RecordBuilder};
+use super::stats::SkipReason;
+use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
+
+/// Powers of ten that are exact in an f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Largest significand an f64 holds exactly.
+const MAX_EXACT: u64 = 1 << 53;
+
+/// Lists longer than this go to the general parser (it caps its own preallocation).
+const MAX_LIST: usize = 256;
+
+enum Value<'a> {
+    /// A number and whether it was written as an integer (serde_json hands those over as integers).
+    Num(f64, bool),
+    Str(&'a str),
+    Null,
+    List(Vec<f64>),
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn bump(&mut self) -> Option<u8> {
+        let c = self.peek()?;
+        self.i += 1;
+        Some(c)
+    }
+
+    /// JSON whitespace only (not form feed or vertical tab, which serde_json rejects).
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Option<()> {
+        (self.bump()? == c).then_some(())
+    }
+
+    /// A string without escapes or control characters, valid UTF-8; the opening quote is next.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.i;
+        let len = memchr::memchr(b'"', &self.b[start..])?;
+        let raw = &self.b[start..start + len];
+        if raw.iter().any(|c| *c == b'\\' || *c < 0x20) {
+            return None;
+        }
+        self.i = start + len + 1;
+        std::str::from_utf8(raw).ok()
+    }
+
+    fn digits(&mut self) -> (u64, usize) {
+        let (mut v, mut n) = (0u64, 0usize);
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            // 19 digits always fit a u64; more go to the general parser.
+            v = v.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            n += 1;
+            self.i += 1;
+        }
+        (v, n)
+    }
+
+    /// A non-negative JSON number; `None` for anything the exact construction does not cover.
+    fn number(&mut self) -> Option<(f64, bool)> {
+        let first = self.peek()?;
+        let (int, int_digits) = self.digits();
+        if int_digits == 0 || (first == b'0' && int_digits > 1) || int_digits > 19 {
+            return None;
+        }
+        let (mut sig, mut digits, mut exp) = (int, int_digits, 0i32);
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            let start = self.i;
+            while let Some(c @ b'0'..=b'9') = self.peek() {
+                sig = sig.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                self.i += 1;
+            }
+            let frac = self.i - start;
+            if frac == 0 {
+                return None;
+            }
+            digits += frac;
+            exp -= frac as i32;
+            integer = false;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            let neg = match self.peek() {
+                Some(b'-') => {
+                    self.i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    self.i += 1;
+                    false
+                }
+                _ => false,
+            };
+            let (e, n) = self.digits();
+            if n == 0 || n > 3 {
+                return None;
+            }
+            exp += if neg { -(e as i32) } else { e as i32 };
+            integer = false;
+        }
+        if integer {
+            return Some((sig as f64, true));
+        }
+        if digits > 19 || sig > MAX_EXACT {
+            return None;
+        }
+        let pow = *POW10.get(exp.unsigned_abs() as usize)?;
+        let f = sig as f64;
+        Some((if exp >= 0 { f * pow } else { f / pow }, false))
+    }
+
+    fn list(&mut self) -> Option<Vec<f64>> {
+        self.expect(b'[')?;
+        let mut out = Vec::with_capacity(8);
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Some(out);
+        }
+        loop {
+            self.ws();
+            out.push(self.number()?.0);
+            if out.len() > MAX_LIST {
+                return None;
+            }
+            self.ws();
+            match self.bump()? {
+                b',' => {}
+                b']' => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+
+    fn value(&mut self) -> Option<Value<'a>> {
+        match self.peek()? {
+            b'"' => self.string().map(Value::Str),
+            b'[' => self.list().map(Value::List),
+            b'n' => {
+                let rest = self.b.get(self.i..self.i + 4)?;
+                self.i += 4;
+                (rest == b"null").then_some(Value::Null)
+            }
+            b'0'..=b'9' => self.number().map(|(v, int)| Value::Num(v, int)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `payload` (already trimmed, starting with `{`) when it has the common flat shape.
+pub(super) fn parse_flat_object(payload: &[u8]) -> Option<RecordBuilder<'_>> {
+    let mut c = Cursor { b: payload, i: 0 };
+    let mut rec = RecordBuilder::default();
+    c.expect(b'{')?;
+    c.ws();
+    if c.peek() == Some(b'}') {
+        c.i += 1;
+    } else {
+        loop {
+            c.ws();
+            let key = c.string()?;
+            c.ws();
+            c.expect(b':')?;
+            c.ws();
+            let value = c.value()?;
+            if let Some(field) = Field::from_name(key) {
+                put(&mut rec, field, value)?;
+            }
+            c.ws();
+            match c.bump()? {
+                b',' => {}
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    c.ws();
+    (c.i == payload.len()).then_some(rec)
+}
+
+/// What the general parser's value visitors do for each field and value kind. `None` leaves the
+/// rare combinations (a numeric node name) to the general parser.
+fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Option<()> {
+    match field {
+        Field::Ts => rec.put_ts(match value {
+            Value::Num(v, _) => epoch_number_to_ms(v)
+                .map(Some)
+                .ok_or(SkipReason::BadTimestamp),
+            Value::Str(s) => parse_timestamp_ms(s)
+                .map(Some)
+                .ok_or(SkipReason::BadTimestamp),
+            Value::Null => Ok(None),
+            Value::List(_) => Err(SkipReason::BadTimestamp),
+        }),
+        Field::WorkerLatenciesMs => rec.put_workers(match value {
+            Value::List(l) => Ok(Some(l)),
+            Value::Str(s) => parse_list_text(s).map(Some),
+            Value::Null => Ok(None),
+            Value::Num(..) => Err(ValueError::WrongType),
+        }),
+        Field::Node => rec.put_node(match value {
+            Value::Str(s) => Ok(Some(NodeName::Borrowed(s))),
+            Value::Null => Ok(None),
+            Value::Num(_, false) | Value::List(_) => Err(ValueError::WrongType),
+            Value::Num(_, true) => return None,
+        }),
+        _ => rec.put_num(
+            field,
+            match value {
+                Value::Num(v, _) => Ok(Some(v)),
+                Value::Str(s) if s.trim().is_empty() => Ok(None),
+                Value::Str(s) => parse_number_text(s).map(Some),
+                Value::Null => Ok(None),
+                Value::List(_) => Err(ValueError::WrongType),
+            },
+        ),
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::telemetry::record::{Sample, parse_json_object_general};
+
+    fn finish(b: Result<RecordBuilder<'_>, SkipReason>) -> Result<Sample, SkipReason> {
+        b.and_then(|b| b.finish(&mut |n| Arc::from(n)))
+    }
+
+    /// Whenever the fast path answers, it answers like the general parser, to the bit.
+    fn same(line: &[u8]) -> bool {
+        let Some(fast) = parse_flat_object(line) else {
+            return false;
+        };
+        let fast = finish(Ok(fast));
+        let general = finish(parse_json_object_general(line));
+        match (&fast, &general) {
+            (Ok(a), Ok(b)) => {
+                let bits = |s: &Sample| {
+                    [
+                        Some(s.step_time_ms),
+                        s.loss,
+                        s.data_wait_ms,
+                        s.gpu_util_pct,
+                        s.gpu_mem_util_pct,
+                        s.comm_ms,
+                    ]
+                    .map(|x| x.map(f64::to_bits))
+                };
+                assert_eq!(a, b, "{}", String::from_utf8_lossy(line));
+                assert_eq!(bits(a), bits(b), "{}", String::from_utf8_lossy(line));
+                let wa: Vec<u64> = a.worker_latencies_ms.iter().map(|x| x.to_bits()).collect();
+                let wb: Vec<u64> = b.worker_latencies_ms.iter().map(|x| x.to_bits()).collect();
+                assert_eq!(wa, wb);
+            }
+            _ => assert_eq!(fast, general, "{}", String::from_utf8_lossy(line)),
+        }
+        true
+    }
+
+    #[test]
+    fn takes_the_common_lines_and_reads_them_like_serde() {
+        for line in [
+            r#"{"ts": "2026-01-01T00:00:00.028319Z", "step": 1, "step_time_ms": 28.319, "data_wait_ms": 0.368, "loss": 9.28906, "worker_latencies_ms": [7.525, 7.775, 7.723, 8.236], "gpu_util_pct": 85.9, "node": "gpu-node-0"}"#,
+            r#"{"ts": 1795347992159, "step": 1, "step_time_ms": 572.678, "throughput": 21457.1, "worker_latencies_ms": [8.097, 0.0, 0.0, 0.0], "seq_len": 512, "node": "gpu-node-0", "gpu_model": "H100", "gpu_util_pct": 14.0}"#,
+            r#"{}"#,
+            r#"{ "step_time_ms" : 1e2 , "loss":null,"rank":3,"worker_latencies_ms":[]}"#,
+            r#"{"step_time_ms":1,"step":1.5}"#,
+            r#"{"step_time_ms":"12.5ms","gpu_util":"95%","step":"7"}"#,
+            r#"{"step_time_ms":1,"gpu_util_pct":250}"#,
+            r#"{"step_time_ms":1,"ts":"garbage"}"#,
+            r#"{"step_time_ms":1,"ts":1.5e9,"timestamp":"x"}"#,
+            r#"{"step_time_ms":10,"latency_ms":99}"#,
+            r#"{"step_time_ms":1,"node":"  "}"#,
+            r#"{"step_time_ms":1,"node":"nœud-1"}"#,
+            r#"{"step_time_ms":1,"worker_latencies_ms":"1;2"}"#,
+            r#"{"step_time_ms":1,"worker_latencies_ms":5}"#,
+            r#"{"step_time_ms":[1]}"#,
+            r#"{"ts":1,"step":1}"#,
+            r#"{"step_time_ms":1844674407370955161,"step":9999999999999999999}"#,
+            r#"{"step_time_ms":9007199254740.992e-5,"loss":0.000001}"#,
+        ] {
+            assert!(same(line.as_bytes()), "{line}");
+        }
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_general_parser() {
+        for line in [
+            r#"{"step_time_ms":1,"extra":{"a":1}}"#,
+            r#"{"step_time_ms":1,"ok":true}"#,
+            r#"{"step_time_ms":-1}"#,
+            r#"{"step_time_ms":01}"#,
+            r#"{"step_time_ms":1.}"#,
+            r#"{"step_time_ms":1e}"#,
+            r#"{"step_time_ms":1e400}"#,
+            r#"{"step_time_ms":NaN}"#,
+            r#"{"node":"a\"b","step_time_ms":1}"#,
+            r#"{"node":1,"step_time_ms":1}"#,
+            r#"{"step_time_ms":1,"worker_latencies_ms":[1,"x"]}"#,
+            r#"{"step_time_ms":1"#,
+            r#"{"step_time_ms":1} trailing"#,
+            r#"{"step_time_ms":1,}"#,
+            r#"{"step_time_ms":1 "loss":2}"#,
+            "{\"step_time_ms\":1,\"node\":\"a\tb\"}",
+            "{\"step_time_ms\":1}\x0c",
+            r#"{"step_time_ms":12345678901234567890.5}"#,
+            r#"{"step_time_ms":nul}"#,
+            r#"{"step_time_ms":-0.0}"#,
+            r#"{"step_time_ms":18446744073709551615}"#,
+            r#"{"step_time_ms":0.30000000000000004}"#,
+        ] {
+            assert!(parse_flat_object(line.as_bytes()).is_none(), "{line}");
+        }
+    }
+
+    #[test]
+    fn numbers_are_bit_identical_to_serde_json() {
+        // A fixed xorshift sequence: significands and exponents across the exact range and beyond.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut taken = 0;
+        for _ in 0..200_000 {
+            let r = next();
+            let digits = 1 + (r % 19) as usize;
+            let sig = next() % 10u64.pow(digits as u32);
+            let frac = (next() % (digits as u64 + 3)) as usize;
+            let mut text = sig.to_string();
+            if frac > 0 {
+                while text.len() <= frac {
+                    text.insert(0, '0');
+                }
+                text.insert(text.len() - frac, '.');
+            }
+            if r % 7 == 0 {
+                text.push_str(&format!("e{}", (next() % 50) as i64 - 25));
+            }
+            let line = format!("{{\"step_time_ms\":{text},\"loss\":{text}}}");
+            if same(line.as_bytes()) {
+                taken += 1;
+            }
+        }
+        // Most of them are in the exact range: the fast path is not vacuous.
+        assert!(taken > 100_000, "{taken}");
+    }
+
+    #[test]
+    fn mutated_lines_never_disagree() {
+        let base = br#"{"ts": "2026-01-01T00:00:00.028319Z", "step": 12, "step_time_ms": 28.319, "data_wait_ms": 0.368, "loss": 9.28906, "worker_latencies_ms": [7.525, 7.775], "gpu_util_pct": 85.9, "node": "gpu-node-0", "rank": 2, "seq_len": 512}"#;
+        let alphabet = b"{}[]\",:. 0123456789eE-+nul\\xa\t";
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (mut taken, mut refused) = (0, 0);
+        for _ in 0..100_000 {
+            let mut line = base.to_vec();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % line.len();
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => line[at] = c,
+                    1 => line.insert(at, c),
+                    _ => {
+                        line.remove(at);
+                    }
+                }
+            }
+            if same(&line) {
+                taken += 1;
+            } else {
+                refused += 1;
+            }
+        }
+        assert!(taken > 1000 && refused > 1000, "{taken} {refused}");
+    }
+}
