@@ -128,7 +128,7 @@ mod tests {
             .finish(&mut |n| Arc::from(n))
             .unwrap();
         assert_eq!(s.step, Some(3));
-        assert_eq!(s.worker_latencies_ms, vec![1.0, 2.0]);
+        assert_eq!(s.worker_latencies_ms.as_slice(), [1.0, 2.0]);
         assert_eq!(s.node.as_deref(), Some("gpu-0"));
         assert_eq!(c.row(b"1,2").unwrap_err(), SkipReason::CsvRowShape);
         let e = c

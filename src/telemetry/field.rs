@@ -1,6 +1,8 @@
 //! The telemetry record's field names and their aliases, and tolerant value parsers shared by the JSON
 //! and CSV readers. A field name maps to at most one [`Field`]; unknown names are ignored.
 
+use super::record::WorkerLatencies;
+
 /// A recognised telemetry field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Field {
@@ -20,21 +22,28 @@ pub enum Field {
 impl Field {
     /// Maps a field name (canonical or alias) to its field. Documented in docs/telemetry.md.
     pub fn from_name(name: &str) -> Option<Field> {
+        Self::from_name_bytes(name.as_bytes())
+    }
+
+    /// [`Field::from_name`] on the raw bytes of a JSON key.
+    pub fn from_name_bytes(name: &[u8]) -> Option<Field> {
         Some(match name {
-            "ts" | "timestamp" | "time" | "t" | "@timestamp" => Field::Ts,
-            "step" | "iteration" | "iter" | "global_step" => Field::Step,
-            "step_time_ms" | "step_time" | "latency_ms" | "step_ms" | "iter_time_ms"
-            | "iteration_time_ms" => Field::StepTimeMs,
-            "loss" | "train_loss" => Field::Loss,
-            "data_wait_ms" | "dataloader_wait_ms" | "data_time_ms" | "input_wait_ms" => {
+            b"ts" | b"timestamp" | b"time" | b"t" | b"@timestamp" => Field::Ts,
+            b"step" | b"iteration" | b"iter" | b"global_step" => Field::Step,
+            b"step_time_ms" | b"step_time" | b"latency_ms" | b"step_ms" | b"iter_time_ms"
+            | b"iteration_time_ms" => Field::StepTimeMs,
+            b"loss" | b"train_loss" => Field::Loss,
+            b"data_wait_ms" | b"dataloader_wait_ms" | b"data_time_ms" | b"input_wait_ms" => {
                 Field::DataWaitMs
             }
-            "worker_latencies_ms" | "worker_latency_ms" | "workers_ms" => Field::WorkerLatenciesMs,
-            "gpu_util_pct" | "gpu_util" | "gpu_usage_pct" | "gpu_usage" => Field::GpuUtilPct,
-            "gpu_mem_util_pct" | "gpu_mem_util" | "gpu_mem_pct" => Field::GpuMemUtilPct,
-            "comm_ms" | "allreduce_ms" | "nccl_ms" | "comm_time_ms" => Field::CommMs,
-            "node" | "node_name" | "hostname" | "host" => Field::Node,
-            "rank" | "global_rank" | "worker_rank" => Field::Rank,
+            b"worker_latencies_ms" | b"worker_latency_ms" | b"workers_ms" => {
+                Field::WorkerLatenciesMs
+            }
+            b"gpu_util_pct" | b"gpu_util" | b"gpu_usage_pct" | b"gpu_usage" => Field::GpuUtilPct,
+            b"gpu_mem_util_pct" | b"gpu_mem_util" | b"gpu_mem_pct" => Field::GpuMemUtilPct,
+            b"comm_ms" | b"allreduce_ms" | b"nccl_ms" | b"comm_time_ms" => Field::CommMs,
+            b"node" | b"node_name" | b"hostname" | b"host" => Field::Node,
+            b"rank" | b"global_rank" | b"worker_rank" => Field::Rank,
             _ => return None,
         })
     }
@@ -68,7 +77,7 @@ pub fn parse_number_text(s: &str) -> Result<f64, ValueError> {
 }
 
 /// Parses a worker latency list written as text (CSV): `[1.5, 2]`, `1.5;2` or `1.5 2`.
-pub fn parse_list_text(s: &str) -> Result<Vec<f64>, ValueError> {
+pub fn parse_list_text(s: &str) -> Result<WorkerLatencies, ValueError> {
     let t = s.trim();
     let t = t
         .strip_prefix('[')
@@ -99,9 +108,9 @@ mod tests {
         assert_eq!(parse_number_text("NaN"), Err(ValueError::NonFinite));
         assert_eq!(parse_number_text("inf"), Err(ValueError::NonFinite));
         assert_eq!(parse_number_text("fast"), Err(ValueError::WrongType));
-        assert_eq!(parse_list_text("[1, 2.5]"), Ok(vec![1.0, 2.5]));
-        assert_eq!(parse_list_text("1;2"), Ok(vec![1.0, 2.0]));
-        assert_eq!(parse_list_text("[]"), Ok(vec![]));
+        assert_eq!(parse_list_text("[1, 2.5]").unwrap().as_slice(), [1.0, 2.5]);
+        assert_eq!(parse_list_text("1;2").unwrap().as_slice(), [1.0, 2.0]);
+        assert!(parse_list_text("[]").unwrap().is_empty());
         assert_eq!(parse_list_text("[1,x]"), Err(ValueError::WrongType));
     }
 }

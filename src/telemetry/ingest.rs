@@ -73,6 +73,8 @@ pub struct IngestSnapshot {
 }
 
 /// What one physical line turned out to be.
+// Nearly every line is a record: boxing it would allocate per line to shrink the rare variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum LineOutcome {
     Blank,

@@ -4,7 +4,7 @@
 //! bounded: at most `MAX_IN_FLIGHT` chunks are read ahead.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -14,19 +14,30 @@ use super::record::Sample;
 use super::source::Format;
 use super::stats::IngestStats;
 
+/// A chunk is cut at the last newline once this much has been read.
 const CHUNK_BYTES: usize = 1 << 20;
+/// Room for one more read past `CHUNK_BYTES`, so a line of exactly `MAX_LINE_BYTES` still fits.
+const BUF_BYTES: usize = CHUNK_BYTES + (64 << 10);
 const MAX_IN_FLIGHT: usize = 8;
+const _: () = assert!(MAX_LINE_BYTES <= CHUNK_BYTES);
 
 enum Piece {
-    /// Whole lines, each ending in `\n` except perhaps the last one of the input.
-    Lines(Vec<u8>),
+    /// `len` bytes of whole lines at the start of the buffer, each ending in `\n` except perhaps the
+    /// last one of the input.
+    Lines(Vec<u8>, usize),
     /// A line longer than the limit, discarded while reading; its length.
     TooLong(u64),
 }
 
 type Parsed = Vec<(usize, LineOutcome)>;
 
+/// A chunk to parse: its number, the buffer and its length, and an empty vector for the outcomes.
+type Job = (u64, Vec<u8>, usize, Parsed);
+
 /// Reads everything through `ingest`, parsing on `threads` worker threads when that can help.
+///
+/// Chunk buffers and outcome vectors travel in a circle (reader → worker → applier → reader), so after
+/// the first few chunks nothing is allocated per chunk and no fresh page is faulted in.
 pub fn read_all_parallel(
     ingest: &mut Ingest,
     reader: &mut dyn BufRead,
@@ -42,9 +53,9 @@ pub fn read_all_parallel(
     std::thread::scope(|scope| -> io::Result<()> {
         // Created inside the scope so that returning (normally or early) closes the job channel
         // before the scope joins the workers.
-        let (job_tx, job_rx) = mpsc::channel::<(u64, Vec<u8>)>();
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Arc::new(Mutex::new(job_rx));
-        let (res_tx, res_rx) = mpsc::channel::<(u64, Parsed)>();
+        let (res_tx, res_rx) = mpsc::channel::<(u64, Parsed, Vec<u8>)>();
         for _ in 0..threads {
             let job_rx = job_rx.clone();
             let res_tx = res_tx.clone();
@@ -52,20 +63,11 @@ pub fn read_all_parallel(
                 let mut parser = LineParser::new(format);
                 loop {
                     let job = job_rx.lock().map(|rx| rx.recv());
-                    let Ok(Ok((id, chunk))) = job else { break };
-                    // Sized up front: growing a ~1 MB vector by doubling copies it several times.
-                    let mut parsed: Parsed =
-                        Vec::with_capacity(memchr::memchr_iter(b'\n', &chunk).count() + 1);
-                    parsed.extend(chunk.split_inclusive(|c| *c == b'\n').map(|line| {
-                        // Same limit as the sequential reader: newline included.
-                        let outcome = if line.len() > MAX_LINE_BYTES {
-                            LineOutcome::Skip(super::stats::SkipReason::LineTooLong)
-                        } else {
-                            parser.parse(line)
-                        };
-                        (line.len(), outcome)
-                    }));
-                    if res_tx.send((id, parsed)).is_err() {
+                    let Ok(Ok((id, chunk, len, mut parsed))) = job else {
+                        break;
+                    };
+                    parse_lines(&mut parser, &chunk[..len], &mut parsed);
+                    if res_tx.send((id, parsed, chunk)).is_err() {
                         break;
                     }
                 }
@@ -74,6 +76,8 @@ pub fn read_all_parallel(
         drop(res_tx);
 
         let mut chunker = Chunker::default();
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut outcome_vecs: Vec<Parsed> = Vec::new();
         let mut next_id = 0u64; // next piece to read
         let mut next_apply = 0u64; // next piece to apply
         let mut ready: BTreeMap<u64, Parsed> = BTreeMap::new();
@@ -83,14 +87,17 @@ pub fn read_all_parallel(
         let result = loop {
             // Read ahead while there is room.
             while !eof && next_id - next_apply < MAX_IN_FLIGHT as u64 {
-                match chunker.next(reader) {
+                let buf = buffers.pop().unwrap_or_else(|| vec![0; BUF_BYTES]);
+                match chunker.next(reader, buf) {
                     Err(e) => return Err(e),
-                    Ok(None) => eof = true,
-                    Ok(Some(Piece::Lines(buf))) => {
-                        job_tx.send((next_id, buf)).ok();
+                    Ok((None, _)) => eof = true,
+                    Ok((Some(Piece::Lines(buf, len)), _)) => {
+                        let parsed = outcome_vecs.pop().unwrap_or_default();
+                        job_tx.send((next_id, buf, len, parsed)).ok();
                         next_id += 1;
                     }
-                    Ok(Some(Piece::TooLong(n))) => {
+                    Ok((Some(Piece::TooLong(n)), buf)) => {
+                        buffers.extend(buf);
                         inline.insert(next_id, n);
                         next_id += 1;
                     }
@@ -100,10 +107,11 @@ pub fn read_all_parallel(
             loop {
                 if let Some(n) = inline.remove(&next_apply) {
                     ingest.push_too_long(n);
-                } else if let Some(parsed) = ready.remove(&next_apply) {
-                    for (len, outcome) in parsed {
+                } else if let Some(mut parsed) = ready.remove(&next_apply) {
+                    for (len, outcome) in parsed.drain(..) {
                         ingest.apply(len, outcome, out);
                     }
+                    outcome_vecs.push(parsed);
                 } else {
                     break;
                 }
@@ -117,8 +125,9 @@ pub fn read_all_parallel(
                 break Ok(());
             }
             match res_rx.recv() {
-                Ok((id, parsed)) => {
+                Ok((id, parsed, buf)) => {
                     ready.insert(id, parsed);
+                    buffers.push(buf);
                 }
                 Err(_) => break Err(io::Error::other("telemetry parser thread stopped")),
             }
@@ -128,9 +137,32 @@ pub fn read_all_parallel(
     })
 }
 
-/// Cuts a byte stream into chunks of whole lines, never holding a line over the limit.
+/// Parses the lines of one chunk into `parsed` (empty, reused).
+fn parse_lines(parser: &mut LineParser, chunk: &[u8], parsed: &mut Parsed) {
+    let mut one = |line: &[u8]| {
+        // Same limit as the sequential reader: newline included.
+        let outcome = if line.len() > MAX_LINE_BYTES {
+            LineOutcome::Skip(super::stats::SkipReason::LineTooLong)
+        } else {
+            parser.parse(line)
+        };
+        parsed.push((line.len(), outcome));
+    };
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', chunk) {
+        one(&chunk[start..=end]);
+        start = end + 1;
+    }
+    if start < chunk.len() {
+        one(&chunk[start..]);
+    }
+}
+
+/// Cuts a byte stream into chunks of whole lines, never holding a line over the limit. Reads straight
+/// into the chunk's buffer (a `BufReader` hands reads this large through without copying).
 #[derive(Default)]
 struct Chunker {
+    /// The start of a line that did not fit the previous chunk.
     carry: Vec<u8>,
     /// Bytes of an over-long line being discarded.
     discarding: Option<u64>,
@@ -138,60 +170,69 @@ struct Chunker {
 }
 
 impl Chunker {
-    fn next(&mut self, r: &mut dyn BufRead) -> io::Result<Option<Piece>> {
+    /// The next piece, and the buffer back when the piece did not take it. `buf` is `BUF_BYTES` long;
+    /// its contents do not matter.
+    fn next(
+        &mut self,
+        r: &mut dyn Read,
+        mut buf: Vec<u8>,
+    ) -> io::Result<(Option<Piece>, Option<Vec<u8>>)> {
         if self.done {
-            return Ok(None);
+            return Ok((None, Some(buf)));
         }
-        let mut buf = Vec::with_capacity(CHUNK_BYTES + 64 * 1024);
-        buf.append(&mut self.carry);
+        let mut filled = self.carry.len();
+        buf[..filled].copy_from_slice(&self.carry);
+        self.carry.clear();
         loop {
-            let avail = match r.fill_buf() {
-                Ok(a) => a,
+            let n = match r.read(&mut buf[filled..]) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            if avail.is_empty() {
+            if n == 0 {
                 self.done = true;
-                if let Some(n) = self.discarding.take() {
-                    return Ok(Some(Piece::TooLong(n)));
+                if let Some(total) = self.discarding.take() {
+                    return Ok((Some(Piece::TooLong(total)), Some(buf)));
                 }
-                return Ok((!buf.is_empty()).then_some(Piece::Lines(buf)));
+                if filled == 0 {
+                    return Ok((None, Some(buf)));
+                }
+                return Ok((Some(Piece::Lines(buf, filled)), None));
             }
-            if let Some(n) = self.discarding.as_mut() {
-                match memchr::memchr(b'\n', avail) {
+            if let Some(total) = self.discarding.as_mut() {
+                match memchr::memchr(b'\n', &buf[..n]) {
                     Some(i) => {
-                        *n += (i + 1) as u64;
-                        r.consume(i + 1);
+                        *total += (i + 1) as u64;
+                        // What follows the end of the long line starts the next piece.
+                        self.carry.extend_from_slice(&buf[i + 1..n]);
                         let total = self.discarding.take().unwrap_or(0);
-                        return Ok(Some(Piece::TooLong(total)));
+                        return Ok((Some(Piece::TooLong(total)), Some(buf)));
                     }
                     None => {
-                        *n += avail.len() as u64;
-                        let len = avail.len();
-                        r.consume(len);
+                        *total += n as u64;
                         continue;
                     }
                 }
             }
-            let len = avail.len();
-            buf.extend_from_slice(avail);
-            r.consume(len);
-            if buf.len() >= CHUNK_BYTES {
-                match memchr::memrchr(b'\n', &buf) {
-                    Some(i) => {
-                        self.carry = buf.split_off(i + 1);
-                        if self.carry.len() > MAX_LINE_BYTES {
-                            self.discarding = Some(self.carry.len() as u64);
-                            self.carry.clear();
-                        }
-                        return Ok(Some(Piece::Lines(buf)));
+            filled += n;
+            if filled < CHUNK_BYTES {
+                continue;
+            }
+            match memchr::memrchr(b'\n', &buf[..filled]) {
+                Some(i) => {
+                    let tail = &buf[i + 1..filled];
+                    if tail.len() > MAX_LINE_BYTES {
+                        self.discarding = Some(tail.len() as u64);
+                    } else {
+                        self.carry.extend_from_slice(tail);
                     }
-                    None if buf.len() > MAX_LINE_BYTES => {
-                        self.discarding = Some(buf.len() as u64);
-                        buf.clear();
-                    }
-                    None => {}
+                    return Ok((Some(Piece::Lines(buf, i + 1)), None));
                 }
+                None if filled > MAX_LINE_BYTES => {
+                    self.discarding = Some(filled as u64);
+                    filled = 0;
+                }
+                None => {}
             }
         }
     }
@@ -245,5 +286,42 @@ mod tests {
             par_stats.skipped(crate::telemetry::SkipReason::LineTooLong),
             3
         );
+    }
+
+    /// Long lines at every awkward place: exactly at the limit, one over, across chunk boundaries,
+    /// several in a row, and last in the input without a newline.
+    #[test]
+    fn long_lines_at_chunk_boundaries_agree_with_the_sequential_reader() {
+        let record = |i: u64| format!("{{\"step\":{i},\"step_time_ms\":{}.25}}\n", 10 + i % 7);
+        let filler = |n: usize| {
+            let mut l = vec![b'x'; n - 1];
+            l.push(b'\n');
+            l
+        };
+        let mut cases: Vec<Vec<u8>> = Vec::new();
+        for long in [MAX_LINE_BYTES, MAX_LINE_BYTES + 1, 3 * MAX_LINE_BYTES + 17] {
+            for before in [0usize, 1, 5_000, 40_000] {
+                let mut text = Vec::new();
+                for i in 0..before as u64 {
+                    text.extend_from_slice(record(i).as_bytes());
+                }
+                text.extend(filler(long));
+                text.extend(filler(long));
+                for i in 0..3_000 {
+                    text.extend_from_slice(record(before as u64 + i).as_bytes());
+                }
+                cases.push(text.clone());
+                // The same long line last, without its newline.
+                text.extend(std::iter::repeat_n(b'y', long));
+                cases.push(text);
+            }
+        }
+        for text in cases {
+            let (seq, seq_stats) = run(&text, 1);
+            let (par, par_stats) = run(&text, 2);
+            assert_eq!(seq, par);
+            assert_eq!(seq_stats, par_stats);
+            assert!(par_stats.records_parsed >= 3_000);
+        }
     }
 }

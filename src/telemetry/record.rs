@@ -13,6 +13,10 @@ use super::field::{Field, ValueError, parse_list_text, parse_number_text};
 use super::stats::SkipReason;
 use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
 
+/// Per-worker latencies, inline for up to eight workers: a pointer per record to a list allocated on
+/// a parser thread cost a cache miss per record where windows read it (and a cross-thread free).
+pub type WorkerLatencies = smallvec::SmallVec<[f64; 8]>;
+
 /// One validated telemetry record. `step_time_ms` is the only required measurement.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
@@ -21,7 +25,7 @@ pub struct Sample {
     pub step_time_ms: f64,
     pub loss: Option<f64>,
     pub data_wait_ms: Option<f64>,
-    pub worker_latencies_ms: Vec<f64>,
+    pub worker_latencies_ms: WorkerLatencies,
     pub gpu_util_pct: Option<f64>,
     pub gpu_mem_util_pct: Option<f64>,
     pub comm_ms: Option<f64>,
@@ -37,7 +41,7 @@ pub struct RecordBuilder<'a> {
     step_time_ms: Option<f64>,
     loss: Option<f64>,
     data_wait_ms: Option<f64>,
-    workers: Option<Vec<f64>>,
+    workers: Option<WorkerLatencies>,
     gpu_util_pct: Option<f64>,
     gpu_mem_util_pct: Option<f64>,
     comm_ms: Option<f64>,
@@ -140,7 +144,7 @@ impl<'a> RecordBuilder<'a> {
         }
     }
 
-    pub(super) fn put_workers(&mut self, v: Result<Option<Vec<f64>>, ValueError>) {
+    pub(super) fn put_workers(&mut self, v: Result<Option<WorkerLatencies>, ValueError>) {
         if !self.first(Field::WorkerLatenciesMs) {
             return;
         }
@@ -394,19 +398,19 @@ impl<'de> Visitor<'de> for TsSeed {
 struct ListSeed;
 
 impl<'de> DeserializeSeed<'de> for ListSeed {
-    type Value = Result<Option<Vec<f64>>, ValueError>;
+    type Value = Result<Option<WorkerLatencies>, ValueError>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for ListSeed {
-    type Value = Result<Option<Vec<f64>>, ValueError>;
+    type Value = Result<Option<WorkerLatencies>, ValueError>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a list of numbers")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(8).min(256));
+        let mut out = WorkerLatencies::new();
         let mut problem = None;
         while let Some(v) = seq.next_element_seed(NumSeed)? {
             match v {
@@ -496,7 +500,7 @@ mod tests {
         assert_eq!(s.step, Some(7));
         assert_eq!(s.step_time_ms, 30.5);
         assert_eq!(s.loss, None);
-        assert_eq!(s.worker_latencies_ms, vec![1.0, 2.0]);
+        assert_eq!(s.worker_latencies_ms.as_slice(), [1.0, 2.0]);
         assert_eq!(s.gpu_util_pct, Some(95.0));
         assert_eq!(s.node.as_deref(), Some("n1"));
         assert_eq!(s.rank, Some(3));

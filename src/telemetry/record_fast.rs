@@ -10,9 +10,9 @@
 //! compare both paths.
 
 use super::field::{Field, ValueError, parse_list_text, parse_number_text};
-use super::record::{NodeName, RecordBuilder};
+use super::record::{NodeName, RecordBuilder, WorkerLatencies};
 use super::stats::SkipReason;
-use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
+use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms, utc_rfc3339_ms};
 
 /// Powers of ten that are exact in an f64.
 const POW10: [f64; 23] = [
@@ -29,9 +29,27 @@ const MAX_LIST: usize = 256;
 enum Value<'a> {
     /// A number and whether it was written as an integer (serde_json hands those over as integers).
     Num(f64, bool),
-    Str(&'a str),
+    Str(Text<'a>),
     Null,
-    List(Vec<f64>),
+    List(WorkerLatencies),
+}
+
+/// A string's bytes between the quotes: no escapes, no control characters.
+#[derive(Clone, Copy)]
+struct Text<'a> {
+    bytes: &'a [u8],
+    ascii: bool,
+}
+
+impl<'a> Text<'a> {
+    /// `None` when it is not UTF-8 (serde_json rejects the line).
+    fn str(self) -> Option<&'a str> {
+        std::str::from_utf8(self.bytes).ok()
+    }
+
+    fn is_utf8(self) -> bool {
+        self.ascii || self.str().is_some()
+    }
 }
 
 struct Cursor<'a> {
@@ -61,17 +79,25 @@ impl<'a> Cursor<'a> {
         (self.bump()? == c).then_some(())
     }
 
-    /// A string without escapes or control characters, valid UTF-8; the opening quote is next.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string without escapes or control characters; the opening quote is next. One pass: these
+    /// strings are short, and most are keys.
+    fn string(&mut self) -> Option<Text<'a>> {
         self.expect(b'"')?;
         let start = self.i;
-        let len = memchr::memchr(b'"', &self.b[start..])?;
-        let raw = &self.b[start..start + len];
-        if raw.iter().any(|c| *c == b'\\' || *c < 0x20) {
-            return None;
+        let mut high = 0u8;
+        loop {
+            let c = *self.b.get(self.i)?;
+            self.i += 1;
+            match c {
+                b'"' => break,
+                b'\\' | 0..0x20 => return None,
+                _ => high |= c,
+            }
         }
-        self.i = start + len + 1;
-        std::str::from_utf8(raw).ok()
+        Some(Text {
+            bytes: &self.b[start..self.i - 1],
+            ascii: high < 0x80,
+        })
     }
 
     fn digits(&mut self) -> (u64, usize) {
@@ -140,9 +166,9 @@ impl<'a> Cursor<'a> {
         Some((if exp >= 0 { f * pow } else { f / pow }, false))
     }
 
-    fn list(&mut self) -> Option<Vec<f64>> {
+    fn list(&mut self) -> Option<WorkerLatencies> {
         self.expect(b'[')?;
-        let mut out = Vec::with_capacity(8);
+        let mut out = WorkerLatencies::new();
         self.ws();
         if self.peek() == Some(b']') {
             self.i += 1;
@@ -194,8 +220,11 @@ pub(super) fn parse_flat_object(payload: &[u8]) -> Option<RecordBuilder<'_>> {
             c.expect(b':')?;
             c.ws();
             let value = c.value()?;
-            if let Some(field) = Field::from_name(key) {
-                put(&mut rec, field, value)?;
+            match Field::from_name_bytes(key.bytes) {
+                _ if !key.is_utf8() => return None,
+                Some(field) => put(&mut rec, field, value)?,
+                None if matches!(value, Value::Str(t) if !t.is_utf8()) => return None,
+                None => {}
             }
             c.ws();
             match c.bump()? {
@@ -217,7 +246,9 @@ fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Optio
             Value::Num(v, _) => epoch_number_to_ms(v)
                 .map(Some)
                 .ok_or(SkipReason::BadTimestamp),
-            Value::Str(s) => parse_timestamp_ms(s)
+            Value::Str(t) if !t.is_utf8() => return None,
+            Value::Str(t) => utc_rfc3339_ms(t.bytes)
+                .or_else(|| parse_timestamp_ms(t.str()?))
                 .map(Some)
                 .ok_or(SkipReason::BadTimestamp),
             Value::Null => Ok(None),
@@ -225,12 +256,12 @@ fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Optio
         }),
         Field::WorkerLatenciesMs => rec.put_workers(match value {
             Value::List(l) => Ok(Some(l)),
-            Value::Str(s) => parse_list_text(s).map(Some),
+            Value::Str(t) => parse_list_text(t.str()?).map(Some),
             Value::Null => Ok(None),
             Value::Num(..) => Err(ValueError::WrongType),
         }),
         Field::Node => rec.put_node(match value {
-            Value::Str(s) => Ok(Some(NodeName::Borrowed(s))),
+            Value::Str(t) => Ok(Some(NodeName::Borrowed(t.str()?))),
             Value::Null => Ok(None),
             Value::Num(_, false) | Value::List(_) => Err(ValueError::WrongType),
             Value::Num(_, true) => return None,
@@ -239,8 +270,10 @@ fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Optio
             field,
             match value {
                 Value::Num(v, _) => Ok(Some(v)),
-                Value::Str(s) if s.trim().is_empty() => Ok(None),
-                Value::Str(s) => parse_number_text(s).map(Some),
+                Value::Str(t) => match t.str()? {
+                    s if s.trim().is_empty() => Ok(None),
+                    s => parse_number_text(s).map(Some),
+                },
                 Value::Null => Ok(None),
                 Value::List(_) => Err(ValueError::WrongType),
             },
@@ -345,6 +378,16 @@ mod tests {
         ] {
             assert!(parse_flat_object(line.as_bytes()).is_none(), "{line}");
         }
+        // Not UTF-8, wherever it is (serde_json refuses the line, or skips an unknown field's value
+        // unchecked: either way the general parser decides).
+        for line in [
+            &b"{\"step_time_ms\":1,\"node\":\"\xff\"}"[..],
+            b"{\"\xc3\":1,\"step_time_ms\":1}",
+            b"{\"ts\":\"2026-01-01T00:00:00\xffZ\",\"step_time_ms\":1}",
+            b"{\"step_time_ms\":1,\"model\":\"H\xff\"}",
+        ] {
+            assert!(parse_flat_object(line).is_none());
+        }
     }
 
     #[test]
@@ -385,7 +428,7 @@ mod tests {
     #[test]
     fn mutated_lines_never_disagree() {
         let base = br#"{"ts": "2026-01-01T00:00:00.028319Z", "step": 12, "step_time_ms": 28.319, "data_wait_ms": 0.368, "loss": 9.28906, "worker_latencies_ms": [7.525, 7.775], "gpu_util_pct": 85.9, "node": "gpu-node-0", "rank": 2, "seq_len": 512}"#;
-        let alphabet = b"{}[]\",:. 0123456789eE-+nul\\xa\t";
+        let alphabet = b"{}[]\",:. 0123456789eE-+nul\\xa\t\xff\xc3\xa9";
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             x ^= x << 13;

@@ -59,7 +59,7 @@ pub fn parse_timestamp_ms(s: &str) -> Option<i64> {
 /// The form trainers and `kubectl logs --timestamps` write, `2026-01-01T00:00:00.123456Z`, read
 /// without chrono's general parser (a fifth of the parse time of a typical line). `None` for any other
 /// form; chrono then decides. Agrees with chrono to the millisecond (the tests compare them).
-fn utc_rfc3339_ms(b: &[u8]) -> Option<i64> {
+pub(super) fn utc_rfc3339_ms(b: &[u8]) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         b.get(r)?.iter().try_fold(0i64, |acc, c| {
             c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
