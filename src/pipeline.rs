@@ -48,7 +48,7 @@ pub fn run_pass(
     let bar = progress_bar(&src, show_progress);
     let position = src.position.clone();
     {
-        let mut emit = |s: crate::telemetry::Sample| {
+        let mut emit = |s: &crate::telemetry::Sample| {
             if failure.is_some() {
                 return;
             }
@@ -59,7 +59,7 @@ pub fn run_pass(
                 summary.start_ms.get_or_insert(ts);
                 summary.end_ms = Some(ts);
             }
-            if let Some(w) = windower.push(&s) {
+            if let Some(w) = windower.push(s) {
                 summary.windows += 1;
                 let f = extractor.next(&w);
                 if let Err(e) = on_window(&f) {

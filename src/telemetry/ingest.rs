@@ -49,10 +49,22 @@ pub struct Ingest {
 
 /// Shares one `Arc<str>` per distinct node name.
 #[derive(Default)]
-struct NodeInterner(HashMap<Box<str>, Arc<str>>);
+struct NodeInterner(HashMap<Box<str>, Arc<str>>, Option<Arc<str>>);
 
 impl NodeInterner {
     fn intern(&mut self, n: &str) -> Arc<str> {
+        // Consecutive records nearly always come from the same node.
+        if let Some(last) = &self.1
+            && **last == *n
+        {
+            return last.clone();
+        }
+        let a = self.intern_slow(n);
+        self.1 = Some(a.clone());
+        a
+    }
+
+    fn intern_slow(&mut self, n: &str) -> Arc<str> {
         if let Some(a) = self.0.get(n) {
             return a.clone();
         }
@@ -182,7 +194,7 @@ impl Ingest {
     }
 
     /// Accounts for one parsed line of `len` bytes and passes a record on to the orderer.
-    pub fn apply(&mut self, len: usize, outcome: LineOutcome, out: &mut dyn FnMut(Sample)) {
+    pub fn apply(&mut self, len: usize, outcome: LineOutcome, out: &mut dyn FnMut(&Sample)) {
         self.stats.lines_read += 1;
         self.stats.bytes_read += len as u64;
         match outcome {
@@ -197,7 +209,7 @@ impl Ingest {
     }
 
     /// Feeds one physical line (with or without its newline).
-    pub fn push_line(&mut self, line: &[u8], out: &mut dyn FnMut(Sample)) {
+    pub fn push_line(&mut self, line: &[u8], out: &mut dyn FnMut(&Sample)) {
         let outcome = self.parser.parse(line);
         if matches!(outcome, LineOutcome::Blank)
             && self.format == Format::Csv
@@ -223,7 +235,7 @@ impl Ingest {
         &mut self,
         reader: &mut dyn BufRead,
         tick: &mut dyn FnMut(&IngestStats),
-        out: &mut dyn FnMut(Sample),
+        out: &mut dyn FnMut(&Sample),
     ) -> io::Result<()> {
         let mut line = std::mem::take(&mut self.line);
         loop {
@@ -268,7 +280,7 @@ impl Ingest {
     }
 
     /// Flushes the reorder buffer and returns the final counters.
-    pub fn finish(&mut self, out: &mut dyn FnMut(Sample)) -> IngestStats {
+    pub fn finish(&mut self, out: &mut dyn FnMut(&Sample)) -> IngestStats {
         self.orderer.flush(&mut self.stats, out);
         self.stats.clone()
     }
@@ -327,9 +339,9 @@ mod tests {
         let mut ing = Ingest::new(format, &IngestOptions::default());
         let mut got = vec![];
         let mut r = io::BufReader::with_capacity(16, text);
-        ing.read_all(&mut r, &mut |_| {}, &mut |s| got.push(s))
+        ing.read_all(&mut r, &mut |_| {}, &mut |s| got.push(s.clone()))
             .unwrap();
-        let st = ing.finish(&mut |s| got.push(s));
+        let st = ing.finish(&mut |s| got.push(s.clone()));
         (got, st)
     }
 

@@ -73,7 +73,7 @@ impl Orderer {
             || self.pending.binary_search_by(|(k, _)| k.cmp(key)).is_ok()
     }
 
-    pub fn push(&mut self, mut s: Sample, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
+    pub fn push(&mut self, mut s: Sample, stats: &mut IngestStats, out: &mut dyn FnMut(&Sample)) {
         let real_step = s.step.is_some();
         let step = s.step.unwrap_or_else(|| {
             stats.records_without_step += 1;
@@ -119,16 +119,18 @@ impl Orderer {
     }
 
     /// Emits everything still buffered (end of input).
-    pub fn flush(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
+    pub fn flush(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(&Sample)) {
         while !self.pending.is_empty() {
             self.pop_one(stats, out);
         }
     }
 
-    fn pop_one(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(Sample)) {
-        let Some((key, mut s)) = self.pending.pop_front() else {
+    fn pop_one(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(&Sample)) {
+        // Handed out in place and dropped after: a record is a few hundred bytes, moved otherwise.
+        let Some((key, s)) = self.pending.front_mut() else {
             return;
         };
+        let key = *key;
         self.watermark = Some(key.step);
         if self.emitted_keys.back().is_none_or(|k| *k < key) {
             self.emitted_keys.push_back(key);
@@ -153,6 +155,7 @@ impl Orderer {
         }
         stats.records_emitted += 1;
         out(s);
+        self.pending.pop_front();
     }
 }
 

@@ -43,7 +43,7 @@ pub fn read_all_parallel(
     reader: &mut dyn BufRead,
     threads: usize,
     tick: &mut dyn FnMut(&IngestStats),
-    out: &mut dyn FnMut(Sample),
+    out: &mut dyn FnMut(&Sample),
 ) -> io::Result<()> {
     // CSV depends on its header line; it stays sequential (it is also the rare format).
     if threads < 2 || ingest.format() == Format::Csv {

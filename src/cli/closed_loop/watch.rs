@@ -111,7 +111,7 @@ fn feed(p: &mut Pipeline, line: &[u8], done: &mut Vec<WindowStats>) {
         return;
     }
     p.ingest.push_line(line, &mut |s| {
-        if let Some(w) = windower.push(&s) {
+        if let Some(w) = windower.push(s) {
             done.push(w);
         }
     });
@@ -347,7 +347,7 @@ fn execute(
                 // Everything read and fed: close the reorder buffer and the last window.
                 let windower = &mut pr.pipe.windower;
                 pr.pipe.ingest.finish(&mut |s| {
-                    if let Some(w) = windower.push(&s) {
+                    if let Some(w) = windower.push(s) {
                         done.push(w);
                     }
                 });
