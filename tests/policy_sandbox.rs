@@ -161,6 +161,27 @@ fn out_of_limits_proposal_is_blocked_and_undeclared_knob_fails() {
     host_still_works(&host);
 }
 
+/// Memory slots are recycled between evaluations (pages the guest dirtied are reset, the rest given
+/// back): whatever one evaluation leaves in its static data, heap or stack, the next must not see.
+#[test]
+fn no_evaluation_sees_what_an_earlier_one_left_in_memory() {
+    let host = host();
+    let p = load(&host, "hostile-remember");
+    let windows = windows("burst");
+    assert!(windows.len() > 40);
+    for f in windows.iter().chain(&windows) {
+        let e = eval(&p, f);
+        assert!(e.decision.failure.is_none(), "{:?}", e.decision.failure);
+        assert_eq!(
+            e.decision.notes,
+            vec!["calls-before=0 heap-leftovers=0 stack-leftovers=0".to_string()],
+            "window {}",
+            f.window.index
+        );
+    }
+    host_still_works(&host);
+}
+
 #[test]
 fn hostile_components_declare_metadata_and_import_nothing() {
     for name in [
@@ -169,6 +190,7 @@ fn hostile_components_declare_metadata_and_import_nothing() {
         "hostile-alloc",
         "hostile-garbage",
         "hostile-overreach",
+        "hostile-remember",
     ] {
         let bytes = std::fs::read(data(&format!("policies/{name}.wasm"))).unwrap();
         assert_eq!(read_metadata(&bytes).unwrap().id, name);

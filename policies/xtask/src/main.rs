@@ -36,6 +36,7 @@ const HOSTILE: &[&str] = &[
     "hostile/alloc",
     "hostile/garbage",
     "hostile/overreach",
+    "hostile/remember",
 ];
 
 #[derive(Debug, Deserialize)]
