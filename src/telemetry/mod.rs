@@ -25,6 +25,17 @@ pub use source::{Format, OpenedSource, SourceSpec, open_source};
 pub use stats::{IngestStats, SkipReason};
 pub use timestamp::parse_timestamp_ms;
 
+/// A fixed pseudo-random sequence (xorshift64) for the parsers' agreement tests.
+#[cfg(test)]
+pub(crate) fn xorshift(mut x: u64) -> impl FnMut() -> u64 {
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}
+
 /// Lines longer than this are skipped (`line_too_long`) so that a corrupted file can never make the
 /// reader buffer grow without limit.
 pub const MAX_LINE_BYTES: usize = 1 << 20;

@@ -393,13 +393,7 @@ mod tests {
     #[test]
     fn numbers_are_bit_identical_to_serde_json() {
         // A fixed xorshift sequence: significands and exponents across the exact range and beyond.
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::telemetry::xorshift(0x2545_f491_4f6c_dd1d);
         let mut taken = 0;
         for _ in 0..200_000 {
             let r = next();
@@ -413,7 +407,7 @@ mod tests {
                 }
                 text.insert(text.len() - frac, '.');
             }
-            if r % 7 == 0 {
+            if r.is_multiple_of(7) {
                 text.push_str(&format!("e{}", (next() % 50) as i64 - 25));
             }
             let line = format!("{{\"step_time_ms\":{text},\"loss\":{text}}}");
@@ -429,13 +423,7 @@ mod tests {
     fn mutated_lines_never_disagree() {
         let base = br#"{"ts": "2026-01-01T00:00:00.028319Z", "step": 12, "step_time_ms": 28.319, "data_wait_ms": 0.368, "loss": 9.28906, "worker_latencies_ms": [7.525, 7.775], "gpu_util_pct": 85.9, "node": "gpu-node-0", "rank": 2, "seq_len": 512}"#;
         let alphabet = b"{}[]\",:. 0123456789eE-+nul\\xa\t\xff\xc3\xa9";
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::telemetry::xorshift(0x9e37_79b9_7f4a_7c15);
         let (mut taken, mut refused) = (0, 0);
         for _ in 0..100_000 {
             let mut line = base.to_vec();

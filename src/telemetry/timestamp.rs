@@ -129,13 +129,7 @@ mod tests {
 
     #[test]
     fn the_fast_utc_form_agrees_with_chrono() {
-        let mut x = 0x853c_49e6_748f_ea9bu64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::telemetry::xorshift(0x853c_49e6_748f_ea9b);
         let mut taken = 0;
         for n in 0..100_000 {
             let r = next();
@@ -155,7 +149,7 @@ mod tests {
                 next() % 24,
                 next() % 60,
                 next() % if n % 50 == 0 { 61 } else { 60 },
-                if r % 3 == 0 { "z" } else { "Z" },
+                if r.is_multiple_of(3) { "z" } else { "Z" },
             );
             let chrono = DateTime::parse_from_rfc3339(&s)
                 .ok()
