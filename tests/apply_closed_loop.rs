@@ -36,6 +36,8 @@ struct Setup {
     keyring: PathBuf,
     license: PathBuf,
     passport: PathBuf,
+    claims: LicenseClaims,
+    key: ed25519_dalek::SigningKey,
 }
 
 fn setup() -> Setup {
@@ -70,6 +72,8 @@ fn setup() -> Setup {
         keyring,
         license,
         passport,
+        claims,
+        key,
     }
 }
 
@@ -236,6 +240,43 @@ fn closed_loop_apply_blocked_still_writes_the_plan_and_one_result_per_proposal()
     assert!(out.join("k8s_plan.json").exists());
     assert_eq!(s.writes(), 0);
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
+}
+
+/// Running advanced chord policies in an applying loop takes the `chords.advanced` entitlement as
+/// well as `apply`; without it nothing is written, with it the same run applies.
+#[test]
+fn closed_loop_apply_with_advanced_policies_needs_the_advanced_entitlement() {
+    let s = setup();
+    let out = s.dir.path().join("out");
+    let mut args = vec!["--apply", "--enable-advanced", "timeout-guard"];
+    args.extend(s.lic_args());
+    let o = s.closed_loop(&out, &args, &[]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("apply blocked: entitlement_missing"), "{err}");
+    assert!(err.contains("chords.advanced"), "{err}");
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["apply_blocked_reason"], "entitlement_missing");
+    assert!(!r["proposed"].as_array().unwrap().is_empty());
+    assert_eq!(s.writes(), 0);
+
+    let mut claims = s.claims.clone();
+    claims.entitlements = ["apply".to_string(), "chords.advanced".to_string()].into();
+    std::fs::write(&s.license, license::mint(&s.key, &claims, true).unwrap()).unwrap();
+    let out = s.dir.path().join("out-advanced");
+    let o = s.closed_loop(&out, &args, &[]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["apply_ok"], true);
+    assert!(s.writes() > 0);
+
+    // Without advanced policies, `apply` alone is enough (the first license's case).
+    claims.entitlements = ["apply".to_string()].into();
+    std::fs::write(&s.license, license::mint(&s.key, &claims, true).unwrap()).unwrap();
+    let mut args = vec!["--apply"];
+    args.extend(s.lic_args());
+    let o = s.closed_loop(&s.dir.path().join("out-base"), &args, &[]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

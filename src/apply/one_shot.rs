@@ -30,6 +30,8 @@ pub struct OneShotOptions {
     pub connect: ConnectOptions,
     pub license: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
+    /// Advanced chord policies are running: the license must grant `chords.advanced` too.
+    pub advanced_chords: bool,
 }
 
 /// The result of one proposed change.
@@ -162,6 +164,7 @@ pub fn closed_loop_apply(
         force: None,
         license: opts.license.clone(),
         keyring: opts.keyring.clone(),
+        advanced_chords: opts.advanced_chords,
     };
     let outcome = if env.kill_switch.active {
         // Absolute: not even a read-only verify.

@@ -19,7 +19,9 @@ use super::rollback::{planned_changes, rollback_item, rollback_plan};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::error::input_error;
 use crate::k8s::{Cluster, ClusterApi, ClusterError, ClusterIdentity, ConnectError, Workload};
-use crate::license::{self, ENTITLEMENT_APPLY, KeyringInfo, LicenseVerdict};
+use crate::license::{
+    self, ENTITLEMENT_APPLY, ENTITLEMENT_CHORDS_ADVANCED, KeyringInfo, LicenseVerdict,
+};
 use crate::plan::{Plan, Target};
 
 /// Schema of the apply report.
@@ -43,6 +45,9 @@ pub struct ApplyOptions {
     pub force: Option<String>,
     pub license: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
+    /// The plan comes from advanced chord policies as well: the license must also grant
+    /// `chords.advanced`. (A plan file given to `k8s apply` does not say where its values came from.)
+    pub advanced_chords: bool,
 }
 
 /// What the caller read from the process: the kill switch and the clock.
@@ -346,7 +351,11 @@ fn run_gates_and_write<A: ClusterApi>(
             server: Some(identity.server.clone()),
             uid: None,
         }),
-        &[ENTITLEMENT_APPLY],
+        if opts.advanced_chords {
+            &[ENTITLEMENT_APPLY, ENTITLEMENT_CHORDS_ADVANCED]
+        } else {
+            &[ENTITLEMENT_APPLY]
+        },
     );
     report.license_ok = lic.verdict.ok;
     report.checks.license_ok = lic.verdict.ok;

@@ -78,6 +78,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<()> {
             .then(|| args.confirm_plan_digest.clone().unwrap_or_default()),
         license: args.license.clone(),
         keyring: args.keyring.clone(),
+        advanced_chords: false,
     };
     let connect = || {
         Cluster::connect(&ConnectOptions::from_flags(

@@ -253,6 +253,7 @@ fn execute(
             ),
             license: args.license.clone(),
             keyring: args.keyring.clone(),
+            advanced_chords: !inp.advanced.is_empty(),
         };
         Some(crate::apply::closed_loop_apply(
             &plan,

@@ -586,6 +586,7 @@ fn apply_if_decided(
         connect: connect.clone(),
         license: ctx.args.license.clone(),
         keyring: ctx.args.keyring.clone(),
+        advanced_chords: !ctx.inp.advanced.is_empty(),
     };
     let one = closed_loop_apply(&plan, &plan_path, &proposed, &opts, ctx.out, explain)?;
     let outcome = match &one.result {
