@@ -75,12 +75,8 @@ pub struct WatchArgs {
     /// unchanged objects), once per decision; the passport's cooldowns hold between applies
     #[arg(long)]
     pub apply: bool,
-    /// The license for --apply
-    #[arg(long, value_name = "PATH", requires = "apply")]
-    pub license: Option<PathBuf>,
-    /// Trust this keyring for --apply instead of the built-in production keys (recorded)
-    #[arg(long, value_name = "PATH", requires = "apply")]
-    pub keyring: Option<PathBuf>,
+    #[command(flatten)]
+    pub license: LicenseArgs,
     #[command(flatten)]
     pub dirs: PolicyDirs,
 }
@@ -124,7 +120,6 @@ impl WatchArgs {
             replay: None,
             apply: self.apply,
             license: self.license.clone(),
-            keyring: self.keyring.clone(),
             dirs: self.dirs.clone(),
         }
     }
@@ -181,6 +176,15 @@ pub struct RunArgs {
     /// Exit 2 when blocked, 1 when the apply failed; the report has one `results` entry per proposal
     #[arg(long)]
     pub apply: bool,
+    #[command(flatten)]
+    pub license: LicenseArgs,
+    #[command(flatten)]
+    pub dirs: PolicyDirs,
+}
+
+/// The license and keyring `--apply` checks: shared by `run` and `watch`.
+#[derive(Debug, Clone, Args)]
+pub struct LicenseArgs {
     /// The license for --apply (default: $MODEKEEPER_LICENSE_PATH, then ~/.config/modekeeper/license.json)
     #[arg(long, value_name = "PATH", requires = "apply")]
     pub license: Option<PathBuf>,
@@ -188,6 +192,4 @@ pub struct RunArgs {
     /// MODEKEEPER_KEYRING
     #[arg(long, value_name = "PATH", requires = "apply")]
     pub keyring: Option<PathBuf>,
-    #[command(flatten)]
-    pub dirs: PolicyDirs,
 }

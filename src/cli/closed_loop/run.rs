@@ -251,8 +251,8 @@ fn execute(
                 global.namespace.as_deref(),
                 global.request_timeout,
             ),
-            license: args.license.clone(),
-            keyring: args.keyring.clone(),
+            license: args.license.license.clone(),
+            keyring: args.license.keyring.clone(),
             advanced_chords: !inp.advanced.is_empty(),
         };
         Some(crate::apply::closed_loop_apply(

@@ -584,8 +584,8 @@ fn apply_if_decided(
     let proposed: Vec<&str> = changes.iter().map(|c| c.knob.as_str()).collect();
     let opts = OneShotOptions {
         connect: connect.clone(),
-        license: ctx.args.license.clone(),
-        keyring: ctx.args.keyring.clone(),
+        license: ctx.args.license.license.clone(),
+        keyring: ctx.args.license.keyring.clone(),
         advanced_chords: !ctx.inp.advanced.is_empty(),
     };
     let one = closed_loop_apply(&plan, &plan_path, &proposed, &opts, ctx.out, explain)?;

@@ -69,9 +69,10 @@ impl Default for PromQueries {
 }
 
 impl PromQueries {
-    /// (field, query) for every configured query, the step-time query first.
-    fn list(&self) -> Vec<(Field, &str)> {
-        let mut v = vec![(Field::StepTime, self.step_time_ms.as_str())];
+    /// (field, query) for every configured query, the step-time query first. Owned: the callers
+    /// query while holding them.
+    fn list(&self) -> Vec<(Field, String)> {
+        let mut v = vec![(Field::StepTime, self.step_time_ms.clone())];
         for (f, q) in [
             (Field::Step, &self.step),
             (Field::Loss, &self.loss),
@@ -81,7 +82,7 @@ impl PromQueries {
             (Field::Comm, &self.comm_ms),
         ] {
             if let Some(q) = q.as_deref().filter(|q| !q.trim().is_empty()) {
-                v.push((f, q));
+                v.push((f, q.to_string()));
             }
         }
         v
@@ -528,13 +529,7 @@ impl PrometheusSource {
         };
         // One single-point request per query: reachability and PromQL syntax, before watch starts.
         let probe = align_down(src.next_ts.min(now_ms()), step_ms);
-        let queries: Vec<(Field, String)> = src
-            .cfg
-            .queries
-            .list()
-            .into_iter()
-            .map(|(f, q)| (f, q.to_string()))
-            .collect();
+        let queries = src.cfg.queries.list();
         for (field, q) in &queries {
             match src.query_range(*field, q, probe, probe) {
                 Ok(_) => {}
@@ -678,13 +673,7 @@ impl PrometheusSource {
 
     /// Reads grid points `start..=end` of every query and queues their lines.
     fn read_page(&mut self, start: i64, end: i64) -> Result<(), Failure> {
-        let queries: Vec<(Field, String)> = self
-            .cfg
-            .queries
-            .list()
-            .into_iter()
-            .map(|(f, q)| (f, q.to_string()))
-            .collect();
+        let queries = self.cfg.queries.list();
         let mut results: Vec<(Field, Vec<Series>)> = Vec::with_capacity(queries.len());
         for (field, q) in &queries {
             results.push((*field, self.query_range(*field, q, start, end)?));
