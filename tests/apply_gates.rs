@@ -331,3 +331,43 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
         Some("8")
     );
 }
+
+/// A plan that moves a knob only advanced chords move (here `timeout_ms`) needs `chords.advanced` as
+/// well as `apply`, whoever wrote the plan: a loop run without `--apply` cannot launder an advanced
+/// decision through `k8s apply`.
+#[test]
+fn a_plan_moving_an_advanced_knob_needs_the_advanced_entitlement() {
+    let sim = standard().start_blocking().unwrap();
+    let case = Case::new(&sim, "t0");
+    let dev = Dev::new();
+    let plan = write_plan(
+        case.path(),
+        "plan.json",
+        &json!([{"namespace": "ml", "name": "trainer",
+                 "patch": {"spec": {"template": {"metadata": {"annotations":
+                     {"modekeeper/knob.timeout_ms": "6000"}}}}}}]),
+    );
+    let out = case.path().join("out");
+    verify(&case, &out, &plan, true);
+
+    let apply_only = dev.license("apply-only.json", &claims(&["apply"]));
+    let a = run_apply(&case, &out, &plan, &lic_args(&dev, &apply_only), &[]);
+    assert_eq!(a.blocked(), "entitlement_missing");
+    assert!(a.stderr.contains("chords.advanced"), "{}", a.stderr);
+    assert_eq!(writes(&sim), 0);
+
+    let both = dev.license("both.json", &claims(&["apply", "chords.advanced"]));
+    let a = run_apply(&case, &out, &plan, &lic_args(&dev, &both), &[]);
+    assert_eq!(a.code, 0, "{a:#?}");
+    assert_eq!(a.report()["ok"], true);
+    assert_eq!(
+        sim.template_annotation(
+            ResourceKind::Deployment,
+            "ml",
+            "trainer",
+            "modekeeper/knob.timeout_ms"
+        )
+        .as_deref(),
+        Some("6000")
+    );
+}

@@ -3,7 +3,9 @@
 //! clock and the live objects, and this module decides.
 //!
 //! 1. `kill_switch` — `MODEKEEPER_KILL_SWITCH` (absolute): `kill_switch_active`.
-//! 2. `license` — a valid license granting `apply`: `license_*`, `entitlement_missing`, `keyring_malformed`.
+//! 2. `license` — a valid license granting `apply` (and `chords.advanced` for a plan that moves an
+//!    advanced knob or comes from advanced policies): `license_*`, `entitlement_missing`,
+//!    `keyring_malformed`.
 //! 3. `verify_report` — a `k8s_verify.v1` report exists (`verify_missing`), is readable
 //!    (`verify_report_invalid`), is for this very plan (`verify_plan_mismatch`), this context and
 //!    server (`verify_other_cluster`), and is recent enough (`verify_too_old`).

@@ -22,6 +22,7 @@ use crate::k8s::{Cluster, ClusterApi, ClusterError, ClusterIdentity, ConnectErro
 use crate::license::{
     self, ENTITLEMENT_APPLY, ENTITLEMENT_CHORDS_ADVANCED, KeyringInfo, LicenseVerdict,
 };
+use crate::passport::is_advanced_knob;
 use crate::plan::{Plan, Target};
 
 /// Schema of the apply report.
@@ -46,7 +47,7 @@ pub struct ApplyOptions {
     pub license: Option<PathBuf>,
     pub keyring: Option<PathBuf>,
     /// The plan comes from advanced chord policies as well: the license must also grant
-    /// `chords.advanced`. (A plan file given to `k8s apply` does not say where its values came from.)
+    /// `chords.advanced`. (A plan that moves an advanced knob needs it whatever this says.)
     pub advanced_chords: bool,
 }
 
@@ -178,6 +179,17 @@ impl ApplyOutcome {
 
 fn now_text(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Whether the plan sets or removes a knob only advanced chords move.
+fn touches_advanced_knob(plan: &Plan) -> bool {
+    plan.items().iter().any(|item| {
+        let p = item.patch();
+        p.knobs()
+            .into_keys()
+            .chain(p.removed_knobs())
+            .any(is_advanced_knob)
+    })
 }
 
 fn object_ref(t: &Target) -> ObjectRef {
@@ -351,7 +363,7 @@ fn run_gates_and_write<A: ClusterApi>(
             server: Some(identity.server.clone()),
             uid: None,
         }),
-        if opts.advanced_chords {
+        if opts.advanced_chords || touches_advanced_knob(plan) {
             &[ENTITLEMENT_APPLY, ENTITLEMENT_CHORDS_ADVANCED]
         } else {
             &[ENTITLEMENT_APPLY]

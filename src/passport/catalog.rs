@@ -161,6 +161,17 @@ pub const KNOBS: [KnobSpec; 7] = [
     },
 ];
 
+/// A knob only advanced chords move (`comm_bucket_mb`, `timeout_ms`): changing it takes the
+/// license's `chords.advanced` as well as `apply`, whoever wrote the plan. RECOVER-RELOCK, which
+/// may return any knob to its baseline, does not make a knob ordinary.
+pub fn is_advanced_knob(name: &str) -> bool {
+    let mut naming = ChordId::ALL
+        .into_iter()
+        .filter(|c| c.knobs_touched().is_some_and(|k| k.contains(&name)))
+        .peekable();
+    naming.peek().is_some() && naming.all(ChordId::is_advanced)
+}
+
 /// Looks a knob up in the catalogue.
 pub fn knob_spec(name: &str) -> Option<&'static KnobSpec> {
     KNOBS.iter().find(|k| k.name == name)
@@ -176,6 +187,17 @@ pub const KEEP_GLOBAL_BATCH_STABLE: &str = "keep_global_batch_stable";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn advanced_knobs_are_the_ones_only_advanced_chords_move() {
+        let advanced: Vec<&str> = KNOBS
+            .iter()
+            .map(|k| k.name)
+            .filter(|k| is_advanced_knob(k))
+            .collect();
+        assert_eq!(advanced, ["comm_bucket_mb", "timeout_ms"]);
+        assert!(!is_advanced_knob("not_a_knob"));
+    }
 
     #[test]
     fn chord_ids_round_trip_through_parse_and_serde() {

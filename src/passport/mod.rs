@@ -17,7 +17,7 @@ use serde_json::Value;
 
 pub use catalog::{
     Actuation, ChordId, GRAD_ACCUM, KEEP_GLOBAL_BATCH_STABLE, KNOBS, KnobSpec, MICROBATCH,
-    knob_spec,
+    is_advanced_knob, knob_spec,
 };
 pub use schema::{
     Gates, KnobLimits, KnobMap, MaxDelta, Passport, PinnedPolicy, SCHEMA_V1, knob_limits,
