@@ -96,11 +96,18 @@ impl PolicyHost {
         limits: SandboxLimits,
         cache_root: Option<&std::path::Path>,
     ) -> Result<PolicyHost, PolicyError> {
-        // Instances come from a small pool of pre-reserved slots whose pages stay resident between
-        // evaluations: instantiation then costs microseconds, not page faults. Should the machine
-        // refuse the reservation, fall back to allocating on demand.
-        let engine = Engine::new(&engine_config(limits, true))
-            .or_else(|_| Engine::new(&engine_config(limits, false)))
+        Self::with_reset(limits, cache_root, SlotReset::for_this_host())
+    }
+
+    fn with_reset(
+        limits: SandboxLimits,
+        cache_root: Option<&std::path::Path>,
+        reset: SlotReset,
+    ) -> Result<PolicyHost, PolicyError> {
+        // Instances come from a small pool of pre-reserved slots: instantiation then costs
+        // microseconds. Should the machine refuse the reservation, fall back to allocating on demand.
+        let engine = Engine::new(&engine_config(limits, Some(reset)))
+            .or_else(|_| Engine::new(&engine_config(limits, None)))
             .map_err(|e| PolicyError::Compile(format!("{e:#}")))?;
         let cache = cache_root.map(|root| CompiledCache::new(root, &engine));
         let ticker = Arc::new(EpochTicker::start(engine.clone()));
@@ -167,12 +174,37 @@ impl PolicyHost {
 /// Instance slots in the pool: evaluations run one at a time per policy set, so a few suffice.
 const POOL_SLOTS: u32 = 32;
 
-/// Linear memory kept resident between evaluations: a policy's stack, data and early heap (a Rust
-/// guest puts 1 MiB of stack below its data). Bounded, so a guest that grew its memory to the cap
-/// does not keep it all.
+/// How a pooled memory slot is made fresh for the next instance. Measured (benches/policy_eval.rs,
+/// median per window, instantiation included): keeping 1 MiB resident and zeroing all of it by
+/// memset after every evaluation, 45 µs; `GiveBack`, 22–24 µs; `DirtyPages`, 13–15 µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotReset {
+    /// Keep the first `KEEP_RESIDENT` bytes resident and reset only the pages the last instance
+    /// dirtied, found with the PAGEMAP_SCAN ioctl (Linux 6.7+); the rest is given back.
+    DirtyPages,
+    /// Give every page back (madvise) and fault in the few the next instance touches.
+    GiveBack,
+}
+
+impl SlotReset {
+    /// `DirtyPages` where the kernel can find dirty pages; elsewhere keeping pages resident would
+    /// mean a memset of all of them per evaluation, slower than giving them back.
+    fn for_this_host() -> SlotReset {
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            SlotReset::DirtyPages
+        } else {
+            SlotReset::GiveBack
+        }
+    }
+}
+
+/// Linear memory kept resident between evaluations with `SlotReset::DirtyPages`: a policy's stack,
+/// data and early heap (a Rust guest puts 1 MiB of stack below its data). Bounded, so a guest that
+/// grew its memory to the cap does not keep it all.
 const KEEP_RESIDENT: usize = 2 << 20;
 
-fn engine_config(limits: SandboxLimits, pooled: bool) -> Config {
+/// `pooled`: instances from a pool of pre-reserved slots, reset between uses as given.
+fn engine_config(limits: SandboxLimits, pooled: Option<SlotReset>) -> Config {
     let mut cfg = Config::new();
     cfg.consume_fuel(true)
         .epoch_interruption(true)
@@ -180,21 +212,20 @@ fn engine_config(limits: SandboxLimits, pooled: bool) -> Config {
         .cranelift_nan_canonicalization(true)
         .max_wasm_stack(512 * 1024)
         .wasm_component_model(true);
-    if pooled {
+    if let Some(reset) = pooled {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_SLOTS)
             .total_core_instances(POOL_SLOTS * 2)
             .total_memories(POOL_SLOTS)
             .total_tables(POOL_SLOTS)
             .max_memory_size(limits.memory_bytes)
-            // Measured (benches/policy_eval.rs, median per window, instantiation included): keeping
-            // 1 MiB resident and zeroing it by memset after every evaluation, 45 µs; giving the
-            // pages back (madvise) and faulting in the few the guest touches, 22–24 µs; keeping
-            // the first MiBs resident and resetting only the pages the guest dirtied (found with
-            // the PAGEMAP_SCAN ioctl, Linux 6.7+; elsewhere this falls back to memset), see below.
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .pagemap_scan(Enabled::Auto)
             .table_keep_resident(1 << 16);
+        match reset {
+            SlotReset::DirtyPages => pool
+                .linear_memory_keep_resident(KEEP_RESIDENT)
+                .pagemap_scan(Enabled::Yes),
+            SlotReset::GiveBack => pool.linear_memory_keep_resident(0),
+        };
         cfg.memory_reservation(limits.memory_bytes as u64)
             .memory_guard_size(1 << 20)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -394,4 +425,63 @@ fn one_line(s: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Knobs, Limits, PolicyState};
+    use crate::signals::{DEFAULT_WARMUP_STEPS, DEFAULT_WINDOW_STEPS, FeatureConfig};
+    use crate::telemetry::{Format, IngestOptions, SourceSpec, open_source};
+
+    fn windows() -> Vec<WindowFeatures> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/traces/burst.jsonl.gz");
+        let src = open_source(&SourceSpec {
+            path,
+            format: Format::Auto,
+            record_raw: None,
+        })
+        .unwrap();
+        let cfg = FeatureConfig {
+            window_steps: DEFAULT_WINDOW_STEPS,
+            warmup_steps: DEFAULT_WARMUP_STEPS,
+        };
+        let mut out = Vec::new();
+        crate::pipeline::run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
+            out.push(f.clone());
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    /// Whichever way a pooled slot is recycled (tests/policy_sandbox.rs covers the one this host
+    /// picks), the next evaluation finds nothing of the last one: the hostile "remember" policy looks
+    /// in its statics, its heap (inside and beyond the resident region) and its stack.
+    #[test]
+    fn every_slot_reset_leaves_a_fresh_memory() {
+        let bytes = include_bytes!("../../tests/data/policies/hostile-remember.wasm");
+        let windows = windows();
+        let mut resets = vec![SlotReset::GiveBack];
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            resets.push(SlotReset::DirtyPages);
+        }
+        let limits = Limits::reference();
+        let knobs = Knobs::baseline(&limits);
+        for reset in resets {
+            let host = PolicyHost::with_reset(SandboxLimits::default(), None, reset).unwrap();
+            let policy = host.load(bytes).unwrap();
+            for f in &windows {
+                let e = policy.evaluate(f, &knobs, &limits, &PolicyState::default());
+                assert!(e.decision.failure.is_none(), "{reset:?}: {:?}", e.decision);
+                assert_eq!(
+                    e.decision.notes,
+                    ["calls-before=0 heap-leftovers=0 stack-leftovers=0"],
+                    "{reset:?}, window {}",
+                    f.window.index
+                );
+            }
+        }
+    }
 }
