@@ -4,10 +4,9 @@
 
 use std::time::Instant;
 
-use modekeeper::pipeline::run_pass;
+use modekeeper::pipeline::windows_of;
 use modekeeper::policy::{Knobs, Limits, PolicyCatalog, PolicyHost, PolicyState, SandboxLimits};
 use modekeeper::signals::{FeatureConfig, WindowFeatures};
-use modekeeper::telemetry::{Format, IngestOptions, SourceSpec, open_source};
 
 fn windows() -> Vec<WindowFeatures> {
     let mut out = Vec::new();
@@ -22,21 +21,11 @@ fn windows() -> Vec<WindowFeatures> {
     ] {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("tests/data/traces/{name}.jsonl.gz"));
-        let src = open_source(&SourceSpec {
-            path,
-            format: Format::Auto,
-            record_raw: None,
-        })
-        .unwrap();
         let cfg = FeatureConfig {
             window_steps: 50,
             warmup_steps: 200,
         };
-        run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
-            out.push(f.clone());
-            Ok(())
-        })
-        .unwrap();
+        out.extend(windows_of(&path, cfg).unwrap());
     }
     out
 }

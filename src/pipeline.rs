@@ -24,6 +24,25 @@ pub struct PassSummary {
     pub windows: u64,
 }
 
+/// Every window's features of the telemetry file at `path` (format detected), with the default
+/// ingest options: for benchmarks, scoring and tests, where the windows fit in memory.
+pub fn windows_of(
+    path: &std::path::Path,
+    cfg: FeatureConfig,
+) -> anyhow::Result<Vec<WindowFeatures>> {
+    let src = crate::telemetry::open_source(&crate::telemetry::SourceSpec {
+        path: path.to_path_buf(),
+        format: crate::telemetry::Format::Auto,
+        record_raw: None,
+    })?;
+    let mut out = Vec::new();
+    run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
+        out.push(f.clone());
+        Ok(())
+    })?;
+    Ok(out)
+}
+
 /// Reads `src` to the end, calling `on_window` for each window's features in order.
 pub fn run_pass(
     mut src: OpenedSource,

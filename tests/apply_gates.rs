@@ -337,37 +337,31 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
 /// decision through `k8s apply`.
 #[test]
 fn a_plan_moving_an_advanced_knob_needs_the_advanced_entitlement() {
-    let sim = standard().start_blocking().unwrap();
-    let case = Case::new(&sim, "t0");
-    let dev = Dev::new();
-    let plan = write_plan(
-        case.path(),
-        "plan.json",
-        &json!([{"namespace": "ml", "name": "trainer",
-                 "patch": {"spec": {"template": {"metadata": {"annotations":
-                     {"modekeeper/knob.timeout_ms": "6000"}}}}}}]),
-    );
-    let out = case.path().join("out");
-    verify(&case, &out, &plan, true);
+    let r = ready_with(&json!([{"namespace": "ml", "name": "trainer",
+        "patch": {"spec": {"template": {"metadata": {"annotations":
+            {"modekeeper/knob.timeout_ms": "6000"}}}}}}]));
 
-    let apply_only = dev.license("apply-only.json", &claims(&["apply"]));
-    let a = run_apply(&case, &out, &plan, &lic_args(&dev, &apply_only), &[]);
+    let apply_only = r.dev.license("apply-only.json", &claims(&["apply"]));
+    let a = r.apply_with_license(&apply_only, &[], &[]);
     assert_eq!(a.blocked(), "entitlement_missing");
     assert!(a.stderr.contains("chords.advanced"), "{}", a.stderr);
-    assert_eq!(writes(&sim), 0);
+    assert_eq!(writes(&r.sim), 0);
 
-    let both = dev.license("both.json", &claims(&["apply", "chords.advanced"]));
-    let a = run_apply(&case, &out, &plan, &lic_args(&dev, &both), &[]);
+    let both = r
+        .dev
+        .license("both.json", &claims(&["apply", "chords.advanced"]));
+    let a = r.apply_with_license(&both, &[], &[]);
     assert_eq!(a.code, 0, "{a:#?}");
     assert_eq!(a.report()["ok"], true);
     assert_eq!(
-        sim.template_annotation(
-            ResourceKind::Deployment,
-            "ml",
-            "trainer",
-            "modekeeper/knob.timeout_ms"
-        )
-        .as_deref(),
+        r.sim
+            .template_annotation(
+                ResourceKind::Deployment,
+                "ml",
+                "trainer",
+                "modekeeper/knob.timeout_ms"
+            )
+            .as_deref(),
         Some("6000")
     );
 }

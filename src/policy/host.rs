@@ -432,28 +432,15 @@ mod tests {
     use super::*;
     use crate::policy::{Knobs, Limits, PolicyState};
     use crate::signals::{DEFAULT_WARMUP_STEPS, DEFAULT_WINDOW_STEPS, FeatureConfig};
-    use crate::telemetry::{Format, IngestOptions, SourceSpec, open_source};
 
     fn windows() -> Vec<WindowFeatures> {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/data/traces/burst.jsonl.gz");
-        let src = open_source(&SourceSpec {
-            path,
-            format: Format::Auto,
-            record_raw: None,
-        })
-        .unwrap();
         let cfg = FeatureConfig {
             window_steps: DEFAULT_WINDOW_STEPS,
             warmup_steps: DEFAULT_WARMUP_STEPS,
         };
-        let mut out = Vec::new();
-        crate::pipeline::run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
-            out.push(f.clone());
-            Ok(())
-        })
-        .unwrap();
-        out
+        crate::pipeline::windows_of(&path, cfg).unwrap()
     }
 
     /// Whichever way a pooled slot is recycled (tests/policy_sandbox.rs covers the one this host

@@ -223,14 +223,15 @@ pub struct Ready {
 }
 
 pub fn ready() -> Ready {
+    ready_with(&json!([item("ml", "trainer", "8")]))
+}
+
+/// [`ready`] with another plan.
+pub fn ready_with(plan: &Value) -> Ready {
     let sim = standard().start_blocking().unwrap();
     let case = Case::new(&sim, "t0");
     let dev = Dev::new();
-    let plan = write_plan(
-        case.path(),
-        "plan.json",
-        &json!([item("ml", "trainer", "8")]),
-    );
+    let plan = write_plan(case.path(), "plan.json", plan);
     let out = case.path().join("out");
     verify(&case, &out, &plan, true);
     Ready {

@@ -6,13 +6,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use modekeeper::pipeline::run_pass;
+use modekeeper::pipeline::windows_of;
 use modekeeper::policy::{
     Knobs, Labels, Limits, Policy, PolicyCatalog, PolicyHost, PolicySet, SandboxLimits, Scorer,
     TestReport, WindowDecision,
 };
 use modekeeper::signals::{FeatureConfig, WindowFeatures};
-use modekeeper::telemetry::{Format, IngestOptions, SourceSpec, open_source};
 
 pub const TRACES: [&str; 7] = [
     "stable",
@@ -52,23 +51,11 @@ pub fn windows(name: &str) -> Vec<WindowFeatures> {
 }
 
 fn parse_windows(name: &str) -> Vec<WindowFeatures> {
-    let spec = SourceSpec {
-        path: trace_path(name),
-        format: Format::Auto,
-        record_raw: None,
-    };
-    let src = open_source(&spec).unwrap();
     let cfg = FeatureConfig {
         window_steps: modekeeper::signals::DEFAULT_WINDOW_STEPS,
         warmup_steps: modekeeper::signals::DEFAULT_WARMUP_STEPS,
     };
-    let mut out = Vec::new();
-    run_pass(src, &IngestOptions::default(), cfg, false, &mut |f| {
-        out.push(f.clone());
-        Ok(())
-    })
-    .unwrap();
-    out
+    windows_of(&trace_path(name), cfg).unwrap()
 }
 
 /// A host without a disk cache (tests must not depend on one).
