@@ -36,21 +36,14 @@ fn a_watch_stopped_every_few_windows_decides_like_one_run() {
     // The combo trace has drift, bursts and stragglers: proposals, cooldowns and policy state.
     let t = trace("combo");
     run_ok(&t, &run_out, &[]);
-    let mut rounds = 0;
-    loop {
-        let o = watch_cmd(&t, &watch_out, &["--max-iterations", "9", "-o", "json"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-        rounds += 1;
-        if r["stop_reason"] == "source_ended" {
-            break;
-        }
-        assert_eq!(r["stop_reason"], "max_iterations");
-        assert_eq!(r["iterations_done"], 9);
-        assert!(rounds < 50);
-    }
+    let (rounds, _) = watch_until_source_ended(
+        || watch_cmd(&t, &watch_out, &["--max-iterations", "9", "-o", "json"]),
+        50,
+        |r| {
+            assert_eq!(r["stop_reason"], "max_iterations");
+            assert_eq!(r["iterations_done"], 9);
+        },
+    );
     assert!(rounds > 3, "the trace spans several rounds");
     let trace_run = fs::read(run_out.join("decision_trace_latest.jsonl")).unwrap();
     let trace_watch = fs::read(watch_out.join("decision_trace_latest.jsonl")).unwrap();

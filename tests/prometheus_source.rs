@@ -10,6 +10,8 @@
 //! Without `prometheus` and `promtool` on PATH these tests fail, unless MODEKEEPER_SKIP_PROMETHEUS=1 is
 //! set outside CI. `scripts/setup.sh` installs them.
 
+mod watch_support;
+
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -755,10 +757,10 @@ fn watch_over_prometheus_decides_like_a_run_over_the_same_records() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let watch_out = tmp.path().join("watch");
     let (start, end) = (srv.base_ms.to_string(), last_grid_ts(srv).to_string());
-    let mut rounds = 0;
-    loop {
-        let o = cmd()
-            .args([
+    let (rounds, r) = watch_support::watch_until_source_ended(
+        || {
+            let mut c = cmd();
+            c.args([
                 "closed-loop",
                 "watch",
                 "--source",
@@ -777,22 +779,17 @@ fn watch_over_prometheus_decides_like_a_run_over_the_same_records() {
                 "200",
             ])
             .args(["-o", "json", "--out"])
-            .arg(&watch_out)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-        rounds += 1;
-        if r["stop_reason"] == "source_ended" {
-            assert_eq!(
-                r["observe_ingest"]["records_emitted"],
-                (N * RANKS.len()) as u64
-            );
-            assert_eq!(r["source"]["describe"]["kind"], "prometheus");
-            break;
-        }
-        assert!(rounds < 20, "{r:#}");
-    }
+            .arg(&watch_out);
+            c
+        },
+        20,
+        |_| {},
+    );
+    assert_eq!(
+        r["observe_ingest"]["records_emitted"],
+        (N * RANKS.len()) as u64
+    );
+    assert_eq!(r["source"]["describe"]["kind"], "prometheus");
     assert!(rounds > 1);
     let a = std::fs::read(run_out.join("decision_trace_latest.jsonl")).unwrap();
     let b = std::fs::read(watch_out.join("decision_trace_latest.jsonl")).unwrap();

@@ -8,6 +8,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs a bounded `closed-loop watch` (`watch()` builds the command) again and again, each run
+/// resuming from the last one's state, until its source ends. `early` sees the report of every run
+/// that stopped before; returns how many runs it took and the last report.
+pub fn watch_until_source_ended(
+    mut watch: impl FnMut() -> std::process::Command,
+    max_rounds: u32,
+    mut early: impl FnMut(&Value),
+) -> (u32, Value) {
+    for round in 1..=max_rounds {
+        let o = watch().output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        if r["stop_reason"] == "source_ended" {
+            return (round, r);
+        }
+        early(&r);
+    }
+    panic!("the source did not end within {max_rounds} runs");
+}
+
 /// A day of training at 10 steps/s, compressed: steady, an input stall in the middle, short bursts.
 pub fn soak_line(step: u64, steps: u64) -> String {
     let t0 = 1_780_000_000_000i64;
