@@ -60,17 +60,53 @@ pub enum ValueError {
     OutOfRange,
 }
 
+/// A number as read: its value, and the exact integer when it was written as an integer that fits a
+/// u64. Steps are integers: above 2^53 their f64 would collapse neighbouring steps into one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Num {
+    pub value: f64,
+    pub int: Option<u64>,
+}
+
+impl Num {
+    pub fn float(value: f64) -> Num {
+        Num { value, int: None }
+    }
+
+    pub fn int(i: u64) -> Num {
+        Num {
+            value: i as f64,
+            int: Some(i),
+        }
+    }
+
+    /// The integer this number stands for: exact when written as one; a float only when it is whole
+    /// and small enough (at most 2^53) that it names one integer. Negative values are the caller's.
+    pub fn to_u64(self) -> Result<u64, ValueError> {
+        const EXACT: f64 = (1u64 << 53) as f64;
+        match self.int {
+            Some(i) => Ok(i),
+            None if self.value.fract() != 0.0 => Err(ValueError::WrongType),
+            None if self.value > EXACT => Err(ValueError::OutOfRange),
+            None => Ok(self.value as u64),
+        }
+    }
+}
+
 /// Parses a number written as text: surrounding space and a trailing `%` or `ms` are allowed
 /// (`"95%"`, `"12.5ms"`). `NaN`, `inf` and friends are [`ValueError::NonFinite`].
-pub fn parse_number_text(s: &str) -> Result<f64, ValueError> {
+pub fn parse_number_text(s: &str) -> Result<Num, ValueError> {
     let t = s.trim();
     let t = t
         .strip_suffix('%')
         .or_else(|| t.strip_suffix("ms"))
         .unwrap_or(t)
         .trim_end();
+    if let Ok(i) = t.parse::<u64>() {
+        return Ok(Num::int(i));
+    }
     match t.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(v),
+        Ok(v) if v.is_finite() => Ok(Num::float(v)),
         Ok(_) => Err(ValueError::NonFinite),
         Err(_) => Err(ValueError::WrongType),
     }
@@ -85,7 +121,7 @@ pub fn parse_list_text(s: &str) -> Result<WorkerLatencies, ValueError> {
         .unwrap_or(t);
     t.split([',', ';', ' '])
         .filter(|p| !p.trim().is_empty())
-        .map(parse_number_text)
+        .map(|p| parse_number_text(p).map(|n| n.value))
         .collect()
 }
 
@@ -103,8 +139,16 @@ mod tests {
 
     #[test]
     fn number_text() {
-        assert_eq!(parse_number_text(" 95% "), Ok(95.0));
-        assert_eq!(parse_number_text("12.5ms"), Ok(12.5));
+        assert_eq!(parse_number_text(" 95% "), Ok(Num::int(95)));
+        assert_eq!(parse_number_text("12.5ms"), Ok(Num::float(12.5)));
+        assert_eq!(
+            parse_number_text("18446744073709551615"),
+            Ok(Num::int(u64::MAX))
+        );
+        assert_eq!(
+            parse_number_text("18446744073709551616").map(|n| n.int),
+            Ok(None)
+        );
         assert_eq!(parse_number_text("NaN"), Err(ValueError::NonFinite));
         assert_eq!(parse_number_text("inf"), Err(ValueError::NonFinite));
         assert_eq!(parse_number_text("fast"), Err(ValueError::WrongType));
@@ -112,5 +156,21 @@ mod tests {
         assert_eq!(parse_list_text("1;2").unwrap().as_slice(), [1.0, 2.0]);
         assert!(parse_list_text("[]").unwrap().is_empty());
         assert_eq!(parse_list_text("[1,x]"), Err(ValueError::WrongType));
+    }
+
+    #[test]
+    fn integers_are_exact_and_floats_name_one_integer_or_none() {
+        assert_eq!(Num::int(u64::MAX).to_u64(), Ok(u64::MAX));
+        assert_eq!(Num::float(1e3).to_u64(), Ok(1000));
+        assert_eq!(Num::float(9007199254740992.0).to_u64(), Ok(1 << 53));
+        assert_eq!(
+            Num::float(9007199254740994.0).to_u64(),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(
+            Num::float(1.8446744073709552e19).to_u64(),
+            Err(ValueError::OutOfRange)
+        );
+        assert_eq!(Num::float(1.5).to_u64(), Err(ValueError::WrongType));
     }
 }

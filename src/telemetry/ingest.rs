@@ -45,6 +45,16 @@ pub struct Ingest {
     orderer: Orderer,
     stats: IngestStats,
     line: Vec<u8>,
+    max_line: usize,
+}
+
+/// What a line was, for the counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LineClass {
+    Record,
+    Blank,
+    Log,
+    Skip(SkipReason),
 }
 
 /// Shares one `Arc<str>` per distinct node name.
@@ -178,6 +188,7 @@ impl Ingest {
             ),
             stats: IngestStats::default(),
             line: Vec::with_capacity(4096),
+            max_line: MAX_LINE_BYTES,
         }
     }
 
@@ -195,29 +206,49 @@ impl Ingest {
 
     /// Accounts for one parsed line of `len` bytes and passes a record on to the orderer.
     pub fn apply(&mut self, len: usize, outcome: LineOutcome, out: &mut dyn FnMut(&Sample)) {
-        self.stats.lines_read += 1;
-        self.stats.bytes_read += len as u64;
         match outcome {
-            LineOutcome::Blank => self.stats.blank_lines += 1,
-            LineOutcome::Log => self.stats.log_lines += 1,
-            LineOutcome::Skip(r) => self.stats.skip(r),
             LineOutcome::Record(s) => {
-                self.stats.records_parsed += 1;
+                self.count(LineClass::Record, 1, len as u64);
                 self.orderer.push(s, &mut self.stats, out);
             }
+            LineOutcome::Blank => self.count(LineClass::Blank, 1, len as u64),
+            LineOutcome::Log => self.count(LineClass::Log, 1, len as u64),
+            LineOutcome::Skip(r) => self.count(LineClass::Skip(r), 1, len as u64),
         }
+    }
+
+    /// Accounts for `lines` lines of one class, `bytes` in all, at once (records still go through
+    /// [`Ingest::push_record`] one by one). Counters saturate rather than wrap.
+    pub(crate) fn count(&mut self, class: LineClass, lines: u64, bytes: u64) {
+        let s = &mut self.stats;
+        s.lines_read = s.lines_read.saturating_add(lines);
+        s.bytes_read = s.bytes_read.saturating_add(bytes);
+        match class {
+            LineClass::Record => s.records_parsed = s.records_parsed.saturating_add(lines),
+            LineClass::Blank => s.blank_lines = s.blank_lines.saturating_add(lines),
+            LineClass::Log => s.log_lines = s.log_lines.saturating_add(lines),
+            LineClass::Skip(r) => s.skip_n(r, lines),
+        }
+    }
+
+    /// Passes a record already counted by [`Ingest::count`] on to the orderer.
+    pub(crate) fn push_record(&mut self, s: Sample, out: &mut dyn FnMut(&Sample)) {
+        self.orderer.push(s, &mut self.stats, out);
     }
 
     /// Feeds one physical line (with or without its newline).
     pub fn push_line(&mut self, line: &[u8], out: &mut dyn FnMut(&Sample)) {
+        if line.len() > self.max_line {
+            return self.push_too_long(line.len() as u64);
+        }
         let outcome = self.parser.parse(line);
         if matches!(outcome, LineOutcome::Blank)
             && self.format == Format::Csv
             && !line.trim_ascii().is_empty()
         {
             // The CSV header: a line read, neither blank nor a record.
-            self.stats.lines_read += 1;
-            self.stats.bytes_read += line.len() as u64;
+            self.stats.lines_read = self.stats.lines_read.saturating_add(1);
+            self.stats.bytes_read = self.stats.bytes_read.saturating_add(line.len() as u64);
             return;
         }
         self.apply(line.len(), outcome, out);
@@ -225,12 +256,21 @@ impl Ingest {
 
     /// Counts a line that exceeded [`MAX_LINE_BYTES`] (its bytes were discarded unread).
     pub fn push_too_long(&mut self, len: u64) {
-        self.stats.lines_read += 1;
-        self.stats.bytes_read += len;
-        self.stats.skip(SkipReason::LineTooLong);
+        self.count(LineClass::Skip(SkipReason::LineTooLong), 1, len);
     }
 
-    /// Reads `reader` to the end. `tick` is called every 64k lines (for progress).
+    /// The longest line read whole; longer ones are skipped (`line_too_long`).
+    pub(crate) fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// Tests shrink the line limit so that over-long lines are cheap to make.
+    #[cfg(test)]
+    pub(crate) fn set_max_line(&mut self, max_line: usize) {
+        self.max_line = max_line;
+    }
+
+    /// Reads `reader` to the end. `tick` is called every 64k lines or so (for progress).
     pub fn read_all(
         &mut self,
         reader: &mut dyn BufRead,
@@ -238,13 +278,16 @@ impl Ingest {
         out: &mut dyn FnMut(&Sample),
     ) -> io::Result<()> {
         let mut line = std::mem::take(&mut self.line);
+        let mut next_tick = self.stats.lines_read.saturating_add(65_536);
         loop {
-            match read_bounded_line(reader, &mut line)? {
+            match read_bounded_line(reader, &mut line, self.max_line)? {
                 LineRead::Eof => break,
                 LineRead::Line => self.push_line(&line, out),
                 LineRead::TooLong(n) => self.push_too_long(n),
+                LineRead::Newlines(n) => self.count(LineClass::Blank, n, n),
             }
-            if self.stats.lines_read.is_multiple_of(65_536) {
+            if self.stats.lines_read >= next_tick {
+                next_tick = self.stats.lines_read.saturating_add(65_536);
                 tick(&self.stats);
             }
         }
@@ -290,10 +333,31 @@ enum LineRead {
     Eof,
     Line,
     TooLong(u64),
+    /// A run of empty lines (bare `\n`), counted without being copied.
+    Newlines(u64),
 }
 
-/// Reads one line into `buf` (cleared first) without ever holding more than [`MAX_LINE_BYTES`].
-fn read_bounded_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<LineRead> {
+/// The length of the run of `\n` bytes `b` starts with, eight bytes at a time: blank-only input
+/// (a gzip of gigabytes of newlines) must go at memory speed, not at one parse per line.
+pub(crate) fn newline_run(b: &[u8]) -> usize {
+    const NL: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut i = 0;
+    while let Some(w) = b.get(i..i + 8) {
+        let w = u64::from_ne_bytes(w.try_into().unwrap_or([0; 8]));
+        if w != NL {
+            break;
+        }
+        i += 8;
+    }
+    i + b[i..].iter().take_while(|c| **c == b'\n').count()
+}
+
+/// Reads one line into `buf` (cleared first) without ever holding more than `max_line` bytes.
+fn read_bounded_line(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max_line: usize,
+) -> io::Result<LineRead> {
     buf.clear();
     let mut dropped: u64 = 0;
     loop {
@@ -309,12 +373,17 @@ fn read_bounded_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<LineR
                 (_, n) => LineRead::TooLong(n + buf.len() as u64),
             });
         }
+        if buf.is_empty() && dropped == 0 && avail[0] == b'\n' {
+            let n = newline_run(avail);
+            r.consume(n);
+            return Ok(LineRead::Newlines(n as u64));
+        }
         let (chunk, done) = match memchr::memchr(b'\n', avail) {
             Some(i) => (&avail[..=i], true),
             None => (avail, false),
         };
         let n = chunk.len();
-        if dropped > 0 || buf.len() + n > MAX_LINE_BYTES {
+        if dropped > 0 || buf.len() + n > max_line {
             dropped += (buf.len() + n) as u64;
             buf.clear();
         } else {
@@ -384,5 +453,52 @@ mod tests {
         );
         assert_eq!(st.skipped(SkipReason::WrongType), 1);
         assert_eq!(st.skipped(SkipReason::CsvRowShape), 1);
+    }
+
+    /// Issue 11: 1000 distinct steps above 2^53 were read as ~2 (f64), the rest dropped as duplicates.
+    #[test]
+    fn distinct_steps_above_two_to_the_53_stay_distinct() {
+        let base = 1u64 << 60;
+        let mut text = String::new();
+        for i in 0..1000 {
+            text.push_str(&format!("{{\"step\":{},\"step_time_ms\":10}}\n", base + i));
+        }
+        text.push_str("{\"step\":18446744073709551616,\"step_time_ms\":10}\n");
+        let (got, st) = ingest(Format::Jsonl, text.as_bytes());
+        assert_eq!(got.len(), 1000);
+        assert_eq!(st.duplicates, 0);
+        assert_eq!(st.skipped(SkipReason::OutOfRange), 1);
+        assert_eq!(got[999].step, Some(base + 999));
+        let csv = format!("step,step_time_ms\n{},1\n{},1\n", base, base + 1);
+        let (got, _) = ingest(Format::Csv, csv.as_bytes());
+        assert_eq!(got.len(), 2);
+    }
+
+    /// Counters restored from a checkpoint can hold anything; they saturate instead of wrapping.
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let mut ing = Ingest::new(Format::Jsonl, &IngestOptions::default());
+        let mut snap = ing.snapshot();
+        snap.counters.iter_mut().for_each(|c| *c = u64::MAX);
+        ing = Ingest::restore(Format::Jsonl, &IngestOptions::default(), &snap).unwrap();
+        let mut r = io::BufReader::new(&b"{\"step\":1,\"step_time_ms\":1}\n\n\nx\n"[..]);
+        ing.read_all(&mut r, &mut |_| {}, &mut |_| {}).unwrap();
+        let st = ing.finish(&mut |_| {});
+        assert_eq!(st.lines_read, u64::MAX);
+        assert_eq!(st.records_parsed, u64::MAX);
+        assert_eq!(st.records_emitted, u64::MAX);
+        assert_eq!(st.skipped_total(), u64::MAX);
+    }
+
+    /// Blank runs are counted in bulk and agree with a line-by-line count.
+    #[test]
+    fn newline_runs_count_as_blank_lines() {
+        let mut text = vec![b'\n'; 100_003];
+        text.extend_from_slice(b"{\"step\":1,\"step_time_ms\":1}\n \n\r\n\n");
+        let (got, st) = ingest(Format::Log, &text);
+        assert_eq!(got.len(), 1);
+        assert_eq!(st.blank_lines, 100_006);
+        assert_eq!(st.lines_read, 100_007);
+        assert_eq!(st.bytes_read, text.len() as u64);
     }
 }

@@ -76,7 +76,7 @@ impl Orderer {
     pub fn push(&mut self, mut s: Sample, stats: &mut IngestStats, out: &mut dyn FnMut(&Sample)) {
         let real_step = s.step.is_some();
         let step = s.step.unwrap_or_else(|| {
-            stats.records_without_step += 1;
+            stats.records_without_step = stats.records_without_step.saturating_add(1);
             self.max_step_seen.map_or(1, |m| m + 1)
         });
         s.step = Some(step);
@@ -86,15 +86,15 @@ impl Orderer {
             node: s.node.as_deref().map_or(0, node_hash),
         };
         if real_step && self.is_duplicate(&key) {
-            stats.duplicates += 1;
+            stats.duplicates = stats.duplicates.saturating_add(1);
             return;
         }
         if self.watermark.is_some_and(|w| step < w) {
-            stats.late_dropped += 1;
+            stats.late_dropped = stats.late_dropped.saturating_add(1);
             return;
         }
         if self.max_step_seen.is_some_and(|m| step < m) {
-            stats.reordered += 1;
+            stats.reordered = stats.reordered.saturating_add(1);
         }
         self.max_step_seen = Some(self.max_step_seen.map_or(step, |m| m.max(step)));
         if self.pending.back().is_none_or(|(k, _)| *k <= key) {
@@ -143,7 +143,7 @@ impl Orderer {
                 .last_raw_ts
                 .is_some_and(|prev| ts < prev - self.skew_tolerance_ms)
             {
-                stats.clock_skew += 1;
+                stats.clock_skew = stats.clock_skew.saturating_add(1);
             }
             self.last_raw_ts = Some(ts);
             // Time never runs backwards downstream: a skewed stamp is clamped to the last good one.
@@ -151,9 +151,9 @@ impl Orderer {
             self.last_ts = Some(clamped);
             s.ts_ms = Some(clamped);
         } else {
-            stats.records_without_ts += 1;
+            stats.records_without_ts = stats.records_without_ts.saturating_add(1);
         }
-        stats.records_emitted += 1;
+        stats.records_emitted = stats.records_emitted.saturating_add(1);
         out(s);
         self.pending.pop_front();
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-use super::field::{Field, ValueError, parse_list_text, parse_number_text};
+use super::field::{Field, Num, ValueError, parse_list_text, parse_number_text};
 use super::stats::SkipReason;
 use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
 
@@ -90,7 +90,7 @@ impl<'a> RecordBuilder<'a> {
         fresh
     }
 
-    pub(super) fn put_num(&mut self, field: Field, v: Result<Option<f64>, ValueError>) {
+    pub(super) fn put_num(&mut self, field: Field, v: Result<Option<Num>, ValueError>) {
         if !self.first(field) {
             return;
         }
@@ -98,7 +98,8 @@ impl<'a> RecordBuilder<'a> {
             Ok(v) => v,
             Err(e) => return self.fail(e.into()),
         };
-        let Some(x) = v else { return };
+        let Some(num) = v else { return };
+        let x = num.value;
         let pct = matches!(field, Field::GpuUtilPct | Field::GpuMemUtilPct);
         let bad_range = match field {
             Field::Loss => false,
@@ -116,17 +117,18 @@ impl<'a> RecordBuilder<'a> {
             Field::GpuMemUtilPct => &mut self.gpu_mem_util_pct,
             Field::CommMs => &mut self.comm_ms,
             Field::Step => {
-                return if x.fract() == 0.0 && x <= u64::MAX as f64 {
-                    self.step = Some(x as u64);
-                } else {
-                    self.fail(SkipReason::WrongType)
+                return match num.to_u64() {
+                    Ok(i) => self.step = Some(i),
+                    Err(e) => self.fail(e.into()),
                 };
             }
             Field::Rank => {
-                return if x.fract() == 0.0 && x <= u32::MAX as f64 {
-                    self.rank = Some(x as u32);
-                } else {
-                    self.fail(SkipReason::WrongType)
+                let rank = num
+                    .to_u64()
+                    .and_then(|i| u32::try_from(i).map_err(|_| ValueError::OutOfRange));
+                return match rank {
+                    Ok(r) => self.rank = Some(r),
+                    Err(e) => self.fail(e.into()),
                 };
             }
             Field::Ts | Field::WorkerLatenciesMs | Field::Node => unreachable!("not numeric"),
@@ -328,29 +330,32 @@ macro_rules! wrong_type_otherwise {
 struct NumSeed;
 
 impl<'de> DeserializeSeed<'de> for NumSeed {
-    type Value = Result<Option<f64>, ValueError>;
+    type Value = Result<Option<Num>, ValueError>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
 impl<'de> Visitor<'de> for NumSeed {
-    type Value = Result<Option<f64>, ValueError>;
+    type Value = Result<Option<Num>, ValueError>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a number")
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         Ok(if v.is_finite() {
-            Ok(Some(v))
+            Ok(Some(Num::float(v)))
         } else {
             Err(ValueError::NonFinite)
         })
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(Ok(Some(v as f64)))
+        Ok(Ok(Some(match u64::try_from(v) {
+            Ok(i) => Num::int(i),
+            Err(_) => Num::float(v as f64),
+        })))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(Ok(Some(v as f64)))
+        Ok(Ok(Some(Num::int(v))))
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
         Ok(if v.trim().is_empty() {
@@ -414,7 +419,7 @@ impl<'de> Visitor<'de> for ListSeed {
         let mut problem = None;
         while let Some(v) = seq.next_element_seed(NumSeed)? {
             match v {
-                Ok(Some(x)) => out.push(x),
+                Ok(Some(x)) => out.push(x.value),
                 Ok(None) => problem = problem.or(Some(ValueError::WrongType)),
                 Err(e) => problem = problem.or(Some(e)),
             }
@@ -540,5 +545,37 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(parse(line).unwrap_err(), want, "{line}");
         }
+    }
+
+    /// Steps are integers: above 2^53 an f64 merged neighbouring steps (998 of 1000 distinct steps
+    /// were dropped as duplicates), and 2^64 and more saturated silently.
+    #[test]
+    fn steps_are_exact_integers_and_what_does_not_fit_is_rejected() {
+        let big = (1u64 << 53) + 1;
+        for (text, want) in [
+            (big.to_string(), big),
+            (format!("\"{big}\""), big),
+            (u64::MAX.to_string(), u64::MAX),
+            ("1e3".to_string(), 1000),
+            ("\" 42 \"".to_string(), 42),
+        ] {
+            // Through the general parser and through the fast path (`parse` takes either).
+            let line = format!(r#"{{"step_time_ms":1,"step":{text}}}"#);
+            assert_eq!(parse(&line).unwrap().step, Some(want), "{line}");
+            let line = format!(r#"{{"step_time_ms":1,"step":{text},"extra":{{}}}}"#);
+            assert_eq!(parse(&line).unwrap().step, Some(want), "{line}");
+        }
+        for text in [
+            "18446744073709551616",
+            "\"18446744073709551616\"",
+            "1e20",
+            "9007199254740993.0",
+            "-1",
+        ] {
+            let line = format!(r#"{{"step_time_ms":1,"step":{text}}}"#);
+            assert_eq!(parse(&line).unwrap_err(), SkipReason::OutOfRange, "{line}");
+        }
+        let line = r#"{"step_time_ms":1,"rank":4294967296}"#;
+        assert_eq!(parse(line).unwrap_err(), SkipReason::OutOfRange);
     }
 }

@@ -9,7 +9,7 @@
 //! significand times or divided by an exact power of ten), so the floats are bit-identical; the tests
 //! compare both paths.
 
-use super::field::{Field, ValueError, parse_list_text, parse_number_text};
+use super::field::{Field, Num, ValueError, parse_list_text, parse_number_text};
 use super::record::{NodeName, RecordBuilder, WorkerLatencies};
 use super::stats::SkipReason;
 use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms, utc_rfc3339_ms};
@@ -27,8 +27,8 @@ const MAX_EXACT: u64 = 1 << 53;
 const MAX_LIST: usize = 256;
 
 enum Value<'a> {
-    /// A number and whether it was written as an integer (serde_json hands those over as integers).
-    Num(f64, bool),
+    /// A number as serde_json hands it over: integers exactly, the rest as f64.
+    Num(Num),
     Str(Text<'a>),
     Null,
     List(WorkerLatencies),
@@ -112,7 +112,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A non-negative JSON number; `None` for anything the exact construction does not cover.
-    fn number(&mut self) -> Option<(f64, bool)> {
+    fn number(&mut self) -> Option<Num> {
         let first = self.peek()?;
         let (int, int_digits) = self.digits();
         if int_digits == 0 || (first == b'0' && int_digits > 1) || int_digits > 19 {
@@ -156,14 +156,14 @@ impl<'a> Cursor<'a> {
             integer = false;
         }
         if integer {
-            return Some((sig as f64, true));
+            return Some(Num::int(sig));
         }
         if digits > 19 || sig > MAX_EXACT {
             return None;
         }
         let pow = *POW10.get(exp.unsigned_abs() as usize)?;
         let f = sig as f64;
-        Some((if exp >= 0 { f * pow } else { f / pow }, false))
+        Some(Num::float(if exp >= 0 { f * pow } else { f / pow }))
     }
 
     fn list(&mut self) -> Option<WorkerLatencies> {
@@ -176,7 +176,7 @@ impl<'a> Cursor<'a> {
         }
         loop {
             self.ws();
-            out.push(self.number()?.0);
+            out.push(self.number()?.value);
             if out.len() > MAX_LIST {
                 return None;
             }
@@ -198,7 +198,7 @@ impl<'a> Cursor<'a> {
                 self.i += 4;
                 (rest == b"null").then_some(Value::Null)
             }
-            b'0'..=b'9' => self.number().map(|(v, int)| Value::Num(v, int)),
+            b'0'..=b'9' => self.number().map(Value::Num),
             _ => None,
         }
     }
@@ -243,7 +243,7 @@ pub(super) fn parse_flat_object(payload: &[u8]) -> Option<RecordBuilder<'_>> {
 fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Option<()> {
     match field {
         Field::Ts => rec.put_ts(match value {
-            Value::Num(v, _) => epoch_number_to_ms(v)
+            Value::Num(n) => epoch_number_to_ms(n.value)
                 .map(Some)
                 .ok_or(SkipReason::BadTimestamp),
             Value::Str(t) if !t.is_utf8() => return None,
@@ -263,13 +263,13 @@ fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Optio
         Field::Node => rec.put_node(match value {
             Value::Str(t) => Ok(Some(NodeName::Borrowed(t.str()?))),
             Value::Null => Ok(None),
-            Value::Num(_, false) | Value::List(_) => Err(ValueError::WrongType),
-            Value::Num(_, true) => return None,
+            Value::Num(Num { int: None, .. }) | Value::List(_) => Err(ValueError::WrongType),
+            Value::Num(Num { int: Some(_), .. }) => return None,
         }),
         _ => rec.put_num(
             field,
             match value {
-                Value::Num(v, _) => Ok(Some(v)),
+                Value::Num(n) => Ok(Some(n)),
                 Value::Str(t) => match t.str()? {
                     s if s.trim().is_empty() => Ok(None),
                     s => parse_number_text(s).map(Some),

@@ -90,7 +90,13 @@ pub struct IngestStats {
 
 impl IngestStats {
     pub fn skip(&mut self, reason: SkipReason) {
-        self.skipped[reason as usize] += 1;
+        self.skip_n(reason, 1);
+    }
+
+    /// Counters saturate: a resumed checkpoint may carry any value, and a wrapped counter would lie.
+    pub fn skip_n(&mut self, reason: SkipReason, n: u64) {
+        let c = &mut self.skipped[reason as usize];
+        *c = c.saturating_add(n);
     }
 
     pub fn skipped(&self, reason: SkipReason) -> u64 {
@@ -98,7 +104,7 @@ impl IngestStats {
     }
 
     pub fn skipped_total(&self) -> u64 {
-        self.skipped.iter().sum()
+        self.skipped.iter().fold(0u64, |a, b| a.saturating_add(*b))
     }
 
     /// Every counter in a fixed order (checkpoints).
@@ -143,21 +149,23 @@ impl IngestStats {
 
     /// Adds another run's counters (used when several sources are merged).
     pub fn merge(&mut self, o: &IngestStats) {
-        self.lines_read += o.lines_read;
-        self.bytes_read += o.bytes_read;
-        self.blank_lines += o.blank_lines;
-        self.log_lines += o.log_lines;
-        self.records_parsed += o.records_parsed;
-        self.records_emitted += o.records_emitted;
+        self.lines_read = self.lines_read.saturating_add(o.lines_read);
+        self.bytes_read = self.bytes_read.saturating_add(o.bytes_read);
+        self.blank_lines = self.blank_lines.saturating_add(o.blank_lines);
+        self.log_lines = self.log_lines.saturating_add(o.log_lines);
+        self.records_parsed = self.records_parsed.saturating_add(o.records_parsed);
+        self.records_emitted = self.records_emitted.saturating_add(o.records_emitted);
         for (a, b) in self.skipped.iter_mut().zip(o.skipped) {
-            *a += b;
+            *a = a.saturating_add(b);
         }
-        self.duplicates += o.duplicates;
-        self.reordered += o.reordered;
-        self.late_dropped += o.late_dropped;
-        self.clock_skew += o.clock_skew;
-        self.records_without_ts += o.records_without_ts;
-        self.records_without_step += o.records_without_step;
+        self.duplicates = self.duplicates.saturating_add(o.duplicates);
+        self.reordered = self.reordered.saturating_add(o.reordered);
+        self.late_dropped = self.late_dropped.saturating_add(o.late_dropped);
+        self.clock_skew = self.clock_skew.saturating_add(o.clock_skew);
+        self.records_without_ts = self.records_without_ts.saturating_add(o.records_without_ts);
+        self.records_without_step = self
+            .records_without_step
+            .saturating_add(o.records_without_step);
     }
 }
 
