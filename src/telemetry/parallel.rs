@@ -544,7 +544,7 @@ mod tests {
                         ),
                     }
                     // Sometimes the last line has no newline.
-                    if i + 1 < lines || rnd() % 2 == 0 {
+                    if i + 1 < lines || rnd().is_multiple_of(2) {
                         text.push(b'\n');
                     }
                 }
