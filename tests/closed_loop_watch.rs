@@ -193,3 +193,32 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
         );
     }
 }
+
+/// Issue 11: a state file's counters near u64::MAX wrapped (`iterations_done` went from u64::MAX to
+/// 19; a debug build panicked). Every counter carried across restarts saturates instead.
+#[test]
+fn counters_resumed_at_their_maximum_saturate_instead_of_wrapping() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("watch");
+    let t = trace("drift");
+    let o = watch_cmd(&t, &out, &["--max-iterations", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let state_path = out.join("watch_state.json");
+    let mut state = json(&state_path);
+    for counter in ["iterations_done", "restarts", "applied_total"] {
+        state["totals"][counter] = u64::MAX.into();
+    }
+    state["loop"]["windows"] = u64::MAX.into();
+    state["loop"]["proposed_total"] = u64::MAX.into();
+    fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+    let o = watch_cmd(&t, &out, &["--max-iterations", "3", "-o", "json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["iterations_total"], u64::MAX);
+    assert_eq!(r["restarts"], u64::MAX);
+    assert_eq!(json(&state_path)["totals"]["iterations_done"], u64::MAX);
+}

@@ -278,7 +278,7 @@ impl ClosedLoop {
             last_step: w.last_step,
             end_ms: w.end_ms,
         };
-        self.st.windows += 1;
+        self.st.windows = self.st.windows.saturating_add(1);
         if let Some(t) = w.end_ms {
             self.st.last_at_ms = Some(self.st.last_at_ms.map_or(t, |p| p.max(t)));
         }
@@ -293,7 +293,7 @@ impl ClosedLoop {
         self.host_refusals(d, wref, &mut blocked);
         for dec in &d.decisions {
             if let Some(fail) = &dec.failure {
-                self.st.failures_total += 1;
+                self.st.failures_total = self.st.failures_total.saturating_add(1);
                 if self.st.failures.len() < MAX_LISTED {
                     self.st.failures.push(PolicyFailureRecord {
                         policy: dec.policy.name.clone(),
@@ -366,7 +366,7 @@ impl ClosedLoop {
                 to: a.to,
                 reason: a.reason.clone(),
             });
-            self.st.proposed_total += 1;
+            self.st.proposed_total = self.st.proposed_total.saturating_add(1);
             if self.st.proposed.len() < MAX_LISTED {
                 self.st.proposed.push(ProposedChange {
                     knob: a.knob,
@@ -389,12 +389,13 @@ impl ClosedLoop {
             })
             .collect();
         for b in blocked {
-            self.st.blocked_total += 1;
-            *self
+            self.st.blocked_total = self.st.blocked_total.saturating_add(1);
+            let by_reason = self
                 .st
                 .blocked_by_reason
                 .entry(b.reason.clone())
-                .or_default() += 1;
+                .or_default();
+            *by_reason = by_reason.saturating_add(1);
             if self.st.blocked.len() < MAX_LISTED {
                 self.st.blocked.push(b);
             }

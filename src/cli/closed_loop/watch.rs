@@ -219,7 +219,7 @@ fn execute(
             })?;
             set.set_states(s.policy_states.clone());
             totals = s.totals.clone();
-            totals.restarts += 1;
+            totals.restarts = totals.restarts.saturating_add(1);
             explain.event(
                 "watch_resume",
                 json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
@@ -499,7 +499,7 @@ fn checkpoint(
         .context("cannot write the decision trace")?;
     dec.trace.get_ref().sync_data().ok();
     let mut totals = pr.totals.clone();
-    totals.iterations_done += dec.iterations;
+    totals.iterations_done = totals.iterations_done.saturating_add(dec.iterations);
     let state = WatchState {
         schema_version: STATE_SCHEMA.into(),
         fingerprint: ctx.fingerprint.to_string(),
@@ -592,27 +592,27 @@ fn apply_if_decided(
     let outcome = match &one.result {
         None => "no_changes".to_string(),
         Some(ApplyResult::Applied) => {
-            pr.totals.applied_total += changes.len() as u64;
+            pr.totals.applied_total = pr.totals.applied_total.saturating_add(changes.len() as u64);
             pr.last_applied = Some(knobs.clone());
             "applied".to_string()
         }
         Some(ApplyResult::Blocked(b)) => {
-            pr.totals.apply_blocked_total += 1;
+            pr.totals.apply_blocked_total = pr.totals.apply_blocked_total.saturating_add(1);
             format!("blocked:{}", b.reason)
         }
         Some(ApplyResult::Failed(m)) => {
-            pr.totals.apply_failed_total += 1;
+            pr.totals.apply_failed_total = pr.totals.apply_failed_total.saturating_add(1);
             format!("failed: {m}")
         }
     };
     if one.fields.apply_attempted {
-        pr.totals.apply_attempted_total += 1;
+        pr.totals.apply_attempted_total = pr.totals.apply_attempted_total.saturating_add(1);
         if one.fields.apply_ok == Some(true) {
-            pr.totals.apply_ok_total += 1;
+            pr.totals.apply_ok_total = pr.totals.apply_ok_total.saturating_add(1);
         }
     }
     if one.fields.verify_ok == Some(false) {
-        pr.totals.verify_failed_total += 1;
+        pr.totals.verify_failed_total = pr.totals.verify_failed_total.saturating_add(1);
     }
     if let Some(a) = &mut pr.last_apply {
         a.outcome = outcome.clone();
@@ -625,7 +625,7 @@ fn apply_if_decided(
     if plain_lines {
         println!(
             "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",
-            pr.totals.iterations_done + dec.iterations,
+            pr.totals.iterations_done.saturating_add(dec.iterations),
             one.fields.verify_ok.map_or("n/a".into(), |b| b.to_string()),
             one.fields.apply_attempted,
             one.fields.apply_ok.map_or("n/a".into(), |b| b.to_string()),

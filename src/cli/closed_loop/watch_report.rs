@@ -55,7 +55,7 @@ pub(super) fn write_latest(
         "max_iterations": ctx.args.max_iterations,
         "duration_limit_ms": ctx.args.duration,
         "iterations_done": dec.iterations,
-        "iterations_total": totals.iterations_done + dec.iterations,
+        "iterations_total": totals.iterations_done.saturating_add(dec.iterations),
         "windows_total": st.windows,
         "resumed": ctx.resumed,
         "restarts": totals.restarts,
