@@ -116,7 +116,7 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            serde_json::to_writer_pretty(&mut stdout, &sealed)?;
             writeln!(stdout)?;
         }
         OutputFormat::Text => print_text(&mut stdout, &report, &latest)?,
