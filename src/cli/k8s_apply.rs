@@ -1,9 +1,11 @@
-//! `k8s apply --plan P --out D`: the gated write. Kill switch, license (`apply`), a verify report
-//! for this plan and cluster (`--verify-report`, default `D/k8s_verify_latest.json`, at most
-//! `--max-verify-age` old), verify ok (or `--force --confirm-plan-digest sha256:…`), objects
-//! unchanged since verify; then one merge patch per item. Writes `k8s_apply.v1` and
-//! `rollback_plan.json`. Exit 0 applied, 2 blocked or invalid input (an invalid plan or kubeconfig
-//! leaves only explain events), 1 a cluster or I/O failure during the apply.
+//! `k8s apply --plan P --out D`: the gated write. Kill switches (environment, file, the workloads'
+//! annotation), the passport the plan was made under (`--passport`, default the built-in template
+//! the plan names), license (`apply`), a sealed verify report for this plan and cluster
+//! (`--verify-report`, default `D/k8s_verify_latest.json`, at most `--max-verify-age` old), verify ok
+//! (or `--force --confirm-plan-digest sha256:…`), objects unchanged since verify; then, with the
+//! rollback plan already on disk, one merge patch per item. Writes `k8s_apply.v1` and
+//! `rollback_plan.json`. Exit 0 applied, 2 blocked or invalid input (an invalid plan, passport or
+//! kubeconfig leaves only explain events), 1 a cluster or I/O failure during the apply.
 
 use std::io::Write;
 use std::path::PathBuf;
