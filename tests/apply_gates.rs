@@ -601,3 +601,54 @@ fn a_plan_made_under_a_passport_is_applied_only_as_that_passport_allows() {
     assert_eq!(a.report()["plan_passport"]["name"], "safe-apply");
     assert_eq!(writes(&sim), 1);
 }
+
+/// Issue 11 item 3, the order on disk: while the PATCH is in flight (delayed by the emulator), the
+/// rollback plan and a `pending` report are already there; the final report replaces it.
+#[test]
+fn while_the_patch_is_in_flight_the_rollback_plan_and_a_pending_report_are_on_disk() {
+    let r = ready();
+    let lic = r.dev.good();
+    r.sim.inject_fault(
+        Fault::delay(
+            "/apis/apps/v1/namespaces/ml/deployments/trainer",
+            std::time::Duration::from_secs(3),
+        )
+        .method("PATCH"),
+    );
+    let latest = r.out.join("k8s_apply_latest.json");
+    std::thread::scope(|scope| {
+        let apply = scope.spawn(|| r.apply_with_license(&lic, &[], &[]));
+        let t = std::time::Instant::now();
+        let pending = loop {
+            let rep: Option<Value> = std::fs::read(&latest)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(rep) = rep {
+                break rep;
+            }
+            assert!(t.elapsed().as_secs() < 20, "no report while patching");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(pending["pending"], true, "{pending:#}");
+        assert_eq!(pending["apply_attempted"], true);
+        let rb: Value =
+            serde_json::from_slice(&std::fs::read(r.out.join("rollback_plan.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            rb["items"][0]["patch"]["spec"]["template"]["metadata"]["annotations"][KNOB],
+            "4"
+        );
+        assert_eq!(pending["rollback_plan_digest"], rb["plan_digest"]);
+        assert_eq!(
+            r.sim
+                .template_annotation(ResourceKind::Deployment, "ml", "trainer", KNOB)
+                .as_deref(),
+            Some("4"),
+            "the PATCH has not been applied yet"
+        );
+        let a = apply.join().unwrap();
+        assert_eq!(a.code, 0, "{a:#?}");
+        assert_eq!(a.report()["pending"], false);
+        assert_eq!(a.report()["ok"], true);
+    });
+}
