@@ -458,7 +458,15 @@ fn run_gates_and_write<A: ClusterApi>(
     if report.checks.verify_report_found {
         report.verify_report_path = Some(verify_path.clone());
     }
-    if let Ok(ev) = &evidence {
+    let seal = evidence
+        .as_ref()
+        .ok()
+        .map(|ev| check_seal(&ev.document, &load_key()));
+    report.evidence_check = seal.clone();
+    // Only an authenticated report's claims go into the audit.
+    if let Ok(ev) = &evidence
+        && seal.as_ref().is_some_and(|s| s.ok)
+    {
         report.verify_ok = Some(ev.ok);
         report.verify_finished_at = Some(now_text(ev.finished_at));
     }
@@ -466,11 +474,6 @@ fn run_gates_and_write<A: ClusterApi>(
         context: identity.context.as_deref(),
         server: &identity.server,
     };
-    let seal = evidence
-        .as_ref()
-        .ok()
-        .map(|ev| check_seal(&ev.document, &load_key()));
-    report.evidence_check = seal.clone();
     if let Err(b) = verify_gates(
         log,
         &evidence,

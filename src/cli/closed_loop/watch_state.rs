@@ -224,3 +224,39 @@ impl WatchState {
         Ok(Some(state))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::closed_loop::ClosedLoop;
+
+    #[test]
+    fn a_resumed_state_holds_only_within_the_passport() {
+        let p = crate::passport::template("safe").unwrap().unwrap();
+        let knobs: BTreeMap<String, f64> = [("concurrency".to_string(), 4.0)].into();
+        let fresh = ClosedLoop::new(p.clone(), knobs.clone()).save();
+        let check = |st: &LoopState, applied: Option<&BTreeMap<String, f64>>| {
+            check_knobs(&p, st, applied, None)
+        };
+        assert_eq!(check(&fresh, Some(&knobs)), Ok(()));
+        let mut st = fresh.clone();
+        st.knobs.insert("concurrency".into(), 100_000.0);
+        assert!(check(&st, None).unwrap_err().contains("outside"));
+        st.knobs.insert("concurrency".into(), f64::NAN);
+        assert!(check(&st, None).unwrap_err().contains("finite"));
+        // A start outside the range (from --knobs or the cluster) is kept until the loop moves it.
+        let mut st = fresh.clone();
+        st.knobs_before.insert("concurrency".into(), 64.0);
+        st.knobs.insert("concurrency".into(), 64.0);
+        assert_eq!(check(&st, None), Ok(()));
+        let wide: BTreeMap<String, f64> = [("concurrency".to_string(), 65.0)].into();
+        assert!(
+            check(&st, Some(&wide))
+                .unwrap_err()
+                .contains("last_applied")
+        );
+        let mut st = fresh;
+        st.knobs.insert("not_governed".into(), 1.0);
+        assert!(check(&st, None).unwrap_err().contains("does not govern"));
+    }
+}
