@@ -50,7 +50,9 @@ fn verify_apply_then_rollback_restores_the_old_values() {
     assert_eq!(r["kubectl_context"], "kube-sim");
     assert_eq!(
         r["checks"],
-        json!({"kill_switch_active": false, "license_ok": true, "verify_report_found": true})
+        json!({"kill_switch_active": false, "passport_allows_apply": false, "license_ok": true,
+               "verify_report_found": true}),
+        "a hand-written plan: no passport"
     );
     assert_eq!(
         r["keyring"]["override"], true,
@@ -72,6 +74,8 @@ fn verify_apply_then_rollback_restores_the_old_values() {
         gates,
         [
             "kill_switch",
+            "passport",
+            "kill_switch_cluster",
             "license",
             "verify_report",
             "verify_ok",

@@ -16,17 +16,27 @@ use serde_json::Value;
 
 const MICRO: &str = "modekeeper/knob.microbatch_size";
 
-/// The safe passport with step limits wide enough for DRIFT-RETUNE's halving/doubling.
-fn drift_passport(dir: &Path) -> PathBuf {
+/// The safe passport with step limits wide enough for DRIFT-RETUNE's halving/doubling, and
+/// `gates.apply` as given (every built-in template is plan-only).
+fn drift_passport_with(dir: &Path, apply: bool) -> PathBuf {
     let mut p: Value =
         serde_json::to_value(modekeeper::passport::template("safe").unwrap().unwrap()).unwrap();
     p["name"] = "safe-drift".into();
+    p["gates"]["apply"] = apply.into();
     for k in ["microbatch_size", "grad_accum_steps"] {
         p["knobs"][k]["max_delta_per_step"] = serde_json::json!({"absolute": 32});
     }
-    let path = dir.join("passport.json");
+    let path = dir.join(if apply {
+        "passport.json"
+    } else {
+        "passport-plan-only.json"
+    });
     std::fs::write(&path, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
     path
+}
+
+fn drift_passport(dir: &Path) -> PathBuf {
+    drift_passport_with(dir, true)
 }
 
 struct Setup {
@@ -89,6 +99,18 @@ impl Setup {
 
     /// `closed-loop SUB` over the drift trace, against the emulator, under the drift passport.
     fn decide(&self, sub: &str, out: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Output {
+        self.decide_under(&self.passport, sub, out, extra, envs)
+    }
+
+    /// [`Self::decide`] under another passport.
+    fn decide_under(
+        &self,
+        passport: &Path,
+        sub: &str,
+        out: &Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Output {
         let mut c = bin();
         c.env_remove("MODEKEEPER_KILL_SWITCH")
             .env_remove("MODEKEEPER_KEYRING")
@@ -102,7 +124,7 @@ impl Setup {
             .arg("--out")
             .arg(out)
             .args(["-n", "ml", "--deployment", "trainer", "--passport"])
-            .arg(&self.passport)
+            .arg(passport)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(extra)
@@ -351,5 +373,198 @@ fn watch_apply_under_the_kill_switch_writes_nothing_and_exits_2() {
     assert_eq!(w["apply_blocked_total"], 1);
     assert_eq!(w["apply_ok_total"], 0);
     assert_eq!(s.writes(), 0);
+    assert_eq!(s.template(KNOB).as_deref(), Some("4"));
+}
+
+/// Issue 11 item 6: `closed-loop run --passport safe --apply --license L` patched the cluster,
+/// though every template says `gates.apply: false`. A plan-only passport blocks before the cluster
+/// is contacted (not even verify).
+#[test]
+fn closed_loop_apply_under_a_plan_only_passport_does_not_touch_the_cluster() {
+    let s = setup();
+    let plan_only = drift_passport_with(s.dir.path(), false);
+    let out = s.dir.path().join("out");
+    let mut args = vec!["--apply"];
+    args.extend(s.lic_args());
+    let o = s.decide_under(&plan_only, "run", &out, &args, &[]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("apply blocked: passport_apply_disabled"),
+        "{err}"
+    );
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["apply_blocked_reason"], "passport_apply_disabled");
+    assert_eq!(r["passport_allows_apply"], false);
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["reason"] == "passport_apply_disabled")
+    );
+    assert!(s.sim.requests().is_empty(), "no request at all");
+    // The plan records the passport it was made under.
+    let plan = json(&out.join("k8s_plan.json"));
+    assert_eq!(plan["passport"]["name"], "safe-drift");
+    assert!(
+        plan["passport"]["sha256"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    // ...so `k8s apply` of that plan needs the same passport, and it says plan-only.
+    let v = s.dir.path().join("v");
+    let o = s.k8s("verify", &out.join("k8s_plan.json"), &v, &[]);
+    assert_eq!(code(&o), 0);
+    let mut a = s.lic_args();
+    a.extend(["--passport", plan_only.to_str().unwrap()]);
+    let o = s.k8s("apply", &out.join("k8s_plan.json"), &v, &a);
+    assert_eq!(code(&o), 2);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("passport_apply_disabled"));
+    assert_eq!(s.writes(), 0);
+
+    // watch --apply: the same gate.
+    let o = s.decide_under(&plan_only, "watch", &s.dir.path().join("watch"), &args, &[]);
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("passport_apply_disabled"));
+    assert_eq!(s.writes(), 0);
+    assert_eq!(s.template(KNOB).as_deref(), Some("4"));
+}
+
+/// Issue 11 item 7: `loop.knobs.concurrency` edited to 100000 in watch_state.json made
+/// `watch --apply` write it (the passport allows 1..16). A resumed state is checked against the
+/// passport and refused (exit 2), and nothing reaches the cluster.
+#[test]
+fn a_tampered_watch_state_is_refused_and_never_applied() {
+    let s = setup();
+    let mut args = vec!["--apply"];
+    args.extend(s.lic_args());
+    for (i, value) in [
+        serde_json::json!(100000),
+        serde_json::json!(1e308),
+        serde_json::json!(-3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = s.dir.path().join(format!("watch{i}"));
+        // A few windows, before any decision: the state file exists, nothing was applied.
+        let o = s.watch(&out, &["--max-iterations", "2"], &[]);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        let state_path = out.join("watch_state.json");
+        let mut st = json(&state_path);
+        st["loop"]["knobs"]["concurrency"] = value.clone();
+        std::fs::write(&state_path, st.to_string()).unwrap();
+        let o = s.watch(&out, &args, &[]);
+        assert_eq!(
+            code(&o),
+            2,
+            "{value}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("loop.knobs.concurrency") && err.contains("outside"),
+            "{err}"
+        );
+        assert_eq!(s.writes(), 0);
+    }
+    assert_eq!(s.template("modekeeper/knob.concurrency"), None);
+}
+
+/// Issue 11 item 10: the kill switch could not stop a running watch (it read the environment
+/// only). `MODEKEEPER_KILL_SWITCH_FILE` is read before every apply: touching the file while the
+/// watch runs blocks its next apply.
+#[test]
+fn touching_the_kill_switch_file_stops_a_running_watchs_next_apply() {
+    use std::io::{Read, Write};
+    let s = setup();
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(trace("drift")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let data = s.dir.path().join("live.jsonl");
+    let head = 200;
+    std::fs::write(&data, lines[..head].join("\n") + "\n").unwrap();
+    let switch = s.dir.path().join("stop");
+    let out = s.dir.path().join("watch");
+    let mut c = closed_loop_support::std_bin();
+    c.env_remove("MODEKEEPER_KILL_SWITCH")
+        .env("HOME", s.dir.path())
+        .env("MODEKEEPER_KILL_SWITCH_FILE", &switch)
+        .args([
+            "closed-loop",
+            "watch",
+            "--source",
+            "file",
+            "--follow",
+            "--path",
+        ])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .args(["-n", "ml", "--deployment", "trainer", "--passport"])
+        .arg(&s.passport)
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .arg("--apply")
+        .args(s.lic_args())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut watch = c.spawn().unwrap();
+    let limit = std::time::Duration::from_secs(120);
+    let windows = |out: &Path| {
+        std::fs::read(out.join("watch_latest.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["windows_total"].as_u64())
+            .unwrap_or(0)
+    };
+    let t = std::time::Instant::now();
+    while windows(&out) < 2 {
+        assert!(t.elapsed() < limit, "no windows");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The watch is running and has applied nothing; now the switch is pulled.
+    std::fs::write(&switch, "").unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&data)
+        .unwrap();
+    f.write_all((lines[head..].join("\n") + "\n").as_bytes())
+        .unwrap();
+    drop(f);
+    let explain = out.join("explain.jsonl");
+    let t = std::time::Instant::now();
+    while !std::fs::read_to_string(&explain)
+        .unwrap_or_default()
+        .contains("\"watch_apply\"")
+    {
+        assert!(t.elapsed() < limit, "no apply decision");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &watch.id().to_string()])
+        .status()
+        .unwrap();
+    let status = watch.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "the blocked apply ends the watch with 2"
+    );
+    let ev: Vec<Value> = std::fs::read_to_string(&explain)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &Value| e["event"] == "watch_apply")
+        .collect();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["payload"]["outcome"], "blocked:kill_switch_active");
+    assert_eq!(s.writes(), 0);
+    assert!(s.sim.requests().is_empty(), "not even a verify");
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
 }

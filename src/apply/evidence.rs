@@ -26,6 +26,8 @@ pub struct VerifyEvidence {
     /// `verify_blocker.kind` and its detail, when not ok.
     pub blocker: Option<(String, String)>,
     pub items: Vec<EvidenceItem>,
+    /// The whole report, for the seal check ([`super::seal::check_seal`]).
+    pub document: serde_json::Value,
 }
 
 /// One checked item: which object, at which version.
@@ -79,8 +81,10 @@ pub enum EvidenceProblem {
 
 /// Parses report bytes.
 pub fn parse_verify_report(path: &Path, bytes: &[u8]) -> Result<VerifyEvidence, String> {
-    let raw: RawReport =
+    let document: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not a verify report: {e}"))?;
+    let raw: RawReport = serde_json::from_value(document.clone())
+        .map_err(|e| format!("not a verify report: {e}"))?;
     if raw.schema_version != VERIFY_SCHEMA {
         return Err(format!(
             "schema_version {:?} is not {VERIFY_SCHEMA}",
@@ -99,6 +103,7 @@ pub fn parse_verify_report(path: &Path, bytes: &[u8]) -> Result<VerifyEvidence, 
         ok: raw.ok,
         blocker: raw.verify_blocker.map(|b| (b.kind, b.detail)),
         items: raw.checks.items,
+        document,
     })
 }
 

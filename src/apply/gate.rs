@@ -2,17 +2,23 @@
 //! names its reason. Pure: the caller reads the environment, the license, the verify report, the
 //! clock and the live objects, and this module decides.
 //!
-//! 1. `kill_switch` — `MODEKEEPER_KILL_SWITCH` (absolute): `kill_switch_active`.
-//! 2. `license` — a valid license granting `apply` (and `chords.advanced` for a plan that moves an
+//! 1. `kill_switch` — `MODEKEEPER_KILL_SWITCH` or the file `MODEKEEPER_KILL_SWITCH_FILE` names
+//!    (absolute): `kill_switch_active`. After connecting, `kill_switch_cluster` — the
+//!    `modekeeper.io/kill-switch` annotation of every target workload, fail-closed on read errors.
+//! 2. `passport` — the passport the plan was made under allows apply (`gates.apply`) and bounds
+//!    every value the plan carries: `passport_missing`, `passport_mismatch`,
+//!    `passport_apply_disabled`, `passport_out_of_bounds`.
+//! 3. `license` — a valid license granting `apply` (and `chords.advanced` for a plan that moves an
 //!    advanced knob or comes from advanced policies): `license_*`, `entitlement_missing`,
 //!    `keyring_malformed`.
-//! 3. `verify_report` — a `k8s_verify.v1` report exists (`verify_missing`), is readable
-//!    (`verify_report_invalid`), is for this very plan (`verify_plan_mismatch`), this context and
+//! 4. `verify_report` — a `k8s_verify.v1` report exists (`verify_missing`), is readable
+//!    (`verify_report_invalid`), carries a valid evidence seal (`verify_report_unauthenticated`),
+//!    is for this very plan (`verify_plan_mismatch`), this context and
 //!    server (`verify_other_cluster`), and is recent enough (`verify_too_old`).
-//! 4. `verify_ok` — the report says ok, or `--force` with `--confirm-plan-digest` naming this plan's
-//!    digest (`verify_failed`, `force_digest_mismatch`). Force never skips gates 1–3 or 5.
-//! 5. `unchanged` — every object still has the resourceVersion verify saw (`verify_stale`).
-//! 6. `rollback` — the previous values of every planned knob can be written as a rollback plan
+//! 5. `verify_ok` — the report says ok, or `--force` with `--confirm-plan-digest` naming this plan's
+//!    digest (`verify_failed`, `force_digest_mismatch`). Force never skips gates 1–4 or 6.
+//! 6. `unchanged` — every object still has the resourceVersion verify saw (`verify_stale`).
+//! 7. `rollback` — the previous values of every planned knob can be written as a rollback plan
 //!    (`rollback_unavailable`): apply never makes a change it could not undo.
 
 use chrono::{DateTime, Duration, Utc};
@@ -20,7 +26,9 @@ use serde::Serialize;
 
 use super::evidence::{EvidenceProblem, VerifyEvidence};
 use super::kill_switch::KillSwitch;
+use super::seal::EvidenceCheck;
 use crate::license::{CLOCK_SKEW_SECS, LicenseVerdict, normalize_server};
+use crate::passport::Passport;
 use crate::plan::Plan;
 
 /// One gate's result, as recorded in the report (in order, up to the one that blocked).
@@ -88,7 +96,111 @@ pub fn kill_switch_gate(log: &mut GateLog, ks: &KillSwitch) -> Result<(), Blocke
     Ok(())
 }
 
-/// Gate 2.
+/// Gate 2: `passport` is the passport the caller applies under (the loop's own, or the one
+/// `k8s apply` resolved); `None` when it has none. A plan that names a passport needs that very
+/// passport (by digest); a passport must allow apply and bound every value the plan carries. A plan
+/// naming no passport with none given (a hand-written or rollback plan) passes: `k8s apply` of a
+/// reviewed file is the operator's decision.
+pub fn passport_gate(
+    log: &mut GateLog,
+    plan: &Plan,
+    passport: Option<&Passport>,
+) -> Result<(), Blocked> {
+    const G: &str = "passport";
+    let named = plan.passport();
+    let Some(p) = passport else {
+        return match named {
+            Some(n) => Err(log.block(
+                G,
+                "passport_missing",
+                format!(
+                    "the plan was made under passport {} {} ({}); give that passport with --passport",
+                    n.name, n.version, n.sha256
+                ),
+            )),
+            None => {
+                log.pass(
+                    G,
+                    Some("the plan names no passport (a hand-written or rollback plan)".into()),
+                );
+                Ok(())
+            }
+        };
+    };
+    let digest = p.digest();
+    if let Some(n) = named
+        && n.sha256 != digest
+    {
+        return Err(log.block(
+            G,
+            "passport_mismatch",
+            format!(
+                "the plan was made under passport {} {} ({}), the passport given is {} {} ({digest})",
+                n.name, n.version, n.sha256, p.name, p.version
+            ),
+        ));
+    }
+    if !p.gates.apply {
+        return Err(log.block(
+            G,
+            "passport_apply_disabled",
+            format!(
+                "passport {} {} has gates.apply false: its plans may be rendered and verified, not applied",
+                p.name, p.version
+            ),
+        ));
+    }
+    for (i, item) in plan.items().iter().enumerate() {
+        let patch = item.patch();
+        if let Some(k) = patch.removed_knobs().into_iter().next() {
+            return Err(log.block(
+                G,
+                "passport_out_of_bounds",
+                format!("item {i}: removes knob {k}; a plan under a passport only sets values"),
+            ));
+        }
+        for (k, v) in patch.knobs() {
+            if let Err(e) = knob_within(p, k, v) {
+                return Err(log.block(G, "passport_out_of_bounds", format!("item {i}: {e}")));
+            }
+        }
+    }
+    log.pass(
+        G,
+        Some(format!(
+            "passport {} {} ({digest}) allows apply",
+            p.name, p.version
+        )),
+    );
+    Ok(())
+}
+
+/// A planned value the passport allows: a governed, applicable knob, a finite number in
+/// `[min, max]`.
+pub fn knob_within(p: &Passport, knob: &str, value: &str) -> Result<(), String> {
+    let Some(l) = p.knob(knob) else {
+        return Err(format!("passport {} does not govern knob {knob}", p.name));
+    };
+    if l.propose_only {
+        return Err(format!(
+            "knob {knob} is propose-only in passport {}",
+            p.name
+        ));
+    }
+    let shown: String = value.chars().take(32).collect();
+    match value.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= l.min && x <= l.max => Ok(()),
+        Ok(_) => Err(format!(
+            "{knob}={shown:?} is outside passport {}'s range [{}, {}]",
+            p.name,
+            crate::passport::format_knob_value(l.min),
+            crate::passport::format_knob_value(l.max)
+        )),
+        Err(_) => Err(format!("{knob}={shown:?} is not a finite number")),
+    }
+}
+
+/// Gate 3.
 pub fn license_gate(log: &mut GateLog, verdict: &LicenseVerdict) -> Result<(), Blocked> {
     if !verdict.ok {
         return Err(log.block(
@@ -112,10 +224,13 @@ pub struct Connection<'a> {
     pub server: &'a str,
 }
 
-/// Gates 3 and 4. `force` is the digest given with `--confirm-plan-digest` when `--force` is set.
+/// Gates 4 and 5. `force` is the digest given with `--confirm-plan-digest` when `--force` is set;
+/// `seal` is the result of checking the report's seal (None when there was no report to check).
+#[allow(clippy::too_many_arguments)]
 pub fn verify_gates(
     log: &mut GateLog,
     evidence: &Result<VerifyEvidence, EvidenceProblem>,
+    seal: Option<&EvidenceCheck>,
     plan: &Plan,
     conn: Connection<'_>,
     now: DateTime<Utc>,
@@ -139,6 +254,13 @@ pub fn verify_gates(
             return Err(log.block(G, "verify_report_invalid", format!("{}: {e}", p.display())));
         }
     };
+    if let Some(s) = seal.filter(|s| !s.ok) {
+        return Err(log.block(
+            G,
+            "verify_report_unauthenticated",
+            format!("{}: {}", ev.path.display(), s.detail),
+        ));
+    }
     let digest = plan.digest();
     if ev.plan_digest != digest {
         return Err(log.block(
@@ -234,7 +356,7 @@ pub fn verify_gates(
     }
 }
 
-/// Gate 5: `live[i]` is item i's resourceVersion now (None = the object is gone).
+/// Gate 6: `live[i]` is item i's resourceVersion now (None = the object is gone).
 pub fn unchanged_gate(
     log: &mut GateLog,
     evidence: &VerifyEvidence,
@@ -330,6 +452,7 @@ mod tests {
                 kind: "Deployment".into(),
                 resource_version: Some("7".into()),
             }],
+            document: serde_json::Value::Null,
         }
     }
 
@@ -346,6 +469,7 @@ mod tests {
         verify_gates(
             &mut log,
             &ev,
+            None,
             &plan(),
             CONN,
             now(),
@@ -434,6 +558,89 @@ mod tests {
             log.checks.iter().map(|c| c.ok).collect::<Vec<_>>(),
             [true, false]
         );
+    }
+
+    fn passport(apply: bool) -> Passport {
+        let mut p = crate::passport::template("safe").unwrap().unwrap();
+        p.gates.apply = apply;
+        p
+    }
+
+    fn plan_with(knob: &str, value: &str) -> Plan {
+        let doc = serde_json::json!([{"namespace": "ml", "name": "trainer", "patch": {"spec": {"template": {"metadata": {"annotations": {format!("modekeeper/knob.{knob}"): value}}}}}}]);
+        parse_plan(&doc.to_string()).unwrap().0
+    }
+
+    #[test]
+    fn the_passport_gate_needs_apply_allowed_the_named_passport_and_bounded_values() {
+        let check = |plan: &Plan, p: Option<&Passport>| {
+            reason(passport_gate(&mut GateLog::default(), plan, p))
+        };
+        let yes = passport(true);
+        let no = passport(false);
+        let ok = plan_with("concurrency", "8");
+        assert_eq!(check(&ok, Some(&yes)), "ok");
+        assert_eq!(check(&ok, Some(&no)), "passport_apply_disabled");
+        // A hand-written plan naming no passport, none given: the operator's decision.
+        assert_eq!(check(&ok, None), "ok");
+        for bad in ["100000", "1e308", "0", "NaN", "inf", "x", "-1"] {
+            assert_eq!(
+                check(&plan_with("concurrency", bad), Some(&yes)),
+                "passport_out_of_bounds",
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check(&plan_with("not_governed", "1"), Some(&yes)),
+            "passport_out_of_bounds"
+        );
+        // A plan naming its passport needs that very passport.
+        let named = ok
+            .clone()
+            .with_passport(crate::plan::PlanPassport::of(&yes));
+        assert_eq!(check(&named, Some(&yes)), "ok");
+        assert_eq!(check(&named, None), "passport_missing");
+        let mut other = yes.clone();
+        other.version = "1.0.1".into();
+        assert_eq!(check(&named, Some(&other)), "passport_mismatch");
+        let named_no = ok.with_passport(crate::plan::PlanPassport::of(&no));
+        assert_eq!(check(&named_no, Some(&no)), "passport_apply_disabled");
+    }
+
+    #[test]
+    fn an_unauthenticated_report_blocks_before_anything_else_is_believed() {
+        let p = plan();
+        let bad = EvidenceCheck {
+            method: "hmac-sha256",
+            key_path: None,
+            key_id: None,
+            ok: false,
+            detail: "the seal does not match".into(),
+        };
+        let b = verify_gates(
+            &mut GateLog::default(),
+            &Ok(evidence(&p)),
+            Some(&bad),
+            &p,
+            CONN,
+            now(),
+            Duration::minutes(15),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(b.reason, "verify_report_unauthenticated");
+        let good = EvidenceCheck { ok: true, ..bad };
+        let r = verify_gates(
+            &mut GateLog::default(),
+            &Ok(evidence(&p)),
+            Some(&good),
+            &p,
+            CONN,
+            now(),
+            Duration::minutes(15),
+            None,
+        );
+        assert_eq!(reason(r), "ok");
     }
 
     #[test]

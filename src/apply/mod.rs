@@ -8,6 +8,9 @@
 //! precondition and field manager `modekeeper`; a conflict is reported, never forced. Every item is
 //! audited, and `rollback_plan.json` restores the previous value of every knob that changed.
 //!
+//! A verify report is evidence only with a valid seal ([`seal`]: an HMAC with a key private to the
+//! user), and the rollback plan plus a pending report are on disk before the first PATCH.
+//!
 //! Pure parts ([`gate`], [`rollback`], [`evidence`], [`kill_switch`]) decide; [`engine`] and
 //! [`run`] do the I/O through `crate::k8s::ClusterApi` and `crate::artifacts`; [`one_shot`] is
 //! `closed-loop run --apply` (verify, then the gated apply).
@@ -19,6 +22,7 @@ pub mod kill_switch;
 pub mod one_shot;
 pub mod rollback;
 pub mod run;
+pub mod seal;
 
 pub use gate::{Blocked, GateCheck};
 pub use kill_switch::{KILL_SWITCH_ENV, KillSwitch};

@@ -3,8 +3,8 @@
 //! with that report — and the fields it adds to the closed-loop report, with one result per
 //! proposed change (as many `results` as `proposed`, blocked or not).
 //!
-//! The kill switch is read first: when it is on, the cluster is not contacted at all (no verify),
-//! and the apply report records the block.
+//! The kill switch and the passport gate are checked first: when either blocks, the cluster is not
+//! contacted at all (no verify), and the apply report records the block.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -22,6 +22,7 @@ use crate::k8s::verify::{
     DEFAULT_CONCURRENCY, PlanFacts, Timings, VERIFY_REPORT, VerifyReport, VerifySettings,
 };
 use crate::k8s::{Cluster, ConnectError, ConnectOptions};
+use crate::passport::Passport;
 use crate::plan::Plan;
 
 /// What `--apply` needs besides the plan.
@@ -32,6 +33,9 @@ pub struct OneShotOptions {
     pub keyring: Option<PathBuf>,
     /// Advanced chord policies are running: the license must grant `chords.advanced` too.
     pub advanced_chords: bool,
+    /// The loop's passport: its `gates.apply` and limits gate the apply.
+    pub passport: Passport,
+    pub passport_source: String,
 }
 
 /// The result of one proposed change.
@@ -52,6 +56,8 @@ pub struct ActionResult {
 pub struct ClosedLoopApply {
     pub apply_requested: bool,
     pub kill_switch_active: bool,
+    /// The passport's `gates.apply` (null without `--apply`).
+    pub passport_allows_apply: Option<bool>,
     pub verify_ok: Option<bool>,
     pub verify_blocker_kind: Option<String>,
     pub k8s_verify_report_path: Option<PathBuf>,
@@ -75,6 +81,7 @@ impl ClosedLoopApply {
         ClosedLoopApply {
             apply_requested: false,
             kill_switch_active: false,
+            passport_allows_apply: None,
             verify_ok: None,
             verify_blocker_kind: None,
             k8s_verify_report_path: None,
@@ -144,6 +151,7 @@ pub fn closed_loop_apply(
     let mut fields = ClosedLoopApply::not_requested(proposed_knobs);
     fields.apply_requested = true;
     fields.kill_switch_active = env.kill_switch.active;
+    fields.passport_allows_apply = Some(opts.passport.gates.apply);
     if plan.is_empty() {
         fields.apply_decision_summary = "apply not attempted: no changes".into();
         fields.results = results(proposed_knobs, |_| (false, false, "no_changes".into()));
@@ -165,8 +173,12 @@ pub fn closed_loop_apply(
         license: opts.license.clone(),
         keyring: opts.keyring.clone(),
         advanced_chords: opts.advanced_chords,
+        passport: Some(opts.passport.clone()),
+        passport_source: Some(opts.passport_source.clone()),
     };
-    let outcome = if env.kill_switch.active {
+    let passport_blocks =
+        super::gate::passport_gate(&mut Default::default(), plan, Some(&opts.passport)).is_err();
+    let outcome = if env.kill_switch.active || passport_blocks {
         // Absolute: not even a read-only verify.
         let connect = || Cluster::connect(&opts.connect);
         apply_plan_gated(plan, &apply_opts, &env, connect, out, explain)?
@@ -231,7 +243,11 @@ fn verify(
             requests: cluster.api().requests(),
         },
     );
-    let (stamped, latest) = out.write_report(VERIFY_REPORT, &report)?;
+    let (sealed, unsealed) = super::seal::seal_with_user_key(&report)?;
+    if let Some(why) = &unsealed {
+        explain.event("k8s_verify_unsealed", json!({"error": why}))?;
+    }
+    let (stamped, latest) = out.write_report(VERIFY_REPORT, &sealed)?;
     explain.event(
         "k8s_verify_report",
         json!({"path": stamped, "latest": latest, "ok": report.ok,
@@ -248,6 +264,7 @@ fn verify(
 fn fill(f: &mut ClosedLoopApply, knobs: &[&str], plan: &Plan, o: &ApplyOutcome) {
     let r = &o.report;
     f.verify_ok = r.verify_ok.or(f.verify_ok);
+    f.kill_switch_active = r.kill_switch.active;
     f.license_ok = r.license.as_ref().map(|l| l.ok);
     f.keyring_override = r.keyring.as_ref().map(|k| k.is_override);
     f.apply_attempted = r.apply_attempted;

@@ -11,19 +11,20 @@ use serde_json::json;
 use super::engine::{ItemAudit, ItemStatus, WriteOutcome, write_items};
 use super::evidence::{EvidenceProblem, VERIFY_LATEST, read_verify_report};
 use super::gate::{
-    Blocked, Connection, GateCheck, GateLog, kill_switch_gate, license_gate, unchanged_gate,
-    verify_gates,
+    Blocked, Connection, GateCheck, GateLog, kill_switch_gate, license_gate, passport_gate,
+    unchanged_gate, verify_gates,
 };
-use super::kill_switch::KillSwitch;
+use super::kill_switch::{KILL_SWITCH_ANNOTATION, KillSwitch};
 use super::rollback::{planned_changes, rollback_item, rollback_plan};
+use super::seal::{EvidenceCheck, check_seal, load_key};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::error::input_error;
 use crate::k8s::{Cluster, ClusterApi, ClusterError, ClusterIdentity, ConnectError, Workload};
 use crate::license::{
     self, ENTITLEMENT_APPLY, ENTITLEMENT_CHORDS_ADVANCED, KeyringInfo, LicenseVerdict,
 };
-use crate::passport::is_advanced_knob;
-use crate::plan::{Plan, Target};
+use crate::passport::{Passport, is_advanced_knob};
+use crate::plan::{Plan, PlanItem, PlanPassport, Target};
 
 /// Schema of the apply report.
 pub const APPLY_SCHEMA: &str = "k8s_apply.v1";
@@ -49,6 +50,10 @@ pub struct ApplyOptions {
     /// The plan comes from advanced chord policies as well: the license must also grant
     /// `chords.advanced`. (A plan that moves an advanced knob needs it whatever this says.)
     pub advanced_chords: bool,
+    /// The passport the plan is applied under (gate 2); `None` for a plan file applied without one.
+    pub passport: Option<Passport>,
+    /// Where the passport came from (`template:safe`, a path, ...), for the report.
+    pub passport_source: Option<String>,
 }
 
 /// What the caller read from the process: the kill switch and the clock.
@@ -89,8 +94,22 @@ pub struct ApplyError {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ApplyChecks {
     pub kill_switch_active: bool,
+    /// The passport the plan is applied under allows apply (`gates.apply`); false when there is
+    /// none or the gate was not reached.
+    pub passport_allows_apply: bool,
     pub license_ok: bool,
     pub verify_report_found: bool,
+}
+
+/// The passport an apply ran under, as the report records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassportRecord {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    /// Its `gates.apply`.
+    pub gates_apply: bool,
+    pub source: Option<String>,
 }
 
 /// The `k8s_apply.v1` report.
@@ -108,6 +127,10 @@ pub struct ApplyReport {
     pub cluster: Option<ClusterIdentity>,
     pub kubectl_context: Option<String>,
     pub kill_switch: KillSwitch,
+    /// The passport the plan records (null for a plan that names none).
+    pub plan_passport: Option<PlanPassport>,
+    /// The passport the gate checked (null when none was given or found).
+    pub passport: Option<PassportRecord>,
     pub license_ok: bool,
     /// The license check (null when an earlier gate blocked).
     pub license: Option<LicenseVerdict>,
@@ -119,6 +142,8 @@ pub struct ApplyReport {
     /// The verify report's `ok`; null when none was read.
     pub verify_ok: Option<bool>,
     pub verify_finished_at: Option<String>,
+    /// How the verify report was authenticated (its seal); null when none was read.
+    pub evidence_check: Option<EvidenceCheck>,
     pub max_verify_age_s: i64,
     pub force: bool,
     pub confirm_plan_digest: Option<String>,
@@ -129,6 +154,10 @@ pub struct ApplyReport {
     pub block_reason: Option<&'static str>,
     pub block_detail: Option<String>,
     pub apply_attempted: bool,
+    /// True in the record written (with the rollback plan) before the first PATCH; a report still
+    /// pending after the process ended means the writes' outcome is unknown: the rollback plan then
+    /// covers every planned change.
+    pub pending: bool,
     pub actions: Vec<ItemAudit>,
     /// Indexes of the items whose objects changed.
     pub changed_items: Vec<usize>,
@@ -228,6 +257,14 @@ pub fn apply_plan_gated<A: ClusterApi>(
         cluster: None,
         kubectl_context: None,
         kill_switch: env.kill_switch.clone(),
+        plan_passport: plan.passport().cloned(),
+        passport: opts.passport.as_ref().map(|p| PassportRecord {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            sha256: p.digest(),
+            gates_apply: p.gates.apply,
+            source: opts.passport_source.clone(),
+        }),
         license_ok: false,
         license: None,
         license_path: None,
@@ -236,6 +273,7 @@ pub fn apply_plan_gated<A: ClusterApi>(
         verify_report_path: None,
         verify_ok: None,
         verify_finished_at: None,
+        evidence_check: None,
         max_verify_age_s: opts.max_verify_age.num_seconds(),
         force: opts.force.is_some(),
         confirm_plan_digest: opts.force.clone(),
@@ -248,6 +286,7 @@ pub fn apply_plan_gated<A: ClusterApi>(
         block_reason: None,
         block_detail: None,
         apply_attempted: false,
+        pending: false,
         actions: vec![],
         changed_items: vec![],
         unknown_items: vec![],
@@ -338,6 +377,11 @@ fn run_gates_and_write<A: ClusterApi>(
     if let Err(b) = kill_switch_gate(log, &env.kill_switch) {
         return Ok(ApplyResult::Blocked(b));
     }
+    // 2. The passport: decided on the plan alone, so a plan-only passport never reaches the cluster.
+    if let Err(b) = passport_gate(log, plan, opts.passport.as_ref()) {
+        return Ok(ApplyResult::Blocked(b));
+    }
+    report.checks.passport_allows_apply = opts.passport.as_ref().is_some_and(|p| p.gates.apply);
 
     let cluster = match connect() {
         Ok(c) => c,
@@ -354,7 +398,32 @@ fn run_gates_and_write<A: ClusterApi>(
     report.kubectl_context = identity.context.clone();
     report.cluster = Some(identity.clone());
 
-    // 2. The license, bound (if it says so) to this cluster's server.
+    // 1b. The cluster-side switch on every target, read now (fail closed).
+    let cluster_switch = cluster_kill_switch(&cluster, plan);
+    report.kill_switch = report.kill_switch.clone().or(cluster_switch.clone());
+    report.checks.kill_switch_active = report.kill_switch.active;
+    if cluster_switch.active {
+        let b = log.block(
+            "kill_switch_cluster",
+            "kill_switch_active",
+            format!(
+                "the kill switch is on ({}){}",
+                cluster_switch
+                    .signal
+                    .as_deref()
+                    .unwrap_or(KILL_SWITCH_ANNOTATION),
+                cluster_switch
+                    .detail
+                    .as_deref()
+                    .map(|d| format!("; {d}"))
+                    .unwrap_or_default()
+            ),
+        );
+        return Ok(ApplyResult::Blocked(b));
+    }
+    log.pass("kill_switch_cluster", cluster_switch.signal.clone());
+
+    // 3. The license, bound (if it says so) to this cluster's server.
     let lic = license::check_license_env(
         opts.license.as_deref(),
         opts.keyring.as_deref(),
@@ -379,7 +448,7 @@ fn run_gates_and_write<A: ClusterApi>(
         return Ok(ApplyResult::Blocked(b));
     }
 
-    // 3-4. The verify report: this plan, this cluster, recent, ok (or forced).
+    // 4-5. The verify report: this plan, this cluster, recent, ok (or forced).
     let verify_path = opts
         .verify_report
         .clone()
@@ -389,7 +458,15 @@ fn run_gates_and_write<A: ClusterApi>(
     if report.checks.verify_report_found {
         report.verify_report_path = Some(verify_path.clone());
     }
-    if let Ok(ev) = &evidence {
+    let seal = evidence
+        .as_ref()
+        .ok()
+        .map(|ev| check_seal(&ev.document, &load_key()));
+    report.evidence_check = seal.clone();
+    // Only an authenticated report's claims go into the audit.
+    if let Ok(ev) = &evidence
+        && seal.as_ref().is_some_and(|s| s.ok)
+    {
         report.verify_ok = Some(ev.ok);
         report.verify_finished_at = Some(now_text(ev.finished_at));
     }
@@ -400,6 +477,7 @@ fn run_gates_and_write<A: ClusterApi>(
     if let Err(b) = verify_gates(
         log,
         &evidence,
+        seal.as_ref(),
         plan,
         conn,
         env.now,
@@ -410,7 +488,7 @@ fn run_gates_and_write<A: ClusterApi>(
     }
     let evidence = evidence.expect("the verify gates passed");
 
-    // 5. Every object as verify saw it.
+    // 6. Every object as verify saw it.
     let mut live: Vec<Option<Workload>> = Vec::with_capacity(plan.items().len());
     for (i, item) in plan.items().iter().enumerate() {
         match cluster.block_on(cluster.api().get_workload(item.target())) {
@@ -437,7 +515,7 @@ fn run_gates_and_write<A: ClusterApi>(
         .map(|w| w.expect("unchanged gate"))
         .collect();
 
-    // 6. A rollback must be expressible before anything is changed.
+    // 7. A rollback must be expressible before anything is changed.
     for (i, item) in plan.items().iter().enumerate() {
         if let Err(e) = rollback_item(item.target(), &planned_changes(item.patch(), &live[i])) {
             let b = log.block(
@@ -450,12 +528,34 @@ fn run_gates_and_write<A: ClusterApi>(
     }
     log.pass("rollback", None);
 
+    // Before the first PATCH: the rollback plan of every planned change and this report marked
+    // pending, both on disk, so a failure after a write (a full disk) still leaves the way back.
+    let planned_rollback: Vec<Option<PlanItem>> = plan
+        .items()
+        .iter()
+        .zip(&live)
+        .map(|(item, w)| {
+            rollback_item(item.target(), &planned_changes(item.patch(), w))
+                .ok()
+                .flatten()
+        })
+        .collect();
+    report.apply_attempted = true;
+    report.pending = true;
+    set_rollback(
+        report,
+        out,
+        planned_rollback.iter().flatten().cloned().collect(),
+    )?;
+    report.finished_at = now_text(Utc::now().max(env.now));
+    out.write_report(APPLY_REPORT, report)?;
+    sync_dir(out)?;
+
     // The writes.
     explain.event(
         "k8s_apply_writing",
         json!({"items": plan.items().len(), "plan_digest": plan.digest()}),
     )?;
-    report.apply_attempted = true;
     let outcome = write_items(&cluster, plan, &live, |a| {
         if a.ok {
             explain.event(
@@ -474,13 +574,81 @@ fn run_gates_and_write<A: ClusterApi>(
             )
         }
     })?;
-    finish_writes(report, out, outcome)
+    report.pending = false;
+    finish_writes(report, out, outcome, &planned_rollback)
+}
+
+/// Writes `rollback_plan.json` and records it in the report; with no items, removes the one this
+/// apply wrote before its writes (nothing changed after all) and leaves any other alone.
+fn set_rollback(report: &mut ApplyReport, out: &OutDir, items: Vec<PlanItem>) -> Result<(), Stop> {
+    if items.is_empty() {
+        let Some(ours) = report.rollback_plan_path.take() else {
+            return Ok(());
+        };
+        match std::fs::remove_file(ours) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Stop::Io(anyhow::anyhow!(
+                    "cannot remove {ROLLBACK_PLAN}: {e}"
+                )));
+            }
+        }
+        report.rollback_plan_digest = None;
+        report.rollback_plan = None;
+        return Ok(());
+    }
+    let plan = rollback_plan(items)
+        .map_err(|e| Stop::Io(anyhow::anyhow!("the rollback plan is invalid: {e}")))?;
+    let path = out.write_text(ROLLBACK_PLAN, &plan.to_document())?;
+    report.rollback_plan_digest = Some(plan.digest());
+    report.rollback_plan = serde_json::from_str(&plan.to_document()).ok();
+    report.rollback_plan_path = Some(path);
+    Ok(())
+}
+
+/// The renames into `out` reach the disk before anything is sent.
+fn sync_dir(out: &OutDir) -> Result<(), Stop> {
+    std::fs::File::open(out.dir())
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Stop::Io(anyhow::anyhow!("cannot sync {}: {e}", out.dir().display())))
+}
+
+/// The `modekeeper.io/kill-switch` annotations of the plan's workloads: the first that is on (or
+/// unreadable), else off with every workload read.
+fn cluster_kill_switch<A: ClusterApi>(cluster: &Cluster<A>, plan: &Plan) -> KillSwitch {
+    let mut off = KillSwitch {
+        active: false,
+        signal: None,
+        detail: None,
+    };
+    for item in plan.items() {
+        let t = item.target();
+        let what = format!("{}/{}/{}", t.namespace(), t.kind().resource(), t.name());
+        let read = cluster.block_on(cluster.api().get_workload(t));
+        let ks = KillSwitch::from_annotation(
+            &what,
+            read.as_ref()
+                .map(|w| {
+                    w.as_ref()
+                        .and_then(|w| w.annotations.get(KILL_SWITCH_ANNOTATION))
+                        .map(String::as_str)
+                })
+                .map_err(|e| e.to_string()),
+        );
+        if ks.active {
+            return ks;
+        }
+        off = off.or(ks);
+    }
+    off
 }
 
 fn finish_writes(
     report: &mut ApplyReport,
     out: &OutDir,
     outcome: WriteOutcome,
+    planned_rollback: &[Option<PlanItem>],
 ) -> Result<ApplyResult, Stop> {
     report.changed_items = outcome
         .actions
@@ -490,14 +658,15 @@ fn finish_writes(
         .collect();
     report.unknown_items = outcome.unknown.clone();
     report.actions = outcome.actions;
-    if !outcome.rollback.is_empty() {
-        let plan = rollback_plan(outcome.rollback)
-            .map_err(|e| Stop::Io(anyhow::anyhow!("the rollback plan is invalid: {e}")))?;
-        let path = out.write_text(ROLLBACK_PLAN, &plan.to_document())?;
-        report.rollback_plan_digest = Some(plan.digest());
-        report.rollback_plan = serde_json::from_str(&plan.to_document()).ok();
-        report.rollback_plan_path = Some(path);
-    }
+    // Exactly what changed; an item whose state is unknown keeps its planned rollback.
+    let mut rollback = outcome.rollback;
+    rollback.extend(
+        outcome
+            .unknown
+            .iter()
+            .filter_map(|&i| planned_rollback.get(i).cloned().flatten()),
+    );
+    set_rollback(report, out, rollback)?;
     if let Some((i, e)) = &outcome.failure {
         let m = cluster_error(report, Some(*i), e);
         return Ok(ApplyResult::Failed(format!(

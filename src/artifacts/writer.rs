@@ -38,7 +38,11 @@ pub fn write_atomic_with(
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     if durable {
-        tmp.as_file().sync_all().ok();
+        // A durable write that did not reach the disk must fail: apply relies on it (the rollback
+        // plan before the first PATCH).
+        tmp.as_file()
+            .sync_all()
+            .with_context(|| format!("cannot sync {}", path.display()))?;
     }
     tmp.persist(path)
         .map_err(|e| e.error)

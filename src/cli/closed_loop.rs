@@ -4,7 +4,7 @@
 //! touches a cluster. The pure loop is `crate::closed_loop`; this module resolves flags
 //! (`inputs`), drives the pass and writes the artifacts (`run`), and prints (`terminal`).
 
-mod inputs;
+pub(crate) mod inputs;
 mod run;
 mod terminal;
 mod watch;

@@ -1,9 +1,11 @@
-//! `k8s apply --plan P --out D`: the gated write. Kill switch, license (`apply`), a verify report
-//! for this plan and cluster (`--verify-report`, default `D/k8s_verify_latest.json`, at most
-//! `--max-verify-age` old), verify ok (or `--force --confirm-plan-digest sha256:…`), objects
-//! unchanged since verify; then one merge patch per item. Writes `k8s_apply.v1` and
-//! `rollback_plan.json`. Exit 0 applied, 2 blocked or invalid input (an invalid plan or kubeconfig
-//! leaves only explain events), 1 a cluster or I/O failure during the apply.
+//! `k8s apply --plan P --out D`: the gated write. Kill switches (environment, file, the workloads'
+//! annotation), the passport the plan was made under (`--passport`, default the built-in template
+//! the plan names), license (`apply`), a sealed verify report for this plan and cluster
+//! (`--verify-report`, default `D/k8s_verify_latest.json`, at most `--max-verify-age` old), verify ok
+//! (or `--force --confirm-plan-digest sha256:…`), objects unchanged since verify; then, with the
+//! rollback plan already on disk, one merge patch per item. Writes `k8s_apply.v1` and
+//! `rollback_plan.json`. Exit 0 applied, 2 blocked or invalid input (an invalid plan, passport or
+//! kubeconfig leaves only explain events), 1 a cluster or I/O failure during the apply.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use chrono::Duration;
 use clap::Args;
 use serde_json::json;
 
+use super::closed_loop::inputs::load_passport;
 use super::k8s::load_plan_file;
 use super::{GlobalArgs, OutputFormat, parse_duration_ms};
 use crate::apply::{
@@ -19,6 +22,7 @@ use crate::apply::{
 };
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::k8s::{Cluster, ConnectOptions};
+use crate::passport::{Passport, template};
 
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
@@ -48,6 +52,33 @@ pub struct ApplyArgs {
     /// also MODEKEEPER_KEYRING
     #[arg(long, value_name = "PATH")]
     pub keyring: Option<PathBuf>,
+    /// The passport (template name or file) the plan was made under; it must be the one the plan
+    /// records (by digest), allow apply (gates.apply) and bound every planned value. Default: the
+    /// built-in template the plan names, if any
+    #[arg(long, value_name = "NAME|PATH")]
+    pub passport: Option<String>,
+}
+
+/// `--passport`, else the built-in template of the name the plan records when its digest matches;
+/// else none (the gate then blocks a plan that names a passport).
+fn resolve_passport(
+    args: &ApplyArgs,
+    plan: &crate::plan::Plan,
+) -> anyhow::Result<(Option<Passport>, Option<String>)> {
+    if let Some(what) = &args.passport {
+        let (p, source) = load_passport(what)?;
+        return Ok((Some(p), Some(source)));
+    }
+    let Some(named) = plan.passport() else {
+        return Ok((None, None));
+    };
+    match template(&named.name) {
+        Some(Ok(p)) if p.digest() == named.sha256 => Ok((
+            Some(p),
+            Some(format!("template:{} (named by the plan)", named.name)),
+        )),
+        _ => Ok((None, None)),
+    }
 }
 
 pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<()> {
@@ -67,6 +98,16 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<()> {
             return Err(f.into_error());
         }
     };
+    let (passport, passport_source) = match resolve_passport(args, &plan) {
+        Ok(p) => p,
+        Err(e) => {
+            explain.event(
+                "k8s_apply_error",
+                json!({"kind": "bad_passport", "plan": args.plan, "error": format!("{e:#}")}),
+            )?;
+            return Err(e);
+        }
+    };
     let opts = ApplyOptions {
         plan_path: args.plan.clone(),
         verify_report: args.verify_report.clone(),
@@ -79,6 +120,8 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<()> {
         license: args.license.clone(),
         keyring: args.keyring.clone(),
         advanced_chords: false,
+        passport,
+        passport_source,
     };
     let connect = || {
         Cluster::connect(&ConnectOptions::from_flags(

@@ -99,7 +99,12 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
         },
     );
     let out = OutDir::create(&args.out, started)?;
-    let (stamped, latest) = out.write_report(VERIFY_REPORT, &report)?;
+    let (sealed, unsealed) = crate::apply::seal::seal_with_user_key(&report)?;
+    if let Some(why) = &unsealed {
+        eprintln!("warning: the verify report is not sealed ({why}); k8s apply will not accept it");
+        explain.event("k8s_verify_unsealed", json!({"error": why}))?;
+    }
+    let (stamped, latest) = out.write_report(VERIFY_REPORT, &sealed)?;
     explain.event(
         "k8s_verify_report",
         json!({"path": stamped, "latest": latest, "ok": report.ok,
@@ -111,7 +116,7 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report)?;
+            serde_json::to_writer_pretty(&mut stdout, &sealed)?;
             writeln!(stdout)?;
         }
         OutputFormat::Text => print_text(&mut stdout, &report, &latest)?,

@@ -155,6 +155,12 @@ impl Passport {
             .map(|p| p.sha256.as_str())
     }
 
+    /// `sha256:<hex>` of the passport's canonical JSON: what plans, watch states and reports record.
+    pub fn digest(&self) -> String {
+        let v = serde_json::to_value(self).expect("a passport always serializes");
+        crate::plan::sha256_prefixed(crate::plan::canonical_json(&v).as_bytes())
+    }
+
     /// The passport as pretty JSON (what `passport show` prints).
     pub fn to_json_pretty(&self) -> String {
         serde_json::to_string_pretty(self).expect("a passport always serializes")

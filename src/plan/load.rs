@@ -7,7 +7,10 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
-use super::{KNOB_ANNOTATION_PREFIX, KnobPatch, PLAN_SCHEMA, Plan, PlanItem, Target, WorkloadKind};
+use super::{
+    KNOB_ANNOTATION_PREFIX, KnobPatch, PLAN_SCHEMA, Plan, PlanItem, PlanPassport, Target,
+    WorkloadKind,
+};
 
 /// More items than this is not a plan a human can review.
 pub const MAX_ITEMS: usize = 1000;
@@ -83,15 +86,15 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
         index: None,
         message: format!("invalid JSON: {e}"),
     })?;
+    let mut passport = None;
     let (items, format, digest) = match &doc {
         Value::Array(items) => (items.as_slice(), PlanFormat::Array, None),
         Value::Object(o) if o.contains_key("items") => {
-            if let Some(k) = o
-                .keys()
-                .find(|k| !["schema_version", "items", "plan_digest"].contains(&k.as_str()))
-            {
+            if let Some(k) = o.keys().find(|k| {
+                !["schema_version", "items", "plan_digest", "passport"].contains(&k.as_str())
+            }) {
                 return Err(shape(format!(
-                    "plan envelope: unknown key {} (allowed: schema_version, items, plan_digest)",
+                    "plan envelope: unknown key {} (allowed: schema_version, items, plan_digest, passport)",
                     key_name(k)
                 )));
             }
@@ -117,6 +120,9 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
                 Some(Value::String(d)) => Some(d.as_str()),
                 Some(_) => return Err(shape("plan envelope: plan_digest must be a string")),
             };
+            if let Some(p) = o.get("passport") {
+                passport = Some(parse_plan_passport(p).map_err(shape)?);
+            }
             (items.as_slice(), PlanFormat::Envelope, digest)
         }
         Value::Object(_) => (std::slice::from_ref(&doc), PlanFormat::Object, None),
@@ -142,7 +148,8 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
         .enumerate()
         .map(|(i, v)| parse_item(v).map_err(|m| item_err(i, m)))
         .collect::<Result<Vec<_>, _>>()?;
-    let plan = Plan::from_items(items).map_err(|(i, m)| item_err(i, m))?;
+    let mut plan = Plan::from_items(items).map_err(|(i, m)| item_err(i, m))?;
+    plan.passport = passport;
     if let Some(d) = digest
         && d != plan.digest()
     {
@@ -152,6 +159,24 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
         )));
     }
     Ok((plan, format))
+}
+
+/// `{name, version, sha256}`, all strings, `sha256` as `sha256:<64 lowercase hex>`.
+fn parse_plan_passport(v: &Value) -> Result<PlanPassport, String> {
+    let p: PlanPassport = serde_json::from_value(v.clone()).map_err(|e| {
+        format!("plan envelope: passport must be {{name, version, sha256}} strings: {e}")
+    })?;
+    let hex = p.sha256.strip_prefix("sha256:").unwrap_or("");
+    if hex.len() != 64 || !hex.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(format!(
+            "plan envelope: passport.sha256 {} is not sha256:<64 hex digits>",
+            super::quoted(&p.sha256)
+        ));
+    }
+    if p.name.is_empty() || p.name.len() > 253 || p.version.len() > 64 {
+        return Err("plan envelope: passport.name or passport.version is empty or too long".into());
+    }
+    Ok(p)
 }
 
 fn string_field<'a>(o: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, String> {

@@ -291,10 +291,33 @@ impl PlanItem {
     }
 }
 
+/// The passport a plan was made under, as the plan document records it (`passport` in the
+/// envelope). A record, not a signature: it is not part of the plan digest, and `k8s apply` checks
+/// it against the passport itself (docs/safety.md, gate 2).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanPassport {
+    pub name: String,
+    pub version: String,
+    /// `sha256:<hex>` of the passport's canonical JSON ([`crate::passport::Passport::digest`]).
+    pub sha256: String,
+}
+
+impl PlanPassport {
+    pub fn of(p: &crate::passport::Passport) -> PlanPassport {
+        PlanPassport {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            sha256: p.digest(),
+        }
+    }
+}
+
 /// A validated plan: items with distinct targets, in order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     items: Vec<PlanItem>,
+    passport: Option<PlanPassport>,
 }
 
 impl Plan {
@@ -314,7 +337,21 @@ impl Plan {
                 ));
             }
         }
-        Ok(Plan { items })
+        Ok(Plan {
+            items,
+            passport: None,
+        })
+    }
+
+    /// The plan as made under `passport` (recorded in its document).
+    pub fn with_passport(mut self, passport: PlanPassport) -> Plan {
+        self.passport = Some(passport);
+        self
+    }
+
+    /// The passport the plan says it was made under.
+    pub fn passport(&self) -> Option<&PlanPassport> {
+        self.passport.as_ref()
     }
 
     pub fn items(&self) -> &[PlanItem] {
@@ -336,9 +373,13 @@ impl Plan {
         sha256_prefixed(canonical_json(&self.items_json()).as_bytes())
     }
 
-    /// The `k8s_plan.json` document: `{schema_version, plan_digest, items}`, pretty, with a final newline.
+    /// The `k8s_plan.json` document: `{schema_version, plan_digest, items}` (and `passport` when the
+    /// plan records one), pretty, with a final newline.
     pub fn to_document(&self) -> String {
-        let doc = json!({"schema_version": PLAN_SCHEMA, "plan_digest": self.digest(), "items": self.items_json()});
+        let mut doc = json!({"schema_version": PLAN_SCHEMA, "plan_digest": self.digest(), "items": self.items_json()});
+        if let Some(p) = &self.passport {
+            doc["passport"] = json!(p);
+        }
         let mut s = serde_json::to_string_pretty(&doc).expect("plans serialize");
         s.push('\n');
         s
@@ -373,6 +414,7 @@ pub fn build_plan(target: &Target, accepted: &[Accepted]) -> Result<Plan, String
     };
     Ok(Plan {
         items: vec![PlanItem::new(target.clone(), patch)?],
+        passport: None,
     })
 }
 

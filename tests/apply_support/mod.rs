@@ -198,6 +198,43 @@ pub fn verify(case: &Case, out: &Path, plan: &Path, expect_ok: bool) -> Value {
     r
 }
 
+/// Where `k8s verify` run through `case` keeps its evidence key (HOME is the case directory).
+pub fn evidence_key(case: &Case) -> PathBuf {
+    case.path().join(".local/state/modekeeper/evidence.key")
+}
+
+/// Edits a verify report and seals it again with `case`'s key: what only someone holding the
+/// user's key can do.
+pub fn edit_resealed(case: &Case, report: &Path, f: impl FnOnce(&mut Value)) {
+    use modekeeper::apply::seal;
+    let mut v: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove(seal::SEAL_FIELD);
+    f(&mut v);
+    let key = seal::load_key_from(&evidence_key(case)).unwrap();
+    std::fs::write(report, seal::seal(&v, &key).unwrap().to_string()).unwrap();
+}
+
+/// A passport file: the `safe` template with `gates.apply` as given (and a name of its own).
+pub fn passport_file(dir: &Path, name: &str, apply: bool) -> PathBuf {
+    let mut p: Value =
+        serde_json::to_value(modekeeper::passport::template("safe").unwrap().unwrap()).unwrap();
+    p["name"] = name.into();
+    p["gates"]["apply"] = apply.into();
+    let path = dir.join(format!("{name}.passport.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+    path
+}
+
+/// `plan` (an array of items) as a k8s_plan.v1 envelope naming the passport in `passport_path`.
+pub fn plan_under(plan: &Value, passport_path: &Path) -> Value {
+    let text = std::fs::read_to_string(passport_path).unwrap();
+    let p = modekeeper::passport::parse_passport("p", &text)
+        .unwrap()
+        .passport;
+    json!({"schema_version": "k8s_plan.v1", "items": plan,
+           "passport": {"name": p.name, "version": p.version, "sha256": p.digest()}})
+}
+
 pub fn write_plan(dir: &Path, name: &str, plan: &Value) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, serde_json::to_vec_pretty(plan).unwrap()).unwrap();

@@ -205,7 +205,7 @@ fn knobs_from_cluster(
 }
 
 /// A template name, else a passport file (v1, or v0 translated on load).
-fn load_passport(what: &str) -> anyhow::Result<(Passport, String)> {
+pub(crate) fn load_passport(what: &str) -> anyhow::Result<(Passport, String)> {
     if let Some(t) = template(what) {
         let p = t.map_err(|e| input_error("bad_passport", e.to_string()))?;
         return Ok((p, format!("template:{what}")));

@@ -27,8 +27,7 @@ use crate::closed_loop::{
 use crate::error::{InputError, input_error};
 use crate::pipeline::{PassSummary, run_pass};
 use crate::plan::{
-    KUBECTL_SCRIPT, PLAN_FILE, Plan, build_plan, canonical_json, render_kubectl_script,
-    sha256_prefixed,
+    KUBECTL_SCRIPT, PLAN_FILE, Plan, PlanPassport, build_plan, render_kubectl_script,
 };
 use crate::policy::{self, PolicyCatalog, PolicyError, PolicyHost, PolicySet, SandboxLimits};
 use crate::signals::WindowFeatures;
@@ -228,7 +227,8 @@ fn execute(
     )?;
 
     let plan = build_plan(&inp.target, &outcome.changes_as_accepted())
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
+        .with_passport(PlanPassport::of(&inp.passport));
     let plan_doc = plan.to_document();
     let plan_path = out.write_text(PLAN_FILE, &plan_doc)?;
     let script_path = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
@@ -254,6 +254,8 @@ fn execute(
             license: args.license.license.clone(),
             keyring: args.license.keyring.clone(),
             advanced_chords: !inp.advanced.is_empty(),
+            passport: inp.passport.clone(),
+            passport_source: inp.passport_source.clone(),
         };
         Some(crate::apply::closed_loop_apply(
             &plan,
@@ -267,8 +269,7 @@ fn execute(
         None
     };
 
-    let passport_sha =
-        sha256_prefixed(canonical_json(&serde_json::to_value(&inp.passport)?).as_bytes());
+    let passport_sha = inp.passport.digest();
     let policies: Vec<&policy::Policy> = set.policies().collect();
     let bundle = bundle(
         &inp,

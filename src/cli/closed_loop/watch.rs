@@ -32,7 +32,7 @@ use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::{ClosedLoop, TRACE_FILE, TraceEvent, knobs_text};
 use crate::envelope::Accepted;
 use crate::error::input_error;
-use crate::plan::{build_plan, canonical_json, sha256_prefixed};
+use crate::plan::{PlanPassport, build_plan, canonical_json, sha256_prefixed};
 use crate::policy::PolicySet;
 use crate::signals::{FeatureExtractor, WindowStats, Windower};
 use crate::telemetry::live::{LiveSource, Poll};
@@ -158,8 +158,7 @@ fn execute(
         ..inp.opts.clone()
     };
     let (source_id, format) = source_identity(args, global, &inp)?;
-    let passport_sha =
-        sha256_prefixed(canonical_json(&serde_json::to_value(&inp.passport)?).as_bytes());
+    let passport_sha = inp.passport.digest();
     let policy_digests: Vec<String> = set
         .policies()
         .map(|p| p.reference().digest.clone())
@@ -197,6 +196,9 @@ fn execute(
                 differs.join(", ")
             ),
         ));
+    }
+    if let Some(s) = &saved {
+        s.check_against(&inp.passport, &args.out.join(STATE_FILE))?;
     }
     explain.event(
         "watch_start",
@@ -577,7 +579,8 @@ fn apply_if_decided(
     });
     checkpoint(ctx, dec, pr, source)?;
     let plan = build_plan(&ctx.inp.target, &changes)
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
+        .with_passport(PlanPassport::of(&ctx.inp.passport));
     let plan_path = ctx
         .out
         .write_text(&format!("k8s_plan_w{decision}.json"), &plan.to_document())?;
@@ -587,6 +590,8 @@ fn apply_if_decided(
         license: ctx.args.license.license.clone(),
         keyring: ctx.args.license.keyring.clone(),
         advanced_chords: !ctx.inp.advanced.is_empty(),
+        passport: ctx.inp.passport.clone(),
+        passport_source: ctx.inp.passport_source.clone(),
     };
     let one = closed_loop_apply(&plan, &plan_path, &proposed, &opts, ctx.out, explain)?;
     let outcome = match &one.result {

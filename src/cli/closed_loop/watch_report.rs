@@ -188,7 +188,8 @@ pub(super) fn final_plan(ctx: &mut Ctx<'_>, dec: &Decider<'_>) -> anyhow::Result
         })
         .collect();
     let plan = build_plan(&ctx.inp.target, &changes)
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
+        .with_passport(crate::plan::PlanPassport::of(&ctx.inp.passport));
     let plan_path = ctx.out.write_text(PLAN_FILE, &plan.to_document())?;
     let script = ctx
         .out

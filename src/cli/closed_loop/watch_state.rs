@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::closed_loop::LoopState;
 use crate::error::input_error;
+use crate::passport::{Passport, format_knob_value};
 use crate::policy::PolicyState;
 use crate::signals::{FeatureExtractor, Windower};
 use crate::telemetry::{Format, Ingest, IngestOptions, IngestSnapshot};
@@ -128,7 +129,70 @@ pub fn decode_lines(lines: &[String]) -> anyhow::Result<Vec<Vec<u8>>> {
         .collect()
 }
 
+/// Why a saved state cannot be resumed under `passport`: a knob it does not govern, a value that
+/// is not finite, or a current/applied value outside `[min, max]` (a value equal to the starting
+/// one is kept: a run may start outside the range, from `--knobs` or the cluster). The file is
+/// trusted for nothing the envelope would refuse.
+pub fn check_knobs(
+    passport: &Passport,
+    loop_state: &LoopState,
+    last_applied: Option<&BTreeMap<String, f64>>,
+    last_apply: Option<&ApplyMark>,
+) -> Result<(), String> {
+    let start = &loop_state.knobs_before;
+    let mut maps: Vec<(&str, &BTreeMap<String, f64>)> = vec![
+        ("loop.knobs_before", start),
+        ("loop.knobs", &loop_state.knobs),
+    ];
+    maps.extend(last_applied.map(|m| ("last_applied", m)));
+    maps.extend(last_apply.map(|a| ("last_apply.knobs", &a.knobs)));
+    for (field, m) in maps {
+        for (k, &v) in m {
+            let Some(l) = passport.knob(k) else {
+                return Err(format!(
+                    "{field}.{k}: passport {} does not govern this knob",
+                    passport.name
+                ));
+            };
+            if !v.is_finite() {
+                return Err(format!("{field}.{k}: not a finite number"));
+            }
+            let in_range = v >= l.min && v <= l.max;
+            if field != "loop.knobs_before" && !in_range && start.get(k) != Some(&v) {
+                return Err(format!(
+                    "{field}.{k} = {} is outside passport {}'s range [{}, {}]",
+                    format_knob_value(v),
+                    passport.name,
+                    format_knob_value(l.min),
+                    format_knob_value(l.max)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl WatchState {
+    /// [`check_knobs`] on this state, as the one-line input error a resume refuses with.
+    pub fn check_against(&self, passport: &Passport, path: &Path) -> anyhow::Result<()> {
+        check_knobs(
+            passport,
+            &self.loop_state,
+            self.last_applied.as_ref(),
+            self.last_apply.as_ref(),
+        )
+        .map_err(|e| {
+            input_error(
+                "bad_state",
+                format!(
+                    "{}: {e}; the state does not hold under passport {} (use --fresh to start over)",
+                    path.display(),
+                    passport.name
+                ),
+            )
+        })
+    }
+
     /// The state in `dir`, if any. A file that cannot be read as a state is invalid input: the
     /// user decides (`--fresh` starts over) rather than the watch silently forgetting its cooldowns.
     pub fn load(dir: &Path) -> anyhow::Result<Option<WatchState>> {
@@ -158,5 +222,41 @@ impl WatchState {
             ));
         }
         Ok(Some(state))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::closed_loop::ClosedLoop;
+
+    #[test]
+    fn a_resumed_state_holds_only_within_the_passport() {
+        let p = crate::passport::template("safe").unwrap().unwrap();
+        let knobs: BTreeMap<String, f64> = [("concurrency".to_string(), 4.0)].into();
+        let fresh = ClosedLoop::new(p.clone(), knobs.clone()).save();
+        let check = |st: &LoopState, applied: Option<&BTreeMap<String, f64>>| {
+            check_knobs(&p, st, applied, None)
+        };
+        assert_eq!(check(&fresh, Some(&knobs)), Ok(()));
+        let mut st = fresh.clone();
+        st.knobs.insert("concurrency".into(), 100_000.0);
+        assert!(check(&st, None).unwrap_err().contains("outside"));
+        st.knobs.insert("concurrency".into(), f64::NAN);
+        assert!(check(&st, None).unwrap_err().contains("finite"));
+        // A start outside the range (from --knobs or the cluster) is kept until the loop moves it.
+        let mut st = fresh.clone();
+        st.knobs_before.insert("concurrency".into(), 64.0);
+        st.knobs.insert("concurrency".into(), 64.0);
+        assert_eq!(check(&st, None), Ok(()));
+        let wide: BTreeMap<String, f64> = [("concurrency".to_string(), 65.0)].into();
+        assert!(
+            check(&st, Some(&wide))
+                .unwrap_err()
+                .contains("last_applied")
+        );
+        let mut st = fresh;
+        st.knobs.insert("not_governed".into(), 1.0);
+        assert!(check(&st, None).unwrap_err().contains("does not govern"));
     }
 }
