@@ -36,8 +36,8 @@ impl ReadError {
 /// `64 KiB`, `16 MiB`: how a cap is named in messages.
 pub fn shown_bytes(n: u64) -> String {
     match n {
-        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
-        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n if n >= 1 << 20 && n.is_multiple_of(1 << 20) => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n.is_multiple_of(1 << 10) => format!("{} KiB", n >> 10),
         n => format!("{n} bytes"),
     }
 }
