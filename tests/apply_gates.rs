@@ -289,12 +289,14 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
     );
     assert_eq!(a.blocked(), "force_digest_mismatch");
     assert_eq!(writes(&sim), 0);
-    // --force never skips the license.
+    // --force never skips the license (the test keyring is trusted; no license is given).
     let a = run_apply(
         &admin,
         &out,
         &plan,
         &[
+            "--keyring",
+            dev.keyring.to_str().unwrap(),
             "--verify-report",
             report.to_str().unwrap(),
             "--force",
