@@ -21,6 +21,10 @@
 #   MODEKEEPER_RELEASE_TAG   v<semver> (default: v + the version in Cargo.toml)
 #   MODEKEEPER_RELEASE_URL   where the archives will be downloaded from (default: the GitHub release of the tag)
 #   MODEKEEPER_PREBUILT_BIN  package this binary instead of building (--dry-run and --package)
+#   MODEKEEPER_PRODUCTION_KEYRING  the production keyring file (public keys only, {"<kid>": "<key>"})
+#                            that build.rs embeds in the binary. Required to build for --package; without
+#                            it --dry-run builds archives that trust no production key (as any build
+#                            from source: every license then needs --keyring). See docs/safety.md.
 #   SOURCE_DATE_EPOCH        archive timestamps (default: the HEAD commit's time, else 0)
 #   CARGO_TARGET_DIR         as for cargo
 set -euo pipefail
@@ -82,12 +86,37 @@ package() {
 # link time, so it works for every target).
 export CARGO_PROFILE_DIST_DEBUG=false CARGO_PROFILE_DIST_STRIP=debuginfo
 
+# The production keyring is not in the source tree (docs/safety.md, "Release builds and the production
+# keyring"): the pipeline names it; build.rs reads it from this variable (an absolute path).
+keyring=${MODEKEEPER_PRODUCTION_KEYRING:-}
+if [ -n "$keyring" ]; then
+  [ -f "$keyring" ] || die "MODEKEEPER_PRODUCTION_KEYRING=$keyring: no such file"
+  MODEKEEPER_PRODUCTION_KEYRING="$(cd "$(dirname "$keyring")" && pwd)/$(basename "$keyring")"
+  export MODEKEEPER_PRODUCTION_KEYRING
+fi
+
+# check_keyring BIN: a freshly built host binary must load the embedded keyring (license verify
+# without a license then fails on the license, not on the keyring).
+check_keyring() {
+  local tmp; tmp=$(mktemp -d)
+  HOME=$tmp XDG_CONFIG_HOME=$tmp MODEKEEPER_KEYRING='' MODEKEEPER_LICENSE_PATH='' \
+    "$1" license verify --out "$tmp/out" >/dev/null 2>&1 || true
+  grep -q '"reason": "license_missing"' "$tmp/out/license_verify_latest.json" 2>/dev/null \
+    || { rm -rf "$tmp"; die "$1 does not carry a usable production keyring"; }
+  rm -rf "$tmp"
+}
+
 # build TARGET: prints the built binary's path.
 build() {
   local target=$1
   if [ -n "${MODEKEEPER_PREBUILT_BIN:-}" ]; then echo "$MODEKEEPER_PREBUILT_BIN"; return; fi
+  if [ -z "$keyring" ]; then
+    [ "$mode" = --package ] && die "MODEKEEPER_PRODUCTION_KEYRING is not set: a release binary must embed the production keyring"
+    echo "release.sh: MODEKEEPER_PRODUCTION_KEYRING is not set: these archives trust no production key" >&2
+  fi
   if [ "$target" = "$host" ]; then
     cargo build --profile dist --locked --bin kubectl-modekeeper >&2
+    [ -z "$keyring" ] || check_keyring "$target_dir/dist/kubectl-modekeeper"
     echo "$target_dir/dist/kubectl-modekeeper"
   else
     cargo build --profile dist --locked --bin kubectl-modekeeper --target "$target" >&2

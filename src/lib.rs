@@ -12,6 +12,7 @@ pub mod cli;
 pub mod closed_loop;
 pub mod envelope;
 pub mod error;
+pub mod fsio;
 pub mod k8s;
 pub mod license;
 pub mod passport;

@@ -56,12 +56,20 @@ fn usage_error(e: clap::Error) -> ExitCode {
             }
         }
         _ => {
+            // clap puts the subject of some errors on the lines after the first (the missing
+            // arguments, one per line): keep everything up to the blank line before `Usage:`.
             let text = e.render().to_string();
-            let first = text
+            let message: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see --help)");
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
+                .map(str::trim)
+                .collect();
+            let message = match message.join(" ") {
+                m if m.is_empty() => "error: invalid arguments".to_string(),
+                m => m,
+            };
+            eprintln!("{message} (see --help)");
             ExitCode::from(2)
         }
     }

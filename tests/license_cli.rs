@@ -89,6 +89,7 @@ fn verify(home: &Path, args: &[&std::ffi::OsStr], env_keyring: Option<&Path>) ->
         .args(args)
         .arg("--out")
         .arg(out_dir.path())
+        .timeout(std::time::Duration::from_secs(60))
         .output()
         .unwrap();
     let report: Value = serde_json::from_str(
@@ -178,6 +179,31 @@ fn keygen_mint_verify_with_explicit_keyring() {
 fn the_builtin_keyring_does_not_trust_a_self_made_key() {
     let k = keygen("keys");
     let lic = mint(&k, "lic.json", &[]);
+    let nokid = mint(&k, "nokid.json", &["--no-kid"]);
+    if modekeeper::license::BUILTIN_KEYRING.is_none() {
+        // A build from source trusts no production key: without --keyring nothing verifies, and
+        // the error says what to name.
+        for l in [&lic, &nokid] {
+            let (code, r) = verify(k.dir.path(), &[os(&"--license"), os(l)], None);
+            assert_eq!((code, r["reason"].as_str()), (2, Some("keyring_missing")));
+            assert_eq!(r["keyring"]["source"], "builtin");
+            assert_eq!(r["keyring"]["override"], false);
+            assert_eq!(r["keyring"]["kids"], serde_json::json!([]));
+            let detail = r["detail"].as_str().unwrap();
+            assert!(
+                detail.contains("--keyring") && detail.contains("MODEKEEPER_KEYRING"),
+                "{detail}"
+            );
+        }
+        // The explicit override is what makes the same license verify.
+        let (code, r) = verify(
+            k.dir.path(),
+            &[os(&"--license"), os(&lic), os(&"--keyring"), os(&k.keyring)],
+            None,
+        );
+        assert_eq!((code, r["keyring"]["override"].as_bool()), (0, Some(true)));
+        return;
+    }
     let (code, r) = verify(k.dir.path(), &[os(&"--license"), os(&lic)], None);
     assert_eq!(code, 2);
     assert_eq!(r["reason"], "license_unknown_kid");
@@ -186,9 +212,48 @@ fn the_builtin_keyring_does_not_trust_a_self_made_key() {
     assert!(!r["keyring"]["kids"].as_array().unwrap().is_empty());
 
     // Without a kid it is tried against every built-in key, and none verifies it.
-    let lic = mint(&k, "nokid.json", &["--no-kid"]);
-    let (code, r) = verify(k.dir.path(), &[os(&"--license"), os(&lic)], None);
+    let (code, r) = verify(k.dir.path(), &[os(&"--license"), os(&nokid)], None);
     assert_eq!((code, r["reason"].as_str()), (2, Some("license_wrong_key")));
+}
+
+#[cfg(unix)]
+#[test]
+fn a_keyring_or_license_that_is_a_device_or_fifo_is_refused_at_once() {
+    let k = keygen("keys");
+    let lic = mint(&k, "lic.json", &[]);
+    let fifo = k.dir.path().join("fifo");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // `--keyring /dev/zero` read until memory ran out; a FIFO blocked in open().
+    for ring in [Path::new("/dev/zero"), fifo.as_path()] {
+        let (code, r) = verify(
+            k.dir.path(),
+            &[os(&"--license"), os(&lic), os(&"--keyring"), os(&ring)],
+            None,
+        );
+        assert_eq!((code, r["reason"].as_str()), (2, Some("keyring_malformed")));
+        assert!(
+            r["detail"].as_str().unwrap().contains("not a regular file"),
+            "{r}"
+        );
+    }
+    for l in [Path::new("/dev/zero"), fifo.as_path()] {
+        let (code, r) = verify(
+            k.dir.path(),
+            &[os(&"--license"), os(&l), os(&"--keyring"), os(&k.keyring)],
+            None,
+        );
+        assert_eq!((code, r["reason"].as_str()), (2, Some("license_missing")));
+        assert!(
+            r["detail"].as_str().unwrap().contains("not a regular file"),
+            "{r}"
+        );
+    }
 }
 
 #[test]
@@ -283,12 +348,12 @@ fn every_bad_license_has_its_reason() {
 #[test]
 fn no_license_anywhere_is_license_missing() {
     let home = tempfile::tempdir().unwrap();
-    let (code, r) = verify(home.path(), &[], None);
+    let k = keygen("keys");
+    let (code, r) = verify(home.path(), &[os(&"--keyring"), os(&k.keyring)], None);
     assert_eq!((code, r["reason"].as_str()), (2, Some("license_missing")));
     assert_eq!(r["license_path"], Value::Null);
 
     // ~/.config/modekeeper/license.json is found when nothing else names a license.
-    let k = keygen("keys");
     let lic = mint(&k, "lic.json", &[]);
     let cfg = home.path().join(".config/modekeeper");
     std::fs::create_dir_all(&cfg).unwrap();

@@ -241,3 +241,33 @@ fn help_text() {
         stdout_of(&["passport", "show", "--help"])
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn validate_refuses_a_device_or_fifo_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo.json");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (file, what) in [
+        ("/dev/zero".to_string(), "a character device"),
+        (fifo.display().to_string(), "a FIFO"),
+    ] {
+        let out = mk()
+            .args(["passport", "validate", "--file", &file])
+            .timeout(std::time::Duration::from_secs(30))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{file}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            err,
+            format!("error: {file}: cannot read: not a regular file ({what})\n")
+        );
+    }
+}

@@ -162,3 +162,20 @@ fn advanced_policy_needs_explicit_enable() {
         .code(2)
         .stderr(contains("unknown policy"));
 }
+
+#[cfg(unix)]
+#[test]
+fn add_refuses_a_device_without_reading_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, cache) = (tmp.path().join("policies"), tmp.path().join("cache"));
+    let out = cmd(&dir, &cache)
+        .args(["policy", "add", "/dev/zero"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "error: not a policy component: /dev/zero: not a regular file (a character device)\n"
+    );
+}

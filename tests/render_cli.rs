@@ -235,6 +235,12 @@ fn invalid_cases() -> Vec<(&'static str, &'static str, Option<u64>, &'static str
             "plan item at index 0: namespace: \"ns1; touch /tmp/mk_injected_by_plan\" is not a DNS-1123 label (lowercase letters, digits, '-', at most 63)",
         ),
         (
+            r#"[{"namespace":"ns1","name":"dep1","patch":{"metadata":{"annotations":{"modekeeper/knob.concurrency":"4","modekeeper/knob.concurrency":"100000"}}}}]"#,
+            "invalid_json",
+            None,
+            "invalid JSON: duplicate key modekeeper/knob.concurrency at line 1 column 133",
+        ),
+        (
             r#"[{"namespace":"ns1","name":"dep1","patch":{"metadata":{"annotations":{"modekeeper/note":"O'Reilly"}}}}]"#,
             "invalid_item",
             Some(0),
@@ -292,6 +298,45 @@ fn a_missing_plan_is_not_found() {
         events(&tmp.path().join("out"))[1]["payload"]["kind"],
         "not_found"
     );
+}
+
+#[test]
+fn a_usage_error_names_the_missing_argument() {
+    for cmd in [["k8s", "apply"], ["k8s", "render"]] {
+        let out = mk().args(cmd).output().unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            err,
+            "error: the following required arguments were not provided: --plan <PATH> (see --help)\n",
+            "{cmd:?}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_symlink_planted_as_explain_jsonl_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("plan.json"), BURSTY).unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::symlink(&victim, out_dir.join("explain.jsonl")).unwrap();
+    let out = mk()
+        .current_dir(tmp.path())
+        .args(["k8s", "render", "--plan", "plan.json", "--out", "out"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("explain.jsonl (a symlink is refused)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(files(&out_dir), ["explain.jsonl"], "nothing else written");
 }
 
 #[test]

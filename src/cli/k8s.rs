@@ -8,10 +8,8 @@ use clap::{Args, Subcommand};
 use super::GlobalArgs;
 use super::{k8s_apply, k8s_render, k8s_verify};
 use crate::error::input_error;
-use crate::plan::{Plan, PlanFormat, parse_plan};
-
-/// Plan files larger than this are refused before parsing.
-pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
+use crate::fsio::ReadError;
+use crate::plan::{MAX_PLAN_BYTES, Plan, PlanFormat, parse_plan};
 
 #[derive(Debug, Args)]
 pub struct K8sArgs {
@@ -66,23 +64,16 @@ pub fn load_plan_file(path: &Path) -> Result<(Plan, PlanFormat), PlanLoadFailure
         index,
         message: format!("{shown}: {message}"),
     };
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => fail("not_found", None, "plan not found".into()),
-        _ => fail("io", None, format!("cannot read the plan: {e}")),
-    })?;
-    if !meta.is_file() {
-        return Err(fail("not_found", None, "not a file".into()));
-    }
-    if meta.len() > MAX_PLAN_BYTES {
-        return Err(fail(
+    let text = crate::fsio::read_capped_text(path, MAX_PLAN_BYTES).map_err(|e| match e {
+        e if e.is_not_found() => fail("not_found", None, "plan not found".into()),
+        ReadError::NotRegular(what) => fail("not_found", None, format!("not a file ({what})")),
+        ReadError::TooLarge { .. } => fail(
             "invalid_shape",
             None,
             format!("larger than {} MiB; not a plan", MAX_PLAN_BYTES >> 20),
-        ));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| fail("io", None, format!("cannot read the plan: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| fail("invalid_json", None, "invalid JSON: not UTF-8".into()))?;
+        ),
+        ReadError::NotUtf8 => fail("invalid_json", None, "invalid JSON: not UTF-8".into()),
+        e => fail("io", None, format!("cannot read the plan: {e}")),
+    })?;
     parse_plan(&text).map_err(|e| fail(e.kind.as_str(), e.index, e.message))
 }

@@ -9,10 +9,10 @@ use serde_json::json;
 
 use super::{GlobalArgs, OutputFormat};
 use crate::error::input_error;
-use crate::passport::{LoadedPassport, Passport, TEMPLATE_NAMES, parse_passport, template};
-
-/// Passport files larger than this are not passports.
-const MAX_PASSPORT_BYTES: u64 = 1024 * 1024;
+use crate::fsio::{ReadError, read_capped_text};
+use crate::passport::{
+    LoadedPassport, MAX_PASSPORT_BYTES, Passport, TEMPLATE_NAMES, parse_passport, template,
+};
 
 #[derive(Debug, Args)]
 pub struct PassportArgs {
@@ -127,21 +127,16 @@ fn builtin(name: &str) -> anyhow::Result<Passport> {
 /// Reads and validates a passport file; every failure is an input error (exit 2) on one line.
 pub fn load_file(path: &Path) -> anyhow::Result<LoadedPassport> {
     let source = path.display().to_string();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| input_error("not_found", format!("{source}: cannot read: {e}")))?;
-    if meta.len() > MAX_PASSPORT_BYTES {
-        return Err(input_error(
+    let text = read_capped_text(path, MAX_PASSPORT_BYTES).map_err(|e| match e {
+        ReadError::TooLarge { .. } => input_error(
             "invalid_passport",
             format!("{source}: larger than 1 MiB; not a passport"),
-        ));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| input_error("not_found", format!("{source}: cannot read: {e}")))?;
-    let text = String::from_utf8(bytes).map_err(|_| {
-        input_error(
+        ),
+        ReadError::NotUtf8 => input_error(
             "invalid_passport",
             format!("{source}: invalid JSON: not UTF-8"),
-        )
+        ),
+        e => input_error("not_found", format!("{source}: cannot read: {e}")),
     })?;
     parse_passport(&source, &text).map_err(|e| input_error("invalid_passport", e.to_string()))
 }

@@ -294,6 +294,9 @@ fn host_for(dirs: &PolicyDirs) -> anyhow::Result<PolicyHost> {
     Ok(PolicyHost::new(SandboxLimits::default(), cache.as_deref())?)
 }
 
+/// A labels file lists a trace's regime segments; a larger one is not one.
+const MAX_LABELS_BYTES: u64 = 16 * 1024 * 1024;
+
 fn test(
     global: &GlobalArgs,
     dirs: &PolicyDirs,
@@ -302,18 +305,22 @@ fn test(
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let labels_path = a.labels.clone().unwrap_or_else(|| labels_beside(&a.trace));
-    let labels_text = std::fs::read_to_string(&labels_path).map_err(|e| {
-        input_error(
-            "not_found",
-            format!("cannot read labels {}: {e}", labels_path.display()),
-        )
-    })?;
+    let labels_text =
+        crate::fsio::read_capped_text(&labels_path, MAX_LABELS_BYTES).map_err(|e| {
+            input_error(
+                "not_found",
+                format!("cannot read labels {}: {e}", labels_path.display()),
+            )
+        })?;
     let labels = Labels::parse(&labels_text)
         .map_err(|e| input_error("bad_labels", format!("{}: {e}", labels_path.display())))?;
     let cat = PolicyCatalog::load(dir).map_err(user_error)?;
     let host = host_for(dirs)?;
     let mut set =
         PolicySet::load(&host, &cat, &a.policy, &a.enable_advanced).map_err(user_error)?;
+    for w in host.cache_warnings() {
+        eprintln!("warning: {w}");
+    }
     let available: Vec<String> = set
         .policies()
         .flat_map(|p| p.metadata().chords.clone())

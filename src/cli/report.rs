@@ -4,7 +4,7 @@
 //! optional except one per-window stream, and what could not be read is listed on the page.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -45,19 +45,10 @@ const MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Reads an optional JSON report: `None` when absent, `Err(message)` when present but unreadable.
 fn read_optional(dir: &Path, name: &str) -> Option<Result<String, String>> {
-    let p = dir.join(name);
-    let f = match File::open(&p) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => return Some(Err(format!("cannot open: {e}"))),
-    };
-    let mut s = String::new();
-    match f.take(MAX_JSON_BYTES + 1).read_to_string(&mut s) {
-        Ok(n) if n as u64 > MAX_JSON_BYTES => {
-            Some(Err(format!("larger than {MAX_JSON_BYTES} bytes")))
-        }
-        Ok(_) => Some(Ok(s)),
-        Err(e) => Some(Err(format!("cannot read: {e}"))),
+    match crate::fsio::read_capped_text(&dir.join(name), MAX_JSON_BYTES) {
+        Ok(s) => Some(Ok(s)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => Some(Err(e.to_string())),
     }
 }
 

@@ -132,8 +132,22 @@ fn kubeconfig_paths(opts: &ConnectOptions) -> Result<Vec<PathBuf>, ConfigError> 
         .collect())
 }
 
+/// A kubeconfig larger than this is not one (kubeconfigs with hundreds of contexts stay under 1 MiB).
+pub const MAX_KUBECONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
 fn read_merged(paths: &[PathBuf]) -> Result<Kubeconfig, ConfigError> {
     paths.iter().try_fold(Kubeconfig::default(), |merged, p| {
+        // kube-rs reads the file itself (it also makes the file's relative paths absolute); check
+        // first, without blocking, that it is a regular file of a sane size.
+        crate::fsio::open_regular(p)
+            .and_then(|f| match f.metadata() {
+                Ok(m) if m.len() > MAX_KUBECONFIG_BYTES => Err(crate::fsio::ReadError::TooLarge {
+                    limit: MAX_KUBECONFIG_BYTES,
+                }),
+                Ok(_) => Ok(()),
+                Err(e) => Err(crate::fsio::ReadError::Read(e)),
+            })
+            .map_err(|e| config_error(format!("kubeconfig {}: {e}", p.display())))?;
         let next = Kubeconfig::read_from(p)
             .map_err(|e| config_error(format!("kubeconfig {}: {e}", p.display())))?;
         merged
@@ -172,6 +186,7 @@ pub async fn load(opts: &ConnectOptions) -> Result<(kube::Config, ClusterIdentit
             available(&merged)
         )));
     };
+    refuse_ca_with_insecure(&merged, &context.cluster)?;
     let options = KubeConfigOptions {
         context: Some(context_name.clone()),
         cluster: None,
@@ -224,6 +239,33 @@ fn in_cluster(opts: &ConnectOptions) -> Result<(kube::Config, ClusterIdentity), 
         source: ConfigSource::InCluster,
     };
     Ok((config, identity))
+}
+
+/// kubectl (client-go) refuses a cluster entry that names a CA and also skips TLS verification:
+/// which of the two was meant is unclear, and kube-rs would silently skip verification.
+fn refuse_ca_with_insecure(k: &Kubeconfig, cluster_name: &str) -> Result<(), ConfigError> {
+    let Some(cluster) = k
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.as_ref())
+    else {
+        return Ok(());
+    };
+    let has_ca = cluster
+        .certificate_authority
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+        || cluster
+            .certificate_authority_data
+            .as_deref()
+            .is_some_and(|s| !s.is_empty());
+    if cluster.insecure_skip_tls_verify == Some(true) && has_ca {
+        return Err(config_error(format!(
+            "cluster {cluster_name:?}: specifying a root certificates file with the insecure flag is not allowed (remove certificate-authority(-data) or insecure-skip-tls-verify)"
+        )));
+    }
+    Ok(())
 }
 
 /// kube-rs' own timeouts bound the phases (connect, each read and write); the client also bounds each
@@ -362,6 +404,76 @@ mod tests {
         )))
         .unwrap_err();
         assert!(e.message.starts_with(&format!("kubeconfig {bad}:")), "{e}");
+    }
+
+    #[test]
+    fn a_ca_with_insecure_skip_tls_verify_is_refused_as_kubectl_refuses_it() {
+        let d = tempfile::tempdir().unwrap();
+        let base = kubeconfig(d.path(), "a", "https://a.example", "alpha", true);
+        let text = std::fs::read_to_string(&base).unwrap();
+        for extra in [
+            "    insecure-skip-tls-verify: true\n    certificate-authority-data: Zm9v\n",
+            "    insecure-skip-tls-verify: true\n    certificate-authority: ca.crt\n",
+        ] {
+            let p = d.path().join("both");
+            std::fs::write(
+                &p,
+                text.replace(
+                    "    server: https://a.example\n",
+                    &format!("    server: https://a.example\n{extra}"),
+                ),
+            )
+            .unwrap();
+            let path = p.display().to_string();
+            let e = run(load(&ConnectOptions::from_flags(
+                Some(&path),
+                None,
+                None,
+                None,
+            )))
+            .unwrap_err();
+            assert!(
+                e.message.contains("cluster \"alpha-cluster\": specifying a root certificates file with the insecure flag is not allowed"),
+                "{e}"
+            );
+        }
+        // Insecure alone is the user's (visible) choice, as with kubectl.
+        let p = d.path().join("insecure");
+        std::fs::write(
+            &p,
+            text.replace(
+                "    server: https://a.example\n",
+                "    server: https://a.example\n    insecure-skip-tls-verify: true\n",
+            ),
+        )
+        .unwrap();
+        let path = p.display().to_string();
+        assert!(
+            run(load(&ConnectOptions::from_flags(
+                Some(&path),
+                None,
+                None,
+                None
+            )))
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_oversized_kubeconfig_is_refused_before_it_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("huge");
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_len(MAX_KUBECONFIG_BYTES + 1).unwrap();
+        let path = p.display().to_string();
+        let e = run(load(&ConnectOptions::from_flags(
+            Some(&path),
+            None,
+            None,
+            None,
+        )))
+        .unwrap_err();
+        assert!(e.message.ends_with("larger than 16 MiB"), "{e}");
     }
 
     #[test]

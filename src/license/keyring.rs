@@ -1,7 +1,9 @@
 //! The keys a license may be signed with: a keyring `{ "<kid>": "<base64 of the raw 32-byte ed25519
 //! public key>" }`, where every kid must be the key's own [`kid_of`]. The built-in keyring holds the
-//! production public keys only; any other keyring must be named explicitly (`--keyring` or
-//! `MODEKEEPER_KEYRING`) and is recorded as an override in every report that used it.
+//! production public keys only, and only in a release build: the release pipeline supplies it at build
+//! time (`MODEKEEPER_PRODUCTION_KEYRING`, see build.rs); a build from source embeds none and trusts no
+//! production key. Any other keyring must be named explicitly (`--keyring` or `MODEKEEPER_KEYRING`)
+//! and is recorded as an override in every report that used it.
 //!
 //! A keyring is all-or-nothing: one bad entry (bad base64, wrong length, a weak key, a kid that is
 //! not the key's hash) rejects the whole file. Nothing here is ever silently dropped.
@@ -18,8 +20,12 @@ use sha2::{Digest, Sha256};
 
 use super::canonical::{Document, Field, Scalar};
 
-/// The production public keys trusted by every build.
-pub const BUILTIN_KEYRING: &str = include_str!("production_keyring.json");
+/// The production public keys of a release build; `None` in a build from source (build.rs writes an
+/// empty file unless `MODEKEEPER_PRODUCTION_KEYRING` named one).
+pub const BUILTIN_KEYRING: Option<&str> = {
+    let text = include_str!(concat!(env!("OUT_DIR"), "/production_keyring.json"));
+    if text.is_empty() { None } else { Some(text) }
+};
 /// The environment variable that names a keyring file to use instead of the built-in one.
 pub const KEYRING_ENV: &str = "MODEKEEPER_KEYRING";
 /// More keys than this is not a keyring anyone maintains.
@@ -63,6 +69,17 @@ pub struct KeyringInfo {
     pub kids: Vec<String>,
 }
 
+/// Why no keyring could be used. One line each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyringError {
+    /// None was named and this build embeds none (a build from source): `keyring_missing`.
+    #[error("{0}")]
+    Missing(String),
+    /// The named (or embedded) keyring cannot be read or is not a valid keyring: `keyring_malformed`.
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// A validated set of trusted public keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keyring {
@@ -98,9 +115,16 @@ impl Keyring {
         Ok(Keyring { keys })
     }
 
-    /// The production keyring compiled into the binary.
-    pub fn builtin() -> Keyring {
-        Keyring::parse(BUILTIN_KEYRING.as_bytes()).expect("the built-in keyring is valid")
+    /// The production keyring compiled into a release binary; `Err` (one line) when this build has
+    /// none or the one it was given is not a keyring.
+    pub fn builtin() -> Result<Keyring, KeyringError> {
+        let text = BUILTIN_KEYRING.ok_or_else(|| {
+            KeyringError::Missing(format!(
+                "this build trusts no production key (built from source): name a keyring with --keyring or {KEYRING_ENV}"
+            ))
+        })?;
+        Keyring::parse(text.as_bytes())
+            .map_err(|e| KeyringError::Malformed(format!("the built-in keyring: {e}")))
     }
 
     /// A keyring of the given keys (for tests and `license keygen`).
@@ -159,21 +183,21 @@ pub fn decode_public_key(b64: &str) -> Result<VerifyingKey, String> {
 }
 
 /// Loads the keyring a run must use: `--keyring` first, then `MODEKEEPER_KEYRING` (when set and
-/// non-empty), else the built-in production keyring. `env` is the variable's value, passed in so
-/// callers and tests decide where it comes from. The error (one line) means `keyring_malformed`;
+/// non-empty), else the built-in production keyring (an error in a build without one). `env` is the variable's value, passed in so
+/// callers and tests decide where it comes from. The error (one line) says which reason applies;
 /// the info is returned in both cases so reports can say which keyring failed.
 pub fn resolve_keyring(
     flag: Option<&Path>,
     env: Option<OsString>,
-) -> (KeyringInfo, Result<Keyring, String>) {
+) -> (KeyringInfo, Result<Keyring, KeyringError>) {
     let (source, path) = match (flag, env.filter(|v| !v.is_empty())) {
         (Some(p), _) => (KeyringSource::Flag, Some(p.to_path_buf())),
         (None, Some(v)) => (KeyringSource::Env, Some(PathBuf::from(v))),
         (None, None) => (KeyringSource::Builtin, None),
     };
     let result = match &path {
-        None => Ok(Keyring::builtin()),
-        Some(p) => load_keyring_file(p),
+        None => Keyring::builtin(),
+        Some(p) => load_keyring_file(p).map_err(KeyringError::Malformed),
     };
     let info = KeyringInfo {
         is_override: source != KeyringSource::Builtin,
@@ -186,13 +210,8 @@ pub fn resolve_keyring(
 
 fn load_keyring_file(path: &Path) -> Result<Keyring, String> {
     let shown = path.display();
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("{shown}: cannot read the keyring: {e}"))?;
-    if meta.len() > super::canonical::MAX_DOCUMENT_BYTES as u64 {
-        return Err(format!("{shown}: too large for a keyring"));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("{shown}: cannot read the keyring: {e}"))?;
+    let bytes = crate::fsio::read_capped(path, super::canonical::MAX_DOCUMENT_BYTES as u64)
+        .map_err(|e| format!("{shown}: cannot read the keyring: {e}"))?;
     Keyring::parse(&bytes).map_err(|e| format!("{shown}: {e}"))
 }
 
@@ -206,18 +225,36 @@ mod tests {
     }
 
     #[test]
-    fn builtin_keyring_is_valid_and_nonempty() {
-        let k = Keyring::builtin();
-        assert!(!k.kids().is_empty());
-        for kid in k.kids() {
-            assert!(is_kid(&kid), "{kid}");
+    fn a_source_build_embeds_no_production_key_unless_given_one() {
+        // build.rs embeds a keyring only when the build was given one (a release build).
+        match option_env!("MODEKEEPER_PRODUCTION_KEYRING").filter(|v| !v.is_empty()) {
+            None => {
+                assert_eq!(BUILTIN_KEYRING, None);
+                let e = Keyring::builtin().unwrap_err();
+                assert!(matches!(e, KeyringError::Missing(_)), "{e}");
+                let e = e.to_string();
+                assert!(e.contains("trusts no production key"), "{e}");
+                assert!(e.contains("--keyring") && e.contains(KEYRING_ENV), "{e}");
+            }
+            Some(path) => {
+                let given = std::fs::read_to_string(path).unwrap();
+                assert_eq!(BUILTIN_KEYRING, Some(given.as_str()));
+                let ring = Keyring::builtin().expect("the release keyring is valid");
+                assert!(!ring.kids().is_empty());
+            }
+        }
+        // The compromised key of the first release is in no build, whatever it was given.
+        if let Ok(ring) = Keyring::builtin() {
+            assert!(ring.get("170ede17c5f0bd50").is_none());
         }
     }
 
     #[test]
     fn builtin_keyring_trusts_no_key_with_a_guessable_seed() {
         // The first implementation shipped keys derived from bytes(0..32) and bytes(32..64).
-        let ring = Keyring::builtin();
+        let Ok(ring) = Keyring::builtin() else {
+            return; // a source build trusts no key at all
+        };
         let mut seeds: Vec<[u8; 32]> = (0..=255u8).map(|b| [b; 32]).collect();
         seeds.push(std::array::from_fn(|i| i as u8));
         seeds.push(std::array::from_fn(|i| i as u8 + 32));
@@ -273,7 +310,11 @@ mod tests {
         let (info, ring) = resolve_keyring(None, None);
         assert_eq!(info.source, KeyringSource::Builtin);
         assert!(!info.is_override);
-        assert_eq!(ring.unwrap(), Keyring::builtin());
+        assert_eq!(ring, Keyring::builtin());
+        assert_eq!(
+            info.kids,
+            Keyring::builtin().map(|k| k.kids()).unwrap_or_default()
+        );
 
         let (info, ring) = resolve_keyring(None, Some(p.clone().into_os_string()));
         assert_eq!(info.source, KeyringSource::Env);
@@ -289,6 +330,10 @@ mod tests {
 
         let (info, ring) = resolve_keyring(Some(Path::new("/nonexistent/k.json")), None);
         assert!(info.kids.is_empty() && info.is_override);
-        assert!(ring.unwrap_err().contains("cannot read the keyring"));
+        assert!(
+            ring.unwrap_err()
+                .to_string()
+                .contains("cannot read the keyring")
+        );
     }
 }

@@ -68,8 +68,11 @@ pub fn parse_signing_key(bytes: &[u8]) -> Result<SigningKey, String> {
 /// Reads a key file, refusing one that others may read (like ssh does).
 pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     let shown = path.display();
-    let meta = std::fs::metadata(path)
-        .map_err(|e| anyhow::anyhow!("{shown}: cannot read the signing key: {e}"))?;
+    let cannot = |e| anyhow::anyhow!("{shown}: cannot read the signing key: {e}");
+    let f = crate::fsio::open_regular(path).map_err(cannot)?;
+    let meta = f
+        .metadata()
+        .map_err(|e| cannot(crate::fsio::ReadError::Read(e)))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -80,13 +83,12 @@ pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
             );
         }
     }
-    if meta.len() > 4096 {
-        anyhow::bail!("{shown}: not a signing key file (too large)");
-    }
-    let bytes = Zeroizing::new(
-        std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("{shown}: cannot read the signing key: {e}"))?,
-    );
+    let bytes = Zeroizing::new(crate::fsio::read_open_capped(f, 4096).map_err(|e| match e {
+        crate::fsio::ReadError::TooLarge { .. } => {
+            anyhow::anyhow!("{shown}: not a signing key file (too large)")
+        }
+        e => cannot(e),
+    })?);
     parse_signing_key(&bytes).map_err(|e| anyhow::anyhow!("{shown}: {e}"))
 }
 
@@ -105,10 +107,11 @@ pub fn keygen(dir: &Path) -> anyhow::Result<GeneratedKey> {
     std::fs::create_dir_all(dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let keyring_path = dir.join("keyring.json");
-    let mut ring = match std::fs::read(&keyring_path) {
+    let limit = super::canonical::MAX_DOCUMENT_BYTES as u64;
+    let mut ring = match crate::fsio::read_capped(&keyring_path, limit) {
         Ok(b) => Keyring::parse(&b)
             .map_err(|e| anyhow::anyhow!("{}: {e}; not adding to it", keyring_path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Keyring::from_keys([]),
+        Err(e) if e.is_not_found() => Keyring::from_keys([]),
         Err(e) => anyhow::bail!("cannot read {}: {e}", keyring_path.display()),
     };
     let key = generate_signing_key()?;

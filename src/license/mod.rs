@@ -30,8 +30,8 @@ pub use document::{
 };
 pub use env::{LICENSE_PATH_ENV, LicenseCheck, check_license_env};
 pub use keyring::{
-    BUILTIN_KEYRING, KEYRING_ENV, Keyring, KeyringInfo, KeyringSource, decode_public_key, is_kid,
-    kid_of, resolve_keyring,
+    BUILTIN_KEYRING, KEYRING_ENV, Keyring, KeyringError, KeyringInfo, KeyringSource,
+    decode_public_key, is_kid, kid_of, resolve_keyring,
 };
 pub use keys::{
     GeneratedKey, SIGNING_KEY_SCHEMA, generate_signing_key, keygen, load_signing_key,

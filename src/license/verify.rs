@@ -8,7 +8,7 @@ use super::document::{
     BINDING_CLUSTER_SERVER, BINDING_CLUSTER_UID, KNOWN_ENTITLEMENTS, License, LicenseClaims,
     parse_license,
 };
-use super::keyring::Keyring;
+use super::keyring::{Keyring, KeyringError};
 
 /// A license is accepted this many seconds before `not_before` and after `expires_at`, so that a
 /// machine whose clock is a few minutes off does not flap between blocked and allowed.
@@ -37,6 +37,8 @@ pub enum LicenseReason {
     EntitlementMissing,
     /// The keyring (built-in or override) could not be used.
     KeyringMalformed,
+    /// No keyring was named and this build embeds none (a build from source).
+    KeyringMissing,
 }
 
 impl LicenseReason {
@@ -53,6 +55,7 @@ impl LicenseReason {
             LicenseReason::LicenseBindingMismatch => "license_binding_mismatch",
             LicenseReason::EntitlementMissing => "entitlement_missing",
             LicenseReason::KeyringMalformed => "keyring_malformed",
+            LicenseReason::KeyringMissing => "keyring_missing",
         }
     }
 }
@@ -320,7 +323,7 @@ pub fn verify_license(bytes: &[u8], ctx: &VerifyContext<'_>) -> LicenseVerdict {
 /// [`verify_license`] checks, as one verdict.
 pub fn check_license_file(
     license: Option<&std::path::Path>,
-    keyring: &Result<Keyring, String>,
+    keyring: &Result<Keyring, KeyringError>,
     ctx_now: i64,
     cluster: Option<&ClusterIdentity>,
     required: &[&str],
@@ -328,12 +331,11 @@ pub fn check_license_file(
     let keyring = match keyring {
         Ok(k) => k,
         Err(e) => {
-            return LicenseVerdict::early(
-                LicenseReason::KeyringMalformed,
-                e.clone(),
-                ctx_now,
-                required,
-            );
+            let reason = match e {
+                KeyringError::Missing(_) => LicenseReason::KeyringMissing,
+                KeyringError::Malformed(_) => LicenseReason::KeyringMalformed,
+            };
+            return LicenseVerdict::early(reason, e.to_string(), ctx_now, required);
         }
     };
     let Some(path) = license else {
@@ -360,23 +362,23 @@ pub fn check_license_file(
 }
 
 fn read_license_bytes(path: &std::path::Path) -> Result<Vec<u8>, (LicenseReason, String)> {
-    use std::io::Read;
-    let shown = path.display();
-    let f = std::fs::File::open(path).map_err(|e| {
-        (
+    // One byte over the cap is still read as "too large" by the parser: license_malformed.
+    let limit = super::canonical::MAX_DOCUMENT_BYTES as u64;
+    match crate::fsio::read_capped(path, limit) {
+        Ok(b) => Ok(b),
+        Err(crate::fsio::ReadError::TooLarge { .. }) => Err((
+            LicenseReason::LicenseMalformed,
+            format!(
+                "{}: larger than {}; not a license",
+                path.display(),
+                crate::fsio::shown_bytes(limit)
+            ),
+        )),
+        Err(e) => Err((
             LicenseReason::LicenseMissing,
-            format!("{shown}: cannot read the license: {e}"),
-        )
-    })?;
-    let mut bytes = Vec::new();
-    let limit = super::canonical::MAX_DOCUMENT_BYTES as u64 + 1;
-    f.take(limit).read_to_end(&mut bytes).map_err(|e| {
-        (
-            LicenseReason::LicenseMissing,
-            format!("{shown}: cannot read the license: {e}"),
-        )
-    })?;
-    Ok(bytes)
+            format!("{}: cannot read the license: {e}", path.display()),
+        )),
+    }
 }
 
 /// Where the license comes from: `--license`, else `MODEKEEPER_LICENSE_PATH`, else
@@ -555,7 +557,7 @@ mod tests {
     #[test]
     fn file_level_reasons() {
         let a = SigningKey::from_bytes(&[1; 32]);
-        let ring: Result<Keyring, String> = Ok(Keyring::from_keys([a.verifying_key()]));
+        let ring: Result<Keyring, KeyringError> = Ok(Keyring::from_keys([a.verifying_key()]));
         let v = check_license_file(None, &ring, NOW, None, &["apply"]);
         assert_eq!(v.reason, "license_missing");
         let v = check_license_file(
@@ -566,8 +568,12 @@ mod tests {
             &["apply"],
         );
         assert_eq!(v.reason, "license_missing");
-        let v = check_license_file(None, &Err("bad".into()), NOW, None, &["apply"]);
+        let bad = Err(KeyringError::Malformed("bad".into()));
+        let v = check_license_file(None, &bad, NOW, None, &["apply"]);
         assert_eq!(v.reason, "keyring_malformed");
+        let none = Err(KeyringError::Missing("none".into()));
+        let v = check_license_file(None, &none, NOW, None, &["apply"]);
+        assert_eq!(v.reason, "keyring_missing");
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("big.json");
         std::fs::write(&p, vec![b' '; 70 * 1024]).unwrap();

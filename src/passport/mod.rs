@@ -27,6 +27,9 @@ pub use v0::SCHEMA_V0;
 pub use validate::{PassportError, is_knob_name};
 pub use value::{format_knob_value, serialize_knob_value};
 
+/// Passport files larger than this are not passports (the caller reads files; see `crate::fsio`).
+pub const MAX_PASSPORT_BYTES: u64 = 1024 * 1024;
+
 /// A passport read from text, with the schema it was written in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadedPassport {

@@ -20,7 +20,7 @@ use crate::envelope::Accepted;
 use crate::passport::{format_knob_value, is_knob_name};
 
 pub use canonical::{canonical_json, sha256_prefixed};
-pub use load::{PlanError, PlanErrorKind, PlanFormat, parse_plan};
+pub use load::{MAX_PLAN_BYTES, PlanError, PlanErrorKind, PlanFormat, parse_plan};
 pub use render::{KUBECTL_SCRIPT, render_kubectl_script, shell_quote};
 
 /// Schema of the plan document.

@@ -304,6 +304,17 @@ fn shape_errors() {
             .message
             .contains("unknown key x")
     );
+    // Duplicate keys, at any depth: serde_json alone would keep the last value silently.
+    for dup in [
+        r#"{"schema_version": "k8s_plan.v1", "schema_version": "k8s_plan.v1", "items": []}"#,
+        r#"[{"namespace": "ml", "name": "a", "name": "b", "patch": {"metadata": {"annotations": {"modekeeper/knob.x": "1"}}}}]"#,
+        r#"[{"namespace": "ml", "name": "t", "patch": {"metadata": {"annotations":
+            {"modekeeper/knob.concurrency": "4", "modekeeper/knob.concurrency": "100000"}}}}]"#,
+    ] {
+        let e = err(dup);
+        assert_eq!(e.kind, PlanErrorKind::InvalidJson, "{e}");
+        assert!(e.message.contains("duplicate key "), "{e}");
+    }
     let many = format!("[{}]", vec!["{}"; super::load::MAX_ITEMS + 1].join(","));
     assert!(err(&many).message.contains("at most 1000"));
     assert!(parse_plan("[]").unwrap().0.is_empty());

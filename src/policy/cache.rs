@@ -1,12 +1,24 @@
 //! On-disk cache of compiled policies, keyed by the engine's compatibility hash and the component's
-//! sha256. Only files this module wrote into its own directory are ever deserialized, and each is
-//! checked against the digest recorded next to it first (a truncated or corrupted file is
-//! recompiled, never loaded).
+//! sha256.
+//!
+//! Compiled code is native code: deserializing it runs whatever it says. So the cache vouches for an
+//! entry only through something a planted file cannot carry. The cache directory (and every level
+//! of it this module creates) must be owned by the current user and writable by nobody else; a
+//! directory that is not is never read from or written to (the host compiles, with a warning). Each
+//! entry `<sha>.cwasm` has a `<sha>.cwasm.mac` beside it: HMAC-SHA256, under a random 256-bit key kept
+//! in `cache.key` (0600) in that private directory, of the engine's full compatibility hash, the
+//! component's sha256 and the compiled bytes' sha256. Copying another policy's compiled code (and
+//! its MAC) under this component's name, or code compiled for other engine settings, fails the MAC:
+//! making a MAC that passes needs the key, that is read access to a directory only the user can read.
+//! Everything that does not check out is compiled again, never loaded.
 
+use std::fs::{File, OpenOptions};
 use std::hash::Hasher;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use ring::hmac;
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -26,7 +38,7 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         .or_else(|| env("HOME").map(|h| h.join(".cache").join("modekeeper")))
 }
 
-/// Feeds a `Hash` into sha256, so the engine's compatibility hash becomes a stable file name.
+/// Feeds a `Hash` into sha256, so the engine's compatibility hash becomes stable bytes.
 struct ShaHasher(Sha256);
 
 impl Hasher for ShaHasher {
@@ -46,16 +58,29 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
-/// A short, stable key of everything that makes compiled code compatible with this engine.
-pub fn engine_key(engine: &Engine) -> String {
+/// sha256 of everything that makes compiled code compatible with this engine.
+fn engine_hash(engine: &Engine) -> [u8; 32] {
     let mut h = ShaHasher(Sha256::new());
     std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
-    hex(&h.0.finalize()[..12])
+    h.0.finalize().into()
 }
 
-#[derive(Debug, Clone)]
+/// A short, stable key of everything that makes compiled code compatible with this engine.
+pub fn engine_key(engine: &Engine) -> String {
+    hex(&engine_hash(engine)[..12])
+}
+
+/// What every MAC covers before the engine hash, so a MAC made for anything else never matches.
+const MAC_DOMAIN: &[u8] = b"modekeeper-policy-cache-v1\0";
+const KEY_FILE: &str = "cache.key";
+
+#[derive(Debug)]
 pub struct CompiledCache {
+    root: PathBuf,
     dir: PathBuf,
+    engine_hash: [u8; 32],
+    /// Why the cache was not used, for the caller to show (each reason once).
+    warnings: Mutex<Vec<String>>,
 }
 
 /// Where a component came from on this load.
@@ -69,9 +94,12 @@ pub enum CacheOutcome {
 impl CompiledCache {
     pub fn new(root: &Path, engine: &Engine) -> CompiledCache {
         CompiledCache {
+            root: root.to_path_buf(),
             dir: root
                 .join("compiled")
                 .join(format!("wasmtime-48.0.8-{}", engine_key(engine))),
+            engine_hash: engine_hash(engine),
+            warnings: Mutex::new(Vec::new()),
         }
     }
 
@@ -79,49 +107,267 @@ impl CompiledCache {
         &self.dir
     }
 
+    /// The reasons the cache was bypassed since the last call (each reason once per cache).
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn warn(&self, w: String) {
+        let mut ws = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        if !ws.contains(&w) {
+            ws.push(w);
+        }
+    }
+
+    /// The value, or `None` with the error kept as a warning.
+    fn noted<T>(&self, r: Result<Option<T>, String>) -> Option<T> {
+        r.unwrap_or_else(|w| {
+            self.warn(w);
+            None
+        })
+    }
+
     fn paths(&self, sha: &str) -> (PathBuf, PathBuf) {
         (
             self.dir.join(format!("{sha}.cwasm")),
-            self.dir.join(format!("{sha}.cwasm.sha256")),
+            self.dir.join(format!("{sha}.cwasm.mac")),
         )
     }
 
-    /// The cached compilation of the component with digest `sha`, if a valid one exists.
+    /// The levels of the cache path this module owns: the root, `compiled/`, the engine's directory.
+    fn levels(&self) -> [PathBuf; 3] {
+        [
+            self.root.clone(),
+            self.root.join("compiled"),
+            self.dir.clone(),
+        ]
+    }
+
+    /// What an entry's MAC covers: this engine's settings, the component's digest, the code.
+    fn mac_message(&self, sha: &str, compiled: &[u8]) -> Vec<u8> {
+        let mut m = MAC_DOMAIN.to_vec();
+        m.extend_from_slice(&self.engine_hash);
+        m.extend_from_slice(sha.as_bytes());
+        m.push(0);
+        m.extend_from_slice(&Sha256::digest(compiled));
+        m
+    }
+
+    /// The cached compilation of the component with digest `sha`, if a valid one exists in a
+    /// private cache directory. A cache that is not private is reported and skipped.
     pub fn load(&self, engine: &Engine, sha: &str) -> Option<Component> {
-        let (code, digest) = self.paths(sha);
-        let bytes = std::fs::read(&code).ok()?;
-        let want = std::fs::read_to_string(&digest).ok()?;
-        if sha256_hex(&bytes) != want.trim() {
+        if let Err(w) = self
+            .levels()
+            .iter()
+            .try_for_each(|d| check_private_dir(d, false))
+        {
+            self.warn(w);
+            return None;
+        }
+        let (code, mac_path) = self.paths(sha);
+        let bytes = self.noted(read_private_file(&code, MAX_COMPILED_BYTES, 0o022))?;
+        let mac = self.noted(read_private_file(&mac_path, 64, 0o022))?;
+        let key = self.noted(self.key(false))?;
+        let tag = decode_hex(&mac)?;
+        // Compared in constant time.
+        if hmac::verify(&key, &self.mac_message(sha, &bytes), &tag).is_err() {
             return None;
         }
         // SAFETY: `Component::deserialize` trusts its input to be wasmtime-compiled code. These bytes
-        // were written by `store` below into our own cache directory (created 0700, files 0600), and
-        // their sha256 matches the digest recorded alongside; wasmtime additionally refuses code
-        // built by an incompatible engine.
+        // were read from a directory only this user can write, and their MAC (under a key only this
+        // user can read) binds them to this component's digest and this engine's settings: they are
+        // what `store` wrote for exactly this component. wasmtime also refuses code built by an
+        // incompatible engine.
         unsafe { Component::deserialize(engine, &bytes) }.ok()
     }
 
-    /// Writes compiled code atomically (temp file + rename). Failures are returned, not fatal: the
-    /// caller goes on with the compiled component.
+    /// Writes compiled code atomically (temp file + rename), then its MAC. Failures are returned,
+    /// not fatal: the caller goes on with the compiled component.
     pub fn store(&self, sha: &str, compiled: &[u8]) -> Result<(), PolicyError> {
-        let err = |e: std::io::Error| PolicyError::Cache(format!("{}: {e}", self.dir.display()));
-        create_private_dir(&self.dir).map_err(err)?;
-        let (code, digest) = self.paths(sha);
-        write_atomic(&self.dir, &code, compiled).map_err(err)?;
-        write_atomic(&self.dir, &digest, sha256_hex(compiled).as_bytes()).map_err(err)?;
+        let warned = |w: String| {
+            self.warn(w.clone());
+            PolicyError::Cache(w)
+        };
+        for d in self.levels() {
+            check_private_dir(&d, true).map_err(warned)?;
+        }
+        let key = self
+            .key(true)
+            .map_err(warned)?
+            .ok_or_else(|| PolicyError::Cache("no cache key".into()))?;
+        let (code, mac_path) = self.paths(sha);
+        let io = |e: std::io::Error| PolicyError::Cache(format!("{}: {e}", self.dir.display()));
+        write_atomic(&self.dir, &code, compiled).map_err(io)?;
+        let tag = hmac::sign(&key, &self.mac_message(sha, compiled));
+        write_atomic(&self.dir, &mac_path, hex(tag.as_ref()).as_bytes()).map_err(io)?;
         Ok(())
+    }
+
+    /// The MAC key in the cache root: read, or (with `create`) made from OS randomness. `Ok(None)`:
+    /// there is none yet.
+    fn key(&self, create: bool) -> Result<Option<hmac::Key>, String> {
+        let path = self.root.join(KEY_FILE);
+        // The key must not be readable by others either: with it, anyone could vouch for code.
+        if let Some(bytes) = read_private_file(&path, 32, 0o077)? {
+            if bytes.len() != 32 {
+                return Err(format!(
+                    "{}: not a cache key; remove it to start a new cache",
+                    path.display()
+                ));
+            }
+            return Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, &bytes)));
+        }
+        if !create {
+            return Ok(None);
+        }
+        let mut secret = [0u8; 32];
+        getrandom::getrandom(&mut secret)
+            .map_err(|e| format!("no randomness for the cache key: {e}"))?;
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        match crate::fsio::no_follow(&mut opts).open(&path) {
+            Ok(mut f) => {
+                f.write_all(&secret)
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, &secret)))
+            }
+            // Another process made it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.key(false),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
     }
 }
 
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(dir)
+/// Compiled policies are a few MiB; a larger file in the cache is not one of ours.
+const MAX_COMPILED_BYTES: u64 = 256 * 1024 * 1024;
+
+fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
+    let s = s.trim_ascii();
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    s.chunks(2)
+        .map(|p| {
+            let d = |c: u8| (c as char).to_digit(16);
+            Some((d(p[0])? * 16 + d(p[1])?) as u8)
+        })
+        .collect()
+}
+
+/// Whether `dir` is a directory only this user can write; with `create`, a missing one is created
+/// 0700. The error is the warning to show.
+fn check_private_dir(dir: &Path, create: bool) -> Result<(), String> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+            let mut b = std::fs::DirBuilder::new();
+            // The root's parents too (`~/.cache` may not exist yet).
+            b.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+            match b.create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("{}: {e}", dir.display())),
+            }
+            std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?
+        }
+        // Not there yet: nothing to trust or distrust.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+    };
+    if !meta.is_dir() {
+        return Err(not_private(dir, "not a directory"));
+    }
+    check_owner_and_mode(dir, &meta)
+}
+
+#[cfg(unix)]
+fn check_owner_and_mode(p: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    check_owner_and_bits(p, meta, 0o022)
+}
+
+/// Owned by this user, and none of `forbidden` mode bits set.
+#[cfg(unix)]
+fn check_owner_and_bits(p: &Path, meta: &std::fs::Metadata, forbidden: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(not_private(
+            p,
+            &format!("owned by uid {}, not {me}", meta.uid()),
+        ));
+    }
+    if meta.mode() & forbidden != 0 {
+        let what = if meta.mode() & forbidden & 0o022 != 0 {
+            "writable"
+        } else {
+            "readable"
+        };
+        return Err(not_private(
+            p,
+            &format!("{what} by others (mode {:o})", meta.mode() & 0o777),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owner_and_bits(_: &Path, _: &std::fs::Metadata, _: u32) -> Result<(), String> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_owner_and_mode(_: &Path, _: &std::fs::Metadata) -> Result<(), String> {
+    Ok(())
+}
+
+fn not_private(p: &Path, why: &str) -> String {
+    format!(
+        "policy cache not used: {} is {why}; compiling instead (use a directory only you can write, or --no-cache)",
+        p.display()
+    )
+}
+
+/// The bytes of a cache file (up to `limit`), `Ok(None)` when it does not exist. A symlink, a
+/// special file, a file another user owns or with any of the `forbidden` mode bits is refused (the
+/// error is the warning to show).
+fn read_private_file(path: &Path, limit: u64, forbidden: u32) -> Result<Option<Vec<u8>>, String> {
+    let mut opts = OpenOptions::new();
+    opts.read(true);
+    let f: File = match crate::fsio::no_follow(&mut opts).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(not_private(
+                path,
+                &format!("not readable as a plain file ({e})"),
+            ));
+        }
+    };
+    let meta = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(not_private(path, "not a regular file"));
+    }
+    check_owner_and_bits(path, &meta, forbidden)?;
+    if meta.len() > limit {
+        return Ok(None);
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    f.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(bytes))
 }
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    // NamedTempFile creates the file 0600.
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;

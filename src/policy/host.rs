@@ -123,6 +123,15 @@ impl PolicyHost {
         self.limits
     }
 
+    /// Why the compiled-code cache was bypassed since the last call (a directory or file that is
+    /// not private to this user), for the caller to show as warnings.
+    pub fn cache_warnings(&self) -> Vec<String> {
+        self.cache
+            .as_ref()
+            .map(CompiledCache::take_warnings)
+            .unwrap_or_default()
+    }
+
     /// The directory compiled code is cached in, if any.
     pub fn cache_dir(&self) -> Option<&std::path::Path> {
         self.cache.as_ref().map(|c| c.dir())

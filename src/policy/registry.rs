@@ -29,10 +29,15 @@ const EMBEDDED: &[(&str, &[u8])] = &[
 ];
 const EMBEDDED_LOCK: &str = include_str!("../../policies/dist/policies.lock");
 
+/// Component files larger than this are not policies (the built ones are well under 1 MiB).
+pub const MAX_COMPONENT_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The policy `closed-loop run` and `policy test` use when none is named.
 pub const DEFAULT_POLICY: &str = "safe-chords";
 pub const LOCK_FILE: &str = "policies.lock";
 const LOCK_SCHEMA: &str = "modekeeper.policy-lock.v1";
+/// A lock lists a handful of components; a larger file is not one.
+const MAX_LOCK_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockEntry {
@@ -76,10 +81,12 @@ impl Lock {
 
     /// The lock of a policy directory (empty when the directory has none yet).
     pub fn read(dir: &Path) -> Result<Lock, PolicyError> {
-        match std::fs::read_to_string(dir.join(LOCK_FILE)) {
+        let path = dir.join(LOCK_FILE);
+        match crate::fsio::read_capped_text(&path, MAX_LOCK_BYTES) {
             Ok(t) => Lock::parse(&t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Lock::empty()),
-            Err(e) => Err(e.into()),
+            Err(e) if e.is_not_found() => Ok(Lock::empty()),
+            Err(crate::fsio::ReadError::Open(e) | crate::fsio::ReadError::Read(e)) => Err(e.into()),
+            Err(e) => Err(PolicyError::Lock(format!("{}: {e}", path.display()))),
         }
     }
 
@@ -134,12 +141,7 @@ pub struct PolicySource {
 
 impl PolicySource {
     pub fn from_file(path: &Path) -> Result<PolicySource, PolicyError> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            PolicyError::Io(std::io::Error::new(
-                e.kind(),
-                format!("{}: {e}", path.display()),
-            ))
-        })?;
+        let bytes = read_component(path)?;
         let meta = read_metadata(&bytes).map_err(|e| match e {
             PolicyError::NotAComponent(m) => {
                 PolicyError::NotAComponent(format!("{}: {m}", path.display()))
@@ -316,7 +318,7 @@ pub fn verify(dir: Option<&Path>) -> Result<Vec<VerifyResult>, PolicyError> {
             out.push(check_entry(
                 e,
                 path.display().to_string(),
-                std::fs::read(&path).ok(),
+                read_component(&path).ok(),
             ));
         }
         if dir.is_dir() {
@@ -334,6 +336,19 @@ pub fn verify(dir: Option<&Path>) -> Result<Vec<VerifyResult>, PolicyError> {
         }
     }
     Ok(out)
+}
+
+/// A component file's bytes: a regular file within [`MAX_COMPONENT_BYTES`]; anything else is not a
+/// component (a FIFO or a device is refused before it is read).
+fn read_component(path: &Path) -> Result<Vec<u8>, PolicyError> {
+    use crate::fsio::ReadError;
+    crate::fsio::read_capped(path, MAX_COMPONENT_BYTES).map_err(|e| match e {
+        ReadError::Open(io) | ReadError::Read(io) => PolicyError::Io(std::io::Error::new(
+            io.kind(),
+            format!("{}: {io}", path.display()),
+        )),
+        e => PolicyError::NotAComponent(format!("{}: {e}", path.display())),
+    })
 }
 
 fn check_entry(e: &LockEntry, location: String, bytes: Option<Vec<u8>>) -> VerifyResult {

@@ -220,12 +220,13 @@ pub(crate) fn load_passport(what: &str) -> anyhow::Result<(Passport, String)> {
             ),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        input_error(
-            "unknown_passport",
-            format!("cannot read passport {}: {e}", path.display()),
-        )
-    })?;
+    let text =
+        crate::fsio::read_capped_text(path, crate::passport::MAX_PASSPORT_BYTES).map_err(|e| {
+            input_error(
+                "unknown_passport",
+                format!("cannot read passport {}: {e}", path.display()),
+            )
+        })?;
     let loaded = parse_passport(&path.display().to_string(), &text)
         .map_err(|e| input_error("bad_passport", e.to_string()))?;
     Ok((loaded.passport, path.display().to_string()))
@@ -302,8 +303,11 @@ pub fn check_policies(passport: &Passport, set: &PolicySet) -> anyhow::Result<Ve
     Ok(warnings)
 }
 
+/// A replayed run's report or bundle larger than this is not one this version wrote.
+const MAX_REPLAY_JSON_BYTES: u64 = 64 * 1024 * 1024;
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::fsio::read_capped_text(path, MAX_REPLAY_JSON_BYTES).map_err(|e| {
         input_error(
             "replay_missing",
             format!("--replay: cannot read {}: {e}", path.display()),
@@ -421,7 +425,7 @@ fn from_replay(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Inputs> {
         replay: Some(ReplayBaseline {
             dir: dir.to_path_buf(),
             trace: read_trace_digests(&dir.join(TRACE_FILE)),
-            plan: std::fs::read(dir.join(PLAN_FILE)).ok(),
+            plan: crate::fsio::read_capped(&dir.join(PLAN_FILE), crate::plan::MAX_PLAN_BYTES).ok(),
         }),
         cluster: None,
         warnings: Vec::new(),

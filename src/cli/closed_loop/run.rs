@@ -102,6 +102,9 @@ pub(super) fn load_policies(
     };
     let host = PolicyHost::new(SandboxLimits::default(), cache.as_deref())?;
     let set = PolicySet::load(&host, &catalog, base, &advanced).map_err(policy_error)?;
+    for w in host.cache_warnings() {
+        eprintln!("warning: {w}");
+    }
     Ok((host, set, catalog))
 }
 

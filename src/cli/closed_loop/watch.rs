@@ -261,12 +261,10 @@ fn execute(
     // From here on artifacts are written.
     let out = OutDir::create(&args.out, started)?;
     let trace_path = out.path(TRACE_FILE);
-    let trace_file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&trace_path)
-        .with_context(|| format!("cannot open {}", trace_path.display()))?;
+    let trace_file =
+        crate::fsio::no_follow(OpenOptions::new().create(true).write(true).truncate(false))
+            .open(&trace_path)
+            .with_context(|| format!("cannot open {}", trace_path.display()))?;
     let (trace_bytes, trace_lines) = trace_len.unwrap_or((0, 0));
     // Lines written after the last checkpoint are decided again (identically) below.
     trace_file.set_len(trace_bytes)?;

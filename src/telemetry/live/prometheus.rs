@@ -33,8 +33,16 @@ pub const DEFAULT_PAGE_STEPS: u64 = 10_000;
 const LINES_PER_POLL: usize = 4096;
 const BACKOFF_FIRST: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// Largest response body accepted (one page of one query).
-const MAX_BODY: u64 = 1 << 30;
+/// Largest response body accepted (one page of one query). A default page (10,000 points) of one
+/// series is about 300 KB of JSON, so this holds a page of some 400 series; a larger answer is an
+/// error that says to lower `page_steps`, never a reason to hold a gigabyte.
+const MAX_BODY: u64 = 128 << 20;
+/// A config file larger than this is not one.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// Prometheus warnings are recorded in `explain.jsonl`: distinct ones at most this many per source,
+/// each cut to this many bytes.
+const MAX_WARNINGS: usize = 32;
+const MAX_WARNING_BYTES: usize = 512;
 
 /// The PromQL queries behind the record's fields. `None` (`null` in the config file) leaves the
 /// field out; `step_time_ms` is required (a record without it is `missing_step_time`).
@@ -185,7 +193,7 @@ impl PromConfig {
     /// Reads a JSON config file over the defaults. `url` may be left out (the caller sets it from
     /// `--prom-url`); `start` defaults to now.
     pub fn load(path: &Path) -> anyhow::Result<PromConfig> {
-        let text = std::fs::read_to_string(path)
+        let text = crate::fsio::read_capped_text(path, MAX_CONFIG_BYTES)
             .with_context(|| format!("cannot read prometheus config {}", path.display()))?;
         PromConfig::parse(&text, now_ms())
             .with_context(|| format!("prometheus config {}", path.display()))
@@ -416,6 +424,8 @@ struct Outage {
 
 pub struct PrometheusSource {
     cfg: PromConfig,
+    /// [`MAX_BODY`] (lower in tests).
+    body_limit: u64,
     base: String,
     agent: ureq::Agent,
     step_ms: i64,
@@ -454,6 +464,44 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), marked with `…` when cut.
+fn cut(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// Reads at most `left` bytes, then fails and remembers that it did (a `Take` would end the JSON
+/// early and look like a cut connection, which is retried).
+struct CappedReader<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            // Only a body that goes on past the cap is too large.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.exceeded = true;
+            return Err(std::io::Error::other("response body too large"));
+        }
+        let n = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let got = self.inner.read(&mut buf[..n])?;
+        self.left -= got as u64;
+        Ok(got)
+    }
+}
+
 /// The URL without credentials, for messages and reports.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
@@ -469,6 +517,14 @@ impl PrometheusSource {
     /// fails here, in one line), and positions the source after `cursor` when given, else at
     /// `cfg.start_ms`.
     pub fn open(cfg: PromConfig, cursor: Option<&Value>) -> anyhow::Result<PrometheusSource> {
+        Self::open_with_limit(cfg, cursor, MAX_BODY)
+    }
+
+    fn open_with_limit(
+        cfg: PromConfig,
+        cursor: Option<&Value>,
+        body_limit: u64,
+    ) -> anyhow::Result<PrometheusSource> {
         cfg.check_values()
             .context("invalid prometheus source settings")?;
         let base = cfg.url.trim().trim_end_matches('/').to_string();
@@ -496,6 +552,8 @@ impl PrometheusSource {
             .timeout_global(Some(cfg.timeout))
             .timeout_connect(Some(cfg.timeout.min(Duration::from_secs(10))))
             .user_agent(concat!("modekeeper/", env!("CARGO_PKG_VERSION")))
+            // A redirect could lead to another host (with the URL's credentials); say so instead.
+            .max_redirects(0)
             .build()
             .into();
         let step_ms = cfg.step_ms();
@@ -526,6 +584,7 @@ impl PrometheusSource {
             warned: Vec::new(),
             ended: false,
             cfg,
+            body_limit,
         };
         // One single-point request per query: reachability and PromQL syntax, before watch starts.
         let probe = align_down(src.next_ts.min(now_ms()), step_ms);
@@ -573,9 +632,32 @@ impl PrometheusSource {
             Err(e) => return Err(classify(e)),
         };
         let status = resp.status().as_u16();
-        let reader = resp.body_mut().with_config().limit(MAX_BODY).reader();
+        if (300..400).contains(&status) {
+            let to = resp
+                .headers()
+                .get("location")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "{} answered HTTP {status}, a redirect to `{}`; redirects are not followed: set --prom-url to the server's own address",
+                redact(&url),
+                cut(&redact(&one_line(to)), 256)
+            )));
+        }
+        let mut body = CappedReader {
+            inner: resp.body_mut().with_config().reader(),
+            left: self.body_limit,
+            exceeded: false,
+        };
         let parsed: Result<ApiResponse, serde_json::Error> =
-            serde_json::from_reader(BufReader::with_capacity(64 * 1024, reader));
+            serde_json::from_reader(BufReader::with_capacity(64 * 1024, &mut body));
+        if body.exceeded {
+            return Err(Failure::Fatal(anyhow::anyhow!(
+                "the answer to the {} is larger than {}; lower page_steps in --prom-config",
+                what(),
+                crate::fsio::shown_bytes(self.body_limit)
+            )));
+        }
         let api = match parsed {
             Ok(a) => a,
             // A cut connection shows up as an I/O error or an early end of the JSON.
@@ -617,8 +699,11 @@ impl PrometheusSource {
             )));
         }
         for w in api.warnings {
-            let w = one_line(&w);
-            if !self.warned.contains(&w) && self.warned.len() < 32 {
+            if self.warned.len() >= MAX_WARNINGS {
+                break;
+            }
+            let w = cut(&one_line(&w), MAX_WARNING_BYTES);
+            if !self.warned.contains(&w) {
                 self.warned.push(w.clone());
                 self.event(
                     "prometheus_warning",
@@ -1043,6 +1128,107 @@ mod tests {
         assert_eq!(at(Some("a"), Some("2")), Some(15.0));
         assert_eq!(at(Some("a"), None), Some(15.0));
         assert_eq!(at(Some("b"), Some("1")), Some(7.0));
+    }
+
+    /// A one-trick HTTP server on loopback: every request gets `answer` (headers and body), then
+    /// the connection is closed.
+    fn serve(answer: impl Fn(&mut std::net::TcpStream) + Send + 'static) -> String {
+        use std::io::Read;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                answer(&mut c);
+            }
+        });
+        url
+    }
+
+    fn one_query(url: &str) -> PromConfig {
+        let mut c = PromConfig::new(url, 0);
+        c.end_ms = Some(10_000);
+        c.timeout = Duration::from_secs(20);
+        c.queries = PromQueries {
+            step_time_ms: "x".into(),
+            step: None,
+            loss: None,
+            data_wait_ms: None,
+            gpu_util_pct: None,
+            gpu_mem_util_pct: None,
+            comm_ms: None,
+        };
+        c
+    }
+
+    #[test]
+    fn a_redirect_is_not_followed() {
+        use std::io::Write;
+        let url = serve(|c| {
+            let _ = c.write_all(b"HTTP/1.1 302 Found\r\nLocation: http://u:secret@other.invalid:9090/api/v1/query_range\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        });
+        let e = PrometheusSource::open(one_query(&url), None)
+            .err()
+            .expect("a redirect must not open");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("HTTP 302, a redirect to `http://other.invalid:9090/api/v1/query_range`; redirects are not followed"), "{msg}");
+        assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn warnings_are_cut_and_counted() {
+        use std::io::Write;
+        let url = serve(|c| {
+            let warnings: Vec<String> = (0..100)
+                .map(|i| format!("{i} {}", "w".repeat(100_000)))
+                .collect();
+            let body = json!({"status": "success", "warnings": warnings,
+                "data": {"resultType": "matrix", "result": []}})
+            .to_string();
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let mut src = PrometheusSource::open(one_query(&url), None).unwrap();
+        let events = src.drain_events();
+        assert_eq!(events.len(), MAX_WARNINGS);
+        for e in &events {
+            let w = e.detail["warning"].as_str().unwrap();
+            assert!(w.len() <= MAX_WARNING_BYTES + '…'.len_utf8(), "{}", w.len());
+            assert!(w.ends_with('…'));
+        }
+    }
+
+    #[test]
+    fn an_answer_over_the_body_limit_is_an_error_not_a_retry() {
+        use std::io::Write;
+        let url = serve(|c| {
+            let _ = c.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+            );
+            // JSON whitespace, forever (until the client hangs up).
+            let chunk = vec![b' '; 1 << 20];
+            while c.write_all(&chunk).is_ok() {}
+        });
+        // The real limit is 128 MiB; reading that much JSON whitespace in a debug build is slow.
+        assert_eq!(MAX_BODY, 128 << 20);
+        let e = PrometheusSource::open_with_limit(one_query(&url), None, 1 << 20)
+            .err()
+            .expect("an endless answer must not open");
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("is larger than 1 MiB; lower page_steps"),
+            "{msg}"
+        );
     }
 
     #[test]
