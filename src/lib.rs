@@ -19,6 +19,7 @@ pub mod passport;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;
+pub mod private_file;
 pub mod report;
 pub mod signals;
 pub mod telemetry;
