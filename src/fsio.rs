@@ -10,6 +10,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::path::Path;
 
+/// The cap on a JSON report or state file this tool wrote and reads back (verify reports, the
+/// watch state, a replayed run): they are summaries, so a larger one is not ours.
+pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Why an input file was not read. Displayed without the path: callers say which file it was.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -116,8 +120,19 @@ pub fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A FIFO nobody writes to, in a fresh temporary directory (keep the directory alive).
+    #[cfg(unix)]
+    pub(crate) fn fifo() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        (d, fifo)
+    }
 
     #[test]
     fn reads_regular_files_up_to_the_cap() {
@@ -147,11 +162,7 @@ mod tests {
         assert_eq!(e.to_string(), "not a regular file (a character device)");
 
         // A FIFO nobody writes to: a blocking open() would never return.
-        let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (_d, fifo) = fifo();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(read_capped(&fifo, 10).map(|_| ())));
         let r = rx
