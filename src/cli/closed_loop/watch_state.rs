@@ -218,7 +218,8 @@ impl WatchState {
                 ));
             }
         };
-        let state: WatchState = serde_json::from_slice(&bytes).map_err(|e| {
+        // Duplicate keys refused: a state hand-checked by its first copy must not resume by its last.
+        let state: WatchState = crate::json_keys::from_slice_unique(&bytes).map_err(|e| {
             input_error(
                 "bad_state",
                 format!(
@@ -299,5 +300,38 @@ mod tests {
         let e = r.expect_err("refused");
         assert_eq!(crate::error::exit_code(&e), 2);
         assert!(e.to_string().contains("a FIFO"), "{e}");
+    }
+
+    #[test]
+    fn a_state_with_a_repeated_key_is_refused() {
+        let p = crate::passport::template("safe").unwrap().unwrap();
+        let knobs: BTreeMap<String, f64> = [("concurrency".to_string(), 4.0)].into();
+        let state = WatchState {
+            schema_version: STATE_SCHEMA.into(),
+            fingerprint: "f".into(),
+            config: Value::Null,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            source_cursor: Value::Null,
+            carry_lines: vec![],
+            trace_bytes: 0,
+            trace_lines: 0,
+            totals: WatchTotals::default(),
+            loop_state: ClosedLoop::new(p, knobs).save(),
+            policy_states: vec![],
+            last_applied: None,
+            last_apply: None,
+            ended: false,
+            pipeline: String::new(),
+        };
+        let text = serde_json::to_string(&state).unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(STATE_FILE), &text).unwrap();
+        assert!(!WatchState::load(d.path()).unwrap().unwrap().ended);
+        // serde_json alone would resume with the last copy (ended: false).
+        let twice = text.replacen('{', r#"{"ended":true,"#, 1);
+        std::fs::write(d.path().join(STATE_FILE), twice).unwrap();
+        let e = WatchState::load(d.path()).expect_err("a repeated key");
+        assert_eq!(crate::error::exit_code(&e), 2);
+        assert!(e.to_string().contains("duplicate key ended"), "{e}");
     }
 }
