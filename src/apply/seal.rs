@@ -148,14 +148,9 @@ pub fn check_seal(doc: &Value, key: &Result<EvidenceKey, String>) -> EvidenceChe
 
 /// The state directory the key lives in.
 pub fn state_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("MODEKEEPER_STATE_DIR")
-        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("modekeeper")))
-        .or_else(|| env("HOME").map(|h| h.join(".local").join("state").join("modekeeper")))
+    crate::fsio::env_path("MODEKEEPER_STATE_DIR").or_else(|| {
+        crate::fsio::xdg_base("XDG_STATE_HOME", ".local/state").map(|d| d.join("modekeeper"))
+    })
 }
 
 fn parse_key(path: &Path, bytes: &[u8]) -> Result<EvidenceKey, String> {

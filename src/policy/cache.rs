@@ -31,14 +31,8 @@ use crate::private_file::{
 /// Where compiled policies go: `$MODEKEEPER_CACHE_DIR`, else `$XDG_CACHE_HOME/modekeeper`, else
 /// `~/.cache/modekeeper`; `None` when none of these is known (then nothing is cached).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("MODEKEEPER_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("modekeeper")))
-        .or_else(|| env("HOME").map(|h| h.join(".cache").join("modekeeper")))
+    crate::fsio::env_path("MODEKEEPER_CACHE_DIR")
+        .or_else(|| crate::fsio::xdg_base("XDG_CACHE_HOME", ".cache").map(|d| d.join("modekeeper")))
 }
 
 /// Feeds a `Hash` into sha256, so the engine's compatibility hash becomes stable bytes.
