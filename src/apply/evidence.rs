@@ -183,7 +183,7 @@ mod tests {
         );
         let (_dir, fifo) = crate::fsio::tests::fifo();
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(read_verify_report(&fifo)));
+        std::thread::spawn(move || tx.send(read_verify_report(&fifo).map(|_| ())));
         let r = rx
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("a FIFO must not block the read");
