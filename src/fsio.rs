@@ -6,9 +6,14 @@
 //! output directory cannot redirect a write. Streamed inputs (telemetry traces) are not capped here:
 //! the ingest bounds them line by line.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The cap on a JSON report or state file this tool wrote and reads back (verify reports, the
+/// watch state, a replayed run): they are summaries, so a larger one is not ours.
+pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why an input file was not read. Displayed without the path: callers say which file it was.
 #[derive(Debug, thiserror::Error)]
@@ -115,9 +120,46 @@ pub fn no_follow(opts: &mut OpenOptions) -> &mut OpenOptions {
     opts
 }
 
+/// A non-empty environment variable, as a path (an empty value counts as unset).
+pub fn env_path(var: &str) -> Option<PathBuf> {
+    env_path_in(&|k| std::env::var_os(k), var)
+}
+
+/// An XDG base directory: `$<var>`, else `$HOME/<home_default>` (`.config`, `.cache`,
+/// `.local/state`, `.local/share`); `None` when neither is set.
+pub fn xdg_base(var: &str, home_default: &str) -> Option<PathBuf> {
+    xdg_base_in(&|k| std::env::var_os(k), var, home_default)
+}
+
+fn env_path_in(get: &dyn Fn(&str) -> Option<OsString>, var: &str) -> Option<PathBuf> {
+    get(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+fn xdg_base_in(
+    get: &dyn Fn(&str) -> Option<OsString>,
+    var: &str,
+    home_default: &str,
+) -> Option<PathBuf> {
+    env_path_in(get, var).or_else(|| {
+        let home = env_path_in(get, "HOME")?;
+        Some(home_default.split('/').fold(home, |p, c| p.join(c)))
+    })
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A FIFO nobody writes to, in a fresh temporary directory (keep the directory alive).
+    #[cfg(unix)]
+    pub(crate) fn fifo() -> (tempfile::TempDir, std::path::PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        (d, fifo)
+    }
 
     #[test]
     fn reads_regular_files_up_to_the_cap() {
@@ -147,11 +189,7 @@ mod tests {
         assert_eq!(e.to_string(), "not a regular file (a character device)");
 
         // A FIFO nobody writes to: a blocking open() would never return.
-        let d = tempfile::tempdir().unwrap();
-        let fifo = d.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path; mkfifo only creates a file.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let (_d, fifo) = fifo();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(read_capped(&fifo, 10).map(|_| ())));
         let r = rx
@@ -179,5 +217,29 @@ mod tests {
         assert_eq!(shown_bytes(64 << 10), "64 KiB");
         assert_eq!(shown_bytes(16 << 20), "16 MiB");
         assert_eq!(shown_bytes(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn xdg_bases_fall_back_to_home_and_ignore_empty_values() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let get = env(&[("HOME", "/h"), ("XDG_STATE_HOME", "")]);
+        assert_eq!(
+            xdg_base_in(&get, "XDG_STATE_HOME", ".local/state"),
+            Some(PathBuf::from("/h/.local/state"))
+        );
+        let get = env(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/c")]);
+        assert_eq!(
+            xdg_base_in(&get, "XDG_CACHE_HOME", ".cache"),
+            Some(PathBuf::from("/c"))
+        );
+        let get = env(&[("HOME", "")]);
+        assert_eq!(xdg_base_in(&get, "XDG_CACHE_HOME", ".cache"), None);
+        assert_eq!(env_path_in(&get, "HOME"), None);
     }
 }

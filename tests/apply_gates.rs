@@ -235,30 +235,76 @@ fn a_verify_report_from_another_cluster_is_refused() {
     assert_eq!(writes(&r.sim), 0);
 }
 
-#[test]
-fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
+/// bob may read but not patch: his verify of a plan is not ok (rbac_denied). alice applies it
+/// against the same cluster and context, as the same local user that verified (bob's HOME: the same
+/// evidence key), with a good license.
+struct FailedVerify {
+    sim: kube_sim::KubeSim,
+    dev: Dev,
+    lic: PathBuf,
+    ro: Case,
+    plan: PathBuf,
+    out: PathBuf,
+    v: Value,
+    report: PathBuf,
+    admin: Case,
+}
+
+fn failed_verify() -> FailedVerify {
     let sim = standard().start_blocking().unwrap();
     let dev = Dev::new();
     let lic = dev.good();
-    // bob may read but not patch: verify is not ok (rbac_denied).
     let ro = Case::new(&sim, "ro");
     let plan = write_plan(ro.path(), "plan.json", &json!([item("ml", "trainer", "8")]));
     let out = ro.path().join("out");
     let v = verify(&ro, &out, &plan, false);
     assert_eq!(v["verify_blocker"]["kind"], "rbac_denied");
-    let digest = v["plan_digest"].as_str().unwrap().to_string();
-
-    // Apply as alice against the same cluster and context, with bob's failed report.
-    let admin = Case::new(&sim, "t0");
-    // Alice applies as the same local user that verified (bob's HOME: the same evidence key).
-    let home = [("HOME", ro.path().to_str().unwrap())];
     let report = out.join("k8s_verify_latest.json");
-    let base = [
-        lic_args(&dev, &lic),
-        vec!["--verify-report", report.to_str().unwrap()],
-    ]
-    .concat();
-    let a = run_apply(&admin, &out, &plan, &base, &home);
+    let admin = Case::new(&sim, "t0");
+    FailedVerify {
+        sim,
+        dev,
+        lic,
+        ro,
+        plan,
+        out,
+        v,
+        report,
+        admin,
+    }
+}
+
+impl FailedVerify {
+    fn home(&self) -> [(&str, &str); 1] {
+        [("HOME", self.ro.path().to_str().unwrap())]
+    }
+
+    /// The license and the report.
+    fn args(&self) -> Vec<&str> {
+        [
+            lic_args(&self.dev, &self.lic),
+            vec!["--verify-report", self.report.to_str().unwrap()],
+        ]
+        .concat()
+    }
+}
+
+#[test]
+fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
+    let f = failed_verify();
+    let FailedVerify {
+        sim,
+        dev,
+        plan,
+        out,
+        v,
+        report,
+        admin,
+        ..
+    } = &f;
+    let (home, base) = (f.home(), f.args());
+    let digest = v["plan_digest"].as_str().unwrap().to_string();
+    let a = run_apply(admin, out, plan, &base, &home);
     assert_eq!(a.blocked(), "verify_failed");
     assert!(
         a.report()["block_detail"]
@@ -271,9 +317,9 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
     // --force alone is a usage error: exit 2, no report.
     let out_usage = admin.path().join("usage");
     let a = run_apply(
-        &admin,
+        admin,
         &out_usage,
-        &plan,
+        plan,
         &[base.clone(), vec!["--force"]].concat(),
         &home,
     );
@@ -281,9 +327,9 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
     assert!(a.report.is_none() && a.explain.is_empty(), "{a:#?}");
     // --force naming another digest.
     let a = run_apply(
-        &admin,
-        &out,
-        &plan,
+        admin,
+        out,
+        plan,
         &[
             base.clone(),
             vec!["--force", "--confirm-plan-digest", "sha256:0000"],
@@ -292,12 +338,12 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
         &home,
     );
     assert_eq!(a.blocked(), "force_digest_mismatch");
-    assert_eq!(writes(&sim), 0);
+    assert_eq!(writes(sim), 0);
     // --force never skips the license (the test keyring is trusted; no license is given).
     let a = run_apply(
-        &admin,
-        &out,
-        &plan,
+        admin,
+        out,
+        plan,
         &[
             "--keyring",
             dev.keyring.to_str().unwrap(),
@@ -310,13 +356,13 @@ fn a_failed_verify_blocks_unless_forced_with_the_plans_digest() {
         &home,
     );
     assert_eq!(a.blocked(), "license_missing");
-    assert_eq!(writes(&sim), 0);
+    assert_eq!(writes(sim), 0);
 
     // With the plan's digest confirmed, a failed verify is overridden.
     let a = run_apply(
-        &admin,
-        &out,
-        &plan,
+        admin,
+        out,
+        plan,
         &[base, vec!["--force", "--confirm-plan-digest", &digest]].concat(),
         &home,
     );
@@ -382,28 +428,25 @@ fn a_plan_moving_an_advanced_knob_needs_the_advanced_entitlement() {
 /// said `verify_ok: true, force: false`). A report is evidence only with a valid seal.
 #[test]
 fn an_edited_unsealed_or_foreign_verify_report_is_not_evidence() {
-    let sim = standard().start_blocking().unwrap();
-    let dev = Dev::new();
-    let lic = dev.good();
-    let ro = Case::new(&sim, "ro");
-    let plan = write_plan(ro.path(), "plan.json", &json!([item("ml", "trainer", "8")]));
-    let out = ro.path().join("out");
-    let v = verify(&ro, &out, &plan, false);
+    let f = failed_verify();
+    let FailedVerify {
+        sim,
+        ro,
+        plan,
+        out,
+        v,
+        report,
+        admin,
+        ..
+    } = &f;
     assert_eq!(v["evidence_seal"]["alg"], "hmac-sha256");
-    let report = out.join("k8s_verify_latest.json");
-    let admin = Case::new(&sim, "t0");
-    let home = [("HOME", ro.path().to_str().unwrap())];
-    let args = [
-        lic_args(&dev, &lic),
-        vec!["--verify-report", report.to_str().unwrap()],
-    ]
-    .concat();
+    let (home, args) = (f.home(), f.args());
 
     let mut forged = v.clone();
     forged["ok"] = json!(true);
     forged["verify_blocker"] = Value::Null;
-    std::fs::write(&report, forged.to_string()).unwrap();
-    let a = run_apply(&admin, &out, &plan, &args, &home);
+    std::fs::write(report, forged.to_string()).unwrap();
+    let a = run_apply(admin, out, plan, &args, &home);
     assert_eq!(a.blocked(), "verify_report_unauthenticated");
     let check = &a.report()["evidence_check"];
     assert_eq!(check["method"], "hmac-sha256");
@@ -420,14 +463,14 @@ fn an_edited_unsealed_or_foreign_verify_report_is_not_evidence() {
 
     // Without its seal.
     forged.as_object_mut().unwrap().remove("evidence_seal");
-    std::fs::write(&report, forged.to_string()).unwrap();
-    let a = run_apply(&admin, &out, &plan, &args, &home);
+    std::fs::write(report, forged.to_string()).unwrap();
+    let a = run_apply(admin, out, plan, &args, &home);
     assert_eq!(a.blocked(), "verify_report_unauthenticated");
 
     // The genuine report, checked by another local user: without a key of its own, then with one
     // (any verify creates it): not evidence either way.
-    std::fs::write(&report, v.to_string()).unwrap();
-    let a = run_apply(&admin, &out, &plan, &args, &[]);
+    std::fs::write(report, v.to_string()).unwrap();
+    let a = run_apply(admin, out, plan, &args, &[]);
     assert_eq!(a.blocked(), "verify_report_unauthenticated");
     assert!(
         a.report()["block_detail"]
@@ -435,8 +478,8 @@ fn an_edited_unsealed_or_foreign_verify_report_is_not_evidence() {
             .unwrap()
             .contains("no evidence key")
     );
-    verify(&admin, &admin.path().join("own"), &plan, true);
-    let a = run_apply(&admin, &out, &plan, &args, &[]);
+    verify(admin, &admin.path().join("own"), plan, true);
+    let a = run_apply(admin, out, plan, &args, &[]);
     assert_eq!(a.blocked(), "verify_report_unauthenticated");
     assert!(
         a.report()["block_detail"]
@@ -445,11 +488,11 @@ fn an_edited_unsealed_or_foreign_verify_report_is_not_evidence() {
             .contains("another key")
     );
     // A key file others can read is refused.
-    let key = evidence_key(&ro);
+    let key = evidence_key(ro);
     let mut perm = std::fs::metadata(&key).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o644);
     std::fs::set_permissions(&key, perm).unwrap();
-    let a = run_apply(&admin, &out, &plan, &args, &home);
+    let a = run_apply(admin, out, plan, &args, &home);
     assert_eq!(a.blocked(), "verify_report_unauthenticated");
     assert!(
         a.report()["block_detail"]
@@ -457,7 +500,7 @@ fn an_edited_unsealed_or_foreign_verify_report_is_not_evidence() {
             .unwrap()
             .contains("0600")
     );
-    assert_eq!(writes(&sim), 0);
+    assert_eq!(writes(sim), 0);
 }
 
 /// Issue 11 item 10: a file switch (`MODEKEEPER_KILL_SWITCH_FILE`) and a cluster-side switch (the

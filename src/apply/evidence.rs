@@ -11,8 +11,8 @@ use serde::Deserialize;
 pub const VERIFY_SCHEMA: &str = "k8s_verify.v1";
 /// The report `k8s verify --out D` leaves in D, and where apply looks by default.
 pub const VERIFY_LATEST: &str = "k8s_verify_latest.json";
-/// Verify reports larger than this are refused before parsing.
-pub const MAX_VERIFY_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+/// Verify reports larger than this are refused before parsing (the cap on every report).
+pub const MAX_VERIFY_REPORT_BYTES: u64 = crate::fsio::MAX_REPORT_BYTES;
 
 /// What apply takes from a verify report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,26 +107,16 @@ pub fn parse_verify_report(path: &Path, bytes: &[u8]) -> Result<VerifyEvidence, 
     })
 }
 
-/// Reads the report at `path`.
+/// Reads the report at `path` through [`crate::fsio::read_capped`]: a FIFO or a device there is
+/// refused (`verify_report_invalid`) before a byte is read, and a file over the cap is not read.
 pub fn read_verify_report(path: &Path) -> Result<VerifyEvidence, EvidenceProblem> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Err(EvidenceProblem::Invalid(path.into(), "not a file".into())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(EvidenceProblem::Missing(path.into()));
+    let bytes = crate::fsio::read_capped(path, MAX_VERIFY_REPORT_BYTES).map_err(|e| {
+        if e.is_not_found() {
+            EvidenceProblem::Missing(path.into())
+        } else {
+            EvidenceProblem::Invalid(path.into(), format!("cannot read it: {e}"))
         }
-        Err(e) => {
-            return Err(EvidenceProblem::Invalid(
-                path.into(),
-                format!("cannot read it: {e}"),
-            ));
-        }
-    };
-    if meta.len() > MAX_VERIFY_REPORT_BYTES {
-        return Err(EvidenceProblem::Invalid(path.into(), "too large".into()));
-    }
-    let bytes = std::fs::read(path)
-        .map_err(|e| EvidenceProblem::Invalid(path.into(), format!("cannot read it: {e}")))?;
+    })?;
     parse_verify_report(path, &bytes).map_err(|e| EvidenceProblem::Invalid(path.into(), e))
 }
 
@@ -177,6 +167,29 @@ mod tests {
             Err(EvidenceProblem::Missing(
                 "/nonexistent/k8s_verify_latest.json".into()
             ))
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once() {
+        let e = read_verify_report(Path::new("/dev/zero")).unwrap_err();
+        assert_eq!(
+            e,
+            EvidenceProblem::Invalid(
+                "/dev/zero".into(),
+                "cannot read it: not a regular file (a character device)".into()
+            )
+        );
+        let (_dir, fifo) = crate::fsio::tests::fifo();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read_verify_report(&fifo).map(|_| ())));
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a FIFO must not block the read");
+        assert!(
+            matches!(&r, Err(EvidenceProblem::Invalid(_, m)) if m.ends_with("(a FIFO)")),
+            "{r:?}"
         );
     }
 }

@@ -4,22 +4,30 @@
 //!
 //! 1. `kill_switch` — `MODEKEEPER_KILL_SWITCH` or the file `MODEKEEPER_KILL_SWITCH_FILE` names
 //!    (absolute): `kill_switch_active`. After connecting, `kill_switch_cluster` — the
-//!    `modekeeper.io/kill-switch` annotation of every target workload, fail-closed on read errors.
+//!    `modekeeper.io/kill-switch` annotation of every target workload, fail-closed on read errors
+//!    (also `kill_switch_active`).
 //! 2. `passport` — the passport the plan was made under allows apply (`gates.apply`) and bounds
 //!    every value the plan carries: `passport_missing`, `passport_mismatch`,
 //!    `passport_apply_disabled`, `passport_out_of_bounds`.
 //! 3. `license` — a valid license granting `apply` (and `chords.advanced` for a plan that moves an
-//!    advanced knob or comes from advanced policies): `license_*`, `entitlement_missing`,
-//!    `keyring_malformed`.
-//! 4. `verify_report` — a `k8s_verify.v1` report exists (`verify_missing`), is readable
-//!    (`verify_report_invalid`), carries a valid evidence seal (`verify_report_unauthenticated`),
-//!    is for this very plan (`verify_plan_mismatch`), this context and
-//!    server (`verify_other_cluster`), and is recent enough (`verify_too_old`).
+//!    advanced knob or comes from advanced policies), from a trusted keyring: `license_missing`,
+//!    `license_malformed`, `license_signature_invalid`, `license_unknown_kid`, `license_wrong_key`,
+//!    `license_not_yet_valid`, `license_expired`, `license_binding_mismatch`,
+//!    `entitlement_missing`, `keyring_malformed`, `keyring_missing` (no keyring named and this build
+//!    embeds none).
+//! 4. `verify_report` — a `k8s_verify.v1` report exists (`verify_missing`), is readable and not
+//!    dated in the future (`verify_report_invalid`), carries a valid evidence seal
+//!    (`verify_report_unauthenticated`, [`super::seal`]), is for this very plan
+//!    (`verify_plan_mismatch`), this context and server (`verify_other_cluster`), and is recent
+//!    enough (`verify_too_old`).
 //! 5. `verify_ok` — the report says ok, or `--force` with `--confirm-plan-digest` naming this plan's
 //!    digest (`verify_failed`, `force_digest_mismatch`). Force never skips gates 1–4 or 6.
-//! 6. `unchanged` — every object still has the resourceVersion verify saw (`verify_stale`).
+//! 6. `unchanged` — every object still has the resourceVersion verify saw (`verify_stale`;
+//!    `verify_report_invalid` when the report's items are not the plan's).
 //! 7. `rollback` — the previous values of every planned knob can be written as a rollback plan
 //!    (`rollback_unavailable`): apply never makes a change it could not undo.
+//!
+//! docs/safety.md's gate table lists the same codes (a test checks both against the code).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -662,5 +670,60 @@ mod tests {
         let mut none = e;
         none.items.clear();
         assert_eq!(check(&[Some("7".into())], &none), "verify_report_invalid");
+    }
+
+    /// Every reason code a gate can block with (read from the code: `log.block(..)` in this module
+    /// and in `run.rs`, and every license verdict) is named in this module's doc and in
+    /// docs/safety.md's gate table.
+    #[test]
+    fn every_reason_code_is_documented_here_and_in_safety_md() {
+        fn literals(s: &str) -> impl Iterator<Item = &str> {
+            s.split('"')
+                .skip(1)
+                .step_by(2)
+                .filter(|t| !t.is_empty() && t.bytes().all(|c| c.is_ascii_lowercase() || c == b'_'))
+        }
+        let mut codes: Vec<&str> = Vec::new();
+        for src in [include_str!("gate.rs"), include_str!("run.rs")] {
+            let code = src.split("#[cfg(test)]").next().unwrap();
+            for call in code.split(".block(").skip(1) {
+                // The second argument is the reason (the license gate passes its verdict's).
+                let reason = call.split(',').nth(1).unwrap_or_default().trim();
+                codes.extend(literals(reason));
+            }
+        }
+        let verdicts = include_str!("../license/verify.rs");
+        let verdicts = &verdicts[verdicts.find("pub fn as_str").unwrap()..];
+        let verdicts = &verdicts[..verdicts.find("\n    }\n").unwrap()];
+        codes.extend(literals(verdicts).filter(|c| *c != "ok"));
+        codes.sort_unstable();
+        codes.dedup();
+        for must in [
+            "verify_stale",
+            "keyring_missing",
+            "verify_report_unauthenticated",
+            "license_expired",
+        ] {
+            assert!(codes.contains(&must), "{must} not found in {codes:?}");
+        }
+        let doc: String = include_str!("gate.rs")
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect();
+        let safety = include_str!("../../docs/safety.md");
+        let table: String = safety[safety.find("## The gates").unwrap()..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with("##"))
+            .filter(|l| l.starts_with("| "))
+            .collect();
+        for c in codes {
+            let quoted = format!("`{c}`");
+            assert!(doc.contains(&quoted), "{c} is not in gate.rs's module doc");
+            assert!(
+                table.contains(&quoted) || table.contains(&format!("gate {quoted}")),
+                "{c} is not in docs/safety.md's gate table"
+            );
+        }
     }
 }

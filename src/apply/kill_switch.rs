@@ -56,14 +56,17 @@ pub struct KillSwitch {
 }
 
 impl KillSwitch {
+    /// Off, and nothing configured to say otherwise.
+    pub const OFF: KillSwitch = KillSwitch {
+        active: false,
+        signal: None,
+        detail: None,
+    };
+
     /// Interprets the variable's value (`None` = unset).
     pub fn from_value(value: Option<&OsStr>) -> KillSwitch {
         let Some(raw) = value else {
-            return KillSwitch {
-                active: false,
-                signal: None,
-                detail: None,
-            };
+            return KillSwitch::OFF;
         };
         let Some(text) = raw.to_str() else {
             return KillSwitch {
@@ -83,11 +86,7 @@ impl KillSwitch {
     /// The file switch; `path` is `MODEKEEPER_KILL_SWITCH_FILE`'s value (`None` = unset).
     pub fn from_file(path: Option<&OsStr>) -> KillSwitch {
         let Some(path) = path else {
-            return KillSwitch {
-                active: false,
-                signal: None,
-                detail: None,
-            };
+            return KillSwitch::OFF;
         };
         let signal = Some(format!("file:{}", Path::new(path).display()));
         if path.is_empty() {

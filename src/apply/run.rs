@@ -617,11 +617,7 @@ fn sync_dir(out: &OutDir) -> Result<(), Stop> {
 /// The `modekeeper.io/kill-switch` annotations of the plan's workloads: the first that is on (or
 /// unreadable), else off with every workload read.
 fn cluster_kill_switch<A: ClusterApi>(cluster: &Cluster<A>, plan: &Plan) -> KillSwitch {
-    let mut off = KillSwitch {
-        active: false,
-        signal: None,
-        detail: None,
-    };
+    let mut off = KillSwitch::OFF;
     for item in plan.items() {
         let t = item.target();
         let what = format!("{}/{}/{}", t.namespace(), t.kind().resource(), t.name());

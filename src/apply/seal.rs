@@ -6,17 +6,21 @@
 //! The key: 32 random bytes, hex, in `$MODEKEEPER_STATE_DIR/evidence.key`, else
 //! `$XDG_STATE_HOME/modekeeper/evidence.key`, else `~/.local/state/modekeeper/evidence.key`;
 //! created by the first verify (directory 0700, file 0600, never overwritten). Apply refuses a key
-//! file that group or others can read or write. The MAC covers every field but the seal itself, in
+//! file that group or others can read or write, or that another user owns (the same rules as the
+//! policy cache's key: [`crate::private_file`]). The MAC covers every field but the seal itself, in
 //! RFC 8785 canonical form, so reformatting a report keeps it valid and changing any value does not.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
+use ring::hmac;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::plan::canonical_json;
+use crate::private_file::{
+    PrivateError, SECRET, decode_hex, hex, read_or_create_secret, read_private,
+};
 
 /// The report field that carries the seal.
 pub const SEAL_FIELD: &str = "evidence_seal";
@@ -48,37 +52,25 @@ pub struct EvidenceCheck {
     pub detail: String,
 }
 
-/// HMAC-SHA256 (RFC 2104).
-pub fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
-    let mut k = [0u8; 64];
-    if key.len() > 64 {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |b: u8| k.map(|x| x ^ b);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(msg)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
 fn key_id(key: &[u8; 32]) -> String {
     format!("{:x}", Sha256::digest(key))[..16].to_string()
 }
 
-fn mac_of(doc: &Value, key: &[u8; 32]) -> String {
+/// What the MAC covers: the report without its seal, in canonical form.
+fn signed_bytes(doc: &Value) -> Vec<u8> {
     let mut unsealed = doc.clone();
     if let Some(o) = unsealed.as_object_mut() {
         o.remove(SEAL_FIELD);
     }
-    let mac = hmac_sha256(key, canonical_json(&unsealed).as_bytes());
-    mac.iter().map(|b| format!("{b:02x}")).collect()
+    canonical_json(&unsealed).into_bytes()
+}
+
+fn hmac_key(key: &[u8; 32]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, key)
+}
+
+fn mac_of(doc: &Value, key: &[u8; 32]) -> String {
+    hex(hmac::sign(&hmac_key(key), &signed_bytes(doc)).as_ref())
 }
 
 /// `report` as JSON with its seal added.
@@ -136,15 +128,9 @@ pub fn check_seal(doc: &Value, key: &Result<EvidenceKey, String>) -> EvidenceChe
         check.detail = format!("{SEAL_FIELD} is not an {ALG} seal");
         return check;
     }
-    let want = mac_of(doc, &key.key);
-    // Constant time: no early exit on the first differing byte.
-    let got = mac.unwrap_or_default().as_bytes();
-    let same = got.len() == want.len()
-        && got
-            .iter()
-            .zip(want.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    // ring compares in constant time.
+    let same = decode_hex(mac.unwrap_or_default().as_bytes())
+        .is_some_and(|tag| hmac::verify(&hmac_key(&key.key), &signed_bytes(doc), &tag).is_ok());
     if same {
         check.ok = true;
         check.detail = format!("{ALG} seal valid (key {})", key.path.display());
@@ -162,25 +148,19 @@ pub fn check_seal(doc: &Value, key: &Result<EvidenceKey, String>) -> EvidenceChe
 
 /// The state directory the key lives in.
 pub fn state_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("MODEKEEPER_STATE_DIR")
-        .or_else(|| env("XDG_STATE_HOME").map(|d| d.join("modekeeper")))
-        .or_else(|| env("HOME").map(|h| h.join(".local").join("state").join("modekeeper")))
+    crate::fsio::env_path("MODEKEEPER_STATE_DIR").or_else(|| {
+        crate::fsio::xdg_base("XDG_STATE_HOME", ".local/state").map(|d| d.join("modekeeper"))
+    })
 }
 
-fn parse_key(path: &Path, text: &str) -> Result<EvidenceKey, String> {
-    let t = text.trim();
-    let mut key = [0u8; 32];
-    if t.len() != 64 || !t.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{} is not 64 hex digits", path.display()));
-    }
-    for (i, b) in key.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
+fn parse_key(path: &Path, bytes: &[u8]) -> Result<EvidenceKey, String> {
+    let key = std::str::from_utf8(bytes)
+        .ok()
+        .map(str::trim)
+        .filter(|t| t.len() == 64)
+        .and_then(|t| decode_hex(t.as_bytes()))
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .ok_or_else(|| format!("{} is not 64 hex digits", path.display()))?;
     Ok(EvidenceKey {
         key,
         path: path.to_path_buf(),
@@ -195,59 +175,31 @@ pub fn load_key() -> Result<EvidenceKey, String> {
 
 /// Reads the key at `path` (same checks as [`load_key`]).
 pub fn load_key_from(path: &Path) -> Result<EvidenceKey, String> {
-    let meta = std::fs::symlink_metadata(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+    match read_private(path, KEY_FILE_CAP, SECRET) {
+        Ok(Some(bytes)) => parse_key(path, &bytes),
+        Ok(None) => Err(format!("cannot read {}: no such file", path.display())),
+        Err(e) => Err(key_refused(path, e)),
     }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o077 != 0 {
-            return Err(format!(
-                "{} is readable or writable by others (mode {:o}); it must be 0600",
-                path.display(),
-                meta.permissions().mode() & 0o777
-            ));
-        }
-    }
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(256).read_to_string(&mut text))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    parse_key(path, &text)
 }
 
 /// Reads the key, creating it (0600, in a 0700 directory) when there is none (verify).
 pub fn load_or_create_key() -> Result<EvidenceKey, String> {
     let dir = state_dir().ok_or("no state directory (set HOME or XDG_STATE_HOME)")?;
     let path = dir.join(KEY_FILE);
-    if std::fs::symlink_metadata(&path).is_ok() {
-        return load_key_from(&path);
-    }
-    let mut b = std::fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-    b.create(&dir)
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let mut key = [0u8; 32];
-    getrandom::getrandom(&mut key).map_err(|e| format!("no randomness: {e}"))?;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    match o.open(&path) {
-        Ok(mut f) => {
-            let text: String = key.iter().map(|b| format!("{b:02x}")).collect();
-            f.write_all(format!("{text}\n").as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(EvidenceKey { key, path })
+    let bytes = read_or_create_secret(&path, KEY_FILE_CAP, |k| format!("{}\n", hex(k)).into())
+        .map_err(|e| key_refused(&path, e))?;
+    parse_key(&path, &bytes)
+}
+
+/// 64 hex digits and a newline; room for a CRLF or some blanks a hand-copied key might carry.
+const KEY_FILE_CAP: u64 = 256;
+
+fn key_refused(path: &Path, e: PrivateError) -> String {
+    match e {
+        e @ (PrivateError::Mode { .. } | PrivateError::Owner { .. }) => {
+            format!("{} is {e}; it must be a 0600 file of yours", path.display())
         }
-        // Another verify created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_key_from(&path),
-        Err(e) => Err(format!("cannot create {}: {e}", path.display())),
+        e => format!("cannot read {}: {e}", path.display()),
     }
 }
 
@@ -255,35 +207,26 @@ pub fn load_or_create_key() -> Result<EvidenceKey, String> {
 mod tests {
     use super::*;
 
-    fn hexs(b: &[u8]) -> String {
-        b.iter().map(|b| format!("{b:02x}")).collect()
-    }
-
-    #[test]
-    fn hmac_matches_rfc4231() {
-        // Test cases 1, 2 and 6 (a key longer than the block).
-        assert_eq!(
-            hexs(&hmac_sha256(&[0x0b; 20], b"Hi There")),
-            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7"
-        );
-        assert_eq!(
-            hexs(&hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-        assert_eq!(
-            hexs(&hmac_sha256(
-                &[0xaa; 131],
-                b"Test Using Larger Than Block-Size Key - Hash Key First"
-            )),
-            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"
-        );
-    }
-
     fn key(b: u8) -> Result<EvidenceKey, String> {
         Ok(EvidenceKey {
             key: [b; 32],
             path: "k".into(),
         })
+    }
+
+    #[test]
+    fn the_seal_is_hmac_sha256_of_the_canonical_report() {
+        // Pins the on-disk format: computed independently (Python's hmac over the RFC 8785 form).
+        let report = json!({"plan_digest": "sha256:ab", "ok": false, "n": 1.5});
+        let sealed = seal(&report, key(1).as_ref().unwrap()).unwrap();
+        assert_eq!(
+            sealed[SEAL_FIELD],
+            json!({
+                "alg": "hmac-sha256",
+                "key_id": "72cd6e8422c407fb",
+                "mac": "3916f8fb7ed35123ef319eacc0f737b895da05b72703d1344eb5f3548da728e4",
+            })
+        );
     }
 
     #[test]

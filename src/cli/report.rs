@@ -41,7 +41,7 @@ pub struct ReportArgs {
 const WINDOWS: &str = "observe_windows.jsonl";
 const TRACE: &str = "decision_trace_latest.jsonl";
 /// JSON reports larger than this are not read (they are summaries; a larger one is not ours).
-const MAX_JSON_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_JSON_BYTES: u64 = crate::fsio::MAX_REPORT_BYTES;
 
 /// Reads an optional JSON report: `None` when absent, `Err(message)` when present but unreadable.
 fn read_optional(dir: &Path, name: &str) -> Option<Result<String, String>> {

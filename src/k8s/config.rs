@@ -321,6 +321,19 @@ mod tests {
         p
     }
 
+    /// `load` with `--kubeconfig path` (and `--context`), nothing else.
+    fn load_at(
+        path: &str,
+        context: Option<&str>,
+    ) -> Result<(kube::Config, ClusterIdentity), ConfigError> {
+        run(load(&ConnectOptions::from_flags(
+            Some(path),
+            context,
+            None,
+            None,
+        )))
+    }
+
     fn run<T>(f: impl std::future::Future<Output = T>) -> T {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -365,44 +378,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = kubeconfig(d.path(), "a", "https://a.example", "alpha", false);
         let path = a.display().to_string();
-        let e = run(load(&ConnectOptions::from_flags(
-            Some(&path),
-            None,
-            None,
-            None,
-        )))
-        .unwrap_err();
+        let e = load_at(&path, None).unwrap_err();
         assert!(
             e.message
                 .contains("no current context; pass --context (contexts: alpha)"),
             "{e}"
         );
-        let e = run(load(&ConnectOptions::from_flags(
-            Some(&path),
-            Some("nope"),
-            None,
-            None,
-        )))
-        .unwrap_err();
+        let e = load_at(&path, Some("nope")).unwrap_err();
         assert!(e.message.contains("context \"nope\" not found"), "{e}");
         let missing = format!("{path}:{}", d.path().join("missing").display());
-        let e = run(load(&ConnectOptions::from_flags(
-            Some(&missing),
-            None,
-            None,
-            None,
-        )))
-        .unwrap_err();
+        let e = load_at(&missing, None).unwrap_err();
         assert!(e.message.ends_with("missing: no such file"), "{e}");
         std::fs::write(d.path().join("bad"), "clusters: [: not yaml").unwrap();
         let bad = d.path().join("bad").display().to_string();
-        let e = run(load(&ConnectOptions::from_flags(
-            Some(&bad),
-            None,
-            None,
-            None,
-        )))
-        .unwrap_err();
+        let e = load_at(&bad, None).unwrap_err();
         assert!(e.message.starts_with(&format!("kubeconfig {bad}:")), "{e}");
     }
 
@@ -425,13 +414,7 @@ mod tests {
             )
             .unwrap();
             let path = p.display().to_string();
-            let e = run(load(&ConnectOptions::from_flags(
-                Some(&path),
-                None,
-                None,
-                None,
-            )))
-            .unwrap_err();
+            let e = load_at(&path, None).unwrap_err();
             assert!(
                 e.message.contains("cluster \"alpha-cluster\": specifying a root certificates file with the insecure flag is not allowed"),
                 "{e}"
@@ -448,15 +431,7 @@ mod tests {
         )
         .unwrap();
         let path = p.display().to_string();
-        assert!(
-            run(load(&ConnectOptions::from_flags(
-                Some(&path),
-                None,
-                None,
-                None
-            )))
-            .is_ok()
-        );
+        assert!(load_at(&path, None).is_ok());
     }
 
     #[test]
@@ -466,13 +441,7 @@ mod tests {
         let f = std::fs::File::create(&p).unwrap();
         f.set_len(MAX_KUBECONFIG_BYTES + 1).unwrap();
         let path = p.display().to_string();
-        let e = run(load(&ConnectOptions::from_flags(
-            Some(&path),
-            None,
-            None,
-            None,
-        )))
-        .unwrap_err();
+        let e = load_at(&path, None).unwrap_err();
         assert!(e.message.ends_with("larger than 16 MiB"), "{e}");
     }
 

@@ -401,14 +401,7 @@ pub fn resolve_license_path(
 
 /// `$XDG_CONFIG_HOME`, else `$HOME/.config`.
 pub fn config_home() -> Option<std::path::PathBuf> {
-    std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(Into::into)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .filter(|v| !v.is_empty())
-                .map(|h| std::path::PathBuf::from(h).join(".config"))
-        })
+    crate::fsio::xdg_base("XDG_CONFIG_HOME", ".config")
 }
 
 #[cfg(test)]

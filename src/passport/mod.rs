@@ -46,8 +46,9 @@ pub fn parse_passport(source: &str, text: &str) -> Result<LoadedPassport, Passpo
         field,
         problem,
     };
-    let doc: Value =
-        serde_json::from_str(text).map_err(|e| err(String::new(), format!("invalid JSON: {e}")))?;
+    // A repeated key would let a reviewer read one limit while the last copy applies.
+    let doc: Value = crate::json_keys::parse_unique(text.as_bytes())
+        .map_err(|e| err(String::new(), format!("invalid JSON: {e}")))?;
     let Some(obj) = doc.as_object() else {
         return Err(err(
             String::new(),
@@ -153,6 +154,21 @@ mod tests {
         assert!(
             error_of(&serde_json::json!({"schema_version": "passport.v9"}))
                 .contains("unsupported \"passport.v9\"")
+        );
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_at_any_depth() {
+        let text = safe_json().to_string();
+        assert!(parse_passport("p.json", &text).is_ok());
+        // serde_json alone keeps the last copy: a reviewer reading the first would see 100000.
+        let limits = safe_json()["knobs"]["concurrency"].to_string();
+        let twice = text.replacen(&limits, &limits.replacen('{', r#"{"max":100000,"#, 1), 1);
+        assert_ne!(twice, text);
+        let e = parse_passport("p.json", &twice).unwrap_err().to_string();
+        assert!(
+            e.starts_with("p.json: invalid JSON: duplicate key max at line 1"),
+            "{e}"
         );
     }
 

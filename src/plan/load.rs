@@ -7,6 +7,8 @@ use std::fmt;
 
 use serde_json::{Map, Value};
 
+use crate::json_keys::key_name;
+
 use super::{
     KNOB_ANNOTATION_PREFIX, KnobPatch, PLAN_SCHEMA, Plan, PlanItem, PlanPassport, Target,
     WorkloadKind,
@@ -63,17 +65,6 @@ pub enum PlanFormat {
 }
 
 /// A key from the input, printable in a one-line error: as is when plain, else quoted and cut.
-fn key_name(k: &str) -> String {
-    let plain = k.len() <= 64
-        && k.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'/'));
-    if plain && !k.is_empty() {
-        k.to_string()
-    } else {
-        super::quoted(k)
-    }
-}
-
 fn shape(message: impl Into<String>) -> PlanError {
     PlanError {
         kind: PlanErrorKind::InvalidShape,
@@ -82,75 +73,9 @@ fn shape(message: impl Into<String>) -> PlanError {
     }
 }
 
-/// Plan JSON as a [`Value`], refusing duplicate object keys: serde_json would keep the last one,
-/// while a reviewer (or another tool) may read the first, so a plan could show one value and apply
-/// another.
-struct UniqueKeys(Value);
-
-impl<'de> serde::Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueKeysVisitor).map(UniqueKeys)
-    }
-}
-
-struct UniqueKeysVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(v.into())
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut v = Vec::new();
-        while let Some(UniqueKeys(x)) = seq.next_element()? {
-            v.push(x);
-        }
-        Ok(Value::Array(v))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut o = Map::new();
-        while let Some(k) = map.next_key::<String>()? {
-            if o.contains_key(&k) {
-                return Err(serde::de::Error::custom(format_args!(
-                    "duplicate key {}",
-                    key_name(&k)
-                )));
-            }
-            let UniqueKeys(v) = map.next_value()?;
-            o.insert(k, v);
-        }
-        Ok(Value::Object(o))
-    }
-}
-
 /// Parses and validates plan text.
 pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
-    let UniqueKeys(doc) = serde_json::from_str(text).map_err(|e| PlanError {
+    let doc = crate::json_keys::parse_unique(text.as_bytes()).map_err(|e| PlanError {
         kind: PlanErrorKind::InvalidJson,
         index: None,
         message: format!("invalid JSON: {e}"),

@@ -12,9 +12,8 @@
 //! making a MAC that passes needs the key, that is read access to a directory only the user can read.
 //! Everything that does not check out is compiled again, never loaded.
 
-use std::fs::{File, OpenOptions};
 use std::hash::Hasher;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -24,18 +23,16 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::error::PolicyError;
+use crate::private_file::{
+    NOT_SHARED_WRITE, PrivateError, SECRET, check_private_dir, decode_hex, hex,
+    read_or_create_secret, read_private,
+};
 
 /// Where compiled policies go: `$MODEKEEPER_CACHE_DIR`, else `$XDG_CACHE_HOME/modekeeper`, else
 /// `~/.cache/modekeeper`; `None` when none of these is known (then nothing is cached).
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("MODEKEEPER_CACHE_DIR")
-        .or_else(|| env("XDG_CACHE_HOME").map(|d| d.join("modekeeper")))
-        .or_else(|| env("HOME").map(|h| h.join(".cache").join("modekeeper")))
+    crate::fsio::env_path("MODEKEEPER_CACHE_DIR")
+        .or_else(|| crate::fsio::xdg_base("XDG_CACHE_HOME", ".cache").map(|d| d.join("modekeeper")))
 }
 
 /// Feeds a `Hash` into sha256, so the engine's compatibility hash becomes stable bytes.
@@ -48,10 +45,6 @@ impl Hasher for ShaHasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -159,14 +152,14 @@ impl CompiledCache {
         if let Err(w) = self
             .levels()
             .iter()
-            .try_for_each(|d| check_private_dir(d, false))
+            .try_for_each(|d| check_private_dir(d, false).map_err(|e| refused(d, e)))
         {
             self.warn(w);
             return None;
         }
         let (code, mac_path) = self.paths(sha);
-        let bytes = self.noted(read_private_file(&code, MAX_COMPILED_BYTES, 0o022))?;
-        let mac = self.noted(read_private_file(&mac_path, 64, 0o022))?;
+        let bytes = self.noted(read_entry(&code, MAX_COMPILED_BYTES))?;
+        let mac = self.noted(read_entry(&mac_path, 64))?;
         let key = self.noted(self.key(false))?;
         let tag = decode_hex(&mac)?;
         // Compared in constant time.
@@ -189,7 +182,7 @@ impl CompiledCache {
             PolicyError::Cache(w)
         };
         for d in self.levels() {
-            check_private_dir(&d, true).map_err(warned)?;
+            check_private_dir(&d, true).map_err(|e| warned(refused(&d, e)))?;
         }
         let key = self
             .key(true)
@@ -208,35 +201,22 @@ impl CompiledCache {
     fn key(&self, create: bool) -> Result<Option<hmac::Key>, String> {
         let path = self.root.join(KEY_FILE);
         // The key must not be readable by others either: with it, anyone could vouch for code.
-        if let Some(bytes) = read_private_file(&path, 32, 0o077)? {
-            if bytes.len() != 32 {
-                return Err(format!(
-                    "{}: not a cache key; remove it to start a new cache",
-                    path.display()
-                ));
-            }
-            return Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, &bytes)));
-        }
-        if !create {
-            return Ok(None);
-        }
-        let mut secret = [0u8; 32];
-        getrandom::getrandom(&mut secret)
-            .map_err(|e| format!("no randomness for the cache key: {e}"))?;
-        let mut opts = OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        match crate::fsio::no_follow(&mut opts).open(&path) {
-            Ok(mut f) => {
-                f.write_all(&secret)
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, &secret)))
-            }
-            // Another process made it first: use theirs.
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.key(false),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+        let bytes = if create {
+            read_or_create_secret(&path, 32, |s| s.to_vec()).map(Some)
+        } else {
+            read_private(&path, 32, SECRET)
+        };
+        let not_a_key = || {
+            format!(
+                "{}: not a cache key; remove it to start a new cache",
+                path.display()
+            )
+        };
+        match bytes {
+            Ok(Some(b)) if b.len() == 32 => Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, &b))),
+            Ok(Some(_)) | Err(PrivateError::TooLarge { .. }) => Err(not_a_key()),
+            Ok(None) => Ok(None),
+            Err(e) => Err(refused(&path, e)),
         }
     }
 }
@@ -244,126 +224,23 @@ impl CompiledCache {
 /// Compiled policies are a few MiB; a larger file in the cache is not one of ours.
 const MAX_COMPILED_BYTES: u64 = 256 * 1024 * 1024;
 
-fn decode_hex(s: &[u8]) -> Option<Vec<u8>> {
-    let s = s.trim_ascii();
-    if !s.len().is_multiple_of(2) {
-        return None;
+/// The warning to show for a cache path that was refused.
+fn refused(p: &Path, e: PrivateError) -> String {
+    match e {
+        PrivateError::Io(e) => format!("{}: {e}", p.display()),
+        why => format!(
+            "policy cache not used: {} is {why}; compiling instead (use a directory only you can write, or --no-cache)",
+            p.display()
+        ),
     }
-    s.chunks(2)
-        .map(|p| {
-            let d = |c: u8| (c as char).to_digit(16);
-            Some((d(p[0])? * 16 + d(p[1])?) as u8)
-        })
-        .collect()
 }
 
-/// Whether `dir` is a directory only this user can write; with `create`, a missing one is created
-/// 0700. The error is the warning to show.
-fn check_private_dir(dir: &Path, create: bool) -> Result<(), String> {
-    let meta = match std::fs::metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            let mut b = std::fs::DirBuilder::new();
-            // The root's parents too (`~/.cache` may not exist yet).
-            b.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-            match b.create(dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("{}: {e}", dir.display())),
-            }
-            std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?
-        }
-        // Not there yet: nothing to trust or distrust.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
-    };
-    if !meta.is_dir() {
-        return Err(not_private(dir, "not a directory"));
+/// A cache entry's bytes: `Ok(None)` when it is missing or too large to be one of ours.
+fn read_entry(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, String> {
+    match read_private(path, limit, NOT_SHARED_WRITE) {
+        Err(PrivateError::TooLarge { .. }) => Ok(None),
+        r => r.map_err(|e| refused(path, e)),
     }
-    check_owner_and_mode(dir, &meta)
-}
-
-#[cfg(unix)]
-fn check_owner_and_mode(p: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
-    check_owner_and_bits(p, meta, 0o022)
-}
-
-/// Owned by this user, and none of `forbidden` mode bits set.
-#[cfg(unix)]
-fn check_owner_and_bits(p: &Path, meta: &std::fs::Metadata, forbidden: u32) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me {
-        return Err(not_private(
-            p,
-            &format!("owned by uid {}, not {me}", meta.uid()),
-        ));
-    }
-    if meta.mode() & forbidden != 0 {
-        let what = if meta.mode() & forbidden & 0o022 != 0 {
-            "writable"
-        } else {
-            "readable"
-        };
-        return Err(not_private(
-            p,
-            &format!("{what} by others (mode {:o})", meta.mode() & 0o777),
-        ));
-    }
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_owner_and_bits(_: &Path, _: &std::fs::Metadata, _: u32) -> Result<(), String> {
-    Ok(())
-}
-
-#[cfg(not(unix))]
-fn check_owner_and_mode(_: &Path, _: &std::fs::Metadata) -> Result<(), String> {
-    Ok(())
-}
-
-fn not_private(p: &Path, why: &str) -> String {
-    format!(
-        "policy cache not used: {} is {why}; compiling instead (use a directory only you can write, or --no-cache)",
-        p.display()
-    )
-}
-
-/// The bytes of a cache file (up to `limit`), `Ok(None)` when it does not exist. A symlink, a
-/// special file, a file another user owns or with any of the `forbidden` mode bits is refused (the
-/// error is the warning to show).
-fn read_private_file(path: &Path, limit: u64, forbidden: u32) -> Result<Option<Vec<u8>>, String> {
-    let mut opts = OpenOptions::new();
-    opts.read(true);
-    let f: File = match crate::fsio::no_follow(&mut opts).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(not_private(
-                path,
-                &format!("not readable as a plain file ({e})"),
-            ));
-        }
-    };
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(not_private(path, "not a regular file"));
-    }
-    check_owner_and_bits(path, &meta, forbidden)?;
-    if meta.len() > limit {
-        return Ok(None);
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    f.take(limit)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(bytes))
 }
 
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -161,21 +161,10 @@ impl PolicySource {
 /// `$MODEKEEPER_POLICY_DIR`, else `$XDG_DATA_HOME/modekeeper/policies`, else
 /// `~/.local/share/modekeeper/policies`.
 pub fn default_policy_dir() -> Option<PathBuf> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env("MODEKEEPER_POLICY_DIR")
-        .or_else(|| env("XDG_DATA_HOME").map(|d| d.join("modekeeper").join("policies")))
-        .or_else(|| {
-            env("HOME").map(|h| {
-                h.join(".local")
-                    .join("share")
-                    .join("modekeeper")
-                    .join("policies")
-            })
-        })
+    crate::fsio::env_path("MODEKEEPER_POLICY_DIR").or_else(|| {
+        crate::fsio::xdg_base("XDG_DATA_HOME", ".local/share")
+            .map(|d| d.join("modekeeper").join("policies"))
+    })
 }
 
 /// Every policy available: embedded first, then the policy directory's locked components.

@@ -304,7 +304,7 @@ pub fn check_policies(passport: &Passport, set: &PolicySet) -> anyhow::Result<Ve
 }
 
 /// A replayed run's report or bundle larger than this is not one this version wrote.
-const MAX_REPLAY_JSON_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_REPLAY_JSON_BYTES: u64 = crate::fsio::MAX_REPORT_BYTES;
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text = crate::fsio::read_capped_text(path, MAX_REPLAY_JSON_BYTES).map_err(|e| {
