@@ -65,15 +65,21 @@ fn a_watch_stopped_every_few_windows_decides_like_one_run() {
     assert!(trace_run == fs::read(watch_out.join("decision_trace_latest.jsonl")).unwrap());
 }
 
-#[test]
-fn a_state_from_another_configuration_or_damaged_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("watch");
+/// A watch over the drift trace stopped after three iterations: its trace and its `--out`.
+fn three_iterations_of_drift(dir: &Path) -> (PathBuf, PathBuf) {
+    let out = dir.join("watch");
     let t = trace("drift");
     let o = watch_cmd(&t, &out, &["--max-iterations", "3"])
         .output()
         .unwrap();
     assert!(o.status.success());
+    (t, out)
+}
+
+#[test]
+fn a_state_from_another_configuration_or_damaged_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, out) = three_iterations_of_drift(tmp.path());
     let o = watch_cmd(&t, &out, &["--window-steps", "40"])
         .output()
         .unwrap();
@@ -199,12 +205,7 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
 #[test]
 fn counters_resumed_at_their_maximum_saturate_instead_of_wrapping() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = tmp.path().join("watch");
-    let t = trace("drift");
-    let o = watch_cmd(&t, &out, &["--max-iterations", "3"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
+    let (t, out) = three_iterations_of_drift(tmp.path());
     let state_path = out.join("watch_state.json");
     let mut state = json(&state_path);
     for counter in ["iterations_done", "restarts", "applied_total"] {
