@@ -83,21 +83,11 @@ fn check(format: Format, opts: &IngestOptions, text: &[u8]) {
         "{format:?}: read_all != push_line per line"
     );
 
-    let mut ing = Ingest::new(format, opts);
-    let mut got = vec![];
-    read_all_parallel(
-        &mut ing,
-        &mut BufReader::new(text),
-        2,
-        &mut |_| {},
-        &mut |s| got.push(s.clone()),
-    )
-    .unwrap();
-    let st2 = ing.finish(&mut |s| got.push(s.clone()));
-    assert!(
-        same_run(&whole, &(got, st2)),
-        "{format:?}: parallel != sequential"
-    );
+    // The parallel reader starts two threads per call: on a loaded 2-core machine that cost most
+    // of a run's time (3 inputs/s), so it checks one input in eight.
+    if text.len() % 8 == 0 {
+        parallel(format, opts, text, &whole);
+    }
 
     // Every line lands in exactly one bucket; a CSV header (at most one line) in none of them.
     let buckets = st.blank_lines + st.log_lines + st.records_parsed + st.skipped_total();
@@ -141,4 +131,22 @@ fn check(format: Format, opts: &IngestOptions, text: &[u8]) {
             "{format:?}: resumed after line {k} != uninterrupted"
         );
     }
+}
+
+fn parallel(format: Format, opts: &IngestOptions, text: &[u8], whole: &Run) {
+    let mut ing = Ingest::new(format, opts);
+    let mut got = vec![];
+    read_all_parallel(
+        &mut ing,
+        &mut BufReader::new(text),
+        2,
+        &mut |_| {},
+        &mut |s| got.push(s.clone()),
+    )
+    .unwrap();
+    let st2 = ing.finish(&mut |s| got.push(s.clone()));
+    assert!(
+        same_run(whole, &(got, st2)),
+        "{format:?}: parallel != sequential"
+    );
 }
