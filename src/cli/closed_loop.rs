@@ -21,6 +21,9 @@ use super::{SourceKind, TelemetryArgs};
 use crate::policy::DEFAULT_POLICY;
 
 pub use run::run;
+/// For the fuzz targets in `fuzz/` (the state file's decoders); not a stable API.
+#[doc(hidden)]
+pub use watch_state::{Pipeline, WatchState};
 
 #[derive(Debug, Args)]
 pub struct ClosedLoopArgs {

@@ -38,8 +38,9 @@ impl RobustBaseline {
         self.level
     }
 
+    /// Never negative or NaN (whatever a checkpoint held): `update` clamps with it.
     pub fn scale(&self) -> f64 {
-        self.scale.max(self.floor())
+        self.scale.max(self.floor()).max(0.0)
     }
 
     /// Robust z-score of `x` against the current baseline.
@@ -104,6 +105,22 @@ mod tests {
         }
         b.update(1000.0);
         assert!(b.level() < 101.0, "{}", b.level());
+    }
+
+    /// A baseline restored from a corrupt watch checkpoint (negative floors and scale) made
+    /// `update` call `f64::clamp` with min > max, which panics. Found with the watch_state target.
+    #[test]
+    fn a_corrupt_checkpointed_baseline_does_not_panic() {
+        let bytes = postcard::to_allocvec(&(1.0f64, -1.0f64, -1.0f64, -1.0f64, 10u32)).unwrap();
+        let mut b: RobustBaseline = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(b.scale(), 0.0);
+        b.update(100.0);
+        assert!(b.level().is_finite());
+        let mut nan: RobustBaseline = postcard::from_bytes(
+            &postcard::to_allocvec(&(f64::NAN, f64::NAN, 0.0f64, f64::NAN, 9u32)).unwrap(),
+        )
+        .unwrap();
+        nan.update(1.0);
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl FeatureExtractor {
                 (0, 0.0, 0.0)
             } else {
                 self.elevated_windows = if step_time_ratio >= ELEVATED_RATIO {
-                    self.elevated_windows + 1
+                    self.elevated_windows.saturating_add(1)
                 } else {
                     0
                 };
@@ -151,7 +151,8 @@ impl FeatureExtractor {
                 } else {
                     (v.len() - fast) as f64 / v.len() as f64
                 };
-                if self.recent_slow.len() == RECENT_WINDOWS {
+                // `while`: a restored checkpoint may hold more than RECENT_WINDOWS.
+                while self.recent_slow.len() >= RECENT_WINDOWS {
                     self.recent_slow.pop_front();
                 }
                 self.recent_slow.push_back(share);
@@ -267,6 +268,45 @@ fn relative_slowness(medians: &[f64]) -> (f64, Option<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::signals::Windower;
+    use crate::telemetry::Sample;
+
+    fn window(first_step: u64, step_time_ms: f64) -> WindowStats {
+        let mut w = Windower::new(10);
+        for step in first_step..first_step + 10 {
+            w.push(&Sample {
+                ts_ms: None,
+                step: Some(step),
+                step_time_ms,
+                loss: None,
+                data_wait_ms: None,
+                worker_latencies_ms: Default::default(),
+                gpu_util_pct: None,
+                gpu_mem_util_pct: None,
+                comm_ms: None,
+                node: None,
+                rank: None,
+            });
+        }
+        w.finish().unwrap()
+    }
+
+    /// Found with the watch_state fuzz target (reproducers crafted from its seed): a watch state
+    /// holding `elevated_windows: u32::MAX` overflowed on the next slow window, and one holding more
+    /// than RECENT_WINDOWS recent shares never dropped any (the list grew by one per window).
+    #[test]
+    fn a_restored_extractor_at_its_limits_neither_overflows_nor_grows() {
+        let mut ex = FeatureExtractor::new(FeatureConfig {
+            window_steps: 10,
+            warmup_steps: 0,
+        });
+        ex.next(&window(1, 10.0));
+        ex.elevated_windows = u32::MAX;
+        ex.recent_slow.extend([0.5; 20]);
+        let f = ex.next(&window(11, 100.0));
+        assert_eq!(f.elevated_windows, u32::MAX);
+        assert_eq!(ex.recent_slow.len(), RECENT_WINDOWS);
+    }
 
     #[test]
     fn slowness() {

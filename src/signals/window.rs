@@ -234,11 +234,20 @@ impl Acc {
 /// Streams samples into windows. Samples must arrive in step order (the ingest orderer guarantees it).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Windower {
+    /// At least 1; a checkpoint saying 0 is refused (it would divide by zero).
+    #[serde(deserialize_with = "at_least_one")]
     window_steps: u64,
     acc: Option<Acc>,
     /// The previous window's accumulator, for its buffers.
     #[serde(skip)]
     spare: Option<Acc>,
+}
+
+fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match <u64 as serde::Deserialize>::deserialize(d)? {
+        0 => Err(serde::de::Error::custom("window_steps is 0")),
+        n => Ok(n),
+    }
 }
 
 impl Windower {
@@ -304,6 +313,17 @@ mod tests {
             node: (w % 4 < 2).then(|| Arc::from(format!("n{}", step % (1 + w % 3)))),
             rank: (w % 4 == 3).then_some((step % 2) as u32),
         }
+    }
+
+    /// Found by the watch_state fuzz target (reproducer crafted from its seed): a state file whose
+    /// windower says `window_steps: 0` decoded, and the next sample divided by zero.
+    #[test]
+    fn a_checkpoint_with_zero_window_steps_is_refused() {
+        let mut bytes = postcard::to_allocvec(&Windower::new(5)).unwrap();
+        assert_eq!(bytes[0], 5);
+        assert!(postcard::from_bytes::<Windower>(&bytes).is_ok());
+        bytes[0] = 0;
+        assert!(postcard::from_bytes::<Windower>(&bytes).is_err());
     }
 
     #[test]

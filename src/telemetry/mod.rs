@@ -7,6 +7,8 @@
 
 mod csv_rows;
 mod field;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ingest;
 mod line;
 pub mod live;

@@ -77,7 +77,8 @@ impl Orderer {
         let real_step = s.step.is_some();
         let step = s.step.unwrap_or_else(|| {
             stats.records_without_step = stats.records_without_step.saturating_add(1);
-            self.max_step_seen.map_or(1, |m| m + 1)
+            // Saturating: a record may carry the largest step there is.
+            self.max_step_seen.map_or(1, |m| m.saturating_add(1))
         });
         s.step = Some(step);
         let key = RecordKey {
@@ -141,7 +142,7 @@ impl Orderer {
         if let Some(ts) = s.ts_ms {
             if self
                 .last_raw_ts
-                .is_some_and(|prev| ts < prev - self.skew_tolerance_ms)
+                .is_some_and(|prev| ts < prev.saturating_sub(self.skew_tolerance_ms))
             {
                 stats.clock_skew = stats.clock_skew.saturating_add(1);
             }
@@ -256,6 +257,29 @@ mod tests {
             got.iter().map(|g| g.1).collect::<Vec<_>>(),
             vec![100_000, 101_000, 101_000, 103_000]
         );
+    }
+
+    /// `"step": 18446744073709551615` then a record without a step overflowed `max + 1` (a panic in
+    /// debug builds, step 0 in release). Seeded into fuzz/seeds/telemetry_stream.
+    #[test]
+    fn a_record_without_step_after_the_largest_step() {
+        let input = vec![sample(Some(u64::MAX), 1), sample(None, 2)];
+        let (got, st) = run(8, input);
+        assert_eq!(got, vec![(u64::MAX, 1), (u64::MAX, 2)]);
+        assert_eq!(st.records_without_step, 1);
+    }
+
+    /// A reorder buffer restored from a corrupt watch checkpoint (last timestamp near i64::MIN)
+    /// overflowed the clock-skew test.
+    #[test]
+    fn a_restored_extreme_last_timestamp_does_not_overflow() {
+        let mut o = Orderer::new(1, 5_000, None);
+        o.last_raw_ts = Some(i64::MIN);
+        let mut st = IngestStats::default();
+        o.push(sample(Some(1), 0), &mut st, &mut |_| {});
+        o.flush(&mut st, &mut |_| {});
+        assert_eq!(st.records_emitted, 1);
+        assert_eq!(st.clock_skew, 0);
     }
 
     #[test]
