@@ -278,14 +278,7 @@ mod tests {
                 ts_ms: None,
                 step: Some(step),
                 step_time_ms,
-                loss: None,
-                data_wait_ms: None,
-                worker_latencies_ms: Default::default(),
-                gpu_util_pct: None,
-                gpu_mem_util_pct: None,
-                comm_ms: None,
-                node: None,
-                rank: None,
+                ..Default::default()
             });
         }
         w.finish().unwrap()

@@ -169,14 +169,7 @@ mod tests {
             ts_ms: Some(ts),
             step,
             step_time_ms: 10.0,
-            loss: None,
-            data_wait_ms: None,
-            worker_latencies_ms: Default::default(),
-            gpu_util_pct: None,
-            gpu_mem_util_pct: None,
-            comm_ms: None,
-            node: None,
-            rank: None,
+            ..Default::default()
         }
     }
 

@@ -18,7 +18,7 @@ use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
 pub type WorkerLatencies = smallvec::SmallVec<[f64; 8]>;
 
 /// One validated telemetry record. `step_time_ms` is the only required measurement.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub ts_ms: Option<i64>,
     pub step: Option<u64>,
