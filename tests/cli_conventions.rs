@@ -16,7 +16,9 @@ use yaml_rust2::{Yaml, YamlLoader};
 /// The binary with a private HOME, cache and policy directory, no kubeconfig from the environment.
 fn mk(home: &Path) -> Command {
     let mut c = Command::new(BIN);
-    c.env_remove("_")
+    // A default `--out report` lands in the temp dir, never in the checkout.
+    c.current_dir(home)
+        .env_remove("_")
         .env_remove("KUBECONFIG")
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("MODEKEEPER_LICENSE_PATH")

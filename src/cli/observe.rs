@@ -110,7 +110,7 @@ pub fn no_records_error(path: &Path, ingest: &IngestStats) -> anyhow::Error {
         .map(|r| (ingest.skipped(*r), r.as_str()))
         .filter(|(n, _)| *n > 0)
         .collect();
-    reasons.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    reasons.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     let top: Vec<String> = reasons
         .iter()
         .take(3)

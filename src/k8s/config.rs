@@ -408,6 +408,31 @@ mod tests {
     }
 
     #[test]
+    fn the_default_namespace_is_read_from_the_file_alone() {
+        let d = tempfile::tempdir().unwrap();
+        // The server does not exist: nothing is contacted.
+        let a = kubeconfig(d.path(), "a", "https://a.invalid:6443", "alpha", true);
+        let path = a.display().to_string();
+        let ns = |context: Option<&str>, namespace: Option<&str>| {
+            default_namespace(&ConnectOptions::from_flags(
+                Some(&path),
+                context,
+                namespace,
+                None,
+            ))
+        };
+        assert_eq!(ns(None, None).unwrap(), "alpha-ns");
+        assert_eq!(ns(None, Some("ml")).unwrap(), "ml");
+        assert_eq!(ns(Some("alpha"), None).unwrap(), "alpha-ns");
+        let e = ns(Some("nope"), None).unwrap_err();
+        assert!(e.message.contains("context \"nope\" not found"), "{e}");
+        // No current context and no --context: `default`, as kubectl.
+        let b = kubeconfig(d.path(), "b", "https://b.invalid", "beta", false);
+        let opts = ConnectOptions::from_flags(Some(b.to_str().unwrap()), None, None, None);
+        assert_eq!(default_namespace(&opts).unwrap(), "default");
+    }
+
+    #[test]
     fn unknown_context_and_missing_files_are_input_errors() {
         let d = tempfile::tempdir().unwrap();
         let a = kubeconfig(d.path(), "a", "https://a.example", "alpha", false);

@@ -168,6 +168,17 @@ mod tests {
     }
 
     #[test]
+    fn decodes_an_objects_name() {
+        let meta = ld(1, b"demo");
+        let object = [ld(1, &meta), ld(2, b"")].concat();
+        let body = [MAGIC, &ld(1, b""), &ld(2, &object)].concat();
+        assert!(is_protobuf(&body));
+        assert_eq!(decode_object_name(&body).unwrap(), "demo");
+        assert!(decode_object_name(b"{}").is_err());
+        assert!(!is_protobuf(b"{}"));
+    }
+
+    #[test]
     fn decodes_a_self_subject_access_review() {
         let ra = [
             ld(1, b"ml"),
