@@ -213,3 +213,69 @@ fn getting_started_runs_as_written_against_kube_sim() {
         "the guide's apply --server-side and its rollback patch only"
     );
 }
+
+/// The README's first run: its `sh test` blocks, in an empty directory (no checkout), with nothing
+/// but kubectl and the plugin on PATH and no cluster.
+#[test]
+fn the_readme_first_run_needs_only_the_plugin() {
+    let Some(kubectl) = kubectl_or_skip("the_readme_first_run_needs_only_the_plugin") else {
+        return;
+    };
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let first_run = &readme[readme.find("## First run").unwrap()..];
+    let first_run = &first_run[..first_run.find("\n## ").unwrap()];
+    let steps = tested_commands(first_run);
+    let commands: Vec<&str> = steps.iter().map(|s| s.command.as_str()).collect();
+    assert!(
+        commands
+            .iter()
+            .any(|c| c.contains("observe --example combo"))
+            && commands
+                .iter()
+                .any(|c| c.contains("plan --example straggler"))
+            && commands
+                .iter()
+                .any(|c| c.starts_with("kubectl modekeeper render")),
+        "{commands:#?}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    let bin = work.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("kubectl-modekeeper")).unwrap();
+    std::os::unix::fs::symlink(kubectl, bin.join("kubectl")).unwrap();
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    for step in &steps {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(&step.command)
+            .current_dir(work)
+            .env("PATH", &path)
+            .env("HOME", work)
+            .env("XDG_CONFIG_HOME", work.join(".config"))
+            .env("XDG_CACHE_HOME", work.join(".cache"))
+            .env("XDG_DATA_HOME", work.join(".local/share"))
+            .env_remove("MODEKEEPER_CACHE_DIR")
+            .env_remove("MODEKEEPER_POLICY_DIR")
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(step.exit),
+            "`{}`\n--- stdout\n{}\n--- stderr\n{}",
+            step.command,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert!(work.join("out/observe/report.html").is_file());
+    assert!(work.join("out/plan/k8s_plan.kubectl.sh").is_file());
+    // The examples were written to the user's cache, not next to the outputs.
+    assert!(
+        work.join(".cache/modekeeper/examples/combo.stdout.log.gz")
+            .is_file()
+    );
+}
