@@ -595,7 +595,7 @@ fn messages_say_what_to_do_next() {
         &trace,
     )
     .unwrap();
-    let o = run(h, &["policy", "test", "--trace", trace.to_str().unwrap()]);
+    let o = run(h, &["policy", "test", "-f", trace.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(

@@ -70,7 +70,7 @@ pub struct AddArgs {
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Telemetry trace (JSONL, CSV or trainer stdout; .gz allowed)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'f', visible_alias = "filename", value_name = "PATH")]
     pub trace: PathBuf,
     /// Ground truth: {segments:[{regime, first_step, last_step}]} [default: <trace>.labels.json]
     #[arg(long, value_name = "PATH")]
