@@ -669,3 +669,44 @@ fn messages_say_what_to_do_next() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_apply_without_a_license_links_the_licensing_page() {
+    let sim = standard().start_blocking().unwrap();
+    let case = k8s_common::Case::new(&sim, "t0");
+    let h = case.path();
+    let keys = h.join("keys");
+    ok(&run(
+        h,
+        &["license", "keygen", "--out", keys.to_str().unwrap()],
+    ));
+    // A passport that allows applying (every built-in one is plan-only), so the license gate decides.
+    let safe = ok(&run(h, &["passport", "show", "safe"]));
+    let passport = h.join("passport.json");
+    std::fs::write(
+        &passport,
+        safe.replace("\"apply\": false", "\"apply\": true"),
+    )
+    .unwrap();
+    let plan = case.write_plan(&json!([item("ml", "trainer", "8")]));
+    let o = case
+        .command()
+        .args(["apply", "-f"])
+        .arg(&plan)
+        .arg("--passport")
+        .arg(&passport)
+        .arg("--keyring")
+        .arg(keys.join("keyring.json"))
+        .arg("--kubeconfig")
+        .arg(&case.kubeconfig)
+        .arg("--out")
+        .arg(case.out())
+        .env_remove("MODEKEEPER_LICENSE_PATH")
+        .env("XDG_CONFIG_HOME", h.join(".config"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(e.contains("apply blocked: license_missing"), "{e}");
+    assert!(e.ends_with("docs/licensing.md\n"), "{e}");
+}
