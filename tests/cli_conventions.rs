@@ -384,6 +384,29 @@ fn the_namespace_is_the_contexts_and_n_overrides_it() {
         "team-b"
     );
 
+    // A stale KUBECONFIG nobody asked for does not stop a plan (it needs no cluster): a warning.
+    let stale = h.join("stale");
+    let o = mk(h)
+        .env("KUBECONFIG", h.join("missing-kubeconfig"))
+        .args([
+            "plan",
+            "--example",
+            "straggler",
+            "--out",
+            stale.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    ok(&o);
+    let r = json_file(&stale.join("closed_loop_latest.json"));
+    assert_eq!(r["target"]["namespace"], "default");
+    assert!(
+        r["warnings"]
+            .to_string()
+            .contains("KUBECONFIG names no existing file"),
+        "{r:#}"
+    );
+
     // A context that is not in the kubeconfig is an input error, as in kubectl.
     let o = run(
         h,

@@ -83,14 +83,25 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         (_, Some(s)) => (WorkloadKind::StatefulSet, Some(s.as_str())),
         (d, None) => (WorkloadKind::Deployment, d.as_deref()),
     };
-    // Like kubectl: -n, else the kubeconfig context's namespace (read locally, no request).
-    let namespace = crate::k8s::default_namespace(&ConnectOptions::from_flags(
+    // Like kubectl: -n, else the kubeconfig context's namespace (read locally, no request). A plan
+    // needs no cluster, so an unreadable kubeconfig the user did not name only costs a warning.
+    let mut warnings = Vec::new();
+    let namespace = match crate::k8s::default_namespace(&ConnectOptions::from_flags(
         global.kubeconfig.as_deref(),
         global.context.as_deref(),
         global.namespace.as_deref(),
         None,
-    ))
-    .map_err(|e| input_error("kubeconfig", e.message))?;
+    )) {
+        Ok(ns) => ns,
+        Err(e) if global.kubeconfig.is_none() && global.context.is_none() => {
+            warnings.push(format!(
+                "{}; the plan targets namespace default (-n to choose)",
+                e.message
+            ));
+            "default".to_string()
+        }
+        Err(e) => return Err(input_error("kubeconfig", e.message)),
+    };
     let target = Target::new(&namespace, name.unwrap_or(DEFAULT_DEPLOYMENT), kind)
         .map_err(|e| input_error("bad_flag", format!("target workload: {e}")))?;
     let (knobs, knob_origin) = starting_knobs(&passport, &given);
@@ -114,7 +125,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
             .collect(),
         replay: None,
         cluster: None,
-        warnings: Vec::new(),
+        warnings,
     };
     if args.decision.knobs_from_cluster {
         // The same workload the plan targets: --deployment/--statefulset, default `trainer`.
