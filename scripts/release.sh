@@ -13,7 +13,8 @@
 #       Fills the manifest from the archives already in OUTDIR (the pipeline's last step). Fails unless
 #       all four platforms (linux/darwin x amd64/arm64) are there.
 #
-# Archives: kubectl-modekeeper_<tag>_<os>_<arch>.tar.gz holding kubectl-modekeeper and LICENSE,
+# Archives: kubectl-modekeeper_<tag>_<os>_<arch>.tar.gz holding kubectl-modekeeper, LICENSE and the
+# completion helper kubectl_complete-modekeeper (kubectl >= 1.26 runs it for `kubectl modekeeper <TAB>`),
 # deterministic (names sorted, mtime SOURCE_DATE_EPOCH, owner and group 0, gzip without name or time),
 # so the same binary always gives the same sha256.
 #
@@ -76,8 +77,10 @@ package() {
   stage=$(mktemp -d)
   install -m 0755 "$bin" "$stage/kubectl-modekeeper"
   install -m 0644 LICENSE "$stage/LICENSE"
+  install -m 0755 scripts/kubectl_complete-modekeeper "$stage/kubectl_complete-modekeeper"
   gnutar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner \
-    --format=ustar -C "$stage" -cf - LICENSE kubectl-modekeeper | gzip -9 -n > "$out/$(archive_name "$platform")"
+    --format=ustar -C "$stage" -cf - LICENSE kubectl-modekeeper kubectl_complete-modekeeper \
+    | gzip -9 -n > "$out/$(archive_name "$platform")"
   rm -rf "$stage"
   echo "packaged $out/$(archive_name "$platform")"
 }

@@ -9,6 +9,18 @@ use modekeeper::cli::{self, Cli, Command};
 use modekeeper::error;
 
 fn main() -> ExitCode {
+    // `kubectl_complete-modekeeper` (kubectl's plugin completion) asks here, before any parsing.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "__complete")
+    {
+        let words: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        print!("{}", cli::completion::complete(&words));
+        return ExitCode::SUCCESS;
+    }
     let name = cli::display_name();
     let matches = match Cli::command()
         .bin_name(name)
@@ -24,6 +36,11 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Observe(a) => cli::observe::run(&cli.global, a),
+        Command::Plan(a) => cli::plan::run(&cli.global, a),
+        Command::Render(a) => cli::k8s_render::run(&cli.global, a),
+        Command::Verify(a) => cli::k8s_verify::run(&cli.global, a),
+        Command::Apply(a) => cli::k8s_apply::run(&cli.global, a),
+        Command::Version => cli::version::run(&cli.global),
         Command::ClosedLoop(a) => cli::closed_loop::run(&cli.global, a),
         Command::Policy(a) => cli::policy::run(&cli.global, a),
         Command::Passport(a) => cli::passport::run(&cli.global, a),
@@ -65,11 +82,18 @@ fn usage_error(e: clap::Error) -> ExitCode {
                 .take_while(|l| !l.trim().is_empty() && !l.starts_with("Usage:"))
                 .map(str::trim)
                 .collect();
+            // "did you mean": clap's suggestion follows the blank line (`tip: a similar …`).
+            let tips: String = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("tip: a similar"))
+                .map(|l| format!("; {l}"))
+                .collect();
             let message = match message.join(" ") {
                 m if m.is_empty() => "error: invalid arguments".to_string(),
                 m => m,
             };
-            eprintln!("{message} (see --help)");
+            eprintln!("{message} (see --help){tips}");
             ExitCode::from(2)
         }
     }

@@ -115,8 +115,18 @@ fn a_missing_workload_is_invalid_input_and_an_unreachable_server_is_not() {
             kc.to_str().unwrap(),
         ],
     );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("needs the workload"));
+    // No --deployment: the help's default, Deployment `trainer`, is read (it once said "needs the
+    // workload" although the help promised the default).
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["knobs_source"], "cluster");
+    assert_eq!(r["target"]["name"], "trainer");
+    assert_eq!(r["knobs_before"]["concurrency"], 6);
 
     let port = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -132,6 +142,7 @@ fn a_missing_workload_is_invalid_input_and_an_unreachable_server_is_not() {
         ),
     )
     .unwrap();
+    let out = tmp.path().join("out-dead");
     let o = run(
         &trace("stable"),
         &out,

@@ -66,6 +66,13 @@ fn cli_reference() -> String {
     index(&cmd, "kubectl modekeeper", &mut out);
     out.push('\n');
     section(&cmd, "kubectl modekeeper", 2, &mut out);
+    out.push_str(
+        "## Exit codes\n\n\
+         Every command: **0** it did what was asked and its check passed; **2** invalid input, or a\n\
+         check or gate said no (one line on stderr starting with `error:`; a usage error too); **1** an\n\
+         I/O or cluster failure.\n\n",
+    );
+    out.push_str(&modekeeper::cli::exit_codes::markdown());
     out.trim_end().to_string() + "\n"
 }
 
@@ -90,6 +97,24 @@ fn cli_reference_is_current() {
             first + 1,
             have.lines().nth(first),
             want.lines().nth(first)
+        );
+    }
+}
+
+/// The exit-code table names every command (a new command must say what its codes mean).
+#[test]
+fn every_command_has_its_exit_codes() {
+    let table = modekeeper::cli::exit_codes::EXIT_CODES;
+    let named: Vec<String> = table
+        .iter()
+        .flat_map(|(cmds, ..)| cmds.split(", "))
+        .map(|c| c.split_whitespace().next().unwrap().to_string())
+        .collect();
+    for sub in Cli::command().get_subcommands() {
+        assert!(
+            named.iter().any(|n| n == sub.get_name()),
+            "`{}` is missing from src/cli/exit_codes.rs",
+            sub.get_name()
         );
     }
 }

@@ -317,7 +317,14 @@ fn dry_run_archives_and_manifest_pass_krew_validation() {
     // The archive: sorted names, owner 0, fixed mtime, the binary byte for byte, the license.
     let members = untar(&archive);
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["LICENSE", "kubectl-modekeeper"]);
+    assert_eq!(
+        names,
+        [
+            "LICENSE",
+            "kubectl-modekeeper",
+            "kubectl_complete-modekeeper"
+        ]
+    );
     for m in &members {
         assert_eq!((m.uid, m.gid), (0, 0), "{}", m.name);
         assert_eq!(m.mtime.to_string(), EPOCH, "{}", m.name);
@@ -326,6 +333,11 @@ fn dry_run_archives_and_manifest_pass_krew_validation() {
     assert_eq!(members[1].data, fs::read(stand_in_binary()).unwrap());
     assert_eq!(members[0].data, fs::read(repo("LICENSE")).unwrap());
     assert!(String::from_utf8_lossy(&members[0].data).contains("Apache License"));
+    assert_eq!(members[2].mode & 0o777, 0o755);
+    assert_eq!(
+        members[2].data,
+        fs::read(repo("scripts/kubectl_complete-modekeeper")).unwrap()
+    );
 
     // Deterministic: packaging the same binary again gives the same bytes.
     let again = tmp();

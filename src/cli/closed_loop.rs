@@ -20,7 +20,7 @@ use super::policy::PolicyDirs;
 use super::{SourceKind, TelemetryArgs};
 use crate::policy::DEFAULT_POLICY;
 
-pub use run::run;
+pub use run::{run, run_once};
 /// For the fuzz targets in `fuzz/` (the state file's decoders); not a stable API.
 #[doc(hidden)]
 pub use watch_state::{Pipeline, WatchState};
@@ -115,6 +115,7 @@ impl WatchArgs {
             // The shared resolution wants a file; a live source's lines are parsed as logs.
             telemetry.source = SourceKind::File;
             telemetry.path = Some(PathBuf::from("-"));
+            telemetry.example = None;
         }
         RunArgs {
             telemetry,
@@ -150,8 +151,9 @@ pub struct DecisionArgs {
     /// Patch this StatefulSet instead of a Deployment
     #[arg(long, value_name = "NAME")]
     pub statefulset: Option<String>,
-    /// Start from the knob values in the workload's pod-template annotations (a read-only GET;
-    /// needs --deployment or --statefulset; namespace from -n or the kubeconfig context)
+    /// Start from the knob values in the workload's pod-template annotations (a read-only GET of
+    /// --deployment/--statefulset, default Deployment trainer; namespace from -n or the kubeconfig
+    /// context)
     #[arg(long, conflicts_with = "knobs")]
     pub knobs_from_cluster: bool,
 }
@@ -169,7 +171,7 @@ pub struct RunArgs {
     /// starting knobs, target and policy digests) and check that the decision trace and the plan
     /// come out byte for byte the same
     #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "path", "format", "window_steps", "warmup_steps", "reorder_window", "clock_skew_tolerance",
+        "path", "example", "format", "window_steps", "warmup_steps", "reorder_window", "clock_skew_tolerance",
         "passport", "knobs", "policy", "enable_advanced", "deployment", "statefulset",
         "knobs_from_cluster", "apply",
     ])]

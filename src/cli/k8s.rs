@@ -77,3 +77,29 @@ pub fn load_plan_file(path: &Path) -> Result<(Plan, PlanFormat), PlanLoadFailure
     })?;
     parse_plan(&text).map_err(|e| fail(e.kind.as_str(), e.index, e.message))
 }
+
+/// `-n NS` with a plan: every item must be in NS. A plan names its namespaces itself, so a
+/// different -n is a mistake (the wrong plan, or the wrong namespace) that must not pass silently.
+pub fn check_plan_namespace(namespace: Option<&str>, plan: &Plan) -> anyhow::Result<()> {
+    let Some(ns) = namespace else {
+        return Ok(());
+    };
+    let mut others: Vec<&str> = plan
+        .items()
+        .iter()
+        .map(|i| i.target().namespace())
+        .filter(|n| *n != ns)
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    others.sort_unstable();
+    others.dedup();
+    Err(input_error(
+        "namespace_mismatch",
+        format!(
+            "-n {ns}: the plan targets namespace {}, not {ns}; drop -n (a plan names its namespaces) or make the plan for {ns} (`plan -n {ns}`)",
+            others.join(", ")
+        ),
+    ))
+}

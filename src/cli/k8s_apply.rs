@@ -15,7 +15,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::closed_loop::inputs::load_passport;
-use super::k8s::load_plan_file;
+use super::k8s::{check_plan_namespace, load_plan_file};
 use super::{GlobalArgs, OutputFormat, parse_duration_ms};
 use crate::apply::{
     ApplyEnv, ApplyOptions, ApplyOutcome, ApplyResult, DEFAULT_MAX_VERIFY_AGE_S, apply_plan_gated,
@@ -27,7 +27,7 @@ use crate::passport::{Passport, template};
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
     /// The plan: a JSON array of items, a k8s_plan.v1 envelope, or one item
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'f', visible_alias = "filename", value_name = "PATH")]
     pub plan: PathBuf,
     /// Directory for the report, the rollback plan and explain.jsonl
     #[arg(long, value_name = "DIR", default_value = "report")]
@@ -98,6 +98,13 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<()> {
             return Err(f.into_error());
         }
     };
+    if let Err(e) = check_plan_namespace(global.namespace.as_deref(), &plan) {
+        explain.event(
+            "k8s_apply_error",
+            json!({"kind": "namespace_mismatch", "plan": args.plan, "error": e.to_string()}),
+        )?;
+        return Err(e);
+    }
     let (passport, passport_source) = match resolve_passport(args, &plan) {
         Ok(p) => p,
         Err(e) => {
@@ -141,9 +148,8 @@ fn print_summary(global: &GlobalArgs, o: &ApplyOutcome) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     let r = &o.report;
     match global.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, r)?;
-            writeln!(stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(&mut stdout, global.output, r)?;
         }
         OutputFormat::Text => {
             match &o.result {

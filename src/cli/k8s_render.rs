@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::k8s::load_plan_file;
+use super::k8s::{check_plan_namespace, load_plan_file};
 use super::{GlobalArgs, OutputFormat};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::plan::{KUBECTL_SCRIPT, Plan, PlanFormat, Target, render_kubectl_script};
@@ -18,7 +18,7 @@ use crate::plan::{KUBECTL_SCRIPT, Plan, PlanFormat, Target, render_kubectl_scrip
 #[derive(Debug, Clone, Args)]
 pub struct RenderArgs {
     /// The plan: a JSON array of items, a k8s_plan.v1 envelope, or one item
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'f', visible_alias = "filename", value_name = "PATH")]
     pub plan: PathBuf,
     /// Directory for the script, the report and explain.jsonl
     #[arg(long, value_name = "DIR", default_value = "report")]
@@ -71,6 +71,13 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<()> {
             return Err(f.into_error());
         }
     };
+    if let Err(e) = check_plan_namespace(global.namespace.as_deref(), &plan) {
+        explain.event(
+            "k8s_render_error",
+            json!({"kind": "namespace_mismatch", "plan": args.plan, "error": e.to_string()}),
+        )?;
+        return Err(e);
+    }
 
     let out = OutDir::create(&args.out, started)?;
     let script = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
@@ -106,9 +113,8 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report)?;
-            writeln!(stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(&mut stdout, global.output, &report)?;
         }
         OutputFormat::Text => {
             // Names are validated (DNS-1123, snake_case knobs); annotation values are not printed,

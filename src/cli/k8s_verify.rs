@@ -1,7 +1,8 @@
 //! `k8s verify --plan P --out D`: checks a plan against the cluster, read-only, and writes the
 //! `k8s_verify.v1` report (`k8s_verify_<ts>.json`, `k8s_verify_latest.json`) whether or not it is ok.
-//! Exit 0 when a report was written (ok or blocked), 2 for an invalid plan or unusable kubeconfig/flags
-//! (nothing but explain events is written), 1 when the report cannot be written.
+//! Exit 0 when verify is ok, 2 when it found a blocker (the report is written) and for an invalid plan,
+//! a plan for another namespace than -n, or an unusable kubeconfig/flags (nothing but explain events
+//! is written), 1 when the report cannot be written.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,7 +13,7 @@ use clap::Args;
 use clap::builder::TypedValueParser;
 use serde_json::json;
 
-use super::k8s::load_plan_file;
+use super::k8s::{check_plan_namespace, load_plan_file};
 use super::{GlobalArgs, OutputFormat};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::error::input_error;
@@ -24,7 +25,7 @@ use crate::k8s::{Cluster, ConnectError, ConnectOptions};
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     /// The plan: a JSON array of items, a k8s_plan.v1 envelope, or one item
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'f', visible_alias = "filename", value_name = "PATH")]
     pub plan: PathBuf,
     /// Directory for the report and explain.jsonl
     #[arg(long, value_name = "DIR", default_value = "report")]
@@ -53,6 +54,13 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
             return Err(f.into_error());
         }
     };
+    if let Err(e) = check_plan_namespace(global.namespace.as_deref(), &plan) {
+        explain.event(
+            "k8s_verify_error",
+            json!({"kind": "namespace_mismatch", "plan": args.plan, "error": e.to_string()}),
+        )?;
+        return Err(e);
+    }
     let opts = ConnectOptions::from_flags(
         global.kubeconfig.as_deref(),
         global.context.as_deref(),
@@ -115,11 +123,23 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &sealed)?;
-            writeln!(stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(&mut stdout, global.output, &sealed)?;
         }
         OutputFormat::Text => print_text(&mut stdout, &report, &latest)?,
+    }
+    // A check that finds a blocker fails the command, like `kubectl auth can-i` (the report is
+    // written above either way).
+    if let Some(b) = &report.verify_blocker {
+        return Err(input_error(
+            "verify_blocked",
+            format!(
+                "verify blocked ({}): {} (report {})",
+                b.kind.as_str(),
+                b.detail,
+                latest.display()
+            ),
+        ));
     }
     Ok(())
 }

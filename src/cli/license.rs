@@ -104,11 +104,10 @@ fn keygen(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<()> {
     let g = license::keygen(&args.out)?;
     let mut out = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => {
+        OutputFormat::Json | OutputFormat::Yaml => {
             let v = json!({"kid": g.kid, "private_key": g.private_key_path, "keyring": g.keyring_path,
                            "public_key": g.public_key_b64});
-            serde_json::to_writer_pretty(&mut out, &v)?;
-            writeln!(out)?;
+            crate::cli::output::print_structured(&mut out, global.output, &v)?;
         }
         OutputFormat::Text => {
             writeln!(out, "kid          {}", g.kid)?;
@@ -305,9 +304,8 @@ fn verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report)?;
-            writeln!(stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(&mut stdout, global.output, &report)?;
         }
         OutputFormat::Text => {
             let v = &report.verdict;

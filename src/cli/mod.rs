@@ -9,6 +9,8 @@ use crate::telemetry::Format;
 pub mod closed_loop;
 pub mod completion;
 pub mod duration;
+pub mod examples;
+pub mod exit_codes;
 pub mod human;
 pub mod k8s;
 pub mod k8s_apply;
@@ -16,9 +18,12 @@ pub mod k8s_render;
 pub mod k8s_verify;
 pub mod license;
 pub mod observe;
+pub mod output;
 pub mod passport;
+pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod version;
 
 pub use duration::parse_duration_ms;
 
@@ -47,7 +52,9 @@ pub fn display_name() -> &'static str {
     about = "Recognise an ML training job's regime from its telemetry and propose safe, bounded knob changes",
     long_about = None,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = "Exit codes: 0 ok; 2 invalid input, or a check or gate said no; 1 I/O or cluster failure \
+                  (per command: docs/cli-reference.md#exit-codes)"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -66,7 +73,7 @@ pub struct GlobalArgs {
     /// The kubeconfig context to use
     #[arg(long, global = true, value_name = "NAME")]
     pub context: Option<String>,
-    /// Namespace of the workload
+    /// Namespace of the workload [default: the kubeconfig context's, else `default`]
     #[arg(short = 'n', long, global = true, value_name = "NS")]
     pub namespace: Option<String>,
     /// Time to wait for a single API request (e.g. 10s, 500ms; 0 = no limit)
@@ -83,6 +90,8 @@ pub enum OutputFormat {
     Text,
     /// The full report as JSON
     Json,
+    /// The full report as YAML (the same fields as JSON)
+    Yaml,
 }
 
 // Parsed once per process: the size of the largest variant (`closed-loop watch`'s flags) costs nothing.
@@ -91,6 +100,16 @@ pub enum OutputFormat {
 pub enum Command {
     /// Read a training job's telemetry, compute window features and report what happened
     Observe(observe::ObserveArgs),
+    // The short forms kubectl users type: `plan` is `closed-loop run` without --apply; `render`,
+    // `verify` and `apply` are `k8s render|verify|apply`.
+    /// Decide per window and write a reviewable plan (`closed-loop run` without --apply)
+    Plan(plan::PlanArgs),
+    /// Render a plan as a reviewable kubectl script (same as `k8s render`)
+    Render(k8s_render::RenderArgs),
+    /// Check a plan against the cluster, read-only; exit 2 when blocked (same as `k8s verify`)
+    Verify(k8s_verify::VerifyArgs),
+    /// Apply a verified plan through the gates (same as `k8s apply`)
+    Apply(k8s_apply::ApplyArgs),
     /// Decide per window (policies, passport envelope) and write a decision trace and a reviewable plan
     ClosedLoop(closed_loop::ClosedLoopArgs),
     /// Manage chord policies (WebAssembly components): list, inspect, add, lock, verify, test
@@ -103,6 +122,8 @@ pub enum Command {
     License(license::LicenseArgs),
     /// Render the artifacts of observe / closed-loop run|watch / k8s verify|apply as one HTML page
     Report(report::ReportArgs),
+    /// Print the plugin's version, its embedded policies and the WIT versions it hosts
+    Version,
     /// Print a shell completion script
     Completion(completion::CompletionArgs),
 }
@@ -137,8 +158,11 @@ pub struct TelemetryArgs {
     #[arg(long, value_enum, default_value_t = SourceKind::File)]
     pub source: SourceKind,
     /// Telemetry file for --source file (`-` reads stdin)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'f', visible_alias = "filename", value_name = "PATH")]
     pub path: Option<PathBuf>,
+    /// Read a trace embedded in the plugin instead of --path (no checkout needed)
+    #[arg(long, value_enum, value_name = "NAME", conflicts_with = "path")]
+    pub example: Option<examples::Example>,
     /// Input format; auto decides from the file name, then from the content
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,

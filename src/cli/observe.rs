@@ -65,15 +65,16 @@ pub struct Verdict {
 pub fn telemetry_inputs(
     t: &TelemetryArgs,
 ) -> anyhow::Result<(SourceSpec, IngestOptions, FeatureConfig)> {
-    let path = match (t.source, &t.path) {
-        (SourceKind::File, Some(p)) => p.clone(),
-        (SourceKind::File, None) => {
+    let path = match (t.source, &t.path, t.example) {
+        (SourceKind::File, _, Some(e)) => e.materialize()?,
+        (SourceKind::File, Some(p), None) => p.clone(),
+        (SourceKind::File, None, None) => {
             return Err(input_error(
                 "bad_flag",
-                "--source file needs --path PATH (or --path - for stdin)",
+                "--source file needs --path PATH (or --path - for stdin, or --example NAME)",
             ));
         }
-        (kind, _) => {
+        (kind, _, _) => {
             return Err(input_error(
                 "bad_flag",
                 format!(
@@ -99,6 +100,56 @@ pub fn telemetry_inputs(
         warmup_steps: t.warmup_steps,
     };
     Ok((spec, opts, cfg))
+}
+
+/// "No usable telemetry record", with why: the counts, the three most frequent skip reasons, and
+/// what the commonest cases mean (the same reasons are in explain.jsonl).
+pub fn no_records_error(path: &Path, ingest: &IngestStats) -> anyhow::Error {
+    let mut reasons: Vec<(u64, &str)> = crate::telemetry::SkipReason::ALL
+        .iter()
+        .map(|r| (ingest.skipped(*r), r.as_str()))
+        .filter(|(n, _)| *n > 0)
+        .collect();
+    reasons.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    let top: Vec<String> = reasons
+        .iter()
+        .take(3)
+        .map(|(n, r)| format!("{} {r}", thousands(*n)))
+        .collect();
+    let top = if top.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", top.join(", "))
+    };
+    let why = match reasons.first().map(|(_, r)| *r) {
+        _ if ingest.lines_read == 0 || ingest.lines_read == ingest.blank_lines => {
+            "the input is empty"
+        }
+        Some("missing_step_time") => {
+            "records need a step time (`step_time_ms` or an alias, docs/telemetry.md)"
+        }
+        Some("not_json" | "invalid_json") => {
+            "lines are not JSON; trainer stdout mixed with logs reads with --format log"
+        }
+        Some(_) => "see docs/telemetry.md for the record fields",
+        None if ingest.log_lines > 0 => {
+            "only ordinary log lines: the trainer prints no JSON telemetry records (docs/trainer.md)"
+        }
+        None if ingest.records_parsed > 0 => {
+            "every record was dropped as a duplicate, too late or out of order (explain.jsonl)"
+        }
+        None => "see docs/telemetry.md for the record fields",
+    };
+    input_error(
+        "no_records",
+        format!(
+            "no usable telemetry record in {} ({} lines read, {} skipped as bad{top}, {} log lines): {why}",
+            path.display(),
+            thousands(ingest.lines_read),
+            thousands(ingest.skipped_total()),
+            thousands(ingest.log_lines)
+        ),
+    )
 }
 
 /// Final baseline values, read from the last analysed window.
@@ -213,16 +264,7 @@ fn observe(
     explain.event("observe_source", json!({"path": spec.path, "format": format, "compressed": compressed, "ingest": pass.ingest}))?;
 
     if pass.ingest.records_emitted == 0 {
-        return Err(input_error(
-            "no_records",
-            format!(
-                "no usable telemetry record in {} ({} lines read, {} skipped as bad, {} log lines)",
-                spec.path.display(),
-                thousands(pass.ingest.lines_read),
-                thousands(pass.ingest.skipped_total()),
-                thousands(pass.ingest.log_lines)
-            ),
-        ));
+        return Err(no_records_error(&spec.path, &pass.ingest));
     }
 
     episodes.sort_by_key(|e| (e.first_step, e.symptom));
@@ -268,9 +310,8 @@ fn observe(
 
     let mut stdout = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, &report)?;
-            writeln!(stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(&mut stdout, global.output, &report)?;
         }
         OutputFormat::Text => {
             let timeline = timeline_lines(&timeline, &marks, "  ", "step time p50");

@@ -59,7 +59,7 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
                     writeln!(out, "{name}")?;
                 }
             }
-            OutputFormat::Json => {
+            OutputFormat::Json | OutputFormat::Yaml => {
                 let list: Vec<_> = TEMPLATE_NAMES
                     .iter()
                     .map(|n| {
@@ -67,8 +67,7 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
                         Ok(json!({"name": p.name, "version": p.version, "description": p.description}))
                     })
                     .collect::<anyhow::Result<_>>()?;
-                serde_json::to_writer_pretty(&mut out, &list)?;
-                writeln!(out)?;
+                crate::cli::output::print_structured(&mut out, global.output, &list)?;
             }
         },
         PassportCommand::Show(a) => {
@@ -77,17 +76,22 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
                 (None, Some(name)) => builtin(name)?,
                 (None, None) => unreachable!("clap requires NAME, --template or --file"),
             };
-            writeln!(out, "{}", passport.to_json_pretty())?;
+            match global.output {
+                OutputFormat::Yaml => {
+                    let v: serde_json::Value = serde_json::from_str(&passport.to_json_pretty())?;
+                    crate::cli::output::print_structured(&mut out, global.output, &v)?;
+                }
+                _ => writeln!(out, "{}", passport.to_json_pretty())?,
+            }
         }
         PassportCommand::Validate(a) => {
             let loaded = load_file(&a.file)?;
             let p = &loaded.passport;
             match global.output {
-                OutputFormat::Json => {
+                OutputFormat::Json | OutputFormat::Yaml => {
                     let v = json!({"ok": true, "file": a.file, "schema_version": loaded.from_schema,
                                    "name": p.name, "version": p.version});
-                    serde_json::to_writer_pretty(&mut out, &v)?;
-                    writeln!(out)?;
+                    crate::cli::output::print_structured(&mut out, global.output, &v)?;
                 }
                 OutputFormat::Text if loaded.from_schema == crate::passport::SCHEMA_V1 => {
                     writeln!(

@@ -70,7 +70,7 @@ pub struct AddArgs {
 #[derive(Debug, Args)]
 pub struct TestArgs {
     /// Telemetry trace (JSONL, CSV or trainer stdout; .gz allowed)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, short = 'f', visible_alias = "filename", value_name = "PATH")]
     pub trace: PathBuf,
     /// Ground truth: {segments:[{regime, first_step, last_step}]} [default: <trace>.labels.json]
     #[arg(long, value_name = "PATH")]
@@ -200,7 +200,9 @@ fn emit(
     text: impl FnOnce() -> String,
 ) -> anyhow::Result<()> {
     match global.output {
-        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(out, global.output, value)?
+        }
         OutputFormat::Text => write!(out, "{}", text())?,
     }
     Ok(())
@@ -307,9 +309,13 @@ fn test(
     let labels_path = a.labels.clone().unwrap_or_else(|| labels_beside(&a.trace));
     let labels_text =
         crate::fsio::read_capped_text(&labels_path, MAX_LABELS_BYTES).map_err(|e| {
+            let hint = match &a.labels {
+                Some(_) => String::new(),
+                None => "; pass the ground truth with --labels FILE ({segments: [{regime, first_step, last_step}]}, docs/policy-authoring.md)".into(),
+            };
             input_error(
                 "not_found",
-                format!("cannot read labels {}: {e}", labels_path.display()),
+                format!("cannot read labels {}: {e}{hint}", labels_path.display()),
             )
         })?;
     let labels = Labels::parse(&labels_text)
@@ -364,10 +370,7 @@ fn test(
         w.flush()?;
     }
     if pass.ingest.records_emitted == 0 {
-        return Err(input_error(
-            "no_records",
-            format!("no usable telemetry record in {}", a.trace.display()),
-        ));
+        return Err(super::observe::no_records_error(&a.trace, &pass.ingest));
     }
     let report = scorer.finish();
     micros.sort_unstable();

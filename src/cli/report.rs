@@ -177,7 +177,7 @@ pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<()> {
 
     let mut stdout = std::io::stdout().lock();
     match global.output {
-        OutputFormat::Json => {
+        OutputFormat::Json | OutputFormat::Yaml => {
             let v = json!({
                 "report": args.out,
                 "bytes": html.len(),
@@ -188,8 +188,7 @@ pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<()> {
                 "inputs": m.inputs,
                 "notes": m.notes.notes,
             });
-            serde_json::to_writer_pretty(&mut stdout, &v)?;
-            writeln!(stdout)?;
+            crate::cli::output::print_structured(&mut stdout, global.output, &v)?;
         }
         OutputFormat::Text => {
             writeln!(stdout, "report {}", args.input.display())?;

@@ -214,6 +214,40 @@ pub async fn load(opts: &ConnectOptions) -> Result<(kube::Config, ClusterIdentit
     Ok((config, identity))
 }
 
+/// The namespace commands default to, without contacting a server (no credential plugin runs):
+/// `-n`, else the selected context's namespace, else `default`; in a pod, the service account's.
+/// `Err` when the kubeconfig cannot be read or the context is not in it.
+pub fn default_namespace(opts: &ConnectOptions) -> Result<String, ConfigError> {
+    if let Some(ns) = &opts.namespace {
+        return Ok(ns.clone());
+    }
+    let paths = kubeconfig_paths(opts)?;
+    if paths.is_empty() {
+        return Ok(kube::Config::incluster()
+            .map(|c| c.default_namespace)
+            .unwrap_or_else(|_| "default".to_string()));
+    }
+    let merged = read_merged(&paths)?;
+    let Some(name) = opts.context.clone().or(merged.current_context.clone()) else {
+        return Ok("default".to_string());
+    };
+    let context = merged.contexts.iter().find(|c| c.name == name);
+    match context {
+        None if opts.context.is_some() => Err(config_error(format!(
+            "{}: context {name:?} not found ({})",
+            shown(&paths),
+            available(&merged)
+        ))),
+        None => Ok("default".to_string()),
+        Some(c) => Ok(c
+            .context
+            .as_ref()
+            .and_then(|c| c.namespace.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_string())),
+    }
+}
+
 fn in_cluster(opts: &ConnectOptions) -> Result<(kube::Config, ClusterIdentity), ConfigError> {
     if std::env::var_os("KUBERNETES_SERVICE_HOST").is_none() {
         return Err(config_error(
@@ -371,6 +405,31 @@ mod tests {
         assert_eq!(id.namespace, "ml");
         assert_eq!(config.default_namespace, "ml");
         assert_eq!(config.read_timeout, None, "0 means no limit");
+    }
+
+    #[test]
+    fn the_default_namespace_is_read_from_the_file_alone() {
+        let d = tempfile::tempdir().unwrap();
+        // The server does not exist: nothing is contacted.
+        let a = kubeconfig(d.path(), "a", "https://a.invalid:6443", "alpha", true);
+        let path = a.display().to_string();
+        let ns = |context: Option<&str>, namespace: Option<&str>| {
+            default_namespace(&ConnectOptions::from_flags(
+                Some(&path),
+                context,
+                namespace,
+                None,
+            ))
+        };
+        assert_eq!(ns(None, None).unwrap(), "alpha-ns");
+        assert_eq!(ns(None, Some("ml")).unwrap(), "ml");
+        assert_eq!(ns(Some("alpha"), None).unwrap(), "alpha-ns");
+        let e = ns(Some("nope"), None).unwrap_err();
+        assert!(e.message.contains("context \"nope\" not found"), "{e}");
+        // No current context and no --context: `default`, as kubectl.
+        let b = kubeconfig(d.path(), "b", "https://b.invalid", "beta", false);
+        let opts = ConnectOptions::from_flags(Some(b.to_str().unwrap()), None, None, None);
+        assert_eq!(default_namespace(&opts).unwrap(), "default");
     }
 
     #[test]

@@ -34,6 +34,7 @@ use crate::plan::{KNOB_ANNOTATION_PREFIX, KnobPatch, Target};
 pub use client::KubeCluster;
 pub use config::{
     ClusterIdentity, ConfigError, ConfigSource, ConnectOptions, DEFAULT_REQUEST_TIMEOUT,
+    default_namespace,
 };
 pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};

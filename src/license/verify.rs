@@ -341,7 +341,9 @@ pub fn check_license_file(
     let Some(path) = license else {
         return LicenseVerdict::early(
             LicenseReason::LicenseMissing,
-            "no license: pass --license, set MODEKEEPER_LICENSE_PATH, or install one at ~/.config/modekeeper/license.json".into(),
+            format!(
+                "no license: pass --license, set MODEKEEPER_LICENSE_PATH, or install one at ~/.config/modekeeper/license.json; {LICENSING_DOC}"
+            ),
             ctx_now,
             required,
         );
@@ -361,6 +363,9 @@ pub fn check_license_file(
     )
 }
 
+/// Every `license_missing` detail ends with where to get a license.
+pub const LICENSING_DOC: &str = "what a license is and how to get one: https://github.com/modekeeper/modekeeper/blob/main/docs/licensing.md";
+
 fn read_license_bytes(path: &std::path::Path) -> Result<Vec<u8>, (LicenseReason, String)> {
     // One byte over the cap is still read as "too large" by the parser: license_malformed.
     let limit = super::canonical::MAX_DOCUMENT_BYTES as u64;
@@ -376,7 +381,10 @@ fn read_license_bytes(path: &std::path::Path) -> Result<Vec<u8>, (LicenseReason,
         )),
         Err(e) => Err((
             LicenseReason::LicenseMissing,
-            format!("{}: cannot read the license: {e}", path.display()),
+            format!(
+                "{}: cannot read the license: {e}; {LICENSING_DOC}",
+                path.display()
+            ),
         )),
     }
 }
@@ -553,6 +561,8 @@ mod tests {
         let ring: Result<Keyring, KeyringError> = Ok(Keyring::from_keys([a.verifying_key()]));
         let v = check_license_file(None, &ring, NOW, None, &["apply"]);
         assert_eq!(v.reason, "license_missing");
+        let detail = v.detail.unwrap_or_default();
+        assert!(detail.ends_with("docs/licensing.md"), "{detail}");
         let v = check_license_file(
             Some(std::path::Path::new("/nonexistent/l.json")),
             &ring,
@@ -561,6 +571,7 @@ mod tests {
             &["apply"],
         );
         assert_eq!(v.reason, "license_missing");
+        assert!(v.detail.unwrap_or_default().ends_with("docs/licensing.md"));
         let bad = Err(KeyringError::Malformed("bad".into()));
         let v = check_license_file(None, &bad, NOW, None, &["apply"]);
         assert_eq!(v.reason, "keyring_malformed");

@@ -23,8 +23,7 @@ use crate::policy::{PolicyCatalog, PolicySet};
 use crate::signals::FeatureConfig;
 use crate::telemetry::{Format, IngestOptions, SourceSpec};
 
-/// Namespace and Deployment a plan targets when none is given.
-pub const DEFAULT_NAMESPACE: &str = "default";
+/// The Deployment a plan targets when none is given (the namespace: see `crate::k8s::default_namespace`).
 pub const DEFAULT_DEPLOYMENT: &str = "trainer";
 
 /// A resolved run.
@@ -84,13 +83,27 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         (_, Some(s)) => (WorkloadKind::StatefulSet, Some(s.as_str())),
         (d, None) => (WorkloadKind::Deployment, d.as_deref()),
     };
-    let namespace = global.namespace.as_deref();
-    let target = Target::new(
-        namespace.unwrap_or(DEFAULT_NAMESPACE),
-        name.unwrap_or(DEFAULT_DEPLOYMENT),
-        kind,
-    )
-    .map_err(|e| input_error("bad_flag", format!("target workload: {e}")))?;
+    // Like kubectl: -n, else the kubeconfig context's namespace (read locally, no request). A plan
+    // needs no cluster, so an unreadable kubeconfig the user did not name only costs a warning.
+    let mut warnings = Vec::new();
+    let namespace = match crate::k8s::default_namespace(&ConnectOptions::from_flags(
+        global.kubeconfig.as_deref(),
+        global.context.as_deref(),
+        global.namespace.as_deref(),
+        None,
+    )) {
+        Ok(ns) => ns,
+        Err(e) if global.kubeconfig.is_none() && global.context.is_none() => {
+            warnings.push(format!(
+                "{}; the plan targets namespace default (-n to choose)",
+                e.message
+            ));
+            "default".to_string()
+        }
+        Err(e) => return Err(input_error("kubeconfig", e.message)),
+    };
+    let target = Target::new(&namespace, name.unwrap_or(DEFAULT_DEPLOYMENT), kind)
+        .map_err(|e| input_error("bad_flag", format!("target workload: {e}")))?;
     let (knobs, knob_origin) = starting_knobs(&passport, &given);
     let mut inputs = Inputs {
         spec,
@@ -101,7 +114,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         knobs,
         knob_origin,
         target,
-        target_defaulted: namespace.is_none() || name.is_none(),
+        target_defaulted: global.namespace.is_none() || name.is_none(),
         base_policy: args.decision.policy.clone(),
         advanced: args
             .decision
@@ -112,15 +125,11 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
             .collect(),
         replay: None,
         cluster: None,
-        warnings: Vec::new(),
+        warnings,
     };
     if args.decision.knobs_from_cluster {
-        let Some(name) = name else {
-            return Err(input_error(
-                "bad_flag",
-                "--knobs-from-cluster needs the workload: --deployment NAME or --statefulset NAME",
-            ));
-        };
+        // The same workload the plan targets: --deployment/--statefulset, default `trainer`.
+        let name = name.unwrap_or(DEFAULT_DEPLOYMENT);
         knobs_from_cluster(global, &mut inputs, name, kind)?;
     }
     Ok(inputs)

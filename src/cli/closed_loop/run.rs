@@ -40,7 +40,8 @@ pub fn run(global: &GlobalArgs, args: &super::ClosedLoopArgs) -> anyhow::Result<
     }
 }
 
-fn run_once(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
+/// `closed-loop run` (and `plan`, its short form).
+pub fn run_once(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     let started = Utc::now();
     with_explain(&args.out, "closed_loop", |explain| {
         execute(global, args, started, explain)
@@ -194,15 +195,9 @@ fn execute(
                "ingest": pass.ingest, "windows": pass.windows}),
     )?;
     if pass.ingest.records_emitted == 0 {
-        return Err(input_error(
-            "no_records",
-            format!(
-                "no usable telemetry record in {} ({} lines read, {} skipped as bad, {} log lines)",
-                inp.spec.path.display(),
-                pass.ingest.lines_read,
-                pass.ingest.skipped_total(),
-                pass.ingest.log_lines
-            ),
+        return Err(crate::cli::observe::no_records_error(
+            &inp.spec.path,
+            &pass.ingest,
         ));
     }
     if let Some(old) = trace.baseline
@@ -439,9 +434,8 @@ fn print(
     // One write, not one per line (stdout is line-buffered).
     let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     match global.output {
-        OutputFormat::Json => {
-            serde_json::to_writer_pretty(&mut stdout, report)?;
-            writeln!(stdout)?;
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(&mut stdout, global.output, report)?;
         }
         OutputFormat::Text => write!(
             stdout,

@@ -428,8 +428,12 @@ fn execute(
                "windows_total": dec.lp.windows(), "plan": outcome_plan}),
     )?;
     match global.output {
-        OutputFormat::Json => {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+        OutputFormat::Json | OutputFormat::Yaml => {
+            crate::cli::output::print_structured(
+                &mut std::io::stdout().lock(),
+                global.output,
+                &report,
+            )?;
         }
         OutputFormat::Text => {
             println!(

@@ -136,6 +136,27 @@ pub fn decode_review(body: &[u8]) -> Result<Value, ApiError> {
     }))
 }
 
+/// `metadata.name` of a protobuf-encoded object (every object's field 1 is its ObjectMeta, whose
+/// field 1 is the name): what `kubectl create namespace NAME` sends.
+pub fn decode_object_name(body: &[u8]) -> Result<String, ApiError> {
+    let bad = || {
+        ApiError::bad_request("the body of the request was not a valid Kubernetes protobuf object")
+    };
+    let rest = body.strip_prefix(MAGIC).ok_or_else(bad)?;
+    let unknown = fields(rest).ok_or_else(bad)?;
+    let object = fields(field(&unknown, 2).unwrap_or_default()).ok_or_else(bad)?;
+    let meta = fields(field(&object, 1).unwrap_or_default()).ok_or_else(bad)?;
+    let name = field(&meta, 1).unwrap_or_default();
+    std::str::from_utf8(name)
+        .map(str::to_string)
+        .map_err(|_| bad())
+}
+
+/// Whether a body is protobuf (else JSON).
+pub fn is_protobuf(body: &[u8]) -> bool {
+    body.starts_with(MAGIC)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +165,17 @@ mod tests {
         let mut out = vec![(number << 3 | 2) as u8, bytes.len() as u8];
         out.extend_from_slice(bytes);
         out
+    }
+
+    #[test]
+    fn decodes_an_objects_name() {
+        let meta = ld(1, b"demo");
+        let object = [ld(1, &meta), ld(2, b"")].concat();
+        let body = [MAGIC, &ld(1, b""), &ld(2, &object)].concat();
+        assert!(is_protobuf(&body));
+        assert_eq!(decode_object_name(&body).unwrap(), "demo");
+        assert!(decode_object_name(b"{}").is_err());
+        assert!(!is_protobuf(b"{}"));
     }
 
     #[test]

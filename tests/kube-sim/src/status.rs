@@ -137,6 +137,24 @@ impl ApiError {
         )
     }
 
+    /// `namespaces "x" already exists` (409 AlreadyExists, what a create of an existing name gets).
+    pub fn already_exists(kind: ResourceKind, name: &str) -> Self {
+        Self::new(
+            409,
+            "AlreadyExists",
+            format!(
+                "{} {name:?} already exists",
+                qualified(kind.group(), kind.plural())
+            ),
+            boxed(Details {
+                name: name.into(),
+                group: kind.group().into(),
+                kind: kind.plural().into(),
+                causes: vec![],
+            }),
+        )
+    }
+
     /// The plain 404 the apiserver gives for an unknown path.
     pub fn path_not_found() -> Self {
         Self::new(

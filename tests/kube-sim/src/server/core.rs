@@ -1,9 +1,9 @@
-//! Core v1: namespaces (get, list) and pods (get, list, `log`).
+//! Core v1: namespaces (get, list, create) and pods (get, list, `log`).
 
 use axum::body::Body;
-use axum::http::Response;
+use axum::http::{Response, StatusCode};
 
-use super::{Ctx, list, logs};
+use super::{Ctx, json_response, list, logs};
 use crate::resource::ResourceKind;
 use crate::state::lock;
 use crate::status::ApiError;
@@ -21,6 +21,42 @@ pub(crate) fn namespaces(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
                 .map(|s| s.value.clone())
                 .ok_or_else(|| ApiError::not_found(ResourceKind::Namespace, &info.name))?;
             list::one(ctx, ResourceKind::Namespace, value)
+        }
+        // `kubectl create namespace NAME`: only the name is taken from the body.
+        "create" => {
+            let name = if crate::proto::is_protobuf(&ctx.body) {
+                crate::proto::decode_object_name(&ctx.body)?
+            } else {
+                let body: serde_json::Value = serde_json::from_slice(&ctx.body)
+                    .map_err(|e| ApiError::bad_request(format!("decoding the namespace: {e}")))?;
+                body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let name = Some(name.as_str())
+                .filter(|n| {
+                    !n.is_empty()
+                        && n.len() <= 63
+                        && n.bytes()
+                            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                        && !n.starts_with('-')
+                        && !n.ends_with('-')
+                })
+                .ok_or_else(|| {
+                    ApiError::bad_request("metadata.name: a DNS-1123 label is required")
+                })?;
+            let mut store = lock(&ctx.shared.store);
+            if store.namespace_exists(name) {
+                return Err(ApiError::already_exists(ResourceKind::Namespace, name));
+            }
+            let object = crate::objects::namespace(name);
+            let stored = if ctx.params("dryRun").is_empty() {
+                store.create(ResourceKind::Namespace, object)
+            } else {
+                object
+            };
+            Ok(json_response(StatusCode::CREATED, &stored))
         }
         verb => Err(ApiError::method_not_supported("namespaces", verb)),
     }
