@@ -1,7 +1,6 @@
 """The core module: standard library only, runs with any Python 3.8+."""
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -9,35 +8,11 @@ import tempfile
 import unittest
 from contextlib import redirect_stderr, redirect_stdout
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
-sys.path.insert(0, HERE)
+from support import HERE, REPO, FakeClock, strict_loads
 
-import modekeeper_telemetry as mt  # noqa: E402
-from modekeeper_telemetry import StepTimer, TelemetryWriter, rank_from_env  # noqa: E402
+from modekeeper_telemetry import StepTimer, TelemetryWriter, rank_from_env
 
-REPO = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 GOLDEN = os.path.join(REPO, "tests", "data", "python-telemetry", "plain_loop.log")
-
-
-def strict_loads(line):
-    """json.loads that rejects the NaN/Infinity tokens strict JSON parsers reject."""
-
-    def bad(token):
-        raise ValueError(f"non-JSON token {token}")
-
-    return json.loads(line, parse_constant=bad)
-
-
-class FakeClock:
-    def __init__(self, now=0.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, s):
-        self.now += s
 
 
 class Broken:
