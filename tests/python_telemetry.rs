@@ -47,11 +47,14 @@ fn plain_loop_sample_is_read_whole() {
 #[test]
 fn non_finite_loss_is_printed_as_a_string_the_reader_classifies() {
     // The helpers print a NaN loss as the JSON string "NaN" (strict JSON). Today's reader counts the
-    // record as `non_finite`; the record's other lines are untouched.
+    // record as `non_finite`; the other records are untouched.
     let tmp = tempfile::tempdir().unwrap();
     let sample = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(SAMPLE)).unwrap();
     let mut lines: Vec<String> = sample.lines().map(str::to_owned).collect();
-    let i = lines.iter().position(|l| l.contains(r#""step":150,"#)).unwrap();
+    let i = lines
+        .iter()
+        .position(|l| l.contains(r#""step":150,"#))
+        .unwrap();
     let v: Value = serde_json::from_str(&lines[i]).unwrap();
     let mut v = v.as_object().unwrap().clone();
     v.insert("loss".into(), Value::from("NaN"));
@@ -61,6 +64,10 @@ fn non_finite_loss_is_printed_as_a_string_the_reader_classifies() {
     let report = observe(&path, &tmp.path().join("out"));
     let ingest = &report["ingest"];
     let emitted = ingest["records_emitted"].as_u64().unwrap();
-    let non_finite = ingest["skipped_by_reason"]["non_finite"].as_u64().unwrap_or(0);
+    let non_finite = ingest["skipped_by_reason"]["non_finite"]
+        .as_u64()
+        .unwrap_or(0);
+    // Either kept (a loss divergence is a signal) or counted as non-finite; never another reason.
     assert_eq!(emitted + non_finite, 300, "{ingest}");
+    assert_eq!(ingest["skipped_total"], non_finite, "{ingest}");
 }

@@ -29,7 +29,7 @@ def strict_loads(line):
 
 def records(text):
     """The telemetry records among a trainer's output lines."""
-    return [strict_loads(x) for x in text.splitlines() if x.startswith("{")]
+    return [strict_loads(x) for x in text.splitlines() if x.startswith('{"')]
 
 
 class FakeClock:
