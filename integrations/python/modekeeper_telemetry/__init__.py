@@ -261,8 +261,9 @@ class _Wait:
 class StepTimer:
     """Times the steps of a plain training loop and writes one record per step.
 
-    A step's time runs from its first data wait (or from entering ``step()``) to its end, so it
-    includes the data wait, as ``step_time_ms`` should (docs/trainer.md)::
+    A step's time runs from its first data wait (or from entering ``step()``; with neither, from the
+    previous step's end) to its end, so it includes the data wait, as ``step_time_ms`` should
+    (docs/trainer.md)::
 
         timer = StepTimer()
         for batch in timer.iterate(loader):          # time in next(loader) is data wait
@@ -289,6 +290,7 @@ class StepTimer:
         self.clock = clock
         self.next_step = start_step
         self.last = None  # the last record written
+        self._last_end = clock()  # a step with no marked start began when the previous one ended
         self._reset()
 
     def _reset(self):
@@ -334,8 +336,9 @@ class StepTimer:
             if self.sync is not None:
                 self.sync()
             now = self.clock()
-            start = self._start if self._start is not None else now
-            elapsed = now - start
+            start = self._start if self._start is not None else self._last_end
+            elapsed = max(0.0, now - start)
+            self._last_end = now
             if step is None:
                 step = self.next_step
             self.next_step = int(step) + 1

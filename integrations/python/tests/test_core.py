@@ -190,6 +190,15 @@ class Timer(unittest.TestCase):
         t.end(step=7)
         self.assertEqual(t.next_step, 8)
 
+    def test_end_alone_times_the_period_between_ends(self):
+        clock, buf, t = self.timer()
+        clock.advance(0.020)
+        t.end()
+        clock.advance(0.025)
+        t.end()
+        self.assertEqual([r["step_time_ms"] for r in self.records(buf)], [20, 25])
+        self.assertEqual([r["data_wait_ms"] for r in self.records(buf)], [0, 0])
+
     def test_an_error_in_the_step_propagates_and_writes_nothing(self):
         clock, buf, t = self.timer()
         with self.assertRaises(ZeroDivisionError):
