@@ -122,6 +122,7 @@ class ModeKeeperCallback(TrainerCallback):
     @_callback()
     def on_train_end(self, args, state, control, **kwargs):
         self._flush()
+        self.writer.close()  # a file is opened again by the next record (another train())
 
 
 

@@ -116,3 +116,7 @@ class ModeKeeperCallback(Callback):
     @_guarded
     def on_validation_end(self, trainer, pl_module):
         self._mark = self.clock()  # validation is not part of the next step
+
+    @_guarded
+    def on_train_end(self, trainer, pl_module):
+        self.writer.close()  # a file is opened again by the next record (another fit())

@@ -91,6 +91,18 @@ class Writer(unittest.TestCase):
             with open(os.path.join(d, "tel-4.jsonl")) as f:
                 self.assertEqual([strict_loads(x)["step"] for x in f], [1, 2])
 
+    def test_a_closed_file_is_opened_again_by_the_next_record(self):
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "tel.jsonl")
+            w = TelemetryWriter(out=path, environ={})
+            w.write(step=1, step_time_ms=1.0)
+            w.close()
+            w.write(step=2, step_time_ms=1.0)
+            w.close()
+            with open(path) as f:
+                self.assertEqual([strict_loads(x)["step"] for x in f], [1, 2])
+            self.assertEqual(w.errors, 0)
+
     def test_stdout_is_the_default(self):
         out = io.StringIO()
         w = TelemetryWriter(environ={})
