@@ -235,6 +235,16 @@ class Timer(unittest.TestCase):
         self.assertEqual(t.writer.errors, 1)
 
 
+class NoThirdPartyImports(unittest.TestCase):
+    def test_the_core_imports_no_framework(self):
+        code = ("import sys, modekeeper_telemetry; "
+                "print(sorted(m for m in ('torch', 'transformers', 'lightning', 'pytorch_lightning', "
+                "'numpy') if m in sys.modules))")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=os.path.join(HERE, ".."))
+        self.assertEqual(run.stdout.strip(), "[]")
+
+
 class GoldenSample(unittest.TestCase):
     def test_golden_run_prints_the_committed_sample(self):
         out = subprocess.run([sys.executable, os.path.join(HERE, "golden_run.py")],
