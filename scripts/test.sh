@@ -4,3 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo test --workspace --locked "$@"
+# The trainer-side Python helpers (integrations/python) against the real transformers and lightning.
+scripts/test-python.sh
