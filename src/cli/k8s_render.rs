@@ -72,7 +72,7 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<()> {
         }
     };
 
-    let out = OutDir::create(&args.out, started)?;
+    let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let script = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
     make_executable(&script)?;
     let digest = plan.digest();

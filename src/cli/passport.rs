@@ -67,7 +67,8 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
                         Ok(json!({"name": p.name, "version": p.version, "description": p.description}))
                     })
                     .collect::<anyhow::Result<_>>()?;
-                serde_json::to_writer_pretty(&mut out, &list)?;
+                let doc = json!({"schema_version": "passport_templates.v1", "templates": list});
+                serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             }
         },
@@ -84,7 +85,7 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
             let p = &loaded.passport;
             match global.output {
                 OutputFormat::Json => {
-                    let v = json!({"ok": true, "file": a.file, "schema_version": loaded.from_schema,
+                    let v = json!({"schema_version": "passport_validate.v1", "ok": true, "file": a.file, "passport_schema": loaded.from_schema,
                                    "name": p.name, "version": p.version});
                     serde_json::to_writer_pretty(&mut out, &v)?;
                     writeln!(out)?;
