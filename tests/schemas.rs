@@ -1,6 +1,7 @@
 //! The published JSON Schemas (schemas/) against what the built binary writes: the main commands
 //! run into temporary directories (observe, closed-loop run and watch, k8s render/verify/apply and
-//! the rollback, closed-loop run --apply, license keygen/mint/verify, report) and every file they
+//! the rollback, closed-loop run --apply, license keygen/mint/verify, report, doctor, support-bundle)
+//! and every file they
 //! leave is validated (a JSON document or JSONL line by its `schema_version`, explain.jsonl by its
 //! name), as is every `-o json` output. A JSON artifact without a schema, or a schema nothing
 //! produced, fails the test. docs/artifacts.md is generated from the schemas (regenerate with
@@ -397,6 +398,26 @@ fn cluster_commands(c: &Checker, tmp: &Path) {
         .unwrap();
     c.check_stdout(&o.stdout, "closed-loop run --apply -o json");
     c.check_dir(&cl);
+
+    // doctor (the standard trainer has no knob volume and no telemetry: some checks fail).
+    let o = bin()
+        .env("HOME", case.path())
+        .args(["-o", "json", "doctor", "-n", "ml", "--kubeconfig"])
+        .arg(&case.kubeconfig)
+        .args(lic_args(&dev, &lic))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    c.check_stdout(&o.stdout, "doctor -o json");
+    // support-bundle of the closed-loop directory.
+    let o = bin()
+        .args(["-o", "json", "support-bundle", "--in"])
+        .arg(&cl)
+        .arg("--out")
+        .arg(case.path().join("bundle.tar.gz"))
+        .output()
+        .unwrap();
+    c.check_stdout(ok(&o), "support-bundle -o json");
 }
 
 #[test]

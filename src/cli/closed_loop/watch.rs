@@ -355,7 +355,8 @@ fn execute(
                 pr.ended = true;
             } else {
                 batch.clear();
-                let poll = source.poll(&mut batch, POLL_WAIT)?;
+                let poll = source.poll(&mut batch, POLL_WAIT);
+                // The events first: a source that fails says why it stopped in them too.
                 for ev in source.drain_events() {
                     pr.source_events += 1;
                     explain.event("watch_source_event", serde_json::to_value(&ev)?)?;
@@ -367,6 +368,7 @@ fn execute(
                         eprintln!("\r\x1b[2Ksource: {}", source_event_text(&ev));
                     }
                 }
+                let poll = poll?;
                 pr.carry.extend(batch.drain(..));
                 source_done = poll == Poll::Ended;
             }
