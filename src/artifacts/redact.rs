@@ -137,7 +137,7 @@ fn redact_url_userinfo(line: &str, n: &mut usize) -> String {
         out.push_str(&rest[..auth_start]);
         let tail = &rest[auth_start..];
         let auth_end = tail
-            .find(|c: char| matches!(c, '/' | '?' | '#' | '"' | '\'' | ' ' | '`' | '\\'))
+            .find(['/', '?', '#', '"', '\'', ' ', '`', '\\'])
             .unwrap_or(tail.len());
         match tail[..auth_end].rfind('@') {
             Some(a) if a > 0 && &tail[..a] != REDACTED => {
