@@ -2,6 +2,7 @@
 //! (secrets redacted, symlinks not followed, size capped), `doctor` against kube-sim, and the
 //! Prometheus source failing loudly when the step-time query has no series.
 
+mod apply_support;
 mod closed_loop_support;
 mod k8s_common;
 
@@ -477,4 +478,83 @@ fn the_documented_recording_rules_pass_promtool() {
         ),
     };
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+}
+
+/// The HTML report of plan -> verify -> apply (a development license, a knob the workload did not
+/// set): the decisions card counts the apply, a note explains the proposal's assumed `from`, and
+/// the keyring override is on the page.
+#[test]
+fn report_of_a_plan_applied_separately_does_not_contradict_itself() {
+    let sim = standard().start_blocking().unwrap();
+    let case = k8s_common::Case::new(&sim, "t0");
+    let dev = apply_support::Dev::new();
+    let lic = dev.good();
+    let out = case.path().join("out");
+    let passport = apply_support::passport_file(case.path(), "applicable", true);
+    let o = bin()
+        .args(["closed-loop", "run", "--path"])
+        .arg(trace("burst"))
+        .arg("--out")
+        .arg(&out)
+        .args(["-n", "ml", "--deployment", "trainer", "--passport"])
+        .arg(&passport)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let plan = out.join("k8s_plan.json");
+    apply_support::verify(&case, &out, &plan, true);
+    let mut args = apply_support::lic_args(&dev, &lic);
+    args.extend(["--passport", passport.to_str().unwrap()]);
+    let a = apply_support::run_apply(&case, &out, &plan, &args, &[]);
+    assert_eq!(a.code, 0, "{a:#?}");
+    let r = a.report();
+    let unset: Vec<&Value> = r["actions"][0]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["from"].is_null())
+        .collect();
+    assert!(
+        !unset.is_empty(),
+        "the burst plan sets a knob the workload did not have: {r:#}"
+    );
+    let knob = unset[0]["knob"].as_str().unwrap();
+    let html = case.path().join("r.html");
+    let o = bin()
+        .args(["-o", "json", "report", "--in"])
+        .arg(&out)
+        .arg("--out")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let notes: Vec<&str> = v["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with(&format!("{knob}: the plan's"))
+                && n.contains("did not set it before the apply")),
+        "{notes:?}"
+    );
+    let page = fs::read_to_string(&html).unwrap();
+    let applied = r["actions"][0]["changes"].as_array().unwrap().len();
+    assert!(
+        page.contains(&format!("blocked · {applied} applied</div>")),
+        "the decisions card counts the {applied} applied change(s)"
+    );
+    assert!(!page.contains("blocked · 0 applied"));
+    assert!(
+        page.contains(&format!("{knob} unset →")),
+        "the apply card says unset"
+    );
+    assert!(
+        page.contains("keyring override"),
+        "a development license is visible on the page"
+    );
 }
