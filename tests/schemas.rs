@@ -264,6 +264,24 @@ fn offline_commands(c: &Checker, tmp: &Path) {
         .output()
         .unwrap();
     c.check_stdout(ok(&o), "policy inspect -o json");
+    // A policy directory: add a component, lock, verify.
+    let pdir = tmp.join("policies");
+    fs::create_dir_all(&pdir).unwrap();
+    let o = bin()
+        .env("MODEKEEPER_POLICY_DIR", &pdir)
+        .args(["-o", "json", "policy", "add"])
+        .arg(repo("policies/dist/timeout-guard.wasm"))
+        .output()
+        .unwrap();
+    c.check_stdout(ok(&o), "policy add -o json");
+    for sub in ["lock", "verify"] {
+        let o = bin()
+            .env("MODEKEEPER_POLICY_DIR", &pdir)
+            .args(["-o", "json", "policy", sub])
+            .output()
+            .unwrap();
+        c.check_stdout(ok(&o), &format!("policy {sub} -o json"));
+    }
     let o = bin()
         .args(["-o", "json", "policy", "test", "--trace"])
         .arg(trace("burst"))
