@@ -48,6 +48,8 @@ fn main() -> ExitCode {
         Command::License(a) => cli::license::run(&cli.global, a),
         Command::Report(a) => cli::report::run(&cli.global, a),
         Command::Completion(a) => cli::completion::run(a),
+        Command::Doctor(a) => cli::doctor::run(&cli.global, a),
+        Command::SupportBundle(a) => cli::support_bundle::run(&cli.global, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -45,7 +45,8 @@ fn templates_lists_the_seven_names_sorted() {
     );
     let v: serde_json::Value =
         serde_json::from_str(&stdout_of(&["-o", "json", "passport", "templates"])).unwrap();
-    let names: Vec<&str> = v
+    assert_eq!(v["schema_version"], "passport_templates.v1");
+    let names: Vec<&str> = v["templates"]
         .as_array()
         .unwrap()
         .iter()
@@ -53,7 +54,8 @@ fn templates_lists_the_seven_names_sorted() {
         .collect();
     assert_eq!(names, NAMES);
     assert!(
-        v.as_array()
+        v["templates"]
+            .as_array()
             .unwrap()
             .iter()
             .all(|t| t["version"] == "1.0.0" && !t["description"].as_str().unwrap().is_empty())
@@ -229,7 +231,8 @@ fn validate_json_output() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         v,
-        serde_json::json!({"ok": true, "file": "p.json", "schema_version": "passport.v1", "name": "perf", "version": "1.0.0"})
+        serde_json::json!({"schema_version": "passport_validate.v1", "ok": true, "file": "p.json",
+                           "passport_schema": "passport.v1", "name": "perf", "version": "1.0.0"})
     );
 }
 

@@ -2,7 +2,9 @@
 //! file), `<report>_<UTC timestamp>.json` plus `<report>_latest.json`, and the `explain.jsonl` event log.
 
 mod explain;
+pub mod redact;
+pub mod tarball;
 mod writer;
 
 pub use explain::ExplainLog;
-pub use writer::{OutDir, write_atomic, write_atomic_with};
+pub use writer::{DEFAULT_KEEP, OutDir, prune_stamped, write_atomic, write_atomic_with};

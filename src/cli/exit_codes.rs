@@ -77,6 +77,18 @@ pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
         "no artifacts in --in, bad flags",
         "I/O",
     ),
+    (
+        "doctor",
+        "every check passed (warnings allowed)",
+        "a check failed (the table says which and how to fix it); bad flags",
+        "the table cannot be printed",
+    ),
+    (
+        "support-bundle",
+        "archive written",
+        "--in is not a directory of artifacts; bad flags",
+        "I/O",
+    ),
     ("version, completion", "printed", "bad flags", "I/O"),
 ];
 

@@ -138,7 +138,7 @@ pub fn run(global: &GlobalArgs, args: &ApplyArgs) -> anyhow::Result<()> {
             global.request_timeout,
         ))
     };
-    let out = OutDir::create(&args.out, env.now)?;
+    let out = OutDir::create(&args.out, env.now)?.keep(global.keep);
     let outcome = apply_plan_gated(&plan, &opts, &env, connect, &out, &mut explain)?;
     print_summary(global, &outcome)?;
     outcome.into_result()

@@ -79,7 +79,7 @@ pub fn run(global: &GlobalArgs, args: &RenderArgs) -> anyhow::Result<()> {
         return Err(e);
     }
 
-    let out = OutDir::create(&args.out, started)?;
+    let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let script = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
     make_executable(&script)?;
     let digest = plan.digest();

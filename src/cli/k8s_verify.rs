@@ -106,7 +106,7 @@ pub fn run(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
             requests: cluster.api().requests(),
         },
     );
-    let out = OutDir::create(&args.out, started)?;
+    let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let (sealed, unsealed) = crate::apply::seal::seal_with_user_key(&report)?;
     if let Some(why) = &unsealed {
         eprintln!("warning: the verify report is not sealed ({why}); k8s apply will not accept it");

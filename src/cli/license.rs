@@ -105,7 +105,7 @@ fn keygen(global: &GlobalArgs, args: &KeygenArgs) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match global.output {
         OutputFormat::Json | OutputFormat::Yaml => {
-            let v = json!({"kid": g.kid, "private_key": g.private_key_path, "keyring": g.keyring_path,
+            let v = json!({"schema_version": "license_keygen.v1", "kid": g.kid, "private_key": g.private_key_path, "keyring": g.keyring_path,
                            "public_key": g.public_key_b64});
             crate::cli::output::print_structured(&mut out, global.output, &v)?;
         }
@@ -284,7 +284,7 @@ fn verify(global: &GlobalArgs, args: &VerifyArgs) -> anyhow::Result<()> {
         cluster.as_ref(),
         &required,
     );
-    let out = OutDir::create(&args.out, started)?;
+    let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let report = LicenseVerifyReport {
         schema_version: "license_verify.v1",
         tool: json!({"name": "kubectl-modekeeper", "version": env!("CARGO_PKG_VERSION")}),

@@ -8,6 +8,7 @@ use crate::telemetry::Format;
 
 pub mod closed_loop;
 pub mod completion;
+pub mod doctor;
 pub mod duration;
 pub mod examples;
 pub mod exit_codes;
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod version;
+pub mod support_bundle;
 
 pub use duration::parse_duration_ms;
 
@@ -82,6 +84,10 @@ pub struct GlobalArgs {
     /// Output format for results printed to stdout
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Timestamped reports (<report>_<UTC timestamp>.json) kept per report in --out; older ones are
+    /// deleted (0 keeps all)
+    #[arg(long, global = true, value_name = "N", default_value_t = crate::artifacts::DEFAULT_KEEP)]
+    pub keep: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +132,10 @@ pub enum Command {
     Version,
     /// Print a shell completion script
     Completion(completion::CompletionArgs),
+    /// Check kubeconfig, API, RBAC, the trainer's wiring, license and policy lock; print the fixes
+    Doctor(doctor::DoctorArgs),
+    /// Pack a run's artifacts into one .tar.gz for a bug report, secrets redacted
+    SupportBundle(support_bundle::SupportBundleArgs),
 }
 
 /// Where telemetry comes from.

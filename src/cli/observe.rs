@@ -195,7 +195,9 @@ fn observe(
     let src = open_source(&spec)?;
     let (format, compressed) = (src.format, src.compressed);
     // Derived from the input alone (run it again for the same bytes): no per-file fsync.
-    let out = OutDir::create(&args.out, started)?.without_fsync();
+    let out = OutDir::create(&args.out, started)?
+        .without_fsync()
+        .keep(global.keep);
     let mut windows_file = out.stream("observe_windows.jsonl")?;
     let thresholds = SymptomThresholds::default();
     let mut tracker = EpisodeTracker::default();
@@ -220,6 +222,7 @@ fn observe(
             // Serialised straight from the structs: a `json!` value here would rebuild every
             // window's features as a map first (a few percent of a large run).
             let line = WindowLine {
+                schema_version: WINDOW_SCHEMA,
                 features: f,
                 symptoms: found
                     .iter()
@@ -322,9 +325,13 @@ fn observe(
     Ok(())
 }
 
+/// The schema of one `observe_windows.jsonl` line (schemas/observe_window.v1.schema.json).
+pub const WINDOW_SCHEMA: &str = "observe_window.v1";
+
 /// One line of `observe_windows.jsonl`.
 #[derive(Serialize)]
 struct WindowLine<'a> {
+    schema_version: &'static str,
     features: &'a WindowFeatures,
     symptoms: Vec<SymptomScore>,
     window: &'a crate::signals::WindowRange,
@@ -374,12 +381,7 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
             }
         ),
         _ => {
-            let mut kinds: Vec<&str> = episodes
-                .iter()
-                .filter(|e| e.confidence != "low")
-                .map(|e| e.symptom.describe())
-                .collect();
-            kinds.dedup();
+            let kinds = incident_kinds(episodes);
             format!(
                 "{incidents} incident{}: {}",
                 if incidents == 1 { "" } else { "s" },
@@ -395,6 +397,19 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
         symptomatic_windows: t.symptomatic_windows,
         text,
     }
+}
+
+/// Each incident kind once, in the order it first happened (episodes are sorted by step, so the same
+/// symptom recurs non-adjacently).
+fn incident_kinds(episodes: &[Episode]) -> Vec<&'static str> {
+    let mut kinds: Vec<&'static str> = Vec::new();
+    for e in episodes.iter().filter(|e| e.confidence != "low") {
+        let k = e.symptom.describe();
+        if !kinds.contains(&k) {
+            kinds.push(k);
+        }
+    }
+    kinds
 }
 
 /// What the peak of an episode means, in the units users think in.
@@ -466,6 +481,26 @@ fn ingest_line(i: &IngestStats) -> String {
     parts.join(" · ")
 }
 
+/// Episodes the terminal summary lists: a long input can have hundreds.
+const MAX_TERMINAL_EPISODES: usize = 10;
+
+/// The episodes worth a terminal line (not the low-confidence blips), the strongest
+/// [`MAX_TERMINAL_EPISODES`] of them in step order, and how many were left out.
+fn terminal_episodes(episodes: &[Episode]) -> (Vec<&Episode>, u64) {
+    let mut worth: Vec<&Episode> = episodes.iter().filter(|e| e.confidence != "low").collect();
+    let left_out = worth.len().saturating_sub(MAX_TERMINAL_EPISODES) as u64;
+    if left_out > 0 {
+        worth.sort_by(|a, b| {
+            (b.confidence == "high", b.windows)
+                .cmp(&(a.confidence == "high", a.windows))
+                .then(b.peak.total_cmp(&a.peak))
+        });
+        worth.truncate(MAX_TERMINAL_EPISODES);
+        worth.sort_by_key(|e| (e.first_step, e.symptom));
+    }
+    (worth, left_out)
+}
+
 fn terminal_summary(
     r: &ObserveReport,
     pass: &PassSummary,
@@ -509,13 +544,16 @@ fn terminal_summary(
         s += &format!("{l}\n");
     }
     s += &format!("  verdict   {}\n", r.verdict.text);
-    for e in r.episodes.iter().filter(|e| e.confidence != "low") {
+    let (shown, more) = terminal_episodes(&r.episodes);
+    for e in shown {
         s += &format!("    {}\n", episode_line(e, pass.start_ms, &t));
     }
-    if r.episodes_truncated > 0 {
+    let more = more + r.episodes_truncated;
+    if more > 0 {
         s += &format!(
-            "    … and {} more episodes (see the report)\n",
-            r.episodes_truncated
+            "    … and {} more episode{} (all of them in summary.md and the report)\n",
+            thousands(more),
+            if more == 1 { "" } else { "s" }
         );
     }
     s += &format!("  report    {}\n", latest.display());
@@ -570,4 +608,58 @@ fn summary_markdown(r: &ObserveReport, pass: &PassSummary) -> String {
         s += &format!("Skipped lines by reason: {}.\n", skipped.join(", "));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(symptom: Symptom, first_step: u64, windows: u64, confidence: &'static str) -> Episode {
+        Episode {
+            symptom,
+            first_step,
+            last_step: first_step + 99,
+            start_ms: None,
+            end_ms: None,
+            windows,
+            peak: 1.5,
+            confidence,
+        }
+    }
+
+    #[test]
+    fn the_verdict_names_each_incident_kind_once() {
+        let eps = [
+            ep(Symptom::Burst, 0, 2, "high"),
+            ep(Symptom::InputStraggler, 100, 2, "high"),
+            ep(Symptom::Burst, 200, 2, "medium"),
+            ep(Symptom::Stall, 300, 1, "low"),
+        ];
+        assert_eq!(
+            incident_kinds(&eps),
+            [
+                Symptom::Burst.describe(),
+                Symptom::InputStraggler.describe()
+            ]
+        );
+    }
+
+    #[test]
+    fn the_terminal_lists_a_bounded_number_of_the_strongest_episodes_in_order() {
+        let mut eps: Vec<Episode> = (0..300)
+            .map(|i| ep(Symptom::Burst, i * 100, 1, "medium"))
+            .collect();
+        eps[250] = ep(Symptom::Stall, 25_000, 4, "high");
+        eps[7] = ep(Symptom::InputStraggler, 700, 3, "high");
+        eps.push(ep(Symptom::Burst, 99_999, 1, "low"));
+        let (shown, more) = terminal_episodes(&eps);
+        assert_eq!(shown.len(), MAX_TERMINAL_EPISODES);
+        assert_eq!(more, 300 - MAX_TERMINAL_EPISODES as u64);
+        assert!(shown.windows(2).all(|w| w[0].first_step <= w[1].first_step));
+        assert!(shown.iter().any(|e| e.symptom == Symptom::Stall));
+        assert!(shown.iter().any(|e| e.symptom == Symptom::InputStraggler));
+        let few = &eps[..3];
+        let (shown, more) = terminal_episodes(few);
+        assert_eq!((shown.len(), more), (3, 0));
+    }
 }

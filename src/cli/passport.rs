@@ -67,7 +67,8 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
                         Ok(json!({"name": p.name, "version": p.version, "description": p.description}))
                     })
                     .collect::<anyhow::Result<_>>()?;
-                crate::cli::output::print_structured(&mut out, global.output, &list)?;
+                let doc = json!({"schema_version": "passport_templates.v1", "templates": list});
+                crate::cli::output::print_structured(&mut out, global.output, &doc)?;
             }
         },
         PassportCommand::Show(a) => {
@@ -89,7 +90,7 @@ pub fn run(global: &GlobalArgs, args: &PassportArgs) -> anyhow::Result<()> {
             let p = &loaded.passport;
             match global.output {
                 OutputFormat::Json | OutputFormat::Yaml => {
-                    let v = json!({"ok": true, "file": a.file, "schema_version": loaded.from_schema,
+                    let v = json!({"schema_version": "passport_validate.v1", "ok": true, "file": a.file, "passport_schema": loaded.from_schema,
                                    "name": p.name, "version": p.version});
                     crate::cli::output::print_structured(&mut out, global.output, &v)?;
                 }

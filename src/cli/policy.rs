@@ -110,7 +110,7 @@ pub fn run(global: &GlobalArgs, args: &PolicyArgs) -> anyhow::Result<()> {
             emit(
                 global,
                 &mut out,
-                &json!({"added": e, "policy_dir": dir}),
+                &json!({"schema_version": "policy_add.v1", "added": e, "policy_dir": dir}),
                 || {
                     format!(
                         "added {} {} (WIT {}) sha256:{}\n  to {}\n",
@@ -137,7 +137,7 @@ pub fn run(global: &GlobalArgs, args: &PolicyArgs) -> anyhow::Result<()> {
             emit(
                 global,
                 &mut out,
-                &json!({"lock": lock, "path": dir.join(policy::LOCK_FILE)}),
+                &json!({"schema_version": "policy_lock_result.v1", "lock": lock, "path": dir.join(policy::LOCK_FILE)}),
                 || {
                     let mut s = format!(
                         "wrote {} ({} policies)\n",
@@ -157,7 +157,7 @@ pub fn run(global: &GlobalArgs, args: &PolicyArgs) -> anyhow::Result<()> {
             emit(
                 global,
                 &mut out,
-                &json!({"ok": bad.is_empty(), "policies": results}),
+                &json!({"schema_version": "policy_verify.v1", "ok": bad.is_empty(), "policies": results}),
                 || {
                     let mut s = String::new();
                     for r in &results {
@@ -218,24 +218,29 @@ fn list(global: &GlobalArgs, dir: Option<&Path>, out: &mut dyn Write) -> anyhow:
                    "chords": s.meta.chords, "sha256": s.sha256, "source": s.origin.describe()})
         })
         .collect();
-    emit(global, out, &json!({"policies": rows}), || {
-        let mut s = format!(
-            "{:<18} {:<8} {:<5} {:<9} {:<18} SOURCE\n",
-            "ID", "VERSION", "WIT", "ADVANCED", "SHA256"
-        );
-        for p in &cat.sources {
-            s += &format!(
-                "{:<18} {:<8} {:<5} {:<9} {:<18} {}\n",
-                p.meta.id,
-                p.meta.version,
-                p.meta.wit_version,
-                if p.meta.advanced { "yes" } else { "no" },
-                format!("{}…", &p.sha256[..16]),
-                p.origin.describe()
+    emit(
+        global,
+        out,
+        &json!({"schema_version": "policy_list.v1", "policies": rows}),
+        || {
+            let mut s = format!(
+                "{:<18} {:<8} {:<5} {:<9} {:<18} SOURCE\n",
+                "ID", "VERSION", "WIT", "ADVANCED", "SHA256"
             );
-        }
-        s
-    })
+            for p in &cat.sources {
+                s += &format!(
+                    "{:<18} {:<8} {:<5} {:<9} {:<18} {}\n",
+                    p.meta.id,
+                    p.meta.version,
+                    p.meta.wit_version,
+                    if p.meta.advanced { "yes" } else { "no" },
+                    format!("{}…", &p.sha256[..16]),
+                    p.origin.describe()
+                );
+            }
+            s
+        },
+    )
 }
 
 fn inspect(
@@ -251,7 +256,7 @@ fn inspect(
     let wit = m
         .wit_text()
         .unwrap_or("(this host does not ship the text of that WIT version)");
-    let value = json!({"metadata": m, "sha256": src.sha256, "source": src.origin.describe(), "bytes": src.bytes.len(),
+    let value = json!({"schema_version": "policy_inspect.v1", "metadata": m, "sha256": src.sha256, "source": src.origin.describe(), "bytes": src.bytes.len(),
                        "imports": imports, "exports": exports, "wit": wit});
     emit(global, out, &value, || {
         let list = |v: &[String]| {

@@ -179,6 +179,7 @@ pub fn run(global: &GlobalArgs, args: &ReportArgs) -> anyhow::Result<()> {
     match global.output {
         OutputFormat::Json | OutputFormat::Yaml => {
             let v = json!({
+                "schema_version": "report.v1",
                 "report": args.out,
                 "bytes": html.len(),
                 "windows": m.windows.len(),

@@ -317,7 +317,7 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
     if m.decision_windows > 0 {
         let proposals: usize = m.decisions.iter().map(|d| d.proposals.len()).sum();
         let blocked: usize = m.decisions.iter().map(|d| d.blocked.len()).sum();
-        let applied: usize = m.decisions.iter().map(|d| d.applied.len()).sum();
+        let applied = super::model::applied_count(m);
         let _ = writeln!(
             s,
             "<div class=\"card\" data-card=\"decisions\"><h3>Decisions</h3><div class=\"v\">{} proposed · {} blocked · {} applied</div><div class=\"muted\">{} windows · policy {} · passport {}</div></div>",

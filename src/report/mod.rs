@@ -73,7 +73,7 @@ pub fn story_lines(m: &ReportModel) -> Vec<String> {
     if m.decision_windows > 0 {
         let proposals: usize = m.decisions.iter().map(|d| d.proposals.len()).sum();
         let blocked: usize = m.decisions.iter().map(|d| d.blocked.len()).sum();
-        let applied: usize = m.decisions.iter().map(|d| d.applied.len()).sum();
+        let applied = model::applied_count(m);
         out.push(format!(
             "  decisions {} windows · {proposals} proposed · {blocked} blocked · {applied} applied",
             crate::cli::human::thousands(m.decision_windows)

@@ -619,7 +619,12 @@ pub struct ApplyRead {
     pub when: Option<i64>,
     /// Knob changes written to the cluster (`actions[].changes` of the items that were patched).
     pub applied: Vec<Change>,
+    /// The keyring the license was checked against when it was not the built-in production one.
+    pub keyring_override: Option<String>,
 }
+
+/// A knob the cluster did not set before an apply (`from: null` in the apply report).
+pub const UNSET: &str = "unset";
 
 fn bool_at(v: &Value, path: &[&str]) -> Option<bool> {
     path.iter().try_fold(v, |v, k| v.get(*k))?.as_bool()
@@ -637,6 +642,7 @@ pub fn read_apply(text: &str) -> ApplyRead {
                 },
                 when: None,
                 applied: Vec::new(),
+                keyring_override: None,
             };
         }
     };
@@ -661,13 +667,21 @@ pub fn read_apply(text: &str) -> ApplyRead {
         for mut c in changes(a.get("changes")) {
             for side in [&mut c.from, &mut c.to] {
                 if side == "?" {
-                    *side = "(none)".into();
+                    *side = UNSET.into();
                 }
             }
             c.reason = target.clone();
             applied.push(c);
         }
     }
+    // A development license trusted through `--keyring`/MODEKEEPER_KEYRING: the page must say so.
+    let keyring_override = v
+        .get("keyring")
+        .filter(|k| bool_at(k, &["override"]) == Some(true))
+        .map(|k| match k.get("path").and_then(Value::as_str) {
+            Some(p) => clip(p),
+            None => text_of(k.get("source")),
+        });
     let gate = match v.get("ok").and_then(Value::as_bool) {
         Some(true) => {
             let mut detail = if actions.is_empty() {
@@ -688,6 +702,9 @@ pub fn read_apply(text: &str) -> ApplyRead {
             }
             if let Some(p) = v.get("rollback_plan_path").and_then(Value::as_str) {
                 detail += &format!(" · rollback plan {}", clip(p));
+            }
+            if let Some(k) = &keyring_override {
+                detail += &format!(" · {}", keyring_note(k));
             }
             Gate::Ok { detail }
         }
@@ -729,6 +746,9 @@ pub fn read_apply(text: &str) -> ApplyRead {
             if patched > 0 || failed > 0 {
                 detail.push(format!("{patched} applied, {failed} failed"));
             }
+            if let Some(k) = &keyring_override {
+                detail.push(keyring_note(k));
+            }
             Gate::Blocked {
                 reason: reason.unwrap_or_else(|| "not ok".into()),
                 detail: detail.join(" · "),
@@ -742,6 +762,46 @@ pub fn read_apply(text: &str) -> ApplyRead {
         gate,
         when,
         applied,
+        keyring_override,
+    }
+}
+
+fn keyring_note(keyring: &str) -> String {
+    format!(
+        "license trusted through a keyring override ({keyring}), not the built-in production keys: a development license"
+    )
+}
+
+/// Knob changes applied, counted once: the decision trace's own (`closed-loop run --apply`), else
+/// what a separate `k8s apply` of the plan wrote.
+pub fn applied_count(m: &ReportModel) -> usize {
+    let in_trace: usize = m.decisions.iter().map(|d| d.applied.len()).sum();
+    if in_trace > 0 {
+        in_trace
+    } else {
+        m.outcome.applied.len()
+    }
+}
+
+/// A proposal reads `4 → 5` when the plan assumed the registry default 4, while the apply found the
+/// knob unset on the workload: say which, so the two do not contradict each other.
+fn note_assumed_values(m: &mut ReportModel) {
+    let mut notes = Vec::new();
+    for a in m.outcome.applied.iter().filter(|a| a.from == UNSET) {
+        let assumed = m
+            .decisions
+            .iter()
+            .flat_map(|d| d.proposals.iter())
+            .find(|p| p.knob == a.knob && p.from != "?" && p.from != UNSET);
+        if let Some(p) = assumed {
+            notes.push(format!(
+                "{}: the plan's {} → {} assumed {} (the plan's starting knobs), but {} did not set it before the apply; it is now {} (plan with --knobs-from-cluster to start from the cluster's values)",
+                a.knob, p.from, p.to, p.from, a.reason, a.to
+            ));
+        }
+    }
+    for n in notes {
+        m.notes.note(n);
     }
 }
 
@@ -761,6 +821,7 @@ pub fn finish(m: &mut ReportModel, symptom_bands: Vec<Band>) {
         );
     }
     m.bands.sort_by_key(|b| (b.first_step, b.last_step));
+    note_assumed_values(m);
 }
 
 #[cfg(test)]
@@ -833,11 +894,50 @@ not json
         assert_eq!(
             a.gate,
             Gate::Ok {
-                detail: "2 of 2 plan item(s) applied: grad_accum_steps 4 → 8, microbatch_size (none) → 16 · rollback plan out/rollback_plan.json".into()
+                detail: "2 of 2 plan item(s) applied: grad_accum_steps 4 → 8, microbatch_size unset → 16 · rollback plan out/rollback_plan.json".into()
             }
         );
         assert_eq!(a.applied.len(), 2);
         assert_eq!(a.applied[0].reason, "ml/trainer");
+        assert_eq!(a.keyring_override, None);
+        let a = read_apply(
+            r#"{"ok":true,"keyring":{"source":"flag","path":"/tmp/dev/keyring.json","override":true,"kids":["k1"]},"actions":[]}"#,
+        );
+        assert_eq!(a.keyring_override.as_deref(), Some("/tmp/dev/keyring.json"));
+        let Gate::Ok { detail } = a.gate else {
+            panic!()
+        };
+        assert!(
+            detail.contains("keyring override (/tmp/dev/keyring.json)"),
+            "{detail}"
+        );
+        let a = read_apply(
+            r#"{"ok":false,"block_reason":"verify_failed","keyring":{"source":"builtin","path":null,"override":false,"kids":[]}}"#,
+        );
+        assert_eq!(a.keyring_override, None);
+    }
+
+    /// The proposal's `from` (the plan's assumption) and the apply's (the cluster's) differ: a note
+    /// says why, and the applied count of a separate `k8s apply` shows on the decisions card.
+    #[test]
+    fn an_apply_of_an_unset_knob_explains_the_assumed_value() {
+        let mut m = ReportModel::default();
+        read_decision_trace(&mut m, TRACE.as_bytes(), true).unwrap();
+        assert_eq!(applied_count(&m), 0);
+        let a = read_apply(
+            r#"{"ok":true,"actions":[{"ok":true,"namespace":"ml","name":"trainer","changes":[{"knob":"dataloader_prefetch_factor","from":null,"to":"3"}]}]}"#,
+        );
+        m.outcome.applied = a.applied;
+        finish(&mut m, Vec::new());
+        assert_eq!(applied_count(&m), 1);
+        let note = m
+            .notes
+            .notes
+            .iter()
+            .find(|n| n.starts_with("dataloader_prefetch_factor:"))
+            .unwrap_or_else(|| panic!("{:?}", m.notes));
+        assert!(note.contains("2 → 3 assumed 2"), "{note}");
+        assert!(note.contains("ml/trainer did not set it"), "{note}");
     }
 
     #[test]

@@ -167,7 +167,7 @@ fn execute(
 
     // Everything the user could get wrong is checked; from here on artifacts are written.
     // A plan-only run can be replayed byte for byte: its artifacts skip the per-file fsync.
-    let out = OutDir::create(&args.out, started)?;
+    let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let out = if args.apply { out } else { out.without_fsync() };
     let mut trace_file = out.stream(TRACE_FILE)?;
     let mut trace = TraceDigest {

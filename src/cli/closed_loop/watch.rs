@@ -259,7 +259,7 @@ fn execute(
     let source_describe = source.describe();
 
     // From here on artifacts are written.
-    let out = OutDir::create(&args.out, started)?;
+    let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let trace_path = out.path(TRACE_FILE);
     let trace_file =
         crate::fsio::no_follow(OpenOptions::new().create(true).write(true).truncate(false))
@@ -355,14 +355,20 @@ fn execute(
                 pr.ended = true;
             } else {
                 batch.clear();
-                let poll = source.poll(&mut batch, POLL_WAIT)?;
+                let poll = source.poll(&mut batch, POLL_WAIT);
+                // The events first: a source that fails says why it stopped in them too.
                 for ev in source.drain_events() {
                     pr.source_events += 1;
                     explain.event("watch_source_event", serde_json::to_value(&ev)?)?;
                     if plain_lines {
                         println!("source_event={} detail={}", ev.kind, ev.detail);
                     }
+                    if terminal {
+                        // Above the status line, which the next round redraws.
+                        eprintln!("\r\x1b[2Ksource: {}", source_event_text(&ev));
+                    }
                 }
+                let poll = poll?;
                 pr.carry.extend(batch.drain(..));
                 source_done = poll == Poll::Ended;
             }
@@ -672,6 +678,14 @@ fn window_line(ev: &TraceEvent, index: u64) -> String {
             blocked.join(",")
         },
     )
+}
+
+/// A source event as one line for a terminal: its message when it has one.
+fn source_event_text(ev: &crate::telemetry::live::SourceEvent) -> String {
+    match ev.detail.get("message").and_then(serde_json::Value::as_str) {
+        Some(m) => format!("{}: {m}", ev.kind),
+        None => format!("{} {}", ev.kind, ev.detail),
+    }
 }
 
 fn status_line(dec: &Decider<'_>, inp: &Inputs) {

@@ -445,6 +445,12 @@ pub struct PrometheusSource {
     events: Vec<SourceEvent>,
     warned: Vec<String>,
     ended: bool,
+    /// Pages read by this process, and how many of them had a step-time series: a range read
+    /// without one is a query that matches nothing (DCGM metrics alone), not a quiet job.
+    pages_read: u64,
+    pages_with_step_time: u64,
+    /// A `no_step_time_series` event was recorded and no series has appeared since.
+    no_series_reported: bool,
 }
 
 fn align_up(t: i64, step: i64) -> i64 {
@@ -456,6 +462,12 @@ fn align_down(t: i64, step: i64) -> i64 {
 }
 
 /// Epoch ms as Prometheus' float seconds.
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 fn secs(ms: i64) -> String {
     format!("{}.{:03}", ms.div_euclid(1000), ms.rem_euclid(1000))
 }
@@ -583,6 +595,9 @@ impl PrometheusSource {
             events: Vec::new(),
             warned: Vec::new(),
             ended: false,
+            pages_read: 0,
+            pages_with_step_time: 0,
+            no_series_reported: false,
             cfg,
             body_limit,
         };
@@ -764,6 +779,26 @@ impl PrometheusSource {
             results.push((*field, self.query_range(*field, q, start, end)?));
         }
         let (_, mut records) = results.remove(0);
+        self.pages_read += 1;
+        if records.is_empty() {
+            if !self.no_series_reported {
+                self.no_series_reported = true;
+                let others: Vec<&str> = results
+                    .iter()
+                    .filter(|(_, s)| !s.is_empty())
+                    .map(|(f, _)| f.name())
+                    .collect();
+                let message = self.no_series_message(start, end);
+                self.event(
+                    "no_step_time_series",
+                    json!({"query": self.cfg.queries.step_time_ms, "start_ms": start, "end_ms": end,
+                           "queries_with_series": others, "message": message}),
+                );
+            }
+        } else {
+            self.pages_with_step_time += 1;
+            self.no_series_reported = false;
+        }
         // Stable output order: by node, then rank (numerically when it is a number).
         records.sort_by(|a, b| {
             let key = |s: &Series| {
@@ -843,6 +878,31 @@ impl PrometheusSource {
         }
         self.page_end = Some(end);
         Ok(())
+    }
+
+    fn no_series_message(&self, start: i64, end: i64) -> String {
+        format!(
+            "the step-time query `{}` returned no series for {}–{}: without step times there is nothing to judge (GPU metrics alone are not enough; docs/telemetry.md shows recording rules that publish modekeeper_step_time_ms)",
+            cut(&one_line(&self.cfg.queries.step_time_ms), 200),
+            rfc3339_ms(start),
+            rfc3339_ms(end)
+        )
+    }
+
+    /// The range ended: an error when every page this process read lacked a step-time series.
+    fn end(&mut self) -> anyhow::Result<Poll> {
+        self.ended = true;
+        if self.pages_read > 0 && self.pages_with_step_time == 0 {
+            let (start, end) = (
+                align_up(self.cfg.start_ms, self.step_ms),
+                self.last_allowed.unwrap_or(self.next_ts),
+            );
+            return Err(crate::error::input_error(
+                "no_step_time_series",
+                format!("Prometheus: {}", self.no_series_message(start, end)),
+            ));
+        }
+        Ok(Poll::Ended)
     }
 
     /// The next page to read, if its first point is due.
@@ -991,8 +1051,7 @@ impl LiveSource for PrometheusSource {
                     },
                     None => {
                         if self.last_allowed.is_some_and(|last| self.next_ts > last) {
-                            self.ended = true;
-                            return Ok(Poll::Ended);
+                            return self.end();
                         }
                         // Caught up: the next grid point is due once it is `lag` old.
                         let due = self.next_ts + self.cfg.lag.as_millis() as i64;
@@ -1166,6 +1225,56 @@ mod tests {
             comm_ms: None,
         };
         c
+    }
+
+    /// Only GPU metrics, no step-time series: one event while reading, and at the end of a finite
+    /// range an input error (exit 2), never a silent `source_ended` with no window.
+    #[test]
+    fn a_step_time_query_without_series_fails_loudly() {
+        use std::io::Write;
+        let url = serve(|c| {
+            let body = json!({"status": "success", "data": {"resultType": "matrix", "result": []}})
+                .to_string();
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        let mut cfg = one_query(&url);
+        cfg.page_steps = 2;
+        let mut src = PrometheusSource::open(cfg, None).unwrap();
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let err = loop {
+            match src.poll(&mut out, Duration::from_secs(5)) {
+                Ok(Poll::Open) => {}
+                Ok(Poll::Ended) => panic!("ended without an error"),
+                Err(e) => break e,
+            }
+            events.extend(src.drain_events());
+        };
+        events.extend(src.drain_events());
+        assert!(out.is_empty());
+        assert_eq!(crate::error::exit_code(&err), 2);
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("the step-time query `x` returned no series for 1970-01-01T00:00:00Z–1970-01-01T00:00:10Z"),
+            "{msg}"
+        );
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["no_step_time_series"],
+            "reported once, not per page"
+        );
+        assert_eq!(events[0].detail["query"], "x");
+        assert!(
+            events[0].detail["message"]
+                .as_str()
+                .unwrap()
+                .contains("no series")
+        );
     }
 
     #[test]

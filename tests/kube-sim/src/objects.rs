@@ -98,8 +98,11 @@ pub fn workload(seed: &WorkloadSeed) -> Value {
         "annotations",
         &seed.template_annotations,
     );
-    let template =
-        json!({"metadata": template_meta, "spec": pod_spec(&seed.effective_containers())});
+    let mut spec = pod_spec(&seed.effective_containers());
+    if !seed.volumes.is_empty() {
+        spec["volumes"] = Value::Array(seed.volumes.clone());
+    }
+    let template = json!({"metadata": template_meta, "spec": spec});
     let mut meta = json!({"name": seed.name, "namespace": seed.namespace});
     put_map(&mut meta, "labels", &labels);
     let mut annotations = seed.annotations.clone();

@@ -73,6 +73,9 @@ pub struct WorkloadSeed {
     /// Log lines every pod of the workload starts with, per container name.
     #[serde(default)]
     pub logs: BTreeMap<String, Vec<LogLineSeed>>,
+    /// Pod-template volumes (`spec.template.spec.volumes`), as JSON.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<serde_json::Value>,
 }
 
 fn default_workload_kind() -> ResourceKind {
@@ -104,7 +107,14 @@ impl WorkloadSeed {
             template_annotations: BTreeMap::new(),
             containers: vec![],
             logs: BTreeMap::new(),
+            volumes: vec![],
         }
+    }
+
+    /// A pod-template volume (a Downward-API or ConfigMap volume, as JSON).
+    pub fn volume(mut self, volume: serde_json::Value) -> Self {
+        self.volumes.push(volume);
+        self
     }
 
     pub fn replicas(mut self, n: u32) -> Self {
