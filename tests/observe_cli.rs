@@ -181,7 +181,8 @@ fn dirty_lines_are_counted_by_reason_and_skipped() {
         70,
         r#"{"step": 996, "step_time_ms": 28, "loss": Infinity}"#.into(),
     );
-    lines.insert(80, r#"{"step": 995, "loss": 1.0}"#.into());
+    // Neither a step time nor a loss (a loss alone is a record: loss-only telemetry).
+    lines.insert(80, r#"{"step": 995, "gpu_util_pct": 50}"#.into());
     lines.insert(
         90,
         r#"{"step": 994, "step_time_ms": 28, "ts": "yesterday"}"#.into(),

@@ -17,12 +17,13 @@ use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
 /// a parser thread cost a cache miss per record where windows read it (and a cross-thread free).
 pub type WorkerLatencies = smallvec::SmallVec<[f64; 8]>;
 
-/// One validated telemetry record. `step_time_ms` is the only required measurement.
+/// One validated telemetry record: it carries a step time, a loss, or both.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub ts_ms: Option<i64>,
     pub step: Option<u64>,
-    pub step_time_ms: f64,
+    /// `None` in loss-only telemetry (and for a planned slow step once the windower set it aside).
+    pub step_time_ms: Option<f64>,
     /// Always finite: a NaN or infinite loss leaves this `None` and sets `loss_non_finite`.
     pub loss: Option<f64>,
     /// The trainer reported a NaN or infinite loss (divergence): the record is kept, the loss flagged.
@@ -35,12 +36,13 @@ pub struct Sample {
     pub comm_ms: Option<f64>,
     pub node: Option<Arc<str>>,
     pub rank: Option<u32>,
-    /// Throughput as the trainer printed it (whole job unless the reader says otherwise).
-    pub tokens_per_s: Option<f64>,
-    pub samples_per_s: Option<f64>,
+    /// Throughput as the trainer printed it (whole job unless the reader says otherwise). Narrow
+    /// types: records in flight are what bounds ingest memory, and these are informational.
+    pub tokens_per_s: Option<f32>,
+    pub samples_per_s: Option<f32>,
     /// The planned shape of a step: a change of either re-baselines the run instead of raising drift.
-    pub global_batch_size: Option<u64>,
-    pub seq_len: Option<u64>,
+    pub global_batch_size: Option<u32>,
+    pub seq_len: Option<u32>,
     /// A planned slow step the trainer announced (evaluation, checkpoint, first step after resume).
     pub event: Option<TrainerEvent>,
 }
@@ -105,10 +107,10 @@ pub struct RecordBuilder<'a> {
     node: Option<NodeName<'a>>,
     rank: Option<u32>,
     loss_non_finite: bool,
-    tokens_per_s: Option<f64>,
-    samples_per_s: Option<f64>,
-    global_batch_size: Option<u64>,
-    seq_len: Option<u64>,
+    tokens_per_s: Option<f32>,
+    samples_per_s: Option<f32>,
+    global_batch_size: Option<u32>,
+    seq_len: Option<u32>,
     event: Option<TrainerEvent>,
     seen: u32,
     problem: Option<SkipReason>,
@@ -184,15 +186,34 @@ impl<'a> RecordBuilder<'a> {
             Field::GpuUtilPct => &mut self.gpu_util_pct,
             Field::GpuMemUtilPct => &mut self.gpu_mem_util_pct,
             Field::CommMs => &mut self.comm_ms,
-            Field::TokensPerS => &mut self.tokens_per_s,
-            Field::SamplesPerS => &mut self.samples_per_s,
-            Field::Step | Field::GlobalBatchSize | Field::SeqLen => {
-                let slot = match field {
-                    Field::Step => &mut self.step,
-                    Field::GlobalBatchSize => &mut self.global_batch_size,
-                    _ => &mut self.seq_len,
+            Field::TokensPerS | Field::SamplesPerS => {
+                let v = x as f32;
+                if !v.is_finite() {
+                    return self.fail(SkipReason::OutOfRange);
+                }
+                let slot = if field == Field::TokensPerS {
+                    &mut self.tokens_per_s
+                } else {
+                    &mut self.samples_per_s
                 };
+                return *slot = Some(v);
+            }
+            Field::Step => {
                 return match num.to_u64() {
+                    Ok(i) => self.step = Some(i),
+                    Err(e) => self.fail(e.into()),
+                };
+            }
+            Field::GlobalBatchSize | Field::SeqLen => {
+                let v = num
+                    .to_u64()
+                    .and_then(|i| u32::try_from(i).map_err(|_| ValueError::OutOfRange));
+                let slot = if field == Field::SeqLen {
+                    &mut self.seq_len
+                } else {
+                    &mut self.global_batch_size
+                };
+                return match v {
                     Ok(i) => *slot = Some(i),
                     Err(e) => self.fail(e.into()),
                 };
@@ -274,13 +295,14 @@ impl<'a> RecordBuilder<'a> {
         if let Some(p) = self.problem {
             return Err(p);
         }
-        let Some(step_time_ms) = self.step_time_ms else {
+        // Loss-only telemetry is judged on its loss; a record with neither says nothing.
+        if self.step_time_ms.is_none() && self.loss.is_none() && !self.loss_non_finite {
             return Err(SkipReason::MissingStepTime);
-        };
+        }
         Ok(Sample {
             ts_ms: self.ts_ms,
             step: self.step,
-            step_time_ms,
+            step_time_ms: self.step_time_ms,
             loss: self.loss,
             data_wait_ms: self.data_wait_ms,
             worker_latencies_ms: self.workers.unwrap_or_default(),
@@ -638,7 +660,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.ts_ms, Some(1_767_225_600_000));
         assert_eq!(s.step, Some(7));
-        assert_eq!(s.step_time_ms, 30.5);
+        assert_eq!(s.step_time_ms, Some(30.5));
         assert_eq!(s.loss, None);
         assert_eq!(s.worker_latencies_ms.as_slice(), [1.0, 2.0]);
         assert_eq!(s.gpu_util_pct, Some(95.0));
@@ -650,7 +672,7 @@ mod tests {
     #[test]
     fn first_alias_wins() {
         let s = parse(r#"{"step_time_ms":10,"latency_ms":99,"ts":1,"timestamp":"x"}"#).unwrap();
-        assert_eq!(s.step_time_ms, 10.0);
+        assert_eq!(s.step_time_ms, Some(10.0));
         assert_eq!(s.ts_ms, Some(1000));
     }
 
@@ -709,6 +731,16 @@ mod tests {
         }
         let line = r#"{"step_time_ms":5,"global_batch_size":1.5}"#;
         assert_eq!(parse(line).unwrap_err(), SkipReason::WrongType);
+    }
+
+    #[test]
+    fn loss_only_records_are_kept_and_empty_ones_are_not() {
+        let s = parse(r#"{"step":4,"loss":2.5}"#).unwrap();
+        assert_eq!((s.step_time_ms, s.loss), (None, Some(2.5)));
+        let s = parse(r#"{"step":4,"loss":"nan"}"#).unwrap();
+        assert!(s.loss_non_finite && s.step_time_ms.is_none());
+        let line = r#"{"step":4,"loss":null,"gpu_util_pct":50}"#;
+        assert_eq!(parse(line).unwrap_err(), SkipReason::MissingStepTime);
     }
 
     /// A NaN or infinite loss keeps the record: it is the divergence signal.
