@@ -255,3 +255,60 @@ fn a_planned_batch_size_change_rebaselines_instead_of_raising_drift() {
         "a planned change drove a chord"
     );
 }
+
+fn gz_trace(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/traces")
+        .join(format!("{name}.jsonl.gz"))
+}
+
+/// The closed loop cannot fix a rising or diverged loss: it says so in the terminal, the report and
+/// summary.md, and proposes nothing for it.
+#[test]
+fn closed_loop_run_flags_a_rising_loss_for_a_human() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let o = run_ok(&gz_trace("loss_drift"), &out, &[]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("ALERT     NEEDS A HUMAN: loss rising since step"),
+        "{text}"
+    );
+    let r = json(&out.join("closed_loop_latest.json"));
+    let alerts = r["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["kind"], "loss_rising");
+    // Labelled LOSS-DRIFT from step 1373: found within the window that holds it.
+    let first = alerts[0]["first_step"].as_u64().unwrap();
+    assert!((1301..=1400).contains(&first), "{first}");
+    assert_eq!(r["proposed_total"], 0);
+    let md = fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("NEEDS A HUMAN: loss rising"), "{md}");
+
+    // A healthy run raises none.
+    let out = tmp.path().join("stable");
+    run_ok(&gz_trace("stable"), &out, &[]);
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert!(r.get("alerts").is_none(), "{}", r["alerts"]);
+}
+
+#[test]
+fn closed_loop_run_flags_a_diverged_loss_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (1..=600).map(steady).collect();
+    lines[449] = format!(
+        r#"{{"ts": {}, "step": 450, "step_time_ms": 101, "loss": "nan"}}"#,
+        T0 + 45_000
+    );
+    let p = write(tmp.path(), "nan.jsonl", &lines);
+    let out = tmp.path().join("out");
+    let o = run_ok(&p, &out, &[]);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        text.contains("NEEDS A HUMAN: LOSS DIVERGED at step 450"),
+        "{text}"
+    );
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["alerts"][0]["kind"], "loss_divergence");
+    assert_eq!(r["alerts"][0]["first_step"], 401);
+}
