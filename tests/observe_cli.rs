@@ -605,9 +605,12 @@ fn peak_memory_is_bounded_by_bytes_not_lines() {
             peak_kib / 1024,
             peak_kib.saturating_sub(base_kib) / 1024
         );
+        // 56 MiB: issue 12 grew a record from 224 to 264 bytes (loss-only records, throughput,
+        // step shape, planned events), and the worst case below is ~100k records in flight; it
+        // measured 45-46 MiB alone and crossed the former 48 MiB under a parallel test run.
         assert!(
-            peak_kib.saturating_sub(base_kib) < 48 * 1024,
-            "{name}: peak RSS {peak_kib} KiB, {base_kib} KiB on a tiny input: ingest took over 48 MiB"
+            peak_kib.saturating_sub(base_kib) < 56 * 1024,
+            "{name}: peak RSS {peak_kib} KiB, {base_kib} KiB on a tiny input: ingest took over 56 MiB"
         );
     }
 }
