@@ -265,3 +265,30 @@ fn progress_bar(src: &OpenedSource, show: bool) -> Option<ProgressBar> {
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_slow_runs_get_shorter_windows() {
+        let req = FeatureConfig {
+            window_steps: 50,
+            warmup_steps: 200,
+        };
+        let got = |m, g| {
+            let c = adapt_config(req, m, g);
+            (c.window_steps, c.warmup_steps)
+        };
+        // A 28 ms H100 step, a 1 s step logged every 10th, loss only: untouched.
+        assert_eq!(got(Some(28.0), 1), (50, 200));
+        assert_eq!(got(Some(1000.0), 10), (50, 200));
+        assert_eq!(got(None, 1), (50, 200));
+        // Two-minute iterations: windows of 4 records, two windows of warm-up.
+        assert_eq!(got(Some(127_000.0), 1), (4, 8));
+        // Five-second steps: a minute per window, five minutes of warm-up.
+        assert_eq!(got(Some(5000.0), 1), (12, 60));
+        // Logged every 5th step: still four records per window.
+        assert_eq!(got(Some(127_000.0), 5), (20, 40));
+    }
+}

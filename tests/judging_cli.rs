@@ -282,6 +282,20 @@ fn closed_loop_run_flags_a_rising_loss_for_a_human() {
     let first = alerts[0]["first_step"].as_u64().unwrap();
     assert!((1301..=1400).contains(&first), "{first}");
     assert_eq!(r["proposed_total"], 0);
+    // The decision trace activates DRIFT-RETUNE (the drift chord) and proposes nothing with it.
+    let lines = trace_lines(&out);
+    let retune: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["chord"] == "DRIFT-RETUNE")
+        .collect();
+    assert!(retune.len() >= 40, "{} DRIFT-RETUNE windows", retune.len());
+    assert!(
+        retune
+            .iter()
+            .all(|l| l["proposals"] == serde_json::json!([]))
+    );
+    let first = retune[0]["window"]["first_step"].as_u64().unwrap();
+    assert!((1301..=1400).contains(&first), "{first}");
     let md = fs::read_to_string(out.join("summary.md")).unwrap();
     assert!(md.contains("NEEDS A HUMAN: loss rising"), "{md}");
 
@@ -311,4 +325,27 @@ fn closed_loop_run_flags_a_diverged_loss_at_once() {
     let r = json(&out.join("closed_loop_latest.json"));
     assert_eq!(r["alerts"][0]["kind"], "loss_divergence");
     assert_eq!(r["alerts"][0]["first_step"], 401);
+}
+
+#[test]
+fn closed_loop_watch_says_a_rising_loss_needs_a_human_the_moment_it_shows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("watch");
+    let o = bin()
+        .args(["closed-loop", "watch", "--path"])
+        .arg(gz_trace("loss_drift"))
+        .arg("--out")
+        .arg(&out)
+        .args(["-o", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("ALERT NEEDS A HUMAN: loss rising").count(),
+        1,
+        "{stderr}"
+    );
+    let explain = fs::read_to_string(out.join("explain.jsonl")).unwrap();
+    assert!(explain.contains(r#""watch_alert""#), "{explain}");
 }
