@@ -349,3 +349,17 @@ fn closed_loop_watch_says_a_rising_loss_needs_a_human_the_moment_it_shows() {
     let explain = fs::read_to_string(out.join("explain.jsonl")).unwrap();
     assert!(explain.contains(r#""watch_alert""#), "{explain}");
 }
+
+/// The real BigScience Megatron-DeepSpeed run (tests/data/real/README.md): 62 iterations of about
+/// two minutes. Before windows adapted to step duration it was "not enough data".
+#[test]
+fn the_real_two_minute_iteration_run_is_judged_steady() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real/bigscience_n16_ds_off.jsonl");
+    let (r, text) = observe(&p, &tmp.path().join("out"));
+    assert_eq!(r["ingest"]["records_emitted"], 62);
+    assert_eq!(r["verdict"]["state"], "steady", "{text}");
+    assert_eq!(r["config"]["window_steps"], 4);
+    assert_eq!(r["verdict"]["windows_after_warmup"], 14);
+}
