@@ -290,12 +290,10 @@ impl FeatureExtractor {
                 }
             }
         }
-        if !warmup {
-            if let Some(l) = w.loss_mean {
-                match &mut self.loss {
-                    Some(b) => b.update(l),
-                    None => self.loss = Some(RobustBaseline::new(l, LOSS_REL_FLOOR, 1e-9)),
-                }
+        if !warmup && let Some(l) = w.loss_mean {
+            match &mut self.loss {
+                Some(b) => b.update(l),
+                None => self.loss = Some(RobustBaseline::new(l, LOSS_REL_FLOOR, 1e-9)),
             }
         }
         f

@@ -194,8 +194,12 @@ mod tests {
     fn periodic_evaluation_is_found_from_its_second_occurrence() {
         let mut p = PlannedSteps::default();
         let mut set_aside = vec![];
-        for step in 1..=1000 {
-            let st = if step % 100 == 0 { 700.0 } else { 100.0 };
+        for step in 1..=1000u64 {
+            let st = if step.is_multiple_of(100) {
+                700.0
+            } else {
+                100.0
+            };
             if p.classify(&rec(step, st)).is_some() {
                 set_aside.push(step);
             }
