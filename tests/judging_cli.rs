@@ -62,13 +62,14 @@ fn steady(step: u64) -> String {
 fn a_nan_loss_is_a_divergence_incident_and_the_record_is_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let mut lines: Vec<String> = (1..=600).map(steady).collect();
-    // As trainers print them: `nan`, `inf`.
+    // As trainers print it: `nan`.
     lines[449] = format!(
         r#"{{"ts": {}, "step": 450, "step_time_ms": 101, "loss": "nan"}}"#,
         T0 + 45_000
     );
+    // Python's json.dumps writes a bare token.
     lines[450] = format!(
-        r#"{{"ts": {}, "step": 451, "step_time_ms": 101, "loss": "inf"}}"#,
+        r#"{{"ts": {}, "step": 451, "step_time_ms": 101, "loss": NaN}}"#,
         T0 + 45_100
     );
     let p = write(tmp.path(), "nan.jsonl", &lines);

@@ -179,7 +179,8 @@ fn dirty_lines_are_counted_by_reason_and_skipped() {
     lines.insert(60, r#"{"step": 997, "step_time_ms": NaN}"#.into());
     lines.insert(
         70,
-        r#"{"step": 996, "step_time_ms": 28, "loss": Infinity}"#.into(),
+        // (A bare non-finite loss is a divergence, not a bad line: the step time's is.)
+        r#"{"step": 996, "step_time_ms": Infinity, "loss": 1}"#.into(),
     );
     // Neither a step time nor a loss (a loss alone is a record: loss-only telemetry).
     lines.insert(80, r#"{"step": 995, "gpu_util_pct": 50}"#.into());

@@ -143,6 +143,31 @@ impl From<ValueError> for SkipReason {
 }
 
 impl<'a> RecordBuilder<'a> {
+    /// The same fields, owning the node name (for a record parsed from a rewritten copy).
+    fn into_owned(self) -> RecordBuilder<'static> {
+        RecordBuilder {
+            node: self.node.map(|n| NodeName::Owned(n.as_str().to_owned())),
+            ts_ms: self.ts_ms,
+            step: self.step,
+            step_time_ms: self.step_time_ms,
+            loss: self.loss,
+            data_wait_ms: self.data_wait_ms,
+            workers: self.workers,
+            gpu_util_pct: self.gpu_util_pct,
+            gpu_mem_util_pct: self.gpu_mem_util_pct,
+            comm_ms: self.comm_ms,
+            rank: self.rank,
+            loss_non_finite: self.loss_non_finite,
+            tokens_per_s: self.tokens_per_s,
+            samples_per_s: self.samples_per_s,
+            global_batch_size: self.global_batch_size,
+            seq_len: self.seq_len,
+            event: self.event,
+            seen: self.seen,
+            problem: self.problem,
+        }
+    }
+
     fn fail(&mut self, reason: SkipReason) {
         self.problem.get_or_insert(reason);
     }
@@ -331,8 +356,66 @@ pub fn parse_json_object(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason
     }
 }
 
-/// The general parser: any JSON, every error classified.
+/// The general parser: any JSON, every error classified. Bare `NaN`/`Infinity` tokens (Python's
+/// `json.dumps` writes them) are read as those words in strings, so a diverged loss is flagged like
+/// `"loss": "nan"` rather than costing the record; elsewhere they are still `non_finite`.
 pub(super) fn parse_json_object_general(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
+    match parse_json_strict(payload) {
+        Err(SkipReason::NonFinite) => match quote_bare_non_finite(payload) {
+            Some(quoted) => parse_json_strict(&quoted).map(RecordBuilder::into_owned),
+            None => Err(SkipReason::NonFinite),
+        },
+        other => other,
+    }
+}
+
+/// `payload` with each bare `NaN`, `Infinity` and `-Infinity` outside strings put in quotes, or
+/// `None` when there is none.
+fn quote_bare_non_finite(payload: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    let (mut i, mut in_str, mut found) = (0, false, false);
+    while i < payload.len() {
+        let c = payload[i];
+        if in_str {
+            out.push(c);
+            if c == b'\\' {
+                if let Some(n) = payload.get(i + 1) {
+                    out.push(*n);
+                }
+                i += 2;
+                continue;
+            }
+            in_str = c != b'"';
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_str = true;
+        } else if let Some(t) = TOKENS.iter().find(|t| payload[i..].starts_with(t)) {
+            let after = payload.get(i + t.len()).copied();
+            let before = out.iter().rev().find(|b| !b.is_ascii_whitespace()).copied();
+            if matches!(before, Some(b':' | b',' | b'['))
+                && matches!(
+                    after,
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                )
+            {
+                out.push(b'"');
+                out.extend_from_slice(t);
+                out.push(b'"');
+                i += t.len();
+                found = true;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    found.then_some(out)
+}
+
+fn parse_json_strict(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     let rec = match (&mut de).deserialize_map(RecordVisitor) {
         Ok(r) => r,
@@ -686,7 +769,7 @@ mod tests {
             (r#"{"step_time_ms":"fast"}"#, WrongType),
             (r#"{"step_time_ms":"NaN"}"#, NonFinite),
             (r#"{"step_time_ms":NaN}"#, NonFinite),
-            (r#"{"step_time_ms":1,"loss":Infinity}"#, NonFinite),
+            (r#"{"step_time_ms":Infinity,"loss":1}"#, NonFinite),
             (r#"{"step_time_ms":-1}"#, OutOfRange),
             (r#"{"step_time_ms":1,"gpu_util_pct":250}"#, OutOfRange),
             (r#"{"step_time_ms":1,"step":1.5}"#, WrongType),
@@ -754,6 +837,28 @@ mod tests {
                 "{v}"
             );
         }
+        // Bare tokens, as Python's json.dumps writes them; a string that holds one is left alone.
+        for line in [
+            r#"{"step_time_ms":5,"step":3,"loss":NaN}"#,
+            r#"{"step_time_ms":5,"step":3,"loss": -Infinity ,"node":"NaN, x"}"#,
+            r#"{"loss":Infinity,"step":3,"step_time_ms":5}"#,
+        ] {
+            let s = parse(line).unwrap();
+            assert_eq!(
+                (s.loss, s.loss_non_finite, s.step),
+                (None, true, Some(3)),
+                "{line}"
+            );
+        }
+        // An unknown field's NaN (a grad norm) no longer costs the record either.
+        let s = parse(r#"{"step_time_ms":5,"grad_norm":NaN,"loss":1}"#).unwrap();
+        assert_eq!((s.loss, s.loss_non_finite), (Some(1.0), false));
+        let s = parse(r#"{"step_time_ms":5,"loss":NaN,"node":"a\"NaN"}"#).unwrap();
+        assert_eq!(s.node.as_deref(), Some("a\"NaN"));
+        assert_eq!(
+            parse(r#"{"step_time_ms":5,"loss":NaNx}"#).unwrap_err(),
+            SkipReason::NonFinite
+        );
         let s = parse(r#"{"step_time_ms":5,"loss":2.5}"#).unwrap();
         assert_eq!((s.loss, s.loss_non_finite), (Some(2.5), false));
         // Another field's NaN still costs the record.
