@@ -368,3 +368,39 @@ fn the_real_two_minute_iteration_run_is_judged_steady() {
     assert_eq!(r["config"]["window_steps"], 4);
     assert_eq!(r["verdict"]["windows_after_warmup"], 14);
 }
+
+/// Loss-only telemetry in the closed loop: a rising loss activates DRIFT-RETUNE (no proposal) and
+/// raises the alert, though no window ever has a step-time baseline.
+#[test]
+fn closed_loop_judges_a_loss_only_run_on_its_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rising: Vec<String> = (1..=1500)
+        .map(|s| {
+            let loss = if s < 900 {
+                3.0
+            } else {
+                3.0 + (s - 900) as f64 * 0.01
+            };
+            format!(r#"{{"step": {s}, "loss": {loss:.4}}}"#)
+        })
+        .collect();
+    let p = write(tmp.path(), "rising.jsonl", &rising);
+    let out = tmp.path().join("out");
+    run_ok(&p, &out, &[]);
+    let lines = trace_lines(&out);
+    let chords: Vec<&str> = lines.iter().map(|l| l["chord"].as_str().unwrap()).collect();
+    let first = chords.iter().position(|c| *c == "DRIFT-RETUNE").unwrap();
+    assert!(
+        chords[..first].iter().all(|c| *c == "NORMAL-HOLD"),
+        "{chords:?}"
+    );
+    let step = lines[first]["window"]["first_step"].as_u64().unwrap();
+    assert!((901..=1000).contains(&step), "{step}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["proposals"] == serde_json::json!([]))
+    );
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["alerts"][0]["kind"], "loss_rising");
+}
