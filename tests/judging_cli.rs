@@ -109,6 +109,10 @@ fn loss_only_telemetry_is_judged_on_its_loss_and_says_what_it_could_not_judge() 
     assert_eq!(r["verdict"]["state"], "steady");
     assert_eq!(r["verdict"]["not_judged"], serde_json::json!(["step_time"]));
     assert!(text.contains("loss only"), "{text}");
+    assert!(
+        !text.contains("step time p50"),
+        "no step-time timeline to draw: {text}"
+    );
 
     // A loss that climbs is still caught without any step time.
     let rising: Vec<String> = (1..=1500)

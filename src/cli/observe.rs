@@ -219,7 +219,10 @@ fn observe(
                 totals.gpu_util_sum += g;
                 totals.gpu_util_n += 1;
             }
-            timeline.push(f.window.first_step, f.window.last_step, f.step_time_p50_ms);
+            // A loss-only window has no step time to draw.
+            if f.step_time_available {
+                timeline.push(f.window.first_step, f.window.last_step, f.step_time_p50_ms);
+            }
             totals.last = Some(f.clone());
             Ok(())
         };
@@ -384,7 +387,7 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
     }
     let planned = (pass.planned.total() > 0).then_some(pass.planned);
     if let Some(p) = pass.planned.describe() {
-        text += &format!(" ({p}, not judged as incidents)");
+        text += &format!("; {p}");
     }
     Verdict {
         state,

@@ -48,7 +48,8 @@ impl PlannedCounts {
         self.evaluation + self.checkpoint + self.resume + self.periodic
     }
 
-    /// `12 planned slow steps set aside (periodic every 100 steps 10, resume 2)`, or `None`.
+    /// `12 planned slow steps set aside, not judged (periodic every 100 steps 10, resume 2)`, or
+    /// `None`.
     pub fn describe(&self) -> Option<String> {
         if self.total() == 0 {
             return None;
@@ -70,7 +71,7 @@ impl PlannedCounts {
             }
         }
         Some(format!(
-            "{} planned slow step{} set aside ({})",
+            "{} planned slow step{} set aside, not judged ({})",
             self.total(),
             if self.total() == 1 { "" } else { "s" },
             parts.join(", ")
