@@ -7,8 +7,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::input_error;
-use crate::signals::{FeatureConfig, FeatureExtractor, WindowFeatures, Windower};
-use crate::telemetry::{Ingest, IngestOptions, IngestStats, OpenedSource};
+use crate::signals::{FeatureConfig, FeatureExtractor, PlannedCounts, WindowFeatures, Windower};
+use crate::telemetry::{Ingest, IngestOptions, IngestStats, OpenedSource, Sample};
 
 /// Progress bars only for inputs at least this large, and only on a terminal.
 const PROGRESS_MIN_BYTES: u64 = 32 * 1024 * 1024;
@@ -22,6 +22,103 @@ pub struct PassSummary {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub windows: u64,
+    /// The window and warm-up lengths used: the requested ones, shortened for a slow run.
+    pub config: FeatureConfig,
+    /// Planned slow steps set aside.
+    pub planned: PlannedCounts,
+    /// Records that carried a step time (0: loss-only telemetry).
+    pub timed_records: u64,
+}
+
+/// A slow run's window spans at least this much wall time...
+pub const WINDOW_WALL_MS: f64 = 60_000.0;
+/// ...its warm-up at least this much (and two windows)...
+pub const WARMUP_WALL_MS: f64 = 300_000.0;
+/// ...and a window holds at least this many records.
+pub const MIN_WINDOW_RECORDS: u64 = 4;
+/// Records with a step time read before the window length is chosen.
+const PROBE_TIMED: usize = 8;
+/// Records held at most while probing (loss-only telemetry never fills the probe).
+const PROBE_MAX: usize = 256;
+
+/// Windows and warm-up adapted to the run's pace (docs/signals.md, "Slow runs"): the requested
+/// lengths are upper bounds, kept for any run faster than about a second per step; a slow run gets
+/// windows of about a minute (at least [`MIN_WINDOW_RECORDS`] records) and a warm-up of about five
+/// minutes (at least two windows), so 60 two-minute iterations are judged.
+pub fn adapt_config(cfg: FeatureConfig, median_step_ms: Option<f64>, stride: u64) -> FeatureConfig {
+    let Some(m) = median_step_ms.filter(|m| *m > 0.0) else {
+        return cfg;
+    };
+    let steps_for = |wall_ms: f64| (wall_ms / m).ceil().min(u64::MAX as f64) as u64;
+    let window = steps_for(WINDOW_WALL_MS)
+        .max(MIN_WINDOW_RECORDS.saturating_mul(stride.max(1)))
+        .min(cfg.window_steps)
+        .max(1);
+    let warmup = steps_for(WARMUP_WALL_MS)
+        .max(2 * window)
+        .min(cfg.warmup_steps);
+    FeatureConfig {
+        window_steps: window,
+        warmup_steps: warmup,
+    }
+}
+
+/// Windows and features, with the window length chosen from the first records.
+struct Stage {
+    requested: FeatureConfig,
+    probe: Vec<Sample>,
+    timed: usize,
+    live: Option<(Windower, FeatureExtractor)>,
+}
+
+impl Stage {
+    fn push(&mut self, s: &Sample, on: &mut dyn FnMut(&WindowFeatures)) {
+        if let Some((w, x)) = &mut self.live {
+            if let Some(stats) = w.push(s) {
+                on(&x.next(&stats));
+            }
+            return;
+        }
+        self.timed += usize::from(s.step_time_ms.is_some());
+        self.probe.push(s.clone());
+        if self.timed >= PROBE_TIMED || self.probe.len() >= PROBE_MAX {
+            self.start(on);
+        }
+    }
+
+    fn start(&mut self, on: &mut dyn FnMut(&WindowFeatures)) {
+        let mut times: Vec<f64> = self.probe.iter().filter_map(|s| s.step_time_ms).collect();
+        let median = crate::signals::quantile_sorted(
+            {
+                times.sort_unstable_by(f64::total_cmp);
+                &times
+            },
+            0.5,
+        );
+        let mut strides: Vec<u64> = self
+            .probe
+            .windows(2)
+            .filter_map(|p| Some(p[1].step?.checked_sub(p[0].step?)?).filter(|d| *d > 0))
+            .collect();
+        strides.sort_unstable();
+        let stride = strides.get(strides.len() / 2).copied().unwrap_or(1);
+        let cfg = adapt_config(self.requested, median, stride);
+        self.live = Some((Windower::new(cfg.window_steps), FeatureExtractor::new(cfg)));
+        for s in std::mem::take(&mut self.probe) {
+            self.push(&s, on);
+        }
+    }
+
+    fn finish(&mut self, on: &mut dyn FnMut(&WindowFeatures)) -> (FeatureConfig, PlannedCounts) {
+        if self.live.is_none() {
+            self.start(on);
+        }
+        let (w, x) = self.live.as_mut().expect("started");
+        if let Some(stats) = w.finish() {
+            on(&x.next(&stats));
+        }
+        (x.config(), w.planned())
+    }
 }
 
 /// Every window's features of the telemetry file at `path` (format detected), with the default
@@ -52,8 +149,12 @@ pub fn run_pass(
     on_window: &mut dyn FnMut(&WindowFeatures) -> anyhow::Result<()>,
 ) -> anyhow::Result<PassSummary> {
     let mut ingest = Ingest::new(src.format, ingest_opts);
-    let mut windower = Windower::new(cfg.window_steps);
-    let mut extractor = FeatureExtractor::new(cfg);
+    let mut stage = Stage {
+        requested: cfg,
+        probe: Vec::new(),
+        timed: 0,
+        live: None,
+    };
     let mut summary = PassSummary {
         ingest: IngestStats::default(),
         first_step: None,
@@ -61,16 +162,27 @@ pub fn run_pass(
         start_ms: None,
         end_ms: None,
         windows: 0,
+        config: cfg,
+        planned: PlannedCounts::default(),
+        timed_records: 0,
     };
     let mut failure: Option<anyhow::Error> = None;
 
     let bar = progress_bar(&src, show_progress);
     let position = src.position.clone();
+    let mut windows = 0u64;
+    let mut timed_records = 0u64;
+    let mut on = |f: &WindowFeatures| {
+        windows += 1;
+        if failure.is_none()
+            && let Err(e) = on_window(f)
+        {
+            failure = Some(e);
+        }
+    };
     {
         let mut emit = |s: &crate::telemetry::Sample| {
-            if failure.is_some() {
-                return;
-            }
+            timed_records += u64::from(s.step_time_ms.is_some());
             let step = s.step.unwrap_or(0);
             summary.first_step.get_or_insert(step);
             summary.last_step = Some(step);
@@ -78,13 +190,7 @@ pub fn run_pass(
                 summary.start_ms.get_or_insert(ts);
                 summary.end_ms = Some(ts);
             }
-            if let Some(w) = windower.push(s) {
-                summary.windows += 1;
-                let f = extractor.next(&w);
-                if let Err(e) = on_window(&f) {
-                    failure = Some(e);
-                }
-            }
+            stage.push(s, &mut on);
         };
         let reader: &mut dyn BufRead = &mut src.reader;
         let mut tick = |_: &IngestStats| {
@@ -113,13 +219,14 @@ pub fn run_pass(
         }
         summary.ingest = ingest.finish(&mut emit);
     }
+    let (config, planned) = stage.finish(&mut on);
     if let Some(e) = failure {
         return Err(e);
     }
-    if let Some(w) = windower.finish() {
-        summary.windows += 1;
-        on_window(&extractor.next(&w))?;
-    }
+    summary.windows = windows;
+    summary.config = config;
+    summary.planned = planned;
+    summary.timed_records = timed_records;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -157,4 +264,31 @@ fn progress_bar(src: &OpenedSource, show: bool) -> Option<ProgressBar> {
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_slow_runs_get_shorter_windows() {
+        let req = FeatureConfig {
+            window_steps: 50,
+            warmup_steps: 200,
+        };
+        let got = |m, g| {
+            let c = adapt_config(req, m, g);
+            (c.window_steps, c.warmup_steps)
+        };
+        // A 28 ms H100 step, a 1 s step logged every 10th, loss only: untouched.
+        assert_eq!(got(Some(28.0), 1), (50, 200));
+        assert_eq!(got(Some(1000.0), 10), (50, 200));
+        assert_eq!(got(None, 1), (50, 200));
+        // Two-minute iterations: windows of 4 records, two windows of warm-up.
+        assert_eq!(got(Some(127_000.0), 1), (4, 8));
+        // Five-second steps: a minute per window, five minutes of warm-up.
+        assert_eq!(got(Some(5000.0), 1), (12, 60));
+        // Logged every 5th step: still four records per window.
+        assert_eq!(got(Some(127_000.0), 5), (20, 40));
+    }
 }

@@ -179,9 +179,11 @@ fn dirty_lines_are_counted_by_reason_and_skipped() {
     lines.insert(60, r#"{"step": 997, "step_time_ms": NaN}"#.into());
     lines.insert(
         70,
-        r#"{"step": 996, "step_time_ms": 28, "loss": Infinity}"#.into(),
+        // (A bare non-finite loss is a divergence, not a bad line: the step time's is.)
+        r#"{"step": 996, "step_time_ms": Infinity, "loss": 1}"#.into(),
     );
-    lines.insert(80, r#"{"step": 995, "loss": 1.0}"#.into());
+    // Neither a step time nor a loss (a loss alone is a record: loss-only telemetry).
+    lines.insert(80, r#"{"step": 995, "gpu_util_pct": 50}"#.into());
     lines.insert(
         90,
         r#"{"step": 994, "step_time_ms": 28, "ts": "yesterday"}"#.into(),
@@ -604,9 +606,12 @@ fn peak_memory_is_bounded_by_bytes_not_lines() {
             peak_kib / 1024,
             peak_kib.saturating_sub(base_kib) / 1024
         );
+        // 56 MiB: issue 12 grew a record from 224 to 264 bytes (loss-only records, throughput,
+        // step shape, planned events), and the worst case below is ~100k records in flight; it
+        // measured 45-46 MiB alone and crossed the former 48 MiB under a parallel test run.
         assert!(
-            peak_kib.saturating_sub(base_kib) < 48 * 1024,
-            "{name}: peak RSS {peak_kib} KiB, {base_kib} KiB on a tiny input: ingest took over 48 MiB"
+            peak_kib.saturating_sub(base_kib) < 56 * 1024,
+            "{name}: peak RSS {peak_kib} KiB, {base_kib} KiB on a tiny input: ingest took over 56 MiB"
         );
     }
 }

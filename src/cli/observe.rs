@@ -59,6 +59,21 @@ pub struct Verdict {
     pub windows_after_warmup: u64,
     pub symptomatic_windows: u64,
     pub text: String,
+    /// First step whose loss was NaN or infinite (a divergence incident), and how many such records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_divergence_step: Option<u64>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub loss_non_finite_records: u64,
+    /// What could not be judged with this telemetry (`step_time`: loss-only records).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_judged: Vec<&'static str>,
+    /// Planned slow steps (evaluation, checkpoint, restart) set aside rather than judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planned_steps: Option<crate::signals::PlannedCounts>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Validates telemetry flags and turns them into a source spec and options.
@@ -161,6 +176,8 @@ struct RunTotals {
     gpu_util_n: u64,
     windows_after_warmup: u64,
     symptomatic_windows: u64,
+    loss_divergence_step: Option<u64>,
+    loss_non_finite: u64,
 }
 
 pub fn run(global: &GlobalArgs, args: &ObserveArgs) -> anyhow::Result<()> {
@@ -237,6 +254,12 @@ fn observe(
             serde_json::to_writer(&mut *w, &line)?;
             w.write_all(b"\n")?;
             keep(tracker.push(f, &found));
+            if f.loss_non_finite > 0 {
+                totals.loss_non_finite += f.loss_non_finite;
+                totals
+                    .loss_divergence_step
+                    .get_or_insert(f.loss_non_finite_step.unwrap_or(f.window.first_step));
+            }
             if totals.first_loss.is_none() {
                 totals.first_loss = f.loss_mean;
             }
@@ -250,7 +273,10 @@ fn observe(
                 totals.gpu_util_sum += g;
                 totals.gpu_util_n += 1;
             }
-            timeline.push(f.window.first_step, f.window.last_step, f.step_time_p50_ms);
+            // A loss-only window has no step time to draw.
+            if f.step_time_available {
+                timeline.push(f.window.first_step, f.window.last_step, f.step_time_p50_ms);
+            }
             totals.last = Some(f.clone());
             Ok(())
         };
@@ -284,7 +310,7 @@ fn observe(
         finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         duration_ms: (finished - started).num_milliseconds(),
         source: json!({"kind": "file", "path": spec.path, "format": format, "compressed": compressed}),
-        config: json!({"window_steps": cfg.window_steps, "warmup_steps": cfg.warmup_steps,
+        config: json!({"window_steps": pass.config.window_steps, "warmup_steps": pass.config.warmup_steps,
                        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
                        "thresholds": thresholds}),
         ingest: pass.ingest.clone(),
@@ -359,14 +385,14 @@ fn baseline_json(t: &RunTotals) -> serde_json::Value {
 
 fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
     let incidents = episodes.iter().filter(|e| e.confidence != "low").count() as u64;
-    let state = if t.windows_after_warmup == 0 {
-        "warmup_only"
-    } else if incidents > 0 {
+    let state = if incidents > 0 {
         "incidents"
+    } else if t.windows_after_warmup == 0 {
+        "warmup_only"
     } else {
         "steady"
     };
-    let text = match state {
+    let mut text = match state {
         "warmup_only" => format!(
             "not enough data: all {} windows fall inside the warm-up (--warmup-steps); nothing to judge yet",
             pass.windows
@@ -389,6 +415,23 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
             )
         }
     };
+    if let Some(step) = t.loss_divergence_step {
+        text = format!(
+            "LOSS DIVERGED at step {} ({} record{} with a NaN/Inf loss): stop or roll back the run; {text}",
+            thousands(step),
+            t.loss_non_finite,
+            if t.loss_non_finite == 1 { "" } else { "s" }
+        );
+    }
+    let mut not_judged = Vec::new();
+    if pass.timed_records == 0 {
+        not_judged.push("step_time");
+        text += "; loss only: no step time, so drift, bursts, stragglers and stalls could not be judged";
+    }
+    let planned = (pass.planned.total() > 0).then_some(pass.planned);
+    if let Some(p) = pass.planned.describe() {
+        text += &format!("; {p}");
+    }
     Verdict {
         state,
         incidents,
@@ -396,6 +439,10 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
         windows_after_warmup: t.windows_after_warmup,
         symptomatic_windows: t.symptomatic_windows,
         text,
+        loss_divergence_step: t.loss_divergence_step,
+        loss_non_finite_records: t.loss_non_finite,
+        not_judged,
+        planned_steps: planned,
     }
 }
 
@@ -415,6 +462,7 @@ fn incident_kinds(episodes: &[Episode]) -> Vec<&'static str> {
 /// What the peak of an episode means, in the units users think in.
 fn peak_text(e: &Episode, t: &SymptomThresholds) -> String {
     match e.symptom {
+        Symptom::LossDivergence => "the loss became NaN or infinite: training diverged".into(),
         Symptom::Stall => format!(
             "longest step {:.0}× the baseline step",
             e.peak * t.stall_score

@@ -131,6 +131,54 @@ fn serialize_opt_knob<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::
     }
 }
 
+/// Something no knob of the passport addresses, for a human to act on (docs/closed-loop.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `loss_divergence` (a NaN/Inf loss) or `loss_rising` (the loss-drift symptom).
+    pub kind: String,
+    pub first_step: u64,
+    pub last_step: u64,
+    pub windows: u64,
+    pub text: String,
+}
+
+impl Alert {
+    /// The one line the terminal, `summary.md` and `watch` print.
+    pub fn line(&self) -> String {
+        format!("NEEDS A HUMAN: {}", self.text)
+    }
+}
+
+/// Host-side judgement of what no chord can fix: a divergence or a rising loss. Descriptive, like
+/// `observe`'s symptoms; it never changes a decision.
+fn alerts_of(f: &WindowFeatures) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if f.loss_non_finite > 0 {
+        let at = f.loss_non_finite_step.unwrap_or(f.window.first_step);
+        out.push((
+            "loss_divergence",
+            format!(
+                "LOSS DIVERGED at step {at} (NaN/Inf loss): stop the run or roll back to a checkpoint; no knob of the passport addresses it"
+            ),
+        ));
+    }
+    let t = crate::signals::SymptomThresholds::default();
+    if crate::signals::symptoms_of(f, &t)
+        .iter()
+        .any(|(s, _)| *s == crate::signals::Symptom::LossDrift)
+    {
+        out.push((
+            "loss_rising",
+            format!(
+                "loss rising since step {} ({:.2}x its baseline): no knob of the passport addresses it (often the learning rate or the data)",
+                f.window.first_step,
+                f.loss_ratio.unwrap_or(0.0)
+            ),
+        ));
+    }
+    out
+}
+
 /// Everything a finished loop hands to the report and the plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoopOutcome {
@@ -150,6 +198,9 @@ pub struct LoopOutcome {
     pub timeline: ChordTimeline,
     /// The envelope's state at the end (cooldowns), for a run that continues from here.
     pub envelope_state: EnvelopeState,
+    /// What needs a human (a diverged or rising loss), one entry per episode.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<Alert>,
 }
 
 impl LoopOutcome {
@@ -187,6 +238,8 @@ pub struct LoopState {
     pub blocked_by_reason: BTreeMap<String, u64>,
     pub failures: Vec<PolicyFailureRecord>,
     pub failures_total: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<Alert>,
 }
 
 /// The loop's state between windows.
@@ -222,6 +275,7 @@ impl ClosedLoop {
                 blocked_by_reason: BTreeMap::new(),
                 failures: Vec::new(),
                 failures_total: 0,
+                alerts: Vec::new(),
             },
         }
     }
@@ -279,6 +333,7 @@ impl ClosedLoop {
             end_ms: w.end_ms,
         };
         self.st.windows = self.st.windows.saturating_add(1);
+        self.note_alerts(f);
         if let Some(t) = w.end_ms {
             self.st.last_at_ms = Some(self.st.last_at_ms.map_or(t, |p| p.max(t)));
         }
@@ -467,6 +522,41 @@ impl ClosedLoop {
         }
     }
 
+    /// Extends the open alert of a kind (up to two quiet windows apart) or opens a new one.
+    fn note_alerts(&mut self, f: &WindowFeatures) {
+        for (kind, text) in alerts_of(f) {
+            let w = &f.window;
+            // Quiet windows in between (up to two) do not end an alert.
+            let reach = 3 * (w.last_step + 1 - w.first_step);
+            let open = self
+                .st
+                .alerts
+                .iter()
+                .rposition(|a| a.kind == kind)
+                .filter(|i| w.first_step <= self.st.alerts[*i].last_step.saturating_add(reach));
+            match open {
+                Some(i) => {
+                    let a = &mut self.st.alerts[i];
+                    a.last_step = w.last_step;
+                    a.windows += 1;
+                }
+                None if self.st.alerts.len() < MAX_LISTED => self.st.alerts.push(Alert {
+                    kind: kind.into(),
+                    first_step: w.first_step,
+                    last_step: w.last_step,
+                    windows: 1,
+                    text,
+                }),
+                None => {}
+            }
+        }
+    }
+
+    /// Alerts so far (`watch` prints new ones as they open).
+    pub fn alerts(&self) -> &[Alert] {
+        &self.st.alerts
+    }
+
     pub fn finish(self) -> LoopOutcome {
         let changes = self
             .st
@@ -497,6 +587,7 @@ impl ClosedLoop {
             blocked: self.st.blocked,
             blocked_total: self.st.blocked_total,
             blocked_by_reason: self.st.blocked_by_reason,
+            alerts: self.st.alerts,
             policy_failures: self.st.failures,
             policy_failures_total: self.st.failures_total,
             timeline: self.st.timeline,

@@ -155,6 +155,9 @@ pub struct ClosedLoopReport {
     pub blocked_by_reason: BTreeMap<String, u64>,
     pub policy_failures: Vec<PolicyFailureRecord>,
     pub policy_failures_total: u64,
+    /// What needs a human (a diverged or rising loss); absent when nothing does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<super::Alert>,
     pub chords: ChordTimeline,
     pub plan_path: PathBuf,
     pub plan_digest: String,
@@ -285,6 +288,13 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
         .map(|p| format!("{} {} `{}`", p.id, p.version, p.digest))
         .collect();
     s += &format!("- Policies: {}\n", pols.join(", "));
+    for a in &r.alerts {
+        s += &format!(
+            "- **{}** (steps {})\n",
+            cell(&a.line()),
+            range(a.first_step, a.last_step)
+        );
+    }
     s += &format!(
         "- Target: {}/{} in namespace {}{}\n",
         r.target.kind.to_lowercase(),

@@ -45,6 +45,11 @@ fn features(index: u64, end_ms: Option<i64>) -> WindowFeatures {
         gpu_mem_util_mean: None,
         gpu_mem_util_max: None,
         comm_share: None,
+        step_time_available: true,
+        loss_non_finite: 0,
+        loss_non_finite_step: None,
+        planned_steps: 0,
+        rebaseline: false,
     }
 }
 

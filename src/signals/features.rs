@@ -72,6 +72,35 @@ pub struct WindowFeatures {
     pub gpu_mem_util_max: Option<f64>,
     /// Total comm time / total step time, when `comm_ms` is reported.
     pub comm_share: Option<f64>,
+    /// False when no record of the window carried a step time (loss-only telemetry): every
+    /// step-time feature above is then neutral and nothing time-based is judged.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub step_time_available: bool,
+    /// Records with a NaN or infinite loss (divergence), and the first such step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loss_non_finite: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_non_finite_step: Option<u64>,
+    /// Planned slow steps (evaluation, checkpoint, first step after a restart) set aside.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub planned_steps: u64,
+    /// The planned step shape (global batch size, sequence length) changed in the previous window
+    /// and held in this one: the step-time baselines start over here instead of calling the new step
+    /// time a drift.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rebaseline: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Stateful extractor: feed windows in order.
@@ -87,6 +116,8 @@ pub struct FeatureExtractor {
     loss_cusum: UpperCusum,
     elevated_windows: u32,
     recent_slow: std::collections::VecDeque<f64>,
+    /// The previous window saw the step shape change.
+    shape_pending: bool,
 }
 
 /// p50 at or above this multiple of the baseline counts as an elevated window.
@@ -113,6 +144,7 @@ impl FeatureExtractor {
             loss_cusum: UpperCusum::default(),
             elevated_windows: 0,
             recent_slow: std::collections::VecDeque::with_capacity(RECENT_WINDOWS),
+            shape_pending: false,
         }
     }
 
@@ -121,22 +153,37 @@ impl FeatureExtractor {
     }
 
     pub fn next(&mut self, w: &WindowStats) -> WindowFeatures {
+        // A planned new step shape (batch size, sequence length) that then held for a whole window:
+        // what was normal before says nothing about it. A shape that keeps changing (variable
+        // sequence lengths) is the workload itself and is judged as usual.
+        let rebaseline = self.shape_pending && !w.shape_changed;
+        self.shape_pending = w.shape_changed;
+        if rebaseline {
+            self.step_level = None;
+            self.step_cusum = UpperCusum::default();
+            self.tail = None;
+            self.elevated_windows = 0;
+            self.recent_slow.clear();
+        }
+        let timed = w.step_time_samples > 0;
         let warmup = w.first_step <= self.cfg.warmup_steps;
         let p50 = w.step_time_p50_ms.max(1e-6);
         let log_p50 = p50.ln();
 
         let step_baseline_ms = self.step_level.map(|b| b.level().exp());
         let step_z = self.step_level.map_or(0.0, |b| b.z(log_p50));
-        let step_time_cusum = if warmup || self.step_level.is_none() {
+        let step_time_cusum = if !timed {
+            self.step_cusum.value()
+        } else if warmup || self.step_level.is_none() {
             0.0
         } else {
             self.step_cusum.update(step_z)
         };
         let reference_ms = step_baseline_ms.unwrap_or(p50);
 
-        let step_time_ratio = p50 / reference_ms;
+        let step_time_ratio = if timed { p50 / reference_ms } else { 1.0 };
         let (elevated_windows, slow_step_share, slow_step_share_recent) =
-            if warmup || step_baseline_ms.is_none() {
+            if warmup || step_baseline_ms.is_none() || !timed {
                 (0, 0.0, 0.0)
             } else {
                 self.elevated_windows = if step_time_ratio >= ELEVATED_RATIO {
@@ -165,7 +212,7 @@ impl FeatureExtractor {
             .tail
             .map_or(DEFAULT_TAIL_RATIO, |b| b.level().exp())
             .max(1.0);
-        let burst_score = tail / tail_base;
+        let burst_score = if timed { tail / tail_base } else { 1.0 };
 
         let (worker_score, slowest_worker) = relative_slowness(&w.worker_medians_ms);
         let (source_score, _) = relative_slowness(&w.source_medians_ms);
@@ -205,7 +252,11 @@ impl FeatureExtractor {
             worker_count: w.worker_medians_ms.len() as u32,
             data_wait_share: w.data_wait_share,
             data_wait_p95_ms: w.data_wait_p95_ms,
-            stall_score: w.step_time_max_ms / reference_ms,
+            stall_score: if timed {
+                w.step_time_max_ms / reference_ms
+            } else {
+                0.0
+            },
             loss_mean: w.loss_mean,
             loss_baseline,
             loss_ratio,
@@ -215,9 +266,14 @@ impl FeatureExtractor {
             gpu_mem_util_mean: w.gpu_mem_util_mean,
             gpu_mem_util_max: w.gpu_mem_util_max,
             comm_share: w.comm_share,
+            step_time_available: timed,
+            loss_non_finite: w.loss_non_finite,
+            loss_non_finite_step: w.loss_non_finite_step,
+            planned_steps: w.planned_steps,
+            rebaseline,
         };
 
-        if !warmup {
+        if !warmup && timed {
             match &mut self.step_level {
                 Some(b) => b.update(log_p50),
                 None => self.step_level = Some(RobustBaseline::new(log_p50, 0.0, STEP_REL_FLOOR)),
@@ -233,11 +289,11 @@ impl FeatureExtractor {
                     ))
                 }
             }
-            if let Some(l) = w.loss_mean {
-                match &mut self.loss {
-                    Some(b) => b.update(l),
-                    None => self.loss = Some(RobustBaseline::new(l, LOSS_REL_FLOOR, 1e-9)),
-                }
+        }
+        if !warmup && let Some(l) = w.loss_mean {
+            match &mut self.loss {
+                Some(b) => b.update(l),
+                None => self.loss = Some(RobustBaseline::new(l, LOSS_REL_FLOOR, 1e-9)),
             }
         }
         f
@@ -277,7 +333,7 @@ mod tests {
             w.push(&Sample {
                 ts_ms: None,
                 step: Some(step),
-                step_time_ms,
+                step_time_ms: Some(step_time_ms),
                 ..Default::default()
             });
         }

@@ -4,11 +4,13 @@
 
 mod baseline;
 mod features;
+mod planned;
 mod quantile;
 mod symptoms;
 mod window;
 
 pub use features::{FeatureConfig, FeatureExtractor, WindowFeatures, WindowRange};
+pub use planned::{PlannedCounts, PlannedKind, PlannedSteps};
 pub use quantile::quantile_sorted;
 pub use symptoms::{Episode, EpisodeTracker, Symptom, SymptomThresholds, symptoms_of};
 pub use window::{WindowStats, Windower};

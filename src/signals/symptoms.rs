@@ -9,6 +9,8 @@ use super::features::WindowFeatures;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Symptom {
+    /// The loss became NaN or infinite: training diverged. Raised at once, warm-up or not.
+    LossDivergence,
     /// One step took many times the baseline: the job nearly hung.
     Stall,
     /// A dataloader worker (or a rank) is much slower than its peers, or steps wait on input.
@@ -26,6 +28,7 @@ pub enum Symptom {
 impl Symptom {
     pub fn describe(self) -> &'static str {
         match self {
+            Symptom::LossDivergence => "loss divergence (NaN/Inf loss)",
             Symptom::Stall => "near-hang (a step stalled)",
             Symptom::InputStraggler => "input straggler",
             Symptom::Burst => "burst (compute-time tail blow-up)",
@@ -77,7 +80,23 @@ impl Default for SymptomThresholds {
 /// The symptoms a window shows, each with its score relative to its threshold (≥ 1.0 when present).
 pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f64)> {
     let mut out = Vec::new();
-    if f.warmup || f.step_time_baseline_ms.is_none() {
+    if f.loss_non_finite > 0 {
+        // Always an incident: twice the threshold whatever the count.
+        out.push((
+            Symptom::LossDivergence,
+            2.0 + f.loss_non_finite as f64 - 1.0,
+        ));
+    }
+    if f.warmup {
+        return out;
+    }
+    // Loss-only telemetry, or no step-time baseline yet: only the loss is judged.
+    let timed = f.step_time_baseline_ms.is_some() && f.step_time_available;
+    let loss_drift = (f.loss_cusum >= t.loss_cusum
+        && f.loss_ratio.is_some_and(|r| r >= t.loss_ratio))
+    .then(|| (Symptom::LossDrift, f.loss_cusum / t.loss_cusum));
+    if !timed {
+        out.extend(loss_drift);
         return out;
     }
     if f.stall_score >= t.stall_score && f.step_time_max_ms >= t.stall_min_ms {
@@ -106,9 +125,7 @@ pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f
     {
         out.push((Symptom::StepTimeDrift, f.step_time_cusum / t.step_cusum));
     }
-    if f.loss_cusum >= t.loss_cusum && f.loss_ratio.is_some_and(|r| r >= t.loss_ratio) {
-        out.push((Symptom::LossDrift, f.loss_cusum / t.loss_cusum));
-    }
+    out.extend(loss_drift);
     if f.comm_share.is_some_and(|c| c >= t.comm_share) {
         out.push((
             Symptom::CommBound,

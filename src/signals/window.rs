@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::planned::{PlannedCounts, PlannedSteps};
 use super::quantile::{median_in_place, quantile_in_place, quantile_sorted};
 use crate::telemetry::Sample;
 
@@ -23,6 +24,15 @@ pub struct WindowStats {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub samples: u64,
+    /// Samples that carried a step time (0 in loss-only telemetry: time features are unavailable).
+    pub step_time_samples: u64,
+    /// Planned slow steps (evaluation, checkpoint, resume) set aside: not in the step-time statistics.
+    pub planned_steps: u64,
+    /// Records whose loss was NaN or infinite, and the first such step.
+    pub loss_non_finite: u64,
+    pub loss_non_finite_step: Option<u64>,
+    /// The step's planned shape (global batch size or sequence length) changed inside this window.
+    pub shape_changed: bool,
     pub step_time_p50_ms: f64,
     pub step_time_p95_ms: f64,
     pub step_time_p99_ms: f64,
@@ -56,6 +66,11 @@ struct Acc {
     start_ms: Option<i64>,
     end_ms: Option<i64>,
     n: u64,
+    time_n: u64,
+    planned: u64,
+    loss_non_finite: u64,
+    loss_non_finite_step: Option<u64>,
+    shape_changed: bool,
     step_times: Vec<f64>,
     compute: Vec<f64>,
     step_time_sum: f64,
@@ -96,7 +111,18 @@ impl Acc {
             self.start_ms = Some(self.start_ms.map_or(ts, |x| x.min(ts)));
             self.end_ms = Some(self.end_ms.map_or(ts, |x| x.max(ts)));
         }
-        let st = s.step_time_ms;
+        if s.loss_non_finite {
+            self.loss_non_finite += 1;
+            self.loss_non_finite_step.get_or_insert(step);
+        }
+        if let Some(l) = s.loss {
+            self.loss_sum += l;
+            self.loss_n += 1;
+        }
+        let Some(st) = s.step_time_ms else {
+            return;
+        };
+        self.time_n += 1;
         let keep = self.step_times.len() < MAX_SAMPLES_PER_WINDOW;
         if keep {
             self.step_times.push(st);
@@ -111,10 +137,6 @@ impl Acc {
             }
             self.data_wait_sum += dw;
             self.step_time_sum_with_wait += st;
-        }
-        if let Some(l) = s.loss {
-            self.loss_sum += l;
-            self.loss_n += 1;
         }
         if keep {
             for (i, w) in s.worker_latencies_ms.iter().take(MAX_WORKERS).enumerate() {
@@ -204,11 +226,16 @@ impl Acc {
             start_ms: self.start_ms,
             end_ms: self.end_ms,
             samples: self.n,
+            step_time_samples: self.time_n,
+            planned_steps: self.planned,
+            loss_non_finite: self.loss_non_finite,
+            loss_non_finite_step: self.loss_non_finite_step,
+            shape_changed: self.shape_changed,
             step_time_p50_ms: q(&self.step_times, 0.5),
             step_time_p95_ms: q(&self.step_times, 0.95),
             step_time_p99_ms: q(&self.step_times, 0.99),
             step_time_max_ms: self.step_time_max,
-            step_time_mean_ms: self.step_time_sum / self.n as f64,
+            step_time_mean_ms: mean(self.step_time_sum, self.time_n).unwrap_or(0.0),
             compute_p50_ms,
             compute_p95_ms,
             data_wait_share: share(
@@ -241,6 +268,9 @@ pub struct Windower {
     /// The previous window's accumulator, for its buffers.
     #[serde(skip)]
     spare: Option<Acc>,
+    planned: PlannedSteps,
+    /// The last (global batch size, sequence length) seen.
+    shape: (Option<u32>, Option<u32>),
 }
 
 fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -256,6 +286,8 @@ impl Windower {
             window_steps: window_steps.max(1),
             acc: None,
             spare: None,
+            planned: PlannedSteps::default(),
+            shape: (None, None),
         }
     }
 
@@ -263,8 +295,29 @@ impl Windower {
         self.window_steps
     }
 
-    /// Adds a sample; returns the previous window when this sample starts a new one.
+    /// What was set aside as planned slow steps so far.
+    pub fn planned(&self) -> PlannedCounts {
+        self.planned.counts
+    }
+
+    /// Adds a sample; returns the previous window when this sample starts a new one. A planned slow
+    /// step keeps its loss but not its step time.
     pub fn push(&mut self, s: &Sample) -> Option<WindowStats> {
+        if self.planned.classify(s).is_some() {
+            let mut aside = s.clone();
+            aside.step_time_ms = None;
+            return self.add(&aside, true);
+        }
+        self.add(s, false)
+    }
+
+    fn add(&mut self, s: &Sample, planned: bool) -> Option<WindowStats> {
+        let shape = (
+            s.global_batch_size.or(self.shape.0),
+            s.seq_len.or(self.shape.1),
+        );
+        let changed = shape != self.shape && self.shape != (None, None);
+        self.shape = shape;
         let step = s.step.unwrap_or(0);
         let index = step.saturating_sub(1) / self.window_steps;
         let mut done = None;
@@ -282,6 +335,10 @@ impl Windower {
                 },
             })
             .add(s, step);
+        if let Some(acc) = &mut self.acc {
+            acc.planned += u64::from(planned);
+            acc.shape_changed |= changed;
+        }
         done
     }
 
@@ -303,7 +360,7 @@ mod tests {
         Sample {
             ts_ms: (!w.is_multiple_of(3)).then_some(step as i64 * 100),
             step: Some(step),
-            step_time_ms: 20.0 + (step * 7 % 13) as f64,
+            step_time_ms: Some(20.0 + (step * 7 % 13) as f64),
             loss: w.is_multiple_of(2).then_some(1.0 / step as f64),
             data_wait_ms: (w % 4 != 1).then_some((step % 5) as f64),
             worker_latencies_ms: (0..(w % 5)).map(|i| (i + step % 3) as f64).collect(),

@@ -168,7 +168,7 @@ mod tests {
         Sample {
             ts_ms: Some(ts),
             step,
-            step_time_ms: 10.0,
+            step_time_ms: Some(10.0),
             ..Default::default()
         }
     }

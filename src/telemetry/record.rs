@@ -17,12 +17,13 @@ use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms};
 /// a parser thread cost a cache miss per record where windows read it (and a cross-thread free).
 pub type WorkerLatencies = smallvec::SmallVec<[f64; 8]>;
 
-/// One validated telemetry record. `step_time_ms` is the only required measurement.
+/// One validated telemetry record: it carries a step time, a loss, or both.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Sample {
     pub ts_ms: Option<i64>,
     pub step: Option<u64>,
-    pub step_time_ms: f64,
+    /// `None` in loss-only telemetry (and for a planned slow step once the windower set it aside).
+    pub step_time_ms: Option<f64>,
     /// Always finite: a NaN or infinite loss leaves this `None` and sets `loss_non_finite`.
     pub loss: Option<f64>,
     /// The trainer reported a NaN or infinite loss (divergence): the record is kept, the loss flagged.
@@ -35,12 +36,13 @@ pub struct Sample {
     pub comm_ms: Option<f64>,
     pub node: Option<Arc<str>>,
     pub rank: Option<u32>,
-    /// Throughput as the trainer printed it (whole job unless the reader says otherwise).
-    pub tokens_per_s: Option<f64>,
-    pub samples_per_s: Option<f64>,
+    /// Throughput as the trainer printed it (whole job unless the reader says otherwise). Narrow
+    /// types: records in flight are what bounds ingest memory, and these are informational.
+    pub tokens_per_s: Option<f32>,
+    pub samples_per_s: Option<f32>,
     /// The planned shape of a step: a change of either re-baselines the run instead of raising drift.
-    pub global_batch_size: Option<u64>,
-    pub seq_len: Option<u64>,
+    pub global_batch_size: Option<u32>,
+    pub seq_len: Option<u32>,
     /// A planned slow step the trainer announced (evaluation, checkpoint, first step after resume).
     pub event: Option<TrainerEvent>,
 }
@@ -105,10 +107,10 @@ pub struct RecordBuilder<'a> {
     node: Option<NodeName<'a>>,
     rank: Option<u32>,
     loss_non_finite: bool,
-    tokens_per_s: Option<f64>,
-    samples_per_s: Option<f64>,
-    global_batch_size: Option<u64>,
-    seq_len: Option<u64>,
+    tokens_per_s: Option<f32>,
+    samples_per_s: Option<f32>,
+    global_batch_size: Option<u32>,
+    seq_len: Option<u32>,
     event: Option<TrainerEvent>,
     seen: u32,
     problem: Option<SkipReason>,
@@ -141,6 +143,31 @@ impl From<ValueError> for SkipReason {
 }
 
 impl<'a> RecordBuilder<'a> {
+    /// The same fields, owning the node name (for a record parsed from a rewritten copy).
+    fn into_owned(self) -> RecordBuilder<'static> {
+        RecordBuilder {
+            node: self.node.map(|n| NodeName::Owned(n.as_str().to_owned())),
+            ts_ms: self.ts_ms,
+            step: self.step,
+            step_time_ms: self.step_time_ms,
+            loss: self.loss,
+            data_wait_ms: self.data_wait_ms,
+            workers: self.workers,
+            gpu_util_pct: self.gpu_util_pct,
+            gpu_mem_util_pct: self.gpu_mem_util_pct,
+            comm_ms: self.comm_ms,
+            rank: self.rank,
+            loss_non_finite: self.loss_non_finite,
+            tokens_per_s: self.tokens_per_s,
+            samples_per_s: self.samples_per_s,
+            global_batch_size: self.global_batch_size,
+            seq_len: self.seq_len,
+            event: self.event,
+            seen: self.seen,
+            problem: self.problem,
+        }
+    }
+
     fn fail(&mut self, reason: SkipReason) {
         self.problem.get_or_insert(reason);
     }
@@ -184,15 +211,34 @@ impl<'a> RecordBuilder<'a> {
             Field::GpuUtilPct => &mut self.gpu_util_pct,
             Field::GpuMemUtilPct => &mut self.gpu_mem_util_pct,
             Field::CommMs => &mut self.comm_ms,
-            Field::TokensPerS => &mut self.tokens_per_s,
-            Field::SamplesPerS => &mut self.samples_per_s,
-            Field::Step | Field::GlobalBatchSize | Field::SeqLen => {
-                let slot = match field {
-                    Field::Step => &mut self.step,
-                    Field::GlobalBatchSize => &mut self.global_batch_size,
-                    _ => &mut self.seq_len,
+            Field::TokensPerS | Field::SamplesPerS => {
+                let v = x as f32;
+                if !v.is_finite() {
+                    return self.fail(SkipReason::OutOfRange);
+                }
+                let slot = if field == Field::TokensPerS {
+                    &mut self.tokens_per_s
+                } else {
+                    &mut self.samples_per_s
                 };
+                return *slot = Some(v);
+            }
+            Field::Step => {
                 return match num.to_u64() {
+                    Ok(i) => self.step = Some(i),
+                    Err(e) => self.fail(e.into()),
+                };
+            }
+            Field::GlobalBatchSize | Field::SeqLen => {
+                let v = num
+                    .to_u64()
+                    .and_then(|i| u32::try_from(i).map_err(|_| ValueError::OutOfRange));
+                let slot = if field == Field::SeqLen {
+                    &mut self.seq_len
+                } else {
+                    &mut self.global_batch_size
+                };
+                return match v {
                     Ok(i) => *slot = Some(i),
                     Err(e) => self.fail(e.into()),
                 };
@@ -274,13 +320,14 @@ impl<'a> RecordBuilder<'a> {
         if let Some(p) = self.problem {
             return Err(p);
         }
-        let Some(step_time_ms) = self.step_time_ms else {
+        // Loss-only telemetry is judged on its loss; a record with neither says nothing.
+        if self.step_time_ms.is_none() && self.loss.is_none() && !self.loss_non_finite {
             return Err(SkipReason::MissingStepTime);
-        };
+        }
         Ok(Sample {
             ts_ms: self.ts_ms,
             step: self.step,
-            step_time_ms,
+            step_time_ms: self.step_time_ms,
             loss: self.loss,
             data_wait_ms: self.data_wait_ms,
             worker_latencies_ms: self.workers.unwrap_or_default(),
@@ -309,8 +356,66 @@ pub fn parse_json_object(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason
     }
 }
 
-/// The general parser: any JSON, every error classified.
+/// The general parser: any JSON, every error classified. Bare `NaN`/`Infinity` tokens (Python's
+/// `json.dumps` writes them) are read as those words in strings, so a diverged loss is flagged like
+/// `"loss": "nan"` rather than costing the record; elsewhere they are still `non_finite`.
 pub(super) fn parse_json_object_general(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
+    match parse_json_strict(payload) {
+        Err(SkipReason::NonFinite) => match quote_bare_non_finite(payload) {
+            Some(quoted) => parse_json_strict(&quoted).map(RecordBuilder::into_owned),
+            None => Err(SkipReason::NonFinite),
+        },
+        other => other,
+    }
+}
+
+/// `payload` with each bare `NaN`, `Infinity` and `-Infinity` outside strings put in quotes, or
+/// `None` when there is none.
+fn quote_bare_non_finite(payload: &[u8]) -> Option<Vec<u8>> {
+    const TOKENS: [&[u8]; 3] = [b"-Infinity", b"Infinity", b"NaN"];
+    let mut out = Vec::with_capacity(payload.len() + 8);
+    let (mut i, mut in_str, mut found) = (0, false, false);
+    while i < payload.len() {
+        let c = payload[i];
+        if in_str {
+            out.push(c);
+            if c == b'\\' {
+                if let Some(n) = payload.get(i + 1) {
+                    out.push(*n);
+                }
+                i += 2;
+                continue;
+            }
+            in_str = c != b'"';
+            i += 1;
+            continue;
+        }
+        if c == b'"' {
+            in_str = true;
+        } else if let Some(t) = TOKENS.iter().find(|t| payload[i..].starts_with(t)) {
+            let after = payload.get(i + t.len()).copied();
+            let before = out.iter().rev().find(|b| !b.is_ascii_whitespace()).copied();
+            if matches!(before, Some(b':' | b',' | b'['))
+                && matches!(
+                    after,
+                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n')
+                )
+            {
+                out.push(b'"');
+                out.extend_from_slice(t);
+                out.push(b'"');
+                i += t.len();
+                found = true;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    found.then_some(out)
+}
+
+fn parse_json_strict(payload: &[u8]) -> Result<RecordBuilder<'_>, SkipReason> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     let rec = match (&mut de).deserialize_map(RecordVisitor) {
         Ok(r) => r,
@@ -638,7 +743,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.ts_ms, Some(1_767_225_600_000));
         assert_eq!(s.step, Some(7));
-        assert_eq!(s.step_time_ms, 30.5);
+        assert_eq!(s.step_time_ms, Some(30.5));
         assert_eq!(s.loss, None);
         assert_eq!(s.worker_latencies_ms.as_slice(), [1.0, 2.0]);
         assert_eq!(s.gpu_util_pct, Some(95.0));
@@ -650,7 +755,7 @@ mod tests {
     #[test]
     fn first_alias_wins() {
         let s = parse(r#"{"step_time_ms":10,"latency_ms":99,"ts":1,"timestamp":"x"}"#).unwrap();
-        assert_eq!(s.step_time_ms, 10.0);
+        assert_eq!(s.step_time_ms, Some(10.0));
         assert_eq!(s.ts_ms, Some(1000));
     }
 
@@ -664,7 +769,7 @@ mod tests {
             (r#"{"step_time_ms":"fast"}"#, WrongType),
             (r#"{"step_time_ms":"NaN"}"#, NonFinite),
             (r#"{"step_time_ms":NaN}"#, NonFinite),
-            (r#"{"step_time_ms":1,"loss":Infinity}"#, NonFinite),
+            (r#"{"step_time_ms":Infinity,"loss":1}"#, NonFinite),
             (r#"{"step_time_ms":-1}"#, OutOfRange),
             (r#"{"step_time_ms":1,"gpu_util_pct":250}"#, OutOfRange),
             (r#"{"step_time_ms":1,"step":1.5}"#, WrongType),
@@ -711,6 +816,16 @@ mod tests {
         assert_eq!(parse(line).unwrap_err(), SkipReason::WrongType);
     }
 
+    #[test]
+    fn loss_only_records_are_kept_and_empty_ones_are_not() {
+        let s = parse(r#"{"step":4,"loss":2.5}"#).unwrap();
+        assert_eq!((s.step_time_ms, s.loss), (None, Some(2.5)));
+        let s = parse(r#"{"step":4,"loss":"nan"}"#).unwrap();
+        assert!(s.loss_non_finite && s.step_time_ms.is_none());
+        let line = r#"{"step":4,"loss":null,"gpu_util_pct":50}"#;
+        assert_eq!(parse(line).unwrap_err(), SkipReason::MissingStepTime);
+    }
+
     /// A NaN or infinite loss keeps the record: it is the divergence signal.
     #[test]
     fn non_finite_loss_is_flagged_not_skipped() {
@@ -722,6 +837,28 @@ mod tests {
                 "{v}"
             );
         }
+        // Bare tokens, as Python's json.dumps writes them; a string that holds one is left alone.
+        for line in [
+            r#"{"step_time_ms":5,"step":3,"loss":NaN}"#,
+            r#"{"step_time_ms":5,"step":3,"loss": -Infinity ,"node":"NaN, x"}"#,
+            r#"{"loss":Infinity,"step":3,"step_time_ms":5}"#,
+        ] {
+            let s = parse(line).unwrap();
+            assert_eq!(
+                (s.loss, s.loss_non_finite, s.step),
+                (None, true, Some(3)),
+                "{line}"
+            );
+        }
+        // An unknown field's NaN (a grad norm) no longer costs the record either.
+        let s = parse(r#"{"step_time_ms":5,"grad_norm":NaN,"loss":1}"#).unwrap();
+        assert_eq!((s.loss, s.loss_non_finite), (Some(1.0), false));
+        let s = parse(r#"{"step_time_ms":5,"loss":NaN,"node":"a\"NaN"}"#).unwrap();
+        assert_eq!(s.node.as_deref(), Some("a\"NaN"));
+        assert_eq!(
+            parse(r#"{"step_time_ms":5,"loss":NaNx}"#).unwrap_err(),
+            SkipReason::NonFinite
+        );
         let s = parse(r#"{"step_time_ms":5,"loss":2.5}"#).unwrap();
         assert_eq!((s.loss, s.loss_non_finite), (Some(2.5), false));
         // Another field's NaN still costs the record.

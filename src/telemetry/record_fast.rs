@@ -308,7 +308,7 @@ mod tests {
             (Ok(a), Ok(b)) => {
                 let bits = |s: &Sample| {
                     [
-                        Some(s.step_time_ms),
+                        s.step_time_ms,
                         s.loss,
                         s.data_wait_ms,
                         s.gpu_util_pct,

@@ -60,11 +60,37 @@ fn decision(
     }
 }
 
+/// A rising loss is a drift no safe knob addresses: DRIFT-RETUNE is activated (it is the drift
+/// chord) with no proposal, and the decision says a human is needed. Other chords are kept.
+fn loss_drift(mut d: Decision, f: &modekeeper_policy_sdk::Features, score: f64) -> Decision {
+    if d.chord == NORMAL_HOLD {
+        d.chord = DRIFT_RETUNE.into();
+        d.confidence = confidence(score);
+    }
+    if !d.active_chords.iter().any(|c| c == DRIFT_RETUNE) {
+        d.active_chords.push(DRIFT_RETUNE.into());
+    }
+    d.notes.push(format!(
+        "needs a human: the loss is rising ({:.2}x its baseline, change score {:.0}) and no knob of the passport addresses it (often the learning rate or the data); DRIFT-RETUNE proposes nothing",
+        f.loss_ratio.unwrap_or(0.0),
+        score * evidence::LOSS_CUSUM
+    ));
+    d
+}
+
 pub fn evaluate(input: &Input) -> Evaluation {
     let f = &input.features;
     let mut st = State::decode(&input.state);
     if f.warmup || f.step_time_baseline_ms.is_none() {
-        let d = Decision::hold(0.5).note("warm-up: baselines are not ready yet; holding");
+        // Loss-only telemetry never gets a step-time baseline; its loss is still judged.
+        let rising = !f.warmup
+            && f.loss_cusum >= evidence::LOSS_CUSUM
+            && f.loss_ratio.is_some_and(|r| r >= evidence::LOSS_RATIO);
+        let d = if rising {
+            loss_drift(Decision::hold(0.5), f, f.loss_cusum / evidence::LOSS_CUSUM)
+        } else {
+            Decision::hold(0.5).note("warm-up: baselines are not ready yet; holding")
+        };
         return Evaluation {
             decision: d,
             next_state: st.encode(),
@@ -99,11 +125,7 @@ pub fn evaluate(input: &Input) -> Evaluation {
         settle(input, &mut st)
     };
     if let Some(s) = ev.loss_drift {
-        let ratio = f.loss_ratio.unwrap_or(0.0);
-        d.notes.push(format!(
-            "loss is rising ({ratio:.2}x its baseline, change score {:.0}): no knob here addresses it (often the learning rate); flag it to a human",
-            s * evidence::LOSS_CUSUM
-        ));
+        d = loss_drift(d, f, s);
     }
     Evaluation {
         decision: d,

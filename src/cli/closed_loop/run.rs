@@ -356,6 +356,7 @@ fn execute(
         blocked_by_reason: outcome.blocked_by_reason.clone(),
         policy_failures: outcome.policy_failures.clone(),
         policy_failures_total: outcome.policy_failures_total,
+        alerts: outcome.alerts.clone(),
         chords: outcome.timeline.clone(),
         plan_path: plan_path.clone(),
         plan_digest: plan_digest.clone(),

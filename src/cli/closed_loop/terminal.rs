@@ -78,6 +78,13 @@ pub fn terminal_summary(
     for w in &r.warnings {
         s += &format!("  warning   {}\n", clean(w));
     }
+    for a in &o.alerts {
+        s += &format!(
+            "  ALERT     {} ({})\n",
+            clean(&a.line()),
+            steps(a.first_step, a.last_step)
+        );
+    }
 
     s += "  chords\n";
     let segs = &r.chords.segments;

@@ -76,7 +76,13 @@ impl Decider<'_> {
         lines: &mut dyn FnMut(&TraceEvent, u64, bool),
     ) -> anyhow::Result<()> {
         let f = extractor.next(w);
+        let alerts_before = self.lp.alerts().len();
         let ev = self.lp.evaluate(&f, self.set);
+        // What no knob fixes is said at once, on stderr, whatever the output mode.
+        for a in &self.lp.alerts()[alerts_before..] {
+            eprintln!("ALERT {}", a.line());
+            explain.event("watch_alert", json!(a))?;
+        }
         let line = ev.to_line();
         self.trace
             .write_all(line.as_bytes())

@@ -20,7 +20,7 @@ use crate::signals::{FeatureExtractor, Windower};
 use crate::telemetry::{Format, Ingest, IngestOptions, IngestSnapshot};
 
 pub const STATE_FILE: &str = "watch_state.json";
-pub const STATE_SCHEMA: &str = "watch_state.v1";
+pub const STATE_SCHEMA: &str = "watch_state.v2";
 
 /// A state larger than this is not one a watch wrote (it is a summary: pending lines and windows
 /// are bounded by the ingest), like every report.
