@@ -630,7 +630,8 @@ fn messages_say_what_to_do_next() {
     let junk = h.join("junk.jsonl");
     std::fs::write(
         &junk,
-        "{\"step\": 1, \"loss\": 2.0}\n{\"step\": 2, \"loss\": 2.0}\n{\"step\": 3}\nnot json\n",
+        // Loss-only records are usable (issue 12); records with neither step time nor loss are not.
+        "{\"step\": 1, \"lr\": 0.1}\n{\"step\": 2, \"lr\": 0.1}\n{\"step\": 3}\nnot json\n",
     )
     .unwrap();
     let o = run(
@@ -647,7 +648,7 @@ fn messages_say_what_to_do_next() {
     let e = stderr(&o);
     assert!(e.contains("no usable telemetry record"), "{e}");
     assert!(e.contains("(3 missing_step_time, 1 not_json)"), "{e}");
-    assert!(e.contains("records need a step time"), "{e}");
+    assert!(e.contains("records need a step time or a loss"), "{e}");
     let o = run(
         h,
         &[

@@ -141,7 +141,7 @@ pub fn no_records_error(path: &Path, ingest: &IngestStats) -> anyhow::Error {
             "the input is empty"
         }
         Some("missing_step_time") => {
-            "records need a step time (`step_time_ms` or an alias, docs/telemetry.md)"
+            "records need a step time or a loss (`step_time_ms`, `loss` or an alias, docs/telemetry.md)"
         }
         Some("not_json" | "invalid_json") => {
             "lines are not JSON; trainer stdout mixed with logs reads with --format log"
