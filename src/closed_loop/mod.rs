@@ -9,6 +9,7 @@
 //! between windows would do); it never talks to a cluster and never evaluates a policy itself — the
 //! caller hands in each window's [`WindowDecision`] (see [`ClosedLoop::evaluate`] for the usual way).
 
+pub mod effect;
 mod knobs;
 mod report;
 mod timeline;
