@@ -48,7 +48,7 @@ impl Default for EffectConfig {
             min_windows: 5,
             horizon_windows: 10,
             confidence: 0.95,
-            material_pct: 3.0,
+            material_pct: 8.0,
         }
     }
 }
@@ -62,6 +62,9 @@ pub struct WindowKpi {
     pub samples: u64,
     pub step_p50_ms: f64,
     pub step_p95_ms: f64,
+    /// Wall-clock time per step (window duration / steps): the inverse of throughput, bursts and
+    /// stalls included. Absent without timestamps.
+    pub wall_ms_per_step: Option<f64>,
     pub data_wait_share: Option<f64>,
     pub loss_mean: Option<f64>,
 }
@@ -83,6 +86,13 @@ impl WindowKpi {
                 f.step_time_p95_ms
             } else {
                 f.step_time_p50_ms
+            },
+            wall_ms_per_step: match (f.window.start_ms, f.window.end_ms) {
+                // The first step's timestamp marks its end: the window spans samples − 1 steps.
+                (Some(a), Some(b)) if b > a && f.window.samples > 1 => {
+                    Some((b - a) as f64 / (f.window.samples - 1) as f64)
+                }
+                _ => None,
             },
             data_wait_share: f.data_wait_share.filter(|x| x.is_finite()),
             loss_mean: f.loss_mean.filter(|x| x.is_finite()),
@@ -110,6 +120,23 @@ impl Verdict {
     }
 }
 
+/// The KPI a verdict rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kpi {
+    WallTimePerStep,
+    StepTimeP50,
+}
+
+impl std::fmt::Display for Kpi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kpi::WallTimePerStep => "wall time per step",
+            Kpi::StepTimeP50 => "median step time",
+        })
+    }
+}
+
 /// A relative change after / before, in %, with its interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Shift {
@@ -129,6 +156,7 @@ pub struct Side {
     pub steps: u64,
     pub step_time_p50_ms: Option<f64>,
     pub step_time_p95_ms: Option<f64>,
+    pub wall_ms_per_step: Option<f64>,
     pub data_wait_share: Option<f64>,
     /// Theil–Sen slope of the windows' mean loss, per 1000 steps (negative: still learning).
     pub loss_slope_per_1k_steps: Option<f64>,
@@ -158,8 +186,11 @@ pub struct ChangeEffect {
     pub settle_windows: u64,
     pub before: Side,
     pub after: Side,
-    /// Median step time after vs before: the shift the verdict rests on (absent without evidence).
+    /// The KPI the verdict rests on.
+    pub kpi: Kpi,
+    /// That KPI after vs before (absent without evidence).
     pub step_time: Option<Shift>,
+    pub step_time_p50: Option<Shift>,
     pub step_time_p95: Option<Shift>,
     /// The next change came before the horizon: the evidence after was cut short.
     pub interrupted: bool,
@@ -266,9 +297,30 @@ pub fn decide(cfg: &EffectConfig, e: Evidence) -> ChangeEffect {
     let after = side(&e.after);
     let p50 = |w: &[WindowKpi]| w.iter().map(|k| k.step_p50_ms).collect::<Vec<_>>();
     let p95 = |w: &[WindowKpi]| w.iter().map(|k| k.step_p95_ms).collect::<Vec<_>>();
+    let wall = |w: &[WindowKpi]| {
+        w.iter()
+            .filter_map(|k| k.wall_ms_per_step)
+            .collect::<Vec<_>>()
+    };
     let enough =
         e.before.len() >= cfg.min_windows.max(2) && e.after.len() >= cfg.min_windows.max(2);
+    // Wall time per step is what a job pays for (bursts and stalls included); the median step
+    // time stands in when a window lacks timestamps.
+    let with_wall = e
+        .before
+        .iter()
+        .chain(&e.after)
+        .all(|k| k.wall_ms_per_step.is_some());
+    let kpi = if with_wall {
+        Kpi::WallTimePerStep
+    } else {
+        Kpi::StepTimeP50
+    };
+    let primary = |w: &[WindowKpi]| if with_wall { wall(w) } else { p50(w) };
     let step_time = enough
+        .then(|| log_shift(&primary(&e.before), &primary(&e.after), cfg.confidence))
+        .flatten();
+    let step_time_p50 = enough
         .then(|| log_shift(&p50(&e.before), &p50(&e.after), cfg.confidence))
         .flatten();
     let step_time_p95 = enough
@@ -288,28 +340,28 @@ pub fn decide(cfg: &EffectConfig, e: Evidence) -> ChangeEffect {
         Some(s) if s.low_pct > 0.0 && s.change_pct >= m => (
             Verdict::Hurt,
             format!(
-                "median step time {:+.1} % [{:+.1}, {:+.1}]",
+                "{kpi} {:+.1} % [{:+.1}, {:+.1}]",
                 s.change_pct, s.low_pct, s.high_pct
             ),
         ),
         Some(s) if s.high_pct < 0.0 && s.change_pct <= -m => (
             Verdict::Helped,
             format!(
-                "median step time {:+.1} % [{:+.1}, {:+.1}]",
+                "{kpi} {:+.1} % [{:+.1}, {:+.1}]",
                 s.change_pct, s.low_pct, s.high_pct
             ),
         ),
         Some(s) if s.low_pct >= -m && s.high_pct <= m => (
             Verdict::Neutral,
             format!(
-                "median step time {:+.1} % [{:+.1}, {:+.1}], within ±{m} %",
+                "{kpi} {:+.1} % [{:+.1}, {:+.1}], within ±{m} %",
                 s.change_pct, s.low_pct, s.high_pct
             ),
         ),
         Some(s) => (
             Verdict::Inconclusive,
             format!(
-                "median step time {:+.1} % [{:+.1}, {:+.1}]: the interval is too wide to tell",
+                "{kpi} {:+.1} % [{:+.1}, {:+.1}]: the interval is too wide to tell",
                 s.change_pct, s.low_pct, s.high_pct
             ),
         ),
@@ -324,7 +376,9 @@ pub fn decide(cfg: &EffectConfig, e: Evidence) -> ChangeEffect {
         settle_windows: cfg.settle_windows,
         before,
         after,
+        kpi,
         step_time,
+        step_time_p50,
         step_time_p95,
         interrupted: e.interrupted,
     }
@@ -343,6 +397,7 @@ fn side(w: &[WindowKpi]) -> Side {
         steps: w.iter().map(|k| k.samples).sum(),
         step_time_p50_ms: median(&col(|k| Some(k.step_p50_ms))).map(round4),
         step_time_p95_ms: median(&col(|k| Some(k.step_p95_ms))).map(round4),
+        wall_ms_per_step: median(&col(|k| k.wall_ms_per_step)).map(round4),
         data_wait_share: median(&col(|k| k.data_wait_share)).map(round4),
         loss_slope_per_1k_steps: theil_sen(&loss).map(|s| round4(s * 1000.0)),
     }
@@ -404,7 +459,11 @@ pub fn log_shift(before: &[f64], after: &[f64], confidence: f64) -> Option<Shift
     let nm = (n * m) as f64;
     let est = median(&d)?;
     let z = normal_quantile(0.5 + confidence.clamp(0.5, 0.9999) / 2.0);
-    let sd = (nm * (n + m + 1) as f64 / 12.0).sqrt();
+    // Neighbouring windows are not independent (a slow hour is slow throughout): the interval is
+    // widened by the lag-1 autocorrelation seen within each side, as for an AR(1) series.
+    let r = (lag1(&b) + lag1(&a)) / 2.0;
+    let inflate = ((1.0 + r) / (1.0 - r)).sqrt();
+    let sd = (nm * (n + m + 1) as f64 / 12.0).sqrt() * inflate;
     // The interval runs from the (k+1)-th to the (nm−k)-th smallest difference.
     let k = (nm / 2.0 - z * sd).floor().max(0.0) as usize;
     let k = k.min((n * m - 1) / 2);
@@ -414,6 +473,21 @@ pub fn log_shift(before: &[f64], after: &[f64], confidence: f64) -> Option<Shift
         low_pct: pct(d[k]),
         high_pct: pct(d[n * m - 1 - k]),
     })
+}
+
+/// The lag-1 autocorrelation of a series, clamped to [0, 0.8] (short series: a rough guard, not an
+/// estimate to publish).
+fn lag1(x: &[f64]) -> f64 {
+    if x.len() < 3 {
+        return 0.0;
+    }
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    let var: f64 = x.iter().map(|v| (v - mean).powi(2)).sum();
+    if var <= 0.0 {
+        return 0.0;
+    }
+    let cov: f64 = x.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
+    (cov / var).clamp(0.0, 0.8)
 }
 
 /// The standard normal quantile (Acklam's rational approximation, relative error < 1.2e-9).
@@ -476,6 +550,7 @@ mod tests {
             samples: 50,
             step_p50_ms: p50,
             step_p95_ms: p50 * 1.2,
+            wall_ms_per_step: Some(p50),
             data_wait_share: Some(0.1),
             loss_mean: Some(2.0 - index as f64 * 0.001),
         }
@@ -528,7 +603,9 @@ mod tests {
         assert_eq!(e[0].before.windows, 10);
         assert!(!e[0].interrupted);
 
-        assert_eq!(run(100.0, 110.0, 10, 10)[0].verdict, Verdict::Hurt);
+        assert_eq!(run(100.0, 115.0, 10, 10)[0].verdict, Verdict::Hurt);
+        // Real but below the material change: not worth a verdict either way.
+        assert_ne!(run(100.0, 105.0, 10, 10)[0].verdict, Verdict::Hurt);
         assert_eq!(run(100.0, 100.0, 10, 10)[0].verdict, Verdict::Neutral);
     }
 
@@ -610,8 +687,8 @@ mod tests {
 
     #[test]
     fn deterministic_bytes() {
-        let a = serde_json::to_string(&run(100.0, 93.0, 12, 10)).unwrap();
-        let b = serde_json::to_string(&run(100.0, 93.0, 12, 10)).unwrap();
+        let a = serde_json::to_string(&run(100.0, 85.0, 12, 10)).unwrap();
+        let b = serde_json::to_string(&run(100.0, 85.0, 12, 10)).unwrap();
         assert_eq!(a, b);
         assert!(a.contains("\"verdict\":\"helped\""), "{a}");
     }

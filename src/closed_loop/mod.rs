@@ -16,6 +16,8 @@ mod timeline;
 mod trace;
 
 #[cfg(test)]
+mod effect_eval;
+#[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
