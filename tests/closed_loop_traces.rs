@@ -472,6 +472,7 @@ fn one_trace_line_per_window_in_the_documented_schema() {
                     "active_chords",
                     "blocked",
                     "chord",
+                    "effects",
                     "features",
                     "passport",
                     "policy",
@@ -480,7 +481,7 @@ fn one_trace_line_per_window_in_the_documented_schema() {
                     "window"
                 ]
             );
-            assert_eq!(l["schema_version"], "decision_trace_event.v1");
+            assert_eq!(l["schema_version"], "decision_trace_event.v2");
             assert_eq!(
                 keys(&l["window"]),
                 ["end_ms", "first_step", "last_step", "samples", "start_ms"]
@@ -536,4 +537,56 @@ fn snapshot_of_the_first_trace_lines_and_a_plan() {
         "near_hang_guarded_plan",
         ran("near_hang", "guarded").plan_text
     );
+}
+
+/// Every change (the accepted proposals of one window) gets exactly one verdict, in the report and,
+/// when the telemetry completed its evidence, on the trace line of the window that did; each names
+/// the window of its change and rests on evidence after the settling window.
+#[test]
+fn every_change_gets_one_effect_verdict() {
+    for name in TRACES {
+        let r = ran(name, "guarded");
+        let changed: Vec<u64> = r
+            .lines
+            .iter()
+            .filter(|l| !l["proposals"].as_array().unwrap().is_empty())
+            .map(|l| u(&l["window"]["last_step"]))
+            .collect();
+        let effects = r.report["effects"].as_array().unwrap();
+        assert_eq!(
+            u(&r.report["effects_total"]),
+            changed.len() as u64,
+            "{name}"
+        );
+        let judged: Vec<u64> = effects.iter().map(|e| u(&e["change_step"])).collect();
+        assert_eq!(judged, changed, "{name}");
+        let in_trace: Vec<&serde_json::Value> = r
+            .lines
+            .iter()
+            .flat_map(|l| l["effects"].as_array().unwrap())
+            .collect();
+        assert!(
+            in_trace.len() + 1 >= effects.len(),
+            "{name}: at most the last one is judged at the end"
+        );
+        for (t, e) in in_trace.iter().zip(effects) {
+            assert_eq!(*t, e, "{name}");
+        }
+        for e in effects {
+            let v = e["verdict"].as_str().unwrap();
+            assert!(
+                ["helped", "neutral", "hurt", "inconclusive"].contains(&v),
+                "{v}"
+            );
+            if let Some(first) = e["after"]["first_step"].as_u64() {
+                assert!(
+                    first > u(&e["change_step"]) + 1,
+                    "{name}: the settling window is skipped"
+                );
+            }
+            if v != "inconclusive" {
+                assert!(u(&e["after"]["windows"]) >= 5 && u(&e["before"]["windows"]) >= 5);
+            }
+        }
+    }
 }

@@ -30,6 +30,7 @@ use crate::policy::{
     FailureKind, Knobs, Limits, NORMAL_HOLD, PolicyRef, PolicySet, WindowDecision,
 };
 use crate::signals::WindowFeatures;
+use effect::{ChangeEffect, EffectConfig, EffectKnob, EffectTracker, WindowKpi};
 
 pub use knobs::{KnobOrigin, knobs_text, parse_knob_flags, policy_limits, starting_knobs};
 pub use report::{
@@ -153,6 +154,10 @@ pub struct LoopOutcome {
     pub timeline: ChordTimeline,
     /// The envelope's state at the end (cooldowns), for a run that continues from here.
     pub envelope_state: EnvelopeState,
+    /// The verdict on every change (docs/closed-loop.md, effect check), the last one judged on
+    /// whatever evidence the end of the telemetry left.
+    pub effects: Vec<ChangeEffect>,
+    pub effects_total: u64,
 }
 
 impl LoopOutcome {
@@ -190,6 +195,13 @@ pub struct LoopState {
     pub blocked_by_reason: BTreeMap<String, u64>,
     pub failures: Vec<PolicyFailureRecord>,
     pub failures_total: u64,
+    /// The effect check's evidence so far (absent in a state saved before it existed).
+    #[serde(default)]
+    pub effect: EffectTracker,
+    #[serde(default)]
+    pub effects: Vec<ChangeEffect>,
+    #[serde(default)]
+    pub effects_total: u64,
 }
 
 /// The loop's state between windows.
@@ -197,6 +209,7 @@ pub struct LoopState {
 pub struct ClosedLoop {
     passport: Passport,
     passport_ref: PassportRef,
+    effect_cfg: EffectConfig,
     st: LoopState,
 }
 
@@ -210,6 +223,7 @@ impl ClosedLoop {
         ClosedLoop {
             passport,
             passport_ref,
+            effect_cfg: EffectConfig::default(),
             st: LoopState {
                 knobs_before: knobs.clone(),
                 knobs,
@@ -225,6 +239,9 @@ impl ClosedLoop {
                 blocked_by_reason: BTreeMap::new(),
                 failures: Vec::new(),
                 failures_total: 0,
+                effect: EffectTracker::default(),
+                effects: Vec::new(),
+                effects_total: 0,
             },
         }
     }
@@ -384,6 +401,23 @@ impl ClosedLoop {
             }
         }
 
+        let moved: Vec<EffectKnob> = trace_props
+            .iter()
+            .map(|p| EffectKnob {
+                knob: p.knob.clone(),
+                from: p.from,
+                to: p.to,
+            })
+            .collect();
+        let effects = self.st.effect.observe(
+            &self.effect_cfg,
+            w.index,
+            w.last_step,
+            WindowKpi::of(f),
+            &moved,
+        );
+        self.record_effects(&effects);
+
         let trace_blocked = blocked
             .iter()
             .map(|b| TraceBlocked {
@@ -426,7 +460,22 @@ impl ClosedLoop {
             blocked: trace_blocked,
             policy: primary_policy(d),
             passport: self.passport_ref.clone(),
+            effects,
         }
+    }
+
+    fn record_effects(&mut self, effects: &[ChangeEffect]) {
+        for e in effects {
+            self.st.effects_total = self.st.effects_total.saturating_add(1);
+            if self.st.effects.len() < MAX_LISTED {
+                self.st.effects.push(e.clone());
+            }
+        }
+    }
+
+    /// How changes are judged.
+    pub fn effect_config(&self) -> &EffectConfig {
+        &self.effect_cfg
     }
 
     /// What the policy host refused before the envelope: proposals outside the limits the policy was
@@ -470,7 +519,10 @@ impl ClosedLoop {
         }
     }
 
-    pub fn finish(self) -> LoopOutcome {
+    pub fn finish(mut self) -> LoopOutcome {
+        if let Some(last) = self.st.effect.finish(&self.effect_cfg) {
+            self.record_effects(&[last]);
+        }
         let changes = self
             .st
             .knobs
@@ -504,6 +556,8 @@ impl ClosedLoop {
             policy_failures_total: self.st.failures_total,
             timeline: self.st.timeline,
             envelope_state: self.st.envelope,
+            effects: self.st.effects,
+            effects_total: self.st.effects_total,
         }
     }
 }

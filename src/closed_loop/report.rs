@@ -155,6 +155,9 @@ pub struct ClosedLoopReport {
     pub blocked_by_reason: BTreeMap<String, u64>,
     pub policy_failures: Vec<PolicyFailureRecord>,
     pub policy_failures_total: u64,
+    /// The verdict on each change (docs/closed-loop.md, effect check; at most 1000).
+    pub effects: Vec<super::effect::ChangeEffect>,
+    pub effects_total: u64,
     pub chords: ChordTimeline,
     pub plan_path: PathBuf,
     pub plan_digest: String,
@@ -367,6 +370,7 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
             );
         }
     }
+    s += &effects_markdown(&r.effects, r.effects_total);
     s += &format!("\n## Blocked proposals ({})\n\n", r.blocked_total);
     if r.blocked_by_reason.is_empty() {
         s += "None.\n";
@@ -431,4 +435,45 @@ mod tests {
     fn cells_cannot_break_a_table() {
         assert_eq!(cell("a|b\nc\u{1b}[31m"), "a/b c [31m");
     }
+}
+
+/// The "Effect of the changes" section: one row per judged change.
+pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> String {
+    let mut s = format!("\n## Effect of the changes ({total})\n\n");
+    if effects.is_empty() {
+        s += "None.\n";
+        return s;
+    }
+    s += "| change at step | knobs | verdict | change | interval | windows before/after | why |\n|---|---|---|---|---|---|---|\n";
+    for e in effects {
+        let knobs: Vec<String> = e
+            .knobs
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {} → {}",
+                    k.knob,
+                    format_knob_value(k.from),
+                    format_knob_value(k.to)
+                )
+            })
+            .collect();
+        let (change, interval) = match e.step_time {
+            Some(x) => (
+                format!("{:+.1} %", x.change_pct),
+                format!("[{:+.1}, {:+.1}] %", x.low_pct, x.high_pct),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        s += &format!(
+            "| {} | {} | {} | {change} | {interval} | {}/{} | {} |\n",
+            e.change_step,
+            cell(&knobs.join(", ")),
+            e.verdict.as_str(),
+            e.before.windows,
+            e.after.windows,
+            cell(&e.reason)
+        );
+    }
+    s
 }

@@ -356,6 +356,8 @@ fn execute(
         blocked_by_reason: outcome.blocked_by_reason.clone(),
         policy_failures: outcome.policy_failures.clone(),
         policy_failures_total: outcome.policy_failures_total,
+        effects: outcome.effects.clone(),
+        effects_total: outcome.effects_total,
         chords: outcome.timeline.clone(),
         plan_path: plan_path.clone(),
         plan_digest: plan_digest.clone(),
