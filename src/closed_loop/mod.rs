@@ -12,6 +12,7 @@
 pub mod effect;
 mod knobs;
 mod report;
+pub mod roi;
 mod timeline;
 mod trace;
 
