@@ -77,6 +77,12 @@ pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
         "no artifacts in --in, bad flags",
         "I/O",
     ),
+    (
+        "roi",
+        "printed",
+        "no closed-loop report in --in, a report without effects, bad flags",
+        "I/O",
+    ),
     ("version, completion", "printed", "bad flags", "I/O"),
 ];
 
