@@ -61,6 +61,7 @@ svg .band{opacity:var(--band)}svg .lane-band{opacity:.85}svg .lane-text{fill:#11
 .c6{fill:var(--c6);background:var(--c6)}.c7{fill:var(--c7);background:var(--c7)}
 svg .marker.proposal path{fill:var(--p50)}svg .marker.blocked path{stroke:var(--bad);stroke-width:2;fill:none}
 svg .marker.applied path,svg .marker.apply-run path{fill:var(--ok)}
+svg .marker.effect.helped circle{fill:var(--ok)}svg .marker.effect.hurt circle{fill:var(--bad)}svg .marker.effect.other circle{fill:none;stroke:var(--na);stroke-width:1.5}
 svg .applied-line{stroke:var(--ok);stroke-dasharray:3 3;stroke-width:1}
 svg .offscale,svg .clip{fill:var(--bad)}svg .nodata{font-style:italic}
 .legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin:6px 0 0 72px;color:var(--muted)}
@@ -354,6 +355,9 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
     }
     if !svg::markers(m).is_empty() {
         s += "<span>▲ proposal</span><span class=\"bad\">✕ blocked</span><span class=\"ok\">◆ applied</span>";
+        if !m.effects.is_empty() {
+            s += "<span class=\"ok\">● helped</span><span class=\"bad\">● hurt</span><span>○ neutral or inconclusive</span>";
+        }
     }
     s += "</div>\n</section>\n";
 
@@ -382,6 +386,33 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
                 "the full list is in decision_trace_latest.jsonl.",
             );
         }
+        s += "</section>\n";
+    }
+    if !m.effects.is_empty() {
+        s += "<section><h2>Effect of the changes</h2><p class=\"muted\">Did each change help? (docs/closed-loop.md, the effect check; in a replay of a recorded trace: what the job did after the decision).</p>\n";
+        let rows: Vec<String> = m
+            .effects
+            .iter()
+            .take(opt.max_rows)
+            .map(|e| {
+                format!(
+                    "<tr data-verdict=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    e.verdict,
+                    thousands(e.change_step),
+                    esc(&e.knobs),
+                    e.verdict,
+                    esc(&e.reason)
+                )
+            })
+            .collect();
+        s += &paged_table(
+            "effects",
+            "<tr><th>change at step</th><th>knobs</th><th>verdict</th><th>why</th></tr>\n",
+            rows,
+            m.effects.len(),
+            opt,
+            "see closed_loop_latest.json.",
+        );
         s += "</section>\n";
     }
     if !m.episodes.is_empty() {
