@@ -590,3 +590,24 @@ fn every_change_gets_one_effect_verdict() {
         }
     }
 }
+
+/// In a replay the verdict measures what the recorded job did after the decision: on the straggler
+/// trace the first change comes as the incident begins, the incident goes on, and the change is
+/// judged `hurt`. Its inverse is proposed (the effect's `rollback`) but, under the built-in passport,
+/// never applied: the knob keeps its new value in the run's end state.
+#[test]
+fn a_hurt_change_proposes_its_rollback_without_applying_it() {
+    let r = ran("straggler", "safe");
+    let e = &r.report["effects"][0];
+    assert_eq!(e["verdict"], "hurt", "{e}");
+    let knobs = e["knobs"].as_array().unwrap();
+    let back = e["rollback"].as_array().unwrap();
+    assert_eq!(knobs.len(), back.len());
+    for (k, b) in knobs.iter().zip(back) {
+        assert_eq!(b["knob"], k["knob"]);
+        assert_eq!((&b["from"], &b["to"]), (&k["to"], &k["from"]));
+    }
+    let knob = knobs[0]["knob"].as_str().unwrap();
+    let after = &r.report["knobs_after"][knob];
+    assert_ne!(after, &knobs[0]["from"], "the rollback was not applied");
+}

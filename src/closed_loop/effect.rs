@@ -194,6 +194,10 @@ pub struct ChangeEffect {
     pub step_time_p95: Option<Shift>,
     /// The next change came before the horizon: the evidence after was cut short.
     pub interrupted: bool,
+    /// For `hurt`: the inverse moves (each knob back to its value before the change), proposed for a
+    /// person to review; never applied by the loop in this version. Empty otherwise.
+    #[serde(default)]
+    pub rollback: Vec<EffectKnob>,
 }
 
 /// A change waiting for its evidence.
@@ -366,7 +370,20 @@ pub fn decide(cfg: &EffectConfig, e: Evidence) -> ChangeEffect {
             ),
         ),
     };
+    let rollback = if verdict == Verdict::Hurt {
+        e.knobs
+            .iter()
+            .map(|k| EffectKnob {
+                knob: k.knob.clone(),
+                from: k.to,
+                to: k.from,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     ChangeEffect {
+        rollback,
         change_window: e.change_window,
         change_step: e.change_step,
         knobs: e.knobs,
@@ -603,7 +620,21 @@ mod tests {
         assert_eq!(e[0].before.windows, 10);
         assert!(!e[0].interrupted);
 
-        assert_eq!(run(100.0, 115.0, 10, 10)[0].verdict, Verdict::Hurt);
+        let hurt = &run(100.0, 115.0, 10, 10)[0];
+        assert_eq!(hurt.verdict, Verdict::Hurt);
+        assert_eq!(
+            hurt.rollback,
+            [EffectKnob {
+                knob: "concurrency".into(),
+                from: 5.0,
+                to: 4.0
+            }],
+            "a hurt change proposes its inverse"
+        );
+        assert!(
+            e[0].rollback.is_empty(),
+            "only a hurt change is rolled back"
+        );
         // Real but below the material change: not worth a verdict either way.
         assert_ne!(run(100.0, 105.0, 10, 10)[0].verdict, Verdict::Hurt);
         assert_eq!(run(100.0, 100.0, 10, 10)[0].verdict, Verdict::Neutral);

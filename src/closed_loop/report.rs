@@ -465,6 +465,20 @@ pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> 
             ),
             None => ("–".into(), "–".into()),
         };
+        let why = if e.rollback.is_empty() {
+            e.reason.clone()
+        } else {
+            let back: Vec<String> = e
+                .rollback
+                .iter()
+                .map(|k| format!("{} → {}", k.knob, format_knob_value(k.to)))
+                .collect();
+            format!(
+                "{}; proposed rollback (not applied): {}",
+                e.reason,
+                back.join(", ")
+            )
+        };
         s += &format!(
             "| {} | {} | {} | {change} | {interval} | {}/{} | {} |\n",
             e.change_step,
@@ -472,7 +486,7 @@ pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> 
             e.verdict.as_str(),
             e.before.windows,
             e.after.windows,
-            cell(&e.reason)
+            cell(&why)
         );
     }
     s

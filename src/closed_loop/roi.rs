@@ -135,6 +135,7 @@ mod tests {
             step_time_p50: None,
             step_time_p95: None,
             interrupted: false,
+            rollback: Vec::new(),
         }
     }
 
