@@ -414,29 +414,6 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wasmtime_version_matches_the_pinned_dependency() {
-        let toml = include_str!("../../Cargo.toml");
-        let line = toml
-            .lines()
-            .find(|l| l.trim_start().starts_with("wasmtime ="))
-            .expect("Cargo.toml names wasmtime");
-        assert!(
-            line.contains(&format!("\"={WASMTIME_VERSION}\"")),
-            "Cargo.toml pins {line:?}, the bundle reports {WASMTIME_VERSION}"
-        );
-    }
-
-    #[test]
-    fn cells_cannot_break_a_table() {
-        assert_eq!(cell("a|b\nc\u{1b}[31m"), "a/b c [31m");
-    }
-}
-
 /// The "Effect of the changes" section: one row per judged change.
 pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> String {
     let mut s = format!("\n## Effect of the changes ({total})\n\n");
@@ -490,4 +467,27 @@ pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> 
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wasmtime_version_matches_the_pinned_dependency() {
+        let toml = include_str!("../../Cargo.toml");
+        let line = toml
+            .lines()
+            .find(|l| l.trim_start().starts_with("wasmtime ="))
+            .expect("Cargo.toml names wasmtime");
+        assert!(
+            line.contains(&format!("\"={WASMTIME_VERSION}\"")),
+            "Cargo.toml pins {line:?}, the bundle reports {WASMTIME_VERSION}"
+        );
+    }
+
+    #[test]
+    fn cells_cannot_break_a_table() {
+        assert_eq!(cell("a|b\nc\u{1b}[31m"), "a/b c [31m");
+    }
 }
