@@ -611,3 +611,33 @@ fn a_hurt_change_proposes_its_rollback_without_applying_it() {
     let after = &r.report["knobs_after"][knob];
     assert_ne!(after, &knobs[0]["from"], "the rollback was not applied");
 }
+
+/// The passport's `effect` settings decide: the same straggler change, judged `hurt` by the
+/// defaults, proposes no rollback when the passport's `hurt_step_time_pct` is beyond its interval,
+/// and gets no verdict at all when the passport asks for more evidence than the trace has.
+#[test]
+fn passport_effect_settings_set_the_thresholds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let safe = serde_json::to_value(template("safe").unwrap().unwrap()).unwrap();
+    let with = |name: &str, effect: Value| {
+        let mut p = safe.clone();
+        p["effect"] = effect;
+        let path = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&path, p.to_string()).unwrap();
+        let out = tmp.path().join(name);
+        run_ok(
+            &trace("straggler"),
+            &out,
+            &["--passport", path.to_str().unwrap()],
+        );
+        json(&out.join("closed_loop_latest.json"))["effects"][0].clone()
+    };
+    let e = with("tolerant", serde_json::json!({"hurt_step_time_pct": 500}));
+    assert_eq!(e["verdict"], "hurt");
+    assert_eq!(e["rollback"], serde_json::json!([]), "{e}");
+    let e = with(
+        "patient",
+        serde_json::json!({"min_windows": 500, "horizon_windows": 500}),
+    );
+    assert_eq!(e["verdict"], "inconclusive", "{e}");
+}

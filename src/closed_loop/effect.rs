@@ -39,6 +39,23 @@ pub struct EffectConfig {
     pub confidence: f64,
     /// Smallest step-time change, in %, that counts as an effect (inside it: `neutral`).
     pub material_pct: f64,
+    /// A `hurt` change proposes its rollback only when the interval's lower bound is at least this.
+    pub hurt_step_time_pct: f64,
+}
+
+impl EffectConfig {
+    /// The passport's `effect` settings (docs/passports.md), or the defaults.
+    pub fn of(p: &crate::passport::Passport) -> EffectConfig {
+        let s = p.effect.unwrap_or_default();
+        EffectConfig {
+            settle_windows: s.settle_windows,
+            min_windows: s.min_windows as usize,
+            horizon_windows: s.horizon_windows as usize,
+            confidence: s.confidence,
+            material_pct: s.material_pct,
+            hurt_step_time_pct: s.hurt_step_time_pct,
+        }
+    }
 }
 
 impl Default for EffectConfig {
@@ -49,6 +66,7 @@ impl Default for EffectConfig {
             horizon_windows: 10,
             confidence: 0.95,
             material_pct: 8.0,
+            hurt_step_time_pct: 5.0,
         }
     }
 }
@@ -370,7 +388,8 @@ pub fn decide(cfg: &EffectConfig, e: Evidence) -> ChangeEffect {
             ),
         ),
     };
-    let rollback = if verdict == Verdict::Hurt {
+    let beyond = step_time.is_some_and(|s| s.low_pct >= cfg.hurt_step_time_pct);
+    let rollback = if verdict == Verdict::Hurt && beyond {
         e.knobs
             .iter()
             .map(|k| EffectKnob {
@@ -635,6 +654,20 @@ mod tests {
             e[0].rollback.is_empty(),
             "only a hurt change is rolled back"
         );
+        // Hurt, but not beyond the passport's threshold: no rollback.
+        let strict = EffectConfig {
+            hurt_step_time_pct: 50.0,
+            ..EffectConfig::default()
+        };
+        let mut t = EffectTracker::default();
+        let mut out = Vec::new();
+        for i in 0..21u64 {
+            let ms = if i <= 9 { 100.0 } else { 115.0 } * jitter(i);
+            let ch = if i == 9 { knob() } else { vec![] };
+            out.extend(t.observe(&strict, i, i * 50 + 49, Some(kpi(i, ms)), &ch));
+        }
+        assert_eq!(out[0].verdict, Verdict::Hurt);
+        assert!(out[0].rollback.is_empty());
         // Real but below the material change: not worth a verdict either way.
         assert_ne!(run(100.0, 105.0, 10, 10)[0].verdict, Verdict::Hurt);
         assert_eq!(run(100.0, 100.0, 10, 10)[0].verdict, Verdict::Neutral);

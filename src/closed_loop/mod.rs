@@ -221,10 +221,11 @@ impl ClosedLoop {
             name: passport.name.clone(),
             version: passport.version.clone(),
         };
+        let effect_cfg = EffectConfig::of(&passport);
         ClosedLoop {
             passport,
             passport_ref,
-            effect_cfg: EffectConfig::default(),
+            effect_cfg,
             st: LoopState {
                 knobs_before: knobs.clone(),
                 knobs,
