@@ -55,3 +55,43 @@ fn no_effects_no_section() {
     assert!(m.effects.is_empty());
     assert!(!page(&m, &PageOptions::default()).contains("Effect of the changes"));
 }
+
+#[test]
+fn gpu_hours_table_from_the_closed_loop_report() {
+    use crate::closed_loop::effect::{EffectConfig, EffectKnob, Evidence, WindowKpi, decide};
+    let kpi = |i: u64, ms: f64| WindowKpi {
+        index: i,
+        first_step: i * 50,
+        last_step: i * 50 + 49,
+        samples: 50,
+        step_p50_ms: ms,
+        step_p95_ms: ms,
+        wall_ms_per_step: Some(ms * (1.0 + (i % 3) as f64 / 1000.0)),
+        data_wait_share: None,
+        loss_mean: None,
+    };
+    let e = decide(
+        &EffectConfig::default(),
+        Evidence {
+            change_window: 9,
+            change_step: 499,
+            knobs: vec![EffectKnob {
+                knob: "concurrency".into(),
+                from: 8.0,
+                to: 7.0,
+            }],
+            before: (0..10).map(|i| kpi(i, 100.0)).collect(),
+            after: (11..21).map(|i| kpi(i, 80.0)).collect(),
+            interrupted: false,
+        },
+    );
+    let report = serde_json::json!({"run": {"last_step": 36_499}, "effects": [e]});
+    let mut m = ReportModel::default();
+    read_closed_loop_report(&mut m, &report.to_string());
+    let r = m.roi.as_ref().expect("roi from the report");
+    // ~20 ms saved per step × 36 000 steps / 3.6e6 = ~0.2 GPU-hours.
+    assert!((r.gpu_hours_saved_total - 0.2).abs() < 0.01, "{r:?}");
+    let html = page(&m, &PageOptions::default());
+    assert!(html.contains(r#"<table id="roi">"#), "{html}");
+    assert!(html.contains(&format!("<th>{:+.3}</th>", r.gpu_hours_saved_total)));
+}

@@ -413,6 +413,31 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
             opt,
             "see closed_loop_latest.json.",
         );
+        if let Some(r) = &m.roi {
+            let hours = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.3}"));
+            let _ = write!(
+                s,
+                "<h3>GPU-hours per GPU</h3><table id=\"roi\"><tr><th>change at step</th><th>verdict</th><th>steps under it</th><th>GPU-hours saved</th><th>interval</th></tr>\n"
+            );
+            for c in r.changes.iter().take(opt.max_rows) {
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    thousands(c.change_step),
+                    c.verdict.as_str(),
+                    thousands(c.steps),
+                    hours(c.gpu_hours_saved),
+                    c.gpu_hours_interval
+                        .map_or("–".into(), |[l, h]| format!("[{l:+.3}, {h:+.3}]"))
+                );
+            }
+            let [l, h] = r.gpu_hours_interval_total;
+            let _ = writeln!(
+                s,
+                "<tr data-total=\"1\"><th>total</th><td></td><td></td><th>{:+.3}</th><td>[{l:+.3}, {h:+.3}]</td></tr></table><p class=\"muted\">Multiply by the job's GPUs (<code>kubectl modekeeper roi --in DIR --gpus N</code>).</p>",
+                r.gpu_hours_saved_total
+            );
+        }
         s += "</section>\n";
     }
     if !m.episodes.is_empty() {

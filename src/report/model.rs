@@ -157,6 +157,8 @@ pub struct ReportModel {
     pub inputs: Vec<String>,
     /// Verdicts of the effect check, one per change, in change order (docs/closed-loop.md).
     pub effects: Vec<EffectMark>,
+    /// GPU-hours per change on one GPU (`roi`), from closed_loop_latest.json.
+    pub roi: Option<crate::closed_loop::roi::Roi>,
 }
 
 /// The effect verdict on one change, as the page shows it.
@@ -590,6 +592,16 @@ pub fn read_closed_loop_report(m: &mut ReportModel, text: &str) {
             }
             // The report also has the last change, judged at the end of the telemetry.
             add_effects(m, v.get("effects"));
+            let effects = v
+                .get("effects")
+                .cloned()
+                .map(serde_json::from_value::<Vec<crate::closed_loop::effect::ChangeEffect>>);
+            if let Some(Ok(effects)) = effects
+                && !effects.is_empty()
+            {
+                let last = u64_of(v.pointer("/run/last_step")).unwrap_or(0);
+                m.roi = Some(crate::closed_loop::roi::roi(&effects, last, 1));
+            }
             let verdict = v
                 .get("verdict")
                 .and_then(|x| x.get("text").or(Some(x)))
