@@ -415,10 +415,7 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
         );
         if let Some(r) = &m.roi {
             let hours = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.3}"));
-            let _ = write!(
-                s,
-                "<h3>GPU-hours per GPU</h3><table id=\"roi\"><tr><th>change at step</th><th>verdict</th><th>steps under it</th><th>GPU-hours saved</th><th>interval</th></tr>\n"
-            );
+            s += "<h3>GPU-hours per GPU</h3><table id=\"roi\"><tr><th>change at step</th><th>verdict</th><th>steps under it</th><th>GPU-hours saved</th><th>interval</th></tr>\n";
             for c in r.changes.iter().take(opt.max_rows) {
                 let _ = writeln!(
                     s,
