@@ -1,5 +1,5 @@
-//! The effect check on the real traces of tests/data/traces (H100 runs, see tests/data/README or
-//! SOURCES): changes that help, do nothing and hurt, built by splicing the windows of labelled
+//! The effect check on the labelled traces of tests/data/traces (the H100 traces the other trace
+//! tests use): changes that help, do nothing and hurt, built by splicing the windows of labelled
 //! segments, and the false-verdict rate of no-effect changes injected at random windows of stable
 //! stretches.
 
