@@ -47,6 +47,7 @@ fn main() -> ExitCode {
         Command::K8s(a) => cli::k8s::run(&cli.global, a),
         Command::License(a) => cli::license::run(&cli.global, a),
         Command::Report(a) => cli::report::run(&cli.global, a),
+        Command::Roi(a) => cli::roi::run(&cli.global, a),
         Command::Completion(a) => cli::completion::run(a),
         Command::Doctor(a) => cli::doctor::run(&cli.global, a),
         Command::SupportBundle(a) => cli::support_bundle::run(&cli.global, a),

@@ -472,6 +472,7 @@ fn one_trace_line_per_window_in_the_documented_schema() {
                     "active_chords",
                     "blocked",
                     "chord",
+                    "effects",
                     "features",
                     "passport",
                     "policy",
@@ -480,7 +481,7 @@ fn one_trace_line_per_window_in_the_documented_schema() {
                     "window"
                 ]
             );
-            assert_eq!(l["schema_version"], "decision_trace_event.v1");
+            assert_eq!(l["schema_version"], "decision_trace_event.v2");
             assert_eq!(
                 keys(&l["window"]),
                 ["end_ms", "first_step", "last_step", "samples", "start_ms"]
@@ -536,4 +537,107 @@ fn snapshot_of_the_first_trace_lines_and_a_plan() {
         "near_hang_guarded_plan",
         ran("near_hang", "guarded").plan_text
     );
+}
+
+/// Every change (the accepted proposals of one window) gets exactly one verdict, in the report and,
+/// when the telemetry completed its evidence, on the trace line of the window that did; each names
+/// the window of its change and rests on evidence after the settling window.
+#[test]
+fn every_change_gets_one_effect_verdict() {
+    for name in TRACES {
+        let r = ran(name, "guarded");
+        let changed: Vec<u64> = r
+            .lines
+            .iter()
+            .filter(|l| !l["proposals"].as_array().unwrap().is_empty())
+            .map(|l| u(&l["window"]["last_step"]))
+            .collect();
+        let effects = r.report["effects"].as_array().unwrap();
+        assert_eq!(
+            u(&r.report["effects_total"]),
+            changed.len() as u64,
+            "{name}"
+        );
+        let judged: Vec<u64> = effects.iter().map(|e| u(&e["change_step"])).collect();
+        assert_eq!(judged, changed, "{name}");
+        let in_trace: Vec<&serde_json::Value> = r
+            .lines
+            .iter()
+            .flat_map(|l| l["effects"].as_array().unwrap())
+            .collect();
+        assert!(
+            in_trace.len() + 1 >= effects.len(),
+            "{name}: at most the last one is judged at the end"
+        );
+        for (t, e) in in_trace.iter().zip(effects) {
+            assert_eq!(*t, e, "{name}");
+        }
+        for e in effects {
+            let v = e["verdict"].as_str().unwrap();
+            assert!(
+                ["helped", "neutral", "hurt", "inconclusive"].contains(&v),
+                "{v}"
+            );
+            if let Some(first) = e["after"]["first_step"].as_u64() {
+                assert!(
+                    first > u(&e["change_step"]) + 1,
+                    "{name}: the settling window is skipped"
+                );
+            }
+            if v != "inconclusive" {
+                assert!(u(&e["after"]["windows"]) >= 5 && u(&e["before"]["windows"]) >= 5);
+            }
+        }
+    }
+}
+
+/// In a replay the verdict measures what the recorded job did after the decision: on the straggler
+/// trace the first change comes as the incident begins, the incident goes on, and the change is
+/// judged `hurt`. Its inverse is proposed (the effect's `rollback`) but, under the built-in passport,
+/// never applied: the knob keeps its new value in the run's end state.
+#[test]
+fn a_hurt_change_proposes_its_rollback_without_applying_it() {
+    let r = ran("straggler", "safe");
+    let e = &r.report["effects"][0];
+    assert_eq!(e["verdict"], "hurt", "{e}");
+    let knobs = e["knobs"].as_array().unwrap();
+    let back = e["rollback"].as_array().unwrap();
+    assert_eq!(knobs.len(), back.len());
+    for (k, b) in knobs.iter().zip(back) {
+        assert_eq!(b["knob"], k["knob"]);
+        assert_eq!((&b["from"], &b["to"]), (&k["to"], &k["from"]));
+    }
+    let knob = knobs[0]["knob"].as_str().unwrap();
+    let after = &r.report["knobs_after"][knob];
+    assert_ne!(after, &knobs[0]["from"], "the rollback was not applied");
+}
+
+/// The passport's `effect` settings decide: the same straggler change, judged `hurt` by the
+/// defaults, proposes no rollback when the passport's `hurt_step_time_pct` is beyond its interval,
+/// and gets no verdict at all when the passport asks for more evidence than the trace has.
+#[test]
+fn passport_effect_settings_set_the_thresholds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let safe = serde_json::to_value(template("safe").unwrap().unwrap()).unwrap();
+    let with = |name: &str, effect: Value| {
+        let mut p = safe.clone();
+        p["effect"] = effect;
+        let path = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&path, p.to_string()).unwrap();
+        let out = tmp.path().join(name);
+        run_ok(
+            &trace("straggler"),
+            &out,
+            &["--passport", path.to_str().unwrap()],
+        );
+        json(&out.join("closed_loop_latest.json"))["effects"][0].clone()
+    };
+    let e = with("tolerant", serde_json::json!({"hurt_step_time_pct": 500}));
+    assert_eq!(e["verdict"], "hurt");
+    assert_eq!(e["rollback"], serde_json::json!([]), "{e}");
+    let e = with(
+        "patient",
+        serde_json::json!({"min_windows": 500, "horizon_windows": 500}),
+    );
+    assert_eq!(e["verdict"], "inconclusive", "{e}");
 }

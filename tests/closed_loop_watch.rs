@@ -56,6 +56,19 @@ fn a_watch_stopped_every_few_windows_decides_like_one_run() {
     let w = json(&watch_out.join("watch_latest.json"));
     assert_eq!(w["proposed_total"], run["proposed_total"]);
     assert!(run["proposed_total"].as_u64().unwrap() > 0);
+    // The effect verdicts survive the restarts: the watch judges what the run judged in-stream
+    // (the run also judges the last change at the end of the telemetry; a watch waits for more).
+    let (we, re) = (
+        w["effects"].as_array().unwrap(),
+        run["effects"].as_array().unwrap(),
+    );
+    assert!(
+        !we.is_empty() && we.len() + 1 >= re.len(),
+        "{} vs {}",
+        we.len(),
+        re.len()
+    );
+    assert_eq!(we[..], re[..we.len()]);
     assert_eq!(w["observe_ingest"], run["ingest"]);
     assert_eq!(w["restarts"], rounds - 1);
     // A finished watch started again does nothing and changes nothing.

@@ -89,6 +89,12 @@ pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
         "--in is not a directory of artifacts; bad flags",
         "I/O",
     ),
+    (
+        "roi",
+        "printed",
+        "no closed-loop report in --in, a report without effects, bad flags",
+        "I/O",
+    ),
     ("version, completion", "printed", "bad flags", "I/O"),
 ];
 

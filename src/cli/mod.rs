@@ -24,6 +24,7 @@ pub mod passport;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod roi;
 pub mod version;
 pub mod support_bundle;
 
@@ -128,6 +129,8 @@ pub enum Command {
     License(license::LicenseArgs),
     /// Render the artifacts of observe / closed-loop run|watch / k8s verify|apply as one HTML page
     Report(report::ReportArgs),
+    /// GPU-hours each judged change saved or cost (from a closed-loop run or watch output)
+    Roi(roi::RoiArgs),
     /// Print the plugin's version, its embedded policies and the WIT versions it hosts
     Version,
     /// Print a shell completion script

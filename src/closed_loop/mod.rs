@@ -9,11 +9,15 @@
 //! between windows would do); it never talks to a cluster and never evaluates a policy itself — the
 //! caller hands in each window's [`WindowDecision`] (see [`ClosedLoop::evaluate`] for the usual way).
 
+pub mod effect;
 mod knobs;
 mod report;
+pub mod roi;
 mod timeline;
 mod trace;
 
+#[cfg(test)]
+mod effect_eval;
 #[cfg(test)]
 mod tests;
 
@@ -27,6 +31,7 @@ use crate::policy::{
     FailureKind, Knobs, Limits, NORMAL_HOLD, PolicyRef, PolicySet, WindowDecision,
 };
 use crate::signals::WindowFeatures;
+use effect::{ChangeEffect, EffectConfig, EffectKnob, EffectTracker, WindowKpi};
 
 pub use knobs::{KnobOrigin, knobs_text, parse_knob_flags, policy_limits, starting_knobs};
 pub use report::{
@@ -201,6 +206,10 @@ pub struct LoopOutcome {
     /// What needs a human (a diverged or rising loss), one entry per episode.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<Alert>,
+    /// The verdict on every change (docs/closed-loop.md, effect check), the last one judged on
+    /// whatever evidence the end of the telemetry left.
+    pub effects: Vec<ChangeEffect>,
+    pub effects_total: u64,
 }
 
 impl LoopOutcome {
@@ -240,6 +249,13 @@ pub struct LoopState {
     pub failures_total: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<Alert>,
+    /// The effect check's evidence so far (absent in a state saved before it existed).
+    #[serde(default)]
+    pub effect: EffectTracker,
+    #[serde(default)]
+    pub effects: Vec<ChangeEffect>,
+    #[serde(default)]
+    pub effects_total: u64,
 }
 
 /// The loop's state between windows.
@@ -247,6 +263,7 @@ pub struct LoopState {
 pub struct ClosedLoop {
     passport: Passport,
     passport_ref: PassportRef,
+    effect_cfg: EffectConfig,
     st: LoopState,
 }
 
@@ -257,9 +274,11 @@ impl ClosedLoop {
             name: passport.name.clone(),
             version: passport.version.clone(),
         };
+        let effect_cfg = EffectConfig::of(&passport);
         ClosedLoop {
             passport,
             passport_ref,
+            effect_cfg,
             st: LoopState {
                 knobs_before: knobs.clone(),
                 knobs,
@@ -276,6 +295,9 @@ impl ClosedLoop {
                 failures: Vec::new(),
                 failures_total: 0,
                 alerts: Vec::new(),
+                effect: EffectTracker::default(),
+                effects: Vec::new(),
+                effects_total: 0,
             },
         }
     }
@@ -436,6 +458,23 @@ impl ClosedLoop {
             }
         }
 
+        let moved: Vec<EffectKnob> = trace_props
+            .iter()
+            .map(|p| EffectKnob {
+                knob: p.knob.clone(),
+                from: p.from,
+                to: p.to,
+            })
+            .collect();
+        let effects = self.st.effect.observe(
+            &self.effect_cfg,
+            w.index,
+            w.last_step,
+            WindowKpi::of(f),
+            &moved,
+        );
+        self.record_effects(&effects);
+
         let trace_blocked = blocked
             .iter()
             .map(|b| TraceBlocked {
@@ -478,7 +517,22 @@ impl ClosedLoop {
             blocked: trace_blocked,
             policy: primary_policy(d),
             passport: self.passport_ref.clone(),
+            effects,
         }
+    }
+
+    fn record_effects(&mut self, effects: &[ChangeEffect]) {
+        for e in effects {
+            self.st.effects_total = self.st.effects_total.saturating_add(1);
+            if self.st.effects.len() < MAX_LISTED {
+                self.st.effects.push(e.clone());
+            }
+        }
+    }
+
+    /// How changes are judged.
+    pub fn effect_config(&self) -> &EffectConfig {
+        &self.effect_cfg
     }
 
     /// What the policy host refused before the envelope: proposals outside the limits the policy was
@@ -557,7 +611,10 @@ impl ClosedLoop {
         &self.st.alerts
     }
 
-    pub fn finish(self) -> LoopOutcome {
+    pub fn finish(mut self) -> LoopOutcome {
+        if let Some(last) = self.st.effect.finish(&self.effect_cfg) {
+            self.record_effects(&[last]);
+        }
         let changes = self
             .st
             .knobs
@@ -592,6 +649,8 @@ impl ClosedLoop {
             policy_failures_total: self.st.failures_total,
             timeline: self.st.timeline,
             envelope_state: self.st.envelope,
+            effects: self.st.effects,
+            effects_total: self.st.effects_total,
         }
     }
 }

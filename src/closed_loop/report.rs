@@ -158,6 +158,9 @@ pub struct ClosedLoopReport {
     /// What needs a human (a diverged or rising loss); absent when nothing does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub alerts: Vec<super::Alert>,
+    /// The verdict on each change (docs/closed-loop.md, effect check; at most 1000).
+    pub effects: Vec<super::effect::ChangeEffect>,
+    pub effects_total: u64,
     pub chords: ChordTimeline,
     pub plan_path: PathBuf,
     pub plan_digest: String,
@@ -377,6 +380,7 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
             );
         }
     }
+    s += &effects_markdown(&r.effects, r.effects_total);
     s += &format!("\n## Blocked proposals ({})\n\n", r.blocked_total);
     if r.blocked_by_reason.is_empty() {
         s += "None.\n";
@@ -415,6 +419,61 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
             } else {
                 "DIFFERENT"
             }
+        );
+    }
+    s
+}
+
+/// The "Effect of the changes" section: one row per judged change.
+pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> String {
+    let mut s = format!("\n## Effect of the changes ({total})\n\n");
+    if effects.is_empty() {
+        s += "None.\n";
+        return s;
+    }
+    s += "| change at step | knobs | verdict | change | interval | windows before/after | why |\n|---|---|---|---|---|---|---|\n";
+    for e in effects {
+        let knobs: Vec<String> = e
+            .knobs
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {} → {}",
+                    k.knob,
+                    format_knob_value(k.from),
+                    format_knob_value(k.to)
+                )
+            })
+            .collect();
+        let (change, interval) = match e.step_time {
+            Some(x) => (
+                format!("{:+.1} %", x.change_pct),
+                format!("[{:+.1}, {:+.1}] %", x.low_pct, x.high_pct),
+            ),
+            None => ("–".into(), "–".into()),
+        };
+        let why = if e.rollback.is_empty() {
+            e.reason.clone()
+        } else {
+            let back: Vec<String> = e
+                .rollback
+                .iter()
+                .map(|k| format!("{} → {}", k.knob, format_knob_value(k.to)))
+                .collect();
+            format!(
+                "{}; proposed rollback (not applied): {}",
+                e.reason,
+                back.join(", ")
+            )
+        };
+        s += &format!(
+            "| {} | {} | {} | {change} | {interval} | {}/{} | {} |\n",
+            e.change_step,
+            cell(&knobs.join(", ")),
+            e.verdict.as_str(),
+            e.before.windows,
+            e.after.windows,
+            cell(&why)
         );
     }
     s

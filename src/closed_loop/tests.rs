@@ -332,6 +332,7 @@ fn trace_line_has_exactly_the_contract_fields() {
         "blocked",
         "policy",
         "passport",
+        "effects",
     ];
     let mut got = keys.clone();
     got.sort_unstable();

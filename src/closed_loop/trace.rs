@@ -1,4 +1,4 @@
-//! One line of `decision_trace_latest.jsonl` (schema `decision_trace_event.v1`): what one window
+//! One line of `decision_trace_latest.jsonl` (schema `decision_trace_event.v2`): what one window
 //! looked like, which chord the policies recognised, what passed the envelope and what did not, and
 //! who decided. Exactly the fields of DESIGN.md, in a fixed order, so the same run gives the same
 //! bytes.
@@ -12,7 +12,7 @@ use crate::passport::serialize_knob_value;
 use crate::policy::PolicyRef;
 use crate::signals::WindowFeatures;
 
-pub const TRACE_SCHEMA: &str = "decision_trace_event.v1";
+pub const TRACE_SCHEMA: &str = "decision_trace_event.v2";
 /// File name of the decision trace under `--out`.
 pub const TRACE_FILE: &str = "decision_trace_latest.jsonl";
 
@@ -65,6 +65,9 @@ pub struct TraceEvent {
     /// The policy whose decision is primary (the base policy when every policy held).
     pub policy: PolicyRef,
     pub passport: PassportRef,
+    /// Verdicts on earlier changes whose evidence this window completed (docs/closed-loop.md,
+    /// effect check); new in v2.
+    pub effects: Vec<super::effect::ChangeEffect>,
 }
 
 impl TraceEvent {

@@ -27,6 +27,7 @@ pub(super) fn passport(knobs: Vec<(&str, KnobLimits)>, invariants: &[&str]) -> P
         invariants: invariants.iter().map(|s| s.to_string()).collect(),
         gates: Default::default(),
         policies: vec![],
+        effect: None,
     }
 }
 

@@ -20,7 +20,8 @@ pub use catalog::{
     is_advanced_knob, knob_spec,
 };
 pub use schema::{
-    Gates, KnobLimits, KnobMap, MaxDelta, Passport, PinnedPolicy, SCHEMA_V1, knob_limits,
+    EffectSettings, Gates, KnobLimits, KnobMap, MaxDelta, Passport, PinnedPolicy, SCHEMA_V1,
+    knob_limits,
 };
 pub use templates::{TEMPLATE_NAMES, template};
 pub use v0::SCHEMA_V0;
@@ -133,6 +134,36 @@ mod tests {
         parse_passport("p.json", &v.to_string())
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn effect_settings_are_optional_partial_and_checked() {
+        let p = parse_passport("p.json", &safe_json().to_string()).unwrap();
+        assert_eq!(
+            p.passport.effect, None,
+            "absent: the defaults, and not written back"
+        );
+        assert!(!p.passport.to_json_pretty().contains("effect"));
+        let mut v = safe_json();
+        v["effect"] = serde_json::json!({"hurt_step_time_pct": 10, "min_windows": 6});
+        let p = parse_passport("p.json", &v.to_string()).unwrap().passport;
+        let e = p.effect.unwrap();
+        assert_eq!((e.hurt_step_time_pct, e.min_windows), (10.0, 6));
+        assert_eq!(e.horizon_windows, EffectSettings::default().horizon_windows);
+        v["effect"] = serde_json::json!({"hurt_pct": 10});
+        assert!(error_of(&v).contains("hurt_pct"), "{}", error_of(&v));
+        v["effect"] = serde_json::json!({"min_windows": 20, "horizon_windows": 10});
+        assert!(
+            error_of(&v).contains("effect.horizon_windows"),
+            "{}",
+            error_of(&v)
+        );
+        v["effect"] = serde_json::json!({"confidence": 1.5});
+        assert!(
+            error_of(&v).contains("effect.confidence"),
+            "{}",
+            error_of(&v)
+        );
     }
 
     #[test]

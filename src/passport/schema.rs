@@ -42,6 +42,41 @@ pub struct Passport {
     /// External policy components pinned by digest.
     #[serde(default)]
     pub policies: Vec<PinnedPolicy>,
+    /// How the effect of a change is judged (docs/closed-loop.md); absent: the defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<EffectSettings>,
+}
+
+/// The effect check's thresholds (docs/passports.md, `effect`). Every field is optional.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EffectSettings {
+    /// Windows skipped after a change before its evidence counts.
+    pub settle_windows: u64,
+    /// Windows needed on each side before any verdict but `inconclusive`.
+    pub min_windows: u32,
+    /// Windows of evidence on each side at most.
+    pub horizon_windows: u32,
+    /// Two-sided confidence of the intervals.
+    pub confidence: f64,
+    /// Smallest change of the time per step, in %, called an effect.
+    pub material_pct: f64,
+    /// A `hurt` change proposes its rollback only when the interval's lower bound is at least this
+    /// slowdown, in %.
+    pub hurt_step_time_pct: f64,
+}
+
+impl Default for EffectSettings {
+    fn default() -> Self {
+        EffectSettings {
+            settle_windows: 1,
+            min_windows: 5,
+            horizon_windows: 10,
+            confidence: 0.95,
+            material_pct: 8.0,
+            hurt_step_time_pct: 5.0,
+        }
+    }
 }
 
 /// Limits of one knob.

@@ -293,6 +293,7 @@ pub(crate) fn upgrade(doc: &Map<String, Value>) -> Result<Passport, FieldError> 
                 .unwrap_or(false),
         },
         policies: vec![],
+        effect: None,
     })
 }
 

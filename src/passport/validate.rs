@@ -221,7 +221,39 @@ pub(crate) fn validate_v1(p: &Passport) -> Result<(), FieldError> {
             ));
         }
     }
+    if let Some(e) = &p.effect {
+        check_effect(e)?;
+    }
     Ok(())
+}
+
+/// The effect thresholds: in ranges where a verdict still means something.
+fn check_effect(e: &super::EffectSettings) -> Result<(), FieldError> {
+    let range = |field: &str, v: f64, lo: f64, hi: f64| {
+        if v.is_finite() && v >= lo && v <= hi {
+            Ok(())
+        } else {
+            Err(field_err(
+                format!("effect.{field}"),
+                format!("{v} is outside {lo}..={hi}"),
+            ))
+        }
+    };
+    range("settle_windows", e.settle_windows as f64, 0.0, 1000.0)?;
+    range("min_windows", f64::from(e.min_windows), 3.0, 1000.0)?;
+    range("horizon_windows", f64::from(e.horizon_windows), 3.0, 1000.0)?;
+    if e.horizon_windows < e.min_windows {
+        return Err(field_err(
+            "effect.horizon_windows",
+            format!(
+                "{} is fewer than min_windows ({}): no verdict could ever be given",
+                e.horizon_windows, e.min_windows
+            ),
+        ));
+    }
+    range("confidence", e.confidence, 0.5, 0.999)?;
+    range("material_pct", e.material_pct, 0.0, 100.0)?;
+    range("hurt_step_time_pct", e.hurt_step_time_pct, 0.0, 1000.0)
 }
 
 fn check_chords(field: &str, chords: &[ChordId], advanced: bool) -> Result<(), FieldError> {

@@ -61,6 +61,7 @@ svg .band{opacity:var(--band)}svg .lane-band{opacity:.85}svg .lane-text{fill:#11
 .c6{fill:var(--c6);background:var(--c6)}.c7{fill:var(--c7);background:var(--c7)}
 svg .marker.proposal path{fill:var(--p50)}svg .marker.blocked path{stroke:var(--bad);stroke-width:2;fill:none}
 svg .marker.applied path,svg .marker.apply-run path{fill:var(--ok)}
+svg .marker.effect.helped circle{fill:var(--ok)}svg .marker.effect.hurt circle{fill:var(--bad)}svg .marker.effect.other circle{fill:none;stroke:var(--na);stroke-width:1.5}
 svg .applied-line{stroke:var(--ok);stroke-dasharray:3 3;stroke-width:1}
 svg .offscale,svg .clip{fill:var(--bad)}svg .nodata{font-style:italic}
 .legend{display:flex;flex-wrap:wrap;gap:6px 16px;margin:6px 0 0 72px;color:var(--muted)}
@@ -354,6 +355,9 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
     }
     if !svg::markers(m).is_empty() {
         s += "<span>▲ proposal</span><span class=\"bad\">✕ blocked</span><span class=\"ok\">◆ applied</span>";
+        if !m.effects.is_empty() {
+            s += "<span class=\"ok\">● helped</span><span class=\"bad\">● hurt</span><span>○ neutral or inconclusive</span>";
+        }
     }
     s += "</div>\n</section>\n";
 
@@ -380,6 +384,55 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
                 rows.len(),
                 opt,
                 "the full list is in decision_trace_latest.jsonl.",
+            );
+        }
+        s += "</section>\n";
+    }
+    if !m.effects.is_empty() {
+        s += "<section><h2>Effect of the changes</h2><p class=\"muted\">Did each change help? (docs/closed-loop.md, the effect check; in a replay of a recorded trace: what the job did after the decision).</p>\n";
+        let rows: Vec<String> = m
+            .effects
+            .iter()
+            .take(opt.max_rows)
+            .map(|e| {
+                format!(
+                    "<tr data-verdict=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    e.verdict,
+                    thousands(e.change_step),
+                    esc(&e.knobs),
+                    e.verdict,
+                    esc(&e.reason)
+                )
+            })
+            .collect();
+        s += &paged_table(
+            "effects",
+            "<tr><th>change at step</th><th>knobs</th><th>verdict</th><th>why</th></tr>\n",
+            rows,
+            m.effects.len(),
+            opt,
+            "see closed_loop_latest.json.",
+        );
+        if let Some(r) = &m.roi {
+            let hours = |x: Option<f64>| x.map_or("–".to_string(), |v| format!("{v:+.3}"));
+            s += "<h3>GPU-hours per GPU</h3><table id=\"roi\"><tr><th>change at step</th><th>verdict</th><th>steps under it</th><th>GPU-hours saved</th><th>interval</th></tr>\n";
+            for c in r.changes.iter().take(opt.max_rows) {
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    thousands(c.change_step),
+                    c.verdict.as_str(),
+                    thousands(c.steps),
+                    hours(c.gpu_hours_saved),
+                    c.gpu_hours_interval
+                        .map_or("–".into(), |[l, h]| format!("[{l:+.3}, {h:+.3}]"))
+                );
+            }
+            let [l, h] = r.gpu_hours_interval_total;
+            let _ = writeln!(
+                s,
+                "<tr data-total=\"1\"><th>total</th><td></td><td></td><th>{:+.3}</th><td>[{l:+.3}, {h:+.3}]</td></tr></table><p class=\"muted\">Multiply by the job's GPUs (<code>kubectl modekeeper roi --in DIR --gpus N</code>).</p>",
+                r.gpu_hours_saved_total
             );
         }
         s += "</section>\n";

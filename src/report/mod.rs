@@ -13,6 +13,9 @@ pub mod model;
 pub mod svg;
 pub mod text;
 
+#[cfg(test)]
+mod effect_tests;
+
 pub use html::{PageOptions, page};
 pub use model::ReportModel;
 pub use text::{

@@ -155,6 +155,74 @@ pub struct ReportModel {
     pub notes: ReadNotes,
     /// Which artifacts were read, for the footer.
     pub inputs: Vec<String>,
+    /// Verdicts of the effect check, one per change, in change order (docs/closed-loop.md).
+    pub effects: Vec<EffectMark>,
+    /// GPU-hours per change on one GPU (`roi`), from closed_loop_latest.json.
+    pub roi: Option<crate::closed_loop::roi::Roi>,
+}
+
+/// The effect verdict on one change, as the page shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EffectMark {
+    pub change_step: u64,
+    /// `helped`, `neutral`, `hurt`, `inconclusive`, or `?` for anything else.
+    pub verdict: &'static str,
+    pub knobs: String,
+    pub reason: String,
+}
+
+/// One entry of an `effects` list; `None` without a change step.
+fn effect_mark(v: &Value) -> Option<EffectMark> {
+    let verdict = match v.get("verdict").and_then(Value::as_str) {
+        Some("helped") => "helped",
+        Some("neutral") => "neutral",
+        Some("hurt") => "hurt",
+        Some("inconclusive") => "inconclusive",
+        _ => "?",
+    };
+    let knobs: Vec<String> = v
+        .get("knobs")
+        .and_then(Value::as_array)
+        .map(|ks| {
+            ks.iter()
+                .take(10)
+                .map(|k| {
+                    format!(
+                        "{} {} → {}",
+                        text_of(k.get("knob")),
+                        text_of(k.get("from")),
+                        text_of(k.get("to"))
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(EffectMark {
+        change_step: u64_of(v.get("change_step"))?,
+        verdict,
+        knobs: clip(&knobs.join(", ")),
+        reason: text_of(v.get("reason")),
+    })
+}
+
+/// Adds the verdicts of an `effects` list, replacing those already read for the same change.
+fn add_effects(m: &mut ReportModel, v: Option<&Value>) {
+    for e in v
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(effect_mark)
+    {
+        match m
+            .effects
+            .iter_mut()
+            .find(|x| x.change_step == e.change_step)
+        {
+            Some(x) => *x = e,
+            None => m.effects.push(e),
+        }
+    }
+    m.effects.sort_by_key(|e| e.change_step);
 }
 
 /// Longest string kept from an artifact (a hostile file cannot blow up the page).
@@ -440,6 +508,7 @@ pub fn read_decision_trace(
         if m.passport.is_none() {
             m.passport = named_version(v.get("passport"));
         }
+        add_effects(m, v.get("effects"));
         let d = Decision {
             window: w.index,
             first_step: w.first_step,
@@ -520,6 +589,18 @@ pub fn read_closed_loop_report(m: &mut ReportModel, text: &str) {
             }
             if m.passport.is_none() {
                 m.passport = named_version(v.get("passport"));
+            }
+            // The report also has the last change, judged at the end of the telemetry.
+            add_effects(m, v.get("effects"));
+            let effects = v
+                .get("effects")
+                .cloned()
+                .map(serde_json::from_value::<Vec<crate::closed_loop::effect::ChangeEffect>>);
+            if let Some(Ok(effects)) = effects
+                && !effects.is_empty()
+            {
+                let last = u64_of(v.pointer("/run/last_step")).unwrap_or(0);
+                m.roi = Some(crate::closed_loop::roi::roi(&effects, last, 1));
             }
             let verdict = v
                 .get("verdict")

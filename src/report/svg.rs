@@ -266,6 +266,8 @@ pub enum MarkerKind {
     Blocked,
     Applied,
     ApplyRun,
+    /// The effect check's verdict on the change made at this step.
+    Effect(&'static str),
 }
 
 impl MarkerKind {
@@ -275,6 +277,9 @@ impl MarkerKind {
             MarkerKind::Blocked => "blocked",
             MarkerKind::Applied => "applied",
             MarkerKind::ApplyRun => "apply-run",
+            MarkerKind::Effect("helped") => "effect helped",
+            MarkerKind::Effect("hurt") => "effect hurt",
+            MarkerKind::Effect(_) => "effect other",
         }
     }
 }
@@ -316,6 +321,16 @@ pub fn markers(m: &ReportModel) -> Vec<Marker> {
                 text: format!("window {}: applied {}", d.window, list(&d.applied)),
             });
         }
+    }
+    for e in &m.effects {
+        out.push(Marker {
+            step: e.change_step,
+            kind: MarkerKind::Effect(e.verdict),
+            text: format!(
+                "change at step {} ({}): {} — {}",
+                e.change_step, e.knobs, e.verdict, e.reason
+            ),
+        });
     }
     // The apply run: at the window it happened in, else at the edge of the telemetry it fell beyond.
     let (kind, what) = match &m.outcome.apply {
@@ -688,6 +703,10 @@ fn markers_svg(list: &[Marker], xs: &XScale, y: f64, plot_top: f64, plot_bottom:
                 x + 4.0,
                 cy - 4.0
             ),
+            // Below the proposal it judges.
+            MarkerKind::Effect(_) => {
+                format!(r#"<circle cx="{:.1}" cy="{:.1}" r="4"/>"#, x, cy + 7.0)
+            }
             MarkerKind::Applied | MarkerKind::ApplyRun => format!(
                 r#"<path d="M{x:.1},{:.1}l5,5l-5,5l-5,-5z"/><line class="applied-line" x1="{x:.1}" x2="{x:.1}" y1="{plot_top:.1}" y2="{plot_bottom:.1}"/>"#,
                 cy - 5.0

@@ -357,6 +357,8 @@ fn execute(
         policy_failures: outcome.policy_failures.clone(),
         policy_failures_total: outcome.policy_failures_total,
         alerts: outcome.alerts.clone(),
+        effects: outcome.effects.clone(),
+        effects_total: outcome.effects_total,
         chords: outcome.timeline.clone(),
         plan_path: plan_path.clone(),
         plan_digest: plan_digest.clone(),

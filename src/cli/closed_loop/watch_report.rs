@@ -68,6 +68,8 @@ pub(super) fn write_latest(
         "blocked_total": st.blocked_total,
         "blocked_by_reason": st.blocked_by_reason,
         "policy_failures_total": st.failures_total,
+        "effects": st.effects,
+        "effects_total": st.effects_total,
         "applied_total": totals.applied_total,
         "apply_attempted_total": totals.apply_attempted_total,
         "apply_ok_total": totals.apply_ok_total,
