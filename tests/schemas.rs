@@ -207,6 +207,12 @@ fn offline_commands(c: &Checker, tmp: &Path) {
     c.check_stdout(ok(&o), "closed-loop run --replay -o json");
     c.check_dir(&tmp.join("replay"));
     let o = bin()
+        .args(["-o", "json", "roi", "--gpus", "8", "--in"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    c.check_stdout(ok(&o), "roi -o json");
+    let o = bin()
         .args(["-o", "json", "k8s", "render", "--plan"])
         .arg(run.join("k8s_plan.json"))
         .arg("--out")
