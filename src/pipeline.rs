@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::input_error;
 use crate::signals::{FeatureConfig, FeatureExtractor, WindowFeatures, Windower};
+use crate::telemetry::formats::assemble::FormatDetected;
 use crate::telemetry::{Ingest, IngestOptions, IngestStats, OpenedSource};
 
 /// Progress bars only for inputs at least this large, and only on a terminal.
@@ -22,6 +23,8 @@ pub struct PassSummary {
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub windows: u64,
+    /// Which format was read, and why (`format_detected` in the reports).
+    pub format_detected: FormatDetected,
 }
 
 /// Every window's features of the telemetry file at `path` (format detected), with the default
@@ -52,6 +55,9 @@ pub fn run_pass(
     on_window: &mut dyn FnMut(&WindowFeatures) -> anyhow::Result<()>,
 ) -> anyhow::Result<PassSummary> {
     let mut ingest = Ingest::new(src.format, ingest_opts);
+    if src.detected {
+        ingest.format_was_detected();
+    }
     let mut windower = Windower::new(cfg.window_steps);
     let mut extractor = FeatureExtractor::new(cfg);
     let mut summary = PassSummary {
@@ -61,6 +67,7 @@ pub fn run_pass(
         start_ms: None,
         end_ms: None,
         windows: 0,
+        format_detected: ingest.format_detected(),
     };
     let mut failure: Option<anyhow::Error> = None;
 
@@ -113,6 +120,7 @@ pub fn run_pass(
         }
         summary.ingest = ingest.finish(&mut emit);
     }
+    summary.format_detected = ingest.format_detected();
     if let Some(e) = failure {
         return Err(e);
     }

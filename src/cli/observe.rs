@@ -18,6 +18,7 @@ use crate::report::{StepTimeline, timeline_lines, timeline_markdown};
 use crate::signals::{
     Episode, EpisodeTracker, FeatureConfig, Symptom, SymptomThresholds, WindowFeatures, symptoms_of,
 };
+use crate::telemetry::formats::assemble::FormatDetected;
 use crate::telemetry::{IngestOptions, IngestStats, SourceSpec, open_source};
 
 #[derive(Debug, Clone, Args)]
@@ -40,6 +41,8 @@ pub struct ObserveReport {
     pub finished_at: String,
     pub duration_ms: i64,
     pub source: serde_json::Value,
+    /// Which reader read the input, with the evidence and the step time's unit.
+    pub format_detected: FormatDetected,
     pub config: serde_json::Value,
     pub ingest: IngestStats,
     pub run: serde_json::Value,
@@ -216,8 +219,9 @@ fn observe(
         return Err(input_error(
             "no_records",
             format!(
-                "no usable telemetry record in {} ({} lines read, {} skipped as bad, {} log lines)",
+                "no usable telemetry record in {} (format {}; {} lines read, {} skipped as bad, {} log lines)",
                 spec.path.display(),
+                format_line(&pass.format_detected),
                 thousands(pass.ingest.lines_read),
                 thousands(pass.ingest.skipped_total()),
                 thousands(pass.ingest.log_lines)
@@ -239,6 +243,7 @@ fn observe(
         finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         duration_ms: (finished - started).num_milliseconds(),
         source: json!({"kind": "file", "path": spec.path, "format": format, "compressed": compressed}),
+        format_detected: pass.format_detected.clone(),
         config: json!({"window_steps": cfg.window_steps, "warmup_steps": cfg.warmup_steps,
                        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
                        "thresholds": thresholds}),
@@ -403,6 +408,42 @@ fn episode_line(e: &Episode, run_start: Option<i64>, t: &SymptomThresholds) -> S
     )
 }
 
+/// The format read, how it was decided, the step time's unit, and implausible step times.
+fn format_line(f: &FormatDetected) -> String {
+    let mut parts = vec![match f.name {
+        Some(n) if f.forced => format!("{} (forced)", n.name()),
+        Some(n) => match f.first_line {
+            Some(l) => format!("{} (detected from line {l})", n.name()),
+            None => format!("{} (detected)", n.name()),
+        },
+        None => "none detected".to_string(),
+    }];
+    if let Some(u) = f.step_time_unit {
+        parts.push(format!("step time {u}"));
+    }
+    if let Some(s) = &f.switched {
+        parts.push(format!(
+            "re-checked: {} → {} at line {}",
+            s.from.name(),
+            s.to.name(),
+            s.at_line
+        ));
+    }
+    if f.ignored_lines > 0 {
+        parts.push(format!(
+            "{} lines of other formats ignored",
+            thousands(f.ignored_lines)
+        ));
+    }
+    if f.implausible_step_times > 0 {
+        parts.push(format!(
+            "{} implausible step times (under 0.1 ms or over 1 h): check the unit",
+            thousands(f.implausible_step_times)
+        ));
+    }
+    parts.join(" · ")
+}
+
 fn ingest_line(i: &IngestStats) -> String {
     let mut parts = vec![format!("{} records", thousands(i.records_emitted))];
     if i.skipped_total() > 0 {
@@ -439,6 +480,7 @@ fn terminal_summary(
         _ => String::new(),
     };
     s += &format!("observed {}\n", path.display());
+    s += &format!("  format    {}\n", format_line(&r.format_detected));
     s += &format!("  input     {}\n", ingest_line(&r.ingest));
     s += &format!(
         "  steps     {} → {}{span} · {} windows of {} steps\n",
@@ -489,6 +531,7 @@ fn summary_markdown(r: &ObserveReport, pass: &PassSummary) -> String {
         r.source["path"].as_str().unwrap_or("-"),
         r.source["format"].as_str().unwrap_or("?")
     );
+    s += &format!("- Format: {}\n", format_line(&r.format_detected));
     s += &format!("- Input: {}\n", ingest_line(&r.ingest));
     s += &format!(
         "- Steps: {} → {} in {} windows of {} steps (warm-up: first {} steps)\n",

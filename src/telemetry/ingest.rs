@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use super::MAX_LINE_BYTES;
 use super::csv_rows::CsvRows;
+use super::formats::assemble::{Assembler, Emit, FormatDetected};
+use super::formats::lightning::{LightningRows, Row};
+use super::formats::{TextReader, TrainerLine, parse_text_line};
 use super::line::{LineKind, classify};
 use super::order::Orderer;
 use super::record::{RecordBuilder, Sample, parse_json_object};
@@ -46,6 +49,10 @@ pub struct Ingest {
     stats: IngestStats,
     line: Vec<u8>,
     max_line: usize,
+    /// The trainer formats' sequential stage (detection, carried timer lines, clocks).
+    asm: Assembler,
+    /// What a document format's reader found (documents bypass the assembler).
+    document: Option<FormatDetected>,
 }
 
 /// What a line was, for the counters.
@@ -55,6 +62,8 @@ pub(crate) enum LineClass {
     Blank,
     Log,
     Skip(SkipReason),
+    /// A trainer text line, counted by the assembler stage (it may merge into another line's record).
+    Trainer,
 }
 
 /// Shares one `Arc<str>` per distinct node name.
@@ -92,6 +101,7 @@ pub struct IngestSnapshot {
     counters: Vec<u64>,
     orderer: Vec<u8>,
     csv_header: Option<Vec<u8>>,
+    formats: Vec<u8>,
 }
 
 /// What one physical line turned out to be.
@@ -103,6 +113,8 @@ pub enum LineOutcome {
     Log,
     Skip(SkipReason),
     Record(Sample),
+    /// A trainer's text line, finished in input order by the ingest (see `formats::assemble`).
+    Trainer(TrainerLine),
 }
 
 /// Turns lines into [`LineOutcome`]s. Holds only per-format state (the CSV header, interned node
@@ -110,7 +122,10 @@ pub enum LineOutcome {
 pub struct LineParser {
     format: Format,
     csv: CsvRows,
+    lightning: LightningRows,
     nodes: NodeInterner,
+    /// Which trainer text formats to try: none, one (forced), or all (auto).
+    text: Option<Option<TextReader>>,
 }
 
 impl LineParser {
@@ -118,7 +133,11 @@ impl LineParser {
         LineParser {
             format,
             csv: CsvRows::new(),
+            lightning: LightningRows::new(),
             nodes: NodeInterner::default(),
+            text: format
+                .reads_trainer_text()
+                .then(|| TextReader::of_format(format)),
         }
     }
 
@@ -150,12 +169,32 @@ impl LineParser {
                 Ok(Some(b)) => Self::finish(nodes, Ok(b), None),
                 Err(r) => LineOutcome::Skip(r),
             },
-            Format::Jsonl | Format::Log | Format::Auto => {
+            Format::LightningCsv => match self.lightning.row(line.trim_ascii_end()) {
+                Ok(Row::Header) => LineOutcome::Blank,
+                Ok(Row::Other) => LineOutcome::Log,
+                Ok(Row::Line(t)) => LineOutcome::Trainer(t),
+                Err(r) => LineOutcome::Skip(r),
+            },
+            // Whole documents never come here line by line (see `Ingest::read_all`).
+            Format::MegatronGolden | Format::HfTrainerState => LineOutcome::Log,
+            _ => {
                 let strict = self.format == Format::Jsonl;
+                let text = self.text;
+                let trainer = |line: &[u8]| match text.and_then(|only| parse_text_line(line, only))
+                {
+                    Some(t) => LineOutcome::Trainer(t),
+                    None => LineOutcome::Log,
+                };
                 match classify(line) {
                     LineKind::Blank => LineOutcome::Blank,
                     LineKind::Text if strict => LineOutcome::Skip(SkipReason::NotJson),
-                    LineKind::Text => LineOutcome::Log,
+                    LineKind::Text => trainer(line),
+                    // A Python dict (Hugging Face's `{'loss': …}`) is not our JSON.
+                    LineKind::Json { payload, .. }
+                        if text.is_some() && payload.get(1) == Some(&b'\'') =>
+                    {
+                        trainer(line)
+                    }
                     LineKind::Json {
                         payload,
                         prefix_ts_ms,
@@ -164,6 +203,18 @@ impl LineParser {
                         payload,
                         prefix_ts_ms,
                     } => match parse_json_object(payload) {
+                        // `[Rank 0] step=…`: a trainer's line, not a broken record; a bracketed log
+                        // line that is no JSON at all is text.
+                        Err(e) if text.is_some() => match trainer(line) {
+                            LineOutcome::Log
+                                if e != SkipReason::InvalidJson
+                                    && serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+                                        .is_ok() =>
+                            {
+                                LineOutcome::Skip(e)
+                            }
+                            other => other,
+                        },
                         // Braces in an ordinary log message are not a broken record.
                         Err(SkipReason::InvalidJson) if !strict => LineOutcome::Log,
                         Err(SkipReason::InvalidJson) => LineOutcome::Skip(SkipReason::NotJson),
@@ -189,6 +240,21 @@ impl Ingest {
             stats: IngestStats::default(),
             line: Vec::with_capacity(4096),
             max_line: MAX_LINE_BYTES,
+            asm: Assembler::new(format),
+            document: None,
+        }
+    }
+
+    /// The format was decided from the source's name or first bytes, not forced.
+    pub fn format_was_detected(&mut self) {
+        self.asm.set_detected();
+    }
+
+    /// Which format was read, and the evidence (`format_detected` in the reports).
+    pub fn format_detected(&self) -> FormatDetected {
+        match &self.document {
+            Some(d) => d.clone(),
+            None => self.asm.detection(self.format),
         }
     }
 
@@ -209,8 +275,9 @@ impl Ingest {
         match outcome {
             LineOutcome::Record(s) => {
                 self.count(LineClass::Record, 1, len as u64);
-                self.orderer.push(s, &mut self.stats, out);
+                self.push_record(s, out);
             }
+            LineOutcome::Trainer(t) => self.push_trainer(t, len as u64, out),
             LineOutcome::Blank => self.count(LineClass::Blank, 1, len as u64),
             LineOutcome::Log => self.count(LineClass::Log, 1, len as u64),
             LineOutcome::Skip(r) => self.count(LineClass::Skip(r), 1, len as u64),
@@ -220,6 +287,10 @@ impl Ingest {
     /// Accounts for `lines` lines of one class, `bytes` in all, at once (records still go through
     /// [`Ingest::push_record`] one by one). Counters saturate rather than wrap.
     pub(crate) fn count(&mut self, class: LineClass, lines: u64, bytes: u64) {
+        if class == LineClass::Trainer {
+            // Counted line by line once the assembler has placed them.
+            return;
+        }
         let s = &mut self.stats;
         s.lines_read = s.lines_read.saturating_add(lines);
         s.bytes_read = s.bytes_read.saturating_add(bytes);
@@ -228,12 +299,94 @@ impl Ingest {
             LineClass::Blank => s.blank_lines = s.blank_lines.saturating_add(lines),
             LineClass::Log => s.log_lines = s.log_lines.saturating_add(lines),
             LineClass::Skip(r) => s.skip_n(r, lines),
+            LineClass::Trainer => {}
         }
     }
 
     /// Passes a record already counted by [`Ingest::count`] on to the orderer.
     pub(crate) fn push_record(&mut self, s: Sample, out: &mut dyn FnMut(&Sample)) {
+        if self.format != Format::Jsonl {
+            self.asm.note_ours(self.stats.lines_read);
+            self.count_dropped();
+        }
+        self.asm.note_step_time(s.step_time_ms);
         self.orderer.push(s, &mut self.stats, out);
+    }
+
+    /// Feeds one trainer text line (`len` bytes) through the assembler; counts what comes out.
+    pub(crate) fn push_trainer(&mut self, t: TrainerLine, len: u64, out: &mut dyn FnMut(&Sample)) {
+        let line_no = self.stats.lines_read.saturating_add(1);
+        for e in self.asm.push(t, len, line_no).into_iter().flatten() {
+            self.emit(e, out);
+        }
+        self.count_dropped();
+    }
+
+    /// Counts the line of a pending record that another format's lock dropped.
+    fn count_dropped(&mut self) {
+        let (lines, bytes) = self.asm.take_dropped();
+        if lines > 0 {
+            self.count(LineClass::Log, lines, bytes);
+        }
+    }
+
+    fn emit(&mut self, e: Emit, out: &mut dyn FnMut(&Sample)) {
+        match e {
+            Emit::Log(n) => self.count(LineClass::Log, 1, n),
+            Emit::Record(t, n) => match t.builder().finish(&mut |n| Arc::from(n)) {
+                Ok(s) => {
+                    self.count(LineClass::Record, 1, n);
+                    self.asm.note_step_time(s.step_time_ms);
+                    self.orderer.push(s, &mut self.stats, out);
+                }
+                Err(r) => self.count(LineClass::Skip(r), 1, n),
+            },
+        }
+    }
+
+    /// Reads a whole-document format (golden values, `trainer_state.json`): each record counts as a
+    /// line read, the document's bytes with the first.
+    fn read_document(
+        &mut self,
+        reader: &mut dyn BufRead,
+        out: &mut dyn FnMut(&Sample),
+    ) -> io::Result<()> {
+        let (records, bytes) = super::formats::document::read(reader, self.format)?;
+        let mut bytes = bytes;
+        let mut implausible = 0;
+        let n = records.len() as u64;
+        for t in records {
+            if let Some(ms) = t.step_time_ms.filter(|x| x.is_finite())
+                && !super::formats::assemble::PLAUSIBLE_STEP_MS.contains(&ms)
+            {
+                implausible += 1;
+            }
+            self.emit(Emit::Record(t, std::mem::take(&mut bytes)), out);
+        }
+        let reader = match self.format {
+            Format::MegatronGolden => {
+                "Megatron golden values (`{\"lm loss\": {\"start_step\", \"step_interval\", \"values\"}, \"iteration-time\": …}`)"
+            }
+            _ => "Hugging Face `trainer_state.json` (`log_history`)",
+        };
+        self.document = Some(FormatDetected {
+            name: Some(self.format),
+            forced: !self.asm.detected(),
+            evidence: format!("a JSON document with the keys of {reader}; {n} records"),
+            step_time_unit: Some(match self.format {
+                Format::MegatronGolden => {
+                    "s: Megatron records `iteration-time` in seconds (converted to ms)"
+                }
+                _ => "none recorded (loss only)",
+            }),
+            lines_matched: n,
+            first_line: Some(1),
+            other_formats: Vec::new(),
+            ignored_lines: 0,
+            switched: None,
+            implausible_step_times: implausible,
+        });
+        Ok(())
     }
 
     /// Feeds one physical line (with or without its newline).
@@ -243,7 +396,7 @@ impl Ingest {
         }
         let outcome = self.parser.parse(line);
         if matches!(outcome, LineOutcome::Blank)
-            && self.format == Format::Csv
+            && matches!(self.format, Format::Csv | Format::LightningCsv)
             && !line.trim_ascii().is_empty()
         {
             // The CSV header: a line read, neither blank nor a record.
@@ -277,6 +430,9 @@ impl Ingest {
         tick: &mut dyn FnMut(&IngestStats),
         out: &mut dyn FnMut(&Sample),
     ) -> io::Result<()> {
+        if self.format.is_document() {
+            return self.read_document(reader, out);
+        }
         let mut line = std::mem::take(&mut self.line);
         let mut next_tick = self.stats.lines_read.saturating_add(65_536);
         loop {
@@ -300,7 +456,12 @@ impl Ingest {
         IngestSnapshot {
             counters: self.stats.counters(),
             orderer: postcard::to_allocvec(&self.orderer).expect("the orderer serialises"),
-            csv_header: self.parser.csv.header_line().map(<[u8]>::to_vec),
+            csv_header: match self.format {
+                Format::LightningCsv => self.parser.lightning.header_line(),
+                _ => self.parser.csv.header_line(),
+            }
+            .map(<[u8]>::to_vec),
+            formats: postcard::to_allocvec(&self.asm).expect("the assembler serialises"),
         }
     }
 
@@ -319,11 +480,16 @@ impl Ingest {
         if let Some(h) = &snap.csv_header {
             ing.parser.parse(h);
         }
+        ing.asm = postcard::from_bytes(&snap.formats)
+            .map_err(|e| anyhow::anyhow!("checkpoint: trainer formats: {e}"))?;
         Ok(ing)
     }
 
     /// Flushes the reorder buffer and returns the final counters.
     pub fn finish(&mut self, out: &mut dyn FnMut(&Sample)) -> IngestStats {
+        if let Some(e) = self.asm.flush() {
+            self.emit(e, out);
+        }
         self.orderer.flush(&mut self.stats, out);
         self.stats.clone()
     }

@@ -23,9 +23,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use super::formats::TrainerLine;
 use super::ingest::{Ingest, LineClass, LineOutcome, LineParser, newline_run};
 use super::record::Sample;
-use super::source::Format;
 use super::stats::{IngestStats, SkipReason};
 
 /// How the parallel reader cuts and schedules its work. Production uses [`Tuning::default`]; tests
@@ -67,6 +67,8 @@ enum Piece {
 #[derive(Default)]
 struct Parsed {
     records: Vec<Sample>,
+    /// Trainer text lines and their lengths, finished in order by the ingest.
+    trainer: Vec<(TrainerLine, u32)>,
     runs: Vec<Run>,
 }
 
@@ -81,6 +83,7 @@ struct Run {
 impl Parsed {
     fn clear(&mut self) {
         self.records.clear();
+        self.trainer.clear();
         self.runs.clear();
     }
 
@@ -104,6 +107,10 @@ impl Parsed {
             LineOutcome::Record(s) => {
                 self.records.push(s);
                 LineClass::Record
+            }
+            LineOutcome::Trainer(t) => {
+                self.trainer.push((t, len as u32));
+                LineClass::Trainer
             }
             LineOutcome::Blank => LineClass::Blank,
             LineOutcome::Log => LineClass::Log,
@@ -152,7 +159,7 @@ pub(crate) fn read_all_parallel_tuned(
     out: &mut dyn FnMut(&Sample),
 ) -> io::Result<()> {
     // CSV depends on its header line; it stays sequential (it is also the rare format).
-    if threads < 2 || ingest.format() == Format::Csv {
+    if threads < 2 || !ingest.format().parallel() {
         return ingest.read_all(reader, tick, out);
     }
     let format = ingest.format();
@@ -260,15 +267,25 @@ pub(crate) fn read_all_parallel_tuned(
 /// Applies one chunk's results in order and leaves `parsed` empty for reuse.
 fn apply(ingest: &mut Ingest, parsed: &mut Parsed, out: &mut dyn FnMut(&Sample)) {
     let mut records = parsed.records.drain(..);
+    let mut trainer = parsed.trainer.drain(..);
     for run in &parsed.runs {
         ingest.count(run.class, u64::from(run.lines), u64::from(run.bytes));
-        if run.class == LineClass::Record {
-            for s in records.by_ref().take(run.lines as usize) {
-                ingest.push_record(s, out);
+        match run.class {
+            LineClass::Record => {
+                for s in records.by_ref().take(run.lines as usize) {
+                    ingest.push_record(s, out);
+                }
             }
+            LineClass::Trainer => {
+                for (t, len) in trainer.by_ref().take(run.lines as usize) {
+                    ingest.push_trainer(t, u64::from(len), out);
+                }
+            }
+            _ => {}
         }
     }
     drop(records);
+    drop(trainer);
     parsed.clear();
 }
 
@@ -417,7 +434,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::{IngestOptions, MAX_LINE_BYTES, xorshift};
+    use crate::telemetry::{Format, IngestOptions, MAX_LINE_BYTES, xorshift};
 
     type Got = Vec<(Option<u64>, u64)>;
 

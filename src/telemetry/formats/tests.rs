@@ -1,0 +1,282 @@
+//! Per-reader line tests, including dirty variants (prefixes, ANSI, CRLF), and the assembler.
+
+use super::assemble::{Assembler, Emit};
+use super::*;
+
+fn one(line: &str) -> TrainerLine {
+    parse_text_line(line.as_bytes(), None).unwrap_or_else(|| panic!("not read: {line}"))
+}
+
+#[test]
+fn megatron_variants() {
+    let t = one(
+        " iteration        3/    1000 | consumed samples:         3072 | elapsed time per iteration (ms): 123997.6 | learning rate: 5.625E-05 | global batch size:  1024 | lm loss: 4.424266E+01 | loss scale: 12.0 |",
+    );
+    assert_eq!(
+        (t.reader, t.role, t.step, t.step_time_ms),
+        (
+            TextReader::Megatron,
+            Role::Iteration,
+            Some(3),
+            Some(123997.6)
+        )
+    );
+    assert_eq!(t.loss, Some(44.24266));
+    assert_eq!(t.global_batch, Some(1024));
+    // lm-loss, a timestamp and an srun rank prefix, CRLF.
+    let t = one(
+        "[2024-10-24 21:02:46] 3:  iteration       10/  500 | elapsed time per iteration (ms): 812.5 | throughput per GPU (TFLOP/s/GPU): 402.1 | lm-loss: 2.500000E+00 |\r\n",
+    );
+    assert_eq!(t.step, Some(10));
+    assert_eq!(t.loss, Some(2.5));
+    assert_eq!(t.rank, Some(3));
+    assert_eq!(t.ts_ms, Some(1_729_803_766_000));
+    // The old colon-less loss, and nan.
+    let t = one(" iteration 7/ 9 | elapsed time per iteration (ms): 5.0 | lm loss 2.2E-03 |");
+    assert_eq!(t.loss, Some(0.0022));
+    let t = one(" iteration 8/ 9 | elapsed time per iteration (ms): 5.0 | lm loss: nan |");
+    assert!(t.loss.unwrap().is_nan());
+    // Not a training line.
+    assert!(
+        parse_text_line(
+            b"WARNING: could not find latest_checkpointed_iteration.txt",
+            None
+        )
+        .is_none()
+    );
+    assert!(
+        parse_text_line(
+            b"[Rank 3] (after 1 iterations) memory (MB) | allocated: 15492.8",
+            None
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn megatron_timer_lines() {
+    let t = one(
+        "time (ms) | forward-compute: 28079.12 | backward-params-all-reduce: 17.51 | backward-embedding-all-reduce: 4163.70 | optimizer: 76.88 | batch-generator: 192.44",
+    );
+    assert_eq!((t.reader, t.role), (TextReader::Megatron, Role::Timer));
+    assert!((t.comm_ms.unwrap() - 4181.21).abs() < 1e-9);
+    assert_eq!(t.data_wait_ms, Some(192.44));
+    let t = one("time (ms) | forward: 10.0 | backward: 20.0 | allreduce: 3.5 | data loader: 1.5");
+    assert_eq!((t.comm_ms, t.data_wait_ms), (Some(3.5), Some(1.5)));
+    // A timer line with nothing we use is just text.
+    assert!(parse_text_line(b"time (ms) | load-checkpoint: 0.23", None).is_none());
+    // The block form across ranks.
+    let t = one("    all-grads-sync .................................: (12.30, 15.75)");
+    assert_eq!(t.comm_ms, Some(15.75));
+}
+
+#[test]
+fn nanogpt_modded_llmc() {
+    let t = one("iter 100: loss 4.2345, time 123.45ms, mfu 35.12%");
+    assert_eq!(
+        (t.reader, t.step, t.loss, t.step_time_ms),
+        (TextReader::NanoGpt, Some(100), Some(4.2345), Some(123.45))
+    );
+    let t = one("iter 101: loss nan, time 120.00ms, mfu 35.12%");
+    assert!(t.loss.unwrap().is_nan());
+    let t = one("step 100: train loss 4.1000, val loss 4.3000");
+    assert_eq!(
+        (t.reader, t.role, t.step),
+        (TextReader::NanoGpt, Role::Eval, Some(100))
+    );
+
+    let t = one("step:1234/20344 train_loss:3.1234 train_time:2091234ms step_avg:1703.56ms");
+    assert_eq!(
+        (t.reader, t.step, t.cumulative_ms, t.loss),
+        (
+            TextReader::ModdedNanoGpt,
+            Some(1234),
+            Some(2091234.0),
+            Some(3.1234)
+        )
+    );
+    let t = one("step:125/1390 val_loss:4.2345 train_time:30000ms step_avg:240.00ms");
+    assert_eq!(t.role, Role::Eval);
+
+    let t = one(
+        "step    1/19560 | loss 11.010252 (+nanz)| norm 15.1374 (+nanz)| lr 8.57e-07 | 4688.25 ms | 28.8% bf16 MFU | 111830 tok/s",
+    );
+    assert_eq!(
+        (t.reader, t.step, t.loss, t.step_time_ms, t.tokens_per_s),
+        (
+            TextReader::Llmc,
+            Some(1),
+            Some(11.010252),
+            Some(4688.25),
+            Some(111830.0)
+        )
+    );
+}
+
+#[test]
+fn torchtitan_with_ansi_and_deepspeed() {
+    let t = one(
+        "[rank0]:[titan] 2025-01-01 12:00:00,000 - root - INFO - \x1b[31mstep: 10  \x1b[32mloss:  7.8123  \x1b[33mmemory: 30.12GiB(31.7%)  \x1b[34mtps: 5,123  \x1b[36mtflops: 250.1  \x1b[35mmfu: 25.3%\x1b[39m",
+    );
+    assert_eq!(
+        (
+            t.reader,
+            t.step,
+            t.loss,
+            t.tokens_per_s,
+            t.step_time_ms,
+            t.rank
+        ),
+        (
+            TextReader::Torchtitan,
+            Some(10),
+            Some(7.8123),
+            Some(5123.0),
+            None,
+            Some(0)
+        )
+    );
+    let t = one("[Rank 0] step=100, skipped=0, lr=[0.0001], mom=[(0.9, 0.999)]");
+    assert_eq!(
+        (t.reader, t.step, t.rank),
+        (TextReader::DeepSpeed, Some(100), Some(0))
+    );
+    let t = one(
+        "time (ms) | fwd: 10.50 | bwd: 20.25 | bwd_inner: 15.00 | bwd_allreduce: 5.25 | step: 4.25",
+    );
+    assert_eq!((t.reader, t.role), (TextReader::DeepSpeed, Role::Timer));
+    assert_eq!((t.step_time_ms, t.comm_ms), (Some(35.0), Some(5.25)));
+    let t = one(
+        "[Rank 0] epoch=0/micro_step=100/global_step=100, RunningAvgSamplesPerSec=12.3, CurrSamplesPerSec=12.1, MemAllocated=1.2GB",
+    );
+    assert_eq!(
+        (t.role, t.step, t.samples_per_s),
+        (Role::Metrics, Some(100), Some(12.1))
+    );
+}
+
+#[test]
+fn hf_trainer_stdout() {
+    let t = one("{'loss': 1.375, 'grad_norm': 10.55, 'learning_rate': 5e-05, 'epoch': 0.1}");
+    assert_eq!(
+        (t.reader, t.role, t.loss),
+        (TextReader::HfTrainer, Role::Metrics, Some(1.375))
+    );
+    let t = one("{'eval_loss': 0.32, 'eval_runtime': 17.2, 'epoch': 1.0}");
+    assert_eq!(t.role, Role::Eval);
+    // tqdm: the last redraw of a `\r`-joined bar counts; s/it and it/s.
+    let t = one(
+        " 10%|█         | 99/1000 [00:30<04:30,  3.30it/s]\r 10%|█         | 100/1000 [00:31<04:30,  3.21it/s]",
+    );
+    assert_eq!(t.step, Some(100));
+    assert!((t.step_time_ms.unwrap() - 1000.0 / 3.21).abs() < 1e-9);
+    let t = one("  2%|▏         | 5/250 [01:34<1:16:47, 18.80s/it]");
+    assert_eq!((t.step, t.step_time_ms), (Some(5), Some(18800.0)));
+    assert!(
+        parse_text_line(b"Map:  50%|#####     | 500/1000 [00:01<00:01, ?it/s]", None).is_none()
+    );
+    // A forced format tries nothing else.
+    assert!(parse_text_line(b"iter 1: loss 2, time 3ms", Some(TextReader::Megatron)).is_none());
+}
+
+fn feed(asm: &mut Assembler, lines: &[&str]) -> Vec<TrainerLine> {
+    let mut out = vec![];
+    for (i, l) in lines.iter().enumerate() {
+        if let Some(t) = parse_text_line(l.as_bytes(), None) {
+            for e in asm
+                .push(t, l.len() as u64, i as u64 + 1)
+                .into_iter()
+                .flatten()
+            {
+                if let Emit::Record(t, _) = e {
+                    out.push(t);
+                }
+            }
+        }
+    }
+    if let Some(Emit::Record(t, _)) = asm.flush() {
+        out.push(t);
+    }
+    out
+}
+
+#[test]
+fn timer_lines_join_the_iteration_before_them() {
+    let mut asm = Assembler::new(Format::Auto);
+    let got = feed(
+        &mut asm,
+        &[
+            "time (ms) | load-checkpoint: 0.23 | batch-generator: 1.0",
+            " iteration 1/ 9 | elapsed time per iteration (ms): 100.0 | lm loss: 3.0 |",
+            "time (ms) | forward-compute: 50 | backward-params-all-reduce: 7.5 | batch-generator: 2.5",
+            " iteration 2/ 9 | elapsed time per iteration (ms): 90.0 | lm loss: 2.9 |",
+            "validation loss at iteration 2 | lm loss value: 2.8 |",
+            " iteration 3/ 9 | elapsed time per iteration (ms): 400.0 | lm loss: 2.8 |",
+        ],
+    );
+    assert_eq!(got.len(), 3);
+    assert_eq!(
+        (got[0].comm_ms, got[0].data_wait_ms),
+        (Some(7.5), Some(2.5))
+    );
+    assert_eq!(got[1].comm_ms, None);
+    // The evaluation ran inside the interval that iteration 3 reports.
+    assert_eq!(
+        got.iter().map(|t| t.planned_eval).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+}
+
+#[test]
+fn cumulative_train_time_is_differenced_and_restarts() {
+    let mut asm = Assembler::new(Format::Auto);
+    let got = feed(
+        &mut asm,
+        &[
+            "step:0/20 val_loss:10.8 train_time:0ms step_avg:nanms",
+            "step:1/20 train_loss:10.5 train_time:500ms step_avg:500.00ms",
+            "step:2/20 train_loss:10.1 train_time:700ms step_avg:350.00ms",
+            "step:4/20 train_loss:9.9 train_time:1100ms step_avg:275.00ms",
+            // The timer restarts after warm-up.
+            "step:11/20 train_loss:9.0 train_time:201ms step_avg:201.00ms",
+            "step:12/20 train_loss:8.9 train_time:402ms step_avg:201.00ms",
+        ],
+    );
+    let times: Vec<_> = got.iter().map(|t| t.step_time_ms).collect();
+    assert_eq!(
+        times,
+        [Some(500.0), Some(200.0), Some(200.0), None, Some(201.0)]
+    );
+    // The validation at step 0 marks step 1.
+    assert!(got[0].planned_eval);
+}
+
+#[test]
+fn detection_locks_and_rechecks() {
+    let mut asm = Assembler::new(Format::Auto);
+    let mut lines = vec!["iter 1: loss 2.0, time 10ms"];
+    lines.extend(std::iter::repeat_n(
+        " iteration 5/ 9 | elapsed time per iteration (ms): 1.0 | lm loss: 3.0 |",
+        3,
+    ));
+    let got = feed(&mut asm, &lines);
+    // Locked on nanoGPT; three Megatron lines are too few to take over.
+    assert_eq!(got.len(), 1);
+    let d = asm.detection(Format::Auto);
+    assert_eq!(d.name, Some(Format::Nanogpt));
+    assert_eq!(d.ignored_lines, 3);
+    // Twenty lines of another format, twice as many as the locked one, take over.
+    let mut asm = Assembler::new(Format::Auto);
+    let mut lines = vec!["iter 1: loss 2.0, time 10ms"];
+    let megatron: Vec<String> = (1..=25)
+        .map(|i| {
+            format!(" iteration {i}/ 99 | elapsed time per iteration (ms): 1.0 | lm loss: 3.0 |")
+        })
+        .collect();
+    lines.extend(megatron.iter().map(String::as_str));
+    feed(&mut asm, &lines);
+    let d = asm.detection(Format::Auto);
+    assert_eq!(d.name, Some(Format::Megatron));
+    assert!(d.switched.is_some(), "{d:?}");
+    assert!(d.evidence.contains("re-checked"), "{}", d.evidence);
+}
