@@ -139,7 +139,7 @@ pub struct TelemetryArgs {
     /// Telemetry file for --source file (`-` reads stdin)
     #[arg(long, value_name = "PATH")]
     pub path: Option<PathBuf>,
-    /// Input format; auto decides from the file name, then from the content
+    /// Input format; auto detects it from the content (trainer logs, documents, CSV, our JSON)
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
     /// Steps per analysis window
