@@ -312,6 +312,7 @@ mod tests {
             comm_ms: (w % 2 == 1).then_some(2.5),
             node: (w % 4 < 2).then(|| Arc::from(format!("n{}", step % (1 + w % 3)))),
             rank: (w % 4 == 3).then_some((step % 2) as u32),
+            ..Default::default()
         }
     }
 

@@ -17,6 +17,11 @@ pub enum Field {
     CommMs,
     Node,
     Rank,
+    TokensPerS,
+    SamplesPerS,
+    GlobalBatchSize,
+    SeqLen,
+    Event,
 }
 
 impl Field {
@@ -44,6 +49,16 @@ impl Field {
             b"comm_ms" | b"allreduce_ms" | b"nccl_ms" | b"comm_time_ms" => Field::CommMs,
             b"node" | b"node_name" | b"hostname" | b"host" => Field::Node,
             b"rank" | b"global_rank" | b"worker_rank" => Field::Rank,
+            b"tokens_per_s" | b"tokens_per_sec" | b"tokens_per_second" | b"tok_per_s" => {
+                Field::TokensPerS
+            }
+            b"samples_per_s"
+            | b"samples_per_sec"
+            | b"samples_per_second"
+            | b"train_samples_per_second" => Field::SamplesPerS,
+            b"global_batch_size" | b"global_batch" | b"gbs" => Field::GlobalBatchSize,
+            b"seq_len" | b"seq_length" | b"sequence_length" => Field::SeqLen,
+            b"event" | b"trainer_event" => Field::Event,
             _ => return None,
         })
     }

@@ -23,7 +23,7 @@ mod timestamp;
 
 pub use ingest::{Ingest, IngestOptions, IngestSnapshot, LineOutcome, LineParser};
 pub use parallel::read_all_parallel;
-pub use record::{Sample, WorkerLatencies};
+pub use record::{Sample, TrainerEvent, WorkerLatencies};
 pub use source::{Format, OpenedSource, SourceSpec, open_source};
 pub use stats::{IngestStats, SkipReason};
 pub use timestamp::parse_timestamp_ms;

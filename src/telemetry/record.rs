@@ -23,7 +23,11 @@ pub struct Sample {
     pub ts_ms: Option<i64>,
     pub step: Option<u64>,
     pub step_time_ms: f64,
+    /// Always finite: a NaN or infinite loss leaves this `None` and sets `loss_non_finite`.
     pub loss: Option<f64>,
+    /// The trainer reported a NaN or infinite loss (divergence): the record is kept, the loss flagged.
+    #[serde(default)]
+    pub loss_non_finite: bool,
     pub data_wait_ms: Option<f64>,
     pub worker_latencies_ms: WorkerLatencies,
     pub gpu_util_pct: Option<f64>,
@@ -31,6 +35,59 @@ pub struct Sample {
     pub comm_ms: Option<f64>,
     pub node: Option<Arc<str>>,
     pub rank: Option<u32>,
+    /// Throughput as the trainer printed it (whole job unless the reader says otherwise).
+    pub tokens_per_s: Option<f64>,
+    pub samples_per_s: Option<f64>,
+    /// The planned shape of a step: a change of either re-baselines the run instead of raising drift.
+    pub global_batch_size: Option<u64>,
+    pub seq_len: Option<u64>,
+    /// A planned slow step the trainer announced (evaluation, checkpoint, first step after resume).
+    pub event: Option<TrainerEvent>,
+}
+
+/// A planned event that makes a step slow on purpose; never an incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainerEvent {
+    /// Periodic evaluation / validation.
+    Evaluation,
+    /// Saving a checkpoint.
+    Checkpoint,
+    /// The first step after a restart or a resume from a checkpoint.
+    Resume,
+}
+
+impl TrainerEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrainerEvent::Evaluation => "evaluation",
+            TrainerEvent::Checkpoint => "checkpoint",
+            TrainerEvent::Resume => "resume",
+        }
+    }
+
+    /// Reads an `event` value, case-insensitively. Other words are no planned event (`None`): a
+    /// trainer's own event names must not cost the record.
+    pub fn from_name(name: &str) -> Option<TrainerEvent> {
+        const NAMES: [(&str, TrainerEvent); 11] = [
+            ("evaluation", TrainerEvent::Evaluation),
+            ("eval", TrainerEvent::Evaluation),
+            ("validation", TrainerEvent::Evaluation),
+            ("val", TrainerEvent::Evaluation),
+            ("validate", TrainerEvent::Evaluation),
+            ("checkpoint", TrainerEvent::Checkpoint),
+            ("ckpt", TrainerEvent::Checkpoint),
+            ("save", TrainerEvent::Checkpoint),
+            ("resume", TrainerEvent::Resume),
+            ("restart", TrainerEvent::Resume),
+            ("restore", TrainerEvent::Resume),
+        ];
+        let name = name.trim();
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, e)| *e)
+    }
 }
 
 /// Fields collected from one record before validation. The first problem seen is kept.
@@ -47,7 +104,13 @@ pub struct RecordBuilder<'a> {
     comm_ms: Option<f64>,
     node: Option<NodeName<'a>>,
     rank: Option<u32>,
-    seen: u16,
+    loss_non_finite: bool,
+    tokens_per_s: Option<f64>,
+    samples_per_s: Option<f64>,
+    global_batch_size: Option<u64>,
+    seq_len: Option<u64>,
+    event: Option<TrainerEvent>,
+    seen: u32,
     problem: Option<SkipReason>,
 }
 
@@ -84,7 +147,7 @@ impl<'a> RecordBuilder<'a> {
 
     /// Marks `field` as seen; returns false when an earlier alias already set it.
     fn first(&mut self, field: Field) -> bool {
-        let bit = 1u16 << (field as u16);
+        let bit = 1u32 << (field as u32);
         let fresh = self.seen & bit == 0;
         self.seen |= bit;
         fresh
@@ -96,6 +159,11 @@ impl<'a> RecordBuilder<'a> {
         }
         let v = match v {
             Ok(v) => v,
+            // A diverged loss is a signal about the run, not a broken record.
+            Err(ValueError::NonFinite) if field == Field::Loss => {
+                self.loss_non_finite = true;
+                return;
+            }
             Err(e) => return self.fail(e.into()),
         };
         let Some(num) = v else { return };
@@ -116,9 +184,16 @@ impl<'a> RecordBuilder<'a> {
             Field::GpuUtilPct => &mut self.gpu_util_pct,
             Field::GpuMemUtilPct => &mut self.gpu_mem_util_pct,
             Field::CommMs => &mut self.comm_ms,
-            Field::Step => {
+            Field::TokensPerS => &mut self.tokens_per_s,
+            Field::SamplesPerS => &mut self.samples_per_s,
+            Field::Step | Field::GlobalBatchSize | Field::SeqLen => {
+                let slot = match field {
+                    Field::Step => &mut self.step,
+                    Field::GlobalBatchSize => &mut self.global_batch_size,
+                    _ => &mut self.seq_len,
+                };
                 return match num.to_u64() {
-                    Ok(i) => self.step = Some(i),
+                    Ok(i) => *slot = Some(i),
                     Err(e) => self.fail(e.into()),
                 };
             }
@@ -131,7 +206,9 @@ impl<'a> RecordBuilder<'a> {
                     Err(e) => self.fail(e.into()),
                 };
             }
-            Field::Ts | Field::WorkerLatenciesMs | Field::Node => unreachable!("not numeric"),
+            Field::Ts | Field::WorkerLatenciesMs | Field::Node | Field::Event => {
+                unreachable!("not numeric")
+            }
         };
         *slot = Some(x);
     }
@@ -167,6 +244,13 @@ impl<'a> RecordBuilder<'a> {
         }
     }
 
+    /// Sets the planned event; a value that names none is no event.
+    pub(super) fn put_event(&mut self, v: Option<TrainerEvent>) {
+        if self.first(Field::Event) {
+            self.event = v;
+        }
+    }
+
     /// Sets a field from CSV text. Empty cells mean "absent".
     pub fn put_text(&mut self, field: Field, text: &'a str) {
         if text.trim().is_empty() {
@@ -180,6 +264,7 @@ impl<'a> RecordBuilder<'a> {
             ),
             Field::WorkerLatenciesMs => self.put_workers(parse_list_text(text).map(Some)),
             Field::Node => self.put_node(Ok(Some(NodeName::Borrowed(text.trim())))),
+            Field::Event => self.put_event(TrainerEvent::from_name(text)),
             _ => self.put_num(field, parse_number_text(text).map(Some)),
         }
     }
@@ -204,6 +289,12 @@ impl<'a> RecordBuilder<'a> {
             comm_ms: self.comm_ms,
             node: self.node.map(|n| intern(n.as_str().trim())),
             rank: self.rank,
+            loss_non_finite: self.loss_non_finite,
+            tokens_per_s: self.tokens_per_s,
+            samples_per_s: self.samples_per_s,
+            global_batch_size: self.global_batch_size,
+            seq_len: self.seq_len,
+            event: self.event,
         })
     }
 }
@@ -267,6 +358,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 Field::Ts => b.put_ts(map.next_value_seed(TsSeed)?),
                 Field::WorkerLatenciesMs => b.put_workers(map.next_value_seed(ListSeed)?),
                 Field::Node => b.put_node(map.next_value_seed(NodeSeed)?),
+                Field::Event => b.put_event(map.next_value_seed(EventSeed)?),
                 _ => {
                     let v = map.next_value_seed(NumSeed)?;
                     b.put_num(field, v)
@@ -485,6 +577,49 @@ impl<'de> Visitor<'de> for NodeSeed {
     wrong_type_otherwise!(ValueError::WrongType);
 }
 
+struct EventSeed;
+
+impl<'de> DeserializeSeed<'de> for EventSeed {
+    type Value = Option<TrainerEvent>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// Only a string names an event; any other value is no event (never a reason to drop the record).
+impl<'de> Visitor<'de> for EventSeed {
+    type Value = Option<TrainerEvent>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an event name")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(TrainerEvent::from_name(v))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        drain_seq(seq)?;
+        Ok(None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        drain_map(map)?;
+        Ok(None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,6 +680,53 @@ mod tests {
         for (line, want) in cases {
             assert_eq!(parse(line).unwrap_err(), want, "{line}");
         }
+    }
+
+    #[test]
+    fn throughput_batch_shape_and_planned_events() {
+        let s = parse(
+            r#"{"step_time_ms":5,"tokens_per_sec":"1200.5","train_samples_per_second":3,
+               "global_batch_size":512,"seq_length":"2048","event":"Eval"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.tokens_per_s, Some(1200.5));
+        assert_eq!(s.samples_per_s, Some(3.0));
+        assert_eq!(s.global_batch_size, Some(512));
+        assert_eq!(s.seq_len, Some(2048));
+        assert_eq!(s.event, Some(TrainerEvent::Evaluation));
+        for (v, want) in [
+            (r#""checkpoint""#, Some(TrainerEvent::Checkpoint)),
+            (r#""save""#, Some(TrainerEvent::Checkpoint)),
+            (r#"" RESUME ""#, Some(TrainerEvent::Resume)),
+            (r#""train""#, None),
+            ("7", None),
+            ("true", None),
+            ("[1]", None),
+            ("null", None),
+        ] {
+            let s = parse(&format!(r#"{{"step_time_ms":5,"event":{v}}}"#)).unwrap();
+            assert_eq!(s.event, want, "{v}");
+        }
+        let line = r#"{"step_time_ms":5,"global_batch_size":1.5}"#;
+        assert_eq!(parse(line).unwrap_err(), SkipReason::WrongType);
+    }
+
+    /// A NaN or infinite loss keeps the record: it is the divergence signal.
+    #[test]
+    fn non_finite_loss_is_flagged_not_skipped() {
+        for v in [r#""nan""#, r#""NaN""#, r#""inf""#, r#""-Infinity""#] {
+            let s = parse(&format!(r#"{{"step_time_ms":5,"step":3,"loss":{v}}}"#)).unwrap();
+            assert_eq!(
+                (s.loss, s.loss_non_finite, s.step),
+                (None, true, Some(3)),
+                "{v}"
+            );
+        }
+        let s = parse(r#"{"step_time_ms":5,"loss":2.5}"#).unwrap();
+        assert_eq!((s.loss, s.loss_non_finite), (Some(2.5), false));
+        // Another field's NaN still costs the record.
+        let line = r#"{"step_time_ms":5,"data_wait_ms":"nan"}"#;
+        assert_eq!(parse(line).unwrap_err(), SkipReason::NonFinite);
     }
 
     /// Steps are integers: above 2^53 an f64 merged neighbouring steps (998 of 1000 distinct steps

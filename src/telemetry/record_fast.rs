@@ -10,7 +10,7 @@
 //! compare both paths.
 
 use super::field::{Field, Num, ValueError, parse_list_text, parse_number_text};
-use super::record::{NodeName, RecordBuilder, WorkerLatencies};
+use super::record::{NodeName, RecordBuilder, TrainerEvent, WorkerLatencies};
 use super::stats::SkipReason;
 use super::timestamp::{epoch_number_to_ms, parse_timestamp_ms, utc_rfc3339_ms};
 
@@ -266,6 +266,10 @@ fn put<'a>(rec: &mut RecordBuilder<'a>, field: Field, value: Value<'a>) -> Optio
             Value::Num(Num { int: None, .. }) | Value::List(_) => Err(ValueError::WrongType),
             Value::Num(Num { int: Some(_), .. }) => return None,
         }),
+        Field::Event => rec.put_event(match value {
+            Value::Str(t) => TrainerEvent::from_name(t.str()?),
+            _ => None,
+        }),
         _ => rec.put_num(
             field,
             match value {
@@ -345,6 +349,9 @@ mod tests {
             r#"{"ts":1,"step":1}"#,
             r#"{"step_time_ms":1844674407370955161,"step":9999999999999999999}"#,
             r#"{"step_time_ms":9007199254740.992e-5,"loss":0.000001}"#,
+            r#"{"step_time_ms":1,"loss":"nan","event":"checkpoint","tokens_per_s":9.5,"global_batch_size":8,"seq_len":512}"#,
+            r#"{"step_time_ms":1,"event":7,"trainer_event":"eval","samples_per_s":"3"}"#,
+            r#"{"step_time_ms":1,"event":null,"gbs":1.5}"#,
         ] {
             assert!(same(line.as_bytes()), "{line}");
         }
