@@ -72,7 +72,8 @@ pub struct Assembler {
     ignored: u64,
     pending: Option<(TrainerLine, u64)>,
     clock: Option<(u64, f64)>,
-    eval_pending: bool,
+    /// An evaluation/checkpoint line was seen: the next record carries it.
+    event_pending: Option<super::TrainerEvent>,
     implausible: u64,
     /// A pending line dropped when another dialect took the stream: lines and bytes, to count.
     dropped_lines: u64,
@@ -207,7 +208,10 @@ impl Assembler {
                     if let (Some(s), Some(c)) = (tl.step, tl.cumulative_ms) {
                         self.clock = Some((s, c));
                     }
-                    self.eval_pending = true;
+                    // A checkpoint after an evaluation (or the reverse) is still one slow step.
+                    if self.event_pending.is_none() {
+                        self.event_pending = tl.event;
+                    }
                 }
                 return log;
             }
@@ -233,9 +237,8 @@ impl Assembler {
                 return log;
             }
         }
-        if self.eval_pending {
-            tl.planned_eval = true;
-            self.eval_pending = false;
+        if let Some(e) = self.event_pending.take() {
+            tl.event = Some(e);
         }
         let flushed = self.pending.take().map(|(p, n)| Emit::Record(p, n));
         if Self::holds(tl.reader) {

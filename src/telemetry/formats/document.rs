@@ -124,11 +124,11 @@ fn trainer_state(doc: &Value) -> Result<Vec<TrainerLine>, String> {
         .and_then(Value::as_array)
         .ok_or("trainer_state.json: no \"log_history\" list")?;
     let mut out = Vec::new();
-    let mut eval_pending = false;
+    let mut eval_pending = None;
     for e in history {
         let step = e.get("step").and_then(Value::as_u64);
         if e.get("eval_loss").is_some() || e.get("eval_runtime").is_some() {
-            eval_pending = true;
+            eval_pending = Some(super::TrainerEvent::Evaluation);
             continue;
         }
         let Some(loss) = e.get("loss").and_then(number) else {
@@ -139,7 +139,7 @@ fn trainer_state(doc: &Value) -> Result<Vec<TrainerLine>, String> {
             role: Role::Iteration,
             step,
             loss: Some(loss),
-            planned_eval: std::mem::take(&mut eval_pending),
+            event: eval_pending.take(),
             ..Default::default()
         });
     }

@@ -111,6 +111,7 @@ impl LightningRows {
             return Ok(Row::Line(TrainerLine {
                 reader: TextReader::Lightning,
                 role: Role::Eval,
+                event: Some(super::TrainerEvent::Evaluation),
                 step: step.and_then(super::text::as_step),
                 ..Default::default()
             }));

@@ -20,6 +20,9 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
     {
         let mut t = TrainerLine::new(TextReader::Megatron, Role::Eval);
         t.step = num_after(b, b"iteration").and_then(as_step);
+        if b.starts_with(b"saving") {
+            t.event = Some(super::TrainerEvent::Checkpoint);
+        }
         return Some(t);
     }
     let et = find(b, b"elapsed time per iteration")?;

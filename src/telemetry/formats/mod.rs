@@ -22,7 +22,7 @@ mod torchtitan;
 use serde::{Deserialize, Serialize};
 
 use super::field::{Field, Num, ValueError};
-use super::record::RecordBuilder;
+use super::record::{RecordBuilder, TrainerEvent};
 use super::source::Format;
 
 /// A text format a line can be in.
@@ -133,8 +133,9 @@ pub struct TrainerLine {
     pub global_batch: Option<u64>,
     pub ts_ms: Option<i64>,
     pub rank: Option<u32>,
-    /// Set by the assembler: an evaluation/checkpoint ran within this step (a planned slow step).
-    pub planned_eval: bool,
+    /// On an evaluation/checkpoint line: which. On a record, set by the assembler: that planned
+    /// event ran within this step (a planned slow step).
+    pub event: Option<TrainerEvent>,
 }
 
 impl TrainerLine {
@@ -142,6 +143,7 @@ impl TrainerLine {
         TrainerLine {
             reader,
             role,
+            event: (role == Role::Eval).then_some(TrainerEvent::Evaluation),
             ..Default::default()
         }
     }
@@ -163,7 +165,9 @@ impl TrainerLine {
             ts_ms,
             rank
         );
-        self.planned_eval |= other.planned_eval;
+        if self.event.is_none() {
+            self.event = other.event;
+        }
     }
 
     /// The record builder for this line, through the same validation as JSON and CSV records.
@@ -183,8 +187,10 @@ impl TrainerLine {
         b.put_num(Field::CommMs, num(self.comm_ms));
         b.put_num(Field::Rank, Ok(self.rank.map(|r| Num::int(u64::from(r)))));
         b.put_ts(Ok(self.ts_ms));
-        // tokens/s, samples/s, global batch and the planned-eval mark wait for the Sample fields
-        // that carry them (see the "judge" change); they are parsed and kept here already.
+        b.put_num(Field::TokensPerS, num(self.tokens_per_s));
+        b.put_num(Field::SamplesPerS, num(self.samples_per_s));
+        b.put_num(Field::GlobalBatchSize, Ok(self.global_batch.map(Num::int)));
+        b.put_event(self.event);
         b
     }
 }

@@ -222,8 +222,8 @@ fn timer_lines_join_the_iteration_before_them() {
     assert_eq!(got[1].comm_ms, None);
     // The evaluation ran inside the interval that iteration 3 reports.
     assert_eq!(
-        got.iter().map(|t| t.planned_eval).collect::<Vec<_>>(),
-        [false, false, true]
+        got.iter().map(|t| t.event).collect::<Vec<_>>(),
+        [None, None, Some(TrainerEvent::Evaluation)]
     );
 }
 
@@ -248,7 +248,7 @@ fn cumulative_train_time_is_differenced_and_restarts() {
         [Some(500.0), Some(200.0), Some(200.0), None, Some(201.0)]
     );
     // The validation at step 0 marks step 1.
-    assert!(got[0].planned_eval);
+    assert_eq!(got[0].event, Some(TrainerEvent::Evaluation));
 }
 
 #[test]
@@ -279,4 +279,111 @@ fn detection_locks_and_rechecks() {
     assert_eq!(d.name, Some(Format::Megatron));
     assert!(d.switched.is_some(), "{d:?}");
     assert!(d.evidence.contains("re-checked"), "{}", d.evidence);
+}
+
+fn read(
+    format: Format,
+    text: &[u8],
+) -> (Vec<crate::telemetry::Sample>, crate::telemetry::IngestStats) {
+    use crate::telemetry::{Ingest, IngestOptions};
+    let mut ing = Ingest::new(format, &IngestOptions::default());
+    let mut got = vec![];
+    let mut r = std::io::BufReader::new(text);
+    ing.read_all(&mut r, &mut |_| {}, &mut |s| got.push(s.clone()))
+        .unwrap();
+    let st = ing.finish(&mut |s| got.push(s.clone()));
+    (got, st)
+}
+
+const MEGATRON: &[u8] = include_bytes!("../../../tests/data/formats/megatron_lm.log");
+
+#[test]
+fn samples_carry_what_the_trainers_print() {
+    let (got, st) = read(Format::Auto, MEGATRON);
+    assert_eq!(got.len(), 300);
+    assert_eq!(
+        st.lines_read,
+        MEGATRON.iter().filter(|c| **c == b'\n').count() as u64
+    );
+    let s = &got[100];
+    assert_eq!(s.step, Some(101));
+    assert_eq!(s.event, Some(TrainerEvent::Evaluation));
+    assert_eq!(s.global_batch_size, Some(256));
+    assert_eq!(s.rank, Some(3));
+    assert!(s.comm_ms.is_some() && s.data_wait_ms.is_some());
+    assert_eq!(got.iter().filter(|s| s.event.is_some()).count(), 2);
+
+    let text = b" iteration 1/ 9 | elapsed time per iteration (ms): 5.0 | lm loss: 2.0 |\n iteration 2/ 9 | elapsed time per iteration (ms): 5.0 | lm loss: nan |\n";
+    let (got, _) = read(Format::Auto, text);
+    assert!(!got[0].loss_non_finite);
+    assert!(got[1].loss_non_finite && got[1].loss.is_none());
+
+    let (got, _) = read(
+        Format::Auto,
+        include_bytes!("../../../tests/data/formats/llmc.log"),
+    );
+    assert!(got.iter().all(|s| s.tokens_per_s.is_some()));
+    assert_eq!(got.iter().filter(|s| s.event.is_some()).count(), 3);
+    let (got, _) = read(
+        Format::Auto,
+        include_bytes!("../../../tests/data/formats/deepspeed.log"),
+    );
+    assert!(
+        got.iter()
+            .all(|s| s.samples_per_s.is_some() && s.comm_ms.is_some())
+    );
+    let (got, _) = read(
+        Format::Auto,
+        include_bytes!("../../../tests/data/formats/nanogpt.log"),
+    );
+    assert_eq!(got[100].step, Some(100));
+    assert_eq!(got[100].event, Some(TrainerEvent::Evaluation));
+}
+
+/// The parallel reader hands trainer lines to the sequential stage in input order: the same records
+/// and counters as the sequential reader, whatever the chunking.
+#[test]
+fn parallel_reading_of_trainer_text_matches_sequential() {
+    use crate::telemetry::parallel::{Tuning, read_all_parallel_tuned};
+    use crate::telemetry::{Ingest, IngestOptions};
+    for (text, fmt) in [
+        (MEGATRON, Format::Auto),
+        (
+            &include_bytes!("../../../tests/data/formats/deepspeed.log")[..],
+            Format::Deepspeed,
+        ),
+        (
+            &include_bytes!("../../../tests/data/formats/hf_trainer.log")[..],
+            Format::Auto,
+        ),
+    ] {
+        let (want, want_st) = read(fmt, text);
+        for chunk in [97, 1000, 1 << 16] {
+            let mut ing = Ingest::new(fmt, &IngestOptions::default());
+            let mut got = vec![];
+            let tuning = Tuning {
+                chunk_bytes: chunk,
+                in_flight: 3,
+                jitter: Some(chunk as u64),
+            };
+            let mut r = std::io::BufReader::new(text);
+            read_all_parallel_tuned(&mut ing, &mut r, 2, tuning, &mut |_| {}, &mut |s| {
+                got.push(s.clone())
+            })
+            .unwrap();
+            let st = ing.finish(&mut |s| got.push(s.clone()));
+            assert_eq!(got, want, "chunk {chunk}");
+            assert_eq!(st, want_st, "chunk {chunk}");
+        }
+    }
+}
+
+#[test]
+fn lightning_rows() {
+    let text = b"epoch,epoch_time,step,train_loss_epoch,train_loss_step,val_loss\n0,,49,,7.6,\n0,,99,,nan,\n0,,100,,,7.1\n0,2517.1,100,4.7,,\n0,,149,,7.3,\n";
+    let (got, st) = read(Format::LightningCsv, text);
+    assert_eq!(got.len(), 0, "no step time: counted, not kept");
+    assert_eq!(st.skipped(crate::telemetry::SkipReason::MissingStepTime), 3);
+    assert_eq!(st.log_lines, 2);
+    assert_eq!(st.lines_read, 6);
 }
