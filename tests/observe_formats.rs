@@ -216,10 +216,9 @@ fn implausible_step_times_are_flagged_in_the_summary() {
     let dir = tempfile::tempdir().unwrap();
     let mut text = String::new();
     for s in 1..=60u64 {
-        // An unsuffixed step time in seconds read as ms: 0.05 ms steps.
-        text += &format!("{{\"step\":{s},\"step_time\":0.05}}\n");
+        text += &format!("{{\"step\":{s},\"step_time_ms\":0.05}}\n");
     }
-    let p = dir.path().join("secs.jsonl");
+    let p = dir.path().join("tiny.jsonl");
     fs::write(&p, text).unwrap();
     let r = observe(&p, &[]).unwrap();
     assert_eq!(r["format_detected"]["implausible_step_times"], 60);
@@ -232,4 +231,59 @@ fn implausible_step_times_are_flagged_in_the_summary() {
         .assert()
         .success()
         .stdout(predicates::str::contains("60 implausible step times"));
+}
+
+/// Issue 12: an unsuffixed `step_time` in seconds was silently read as milliseconds. It is still read
+/// as ms (the documented alias), but never silently: the summary warns when the values look like
+/// seconds, and `--step-time-unit s` reads them as seconds.
+#[test]
+fn unit_less_step_time_in_seconds_is_never_read_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for s in 1..=400u64 {
+        text += &format!(
+            "{{\"step\":{s},\"step_time\":{}}}\n",
+            0.25 + (s % 3) as f64 * 0.01
+        );
+    }
+    let p = dir.path().join("secs.jsonl");
+    fs::write(&p, text).unwrap();
+    let r = observe(&p, &[]).unwrap();
+    let f = &r["format_detected"];
+    assert!(
+        f["step_time_unit"].as_str().unwrap().contains("ms assumed"),
+        "{f}"
+    );
+    assert!(
+        f["unit_warning"].as_str().unwrap().contains("400 of 400"),
+        "{f}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    bin()
+        .args(["observe", "--source", "file", "--path"])
+        .arg(&p)
+        .arg("--out")
+        .arg(out.path())
+        .assert()
+        .success()
+        .stdout(predicates::str::contains(
+            "WARNING 400 of 400 unit-less `step_time` values",
+        ));
+
+    let r = observe(&p, &["--step-time-unit", "s"]).unwrap();
+    assert!(r["format_detected"]["unit_warning"].is_null());
+    let p50 = r["baseline"]["step_time_p50_ms"].as_f64().unwrap();
+    assert!((250.0..=270.0).contains(&p50), "{p50}");
+    // The same values under `step_time_ms` say their unit: no warning, no conversion.
+    let ms = dir.path().join("ms.jsonl");
+    fs::write(
+        &ms,
+        fs::read_to_string(&p)
+            .unwrap()
+            .replace("step_time", "step_time_ms"),
+    )
+    .unwrap();
+    let r = observe(&ms, &["--step-time-unit", "s"]).unwrap();
+    assert!(r["format_detected"]["unit_warning"].is_null());
+    assert!(r["baseline"]["step_time_p50_ms"].as_f64().unwrap() < 1.0);
 }

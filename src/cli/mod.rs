@@ -142,6 +142,10 @@ pub struct TelemetryArgs {
     /// Input format; auto detects it from the content (trainer logs, documents, CSV, our JSON)
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
+    /// Unit of a step time given as `step_time` (no unit in the name): auto reads ms and warns when
+    /// the values look like seconds
+    #[arg(long, value_enum, default_value_t = crate::telemetry::formats::StepTimeUnit::Auto)]
+    pub step_time_unit: crate::telemetry::formats::StepTimeUnit,
     /// Steps per analysis window
     #[arg(long, value_name = "N", default_value_t = crate::signals::DEFAULT_WINDOW_STEPS,
           value_parser = clap::value_parser!(u64).range(2..=1_000_000))]

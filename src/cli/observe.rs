@@ -96,6 +96,7 @@ pub fn telemetry_inputs(
         reorder_window: t.reorder_window as usize,
         skew_tolerance_ms: t.clock_skew_tolerance as i64,
         release_lag_steps: None,
+        step_time_unit: t.step_time_unit,
     };
     let cfg = FeatureConfig {
         window_steps: t.window_steps,
@@ -418,8 +419,11 @@ fn format_line(f: &FormatDetected) -> String {
         },
         None => "none detected".to_string(),
     }];
-    if let Some(u) = f.step_time_unit {
+    if let Some(u) = &f.step_time_unit {
         parts.push(format!("step time {u}"));
+    }
+    if let Some(w) = &f.unit_warning {
+        parts.push(format!("WARNING {w}"));
     }
     if let Some(s) = &f.switched {
         parts.push(format!(

@@ -10,7 +10,7 @@ use super::MAX_LINE_BYTES;
 use super::csv_rows::CsvRows;
 use super::formats::assemble::{Assembler, Emit, FormatDetected};
 use super::formats::lightning::{LightningRows, Row};
-use super::formats::{TextReader, TrainerLine, parse_text_line};
+use super::formats::{BARE_SMALL_MS, StepTimeUnit, TextReader, TrainerLine, parse_text_line};
 use super::line::{LineKind, classify};
 use super::order::Orderer;
 use super::record::{RecordBuilder, Sample, parse_json_object};
@@ -26,6 +26,8 @@ pub struct IngestOptions {
     /// Live sources: release a record once a record this many steps ahead has arrived (see
     /// `Orderer`); `None` (files) waits for the reorder buffer to fill.
     pub release_lag_steps: Option<u64>,
+    /// How a unit-less `step_time` is read.
+    pub step_time_unit: StepTimeUnit,
 }
 
 impl Default for IngestOptions {
@@ -34,6 +36,7 @@ impl Default for IngestOptions {
             reorder_window: 1024,
             skew_tolerance_ms: 5_000,
             release_lag_steps: None,
+            step_time_unit: StepTimeUnit::Auto,
         }
     }
 }
@@ -126,11 +129,21 @@ pub struct LineParser {
     nodes: NodeInterner,
     /// Which trainer text formats to try: none, one (forced), or all (auto).
     text: Option<Option<TextReader>>,
+    /// Factor for a unit-less `step_time` (1000 when it is in seconds).
+    bare_scale: f64,
+    /// Records with a unit-less `step_time`, and how many of those were under [`BARE_SMALL_MS`].
+    bare: (u64, u64),
 }
 
 impl LineParser {
     pub fn new(format: Format) -> Self {
+        Self::with_unit(format, StepTimeUnit::Auto)
+    }
+
+    pub fn with_unit(format: Format, unit: StepTimeUnit) -> Self {
         LineParser {
+            bare_scale: if unit == StepTimeUnit::S { 1000.0 } else { 1.0 },
+            bare: (0, 0),
             format,
             csv: CsvRows::new(),
             lightning: LightningRows::new(),
@@ -141,11 +154,27 @@ impl LineParser {
         }
     }
 
+    /// Records with a unit-less `step_time` since the last call, and how many were small.
+    pub(crate) fn take_bare(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.bare)
+    }
+
     fn finish(
         nodes: &mut NodeInterner,
+        bare: (&mut (u64, u64), f64),
         built: Result<RecordBuilder<'_>, SkipReason>,
         prefix_ts: Option<i64>,
     ) -> LineOutcome {
+        let built = built.map(|mut b| {
+            if b.step_time_is_bare() {
+                bare.0.0 += 1;
+                if b.step_time().is_some_and(|x| x < BARE_SMALL_MS) {
+                    bare.0.1 += 1;
+                }
+                b.scale_step_time(bare.1);
+            }
+            b
+        });
         match built.and_then(|b| b.finish(&mut |n| nodes.intern(n))) {
             Ok(mut s) => {
                 if s.ts_ms.is_none() {
@@ -163,10 +192,11 @@ impl LineParser {
             return LineOutcome::Blank;
         }
         let nodes = &mut self.nodes;
+        let bare = (&mut self.bare, self.bare_scale);
         match self.format {
             Format::Csv => match self.csv.row(line.trim_ascii_end()) {
                 Ok(None) => LineOutcome::Blank,
-                Ok(Some(b)) => Self::finish(nodes, Ok(b), None),
+                Ok(Some(b)) => Self::finish(nodes, bare, Ok(b), None),
                 Err(r) => LineOutcome::Skip(r),
             },
             Format::LightningCsv => match self.lightning.row(line.trim_ascii_end()) {
@@ -198,7 +228,7 @@ impl LineParser {
                     LineKind::Json {
                         payload,
                         prefix_ts_ms,
-                    } => Self::finish(nodes, parse_json_object(payload), prefix_ts_ms),
+                    } => Self::finish(nodes, bare, parse_json_object(payload), prefix_ts_ms),
                     LineKind::Embedded {
                         payload,
                         prefix_ts_ms,
@@ -218,7 +248,7 @@ impl LineParser {
                         // Braces in an ordinary log message are not a broken record.
                         Err(SkipReason::InvalidJson) if !strict => LineOutcome::Log,
                         Err(SkipReason::InvalidJson) => LineOutcome::Skip(SkipReason::NotJson),
-                        built => Self::finish(nodes, built, prefix_ts_ms),
+                        built => Self::finish(nodes, bare, built, prefix_ts_ms),
                     },
                 }
             }
@@ -231,7 +261,7 @@ impl Ingest {
         Ingest {
             format,
             opts: opts.clone(),
-            parser: LineParser::new(format),
+            parser: LineParser::with_unit(format, opts.step_time_unit),
             orderer: Orderer::new(
                 opts.reorder_window,
                 opts.skew_tolerance_ms,
@@ -240,7 +270,7 @@ impl Ingest {
             stats: IngestStats::default(),
             line: Vec::with_capacity(4096),
             max_line: MAX_LINE_BYTES,
-            asm: Assembler::new(format),
+            asm: Assembler::new(format, opts.step_time_unit),
             document: None,
         }
     }
@@ -322,6 +352,13 @@ impl Ingest {
         self.count_dropped();
     }
 
+    /// Notes records with a unit-less `step_time` (for the unit report).
+    pub(crate) fn note_bare(&mut self, counts: (u64, u64)) {
+        if counts.0 > 0 {
+            self.asm.note_bare(counts);
+        }
+    }
+
     /// Counts the line of a pending record that another format's lock dropped.
     fn count_dropped(&mut self) {
         let (lines, bytes) = self.asm.take_dropped();
@@ -373,12 +410,16 @@ impl Ingest {
             name: Some(self.format),
             forced: !self.asm.detected(),
             evidence: format!("a JSON document with the keys of {reader}; {n} records"),
-            step_time_unit: Some(match self.format {
-                Format::MegatronGolden => {
-                    "s: Megatron records `iteration-time` in seconds (converted to ms)"
+            step_time_unit: Some(
+                match self.format {
+                    Format::MegatronGolden => {
+                        "s: Megatron records `iteration-time` in seconds (converted to ms)"
+                    }
+                    _ => "none recorded (loss only)",
                 }
-                _ => "none recorded (loss only)",
-            }),
+                .to_string(),
+            ),
+            unit_warning: None,
             lines_matched: n,
             first_line: Some(1),
             other_formats: Vec::new(),
@@ -395,6 +436,8 @@ impl Ingest {
             return self.push_too_long(line.len() as u64);
         }
         let outcome = self.parser.parse(line);
+        let bare = self.parser.take_bare();
+        self.note_bare(bare);
         if matches!(outcome, LineOutcome::Blank)
             && matches!(self.format, Format::Csv | Format::LightningCsv)
             && !line.trim_ascii().is_empty()

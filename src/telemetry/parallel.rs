@@ -70,6 +70,8 @@ struct Parsed {
     /// Trainer text lines and their lengths, finished in order by the ingest.
     trainer: Vec<(TrainerLine, u32)>,
     runs: Vec<Run>,
+    /// Records with a unit-less `step_time`, and the small ones among them.
+    bare: (u64, u64),
 }
 
 /// `lines` consecutive lines of one class, `bytes` in all (a chunk is far below 4 GiB).
@@ -85,6 +87,7 @@ impl Parsed {
         self.records.clear();
         self.trainer.clear();
         self.runs.clear();
+        self.bare = (0, 0);
     }
 
     fn add(&mut self, class: LineClass, lines: usize, bytes: usize) {
@@ -163,6 +166,7 @@ pub(crate) fn read_all_parallel_tuned(
         return ingest.read_all(reader, tick, out);
     }
     let format = ingest.format();
+    let unit = ingest.options().step_time_unit;
     let max_line = ingest.max_line();
     let in_flight = tuning.in_flight.max(1);
     let stopped = || io::Error::other("telemetry parser thread stopped");
@@ -174,7 +178,7 @@ pub(crate) fn read_all_parallel_tuned(
         for w in 0..threads {
             let job_rx = job_rx.clone();
             scope.spawn(move || {
-                let mut parser = LineParser::new(format);
+                let mut parser = LineParser::with_unit(format, unit);
                 let mut jitter = Jitter::new(tuning.jitter, w as u64 + 1);
                 loop {
                     // The guard is a temporary: the lock is released before parsing.
@@ -286,6 +290,7 @@ fn apply(ingest: &mut Ingest, parsed: &mut Parsed, out: &mut dyn FnMut(&Sample))
     }
     drop(records);
     drop(trainer);
+    ingest.note_bare(parsed.bare);
     parsed.clear();
 }
 
@@ -309,6 +314,7 @@ fn parse_lines(parser: &mut LineParser, chunk: &[u8], max_line: usize, parsed: &
         }
         start = end;
     }
+    parsed.bare = parser.take_bare();
 }
 
 /// A random pause for the stress tests (xorshift, no shared state); does nothing without a seed.

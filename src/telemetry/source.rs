@@ -182,8 +182,10 @@ fn sniff_format(head: &[u8], by_name: Option<Format>) -> Format {
     let header = std::str::from_utf8(first).unwrap_or("");
     if header.contains(',')
         && header.split(',').any(|h| {
-            super::field::Field::from_name(h.trim().trim_matches('"'))
-                == Some(super::field::Field::StepTimeMs)
+            matches!(
+                super::field::Field::from_name(h.trim().trim_matches('"')),
+                Some(super::field::Field::StepTimeMs | super::field::Field::StepTimeBare)
+            )
         })
     {
         return Format::Csv;

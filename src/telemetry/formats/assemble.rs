@@ -78,14 +78,50 @@ pub struct Assembler {
     /// A pending line dropped when another dialect took the stream: lines and bytes, to count.
     dropped_lines: u64,
     dropped: u64,
+    step_time_unit: super::StepTimeUnit,
+    /// Records with a unit-less `step_time`, and how many were under 10 (before any conversion).
+    bare: (u64, u64),
 }
 
 impl Assembler {
-    pub fn new(format: Format) -> Self {
+    pub fn new(format: Format, step_time_unit: super::StepTimeUnit) -> Self {
         Assembler {
             auto: format == Format::Auto,
+            step_time_unit,
             ..Default::default()
         }
+    }
+
+    pub fn note_bare(&mut self, (n, small): (u64, u64)) {
+        self.bare.0 = self.bare.0.saturating_add(n);
+        self.bare.1 = self.bare.1.saturating_add(small);
+    }
+
+    /// What was assumed for a unit-less `step_time`, and a warning when the values look like seconds.
+    fn bare_unit(&self) -> Option<(String, Option<String>)> {
+        use super::StepTimeUnit;
+        let (n, small) = self.bare;
+        if n == 0 {
+            return None;
+        }
+        Some(match self.step_time_unit {
+            StepTimeUnit::S => (
+                format!("s for the unit-less `step_time` ({n} records; --step-time-unit s), converted to ms"),
+                None,
+            ),
+            StepTimeUnit::Ms => (
+                format!("ms for the unit-less `step_time` ({n} records; --step-time-unit ms)"),
+                None,
+            ),
+            StepTimeUnit::Auto => (
+                format!("ms assumed for the unit-less `step_time` ({n} records; --step-time-unit s if it is seconds)"),
+                (small * 2 > n).then(|| {
+                    format!(
+                        "{small} of {n} unit-less `step_time` values are under 10: they look like seconds read as ms; pass --step-time-unit s (or ms to confirm)"
+                    )
+                }),
+            ),
+        })
     }
 
     pub fn set_detected(&mut self) {
@@ -294,6 +330,7 @@ impl Assembler {
                 forced: false,
                 evidence: "no line of any known format".into(),
                 step_time_unit: None,
+                unit_warning: None,
                 lines_matched: 0,
                 first_line: None,
                 other_formats: others,
@@ -304,12 +341,18 @@ impl Assembler {
         };
         let i = d.index();
         let first = (self.first_line[i] > 0).then_some(self.first_line[i]);
+        let bare = self.bare_unit();
         let (shape, unit) = match d {
             Dialect::Ours => (
                 "our telemetry record (`step_time_ms`, …)".to_string(),
-                "ms (`step_time_ms`; see docs/telemetry.md for the aliases)",
+                match &bare {
+                    Some((u, _)) => u.clone(),
+                    None => {
+                        "ms (`step_time_ms`; see docs/telemetry.md for the aliases)".to_string()
+                    }
+                },
             ),
-            Dialect::Text(r) => (r.shape().to_string(), r.unit_rule()),
+            Dialect::Text(r) => (r.shape().to_string(), r.unit_rule().to_string()),
         };
         let how = if self.detected() {
             "detected"
@@ -336,6 +379,7 @@ impl Assembler {
             forced: !self.detected(),
             evidence,
             step_time_unit: Some(unit),
+            unit_warning: bare.and_then(|(_, w)| w),
             lines_matched: self.lines[i],
             first_line: first,
             other_formats: others,
@@ -378,7 +422,9 @@ pub struct FormatDetected {
     pub forced: bool,
     pub evidence: String,
     /// Where the step time's unit came from.
-    pub step_time_unit: Option<&'static str>,
+    pub step_time_unit: Option<String>,
+    /// Set when the step times look like they are in another unit than the one assumed.
+    pub unit_warning: Option<String>,
     pub lines_matched: u64,
     pub first_line: Option<u64>,
     /// Lines of other formats seen (ignored after the lock in an auto-detected stream).

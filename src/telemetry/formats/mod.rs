@@ -25,6 +25,23 @@ use super::field::{Field, Num, ValueError};
 use super::record::{RecordBuilder, TrainerEvent};
 use super::source::Format;
 
+/// How a step time given under the unit-less name `step_time` is read (`--step-time-unit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepTimeUnit {
+    /// Milliseconds (the alias's documented meaning), with a warning when most values are under 10.
+    #[default]
+    Auto,
+    /// Milliseconds, no warning.
+    Ms,
+    /// Seconds: multiplied by 1000.
+    S,
+}
+
+/// Unit-less `step_time` values below this many ms make the auto rule warn (a step under 10 ms is rare
+/// in distributed training; 10 s steps are common).
+pub const BARE_SMALL_MS: f64 = 10.0;
+
 /// A text format a line can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum TextReader {

@@ -202,7 +202,7 @@ fn feed(asm: &mut Assembler, lines: &[&str]) -> Vec<TrainerLine> {
 
 #[test]
 fn timer_lines_join_the_iteration_before_them() {
-    let mut asm = Assembler::new(Format::Auto);
+    let mut asm = Assembler::new(Format::Auto, StepTimeUnit::Auto);
     let got = feed(
         &mut asm,
         &[
@@ -229,7 +229,7 @@ fn timer_lines_join_the_iteration_before_them() {
 
 #[test]
 fn cumulative_train_time_is_differenced_and_restarts() {
-    let mut asm = Assembler::new(Format::Auto);
+    let mut asm = Assembler::new(Format::Auto, StepTimeUnit::Auto);
     let got = feed(
         &mut asm,
         &[
@@ -253,7 +253,7 @@ fn cumulative_train_time_is_differenced_and_restarts() {
 
 #[test]
 fn detection_locks_and_rechecks() {
-    let mut asm = Assembler::new(Format::Auto);
+    let mut asm = Assembler::new(Format::Auto, StepTimeUnit::Auto);
     let mut lines = vec!["iter 1: loss 2.0, time 10ms"];
     lines.extend(std::iter::repeat_n(
         " iteration 5/ 9 | elapsed time per iteration (ms): 1.0 | lm loss: 3.0 |",
@@ -266,7 +266,7 @@ fn detection_locks_and_rechecks() {
     assert_eq!(d.name, Some(Format::Nanogpt));
     assert_eq!(d.ignored_lines, 3);
     // Twenty lines of another format, twice as many as the locked one, take over.
-    let mut asm = Assembler::new(Format::Auto);
+    let mut asm = Assembler::new(Format::Auto, StepTimeUnit::Auto);
     let mut lines = vec!["iter 1: loss 2.0, time 10ms"];
     let megatron: Vec<String> = (1..=25)
         .map(|i| {
