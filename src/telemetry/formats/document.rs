@@ -1,7 +1,8 @@
 //! Whole-document formats, which are not line-oriented: Megatron's golden values / TensorBoard scalar
 //! export (`{"lm loss": {"start_step", "end_step", "step_interval", "values": {"1": …}},
 //! "iteration-time": {…}}`) and the Hugging Face Trainer's `trainer_state.json` (`log_history`).
-//! Read whole, up to [`MAX_DOCUMENT_BYTES`] (a larger one is refused with a clear error).
+//! Read whole, up to [`MAX_DOCUMENT_BYTES`] (a larger one is refused with a clear error). In golden
+//! values, a fall of `mem-max-allocated-bytes` marks a resumed run's first step (`event: resume`).
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
@@ -102,6 +103,27 @@ fn golden(doc: &Value) -> Result<Vec<TrainerLine>, String> {
                 t.loss = x;
             } else {
                 t.step_time_ms = x.filter(|s| s.is_finite()).map(|s| s * scale);
+            }
+        }
+    }
+    // `mem-max-allocated-bytes` is a peak over the process's life: it never falls within one
+    // process, so a fall marks the first step of a new one (the run was resumed from a checkpoint).
+    if let Some(values) = obj
+        .get("mem-max-allocated-bytes")
+        .and_then(|m| m.get("values"))
+        .and_then(Value::as_object)
+    {
+        let mut peaks: Vec<(u64, f64)> = values
+            .iter()
+            .filter_map(|(k, v)| Some((k.parse::<u64>().ok()?, number(v)?)))
+            .filter(|(_, v)| v.is_finite())
+            .collect();
+        peaks.sort_by_key(|(k, _)| *k);
+        for w in peaks.windows(2) {
+            if w[1].1 < w[0].1
+                && let Some(t) = by_step.get_mut(&w[1].0)
+            {
+                t.event = Some(super::TrainerEvent::Resume);
             }
         }
     }

@@ -387,3 +387,28 @@ fn lightning_rows() {
     assert_eq!(st.log_lines, 2);
     assert_eq!(st.lines_read, 6);
 }
+
+#[test]
+fn golden_values_mark_resumed_steps_where_the_peak_memory_falls() {
+    let doc = br#"{"lm loss": {"start_step": 1, "end_step": 20, "step_interval": 5, "values": {"1": 12.6, "5": 11.0, "10": 10.0, "15": "nan", "20": "nan"}},
+      "iteration-time": {"start_step": 1, "end_step": 20, "step_interval": 5, "values": {"1": 90.1, "5": 9.0, "10": 88.0, "15": "nan", "20": "nan"}},
+      "mem-max-allocated-bytes": {"start_step": 1, "end_step": 20, "step_interval": 5, "values": {"1": 5.0, "5": 9.0, "10": 6.0, "15": "nan", "20": "nan"}}}"#;
+    let (got, st) = read(Format::MegatronGolden, doc);
+    assert_eq!(
+        got.iter().map(|s| s.step.unwrap()).collect::<Vec<_>>(),
+        [1, 5, 10]
+    );
+    assert_eq!(got[0].step_time_ms, 90_100.0);
+    assert_eq!(got[2].event, Some(TrainerEvent::Resume));
+    assert_eq!(got.iter().filter(|s| s.event.is_some()).count(), 1);
+    assert_eq!(st.records_parsed, 3);
+    // A document that is not JSON is an error, not a partial read.
+    let e = crate::telemetry::Ingest::new(Format::MegatronGolden, &Default::default())
+        .read_all(&mut &b"{\"lm loss\": ["[..], &mut |_| {}, &mut |_| {})
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not a megatron-golden JSON document"),
+        "{e}"
+    );
+}
