@@ -87,6 +87,8 @@ fn megatron_golden_values_document() {
     // 4,801 steps sampled; past step 22,685 both series say "nan" (the run ended before end_step).
     assert_eq!(records(&r), 4538);
     assert_eq!(r["ingest"]["skipped_total"], 0);
+    // Each fall of the per-process peak memory is a resumed run's first step (~88 s instead of 9 s).
+    assert_eq!(r["format_detected"]["planned_events"], 17);
     assert!(
         r["format_detected"]["step_time_unit"]
             .as_str()
@@ -143,23 +145,29 @@ fn thousands(n: u64) -> String {
 
 #[test]
 fn text_trainer_samples_are_detected_and_read() {
-    for (name, fmt, n) in [
-        ("formats/nanogpt.log", "nanogpt", 300),
+    // (file, format, records, planned slow steps marked from evaluation/checkpoint lines)
+    for (name, fmt, n, planned) in [
+        ("formats/nanogpt.log", "nanogpt", 300, 3),
         // Step 11 (the timer restarts after warm-up) has no step time; step 1 is timed from the
         // step 0 validation line's clock.
-        ("formats/modded_nanogpt.txt", "modded-nanogpt", 299),
-        ("formats/llmc.log", "llmc", 300),
-        ("formats/deepspeed.log", "deepspeed", 300),
-        ("formats/hf_trainer.log", "hf-trainer", 30),
-        ("formats/megatron_lm.log", "megatron", 300),
+        ("formats/modded_nanogpt.txt", "modded-nanogpt", 299, 3),
+        ("formats/llmc.log", "llmc", 300, 3),
+        ("formats/deepspeed.log", "deepspeed", 300, 0),
+        ("formats/hf_trainer.log", "hf-trainer", 30, 2),
+        ("formats/megatron_lm.log", "megatron", 300, 2),
     ] {
         let r = observe(&data(name), &[]).unwrap();
         assert_eq!(detected(&r), fmt, "{name}: {}", r["format_detected"]);
         assert_eq!(records(&r), n, "{name}: {}", r["ingest"]);
+        assert_eq!(r["format_detected"]["planned_events"], planned, "{name}");
         // The same file with the format forced reads the same.
         let f = observe(&data(name), &["--format", fmt]).unwrap();
         assert_eq!(records(&f), n, "{name} forced");
         assert_eq!(f["format_detected"]["forced"], true);
+        assert_eq!(
+            f["format_detected"]["planned_events"],
+            r["format_detected"]["planned_events"]
+        );
     }
 }
 

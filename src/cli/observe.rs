@@ -433,6 +433,12 @@ fn format_line(f: &FormatDetected) -> String {
             s.at_line
         ));
     }
+    if f.planned_events > 0 {
+        parts.push(format!(
+            "{} planned slow steps marked (evaluation/checkpoint/resume)",
+            thousands(f.planned_events)
+        ));
+    }
     if f.ignored_lines > 0 {
         parts.push(format!(
             "{} lines of other formats ignored",

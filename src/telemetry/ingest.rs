@@ -340,6 +340,9 @@ impl Ingest {
             self.count_dropped();
         }
         self.asm.note_step_time(s.step_time_ms);
+        if s.event.is_some() {
+            self.asm.note_planned();
+        }
         self.orderer.push(s, &mut self.stats, out);
     }
 
@@ -374,6 +377,9 @@ impl Ingest {
                 Ok(s) => {
                     self.count(LineClass::Record, 1, n);
                     self.asm.note_step_time(s.step_time_ms);
+                    if s.event.is_some() {
+                        self.asm.note_planned();
+                    }
                     self.orderer.push(s, &mut self.stats, out);
                 }
                 Err(r) => self.count(LineClass::Skip(r), 1, n),
@@ -420,6 +426,7 @@ impl Ingest {
                 .to_string(),
             ),
             unit_warning: None,
+            planned_events: self.asm.planned(),
             lines_matched: n,
             first_line: Some(1),
             other_formats: Vec::new(),

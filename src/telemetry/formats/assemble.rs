@@ -81,6 +81,8 @@ pub struct Assembler {
     step_time_unit: super::StepTimeUnit,
     /// Records with a unit-less `step_time`, and how many were under 10 (before any conversion).
     bare: (u64, u64),
+    /// Records marked as a planned slow step (evaluation, checkpoint, resume).
+    planned: u64,
 }
 
 impl Assembler {
@@ -90,6 +92,14 @@ impl Assembler {
             step_time_unit,
             ..Default::default()
         }
+    }
+
+    pub fn note_planned(&mut self) {
+        self.planned = self.planned.saturating_add(1);
+    }
+
+    pub fn planned(&self) -> u64 {
+        self.planned
     }
 
     pub fn note_bare(&mut self, (n, small): (u64, u64)) {
@@ -331,6 +341,7 @@ impl Assembler {
                 evidence: "no line of any known format".into(),
                 step_time_unit: None,
                 unit_warning: None,
+                planned_events: self.planned,
                 lines_matched: 0,
                 first_line: None,
                 other_formats: others,
@@ -380,6 +391,7 @@ impl Assembler {
             evidence,
             step_time_unit: Some(unit),
             unit_warning: bare.and_then(|(_, w)| w),
+            planned_events: self.planned,
             lines_matched: self.lines[i],
             first_line: first,
             other_formats: others,
@@ -425,6 +437,8 @@ pub struct FormatDetected {
     pub step_time_unit: Option<String>,
     /// Set when the step times look like they are in another unit than the one assumed.
     pub unit_warning: Option<String>,
+    /// Records marked as planned slow steps (evaluation, checkpoint, resume) from what was printed.
+    pub planned_events: u64,
     pub lines_matched: u64,
     pub first_line: Option<u64>,
     /// Lines of other formats seen (ignored after the lock in an auto-detected stream).
