@@ -12,9 +12,7 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
         return parse_timer(b).filter(|t| t.reader == TextReader::DeepSpeed);
     }
     if let Some(rest) = b.strip_prefix(b"step=") {
-        if super::text::find(rest, b"skipped=").is_none() {
-            return None;
-        }
+        super::text::find(rest, b"skipped=")?;
         let mut t = TrainerLine::new(TextReader::DeepSpeed, Role::Iteration);
         t.step = Some(num_after(b, b"step=").and_then(as_step)?);
         return Some(t);
