@@ -56,15 +56,31 @@ fn records(r: &Value) -> u64 {
 
 #[test]
 fn megatron_deepspeed_real_logs_are_read_with_their_timer_lines() {
-    for (name, n) in [
+    // (file, records, the line of the first iteration)
+    for (name, n, first) in [
         (
             "real-logs/bigscience_meg_ds_3d_gpt2_perf_n16-ds-off.out",
             62,
+            853,
         ),
-        ("real-logs/bigscience_meg_ds_3d_gpt2_perf_n16-ds-on.out", 49),
+        // A DeepSpeed `step=0, skipped=0` line at 670 (no measurement) does not decide the format.
+        (
+            "real-logs/bigscience_meg_ds_3d_gpt2_perf_n16-ds-on.out",
+            49,
+            901,
+        ),
     ] {
         let r = observe(&data(name), &[]).unwrap();
         assert_eq!(detected(&r), "megatron", "{name}: {}", r["format_detected"]);
+        assert_eq!(r["format_detected"]["first_line"], first, "{name}");
+        assert_eq!(
+            r["format_detected"]["other_formats"][0]["format"],
+            if first == 901 {
+                serde_json::json!("deepspeed")
+            } else {
+                serde_json::Value::Null
+            }
+        );
         assert_eq!(records(&r), n, "{name}");
         assert_eq!(r["ingest"]["skipped_total"], 0, "{name}: {}", r["ingest"]);
         let ev = r["format_detected"]["evidence"].as_str().unwrap();

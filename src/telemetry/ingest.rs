@@ -348,7 +348,11 @@ impl Ingest {
 
     /// Feeds one trainer text line (`len` bytes) through the assembler; counts what comes out.
     pub(crate) fn push_trainer(&mut self, t: TrainerLine, len: u64, out: &mut dyn FnMut(&Sample)) {
-        let line_no = self.stats.lines_read.saturating_add(1);
+        // A held-back record's line is counted when it is emitted: it still comes before this one.
+        let line_no = self
+            .stats
+            .lines_read
+            .saturating_add(1 + u64::from(self.asm.holds_a_line()));
         for e in self.asm.push(t, len, line_no).into_iter().flatten() {
             self.emit(e, out);
         }

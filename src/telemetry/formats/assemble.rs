@@ -94,6 +94,11 @@ impl Assembler {
         }
     }
 
+    /// A record's line is held back (not counted yet).
+    pub fn holds_a_line(&self) -> bool {
+        self.pending.is_some()
+    }
+
     pub fn note_planned(&mut self) {
         self.planned = self.planned.saturating_add(1);
     }
