@@ -412,3 +412,41 @@ fn golden_values_mark_resumed_steps_where_the_peak_memory_falls() {
         "{e}"
     );
 }
+
+/// `closed-loop watch` checkpoints the ingest between lines: a held-back Megatron iteration, the
+/// detection lock and a cumulative clock survive a snapshot and restore at any line.
+#[test]
+fn a_checkpoint_after_any_line_changes_nothing() {
+    use crate::telemetry::{Ingest, IngestOptions, IngestSnapshot};
+    let text: Vec<u8> = MEGATRON
+        .split_inclusive(|c| *c == b'\n')
+        .take(40)
+        .chain(
+            b"step:0/9 val_loss:4.0 train_time:0ms step_avg:nanms\nstep:1/9 train_loss:3.9 train_time:100ms step_avg:100ms\n"
+                .split_inclusive(|c| *c == b'\n'),
+        )
+        .flatten()
+        .copied()
+        .collect();
+    let lines: Vec<&[u8]> = text.split_inclusive(|c| *c == b'\n').collect();
+    let opts = IngestOptions::default();
+    let run = |cut: Option<usize>| {
+        let mut ing = Ingest::new(Format::Auto, &opts);
+        let mut got = vec![];
+        for (i, l) in lines.iter().enumerate() {
+            if Some(i) == cut {
+                let snap: IngestSnapshot =
+                    postcard::from_bytes(&postcard::to_allocvec(&ing.snapshot()).unwrap()).unwrap();
+                ing = Ingest::restore(Format::Auto, &opts, &snap).unwrap();
+            }
+            ing.push_line(l, &mut |s| got.push(s.clone()));
+        }
+        let st = ing.finish(&mut |s| got.push(s.clone()));
+        (got, st, ing.format_detected())
+    };
+    let whole = run(None);
+    assert!(whole.0.len() > 10);
+    for cut in 0..lines.len() {
+        assert_eq!(run(Some(cut)), whole, "cut before line {cut}");
+    }
+}
