@@ -25,6 +25,9 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
         }
         return Some(t);
     }
+    if let Some(t) = parse_nemo(b) {
+        return Some(t);
+    }
     let et = find(b, b"elapsed time per iteration")?;
     let at = find(&b[..et], b"iteration")?;
     let (step, end) = number_at(&b[at + 9..])?;
@@ -46,6 +49,18 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
     t.global_batch = num_after(b, b"global batch size").and_then(as_step);
     t.samples_per_s = num_after(b, b"samples per second");
     t.tokens_per_s = num_after(b, b"tokens per second");
+    Some(t)
+}
+
+/// NeMo (Lightning progress bar over Megatron core): `Epoch 0: : 10%|█ | 100/1000 [01:23<12:34,
+/// reduced_train_loss=3.21, global_step=99.0, consumed_samples=…, train_step_timing in s=0.812]`. The
+/// step time is `train_step_timing in s` (seconds, said by its name), the step `global_step`.
+fn parse_nemo(b: &[u8]) -> Option<TrainerLine> {
+    let timing = num_after(b, b"train_step_timing in s=")?;
+    let mut t = TrainerLine::new(TextReader::Megatron, Role::Iteration);
+    t.step = num_after(b, b"global_step=").and_then(as_step);
+    t.step_time_ms = Some(timing * 1000.0);
+    t.loss = num_after(b, b"reduced_train_loss=").or_else(|| num_after(b, b"train_loss="));
     Some(t)
 }
 

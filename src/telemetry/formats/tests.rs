@@ -54,6 +54,17 @@ fn megatron_variants() {
 }
 
 #[test]
+fn nemo_progress_bar() {
+    let t = one(
+        "Epoch 0: :  10%|█         | 100/1000 [01:23<12:34, reduced_train_loss=3.210, global_step=99.00, consumed_samples=25600.0, train_step_timing in s=0.812]",
+    );
+    assert_eq!(
+        (t.reader, t.step, t.loss, t.step_time_ms),
+        (TextReader::Megatron, Some(99), Some(3.21), Some(812.0))
+    );
+}
+
+#[test]
 fn megatron_timer_lines() {
     let t = one(
         "time (ms) | forward-compute: 28079.12 | backward-params-all-reduce: 17.51 | backward-embedding-all-reduce: 4163.70 | optimizer: 76.88 | batch-generator: 192.44",
