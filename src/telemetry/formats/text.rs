@@ -173,9 +173,7 @@ pub fn strip_prefixes(mut b: &[u8]) -> (Prefix, &[u8]) {
                 if inner.len() >= 19
                     && inner[0].is_ascii_digit()
                     && inner[4] == b'-'
-                    && let Some(ts) = std::str::from_utf8(inner)
-                        .ok()
-                        .and_then(|s| parse_timestamp_ms(&s.replace(',', ".")))
+                    && let Some(ts) = bracket_time_ms(inner)
                 {
                     p.ts_ms.get_or_insert(ts);
                     b = &b[end + 1..];
@@ -208,6 +206,31 @@ pub fn strip_prefixes(mut b: &[u8]) -> (Prefix, &[u8]) {
         break;
     }
     (p, b.trim_ascii_start())
+}
+
+/// `2024-10-24 21:02:46`, optionally with `,123` or `.123` (Python logging), as UTC; read by hand on
+/// the common shape (it is on every line of such logs), by the general parser otherwise.
+fn bracket_time_ms(b: &[u8]) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let d = b.get(r)?;
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+    };
+    let fixed = b.len() >= 19
+        && b[7] == b'-'
+        && (b[10] == b' ' || b[10] == b'T')
+        && b[13] == b':'
+        && b[16] == b':';
+    let frac_ok = b.len() == 19 || (b.len() == 23 && matches!(b[19], b',' | b'.'));
+    if fixed && frac_ok {
+        let ms = if b.len() == 23 { num(20..23)? } else { 0 };
+        let dt = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?
+            .and_hms_milli_opt(num(11..13)?, num(14..16)?, num(17..19)?, ms)?;
+        return Some(dt.and_utc().timestamp_millis());
+    }
+    let s = std::str::from_utf8(b).ok()?;
+    parse_timestamp_ms(&s.replace(',', "."))
 }
 
 /// `Rank 0`, `rank0`, `RANK 3`.
@@ -258,6 +281,14 @@ mod tests {
         );
         assert_eq!((p.rank, rest), (Some(0), &b"step=0, skipped=0"[..]));
         assert_eq!(p.ts_ms, Some(1_623_358_071_885));
+        for (text, want) in [
+            ("2024-10-24 21:02:46", Some(1_729_803_766_000)),
+            ("2024-10-24T21:02:46.5", Some(1_729_803_766_500)),
+            ("2024-10-24 21:02:46+01:00", Some(1_729_800_166_000)),
+            ("2024-13-24 21:02:46", None),
+        ] {
+            assert_eq!(bracket_time_ms(text.as_bytes()), want, "{text}");
+        }
         let (p, _) = strip_prefixes(b"2026-01-01T00:00:00.5Z iter 1: loss 2");
         assert_eq!(p.ts_ms, Some(1_767_225_600_500));
         assert_eq!(strip_ansi(b"\x1b[31mstep: 1\x1b[39m").as_ref(), b"step: 1");
