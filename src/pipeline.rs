@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::input_error;
 use crate::signals::{FeatureConfig, FeatureExtractor, PlannedCounts, WindowFeatures, Windower};
+use crate::telemetry::formats::assemble::FormatDetected;
 use crate::telemetry::{Ingest, IngestOptions, IngestStats, OpenedSource, Sample};
 
 /// Progress bars only for inputs at least this large, and only on a terminal.
@@ -28,6 +29,8 @@ pub struct PassSummary {
     pub planned: PlannedCounts,
     /// Records that carried a step time (0: loss-only telemetry).
     pub timed_records: u64,
+    /// Which format was read, and why (`format_detected` in the reports).
+    pub format_detected: FormatDetected,
 }
 
 /// A slow run's window spans at least this much wall time...
@@ -149,6 +152,9 @@ pub fn run_pass(
     on_window: &mut dyn FnMut(&WindowFeatures) -> anyhow::Result<()>,
 ) -> anyhow::Result<PassSummary> {
     let mut ingest = Ingest::new(src.format, ingest_opts);
+    if src.detected {
+        ingest.format_was_detected();
+    }
     let mut stage = Stage {
         requested: cfg,
         probe: Vec::new(),
@@ -165,6 +171,7 @@ pub fn run_pass(
         config: cfg,
         planned: PlannedCounts::default(),
         timed_records: 0,
+        format_detected: ingest.format_detected(),
     };
     let mut failure: Option<anyhow::Error> = None;
 
@@ -219,6 +226,7 @@ pub fn run_pass(
         }
         summary.ingest = ingest.finish(&mut emit);
     }
+    summary.format_detected = ingest.format_detected();
     let (config, planned) = stage.finish(&mut on);
     if let Some(e) = failure {
         return Err(e);

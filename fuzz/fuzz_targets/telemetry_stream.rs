@@ -32,8 +32,16 @@ fuzz_target!(|data: &[u8]| {
         reorder_window: 1 + usize::from(ctl & 7),
         skew_tolerance_ms: if ctl & 0x40 != 0 { 0 } else { 5_000 },
         release_lag_steps: (ctl & 8 != 0).then_some(u64::from(ctl >> 4 & 3)),
+        ..IngestOptions::default()
     };
-    for format in [Format::Jsonl, Format::Log, Format::Csv] {
+    // Auto: every trainer text reader and the assembler stage (held-back records across a checkpoint).
+    for format in [
+        Format::Jsonl,
+        Format::Log,
+        Format::Csv,
+        Format::Auto,
+        Format::LightningCsv,
+    ] {
         common::bounded(CAP, "telemetry stream", || check(format, &opts, text));
     }
 });

@@ -25,8 +25,8 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod roi;
-pub mod version;
 pub mod support_bundle;
+pub mod version;
 
 pub use duration::parse_duration_ms;
 
@@ -176,9 +176,13 @@ pub struct TelemetryArgs {
     /// Read a trace embedded in the plugin instead of --path (no checkout needed)
     #[arg(long, value_enum, value_name = "NAME", conflicts_with = "path")]
     pub example: Option<examples::Example>,
-    /// Input format; auto decides from the file name, then from the content
+    /// Input format; auto detects it from the content (trainer logs, documents, CSV, our JSON)
     #[arg(long, value_enum, default_value_t = Format::Auto)]
     pub format: Format,
+    /// Unit of a step time given as `step_time` (no unit in the name): auto reads ms and warns when
+    /// the values look like seconds
+    #[arg(long, value_enum, default_value_t = crate::telemetry::formats::StepTimeUnit::Auto)]
+    pub step_time_unit: crate::telemetry::formats::StepTimeUnit,
     /// Steps per analysis window
     #[arg(long, value_name = "N", default_value_t = crate::signals::DEFAULT_WINDOW_STEPS,
           value_parser = clap::value_parser!(u64).range(2..=1_000_000))]

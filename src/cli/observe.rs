@@ -18,6 +18,7 @@ use crate::report::{StepTimeline, timeline_lines, timeline_markdown};
 use crate::signals::{
     Episode, EpisodeTracker, FeatureConfig, Symptom, SymptomThresholds, WindowFeatures, symptoms_of,
 };
+use crate::telemetry::formats::assemble::FormatDetected;
 use crate::telemetry::{IngestOptions, IngestStats, SourceSpec, open_source};
 
 #[derive(Debug, Clone, Args)]
@@ -40,6 +41,8 @@ pub struct ObserveReport {
     pub finished_at: String,
     pub duration_ms: i64,
     pub source: serde_json::Value,
+    /// Which reader read the input, with the evidence and the step time's unit.
+    pub format_detected: FormatDetected,
     pub config: serde_json::Value,
     pub ingest: IngestStats,
     pub run: serde_json::Value,
@@ -109,6 +112,7 @@ pub fn telemetry_inputs(
         reorder_window: t.reorder_window as usize,
         skew_tolerance_ms: t.clock_skew_tolerance as i64,
         release_lag_steps: None,
+        step_time_unit: t.step_time_unit,
     };
     let cfg = FeatureConfig {
         window_steps: t.window_steps,
@@ -119,7 +123,7 @@ pub fn telemetry_inputs(
 
 /// "No usable telemetry record", with why: the counts, the three most frequent skip reasons, and
 /// what the commonest cases mean (the same reasons are in explain.jsonl).
-pub fn no_records_error(path: &Path, ingest: &IngestStats) -> anyhow::Error {
+pub fn no_records_error(path: &Path, ingest: &IngestStats, format: Option<&str>) -> anyhow::Error {
     let mut reasons: Vec<(u64, &str)> = crate::telemetry::SkipReason::ALL
         .iter()
         .map(|r| (ingest.skipped(*r), r.as_str()))
@@ -144,7 +148,7 @@ pub fn no_records_error(path: &Path, ingest: &IngestStats) -> anyhow::Error {
             "records need a step time or a loss (`step_time_ms`, `loss` or an alias, docs/telemetry.md)"
         }
         Some("not_json" | "invalid_json") => {
-            "lines are not JSON; trainer stdout mixed with logs reads with --format log"
+            "lines are neither our JSON records nor a trainer format ModeKeeper reads (docs/telemetry.md lists them; --format NAME forces one)"
         }
         Some(_) => "see docs/telemetry.md for the record fields",
         None if ingest.log_lines > 0 => {
@@ -158,8 +162,9 @@ pub fn no_records_error(path: &Path, ingest: &IngestStats) -> anyhow::Error {
     input_error(
         "no_records",
         format!(
-            "no usable telemetry record in {} ({} lines read, {} skipped as bad{top}, {} log lines): {why}",
+            "no usable telemetry record in {} ({}{} lines read, {} skipped as bad{top}, {} log lines): {why}",
             path.display(),
+            format.map(|f| format!("format {f}; ")).unwrap_or_default(),
             thousands(ingest.lines_read),
             thousands(ingest.skipped_total()),
             thousands(ingest.log_lines)
@@ -293,7 +298,11 @@ fn observe(
     explain.event("observe_source", json!({"path": spec.path, "format": format, "compressed": compressed, "ingest": pass.ingest}))?;
 
     if pass.ingest.records_emitted == 0 {
-        return Err(no_records_error(&spec.path, &pass.ingest));
+        return Err(no_records_error(
+            &spec.path,
+            &pass.ingest,
+            Some(&format_line(&pass.format_detected)),
+        ));
     }
 
     episodes.sort_by_key(|e| (e.first_step, e.symptom));
@@ -310,6 +319,7 @@ fn observe(
         finished_at: finished.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         duration_ms: (finished - started).num_milliseconds(),
         source: json!({"kind": "file", "path": spec.path, "format": format, "compressed": compressed}),
+        format_detected: pass.format_detected.clone(),
         config: json!({"window_steps": pass.config.window_steps, "warmup_steps": pass.config.warmup_steps,
                        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
                        "thresholds": thresholds}),
@@ -507,6 +517,51 @@ fn episode_line(e: &Episode, run_start: Option<i64>, t: &SymptomThresholds) -> S
     )
 }
 
+/// The format read, how it was decided, the step time's unit, and implausible step times.
+pub fn format_line(f: &FormatDetected) -> String {
+    let mut parts = vec![match f.name {
+        Some(n) if f.forced => format!("{} (forced)", n.name()),
+        Some(n) => match f.first_line {
+            Some(l) => format!("{} (detected from line {l})", n.name()),
+            None => format!("{} (detected)", n.name()),
+        },
+        None => "none detected".to_string(),
+    }];
+    if let Some(u) = &f.step_time_unit {
+        parts.push(format!("step time {u}"));
+    }
+    if let Some(w) = &f.unit_warning {
+        parts.push(format!("WARNING {w}"));
+    }
+    if let Some(s) = &f.switched {
+        parts.push(format!(
+            "re-checked: {} → {} at line {}",
+            s.from.name(),
+            s.to.name(),
+            s.at_line
+        ));
+    }
+    if f.planned_events > 0 {
+        parts.push(format!(
+            "{} planned slow steps marked (evaluation/checkpoint/resume)",
+            thousands(f.planned_events)
+        ));
+    }
+    if f.ignored_lines > 0 {
+        parts.push(format!(
+            "{} lines of other formats ignored",
+            thousands(f.ignored_lines)
+        ));
+    }
+    if f.implausible_step_times > 0 {
+        parts.push(format!(
+            "{} implausible step times (under 0.1 ms or over 1 h): check the unit",
+            thousands(f.implausible_step_times)
+        ));
+    }
+    parts.join(" · ")
+}
+
 fn ingest_line(i: &IngestStats) -> String {
     let mut parts = vec![format!("{} records", thousands(i.records_emitted))];
     if i.skipped_total() > 0 {
@@ -563,6 +618,7 @@ fn terminal_summary(
         _ => String::new(),
     };
     s += &format!("observed {}\n", path.display());
+    s += &format!("  format    {}\n", format_line(&r.format_detected));
     s += &format!("  input     {}\n", ingest_line(&r.ingest));
     s += &format!(
         "  steps     {} → {}{span} · {} windows of {} steps\n",
@@ -616,6 +672,7 @@ fn summary_markdown(r: &ObserveReport, pass: &PassSummary) -> String {
         r.source["path"].as_str().unwrap_or("-"),
         r.source["format"].as_str().unwrap_or("?")
     );
+    s += &format!("- Format: {}\n", format_line(&r.format_detected));
     s += &format!("- Input: {}\n", ingest_line(&r.ingest));
     s += &format!(
         "- Steps: {} → {} in {} windows of {} steps (warm-up: first {} steps)\n",

@@ -375,7 +375,11 @@ fn test(
         w.flush()?;
     }
     if pass.ingest.records_emitted == 0 {
-        return Err(super::observe::no_records_error(&a.trace, &pass.ingest));
+        return Err(super::observe::no_records_error(
+            &a.trace,
+            &pass.ingest,
+            Some(&super::observe::format_line(&pass.format_detected)),
+        ));
     }
     let report = scorer.finish();
     micros.sort_unstable();

@@ -75,6 +75,23 @@ impl CsvRows {
         self.header_line.as_deref()
     }
 
+    /// Remembers `line` as the header, for a reader that maps the names itself.
+    pub fn set_header_line(&mut self, line: &[u8]) {
+        self.header_line = Some(line.to_vec());
+    }
+
+    /// The cells of one line, for readers with their own column rules (Lightning's `metrics.csv`).
+    pub fn cells(&mut self, line: &[u8]) -> Option<Vec<&[u8]>> {
+        let n = self.split(line)?;
+        let mut out = Vec::with_capacity(n);
+        let mut start = 0;
+        for end in &self.ends[..n] {
+            out.push(&self.cells[start..*end]);
+            start = *end;
+        }
+        Some(out)
+    }
+
     /// Feeds one non-blank line. The first one is the header (returns `Ok(None)`).
     pub fn row<'a>(&'a mut self, line: &[u8]) -> Result<Option<RecordBuilder<'a>>, SkipReason> {
         let n = self.split(line).ok_or(SkipReason::LineTooLong)?;

@@ -22,6 +22,8 @@ pub enum Field {
     GlobalBatchSize,
     SeqLen,
     Event,
+    /// `step_time`: a step time whose name gives no unit (docs/telemetry.md, "Units").
+    StepTimeBare,
 }
 
 impl Field {
@@ -35,7 +37,9 @@ impl Field {
         Some(match name {
             b"ts" | b"timestamp" | b"time" | b"t" | b"@timestamp" => Field::Ts,
             b"step" | b"iteration" | b"iter" | b"global_step" => Field::Step,
-            b"step_time_ms" | b"step_time" | b"latency_ms" | b"step_ms" | b"iter_time_ms"
+            // No unit in the name: read as ms unless `--step-time-unit s` (see StepTimeBare).
+            b"step_time" => Field::StepTimeBare,
+            b"step_time_ms" | b"latency_ms" | b"step_ms" | b"iter_time_ms"
             | b"iteration_time_ms" => Field::StepTimeMs,
             b"loss" | b"train_loss" => Field::Loss,
             b"data_wait_ms" | b"dataloader_wait_ms" | b"data_time_ms" | b"input_wait_ms" => {

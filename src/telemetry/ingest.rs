@@ -8,6 +8,9 @@ use std::sync::Arc;
 
 use super::MAX_LINE_BYTES;
 use super::csv_rows::CsvRows;
+use super::formats::assemble::{Assembler, Emit, FormatDetected};
+use super::formats::lightning::{LightningRows, Row};
+use super::formats::{BARE_SMALL_MS, StepTimeUnit, TextReader, TrainerLine, parse_text_line};
 use super::line::{LineKind, classify};
 use super::order::Orderer;
 use super::record::{RecordBuilder, Sample, parse_json_object};
@@ -23,6 +26,8 @@ pub struct IngestOptions {
     /// Live sources: release a record once a record this many steps ahead has arrived (see
     /// `Orderer`); `None` (files) waits for the reorder buffer to fill.
     pub release_lag_steps: Option<u64>,
+    /// How a unit-less `step_time` is read.
+    pub step_time_unit: StepTimeUnit,
 }
 
 impl Default for IngestOptions {
@@ -31,6 +36,7 @@ impl Default for IngestOptions {
             reorder_window: 1024,
             skew_tolerance_ms: 5_000,
             release_lag_steps: None,
+            step_time_unit: StepTimeUnit::Auto,
         }
     }
 }
@@ -46,6 +52,10 @@ pub struct Ingest {
     stats: IngestStats,
     line: Vec<u8>,
     max_line: usize,
+    /// The trainer formats' sequential stage (detection, carried timer lines, clocks).
+    asm: Assembler,
+    /// What a document format's reader found (documents bypass the assembler).
+    document: Option<FormatDetected>,
 }
 
 /// What a line was, for the counters.
@@ -55,6 +65,8 @@ pub(crate) enum LineClass {
     Blank,
     Log,
     Skip(SkipReason),
+    /// A trainer text line, counted by the assembler stage (it may merge into another line's record).
+    Trainer,
 }
 
 /// Shares one `Arc<str>` per distinct node name.
@@ -92,6 +104,7 @@ pub struct IngestSnapshot {
     counters: Vec<u64>,
     orderer: Vec<u8>,
     csv_header: Option<Vec<u8>>,
+    formats: Vec<u8>,
 }
 
 /// What one physical line turned out to be.
@@ -103,6 +116,8 @@ pub enum LineOutcome {
     Log,
     Skip(SkipReason),
     Record(Sample),
+    /// A trainer's text line, finished in input order by the ingest (see `formats::assemble`).
+    Trainer(TrainerLine),
 }
 
 /// Turns lines into [`LineOutcome`]s. Holds only per-format state (the CSV header, interned node
@@ -110,23 +125,56 @@ pub enum LineOutcome {
 pub struct LineParser {
     format: Format,
     csv: CsvRows,
+    lightning: LightningRows,
     nodes: NodeInterner,
+    /// Which trainer text formats to try: none, one (forced), or all (auto).
+    text: Option<Option<TextReader>>,
+    /// Factor for a unit-less `step_time` (1000 when it is in seconds).
+    bare_scale: f64,
+    /// Records with a unit-less `step_time`, and how many of those were under [`BARE_SMALL_MS`].
+    bare: (u64, u64),
 }
 
 impl LineParser {
     pub fn new(format: Format) -> Self {
+        Self::with_unit(format, StepTimeUnit::Auto)
+    }
+
+    pub fn with_unit(format: Format, unit: StepTimeUnit) -> Self {
         LineParser {
+            bare_scale: if unit == StepTimeUnit::S { 1000.0 } else { 1.0 },
+            bare: (0, 0),
             format,
             csv: CsvRows::new(),
+            lightning: LightningRows::new(),
             nodes: NodeInterner::default(),
+            text: format
+                .reads_trainer_text()
+                .then(|| TextReader::of_format(format)),
         }
+    }
+
+    /// Records with a unit-less `step_time` since the last call, and how many were small.
+    pub(crate) fn take_bare(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.bare)
     }
 
     fn finish(
         nodes: &mut NodeInterner,
+        bare: (&mut (u64, u64), f64),
         built: Result<RecordBuilder<'_>, SkipReason>,
         prefix_ts: Option<i64>,
     ) -> LineOutcome {
+        let built = built.map(|mut b| {
+            if b.step_time_is_bare() {
+                bare.0.0 += 1;
+                if b.step_time().is_some_and(|x| x < BARE_SMALL_MS) {
+                    bare.0.1 += 1;
+                }
+                b.scale_step_time(bare.1);
+            }
+            b
+        });
         match built.and_then(|b| b.finish(&mut |n| nodes.intern(n))) {
             Ok(mut s) => {
                 if s.ts_ms.is_none() {
@@ -144,30 +192,63 @@ impl LineParser {
             return LineOutcome::Blank;
         }
         let nodes = &mut self.nodes;
+        let bare = (&mut self.bare, self.bare_scale);
         match self.format {
             Format::Csv => match self.csv.row(line.trim_ascii_end()) {
                 Ok(None) => LineOutcome::Blank,
-                Ok(Some(b)) => Self::finish(nodes, Ok(b), None),
+                Ok(Some(b)) => Self::finish(nodes, bare, Ok(b), None),
                 Err(r) => LineOutcome::Skip(r),
             },
-            Format::Jsonl | Format::Log | Format::Auto => {
+            Format::LightningCsv => match self.lightning.row(line.trim_ascii_end()) {
+                Ok(Row::Header) => LineOutcome::Blank,
+                Ok(Row::Other) => LineOutcome::Log,
+                Ok(Row::Line(t)) => LineOutcome::Trainer(t),
+                Err(r) => LineOutcome::Skip(r),
+            },
+            // Whole documents never come here line by line (see `Ingest::read_all`).
+            Format::MegatronGolden | Format::HfTrainerState => LineOutcome::Log,
+            _ => {
                 let strict = self.format == Format::Jsonl;
+                let text = self.text;
+                let trainer = |line: &[u8]| match text.and_then(|only| parse_text_line(line, only))
+                {
+                    Some(t) => LineOutcome::Trainer(t),
+                    None => LineOutcome::Log,
+                };
                 match classify(line) {
                     LineKind::Blank => LineOutcome::Blank,
                     LineKind::Text if strict => LineOutcome::Skip(SkipReason::NotJson),
-                    LineKind::Text => LineOutcome::Log,
+                    LineKind::Text => trainer(line),
+                    // A Python dict (Hugging Face's `{'loss': …}`) is not our JSON.
+                    LineKind::Json { payload, .. }
+                        if text.is_some() && payload.get(1) == Some(&b'\'') =>
+                    {
+                        trainer(line)
+                    }
                     LineKind::Json {
                         payload,
                         prefix_ts_ms,
-                    } => Self::finish(nodes, parse_json_object(payload), prefix_ts_ms),
+                    } => Self::finish(nodes, bare, parse_json_object(payload), prefix_ts_ms),
                     LineKind::Embedded {
                         payload,
                         prefix_ts_ms,
                     } => match parse_json_object(payload) {
+                        // `[Rank 0] step=…`: a trainer's line, not a broken record; a bracketed log
+                        // line that is no JSON at all is text.
+                        Err(e) if text.is_some() => match trainer(line) {
+                            LineOutcome::Log
+                                if e != SkipReason::InvalidJson
+                                    && serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+                                        .is_ok() =>
+                            {
+                                LineOutcome::Skip(e)
+                            }
+                            other => other,
+                        },
                         // Braces in an ordinary log message are not a broken record.
                         Err(SkipReason::InvalidJson) if !strict => LineOutcome::Log,
                         Err(SkipReason::InvalidJson) => LineOutcome::Skip(SkipReason::NotJson),
-                        built => Self::finish(nodes, built, prefix_ts_ms),
+                        built => Self::finish(nodes, bare, built, prefix_ts_ms),
                     },
                 }
             }
@@ -180,7 +261,7 @@ impl Ingest {
         Ingest {
             format,
             opts: opts.clone(),
-            parser: LineParser::new(format),
+            parser: LineParser::with_unit(format, opts.step_time_unit),
             orderer: Orderer::new(
                 opts.reorder_window,
                 opts.skew_tolerance_ms,
@@ -189,6 +270,21 @@ impl Ingest {
             stats: IngestStats::default(),
             line: Vec::with_capacity(4096),
             max_line: MAX_LINE_BYTES,
+            asm: Assembler::new(format, opts.step_time_unit),
+            document: None,
+        }
+    }
+
+    /// The format was decided from the source's name or first bytes, not forced.
+    pub fn format_was_detected(&mut self) {
+        self.asm.set_detected();
+    }
+
+    /// Which format was read, and the evidence (`format_detected` in the reports).
+    pub fn format_detected(&self) -> FormatDetected {
+        match &self.document {
+            Some(d) => d.clone(),
+            None => self.asm.detection(self.format),
         }
     }
 
@@ -209,8 +305,9 @@ impl Ingest {
         match outcome {
             LineOutcome::Record(s) => {
                 self.count(LineClass::Record, 1, len as u64);
-                self.orderer.push(s, &mut self.stats, out);
+                self.push_record(s, out);
             }
+            LineOutcome::Trainer(t) => self.push_trainer(t, len as u64, out),
             LineOutcome::Blank => self.count(LineClass::Blank, 1, len as u64),
             LineOutcome::Log => self.count(LineClass::Log, 1, len as u64),
             LineOutcome::Skip(r) => self.count(LineClass::Skip(r), 1, len as u64),
@@ -220,6 +317,10 @@ impl Ingest {
     /// Accounts for `lines` lines of one class, `bytes` in all, at once (records still go through
     /// [`Ingest::push_record`] one by one). Counters saturate rather than wrap.
     pub(crate) fn count(&mut self, class: LineClass, lines: u64, bytes: u64) {
+        if class == LineClass::Trainer {
+            // Counted line by line once the assembler has placed them.
+            return;
+        }
         let s = &mut self.stats;
         s.lines_read = s.lines_read.saturating_add(lines);
         s.bytes_read = s.bytes_read.saturating_add(bytes);
@@ -228,12 +329,120 @@ impl Ingest {
             LineClass::Blank => s.blank_lines = s.blank_lines.saturating_add(lines),
             LineClass::Log => s.log_lines = s.log_lines.saturating_add(lines),
             LineClass::Skip(r) => s.skip_n(r, lines),
+            LineClass::Trainer => {}
         }
     }
 
     /// Passes a record already counted by [`Ingest::count`] on to the orderer.
     pub(crate) fn push_record(&mut self, s: Sample, out: &mut dyn FnMut(&Sample)) {
+        if self.format != Format::Jsonl {
+            self.asm.note_ours(self.stats.lines_read);
+            self.count_dropped();
+        }
+        if let Some(ms) = s.step_time_ms {
+            self.asm.note_step_time(ms);
+        }
+        if s.event.is_some() {
+            self.asm.note_planned();
+        }
         self.orderer.push(s, &mut self.stats, out);
+    }
+
+    /// Feeds one trainer text line (`len` bytes) through the assembler; counts what comes out.
+    pub(crate) fn push_trainer(&mut self, t: TrainerLine, len: u64, out: &mut dyn FnMut(&Sample)) {
+        // A held-back record's line is counted when it is emitted: it still comes before this one.
+        let line_no = self
+            .stats
+            .lines_read
+            .saturating_add(1 + u64::from(self.asm.holds_a_line()));
+        for e in self.asm.push(t, len, line_no).into_iter().flatten() {
+            self.emit(e, out);
+        }
+        self.count_dropped();
+    }
+
+    /// Notes records with a unit-less `step_time` (for the unit report).
+    pub(crate) fn note_bare(&mut self, counts: (u64, u64)) {
+        if counts.0 > 0 {
+            self.asm.note_bare(counts);
+        }
+    }
+
+    /// Counts the line of a pending record that another format's lock dropped.
+    fn count_dropped(&mut self) {
+        let (lines, bytes) = self.asm.take_dropped();
+        if lines > 0 {
+            self.count(LineClass::Log, lines, bytes);
+        }
+    }
+
+    fn emit(&mut self, e: Emit, out: &mut dyn FnMut(&Sample)) {
+        match e {
+            Emit::Log(n) => self.count(LineClass::Log, 1, n),
+            Emit::Record(t, n) => match t.builder().finish(&mut |n| Arc::from(n)) {
+                Ok(s) => {
+                    self.count(LineClass::Record, 1, n);
+                    if let Some(ms) = s.step_time_ms {
+                        self.asm.note_step_time(ms);
+                    }
+                    if s.event.is_some() {
+                        self.asm.note_planned();
+                    }
+                    self.orderer.push(s, &mut self.stats, out);
+                }
+                Err(r) => self.count(LineClass::Skip(r), 1, n),
+            },
+        }
+    }
+
+    /// Reads a whole-document format (golden values, `trainer_state.json`): each record counts as a
+    /// line read, the document's bytes with the first.
+    fn read_document(
+        &mut self,
+        reader: &mut dyn BufRead,
+        out: &mut dyn FnMut(&Sample),
+    ) -> io::Result<()> {
+        let (records, bytes) = super::formats::document::read(reader, self.format)?;
+        let mut bytes = bytes;
+        let mut implausible = 0;
+        let n = records.len() as u64;
+        for t in records {
+            if let Some(ms) = t.step_time_ms.filter(|x| x.is_finite())
+                && !super::formats::assemble::PLAUSIBLE_STEP_MS.contains(&ms)
+            {
+                implausible += 1;
+            }
+            self.emit(Emit::Record(t, std::mem::take(&mut bytes)), out);
+        }
+        let reader = match self.format {
+            Format::MegatronGolden => {
+                "Megatron golden values (`{\"lm loss\": {\"start_step\", \"step_interval\", \"values\"}, \"iteration-time\": …}`)"
+            }
+            _ => "Hugging Face `trainer_state.json` (`log_history`)",
+        };
+        self.document = Some(FormatDetected {
+            name: Some(self.format),
+            forced: !self.asm.detected(),
+            evidence: format!("a JSON document with the keys of {reader}; {n} records"),
+            step_time_unit: Some(
+                match self.format {
+                    Format::MegatronGolden => {
+                        "s: Megatron records `iteration-time` in seconds (converted to ms)"
+                    }
+                    _ => "none recorded (loss only)",
+                }
+                .to_string(),
+            ),
+            unit_warning: None,
+            planned_events: self.asm.planned(),
+            lines_matched: n,
+            first_line: Some(1),
+            other_formats: Vec::new(),
+            ignored_lines: 0,
+            switched: None,
+            implausible_step_times: implausible,
+        });
+        Ok(())
     }
 
     /// Feeds one physical line (with or without its newline).
@@ -242,8 +451,10 @@ impl Ingest {
             return self.push_too_long(line.len() as u64);
         }
         let outcome = self.parser.parse(line);
+        let bare = self.parser.take_bare();
+        self.note_bare(bare);
         if matches!(outcome, LineOutcome::Blank)
-            && self.format == Format::Csv
+            && matches!(self.format, Format::Csv | Format::LightningCsv)
             && !line.trim_ascii().is_empty()
         {
             // The CSV header: a line read, neither blank nor a record.
@@ -277,6 +488,9 @@ impl Ingest {
         tick: &mut dyn FnMut(&IngestStats),
         out: &mut dyn FnMut(&Sample),
     ) -> io::Result<()> {
+        if self.format.is_document() {
+            return self.read_document(reader, out);
+        }
         let mut line = std::mem::take(&mut self.line);
         let mut next_tick = self.stats.lines_read.saturating_add(65_536);
         loop {
@@ -300,7 +514,12 @@ impl Ingest {
         IngestSnapshot {
             counters: self.stats.counters(),
             orderer: postcard::to_allocvec(&self.orderer).expect("the orderer serialises"),
-            csv_header: self.parser.csv.header_line().map(<[u8]>::to_vec),
+            csv_header: match self.format {
+                Format::LightningCsv => self.parser.lightning.header_line(),
+                _ => self.parser.csv.header_line(),
+            }
+            .map(<[u8]>::to_vec),
+            formats: postcard::to_allocvec(&self.asm).expect("the assembler serialises"),
         }
     }
 
@@ -319,11 +538,16 @@ impl Ingest {
         if let Some(h) = &snap.csv_header {
             ing.parser.parse(h);
         }
+        ing.asm = postcard::from_bytes(&snap.formats)
+            .map_err(|e| anyhow::anyhow!("checkpoint: trainer formats: {e}"))?;
         Ok(ing)
     }
 
     /// Flushes the reorder buffer and returns the final counters.
     pub fn finish(&mut self, out: &mut dyn FnMut(&Sample)) -> IngestStats {
+        if let Some(e) = self.asm.flush() {
+            self.emit(e, out);
+        }
         self.orderer.flush(&mut self.stats, out);
         self.stats.clone()
     }

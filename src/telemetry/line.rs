@@ -40,7 +40,7 @@ fn trim(mut b: &[u8]) -> &[u8] {
 }
 
 /// A leading RFC 3339 token such as `2026-11-23T01:02:03.123456789Z ` (what `--timestamps` prints).
-fn split_timestamp_prefix(b: &[u8]) -> Option<(i64, &[u8])> {
+pub(super) fn split_timestamp_prefix(b: &[u8]) -> Option<(i64, &[u8])> {
     if b.len() < 21 || !b[0].is_ascii_digit() || b[4] != b'-' || !(b[10] == b'T' || b[10] == b't') {
         return None;
     }

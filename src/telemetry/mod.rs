@@ -7,6 +7,7 @@
 
 mod csv_rows;
 mod field;
+pub mod formats;
 #[doc(hidden)]
 pub mod fuzzing;
 mod ingest;

@@ -23,9 +23,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use super::formats::TrainerLine;
 use super::ingest::{Ingest, LineClass, LineOutcome, LineParser, newline_run};
 use super::record::Sample;
-use super::source::Format;
 use super::stats::{IngestStats, SkipReason};
 
 /// How the parallel reader cuts and schedules its work. Production uses [`Tuning::default`]; tests
@@ -67,7 +67,11 @@ enum Piece {
 #[derive(Default)]
 struct Parsed {
     records: Vec<Sample>,
+    /// Trainer text lines and their lengths, finished in order by the ingest.
+    trainer: Vec<(TrainerLine, u32)>,
     runs: Vec<Run>,
+    /// Records with a unit-less `step_time`, and the small ones among them.
+    bare: (u64, u64),
 }
 
 /// `lines` consecutive lines of one class, `bytes` in all (a chunk is far below 4 GiB).
@@ -81,7 +85,9 @@ struct Run {
 impl Parsed {
     fn clear(&mut self) {
         self.records.clear();
+        self.trainer.clear();
         self.runs.clear();
+        self.bare = (0, 0);
     }
 
     fn add(&mut self, class: LineClass, lines: usize, bytes: usize) {
@@ -104,6 +110,10 @@ impl Parsed {
             LineOutcome::Record(s) => {
                 self.records.push(s);
                 LineClass::Record
+            }
+            LineOutcome::Trainer(t) => {
+                self.trainer.push((t, len as u32));
+                LineClass::Trainer
             }
             LineOutcome::Blank => LineClass::Blank,
             LineOutcome::Log => LineClass::Log,
@@ -152,10 +162,11 @@ pub(crate) fn read_all_parallel_tuned(
     out: &mut dyn FnMut(&Sample),
 ) -> io::Result<()> {
     // CSV depends on its header line; it stays sequential (it is also the rare format).
-    if threads < 2 || ingest.format() == Format::Csv {
+    if threads < 2 || !ingest.format().parallel() {
         return ingest.read_all(reader, tick, out);
     }
     let format = ingest.format();
+    let unit = ingest.options().step_time_unit;
     let max_line = ingest.max_line();
     let in_flight = tuning.in_flight.max(1);
     let stopped = || io::Error::other("telemetry parser thread stopped");
@@ -167,7 +178,7 @@ pub(crate) fn read_all_parallel_tuned(
         for w in 0..threads {
             let job_rx = job_rx.clone();
             scope.spawn(move || {
-                let mut parser = LineParser::new(format);
+                let mut parser = LineParser::with_unit(format, unit);
                 let mut jitter = Jitter::new(tuning.jitter, w as u64 + 1);
                 loop {
                     // The guard is a temporary: the lock is released before parsing.
@@ -260,15 +271,26 @@ pub(crate) fn read_all_parallel_tuned(
 /// Applies one chunk's results in order and leaves `parsed` empty for reuse.
 fn apply(ingest: &mut Ingest, parsed: &mut Parsed, out: &mut dyn FnMut(&Sample)) {
     let mut records = parsed.records.drain(..);
+    let mut trainer = parsed.trainer.drain(..);
     for run in &parsed.runs {
         ingest.count(run.class, u64::from(run.lines), u64::from(run.bytes));
-        if run.class == LineClass::Record {
-            for s in records.by_ref().take(run.lines as usize) {
-                ingest.push_record(s, out);
+        match run.class {
+            LineClass::Record => {
+                for s in records.by_ref().take(run.lines as usize) {
+                    ingest.push_record(s, out);
+                }
             }
+            LineClass::Trainer => {
+                for (t, len) in trainer.by_ref().take(run.lines as usize) {
+                    ingest.push_trainer(t, u64::from(len), out);
+                }
+            }
+            _ => {}
         }
     }
     drop(records);
+    drop(trainer);
+    ingest.note_bare(parsed.bare);
     parsed.clear();
 }
 
@@ -292,6 +314,7 @@ fn parse_lines(parser: &mut LineParser, chunk: &[u8], max_line: usize, parsed: &
         }
         start = end;
     }
+    parsed.bare = parser.take_bare();
 }
 
 /// A random pause for the stress tests (xorshift, no shared state); does nothing without a seed.
@@ -417,7 +440,7 @@ impl Chunker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::{IngestOptions, MAX_LINE_BYTES, xorshift};
+    use crate::telemetry::{Format, IngestOptions, MAX_LINE_BYTES, xorshift};
 
     type Got = Vec<(Option<u64>, Option<u64>)>;
 

@@ -112,6 +112,8 @@ pub struct RecordBuilder<'a> {
     global_batch_size: Option<u32>,
     seq_len: Option<u32>,
     event: Option<TrainerEvent>,
+    /// The step time came from the unit-less `step_time` name.
+    step_time_bare: bool,
     seen: u32,
     problem: Option<SkipReason>,
 }
@@ -150,6 +152,7 @@ impl<'a> RecordBuilder<'a> {
             ts_ms: self.ts_ms,
             step: self.step,
             step_time_ms: self.step_time_ms,
+            step_time_bare: self.step_time_bare,
             loss: self.loss,
             data_wait_ms: self.data_wait_ms,
             workers: self.workers,
@@ -181,9 +184,13 @@ impl<'a> RecordBuilder<'a> {
     }
 
     pub(super) fn put_num(&mut self, field: Field, v: Result<Option<Num>, ValueError>) {
+        // `step_time` is an alias of `step_time_ms` whose unit the ingest decides (`--step-time-unit`).
+        let bare = field == Field::StepTimeBare;
+        let field = if bare { Field::StepTimeMs } else { field };
         if !self.first(field) {
             return;
         }
+        self.step_time_bare |= bare;
         let v = match v {
             Ok(v) => v,
             // A diverged loss is a signal about the run, not a broken record.
@@ -255,6 +262,7 @@ impl<'a> RecordBuilder<'a> {
             Field::Ts | Field::WorkerLatenciesMs | Field::Node | Field::Event => {
                 unreachable!("not numeric")
             }
+            Field::StepTimeBare => unreachable!("read as StepTimeMs"),
         };
         *slot = Some(x);
     }
@@ -287,6 +295,22 @@ impl<'a> RecordBuilder<'a> {
         match v {
             Ok(n) => self.node = n.filter(|n| !n.as_str().trim().is_empty()),
             Err(e) => self.fail(e.into()),
+        }
+    }
+
+    /// The step time was given under the unit-less name `step_time`.
+    pub(super) fn step_time_is_bare(&self) -> bool {
+        self.step_time_bare && self.step_time_ms.is_some()
+    }
+
+    /// The step time (for `step_time` read in seconds: `--step-time-unit s`).
+    pub(super) fn step_time(&self) -> Option<f64> {
+        self.step_time_ms
+    }
+
+    pub(super) fn scale_step_time(&mut self, k: f64) {
+        if let Some(x) = self.step_time_ms.as_mut() {
+            *x *= k;
         }
     }
 

@@ -13,16 +13,74 @@ use crate::error::input_error;
 
 /// How lines are interpreted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
-    /// Decide from the file name, then from the first bytes.
+    /// Detect: document formats and CSV from the first bytes, text formats from the first lines
+    /// that match one (re-checked as the stream goes on).
     Auto,
     /// JSON lines; a line that is not JSON is a bad line.
     Jsonl,
-    /// Trainer stdout / `kubectl logs`: JSON objects mixed with ordinary log lines, which are ignored.
+    /// Trainer stdout / `kubectl logs`: our JSON records mixed with ordinary log lines, which are ignored.
     Log,
     /// CSV with a header row.
     Csv,
+    /// Megatron-LM / Megatron-DeepSpeed / NeMo stdout (iteration and timer lines).
+    Megatron,
+    /// Megatron golden values / TensorBoard scalar export (one JSON document).
+    MegatronGolden,
+    /// nanoGPT (`iter N: loss …, time …ms`).
+    Nanogpt,
+    /// modded-nanogpt (`step:N/M … train_time:…ms`, cumulative).
+    ModdedNanogpt,
+    /// llm.c (`step N/M | loss … | … ms | … tok/s`).
+    Llmc,
+    /// torchtitan (`step: N  loss: …  tps: …`, ANSI colours allowed).
+    Torchtitan,
+    /// DeepSpeed (`step=N, skipped=…`, `time (ms) | fwd: …`, throughput lines).
+    Deepspeed,
+    /// Hugging Face Trainer stdout (`{'loss': …}` dicts, tqdm progress).
+    HfTrainer,
+    /// Hugging Face `trainer_state.json` (one JSON document, `log_history`).
+    HfTrainerState,
+    /// PyTorch Lightning CSVLogger `metrics.csv`.
+    LightningCsv,
+}
+
+impl Format {
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Auto => "auto",
+            Format::Jsonl => "jsonl",
+            Format::Log => "log",
+            Format::Csv => "csv",
+            Format::Megatron => "megatron",
+            Format::MegatronGolden => "megatron-golden",
+            Format::Nanogpt => "nanogpt",
+            Format::ModdedNanogpt => "modded-nanogpt",
+            Format::Llmc => "llmc",
+            Format::Torchtitan => "torchtitan",
+            Format::Deepspeed => "deepspeed",
+            Format::HfTrainer => "hf-trainer",
+            Format::HfTrainerState => "hf-trainer-state",
+            Format::LightningCsv => "lightning-csv",
+        }
+    }
+
+    /// A whole JSON document rather than lines.
+    pub fn is_document(self) -> bool {
+        matches!(self, Format::MegatronGolden | Format::HfTrainerState)
+    }
+
+    /// Lines can be parsed on several threads (no header or document state).
+    pub fn parallel(self) -> bool {
+        !matches!(self, Format::Csv | Format::LightningCsv) && !self.is_document()
+    }
+
+    /// Text lines are read by the trainer readers (auto-detection or a forced trainer format).
+    pub fn reads_trainer_text(self) -> bool {
+        self == Format::Auto || super::formats::TextReader::of_format(self).is_some()
+    }
 }
 
 /// Where telemetry comes from.
@@ -39,6 +97,8 @@ pub struct SourceSpec {
 pub struct OpenedSource {
     pub reader: Box<dyn BufRead + Send>,
     pub format: Format,
+    /// `format` was decided from the name or content (not given with `--format`).
+    pub detected: bool,
     pub compressed: bool,
     /// Size on disk, when known (for progress).
     pub total_bytes: Option<u64>,
@@ -99,32 +159,48 @@ fn extension_format(path: &Path) -> Option<Format> {
     let ext = Path::new(name).extension()?.to_str()?;
     match ext {
         "csv" => Some(Format::Csv),
-        "jsonl" | "ndjson" | "json" => Some(Format::Jsonl),
-        "log" | "txt" | "out" => Some(Format::Log),
+        "jsonl" | "ndjson" => Some(Format::Jsonl),
+        // Trainer stdout: our JSON records or a trainer's own lines, detected line by line.
+        "log" | "txt" | "out" => Some(Format::Auto),
         _ => None,
     }
 }
 
-/// Decides the format from the first bytes of a source whose name did not say.
-fn sniff_format(head: &[u8]) -> Option<Format> {
+/// Decides the format from the first bytes. Text stays `Auto`: the ingest detects the trainer format
+/// (or our JSON records) from the lines themselves, and re-checks it.
+fn sniff_format(head: &[u8], by_name: Option<Format>) -> Format {
+    if let Some(doc) = super::formats::document::sniff(head) {
+        return doc;
+    }
     let first = head
         .split(|c| *c == b'\n')
         .map(|l| l.trim_ascii())
-        .find(|l| !l.is_empty())?;
-    if first.first() == Some(&b'{') {
-        return Some(Format::Jsonl);
-    }
-    let header = std::str::from_utf8(first).ok()?;
+        .find(|l| !l.is_empty());
+    let Some(first) = first else {
+        return by_name.unwrap_or(Format::Auto);
+    };
+    let header = std::str::from_utf8(first).unwrap_or("");
     if header.contains(',')
         && header.split(',').any(|h| {
-            super::field::Field::from_name(h.trim().trim_matches('"'))
-                == Some(super::field::Field::StepTimeMs)
+            matches!(
+                super::field::Field::from_name(h.trim().trim_matches('"')),
+                Some(super::field::Field::StepTimeMs | super::field::Field::StepTimeBare)
+            )
         })
     {
-        return Some(Format::Csv);
+        return Format::Csv;
     }
-    // Log text: JSON objects may appear further down, between ordinary lines.
-    Some(Format::Log)
+    if super::formats::lightning::sniff(header) {
+        return Format::LightningCsv;
+    }
+    if let Some(f) = by_name {
+        return f;
+    }
+    // A first line of our JSON (not a Python dict) makes JSON lines.
+    if first.first() == Some(&b'{') && first.get(1) != Some(&b'\'') {
+        return Format::Jsonl;
+    }
+    Format::Auto
 }
 
 pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
@@ -189,8 +265,8 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
             format!("telemetry source is empty: {}", spec.path.display()),
         ));
     }
-    let probe = &head[..head.len().min(4096)];
-    if probe.contains(&0) {
+    let probe = &head[..head.len().min(64 * 1024)];
+    if probe[..probe.len().min(4096)].contains(&0) {
         return Err(input_error(
             "unknown_format",
             format!(
@@ -200,9 +276,7 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
         ));
     }
     let format = match spec.format {
-        Format::Auto => extension_format(&spec.path)
-            .or_else(|| sniff_format(probe))
-            .unwrap_or(Format::Log),
+        Format::Auto => sniff_format(probe, extension_format(&spec.path)),
         f => f,
     };
     let raw_sink = match &spec.record_raw {
@@ -238,6 +312,7 @@ pub fn open_source(spec: &SourceSpec) -> anyhow::Result<OpenedSource> {
     Ok(OpenedSource {
         reader,
         format,
+        detected: spec.format == Format::Auto,
         compressed,
         total_bytes,
         position,
@@ -254,17 +329,46 @@ mod tests {
         assert_eq!(extension_format(Path::new("a/b.CSV.gz")), Some(Format::Csv));
         assert_eq!(
             extension_format(Path::new("x.stdout.log.gz")),
-            Some(Format::Log)
+            Some(Format::Auto)
         );
         assert_eq!(extension_format(Path::new("x.parquet")), None);
         assert_eq!(
-            sniff_format(b"\nts,step,step_time_ms\n1,2,3\n"),
-            Some(Format::Csv)
+            sniff_format(b"\nts,step,step_time_ms\n1,2,3\n", None),
+            Format::Csv
         );
         assert_eq!(
-            sniff_format(b"[trainer] start\n{\"a\":1}\n"),
-            Some(Format::Log)
+            sniff_format(b"[trainer] start\n{\"a\":1}\n", None),
+            Format::Auto
         );
-        assert_eq!(sniff_format(b"{\"a\":1}\n"), Some(Format::Jsonl));
+        assert_eq!(sniff_format(b"{\"a\":1}\n", None), Format::Jsonl);
+        assert_eq!(sniff_format(b"{'loss': 1.0}\n", None), Format::Auto);
+        assert_eq!(
+            sniff_format(b"epoch,step,train_loss_step,val_loss\n", Some(Format::Csv)),
+            Format::LightningCsv
+        );
+        assert_eq!(
+            sniff_format(
+                b"{\n  \"best_metric\": 1,\n  \"log_history\": [",
+                Some(Format::Jsonl)
+            ),
+            Format::HfTrainerState
+        );
+        assert_eq!(
+            sniff_format(
+                b"{\"lm loss\": {\"start_step\": 1, \"step_interval\": 5, \"values\": {",
+                None
+            ),
+            Format::MegatronGolden
+        );
+    }
+
+    /// Every format name round-trips through `--format`.
+    #[test]
+    fn format_names_round_trip() {
+        use clap::ValueEnum;
+        for f in Format::value_variants() {
+            assert_eq!(Format::from_str(f.name(), false), Ok(*f));
+            assert_eq!(serde_json::to_value(f).unwrap(), f.name());
+        }
     }
 }

@@ -380,6 +380,7 @@ fn from_replay(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Inputs> {
         reorder_window: c.reorder_window as usize,
         skew_tolerance_ms: c.clock_skew_tolerance_ms as i64,
         release_lag_steps: None,
+        ..IngestOptions::default()
     };
     let cfg = FeatureConfig {
         window_steps: c.window_steps,

@@ -105,7 +105,7 @@ pub(super) fn source_identity(
             Ok((
                 json!({"kind": "k8s", "namespace": t.namespace, "workload": t.workload.to_string(),
                        "container": t.container}),
-                Format::Log,
+                Format::Auto,
             ))
         }
         SourceKind::File => {
@@ -126,10 +126,7 @@ pub(super) fn source_identity(
 
 fn sniff_format(inp: &Inputs) -> anyhow::Result<Format> {
     if inp.spec.path.as_os_str() == "-" {
-        return Ok(match inp.spec.format {
-            Format::Auto => Format::Log,
-            f => f,
-        });
+        return Ok(inp.spec.format);
     }
     Ok(open_source(&inp.spec)?.format)
 }
