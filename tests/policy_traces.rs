@@ -203,3 +203,31 @@ fn a_run_replays_byte_for_byte_from_saved_states() {
     }
     assert!(decisions.iter().any(|d| d.chord != "NORMAL-HOLD"));
 }
+
+/// Detection delay (onset to the chord firing, as `policy test` reports it) may not get worse than
+/// measured on 2026-12-02. Issue 12 asks for a median ≤ 3 s and no incident over 10 s; that target
+/// is not met yet (burst 7.0 s, combo 10.8 s, drift 12.7 s): lower a bound here when a change
+/// improves it, never raise one.
+#[test]
+fn incident_delays_do_not_regress() {
+    let bounds = [
+        ("straggler", "INPUT-STRAGGLER", 1.5),
+        ("burst", "BURST", 7.0),
+        ("combo", "INPUT-STRAGGLER+BURST", 10.8),
+        ("drift", "DRIFT", 12.7),
+    ];
+    for (name, regime, max_s) in bounds {
+        let mut set = set(&[]);
+        let (_, report) = score(name, &mut set);
+        let seg = report
+            .segments
+            .iter()
+            .find(|s| s.regime == regime)
+            .expect("labelled segment");
+        let delay = seg.delay_s.expect("detected, so it has a delay");
+        assert!(
+            delay <= max_s + 0.05,
+            "{name}/{regime}: detected after {delay:.1} s, the bound is {max_s} s"
+        );
+    }
+}
