@@ -291,8 +291,14 @@ fn the_embedded_examples_need_no_checkout() {
         ],
     ));
     let r = json_file(&out.join("observe_latest.json"));
-    // The real H100 combo trace: trainer stdout (a log), thousands of records.
-    assert_eq!(r["source"]["format"], "log", "{:#}", r["source"]);
+    // The real H100 combo trace: trainer stdout (our JSON records among log lines, detected),
+    // thousands of records.
+    assert_eq!(r["source"]["format"], "auto", "{:#}", r["source"]);
+    assert!(
+        r["format_detected"]["name"].is_string(),
+        "{:#}",
+        r["format_detected"]
+    );
     assert!(r["ingest"]["records_emitted"].as_u64().unwrap() > 1000);
     assert!(!r["episodes"].as_array().unwrap().is_empty(), "{text}");
     // The same as reading the file in tests/data.
