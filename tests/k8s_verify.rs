@@ -670,18 +670,25 @@ fn documented_rules() -> Vec<kube_sim::Rule> {
 #[test]
 fn the_documented_role_is_enough_for_verify() {
     let rules = documented_rules();
-    assert_eq!(rules.len(), 4, "{rules:?}");
+    assert_eq!(rules.len(), 8, "{rules:?}");
     let sim = standard()
+        .object(
+            kube_sim::ResourceKind::ConfigMap,
+            json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"}}),
+        )
         .token("role", "platform-engineer@example.com", rules)
         .start_blocking()
         .unwrap();
     let case = Case::new(&sim, "role");
     let mut sts = item("ml", "db", "3");
     sts["kind"] = json!("StatefulSet");
-    let run = case.verify(&json!([item("ml", "trainer", "8"), sts]), &[]);
+    // The knobs ConfigMap (hot knobs) is covered too.
+    let cm = json!({"namespace": "ml", "name": "trainer-modekeeper-knobs", "kind": "ConfigMap",
+                    "patch": {"data": {"concurrency": "6"}}, "takes_effect": "live"});
+    let run = case.verify(&json!([item("ml", "trainer", "8"), sts, cm]), &[]);
     let r = run.report();
     assert_eq!(r["ok"], true, "{r:#}");
-    for i in 0..2 {
+    for i in 0..3 {
         let it = run.item(i);
         assert_eq!(it["errors"], json!([]), "{it:#}");
         assert_eq!(

@@ -517,7 +517,7 @@ fn run_gates_and_write<A: ClusterApi>(
 
     // 7. A rollback must be expressible before anything is changed.
     for (i, item) in plan.items().iter().enumerate() {
-        if let Err(e) = rollback_item(item.target(), &planned_changes(item.patch(), &live[i])) {
+        if let Err(e) = rollback_item(item, &planned_changes(item.patch(), &live[i])) {
             let b = log.block(
                 "rollback",
                 "rollback_unavailable",
@@ -535,7 +535,7 @@ fn run_gates_and_write<A: ClusterApi>(
         .iter()
         .zip(&live)
         .map(|(item, w)| {
-            rollback_item(item.target(), &planned_changes(item.patch(), w))
+            rollback_item(item, &planned_changes(item.patch(), w))
                 .ok()
                 .flatten()
         })

@@ -17,7 +17,7 @@ use super::{
     AccessCheck, AccessDecision, ClusterApi, ClusterError, FIELD_MANAGER, KnobMergePatch,
     NamespaceInfo, PatchMode, ServerVersion, Workload,
 };
-use crate::plan::{Target, WorkloadKind};
+use crate::plan::Target;
 
 /// A kube-rs client with the identity it was built for and its request timeout.
 pub struct KubeCluster {
@@ -67,17 +67,13 @@ impl KubeCluster {
 }
 
 fn collection_path(target: &Target) -> String {
-    let plural = match target.kind() {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-    };
-    format!("/apis/apps/v1/namespaces/{}/{plural}", target.namespace())
+    super::kinds::spec(target.kind()).collection_path(target.namespace())
 }
 
 fn describe(verb: &str, target: &Target) -> String {
     format!(
-        "{verb} {}s.apps {}/{}",
-        target.kind().resource(),
+        "{verb} {} {}/{}",
+        super::kinds::spec(target.kind()).qualified_resource(),
         target.namespace(),
         target.name()
     )
@@ -124,6 +120,25 @@ impl ClusterApi for KubeCluster {
         {
             Ok(object) => Workload::from_object(target, object).map(Some),
             Err(e) if e.kind == super::ClusterErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn kind_served(&self, kind: crate::plan::WorkloadKind) -> Result<bool, ClusterError> {
+        let spec = super::kinds::spec(kind);
+        if !spec.custom {
+            return Ok(true);
+        }
+        let gv = spec.api_version();
+        match self
+            .call(
+                || format!("GET /apis/{gv} (discovery)"),
+                self.client.list_api_group_resources(&gv),
+            )
+            .await
+        {
+            Ok(list) => Ok(list.resources.iter().any(|r| r.name == spec.plural)),
+            Err(e) if e.kind == super::ClusterErrorKind::NotFound => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -144,8 +144,21 @@ async fn check_items<A: ClusterApi>(
             .buffer_unordered(concurrency)
             .collect()
             .await;
+    // One discovery request per custom kind in the plan, not per item.
+    let custom: BTreeSet<crate::plan::WorkloadKind> = plan
+        .items()
+        .iter()
+        .map(|i| i.target().kind())
+        .filter(|k| super::kinds::spec(*k).custom)
+        .collect();
+    let served: BTreeMap<crate::plan::WorkloadKind, Result<bool, ClusterError>> =
+        futures_util::stream::iter(custom)
+            .map(|k| async move { (k, api.kind_served(k).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     let stop = AtomicBool::new(false);
-    let (namespaces, stop) = (&namespaces, &stop);
+    let (namespaces, served, stop) = (&namespaces, &served, &stop);
     futures_util::stream::iter(plan.items().iter().enumerate())
         .map(|(index, item)| async move {
             let mut check = ItemCheck::new(index, item);
@@ -153,7 +166,14 @@ async fn check_items<A: ClusterApi>(
                 return (check, None);
             }
             let namespace = &namespaces[item.target().namespace()];
-            let blocker = check_item(api, item, namespace, &mut check).await;
+            let blocker = check_item(
+                api,
+                item,
+                namespace,
+                served.get(&item.target().kind()),
+                &mut check,
+            )
+            .await;
             let gone = check.errors.iter().any(|e| {
                 matches!(
                     e.error.kind,
@@ -174,6 +194,7 @@ async fn check_item<A: ClusterApi>(
     api: &A,
     item: &PlanItem,
     namespace: &Result<Option<NamespaceInfo>, ClusterError>,
+    served: Option<&Result<bool, ClusterError>>,
     check: &mut ItemCheck,
 ) -> Option<Blocker> {
     let target = item.target();
@@ -181,6 +202,20 @@ async fn check_item<A: ClusterApi>(
     let fail = |step: Step, error: ClusterError, errors: &mut Vec<StepError>| {
         errors.push(StepError { step, error });
     };
+    match served {
+        None => {}
+        Some(Ok(yes)) => {
+            check.kind_served = Some(*yes);
+            if !yes {
+                // Nothing of this kind can be read or patched: say so, not "not found".
+                return check.conclude(target, api.identity().user.as_deref());
+            }
+        }
+        Some(Err(e)) => {
+            fail(Step::Discovery, e.clone(), &mut check.errors);
+            return check.conclude(target, api.identity().user.as_deref());
+        }
+    }
     match namespace {
         Ok(ns) => check.namespace_exists = Some(ns.is_some()),
         Err(e) => fail(Step::Namespace, e.clone(), &mut check.errors),
@@ -215,6 +250,7 @@ async fn check_item<A: ClusterApi>(
                     .template_annotations
                     .get(&key)
                     .or_else(|| w.annotations.get(&key))
+                    .or_else(|| w.data.get(knob))
                     .cloned();
             }
             Some(w)

@@ -51,7 +51,8 @@ pub use handle::KubeSim;
 pub use kubeconfig::KubeconfigOptions;
 pub use resource::ResourceKind;
 pub use seed::{
-    ContainerSeed, LogLineSeed, PodSeed, Rejection, Seed, TokenSeed, ValidationConfig, WorkloadSeed,
+    ContainerSeed, LogLineSeed, ObjectSeed, PodSeed, Rejection, Seed, TokenSeed, ValidationConfig,
+    WorkloadSeed,
 };
 pub use state::RequestRecord;
 pub use status::ApiError;
