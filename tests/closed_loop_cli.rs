@@ -219,10 +219,30 @@ fn knobs_and_target_come_from_flags() {
     );
     assert_ne!(r["knobs_after"], r["knobs_before"]);
     let plan = json(&out.join("k8s_plan.json"));
-    let it = &plan["items"][0];
-    assert_eq!(it["kind"], "StatefulSet");
+    assert_eq!(plan["schema_version"], "k8s_plan.v2");
+    let items = plan["items"].as_array().unwrap();
+    let it = items
+        .iter()
+        .find(|i| i["kind"] == "StatefulSet")
+        .expect("the cold knob (dataloader_num_workers) rolls out on the template");
     assert_eq!(it["namespace"], "ml-team");
     assert_eq!(it["name"], "gpt-trainer");
+    assert_eq!(it["takes_effect"], "rollout");
+    // Hot knobs of the perf passport go to the knobs ConfigMap, never on the template.
+    let tpl = it["patch"]["spec"]["template"]["metadata"]["annotations"]
+        .as_object()
+        .unwrap();
+    assert!(tpl.contains_key("modekeeper/knob.dataloader_num_workers"));
+    for hot in ["concurrency", "dataloader_prefetch_factor"] {
+        assert!(
+            !tpl.contains_key(&format!("modekeeper/knob.{hot}")),
+            "{hot}"
+        );
+    }
+    for cm in items.iter().filter(|i| i["kind"] == "ConfigMap") {
+        assert_eq!(cm["name"], "gpt-trainer-modekeeper-knobs");
+        assert_eq!(cm["takes_effect"], "live");
+    }
     let script = fs::read_to_string(out.join("k8s_plan.kubectl.sh")).unwrap();
     assert!(
         script.contains("patch 'statefulset/gpt-trainer'"),

@@ -102,6 +102,15 @@ pub async fn read_current_knobs<A: ClusterApi>(
     api: &A,
     target: &Target,
 ) -> Result<BTreeMap<String, f64>, KnobReadError> {
+    read_knobs_and_configmap(api, target).await.map(|(k, _)| k)
+}
+
+/// [`read_current_knobs`], with the name of the workload's knobs ConfigMap (where a plan puts its
+/// hot knobs).
+pub async fn read_knobs_and_configmap<A: ClusterApi>(
+    api: &A,
+    target: &Target,
+) -> Result<(BTreeMap<String, f64>, String), KnobReadError> {
     let Some(w) = api.get_workload(target).await? else {
         return Err(KnobReadError::WorkloadMissing {
             kind: target.kind().as_str(),
@@ -110,19 +119,17 @@ pub async fn read_current_knobs<A: ClusterApi>(
         });
     };
     let mut knobs = current_knobs(&w)?;
-    let cm = Target::new(
-        target.namespace(),
-        &knobs_configmap_name(&w),
-        WorkloadKind::ConfigMap,
-    )
-    .map_err(|e| KnobReadError::InvalidAnnotation {
-        annotation: KNOBS_CONFIGMAP_ANNOTATION.into(),
-        problem: e,
+    let cm_name = knobs_configmap_name(&w);
+    let cm = Target::new(target.namespace(), &cm_name, WorkloadKind::ConfigMap).map_err(|e| {
+        KnobReadError::InvalidAnnotation {
+            annotation: KNOBS_CONFIGMAP_ANNOTATION.into(),
+            problem: e,
+        }
     })?;
     if let Some(cm) = api.get_workload(&cm).await? {
         knobs.extend(configmap_knobs(&cm)?);
     }
-    Ok(knobs)
+    Ok((knobs, cm_name))
 }
 
 #[cfg(test)]

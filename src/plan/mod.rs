@@ -672,6 +672,28 @@ pub fn build_plan(target: &Target, accepted: &[Accepted]) -> Result<Plan, String
     })
 }
 
+/// [`build_actuated_plan`] under `passport` (its knobs' `actuation`), with the knobs ConfigMap
+/// `configmap` (else `<workload>-modekeeper-knobs`). What `closed-loop run` and `watch` write.
+pub fn build_passport_plan(
+    target: &Target,
+    accepted: &[Accepted],
+    passport: &crate::passport::Passport,
+    configmap: Option<&str>,
+) -> Result<Plan, String> {
+    let default = default_knobs_configmap(target.name());
+    build_actuated_plan(
+        target,
+        accepted,
+        |k| {
+            passport
+                .knob(k)
+                .is_some_and(|l| l.actuation == crate::passport::Actuation::Hot)
+        },
+        configmap.unwrap_or(&default),
+        &[],
+    )
+}
+
 /// Where a workload's knobs go, from the kinds table and the passport's actuation:
 /// hot knobs always to the knobs ConfigMap (`live`); cold knobs to the pod template where it can be
 /// patched (`rollout`), else to the ConfigMap (`next_pod_start`). `roles` are a PyTorchJob's replica
