@@ -445,3 +445,32 @@ fn reqwest_like_patch(sim: &kube_sim::KubeSim) -> impl Fn(&str, &Value) -> (u16,
         (status, v)
     }
 }
+
+#[test]
+fn a_pytorchjob_role_the_job_lacks_is_blocked_at_verify() {
+    let f = Flow::new(cluster().object(
+        ResourceKind::PyTorchJob,
+        json!({"metadata": {"name": "solo", "namespace": "ml"},
+               "spec": {"pytorchReplicaSpecs": {"Worker": {"replicas": 2, "template": pod_template("4")}}}}),
+    ));
+    let plan = build_actuated_plan(
+        &Target::new("ml", "solo", WorkloadKind::PyTorchJob).unwrap(),
+        &[change("grad_accum_steps", 8.0)],
+        |_| false,
+        "solo-modekeeper-knobs",
+        &["Master".into(), "Worker".into()],
+    )
+    .unwrap();
+    let r = f
+        .case
+        .verify(&serde_json::from_str(&plan.to_document()).unwrap(), &[]);
+    let (kind, _) = r.blocker();
+    assert_eq!(kind, "unexpected_change");
+    assert_eq!(r.item(0)["missing_roles"], json!(["Master"]));
+    assert!(
+        r.report()["verify_blocker"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("replica role(s) Master")
+    );
+}

@@ -672,6 +672,9 @@ pub fn build_plan(target: &Target, accepted: &[Accepted]) -> Result<Plan, String
     })
 }
 
+/// The PyTorchJob replica roles a plan patches when it is not told otherwise.
+pub const DEFAULT_REPLICA_ROLES: [&str; 2] = ["Master", "Worker"];
+
 /// [`build_actuated_plan`] under `passport` (its knobs' `actuation`), with the knobs ConfigMap
 /// `configmap` (else `<workload>-modekeeper-knobs`). What `closed-loop run` and `watch` write.
 pub fn build_passport_plan(
@@ -681,6 +684,11 @@ pub fn build_passport_plan(
     configmap: Option<&str>,
 ) -> Result<Plan, String> {
     let default = default_knobs_configmap(target.name());
+    // The operator's two roles; verify blocks a role the live PyTorchJob does not have.
+    let roles: Vec<String> = match target.kind() {
+        WorkloadKind::PyTorchJob => DEFAULT_REPLICA_ROLES.map(String::from).to_vec(),
+        _ => vec![],
+    };
     build_actuated_plan(
         target,
         accepted,
@@ -690,7 +698,7 @@ pub fn build_passport_plan(
                 .is_some_and(|l| l.actuation == crate::passport::Actuation::Hot)
         },
         configmap.unwrap_or(&default),
-        &[],
+        &roles,
     )
 }
 

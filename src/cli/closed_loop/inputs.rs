@@ -83,10 +83,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
     let (passport, passport_source) = load_passport(&args.decision.passport)?;
     let given = parse_knob_flags(&args.decision.knobs, &passport)
         .map_err(|e| input_error("bad_knobs", e))?;
-    let (kind, name) = match (&args.decision.deployment, &args.decision.statefulset) {
-        (_, Some(s)) => (WorkloadKind::StatefulSet, Some(s.as_str())),
-        (d, None) => (WorkloadKind::Deployment, d.as_deref()),
-    };
+    let (kind, name) = args.decision.workload();
     let namespace = global.namespace.as_deref();
     let target = Target::new(
         namespace.unwrap_or(DEFAULT_NAMESPACE),
@@ -122,7 +119,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         let Some(name) = name else {
             return Err(input_error(
                 "bad_flag",
-                "--knobs-from-cluster needs the workload: --deployment NAME or --statefulset NAME",
+                "--knobs-from-cluster needs the workload: --deployment, --statefulset, --job, --pytorchjob or --jobset NAME",
             ));
         };
         knobs_from_cluster(global, &mut inputs, name, kind)?;

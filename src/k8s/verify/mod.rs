@@ -244,6 +244,13 @@ async fn check_item<A: ClusterApi>(
             check.uid = Some(w.uid.clone());
             check.resource_version = Some(w.resource_version.clone());
             check.generation = w.generation;
+            check.missing_roles = item
+                .patch()
+                .roles
+                .iter()
+                .filter(|r| !w.roles.contains(r))
+                .cloned()
+                .collect();
             for (knob, k) in check.knobs.iter_mut() {
                 let key = super::knob_annotation(knob);
                 k.current = w

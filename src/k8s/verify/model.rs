@@ -178,6 +178,10 @@ pub struct ItemCheck {
     pub dry_run: DryRunCheck,
     /// What the dry run changes, outside the server's bookkeeping paths.
     pub diff: Vec<DiffEntry>,
+    /// PyTorchJob replica roles the plan patches but the live object does not have (the merge
+    /// patch would create them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_roles: Vec<String>,
     pub knobs: BTreeMap<String, KnobCheck>,
     pub errors: Vec<StepError>,
     /// This item's first blocker by kind order; null when the item is fine.
@@ -210,6 +214,7 @@ impl ItemCheck {
             can_i_patch: None,
             dry_run: DryRunCheck::default(),
             diff: vec![],
+            missing_roles: vec![],
             knobs: {
                 let mut knobs = BTreeMap::new();
                 // Pod template first: it is what the trainer reads.
@@ -311,6 +316,15 @@ impl ItemCheck {
                     unexpected.len(),
                     if unexpected.len() == 1 { "" } else { "s" },
                     shown.join(", ")
+                ),
+            ));
+        }
+        if !self.missing_roles.is_empty() {
+            found.push((
+                BlockerKind::UnexpectedChange,
+                format!(
+                    "the plan patches replica role(s) {} the PyTorchJob does not have (it would create them)",
+                    self.missing_roles.join(", ")
                 ),
             ));
         }
