@@ -84,13 +84,27 @@ fn ok_plan_reports_versions_permissions_and_a_knob_only_diff() {
         body["spec"]["template"]["metadata"]["annotations"][KNOB],
         "8"
     );
+    // Permissions from one rules review of the namespace (no access review per item), the object
+    // from one LIST of the namespace's Deployments (no GET per item).
     assert_eq!(
         sim.count_requests(
             "POST",
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
         ),
-        2
+        0
     );
+    assert_eq!(
+        sim.count_requests(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
+        ),
+        1
+    );
+    assert_eq!(
+        sim.count_requests("GET", "/apis/apps/v1/namespaces/ml/deployments"),
+        1
+    );
+    assert_eq!(sim.count_requests("GET", DEPLOY), 0);
 
     // Artifacts: timestamped + latest, explain events in order.
     let names: Vec<String> = std::fs::read_dir(case.out())
@@ -373,6 +387,12 @@ fn a_hanging_server_is_a_cluster_level_timeout() {
 #[test]
 fn a_server_error_is_server_error() {
     let sim = standard().start_blocking().unwrap();
+    // The LIST fails too: the item falls back to its own GET, which is what fails decisively.
+    sim.inject_fault(
+        Fault::status("/apis/apps/v1/namespaces/ml/deployments", 500)
+            .method("GET")
+            .message("etcd leader changed"),
+    );
     sim.inject_fault(
         Fault::status(DEPLOY, 500)
             .method("GET")

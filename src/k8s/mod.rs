@@ -175,6 +175,49 @@ impl AccessCheck {
     }
 }
 
+/// One rule of a SelfSubjectRulesReview (`status.resourceRules[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRule {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+}
+
+/// What a SelfSubjectRulesReview says the current user may do in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RulesReview {
+    pub rules: Vec<ResourceRule>,
+    /// The server could not list every rule (an authorizer that cannot enumerate, such as a
+    /// webhook): an action no listed rule allows may still be allowed.
+    pub incomplete: bool,
+}
+
+impl RulesReview {
+    /// Whether `check` is allowed: `Some(true)` when a rule allows it, `Some(false)` when no rule
+    /// does and the list is complete, `None` when only an access review can tell.
+    pub fn decide(&self, check: &AccessCheck) -> Option<bool> {
+        let has = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
+        let allowed = self.rules.iter().any(|r| {
+            has(&r.verbs, &check.verb)
+                && has(&r.api_groups, &check.group)
+                && has(&r.resources, &check.resource)
+                && (r.resource_names.is_empty()
+                    || check
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| r.resource_names.iter().any(|x| x == n)))
+        });
+        if allowed {
+            Some(true)
+        } else if self.incomplete {
+            None
+        } else {
+            Some(false)
+        }
+    }
+}
+
 /// The server's answer to an [`AccessCheck`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessDecision {
@@ -298,6 +341,37 @@ pub trait ClusterApi: Send + Sync {
     ) -> impl Future<Output = Result<bool, ClusterError>> + Send {
         let _ = kind;
         async { Ok(true) }
+    }
+
+    /// One LIST of `kind` in `namespace` (what verify reads instead of one GET per item). The
+    /// default says the implementation cannot list, and callers fall back to GETs.
+    fn list_objects(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+    ) -> impl Future<Output = Result<Vec<Workload>, ClusterError>> + Send {
+        let _ = (namespace, kind);
+        async {
+            Err(ClusterError::new(
+                ClusterErrorKind::Other,
+                "this client does not list objects",
+            ))
+        }
+    }
+
+    /// A SelfSubjectRulesReview in `namespace` (what `kubectl auth can-i --list` asks). The
+    /// default says the implementation cannot, and callers fall back to access reviews.
+    fn review_rules(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<RulesReview, ClusterError>> + Send {
+        let _ = namespace;
+        async {
+            Err(ClusterError::new(
+                ClusterErrorKind::Other,
+                "this client does not review rules",
+            ))
+        }
     }
 
     /// A SelfSubjectAccessReview (what `kubectl auth can-i` asks).

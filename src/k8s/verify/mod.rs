@@ -32,9 +32,9 @@ pub use report::{
 
 use super::{
     AccessCheck, ClusterApi, ClusterError, ClusterErrorKind, KnobMergePatch, NamespaceInfo,
-    PatchMode, diff_workloads,
+    PatchMode, RulesReview, Workload, diff_workloads,
 };
-use crate::plan::{Plan, PlanItem};
+use crate::plan::{Plan, PlanItem, WorkloadKind};
 
 /// Items checked at once unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -145,20 +145,42 @@ async fn check_items<A: ClusterApi>(
             .collect()
             .await;
     // One discovery request per custom kind in the plan, not per item.
-    let custom: BTreeSet<crate::plan::WorkloadKind> = plan
+    let custom: BTreeSet<WorkloadKind> = plan
         .items()
         .iter()
         .map(|i| i.target().kind())
         .filter(|k| super::kinds::spec(*k).custom)
         .collect();
-    let served: BTreeMap<crate::plan::WorkloadKind, Result<bool, ClusterError>> =
+    let served: BTreeMap<WorkloadKind, Result<bool, ClusterError>> =
         futures_util::stream::iter(custom)
             .map(|k| async move { (k, api.kind_served(k).await) })
             .buffer_unordered(concurrency)
             .collect()
             .await;
+    // Reads and permissions per namespace, not per item: one SelfSubjectRulesReview per namespace
+    // and one LIST per namespace and kind. When either fails (no `list` permission, an old server),
+    // the items fall back to a GET each and access reviews.
+    let rules: BTreeMap<&str, Result<RulesReview, ClusterError>> =
+        futures_util::stream::iter(namespaces.keys().copied())
+            .map(|ns| async move { (ns, api.review_rules(ns).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    let kinds: BTreeSet<(&str, WorkloadKind)> = plan
+        .items()
+        .iter()
+        .map(|i| (i.target().namespace(), i.target().kind()))
+        .filter(|(_, k)| served.get(k).is_none_or(|s| matches!(s, Ok(true))))
+        .collect();
+    let listed: BTreeMap<(&str, WorkloadKind), Result<Vec<Workload>, ClusterError>> =
+        futures_util::stream::iter(kinds)
+            .map(|(ns, k)| async move { ((ns, k), api.list_objects(ns, k).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     let stop = AtomicBool::new(false);
     let (namespaces, served, stop) = (&namespaces, &served, &stop);
+    let (rules, listed) = (&rules, &listed);
     futures_util::stream::iter(plan.items().iter().enumerate())
         .map(|(index, item)| async move {
             let mut check = ItemCheck::new(index, item);
@@ -166,14 +188,16 @@ async fn check_items<A: ClusterApi>(
                 return (check, None);
             }
             let namespace = &namespaces[item.target().namespace()];
-            let blocker = check_item(
-                api,
-                item,
+            let t = item.target();
+            let shared = Shared {
                 namespace,
-                served.get(&item.target().kind()),
-                &mut check,
-            )
-            .await;
+                served: served.get(&t.kind()),
+                rules: rules.get(t.namespace()).and_then(|r| r.as_ref().ok()),
+                listed: listed
+                    .get(&(t.namespace(), t.kind()))
+                    .and_then(|l| l.as_ref().ok()),
+            };
+            let blocker = check_item(api, item, shared, &mut check).await;
             let gone = check.errors.iter().any(|e| {
                 matches!(
                     e.error.kind,
@@ -190,13 +214,53 @@ async fn check_items<A: ClusterApi>(
         .await
 }
 
+/// What was read once for many items.
+struct Shared<'a> {
+    namespace: &'a Result<Option<NamespaceInfo>, ClusterError>,
+    served: Option<&'a Result<bool, ClusterError>>,
+    rules: Option<&'a RulesReview>,
+    listed: Option<&'a Vec<Workload>>,
+}
+
+/// The item's object: from the namespace's LIST when there is one, else a GET.
+async fn read<A: ClusterApi>(
+    api: &A,
+    target: &crate::plan::Target,
+    listed: Option<&Vec<Workload>>,
+) -> Result<Option<Workload>, ClusterError> {
+    match listed {
+        Some(list) => Ok(list
+            .iter()
+            .find(|w| w.target.name() == target.name())
+            .cloned()),
+        None => api.get_workload(target).await,
+    }
+}
+
+/// May we? From the namespace's rules review when it decides, else an access review.
+async fn may<A: ClusterApi>(
+    api: &A,
+    check: &AccessCheck,
+    rules: Option<&RulesReview>,
+) -> Result<bool, ClusterError> {
+    match rules.and_then(|r| r.decide(check)) {
+        Some(yes) => Ok(yes),
+        None => api.review_access(check).await.map(|d| d.allowed),
+    }
+}
+
 async fn check_item<A: ClusterApi>(
     api: &A,
     item: &PlanItem,
-    namespace: &Result<Option<NamespaceInfo>, ClusterError>,
-    served: Option<&Result<bool, ClusterError>>,
+    shared: Shared<'_>,
     check: &mut ItemCheck,
 ) -> Option<Blocker> {
+    let Shared {
+        namespace,
+        served,
+        rules,
+        listed,
+    } = shared;
     let target = item.target();
     check.checked = true;
     let fail = |step: Step, error: ClusterError, errors: &mut Vec<StepError>| {
@@ -223,17 +287,17 @@ async fn check_item<A: ClusterApi>(
     let get = AccessCheck::on_workload("get", target);
     let patch = AccessCheck::on_workload("patch", target);
     let (workload, can_get, can_patch) = futures_util::future::join3(
-        api.get_workload(target),
-        api.review_access(&get),
-        api.review_access(&patch),
+        read(api, target, listed),
+        may(api, &get, rules),
+        may(api, &patch, rules),
     )
     .await;
     match can_get {
-        Ok(d) => check.can_i_get = Some(d.allowed),
+        Ok(d) => check.can_i_get = Some(d),
         Err(e) => fail(Step::CanIGet, e, &mut check.errors),
     }
     match can_patch {
-        Ok(d) => check.can_i_patch = Some(d.allowed),
+        Ok(d) => check.can_i_patch = Some(d),
         Err(e) => fail(Step::CanIPatch, e, &mut check.errors),
     }
     let live = match workload {
