@@ -23,6 +23,7 @@ mod knobs;
 mod logs;
 mod rbac;
 pub mod verify;
+mod wiring;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -47,7 +48,7 @@ pub use logs::{
     WorkloadRef,
 };
 pub use rbac::{RbacDenial, SuggestedRule};
-
+pub use wiring::{HotKnobWiring, hot_knob_wiring};
 /// The field manager of every write (and dry run) ModeKeeper sends.
 pub const FIELD_MANAGER: &str = "modekeeper";
 
