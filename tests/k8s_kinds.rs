@@ -474,3 +474,34 @@ fn a_pytorchjob_role_the_job_lacks_is_blocked_at_verify() {
             .contains("replica role(s) Master")
     );
 }
+
+#[test]
+fn the_kill_switch_on_a_job_stops_a_plan_that_only_writes_its_configmap() {
+    let f = Flow::new(cluster());
+    let plan = plan_for(WorkloadKind::Job, "train", &[]);
+    assert_eq!(plan.items()[0].workload().unwrap().name(), "train");
+    let path = write_plan(
+        f.case.path(),
+        "plan.json",
+        &serde_json::from_str(&plan.to_document()).unwrap(),
+    );
+    let out = f.case.path().join("out");
+    verify(&f.case, &out, &path, true);
+    f.sim
+        .modify(ResourceKind::Job, "ml", "train", "kubectl-annotate", |o| {
+            o["metadata"]["annotations"]["modekeeper.io/kill-switch"] = json!("on")
+        })
+        .unwrap();
+    let lic = f.dev.good();
+    let a = run_apply(&f.case, &out, &path, &lic_args(&f.dev, &lic), &[]);
+    assert_eq!(a.blocked(), "kill_switch_active");
+    assert!(
+        a.report()["block_detail"]
+            .as_str()
+            .unwrap()
+            .contains("job.batch/train"),
+        "{:#}",
+        a.report()
+    );
+    assert_eq!(writes(&f.sim), 0);
+}

@@ -155,11 +155,14 @@ pub fn rollback_item(item: &PlanItem, changes: &[KnobChange]) -> Result<Option<P
             }
         }
     }
-    let back = PlanItem::new(target.clone(), patch)?;
-    match item.takes_effect() {
-        Some(t) => back.with_takes_effect(t).map(Some),
-        None => Ok(Some(back)),
+    let mut back = PlanItem::new(target.clone(), patch)?;
+    if let Some(t) = item.takes_effect() {
+        back = back.with_takes_effect(t)?;
     }
+    if let Some(w) = item.workload() {
+        back = back.with_workload(w)?;
+    }
+    Ok(Some(back))
 }
 
 /// The rollback plan of several items (in apply order).

@@ -203,7 +203,7 @@ fn parse_item(v: &Value) -> Result<PlanItem, String> {
     let Some(o) = v.as_object() else {
         return Err("must be an object".into());
     };
-    const KEYS: [&str; 8] = [
+    const KEYS: [&str; 9] = [
         "namespace",
         "name",
         "kind",
@@ -212,6 +212,7 @@ fn parse_item(v: &Value) -> Result<PlanItem, String> {
         "reason",
         "takes_effect",
         "restart_required",
+        "workload",
     ];
     if let Some(k) = o.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!(
@@ -241,7 +242,27 @@ fn parse_item(v: &Value) -> Result<PlanItem, String> {
     string_field(o, "reason")?;
     let target = Target::new(namespace, name, kind)?;
     let patch = parse_patch(o.get("patch").ok_or("patch: missing")?)?;
-    let item = PlanItem::new(target, patch).map_err(|e| format!("patch: {e}"))?;
+    let mut item = PlanItem::new(target, patch).map_err(|e| format!("patch: {e}"))?;
+    if let Some(w) = o.get("workload") {
+        let w = w
+            .as_object()
+            .filter(|w| w.keys().all(|k| k == "kind" || k == "name"))
+            .ok_or("workload: must be {kind, name}")?;
+        let kind = match w.get("kind").and_then(Value::as_str) {
+            Some(k) => WorkloadKind::parse(k)
+                .filter(|k| k.is_workload())
+                .ok_or_else(|| {
+                    format!("workload.kind: {} is not a workload kind", super::quoted(k))
+                })?,
+            None => return Err("workload.kind: missing or not a string".into()),
+        };
+        let name = w
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("workload.name: missing or not a string")?;
+        let owner = Target::new(namespace, name, kind).map_err(|e| format!("workload.{e}"))?;
+        item = item.with_workload(&owner)?;
+    }
     let takes_effect = match string_field(o, "takes_effect")? {
         None => None,
         Some(t) => Some(TakesEffect::parse(t).ok_or_else(|| {

@@ -461,6 +461,9 @@ pub struct PlanItem {
     patch: KnobPatch,
     /// Plan v2: when the change reaches the trainer; `None` for v1 items.
     takes_effect: Option<TakesEffect>,
+    /// Plan v2, ConfigMap items: the workload whose knobs ConfigMap it is (same namespace), so
+    /// apply honours that workload's kill-switch annotation too.
+    workload: Option<Target>,
 }
 
 impl PlanItem {
@@ -473,7 +476,27 @@ impl PlanItem {
             target,
             patch,
             takes_effect: None,
+            workload: None,
         })
+    }
+
+    /// A ConfigMap item naming the workload it belongs to (a workload kind, same namespace).
+    pub fn with_workload(mut self, w: &Target) -> Result<PlanItem, String> {
+        if self.target.kind != WorkloadKind::ConfigMap {
+            return Err("workload: only a ConfigMap item names its workload".into());
+        }
+        if !w.kind.is_workload() || w.namespace != self.target.namespace {
+            return Err(
+                "workload: must be a workload kind in the ConfigMap's namespace".to_string(),
+            );
+        }
+        self.workload = Some(w.clone());
+        Ok(self)
+    }
+
+    /// The workload a ConfigMap item belongs to, when it says.
+    pub fn workload(&self) -> Option<&Target> {
+        self.workload.as_ref()
     }
 
     /// The item with its v2 `takes_effect`: `rollout` for a pod-template patch, `live` or
@@ -518,6 +541,9 @@ impl PlanItem {
         if let Some(t) = self.takes_effect {
             v["takes_effect"] = json!(t.as_str());
             v["restart_required"] = json!(t.restart_required());
+        }
+        if let Some(w) = &self.workload {
+            v["workload"] = json!({"kind": w.kind.as_str(), "name": w.name});
         }
         v
     }
@@ -609,6 +635,7 @@ impl Plan {
     pub fn is_v2(&self) -> bool {
         self.items.iter().any(|i| {
             i.takes_effect.is_some()
+                || i.workload.is_some()
                 || !matches!(
                     i.target.kind,
                     WorkloadKind::Deployment | WorkloadKind::StatefulSet
@@ -745,7 +772,11 @@ pub fn build_actuated_plan(
         } else {
             TakesEffect::Live
         };
-        items.push(PlanItem::new(cm, patch)?.with_takes_effect(effect)?);
+        items.push(
+            PlanItem::new(cm, patch)?
+                .with_takes_effect(effect)?
+                .with_workload(target)?,
+        );
     }
     if !template.is_empty() {
         let patch = KnobPatch {

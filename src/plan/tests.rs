@@ -405,7 +405,8 @@ fn hot_knobs_go_to_the_configmap_cold_ones_to_a_mutable_template() {
         plan.items_json(),
         json!([
             {"namespace": "default", "name": "trainer-modekeeper-knobs", "kind": "ConfigMap",
-             "patch": {"data": {"concurrency": "6"}}, "takes_effect": "live", "restart_required": false},
+             "patch": {"data": {"concurrency": "6"}}, "takes_effect": "live", "restart_required": false,
+             "workload": {"kind": "Deployment", "name": "trainer"}},
             {"namespace": "default", "name": "trainer", "kind": "Deployment",
              "patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.grad_accum_steps": "8"}}}}},
              "takes_effect": "rollout", "restart_required": true},
