@@ -219,10 +219,30 @@ fn knobs_and_target_come_from_flags() {
     );
     assert_ne!(r["knobs_after"], r["knobs_before"]);
     let plan = json(&out.join("k8s_plan.json"));
-    let it = &plan["items"][0];
-    assert_eq!(it["kind"], "StatefulSet");
+    assert_eq!(plan["schema_version"], "k8s_plan.v2");
+    let items = plan["items"].as_array().unwrap();
+    let it = items
+        .iter()
+        .find(|i| i["kind"] == "StatefulSet")
+        .expect("the cold knob (dataloader_num_workers) rolls out on the template");
     assert_eq!(it["namespace"], "ml-team");
     assert_eq!(it["name"], "gpt-trainer");
+    assert_eq!(it["takes_effect"], "rollout");
+    // Hot knobs of the perf passport go to the knobs ConfigMap, never on the template.
+    let tpl = it["patch"]["spec"]["template"]["metadata"]["annotations"]
+        .as_object()
+        .unwrap();
+    assert!(tpl.contains_key("modekeeper/knob.dataloader_num_workers"));
+    for hot in ["concurrency", "dataloader_prefetch_factor"] {
+        assert!(
+            !tpl.contains_key(&format!("modekeeper/knob.{hot}")),
+            "{hot}"
+        );
+    }
+    for cm in items.iter().filter(|i| i["kind"] == "ConfigMap") {
+        assert_eq!(cm["name"], "gpt-trainer-modekeeper-knobs");
+        assert_eq!(cm["takes_effect"], "live");
+    }
     let script = fs::read_to_string(out.join("k8s_plan.kubectl.sh")).unwrap();
     assert!(
         script.contains("patch 'statefulset/gpt-trainer'"),
@@ -464,5 +484,55 @@ fn replay_takes_no_input_flags() {
         stderr(&o).contains("closed_loop_latest.json"),
         "{}",
         stderr(&o)
+    );
+}
+
+#[test]
+fn a_job_target_gets_every_knob_through_its_configmap_and_a_pytorchjob_its_role_templates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let args = |flag: &'static str, name: &'static str| {
+        vec![
+            "--knobs",
+            "dataloader_num_workers=2,concurrency=6",
+            "-n",
+            "ml",
+            flag,
+            name,
+            "--passport",
+            "perf",
+        ]
+    };
+    run_ok(&trace("straggler"), &out, &args("--job", "train"));
+    let plan = json(&out.join("k8s_plan.json"));
+    let items = plan["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{plan:#}");
+    assert_eq!(items[0]["kind"], "ConfigMap");
+    assert_eq!(items[0]["name"], "train-modekeeper-knobs");
+    // dataloader_num_workers is cold: a Job's template is immutable, so it waits for a new pod.
+    assert!(items[0]["patch"]["data"]["dataloader_num_workers"].is_string());
+    assert_eq!(items[0]["takes_effect"], "next_pod_start");
+    assert_eq!(items[0]["restart_required"], true);
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["target"]["kind"], "Job");
+
+    let out = tmp.path().join("out-ddp");
+    run_ok(&trace("straggler"), &out, &args("--pytorchjob", "ddp"));
+    let plan = json(&out.join("k8s_plan.json"));
+    let ddp = plan["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "PyTorchJob")
+        .expect("the cold knob goes to the replica templates");
+    let roles = ddp["patch"]["spec"]["pytorchReplicaSpecs"]
+        .as_object()
+        .unwrap();
+    assert_eq!(roles.keys().collect::<Vec<_>>(), ["Master", "Worker"]);
+    assert_eq!(ddp["takes_effect"], "rollout");
+    let script = fs::read_to_string(out.join("k8s_plan.kubectl.sh")).unwrap();
+    assert!(
+        script.contains("patch 'pytorchjob.kubeflow.org/ddp'"),
+        "{script}"
     );
 }

@@ -164,3 +164,61 @@ fn a_missing_workload_is_invalid_input_and_an_unreachable_server_is_not() {
     );
     assert_eq!(listing(&out), ["explain.jsonl"]);
 }
+
+#[test]
+fn the_knobs_configmap_overrides_the_template_and_names_the_plans_configmap() {
+    // The workload names its knobs ConfigMap; the ConfigMap holds the hot knob's live value.
+    let sim = KubeSim::builder()
+        .namespace("ml")
+        .workload(
+            WorkloadSeed::deployment("ml", "trainer")
+                .annotation("modekeeper/knobs-configmap", "trainer-live-knobs")
+                .template_annotation("modekeeper/knob.dataloader_num_workers", "2")
+                .template_annotation("modekeeper/knob.concurrency", "6"),
+        )
+        .object(
+            kube_sim::ResourceKind::ConfigMap,
+            serde_json::json!({"metadata": {"name": "trainer-live-knobs", "namespace": "ml"},
+                               "data": {"concurrency": "3", "not-a-knob": "x"}}),
+        )
+        .token("t0", "alice", [Rule::admin()])
+        .start_blocking()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kc = tmp.path().join("kubeconfig");
+    sim.write_kubeconfig(&kc, "t0").unwrap();
+    let out = tmp.path().join("out");
+    run_ok(
+        &trace("straggler"),
+        &out,
+        &[
+            "--knobs-from-cluster",
+            "--deployment",
+            "trainer",
+            "-n",
+            "ml",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--passport",
+            "perf",
+        ],
+    );
+    let r = json(&out.join("closed_loop_latest.json"));
+    assert_eq!(r["knobs_before"]["concurrency"], 3, "the ConfigMap wins");
+    assert_eq!(r["knobs_before"]["dataloader_num_workers"], 2);
+    assert_eq!(r["target"]["knobs_configmap"], "trainer-live-knobs");
+    let plan = json(&out.join("k8s_plan.json"));
+    for it in plan["items"].as_array().unwrap() {
+        if it["kind"] == "ConfigMap" {
+            assert_eq!(it["name"], "trainer-live-knobs");
+        }
+    }
+    let methods: Vec<String> = sim.requests().iter().map(|q| q.method.clone()).collect();
+    assert!(methods.iter().all(|m| m == "GET"), "{methods:?}");
+    assert!(
+        sim.requests()
+            .iter()
+            .any(|q| q.path == "/api/v1/namespaces/ml/configmaps/trainer-live-knobs"),
+        "the ConfigMap was read"
+    );
+}

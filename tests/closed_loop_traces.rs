@@ -396,32 +396,44 @@ fn the_plan_carries_exactly_the_accepted_end_state() {
                 }
             }
             let items = r.plan["items"].as_array().unwrap();
-            assert_eq!(r.plan["schema_version"], "k8s_plan.v1");
             assert_eq!(r.plan["plan_digest"], r.report["plan_digest"]);
             if want.is_empty() {
                 assert!(items.is_empty(), "{name}/{how}: {items:?}");
                 continue;
             }
+            assert_eq!(r.plan["schema_version"], "k8s_plan.v2");
             nonempty.push(format!("{name}/{how}"));
-            assert_eq!(items.len(), 1);
-            let it = &items[0];
-            assert_eq!(
-                (
-                    it["namespace"].as_str(),
-                    it["name"].as_str(),
-                    it["kind"].as_str()
-                ),
-                (Some("default"), Some("trainer"), Some("Deployment"))
-            );
-            let ann: BTreeMap<String, String> =
-                it["patch"]["spec"]["template"]["metadata"]["annotations"]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-            assert_eq!(ann, want, "{name}/{how}");
-            assert!(it["patch"].get("metadata").is_none(), "pod template only");
+            // Hot knobs in the knobs ConfigMap (live), cold ones on the pod template (rollout):
+            // together exactly the accepted end state.
+            let mut got: BTreeMap<String, String> = BTreeMap::new();
+            for it in items {
+                assert_eq!(it["namespace"], "default");
+                match it["kind"].as_str() {
+                    Some("ConfigMap") => {
+                        assert_eq!(it["name"], "trainer-modekeeper-knobs");
+                        assert_eq!(it["takes_effect"], "live", "{name}/{how}");
+                        for (k, v) in it["patch"]["data"].as_object().unwrap() {
+                            got.insert(
+                                format!("modekeeper/knob.{k}"),
+                                v.as_str().unwrap().to_string(),
+                            );
+                        }
+                    }
+                    Some("Deployment") => {
+                        assert_eq!(it["name"], "trainer");
+                        assert_eq!(it["takes_effect"], "rollout", "{name}/{how}");
+                        assert!(it["patch"].get("metadata").is_none(), "pod template only");
+                        for (k, v) in it["patch"]["spec"]["template"]["metadata"]["annotations"]
+                            .as_object()
+                            .unwrap()
+                        {
+                            got.insert(k.clone(), v.as_str().unwrap().to_string());
+                        }
+                    }
+                    other => panic!("{name}/{how}: item kind {other:?}"),
+                }
+            }
+            assert_eq!(got, want, "{name}/{how}");
             let changes = r.report["changes"].as_array().unwrap();
             assert_eq!(changes.len(), want.len());
         }

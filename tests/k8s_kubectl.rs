@@ -281,3 +281,112 @@ fn kubectl_agrees_the_cluster_is_unreachable() {
     assert_eq!(code, 1);
     assert!(err.to_lowercase().contains("connection refused"), "{err}");
 }
+
+#[test]
+fn kubectl_agrees_on_a_knobs_configmap_a_pytorchjob_and_a_missing_crd() {
+    let Some(kc) =
+        kubectl_or_skip("kubectl_agrees_on_a_knobs_configmap_a_pytorchjob_and_a_missing_crd")
+    else {
+        return;
+    };
+    let tpl = json!({"metadata": {"annotations": {KNOB: "4"}},
+                     "spec": {"containers": [{"name": "trainer", "image": "t:1"}]}});
+    let seeded = |absent: bool| {
+        standard()
+            .object(
+                ResourceKind::ConfigMap,
+                json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"},
+                       "data": {"concurrency": "2"}}),
+            )
+            .object(
+                ResourceKind::PyTorchJob,
+                json!({"metadata": {"name": "ddp", "namespace": "ml"},
+                       "spec": {"pytorchReplicaSpecs": {"Master": {"template": tpl},
+                                                        "Worker": {"template": tpl}}}}),
+            )
+            .crds_absent(absent)
+            .start_blocking()
+            .unwrap()
+    };
+    let cm_patch = json!({"data": {"concurrency": "6"}});
+    let role = json!({"template": {"metadata": {"annotations": {KNOB: "8"}}}});
+    let ddp_patch = json!({"spec": {"pytorchReplicaSpecs": {"Master": role, "Worker": role}}});
+    let plan = json!({"schema_version": "k8s_plan.v2", "items": [
+        {"namespace": "ml", "name": "trainer-modekeeper-knobs", "kind": "ConfigMap",
+         "patch": cm_patch, "takes_effect": "live", "restart_required": false},
+        {"namespace": "ml", "name": "ddp", "kind": "PyTorchJob", "patch": ddp_patch,
+         "takes_effect": "rollout"}]});
+
+    let sim = seeded(false);
+    let case = Case::new(&sim, "t0");
+    let run = case.verify(&plan, &[]);
+    assert_eq!(run.report()["ok"], true, "{:#}", run.report());
+    for (i, resource, name, patch) in [
+        (0, "configmap", "trainer-modekeeper-knobs", &cm_patch),
+        (1, "pytorchjob", "ddp", &ddp_patch),
+    ] {
+        let it = run.item(i).clone();
+        let (code, out, err) = kubectl(
+            &kc,
+            &case,
+            &["-n", "ml", "get", resource, name, "-o", "json"],
+        );
+        assert_eq!(code, 0, "{err}");
+        let live: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(live["metadata"]["uid"], it["uid"], "{resource}");
+        assert_eq!(
+            live["metadata"]["resourceVersion"], it["resource_version"],
+            "{resource}"
+        );
+        for verb in ["get", "patch"] {
+            let (code, out, _) = kubectl(
+                &kc,
+                &case,
+                &[
+                    "auth",
+                    "can-i",
+                    verb,
+                    &format!("{resource}s/{name}"),
+                    "-n",
+                    "ml",
+                ],
+            );
+            assert_eq!((code, out.trim()), (0, "yes"), "{verb} {resource}");
+            assert_eq!(it[format!("can_i_{verb}")], true);
+        }
+        let (code, out, err) = kubectl(
+            &kc,
+            &case,
+            &[
+                "-n",
+                "ml",
+                "patch",
+                &format!("{resource}/{name}"),
+                "--type",
+                "merge",
+                "--dry-run=server",
+                "-o",
+                "json",
+                "-p",
+                &patch.to_string(),
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let dry: Value = serde_json::from_str(&out).unwrap();
+        // Every leaf our dry run changed has the value kubectl's dry run shows.
+        for d in it["diff"].as_array().unwrap() {
+            let at = dry.pointer(d["path"].as_str().unwrap()).cloned();
+            assert_eq!(at.as_ref(), Some(&d["after"]), "{resource}: {d}");
+        }
+        assert!(!it["diff"].as_array().unwrap().is_empty(), "{resource}");
+    }
+
+    // Without the CRD: kubectl does not know the kind, we block with kind_not_served.
+    let sim = seeded(true);
+    let case = Case::new(&sim, "t0");
+    let run = case.verify(&plan, &[]);
+    assert_eq!(run.blocker(), ("kind_not_served".into(), json!(1)));
+    let (code, _, err) = kubectl(&kc, &case, &["-n", "ml", "get", "pytorchjob", "ddp"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("doesn't have a resource type"), "{err}");
+}

@@ -5,6 +5,7 @@
 
 mod k8s_common;
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -534,5 +535,134 @@ fn kubectl_logs_sees_the_same_lines() {
     assert_eq!(
         c["last_ts"].as_str(),
         theirs[3].split_once(' ').map(|(ts, _)| ts)
+    );
+}
+
+/// A multi-pod job: `pods` as (pod name, extra labels), each logging steps 1..=3 without a rank.
+fn job_sim(kind: ResourceKind, object: Value, pods: &[(&str, &[(&str, &str)])]) -> KubeSim {
+    let mut b = KubeSim::builder()
+        .namespace("ml")
+        .object(kind, object)
+        .token("t0", "alice", [Rule::admin()]);
+    for (name, labels) in pods {
+        let mut p = PodSeed::new("ml", *name).container("trainer", "trainer:1");
+        for (k, v) in *labels {
+            p = p.label(*k, *v);
+        }
+        for step in 1..=3 {
+            p = p.log(
+                "trainer",
+                json!({"step": step, "step_time_ms": 100, "node": "n0"}).to_string(),
+            );
+        }
+        b = b.pod(p.log("trainer", "an ordinary log line"));
+    }
+    b.start_blocking().unwrap()
+}
+
+fn ranks_by_step(lines: &[String]) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .map(|r| (r["step"].as_u64().unwrap(), r["rank"].as_u64().unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_jobs_pods_are_found_by_label_and_each_record_gets_its_pods_rank() {
+    let job = "batch.kubernetes.io/job-name";
+    let index = "batch.kubernetes.io/job-completion-index";
+    let sim = job_sim(
+        ResourceKind::Job,
+        json!({"metadata": {"name": "train", "namespace": "ml"},
+               "spec": {"template": {"spec": {"containers": [{"name": "trainer", "image": "t"}]}}}}),
+        &[
+            ("train-0-abcde", &[(job, "train"), (index, "0")]),
+            ("train-1-fghij", &[(job, "train"), (index, "1")]),
+            // Another job's pod is not followed.
+            ("other-0-klmno", &[(job, "other"), (index, "0")]),
+        ],
+    );
+    let case = Case::new(&sim, "t0");
+    let target = LogTarget {
+        namespace: Some("ml".into()),
+        workload: WorkloadRef::Job("train".into()),
+        container: None,
+        since_seconds: None,
+    };
+    let mut src = PodLogSource::open(&opts(&case), target, None).unwrap();
+    let mut events = vec![];
+    let lines = collect(&mut src, 8, &mut events);
+    // Both ranks of every step: without the rank, the ingest would drop one as a duplicate.
+    assert_eq!(
+        ranks_by_step(&lines),
+        [(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| *l == "an ordinary log line")
+            .count(),
+        2,
+        "other lines pass unchanged"
+    );
+    assert_eq!(
+        sorted(src.pods()),
+        ["train-0-abcde", "train-1-fghij"],
+        "found by the job-name label"
+    );
+}
+
+#[test]
+fn a_pytorchjobs_worker_ranks_follow_the_master() {
+    let name = "training.kubeflow.org/job-name";
+    let rtype = "training.kubeflow.org/replica-type";
+    let index = "training.kubeflow.org/replica-index";
+    let sim = job_sim(
+        ResourceKind::PyTorchJob,
+        json!({"metadata": {"name": "ddp", "namespace": "ml"}, "spec": {"pytorchReplicaSpecs": {}}}),
+        &[
+            (
+                "ddp-master-0",
+                &[(name, "ddp"), (rtype, "master"), (index, "0")],
+            ),
+            (
+                "ddp-worker-0",
+                &[(name, "ddp"), (rtype, "worker"), (index, "0")],
+            ),
+            (
+                "ddp-worker-1",
+                &[(name, "ddp"), (rtype, "worker"), (index, "1")],
+            ),
+        ],
+    );
+    let case = Case::new(&sim, "t0");
+    let target = LogTarget {
+        namespace: Some("ml".into()),
+        workload: WorkloadRef::PyTorchJob("ddp".into()),
+        container: None,
+        since_seconds: None,
+    };
+    let mut src = PodLogSource::open(&opts(&case), target, None).unwrap();
+    let mut events = vec![];
+    let lines = collect(&mut src, 12, &mut events);
+    let ranks: BTreeSet<u64> = ranks_by_step(&lines).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(ranks, BTreeSet::from([0, 1, 2]));
+    // A missing job is a clear error naming the CRD.
+    let missing = LogTarget {
+        namespace: Some("ml".into()),
+        workload: WorkloadRef::PyTorchJob("nope".into()),
+        container: None,
+        since_seconds: None,
+    };
+    let e = PodLogSource::open(&opts(&case), missing, None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("pytorchjob ml/nope not found") && e.contains("pytorchjobs.kubeflow.org"),
+        "{e}"
     );
 }

@@ -84,13 +84,27 @@ fn ok_plan_reports_versions_permissions_and_a_knob_only_diff() {
         body["spec"]["template"]["metadata"]["annotations"][KNOB],
         "8"
     );
+    // Permissions from one rules review of the namespace (no access review per item), the object
+    // from one LIST of the namespace's Deployments (no GET per item).
     assert_eq!(
         sim.count_requests(
             "POST",
             "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
         ),
-        2
+        0
     );
+    assert_eq!(
+        sim.count_requests(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
+        ),
+        1
+    );
+    assert_eq!(
+        sim.count_requests("GET", "/apis/apps/v1/namespaces/ml/deployments"),
+        1
+    );
+    assert_eq!(sim.count_requests("GET", DEPLOY), 0);
 
     // Artifacts: timestamped + latest, explain events in order.
     let names: Vec<String> = std::fs::read_dir(case.out())
@@ -373,6 +387,12 @@ fn a_hanging_server_is_a_cluster_level_timeout() {
 #[test]
 fn a_server_error_is_server_error() {
     let sim = standard().start_blocking().unwrap();
+    // The LIST fails too: the item falls back to its own GET, which is what fails decisively.
+    sim.inject_fault(
+        Fault::status("/apis/apps/v1/namespaces/ml/deployments", 500)
+            .method("GET")
+            .message("etcd leader changed"),
+    );
     sim.inject_fault(
         Fault::status(DEPLOY, 500)
             .method("GET")
@@ -670,18 +690,25 @@ fn documented_rules() -> Vec<kube_sim::Rule> {
 #[test]
 fn the_documented_role_is_enough_for_verify() {
     let rules = documented_rules();
-    assert_eq!(rules.len(), 4, "{rules:?}");
+    assert_eq!(rules.len(), 8, "{rules:?}");
     let sim = standard()
+        .object(
+            kube_sim::ResourceKind::ConfigMap,
+            json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"}}),
+        )
         .token("role", "platform-engineer@example.com", rules)
         .start_blocking()
         .unwrap();
     let case = Case::new(&sim, "role");
     let mut sts = item("ml", "db", "3");
     sts["kind"] = json!("StatefulSet");
-    let run = case.verify(&json!([item("ml", "trainer", "8"), sts]), &[]);
+    // The knobs ConfigMap (hot knobs) is covered too.
+    let cm = json!({"namespace": "ml", "name": "trainer-modekeeper-knobs", "kind": "ConfigMap",
+                    "patch": {"data": {"concurrency": "6"}}, "takes_effect": "live"});
+    let run = case.verify(&json!([item("ml", "trainer", "8"), sts, cm]), &[]);
     let r = run.report();
     assert_eq!(r["ok"], true, "{r:#}");
-    for i in 0..2 {
+    for i in 0..3 {
         let it = run.item(i);
         assert_eq!(it["errors"], json!([]), "{it:#}");
         assert_eq!(

@@ -3,9 +3,13 @@
 
 It does the two things a trainer needs to do (docs/trainer.md):
 
-1. Read its knobs from the pod's `modekeeper/knob.<knob>` annotations, which the Deployment exposes
-   as a file through the downward API (a volume with `fieldRef: metadata.annotations`). The file is
-   re-read every few seconds: the kubelet refreshes it when the pod's annotations change.
+1. Read its knobs from two channels and re-read both every few seconds while running:
+   - cold knobs: the pod's `modekeeper/knob.<knob>` annotations, which the Deployment exposes as a
+     file through the downward API (a volume with `fieldRef: metadata.annotations`);
+   - hot knobs: the workload's knobs ConfigMap (`<workload>-modekeeper-knobs`) mounted as a
+     directory, one file per knob (`/etc/modekeeper-knobs/<knob>`). The kubelet swaps the files in
+     place when the ConfigMap changes, so a new value reaches the running process, no restart.
+   A ConfigMap value wins over an annotation of the same knob (it is the later, live channel).
 2. Print one JSON telemetry record per step on stdout (docs/telemetry.md), between its ordinary log
    lines; `kubectl logs` is then all ModeKeeper needs.
 
@@ -21,6 +25,7 @@ import sys
 import time
 
 ANNOTATIONS_FILE = os.environ.get("MODEKEEPER_ANNOTATIONS", "/etc/modekeeper/annotations")
+KNOBS_DIR = os.environ.get("MODEKEEPER_KNOBS_DIR", "/etc/modekeeper-knobs")
 KNOB_PREFIX = "modekeeper/knob."
 # What the trainer uses when an annotation is missing or unreadable.
 DEFAULT_KNOBS = {
@@ -59,9 +64,10 @@ def parse_annotations(text):
     return out
 
 
-def knobs_from_annotations(annotations, log=print):
-    """The knob values to use: defaults overridden by valid `modekeeper/knob.*` annotations."""
-    knobs = dict(DEFAULT_KNOBS)
+def knobs_from_annotations(annotations, log=print, base=None):
+    """The knob values to use: `base` (the defaults) overridden by valid `modekeeper/knob.*`
+    annotations."""
+    knobs = dict(DEFAULT_KNOBS if base is None else base)
     for key, raw in annotations.items():
         if not key.startswith(KNOB_PREFIX):
             continue
@@ -82,13 +88,36 @@ def knobs_from_annotations(annotations, log=print):
     return knobs
 
 
-def read_knobs(path=ANNOTATIONS_FILE, log=print):
+def read_knobs_dir(path):
+    """A mounted knobs ConfigMap: one file per key. The kubelet keeps the real files under a
+    `..data` symlink it swaps atomically, so each file read is one consistent value; names starting
+    with `.` are its bookkeeping. Returns {} when the directory is absent (not wired for hot knobs)."""
+    out = {}
+    try:
+        names = sorted(os.listdir(path))
+    except OSError:
+        return out
+    for name in names:
+        if name.startswith("."):
+            continue
+        try:
+            with open(os.path.join(path, name), encoding="utf-8") as f:
+                out[KNOB_PREFIX + name] = f.read().strip()
+        except OSError:
+            continue  # swapped away between listdir and open: the next poll reads the new one
+    return out
+
+
+def read_knobs(path=ANNOTATIONS_FILE, log=print, knobs_dir=None):
     try:
         with open(path, encoding="utf-8") as f:
-            return knobs_from_annotations(parse_annotations(f.read()), log)
+            knobs = knobs_from_annotations(parse_annotations(f.read()), log)
     except OSError as e:
         log(f"no annotations file ({e}); using default knobs")
-        return dict(DEFAULT_KNOBS)
+        knobs = dict(DEFAULT_KNOBS)
+    if knobs_dir:
+        knobs = knobs_from_annotations(read_knobs_dir(knobs_dir), log, base=knobs)
+    return knobs
 
 
 def telemetry_record(step, step_time_ms, loss, data_wait_ms, knobs, gpu_util_pct=None,
@@ -117,11 +146,12 @@ def emit(rec, out=sys.stdout):
 
 
 class KnobWatcher:
-    """Re-reads the annotations file at most every `every_s` seconds and logs changes."""
+    """Re-reads the annotations file and the knobs directory at most every `every_s` seconds and
+    logs changes."""
 
-    def __init__(self, path=ANNOTATIONS_FILE, every_s=5.0, log=print):
-        self.path, self.every_s, self.log = path, every_s, log
-        self.knobs = read_knobs(path, log)
+    def __init__(self, path=ANNOTATIONS_FILE, every_s=5.0, log=print, knobs_dir=None):
+        self.path, self.every_s, self.log, self.knobs_dir = path, every_s, log, knobs_dir
+        self.knobs = read_knobs(path, log, knobs_dir)
         self.checked = time.monotonic()
         log(f"knobs {json.dumps(self.knobs, sort_keys=True)}")
 
@@ -129,7 +159,7 @@ class KnobWatcher:
         if time.monotonic() - self.checked < self.every_s:
             return self.knobs
         self.checked = time.monotonic()
-        new = read_knobs(self.path, self.log)
+        new = read_knobs(self.path, self.log, self.knobs_dir)
         if new != self.knobs:
             self.log(f"knobs changed {json.dumps(self.knobs, sort_keys=True)} -> "
                      f"{json.dumps(new, sort_keys=True)}")
@@ -142,11 +172,13 @@ def log_line(msg):
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} INFO trainer: {msg}", flush=True)
 
 
-def run_simulated(steps, watcher, seed):
+def run_simulated(steps, watcher, seed, step_sleep_s=0.0):
     """Step times and loss from a simple model of a training job; no PyTorch."""
     rng = random.Random(seed)
     loss = 6.0
     for step in range(steps):
+        if step_sleep_s:
+            time.sleep(step_sleep_s)
         knobs = watcher.poll()
         wait = rng.uniform(1.0, 4.0) * 2.0 / max(1, knobs["dataloader_num_workers"])
         compute = 20.0 * knobs["grad_accum_steps"] * knobs["microbatch_size"] / 128.0
@@ -224,13 +256,22 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=int(os.environ.get("TRAIN_STEPS", "100000")))
     p.add_argument("--annotations", default=ANNOTATIONS_FILE)
+    p.add_argument("--knobs-dir", default=KNOBS_DIR,
+                   help="the mounted knobs ConfigMap (hot knobs), one file per knob")
+    p.add_argument("--poll-s", type=float, default=5.0, help="how often the knobs are re-read")
+    p.add_argument("--step-sleep-ms", type=float, default=0.0,
+                   help="--no-torch: pause per simulated step (to watch a knob change live)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true",
                    help="simulate steps instead of training (checks the wiring without PyTorch)")
     a = p.parse_args(argv)
-    watcher = KnobWatcher(a.annotations, log=log_line)
-    log_line(f"starting {'simulated' if a.no_torch else 'torch'} training for {a.steps} steps")
-    (run_simulated if a.no_torch else run_torch)(a.steps, watcher, a.seed)
+    watcher = KnobWatcher(a.annotations, every_s=a.poll_s, log=log_line, knobs_dir=a.knobs_dir)
+    log_line(f"starting {'simulated' if a.no_torch else 'torch'} training for {a.steps} steps "
+             f"(pid {os.getpid()})")
+    if a.no_torch:
+        run_simulated(a.steps, watcher, a.seed, a.step_sleep_ms / 1000.0)
+    else:
+        run_torch(a.steps, watcher, a.seed)
     log_line("done")
 
 

@@ -37,6 +37,11 @@ pub struct ItemAudit {
     pub namespace: String,
     pub name: String,
     pub kind: String,
+    /// Plan v2: when the change reaches the trainer (`live`, `next_pod_start`, `rollout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub takes_effect: Option<crate::plan::TakesEffect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_required: Option<bool>,
     pub patch_attempted: bool,
     pub ok: bool,
     pub status: ItemStatus,
@@ -74,12 +79,7 @@ pub fn truncate(s: &str, max: usize) -> (String, bool) {
 
 /// The API path of a target.
 pub fn api_path(t: &Target) -> String {
-    format!(
-        "/apis/apps/v1/namespaces/{}/{}s/{}",
-        t.namespace(),
-        t.kind().resource(),
-        t.name()
-    )
+    crate::k8s::kinds::spec(t.kind()).object_path(t.namespace(), t.name())
 }
 
 impl ItemAudit {
@@ -90,6 +90,8 @@ impl ItemAudit {
             namespace: t.namespace().to_string(),
             name: t.name().to_string(),
             kind: t.kind().as_str().to_string(),
+            takes_effect: item.takes_effect(),
+            restart_required: item.takes_effect().map(|t| t.restart_required()),
             patch_attempted: false,
             ok: false,
             status: ItemStatus::NotAttempted,
@@ -220,7 +222,7 @@ pub fn write_items<A: ClusterApi>(
         }
         // Checked before any write for the planned values; the server may still have stored
         // something else (a mutating webhook), so it is checked again on what it stored.
-        match rollback_item(target, &audit.changes) {
+        match rollback_item(item, &audit.changes) {
             Ok(Some(r)) => out.rollback.push(r),
             Ok(None) => {}
             Err(e) => out.rollback_problem = Some((i, e)),

@@ -16,6 +16,8 @@ use crate::plan::{KNOB_ANNOTATION_PREFIX, KnobPatch, Plan, PlanItem, Target};
 pub enum Scope {
     PodTemplate,
     Object,
+    /// A key of a knobs ConfigMap's data.
+    Data,
 }
 
 /// One knob annotation whose value changed (`None` = absent).
@@ -31,6 +33,7 @@ fn annotations(w: &Workload, scope: Scope) -> &BTreeMap<String, String> {
     match scope {
         Scope::PodTemplate => &w.template_annotations,
         Scope::Object => &w.annotations,
+        Scope::Data => &w.data,
     }
 }
 
@@ -61,13 +64,27 @@ fn planned(patch: &KnobPatch) -> Vec<(Scope, &str, Option<&str>)> {
             .iter()
             .map(|k| (Scope::Object, k.as_str(), None)),
     );
+    v.extend(
+        patch
+            .data
+            .iter()
+            .map(|(k, x)| (Scope::Data, k.as_str(), Some(x.as_str()))),
+    );
+    v.extend(
+        patch
+            .data_removed
+            .iter()
+            .map(|k| (Scope::Data, k.as_str(), None)),
+    );
     v
 }
 
 fn value<'a>(w: &'a Workload, scope: Scope, knob: &str) -> Option<&'a str> {
-    annotations(w, scope)
-        .get(&format!("{KNOB_ANNOTATION_PREFIX}{knob}"))
-        .map(String::as_str)
+    let key = match scope {
+        Scope::Data => knob.to_string(),
+        _ => format!("{KNOB_ANNOTATION_PREFIX}{knob}"),
+    };
+    annotations(w, scope).get(&key).map(String::as_str)
 }
 
 /// The changes the patch would make to `before` if the server stores it as sent.
@@ -103,14 +120,19 @@ pub fn stored_changes(patch: &KnobPatch, before: &Workload, after: &Workload) ->
         .collect()
 }
 
-/// The plan item that restores the `from` side of `changes`; `Ok(None)` when nothing changed. An
-/// error means the previous state is not expressible as a plan item (for example the object and
-/// its pod template held different values of one knob).
-pub fn rollback_item(target: &Target, changes: &[KnobChange]) -> Result<Option<PlanItem>, String> {
+/// The plan item that restores the `from` side of `changes` made by `item`; `Ok(None)` when
+/// nothing changed. It patches the same object (the same PyTorchJob roles) and says the same
+/// `takes_effect`. An error means the previous state is not expressible as a plan item (for
+/// example the object and its pod template held different values of one knob).
+pub fn rollback_item(item: &PlanItem, changes: &[KnobChange]) -> Result<Option<PlanItem>, String> {
     if changes.is_empty() {
         return Ok(None);
     }
-    let mut patch = KnobPatch::default();
+    let target: &Target = item.target();
+    let mut patch = KnobPatch {
+        roles: item.patch().roles.clone(),
+        ..KnobPatch::default()
+    };
     for c in changes {
         match (c.scope, &c.from) {
             (Scope::PodTemplate, Some(v)) => {
@@ -125,9 +147,22 @@ pub fn rollback_item(target: &Target, changes: &[KnobChange]) -> Result<Option<P
             (Scope::Object, None) => {
                 patch.object_removed.insert(c.knob.clone());
             }
+            (Scope::Data, Some(v)) => {
+                patch.data.insert(c.knob.clone(), v.clone());
+            }
+            (Scope::Data, None) => {
+                patch.data_removed.insert(c.knob.clone());
+            }
         }
     }
-    PlanItem::new(target.clone(), patch).map(Some)
+    let mut back = PlanItem::new(target.clone(), patch)?;
+    if let Some(t) = item.takes_effect() {
+        back = back.with_takes_effect(t)?;
+    }
+    if let Some(w) = item.workload() {
+        back = back.with_workload(w)?;
+    }
+    Ok(Some(back))
 }
 
 /// The rollback plan of several items (in apply order).
@@ -177,7 +212,12 @@ mod tests {
                 .collect::<Vec<_>>(),
             [("a", Some("4"), Some("8")), ("b", None, Some("2"))]
         );
-        let item = rollback_item(&before.target, &changes).unwrap().unwrap();
+        let item = rollback_item(
+            &PlanItem::new(before.target.clone(), p.clone()).unwrap(),
+            &changes,
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(
             item.patch().to_json(),
             json!({"spec": {"template": {"metadata": {"annotations":
@@ -202,7 +242,13 @@ mod tests {
         let before = workload(json!({"modekeeper/knob.a": "8"}), json!({}));
         let p = patch(&[("a", "8")], &[]);
         assert!(planned_changes(&p, &before).is_empty());
-        assert_eq!(rollback_item(&before.target, &[]), Ok(None));
+        assert_eq!(
+            rollback_item(
+                &PlanItem::new(before.target.clone(), p.clone()).unwrap(),
+                &[]
+            ),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -216,7 +262,11 @@ mod tests {
             object: [("a".to_string(), "8".to_string())].into(),
             ..KnobPatch::default()
         };
-        let e = rollback_item(&before.target, &planned_changes(&p, &before)).unwrap_err();
+        let e = rollback_item(
+            &PlanItem::new(before.target.clone(), p.clone()).unwrap(),
+            &planned_changes(&p, &before),
+        )
+        .unwrap_err();
         assert!(e.contains("object sets"), "{e}");
     }
 }

@@ -517,7 +517,7 @@ fn run_gates_and_write<A: ClusterApi>(
 
     // 7. A rollback must be expressible before anything is changed.
     for (i, item) in plan.items().iter().enumerate() {
-        if let Err(e) = rollback_item(item.target(), &planned_changes(item.patch(), &live[i])) {
+        if let Err(e) = rollback_item(item, &planned_changes(item.patch(), &live[i])) {
             let b = log.block(
                 "rollback",
                 "rollback_unavailable",
@@ -535,7 +535,7 @@ fn run_gates_and_write<A: ClusterApi>(
         .iter()
         .zip(&live)
         .map(|(item, w)| {
-            rollback_item(item.target(), &planned_changes(item.patch(), w))
+            rollback_item(item, &planned_changes(item.patch(), w))
                 .ok()
                 .flatten()
         })
@@ -618,8 +618,16 @@ fn sync_dir(out: &OutDir) -> Result<(), Stop> {
 /// unreadable), else off with every workload read.
 fn cluster_kill_switch<A: ClusterApi>(cluster: &Cluster<A>, plan: &Plan) -> KillSwitch {
     let mut off = KillSwitch::OFF;
-    for item in plan.items() {
-        let t = item.target();
+    // A knobs ConfigMap item is stopped by its own annotation and by its workload's.
+    let targets = plan
+        .items()
+        .iter()
+        .flat_map(|i| std::iter::once(i.target()).chain(i.workload()));
+    let mut seen = std::collections::BTreeSet::new();
+    for t in targets {
+        if !seen.insert(t) {
+            continue;
+        }
         let what = format!("{}/{}/{}", t.namespace(), t.kind().resource(), t.name());
         let read = cluster.block_on(cluster.api().get_workload(t));
         let ks = KillSwitch::from_annotation(

@@ -146,16 +146,42 @@ pub struct DecisionArgs {
     #[arg(long, value_name = "ID,..", value_delimiter = ',')]
     pub enable_advanced: Vec<String>,
     /// The Deployment the plan patches [default: trainer]
-    #[arg(long, value_name = "NAME", conflicts_with = "statefulset")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["statefulset", "job", "pytorchjob", "jobset"])]
     pub deployment: Option<String>,
     /// Patch this StatefulSet instead of a Deployment
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["job", "pytorchjob", "jobset"])]
     pub statefulset: Option<String>,
-    /// Start from the knob values in the workload's pod-template annotations (a read-only GET of
-    /// --deployment/--statefulset, default Deployment trainer; namespace from -n or the kubeconfig
-    /// context)
+    /// Target this batch/v1 Job (its template is immutable: every knob goes to its knobs ConfigMap)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["pytorchjob", "jobset"])]
+    pub job: Option<String>,
+    /// Target this kubeflow.org PyTorchJob (cold knobs on its Master and Worker templates)
+    #[arg(long, value_name = "NAME", conflicts_with = "jobset")]
+    pub pytorchjob: Option<String>,
+    /// Target this jobset.x-k8s.io JobSet (every knob goes to its knobs ConfigMap)
+    #[arg(long, value_name = "NAME")]
+    pub jobset: Option<String>,
+    /// Start from the knob values in the workload's pod-template annotations and its knobs
+    /// ConfigMap (read-only GETs of the target workload, default Deployment trainer; namespace from
+    /// -n or the kubeconfig context)
     #[arg(long, conflicts_with = "knobs")]
     pub knobs_from_cluster: bool,
+}
+
+impl DecisionArgs {
+    /// The workload flag given (kind and name), or a Deployment without a name.
+    pub fn workload(&self) -> (crate::plan::WorkloadKind, Option<&str>) {
+        use crate::plan::WorkloadKind as K;
+        [
+            (K::StatefulSet, &self.statefulset),
+            (K::Job, &self.job),
+            (K::PyTorchJob, &self.pytorchjob),
+            (K::JobSet, &self.jobset),
+            (K::Deployment, &self.deployment),
+        ]
+        .into_iter()
+        .find_map(|(k, n)| n.as_deref().map(|n| (k, Some(n))))
+        .unwrap_or((K::Deployment, None))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,7 +198,8 @@ pub struct RunArgs {
     /// come out byte for byte the same
     #[arg(long, value_name = "DIR", conflicts_with_all = [
         "path", "example", "format", "window_steps", "warmup_steps", "reorder_window", "clock_skew_tolerance",
-        "passport", "knobs", "policy", "enable_advanced", "deployment", "statefulset",
+        "passport", "knobs", "policy", "enable_advanced", "deployment", "statefulset", "job",
+        "pytorchjob", "jobset",
         "knobs_from_cluster", "apply",
     ])]
     pub replay: Option<PathBuf>,

@@ -376,6 +376,13 @@ fn telemetry_check(opts: &ConnectOptions, target: &Target) -> Check {
     let workload = match target.kind() {
         WorkloadKind::Deployment => WorkloadRef::Deployment(target.name().into()),
         WorkloadKind::StatefulSet => WorkloadRef::StatefulSet(target.name().into()),
+        WorkloadKind::Job => WorkloadRef::Job(target.name().into()),
+        WorkloadKind::PyTorchJob => WorkloadRef::PyTorchJob(target.name().into()),
+        WorkloadKind::JobSet => WorkloadRef::JobSet(target.name().into()),
+        // A ConfigMap is never a doctor target (it has no pods); its workload is.
+        WorkloadKind::ConfigMap => {
+            return check("telemetry", Status::Skip, "a ConfigMap has no pods to read");
+        }
     };
     let lt = LogTarget {
         namespace: Some(target.namespace().into()),

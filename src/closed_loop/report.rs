@@ -62,6 +62,10 @@ pub struct TargetInfo {
     pub kind: String,
     /// Whether namespace or name came from the defaults (`default`, deployment `trainer`).
     pub defaulted: bool,
+    /// The knobs ConfigMap (hot knobs), when the workload's `modekeeper/knobs-configmap`
+    /// annotation names one other than `<name>-modekeeper-knobs` (read with `--knobs-from-cluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub knobs_configmap: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    SelfSubjectRulesReview, SelfSubjectRulesReviewSpec,
 };
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, GetParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, GetParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::Request;
 use serde_json::Value;
 
@@ -17,7 +18,7 @@ use super::{
     AccessCheck, AccessDecision, ClusterApi, ClusterError, FIELD_MANAGER, KnobMergePatch,
     NamespaceInfo, PatchMode, ServerVersion, Workload,
 };
-use crate::plan::{Target, WorkloadKind};
+use crate::plan::Target;
 
 /// A kube-rs client with the identity it was built for and its request timeout.
 pub struct KubeCluster {
@@ -67,17 +68,13 @@ impl KubeCluster {
 }
 
 fn collection_path(target: &Target) -> String {
-    let plural = match target.kind() {
-        WorkloadKind::Deployment => "deployments",
-        WorkloadKind::StatefulSet => "statefulsets",
-    };
-    format!("/apis/apps/v1/namespaces/{}/{plural}", target.namespace())
+    super::kinds::spec(target.kind()).collection_path(target.namespace())
 }
 
 fn describe(verb: &str, target: &Target) -> String {
     format!(
-        "{verb} {}s.apps {}/{}",
-        target.kind().resource(),
+        "{verb} {} {}/{}",
+        super::kinds::spec(target.kind()).qualified_resource(),
         target.namespace(),
         target.name()
     )
@@ -126,6 +123,86 @@ impl ClusterApi for KubeCluster {
             Err(e) if e.kind == super::ClusterErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn kind_served(&self, kind: crate::plan::WorkloadKind) -> Result<bool, ClusterError> {
+        let spec = super::kinds::spec(kind);
+        if !spec.custom {
+            return Ok(true);
+        }
+        let gv = spec.api_version();
+        match self
+            .call(
+                || format!("GET /apis/{gv} (discovery)"),
+                self.client.list_api_group_resources(&gv),
+            )
+            .await
+        {
+            Ok(list) => Ok(list.resources.iter().any(|r| r.name == spec.plural)),
+            Err(e) if e.kind == super::ClusterErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn list_objects(
+        &self,
+        namespace: &str,
+        kind: crate::plan::WorkloadKind,
+    ) -> Result<Vec<Workload>, ClusterError> {
+        let spec = super::kinds::spec(kind);
+        let what = || {
+            format!(
+                "LIST {} in namespace {namespace}",
+                spec.qualified_resource()
+            )
+        };
+        let request = Request::new(spec.collection_path(namespace))
+            .list(&ListParams::default())
+            .map_err(|e| ClusterError::from_kube(&what(), &kube::Error::BuildRequest(e)))?;
+        let list = self
+            .call(what, self.client.request::<Value>(request))
+            .await?;
+        let mut out = vec![];
+        for mut item in list["items"].as_array().cloned().unwrap_or_default() {
+            // A List's items come without apiVersion and kind; a GET has them (and the diff
+            // against the dry run's answer must not see them appear).
+            item["apiVersion"] = Value::String(spec.api_version());
+            item["kind"] = Value::String(kind.as_str().into());
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            let Ok(target) = Target::new(namespace, name, kind) else {
+                continue;
+            };
+            out.push(Workload::from_object(&target, item)?);
+        }
+        Ok(out)
+    }
+
+    async fn review_rules(&self, namespace: &str) -> Result<super::RulesReview, ClusterError> {
+        let review = SelfSubjectRulesReview {
+            spec: SelfSubjectRulesReviewSpec {
+                namespace: Some(namespace.to_string()),
+            },
+            ..SelfSubjectRulesReview::default()
+        };
+        let api: Api<SelfSubjectRulesReview> = Api::all(self.client.clone());
+        let what = || format!("POST selfsubjectrulesreviews (namespace {namespace})");
+        let answer = self
+            .call(what, api.create(&PostParams::default(), &review))
+            .await?;
+        let status = answer.status.unwrap_or_default();
+        Ok(super::RulesReview {
+            rules: status
+                .resource_rules
+                .into_iter()
+                .map(|r| super::ResourceRule {
+                    verbs: r.verbs,
+                    api_groups: r.api_groups.unwrap_or_default(),
+                    resources: r.resources.unwrap_or_default(),
+                    resource_names: r.resource_names.unwrap_or_default(),
+                })
+                .collect(),
+            incomplete: status.incomplete,
+        })
     }
 
     async fn review_access(&self, check: &AccessCheck) -> Result<AccessDecision, ClusterError> {

@@ -75,7 +75,16 @@ impl<A: ClusterApi> Cluster<A> {
         self.rt.block_on(verify_plan(&self.api, plan, concurrency))
     }
 
-    /// The target's current knob values from its pod-template annotations.
+    /// The target's current knob values and the name of its knobs ConfigMap.
+    pub fn read_knobs_and_configmap(
+        &self,
+        target: &Target,
+    ) -> Result<(BTreeMap<String, f64>, String), KnobReadError> {
+        self.rt
+            .block_on(knobs::read_knobs_and_configmap(&self.api, target))
+    }
+
+    /// The target's current knob values: its pod-template annotations and its knobs ConfigMap.
     pub fn read_current_knobs(
         &self,
         target: &Target,

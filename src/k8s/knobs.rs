@@ -7,7 +7,10 @@ use std::collections::BTreeMap;
 
 use super::{ClusterApi, ClusterError, Workload};
 use crate::passport::is_knob_name;
-use crate::plan::{KNOB_ANNOTATION_PREFIX, Target};
+use crate::plan::{
+    KNOB_ANNOTATION_PREFIX, KNOBS_CONFIGMAP_ANNOTATION, Target, WorkloadKind,
+    default_knobs_configmap,
+};
 
 /// Why the current knobs could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -52,19 +55,81 @@ pub fn current_knobs(workload: &Workload) -> Result<BTreeMap<String, f64>, KnobR
     Ok(out)
 }
 
-/// Reads `target` and returns its current knob values (an empty map when it carries none).
+/// The knob values in a knobs ConfigMap's data (keys are knob names; other keys are ignored, as
+/// the trainer ignores them).
+pub fn configmap_knobs(cm: &Workload) -> Result<BTreeMap<String, f64>, KnobReadError> {
+    let mut out = BTreeMap::new();
+    for (key, value) in &cm.data {
+        if !is_knob_name(key) {
+            continue;
+        }
+        let invalid = |problem: String| KnobReadError::InvalidAnnotation {
+            annotation: format!(
+                "configmap {}/{} data[{key}]",
+                cm.target.namespace(),
+                cm.target.name()
+            ),
+            problem,
+        };
+        let parsed: f64 = value
+            .trim()
+            .parse()
+            .map_err(|_| invalid(format!("{value:?} is not a number")))?;
+        if !parsed.is_finite() {
+            return Err(invalid(format!("{value:?} is not a finite number")));
+        }
+        out.insert(key.clone(), parsed);
+    }
+    Ok(out)
+}
+
+/// The name of a workload's knobs ConfigMap: its `modekeeper/knobs-configmap` annotation when that
+/// is a valid name, else `<workload>-modekeeper-knobs`.
+pub fn knobs_configmap_name(workload: &Workload) -> String {
+    workload
+        .annotations
+        .get(KNOBS_CONFIGMAP_ANNOTATION)
+        .filter(|n| crate::plan::is_dns1123_subdomain(n))
+        .cloned()
+        .unwrap_or_else(|| default_knobs_configmap(workload.target.name()))
+}
+
+/// Reads `target` and its knobs ConfigMap and returns the current knob values (an empty map when
+/// it carries none): the pod template's annotations, overridden by the ConfigMap's keys (what the
+/// running trainer reads last). A missing ConfigMap is not an error: the workload is not wired
+/// for hot knobs yet.
 pub async fn read_current_knobs<A: ClusterApi>(
     api: &A,
     target: &Target,
 ) -> Result<BTreeMap<String, f64>, KnobReadError> {
-    match api.get_workload(target).await? {
-        Some(w) => current_knobs(&w),
-        None => Err(KnobReadError::WorkloadMissing {
+    read_knobs_and_configmap(api, target).await.map(|(k, _)| k)
+}
+
+/// [`read_current_knobs`], with the name of the workload's knobs ConfigMap (where a plan puts its
+/// hot knobs).
+pub async fn read_knobs_and_configmap<A: ClusterApi>(
+    api: &A,
+    target: &Target,
+) -> Result<(BTreeMap<String, f64>, String), KnobReadError> {
+    let Some(w) = api.get_workload(target).await? else {
+        return Err(KnobReadError::WorkloadMissing {
             kind: target.kind().as_str(),
             namespace: target.namespace().to_string(),
             name: target.name().to_string(),
-        }),
+        });
+    };
+    let mut knobs = current_knobs(&w)?;
+    let cm_name = knobs_configmap_name(&w);
+    let cm = Target::new(target.namespace(), &cm_name, WorkloadKind::ConfigMap).map_err(|e| {
+        KnobReadError::InvalidAnnotation {
+            annotation: KNOBS_CONFIGMAP_ANNOTATION.into(),
+            problem: e,
+        }
+    })?;
+    if let Some(cm) = api.get_workload(&cm).await? {
+        knobs.extend(configmap_knobs(&cm)?);
     }
+    Ok((knobs, cm_name))
 }
 
 #[cfg(test)]
@@ -72,7 +137,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::plan::WorkloadKind;
 
     fn workload(annotations: serde_json::Value) -> Workload {
         let t = Target::new("ml", "trainer", WorkloadKind::Deployment).unwrap();

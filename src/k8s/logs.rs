@@ -88,6 +88,12 @@ const MAX_BATCH: usize = 4096;
 pub enum WorkloadRef {
     Deployment(String),
     StatefulSet(String),
+    /// batch/v1 Job: its pods carry `batch.kubernetes.io/job-name`.
+    Job(String),
+    /// kubeflow.org/v1 PyTorchJob: its pods carry `training.kubeflow.org/job-name`.
+    PyTorchJob(String),
+    /// jobset.x-k8s.io JobSet: its pods carry `jobset.sigs.k8s.io/jobset-name`.
+    JobSet(String),
     Pod(String),
 }
 
@@ -96,15 +102,86 @@ impl WorkloadRef {
         match self {
             WorkloadRef::Deployment(_) => "deployment",
             WorkloadRef::StatefulSet(_) => "statefulset",
+            WorkloadRef::Job(_) => "job",
+            WorkloadRef::PyTorchJob(_) => "pytorchjob",
+            WorkloadRef::JobSet(_) => "jobset",
             WorkloadRef::Pod(_) => "pod",
         }
     }
 
     fn name(&self) -> &str {
         match self {
-            WorkloadRef::Deployment(n) | WorkloadRef::StatefulSet(n) | WorkloadRef::Pod(n) => n,
+            WorkloadRef::Deployment(n)
+            | WorkloadRef::StatefulSet(n)
+            | WorkloadRef::Job(n)
+            | WorkloadRef::PyTorchJob(n)
+            | WorkloadRef::JobSet(n)
+            | WorkloadRef::Pod(n) => n,
         }
     }
+
+    /// The row of the kinds table (none for a single pod).
+    fn spec(&self) -> Option<&'static super::kinds::KindSpec> {
+        use crate::plan::WorkloadKind as K;
+        let k = match self {
+            WorkloadRef::Deployment(_) => K::Deployment,
+            WorkloadRef::StatefulSet(_) => K::StatefulSet,
+            WorkloadRef::Job(_) => K::Job,
+            WorkloadRef::PyTorchJob(_) => K::PyTorchJob,
+            WorkloadRef::JobSet(_) => K::JobSet,
+            WorkloadRef::Pod(_) => return None,
+        };
+        Some(super::kinds::spec(k))
+    }
+}
+
+/// A pod's rank in a multi-pod job, from its index labels (the kinds table's `rank_labels`). A
+/// PyTorchJob numbers each replica type from 0 with the Master first, so a Worker's rank is its
+/// index plus one (what the operator sets as `RANK`).
+pub fn pod_rank(target: &WorkloadRef, labels: &BTreeMap<String, String>) -> Option<u64> {
+    let spec = target.spec()?;
+    let index = spec
+        .rank_labels
+        .iter()
+        .find_map(|l| labels.get(*l)?.parse::<u64>().ok())?;
+    if matches!(target, WorkloadRef::PyTorchJob(_))
+        && labels
+            .get("training.kubeflow.org/replica-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("worker"))
+    {
+        return Some(index + 1);
+    }
+    Some(index)
+}
+
+/// Adds `"rank": rank` to a telemetry record that has none, keeping the line's timestamp prefix
+/// and newline: records of several pods of one job then stay apart when they are merged by step
+/// (the ingest's key is step, rank, node). Lines that are not a JSON object, or that carry a
+/// rank, are returned as they were.
+pub fn with_rank(line: Vec<u8>, rank: u64) -> Vec<u8> {
+    let body_start = match line_ts(&line) {
+        Some((_, raw)) => raw.len() + 1,
+        None => 0,
+    };
+    let Some(body) = line.get(body_start..) else {
+        return line;
+    };
+    let trimmed = body.strip_suffix(b"\n").unwrap_or(body);
+    let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+    if trimmed.first() != Some(&b'{') {
+        return line;
+    }
+    let Ok(Value::Object(mut m)) = serde_json::from_slice::<Value>(trimmed) else {
+        return line;
+    };
+    if m.contains_key("rank") {
+        return line;
+    }
+    m.insert("rank".into(), json!(rank));
+    let mut out = line[..body_start].to_vec();
+    out.extend_from_slice(Value::Object(m).to_string().as_bytes());
+    out.push(b'\n');
+    out
 }
 
 /// `deployment/trainer`, as kubectl writes it.
@@ -269,6 +346,8 @@ enum Msg {
 }
 
 struct PodState {
+    /// The pod's rank from its index label, added to records that carry none.
+    rank: Option<u64>,
     cursor: PodLogCursor,
     last: Option<DateTime<FixedOffset>>,
     task: JoinHandle<()>,
@@ -479,6 +558,29 @@ impl Inner {
         let name = target.workload.name().to_string();
         let selector = match &target.workload {
             WorkloadRef::Pod(_) => None,
+            w @ (WorkloadRef::Job(_) | WorkloadRef::PyTorchJob(_) | WorkloadRef::JobSet(_)) => {
+                let spec = w.spec().expect("a workload");
+                // The object must exist (and its kind be served); its pods carry its name.
+                let path = spec.object_path(ns, &name);
+                let what = || format!("GET {} {ns}/{name}", spec.qualified_resource());
+                let request = kube::core::Request::new(spec.collection_path(ns))
+                    .get(&name, &kube::api::GetParams::default())
+                    .context("cannot build the request")?;
+                match bounded(timeout, what, client.request::<Value>(request)).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind == ClusterErrorKind::NotFound => anyhow::bail!(
+                        "{} {ns}/{name} not found (GET {path}; is the {} CRD installed?)",
+                        w.kind(),
+                        spec.qualified_resource()
+                    ),
+                    Err(e) => anyhow::bail!(refused(
+                        &format!("cannot read {} {ns}/{name}", w.kind()),
+                        &format!("get on {}", spec.qualified_resource()),
+                        &e
+                    )),
+                }
+                Some(format!("{}={name}", spec.pod_name_labels[0]))
+            }
             w => {
                 let spec_selector = match w {
                     WorkloadRef::Deployment(_) => {
@@ -649,9 +751,12 @@ impl Inner {
         };
         let task = tokio::spawn(follower.run());
         let last = mark.map(|m| m.t);
+        let labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
+        let rank = pod_rank(&self.target, &labels);
         if let Some(old) = self.pods.insert(
             name.to_string(),
             PodState {
+                rank,
                 cursor,
                 last,
                 task,
@@ -728,6 +833,10 @@ impl Inner {
                         }
                     }
                     c.lines += 1;
+                    if let Some(rank) = p.rank {
+                        out.push(with_rank(line, rank));
+                        return Ok(());
+                    }
                 }
                 out.push(line);
             }
@@ -1170,6 +1279,63 @@ mod tests {
 
     fn ts(s: &str) -> Option<DateTime<FixedOffset>> {
         Some(DateTime::parse_from_rfc3339(s).unwrap())
+    }
+
+    #[test]
+    fn ranks_come_from_index_labels() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let job = WorkloadRef::Job("t".into());
+        let idx = "batch.kubernetes.io/job-completion-index";
+        assert_eq!(pod_rank(&job, &labels(&[(idx, "3")])), Some(3));
+        assert_eq!(pod_rank(&job, &labels(&[(idx, "x")])), None);
+        assert_eq!(pod_rank(&job, &labels(&[])), None);
+        let ddp = WorkloadRef::PyTorchJob("d".into());
+        let (t, i) = (
+            "training.kubeflow.org/replica-type",
+            "training.kubeflow.org/replica-index",
+        );
+        assert_eq!(pod_rank(&ddp, &labels(&[(t, "master"), (i, "0")])), Some(0));
+        assert_eq!(pod_rank(&ddp, &labels(&[(t, "worker"), (i, "0")])), Some(1));
+        assert_eq!(
+            pod_rank(&WorkloadRef::Pod("p".into()), &labels(&[(idx, "1")])),
+            None
+        );
+        assert_eq!(
+            pod_rank(
+                &WorkloadRef::StatefulSet("s".into()),
+                &labels(&[("apps.kubernetes.io/pod-index", "2")])
+            ),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn a_rank_is_added_only_to_records_without_one() {
+        let ts = "2026-01-01T00:00:00.123456789Z ";
+        let l = |s: &str| format!("{ts}{s}\n").into_bytes();
+        let out = String::from_utf8(with_rank(l(r#"{"step":1,"loss":2.5}"#), 4)).unwrap();
+        assert_eq!(
+            out,
+            format!("{ts}{}\n", r#"{"loss":2.5,"rank":4,"step":1}"#)
+        );
+        for keep in [
+            r#"{"step":1,"rank":0}"#,
+            "plain text",
+            r#"{"step": 1"#,
+            "[1]",
+        ] {
+            assert_eq!(with_rank(l(keep), 4), l(keep), "{keep}");
+        }
+        // Without a timestamp prefix too.
+        assert_eq!(
+            with_rank(b"{\"step\":2}\n".to_vec(), 1),
+            b"{\"rank\":1,\"step\":2}\n".to_vec()
+        );
     }
 
     #[test]

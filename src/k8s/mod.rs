@@ -18,10 +18,12 @@ mod config;
 mod diff;
 mod error;
 mod facade;
+pub mod kinds;
 mod knobs;
 mod logs;
 mod rbac;
 pub mod verify;
+mod wiring;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,7 +31,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::plan::{KNOB_ANNOTATION_PREFIX, KnobPatch, Target};
+use crate::plan::{KNOB_ANNOTATION_PREFIX, KnobPatch, Target, WorkloadKind};
 
 pub use client::KubeCluster;
 pub use config::{
@@ -39,13 +41,15 @@ pub use config::{
 pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};
 pub use facade::{Cluster, ConnectError};
-pub use knobs::{KnobReadError, current_knobs, read_current_knobs};
+pub use knobs::{
+    KnobReadError, configmap_knobs, current_knobs, knobs_configmap_name, read_current_knobs,
+};
 pub use logs::{
     LogCursor, LogTarget, PodLogCursor, PodLogSource, RELIST_EVERY, TELEMETRY_CONTAINER_ANNOTATION,
     WorkloadRef,
 };
 pub use rbac::{RbacDenial, SuggestedRule};
-
+pub use wiring::{HotKnobWiring, hot_knob_wiring};
 /// The field manager of every write (and dry run) ModeKeeper sends.
 pub const FIELD_MANAGER: &str = "modekeeper";
 
@@ -73,8 +77,13 @@ pub struct Workload {
     pub generation: Option<i64>,
     /// The object's own annotations.
     pub annotations: BTreeMap<String, String>,
-    /// The pod template's annotations (what the trainer reads through the Downward API).
+    /// The pod template's annotations (what the trainer reads through the Downward API); for a
+    /// PyTorchJob, those of its first replica role (by name).
     pub template_annotations: BTreeMap<String, String>,
+    /// A ConfigMap's `data` (empty for workloads).
+    pub data: BTreeMap<String, String>,
+    /// A PyTorchJob's replica roles (`spec.pytorchReplicaSpecs` keys); empty for other kinds.
+    pub roles: Vec<String>,
     /// The whole object, for diffs.
     pub object: Value,
 }
@@ -87,6 +96,24 @@ fn string_map(v: &Value) -> BTreeMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The pod-template annotations of an object of `kind` (see [`kinds::TemplatePaths`]).
+fn template_annotations(kind: WorkloadKind, object: &Value) -> BTreeMap<String, String> {
+    match kinds::spec(kind).templates {
+        kinds::TemplatePaths::Single => {
+            string_map(&object["spec"]["template"]["metadata"]["annotations"])
+        }
+        kinds::TemplatePaths::PerReplicaRole => object["spec"]["pytorchReplicaSpecs"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .map(|r| string_map(&r["template"]["metadata"]["annotations"]))
+            .unwrap_or_default(),
+        kinds::TemplatePaths::ReplicatedJobs => string_map(
+            &object["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["annotations"],
+        ),
+        kinds::TemplatePaths::None => BTreeMap::new(),
+    }
 }
 
 impl Workload {
@@ -115,9 +142,12 @@ impl Workload {
             resource_version,
             generation: meta["generation"].as_i64(),
             annotations: string_map(&meta["annotations"]),
-            template_annotations: string_map(
-                &object["spec"]["template"]["metadata"]["annotations"],
-            ),
+            template_annotations: template_annotations(target.kind(), &object),
+            data: string_map(&object["data"]),
+            roles: object["spec"]["pytorchReplicaSpecs"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
             object,
         })
     }
@@ -136,12 +166,56 @@ pub struct AccessCheck {
 impl AccessCheck {
     /// `verb` on the plan target's workload object.
     pub fn on_workload(verb: &str, target: &Target) -> AccessCheck {
+        let spec = kinds::spec(target.kind());
         AccessCheck {
             verb: verb.to_string(),
-            group: "apps".into(),
-            resource: format!("{}s", target.kind().resource()),
+            group: spec.group.into(),
+            resource: spec.plural.into(),
             namespace: Some(target.namespace().to_string()),
             name: Some(target.name().to_string()),
+        }
+    }
+}
+
+/// One rule of a SelfSubjectRulesReview (`status.resourceRules[]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRule {
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
+    pub resources: Vec<String>,
+    pub resource_names: Vec<String>,
+}
+
+/// What a SelfSubjectRulesReview says the current user may do in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct RulesReview {
+    pub rules: Vec<ResourceRule>,
+    /// The server could not list every rule (an authorizer that cannot enumerate, such as a
+    /// webhook): an action no listed rule allows may still be allowed.
+    pub incomplete: bool,
+}
+
+impl RulesReview {
+    /// Whether `check` is allowed: `Some(true)` when a rule allows it, `Some(false)` when no rule
+    /// does and the list is complete, `None` when only an access review can tell.
+    pub fn decide(&self, check: &AccessCheck) -> Option<bool> {
+        let has = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
+        let allowed = self.rules.iter().any(|r| {
+            has(&r.verbs, &check.verb)
+                && has(&r.api_groups, &check.group)
+                && has(&r.resources, &check.resource)
+                && (r.resource_names.is_empty()
+                    || check
+                        .name
+                        .as_deref()
+                        .is_some_and(|n| r.resource_names.iter().any(|x| x == n)))
+        });
+        if allowed {
+            Some(true)
+        } else if self.incomplete {
+            None
+        } else {
+            Some(false)
         }
     }
 }
@@ -183,50 +257,55 @@ impl KnobMergePatch {
     }
 }
 
-/// One knob annotation a patch sets (`value`) or removes (`None`), on the pod template or the object.
+/// One knob a patch sets (`value`) or removes (`None`): an annotation on a pod template or the
+/// object, or a key of a knobs ConfigMap's data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedKnob {
     pub knob: String,
-    pub on_template: bool,
+    /// Its JSON pointer in the object.
+    pub at: String,
     pub value: Option<String>,
 }
 
 impl PlannedKnob {
-    /// Its JSON pointer in the workload object.
+    /// Its JSON pointer in the object.
     pub fn pointer(&self) -> String {
-        let key = knob_annotation(&self.knob)
-            .replace('~', "~0")
-            .replace('/', "~1");
-        if self.on_template {
-            format!("/spec/template/metadata/annotations/{key}")
-        } else {
-            format!("/metadata/annotations/{key}")
-        }
+        self.at.clone()
     }
 }
 
-/// Every knob annotation `patch` sets or removes, read from its JSON merge patch (the body that is
-/// sent), pod template first.
+fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Every knob `patch` sets or removes, read from its JSON merge patch (the body that is sent):
+/// `modekeeper/knob.*` keys of any `annotations` object, and the keys of a top-level `data`.
 pub fn planned_knobs(patch: &KnobPatch) -> Vec<PlannedKnob> {
-    let body = patch.to_json();
-    let mut out = vec![];
-    for (on_template, annotations) in [
-        (true, &body["spec"]["template"]["metadata"]["annotations"]),
-        (false, &body["metadata"]["annotations"]),
-    ] {
-        let Some(m) = annotations.as_object() else {
-            continue;
-        };
+    fn walk(v: &Value, at: &str, out: &mut Vec<PlannedKnob>) {
+        let Some(m) = v.as_object() else { return };
         for (key, value) in m {
-            if let Some(knob) = key.strip_prefix(KNOB_ANNOTATION_PREFIX) {
-                out.push(PlannedKnob {
-                    knob: knob.to_string(),
-                    on_template,
+            let here = format!("{at}/{}", escape_pointer(key));
+            let knob = if at == "/data" {
+                Some(key.as_str())
+            } else if at.ends_with("/annotations") {
+                key.strip_prefix(KNOB_ANNOTATION_PREFIX)
+            } else {
+                None
+            };
+            match knob {
+                Some(k) => out.push(PlannedKnob {
+                    knob: k.to_string(),
+                    at: here,
                     value: value.as_str().map(str::to_string),
-                });
+                }),
+                None => walk(value, &here, out),
             }
         }
     }
+    let mut out = vec![];
+    walk(&patch.to_json(), "", &mut out);
+    // Pod templates first: they are what the trainer reads.
+    out.sort_by_key(|p| !p.at.starts_with("/spec") && !p.at.starts_with("/data"));
     out
 }
 
@@ -255,6 +334,47 @@ pub trait ClusterApi: Send + Sync {
         &self,
         target: &Target,
     ) -> impl Future<Output = Result<Option<Workload>, ClusterError>> + Send;
+
+    /// Whether the server serves `kind` (discovery of its group/version lists its resource): a
+    /// custom resource whose CRD is not installed is not. Built-in kinds are always served.
+    fn kind_served(
+        &self,
+        kind: WorkloadKind,
+    ) -> impl Future<Output = Result<bool, ClusterError>> + Send {
+        let _ = kind;
+        async { Ok(true) }
+    }
+
+    /// One LIST of `kind` in `namespace` (what verify reads instead of one GET per item). The
+    /// default says the implementation cannot list, and callers fall back to GETs.
+    fn list_objects(
+        &self,
+        namespace: &str,
+        kind: WorkloadKind,
+    ) -> impl Future<Output = Result<Vec<Workload>, ClusterError>> + Send {
+        let _ = (namespace, kind);
+        async {
+            Err(ClusterError::new(
+                ClusterErrorKind::Other,
+                "this client does not list objects",
+            ))
+        }
+    }
+
+    /// A SelfSubjectRulesReview in `namespace` (what `kubectl auth can-i --list` asks). The
+    /// default says the implementation cannot, and callers fall back to access reviews.
+    fn review_rules(
+        &self,
+        namespace: &str,
+    ) -> impl Future<Output = Result<RulesReview, ClusterError>> + Send {
+        let _ = namespace;
+        async {
+            Err(ClusterError::new(
+                ClusterErrorKind::Other,
+                "this client does not review rules",
+            ))
+        }
+    }
 
     /// A SelfSubjectAccessReview (what `kubectl auth can-i` asks).
     fn review_access(

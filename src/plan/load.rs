@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use crate::json_keys::key_name;
 
 use super::{
-    KNOB_ANNOTATION_PREFIX, KnobPatch, PLAN_SCHEMA, Plan, PlanItem, PlanPassport, Target,
-    WorkloadKind,
+    KNOB_ANNOTATION_PREFIX, KnobPatch, PLAN_SCHEMA, PLAN_SCHEMA_V2, Plan, PlanItem, PlanPassport,
+    TakesEffect, Target, WorkloadKind,
 };
 
 /// Plan files larger than this are refused before parsing.
@@ -81,6 +81,7 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
         message: format!("invalid JSON: {e}"),
     })?;
     let mut passport = None;
+    let mut v1_envelope = false;
     let (items, format, digest) = match &doc {
         Value::Array(items) => (items.as_slice(), PlanFormat::Array, None),
         Value::Object(o) if o.contains_key("items") => {
@@ -93,16 +94,17 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
                 )));
             }
             match o.get("schema_version").and_then(Value::as_str) {
-                Some(PLAN_SCHEMA) => {}
+                Some(PLAN_SCHEMA) => v1_envelope = true,
+                Some(PLAN_SCHEMA_V2) => {}
                 Some(other) => {
                     return Err(shape(format!(
-                        "plan envelope: schema_version {} is not {PLAN_SCHEMA}",
+                        "plan envelope: schema_version {} is not {PLAN_SCHEMA_V2} or {PLAN_SCHEMA}",
                         super::quoted(other)
                     )));
                 }
                 None => {
                     return Err(shape(format!(
-                        "plan envelope: schema_version must be {PLAN_SCHEMA:?}"
+                        "plan envelope: schema_version must be {PLAN_SCHEMA_V2:?} or {PLAN_SCHEMA:?}"
                     )));
                 }
             }
@@ -143,6 +145,22 @@ pub fn parse_plan(text: &str) -> Result<(Plan, PlanFormat), PlanError> {
         .map(|(i, v)| parse_item(v).map_err(|m| item_err(i, m)))
         .collect::<Result<Vec<_>, _>>()?;
     let mut plan = Plan::from_items(items).map_err(|(i, m)| item_err(i, m))?;
+    if v1_envelope
+        && let Some(i) = plan.items.iter().position(|i| {
+            i.takes_effect.is_some()
+                || !matches!(
+                    i.target.kind,
+                    WorkloadKind::Deployment | WorkloadKind::StatefulSet
+                )
+        })
+    {
+        return Err(item_err(
+            i,
+            format!(
+                "a {PLAN_SCHEMA} plan holds only Deployment/StatefulSet items without takes_effect; this item needs {PLAN_SCHEMA_V2}"
+            ),
+        ));
+    }
     plan.passport = passport;
     if let Some(d) = digest
         && d != plan.digest()
@@ -185,12 +203,22 @@ fn parse_item(v: &Value) -> Result<PlanItem, String> {
     let Some(o) = v.as_object() else {
         return Err("must be an object".into());
     };
-    if let Some(k) = o.keys().find(|k| {
-        !["namespace", "name", "kind", "apiVersion", "patch", "reason"].contains(&k.as_str())
-    }) {
+    const KEYS: [&str; 9] = [
+        "namespace",
+        "name",
+        "kind",
+        "apiVersion",
+        "patch",
+        "reason",
+        "takes_effect",
+        "restart_required",
+        "workload",
+    ];
+    if let Some(k) = o.keys().find(|k| !KEYS.contains(&k.as_str())) {
         return Err(format!(
-            "{}: unknown field (allowed: namespace, name, kind, apiVersion, patch, reason)",
-            key_name(k)
+            "{}: unknown field (allowed: {})",
+            key_name(k),
+            KEYS.join(", ")
         ));
     }
     let namespace = string_field(o, "namespace")?.ok_or("namespace: missing")?;
@@ -199,20 +227,70 @@ fn parse_item(v: &Value) -> Result<PlanItem, String> {
         None => WorkloadKind::Deployment,
         Some(k) => WorkloadKind::parse(k).ok_or_else(|| {
             format!(
-                "kind: {} is not allowed (Deployment or StatefulSet)",
-                super::quoted(k)
+                "kind: {} is not allowed ({})",
+                super::quoted(k),
+                WorkloadKind::ALL.map(WorkloadKind::as_str).join(", ")
             )
         })?,
     };
-    if let Some(api) = string_field(o, "apiVersion")?
-        && api != "apps/v1"
-    {
-        return Err(format!("apiVersion: {} is not apps/v1", super::quoted(api)));
+    if let Some(api) = string_field(o, "apiVersion")? {
+        let want = crate::k8s::kinds::spec(kind).api_version();
+        if api != want {
+            return Err(format!("apiVersion: {} is not {want}", super::quoted(api)));
+        }
     }
     string_field(o, "reason")?;
     let target = Target::new(namespace, name, kind)?;
     let patch = parse_patch(o.get("patch").ok_or("patch: missing")?)?;
-    PlanItem::new(target, patch).map_err(|e| format!("patch: {e}"))
+    let mut item = PlanItem::new(target, patch).map_err(|e| format!("patch: {e}"))?;
+    if let Some(w) = o.get("workload") {
+        let w = w
+            .as_object()
+            .filter(|w| w.keys().all(|k| k == "kind" || k == "name"))
+            .ok_or("workload: must be {kind, name}")?;
+        let kind = match w.get("kind").and_then(Value::as_str) {
+            Some(k) => WorkloadKind::parse(k)
+                .filter(|k| k.is_workload())
+                .ok_or_else(|| {
+                    format!("workload.kind: {} is not a workload kind", super::quoted(k))
+                })?,
+            None => return Err("workload.kind: missing or not a string".into()),
+        };
+        let name = w
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or("workload.name: missing or not a string")?;
+        let owner = Target::new(namespace, name, kind).map_err(|e| format!("workload.{e}"))?;
+        item = item.with_workload(&owner)?;
+    }
+    let takes_effect = match string_field(o, "takes_effect")? {
+        None => None,
+        Some(t) => Some(TakesEffect::parse(t).ok_or_else(|| {
+            format!(
+                "takes_effect: {} is not live, next_pod_start or rollout",
+                super::quoted(t)
+            )
+        })?),
+    };
+    let restart = match o.get("restart_required") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err("restart_required: must be a boolean".into()),
+    };
+    match (takes_effect, restart) {
+        (None, None) => Ok(item),
+        (Some(t), r) => {
+            if r.is_some_and(|r| r != t.restart_required()) {
+                return Err(format!(
+                    "restart_required: must be {} when takes_effect is {}",
+                    t.restart_required(),
+                    t.as_str()
+                ));
+            }
+            item.with_takes_effect(t)
+        }
+        (None, Some(_)) => Err("restart_required: only with takes_effect".into()),
+    }
 }
 
 /// Walks an object that may hold only `allowed` keys.
@@ -240,6 +318,51 @@ fn parse_patch(v: &Value) -> Result<KnobPatch, String> {
                         annotations(a, "patch.metadata.annotations")?;
                 }
             }
+            "data" => {
+                (patch.data, patch.data_removed) = data_keys(v)?;
+            }
+            "spec" if v.get("pytorchReplicaSpecs").is_some() => {
+                let roles = only(v, "patch.spec", "pytorchReplicaSpecs")?
+                    .get("pytorchReplicaSpecs")
+                    .unwrap_or(&Value::Null)
+                    .as_object()
+                    .ok_or("patch.spec.pytorchReplicaSpecs: must be an object")?;
+                let mut first: Option<(BTreeMap<String, String>, BTreeSet<String>)> = None;
+                for (role, r) in roles {
+                    if !super::is_replica_role(role) {
+                        return Err(format!(
+                            "patch.spec.pytorchReplicaSpecs.{}: not a replica role name",
+                            key_name(role)
+                        ));
+                    }
+                    let path = format!("patch.spec.pytorchReplicaSpecs.{role}");
+                    let t = &only(r, &path, "template")?
+                        .get("template")
+                        .unwrap_or(&Value::Null);
+                    let path = format!("{path}.template");
+                    let m = &only(t, &path, "metadata")?
+                        .get("metadata")
+                        .unwrap_or(&Value::Null);
+                    let path = format!("{path}.metadata");
+                    let a = &only(m, &path, "annotations")?
+                        .get("annotations")
+                        .unwrap_or(&Value::Null);
+                    let got = annotations(a, &format!("{path}.annotations"))?;
+                    match &first {
+                        None => first = Some(got),
+                        Some(f) if *f == got => {}
+                        Some(_) => {
+                            return Err(format!(
+                                "{path}.annotations: every replica role must carry the same knobs"
+                            ));
+                        }
+                    }
+                    patch.roles.insert(role.clone());
+                }
+                if let Some((set, removed)) = first {
+                    (patch.pod_template, patch.pod_template_removed) = (set, removed);
+                }
+            }
             "spec" => {
                 let Some(t) = only(v, "patch.spec", "template")?.get("template") else {
                     continue;
@@ -263,6 +386,36 @@ fn parse_patch(v: &Value) -> Result<KnobPatch, String> {
         }
     }
     Ok(patch)
+}
+
+/// A knobs ConfigMap's `data` keys set (string values) and removed (`null`): every key a knob name.
+fn data_keys(v: &Value) -> Result<(BTreeMap<String, String>, BTreeSet<String>), String> {
+    let o = v.as_object().ok_or("patch.data: must be an object")?;
+    let mut out = BTreeMap::new();
+    let mut removed = BTreeSet::new();
+    for (key, value) in o {
+        if !crate::passport::is_knob_name(key) {
+            return Err(format!(
+                "patch.data: key {} is not a knob name (snake_case, [a-z][a-z0-9_]*)",
+                key_name(key)
+            ));
+        }
+        match value {
+            Value::String(s) => {
+                out.insert(key.clone(), s.clone());
+            }
+            Value::Null => {
+                removed.insert(key.clone());
+            }
+            _ => {
+                return Err(format!(
+                    "patch.data: {}: value must be a string (or null to remove it)",
+                    key_name(key)
+                ));
+            }
+        }
+    }
+    Ok((out, removed))
 }
 
 /// The annotations set (string values) and removed (`null`, as in a rollback plan).

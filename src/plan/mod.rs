@@ -23,8 +23,11 @@ pub use canonical::{canonical_json, sha256_prefixed};
 pub use load::{MAX_PLAN_BYTES, PlanError, PlanErrorKind, PlanFormat, parse_plan};
 pub use render::{KUBECTL_SCRIPT, render_kubectl_script, shell_quote};
 
-/// Schema of the plan document.
+/// Schema of a plan document whose items are all pod-template annotation patches without
+/// `takes_effect` (what the first releases wrote; still read and written for such plans).
 pub const PLAN_SCHEMA: &str = "k8s_plan.v1";
+/// Schema of a plan with knobs ConfigMap items or `takes_effect`/`restart_required` per item.
+pub const PLAN_SCHEMA_V2: &str = "k8s_plan.v2";
 /// The file closed-loop writes a plan to.
 pub const PLAN_FILE: &str = "k8s_plan.json";
 /// Annotation key prefix of a knob.
@@ -32,35 +35,111 @@ pub const KNOB_ANNOTATION_PREFIX: &str = "modekeeper/knob.";
 /// Longest annotation value a plan may carry.
 pub const MAX_VALUE_LEN: usize = 1024;
 
-/// The workload kinds a plan may patch.
+/// The kinds a plan may patch: the workloads (see `crate::k8s::kinds` for where each keeps its
+/// pod templates and whether they can be patched) and the workload's knobs ConfigMap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum WorkloadKind {
     #[default]
     Deployment,
     StatefulSet,
+    /// batch/v1 Job (immutable pod template).
+    Job,
+    /// kubeflow.org/v1 PyTorchJob (one template per replica role).
+    PyTorchJob,
+    /// jobset.x-k8s.io/v1alpha2 JobSet (templates change only while suspended).
+    JobSet,
+    /// The knobs ConfigMap a workload mounts (`data.<knob>` keys).
+    ConfigMap,
 }
 
 impl WorkloadKind {
-    pub const ALL: [WorkloadKind; 2] = [WorkloadKind::Deployment, WorkloadKind::StatefulSet];
+    pub const ALL: [WorkloadKind; 6] = [
+        WorkloadKind::Deployment,
+        WorkloadKind::StatefulSet,
+        WorkloadKind::Job,
+        WorkloadKind::PyTorchJob,
+        WorkloadKind::JobSet,
+        WorkloadKind::ConfigMap,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             WorkloadKind::Deployment => "Deployment",
             WorkloadKind::StatefulSet => "StatefulSet",
+            WorkloadKind::Job => "Job",
+            WorkloadKind::PyTorchJob => "PyTorchJob",
+            WorkloadKind::JobSet => "JobSet",
+            WorkloadKind::ConfigMap => "ConfigMap",
         }
     }
 
-    /// kubectl's resource name (`deployment`, `statefulset`).
+    /// kubectl's resource name (`deployment`, `job.batch`, `pytorchjob.kubeflow.org`).
     pub fn resource(self) -> &'static str {
         match self {
             WorkloadKind::Deployment => "deployment",
             WorkloadKind::StatefulSet => "statefulset",
+            WorkloadKind::Job => "job.batch",
+            WorkloadKind::PyTorchJob => "pytorchjob.kubeflow.org",
+            WorkloadKind::JobSet => "jobset.jobset.x-k8s.io",
+            WorkloadKind::ConfigMap => "configmap",
         }
     }
 
     pub fn parse(s: &str) -> Option<WorkloadKind> {
         WorkloadKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
+
+    /// A workload (as opposed to its knobs ConfigMap).
+    pub fn is_workload(self) -> bool {
+        self != WorkloadKind::ConfigMap
+    }
+}
+
+/// When a planned change reaches the trainer (plan v2, per item).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TakesEffect {
+    /// The running pods read it from the mounted knobs ConfigMap (after the kubelet's refresh).
+    Live,
+    /// Written to the knobs ConfigMap; read when a pod next starts (the template is immutable).
+    NextPodStart,
+    /// A pod-template change: the workload's controller replaces the pods.
+    Rollout,
+}
+
+impl TakesEffect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TakesEffect::Live => "live",
+            TakesEffect::NextPodStart => "next_pod_start",
+            TakesEffect::Rollout => "rollout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TakesEffect> {
+        [
+            TakesEffect::Live,
+            TakesEffect::NextPodStart,
+            TakesEffect::Rollout,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
+    }
+
+    /// Whether the change needs the pods to restart before the trainer sees it.
+    pub fn restart_required(self) -> bool {
+        self != TakesEffect::Live
+    }
+}
+
+/// The annotation on a workload naming its knobs ConfigMap.
+pub const KNOBS_CONFIGMAP_ANNOTATION: &str = "modekeeper/knobs-configmap";
+
+/// The knobs ConfigMap of a workload without the annotation: `<workload>-modekeeper-knobs`.
+pub fn default_knobs_configmap(workload: &str) -> String {
+    format!("{workload}-modekeeper-knobs")
 }
 
 /// DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters (namespaces).
@@ -77,6 +156,15 @@ pub fn is_dns1123_label(s: &str) -> bool {
 /// DNS-1123 subdomain: dot-separated labels, at most 253 characters (object names).
 pub fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+/// A PyTorchJob replica role as the operator names them (`Master`, `Worker`).
+pub fn is_replica_role(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_uppercase()
+        && b.iter().all(u8::is_ascii_alphanumeric)
 }
 
 /// A string for an error line: Debug-quoted (so control characters are escaped), at most 64 characters.
@@ -142,6 +230,13 @@ pub struct KnobPatch {
     pub pod_template_removed: BTreeSet<String>,
     /// Knobs whose object annotation the patch removes.
     pub object_removed: BTreeSet<String>,
+    /// Knob keys of a knobs ConfigMap's `data` the patch sets (ConfigMap items only).
+    pub data: BTreeMap<String, String>,
+    /// Knob keys of a knobs ConfigMap's `data` the patch removes.
+    pub data_removed: BTreeSet<String>,
+    /// PyTorchJob replica roles (`Master`, `Worker`) whose templates carry `pod_template`; empty
+    /// for kinds with a single `spec.template`.
+    pub roles: BTreeSet<String>,
 }
 
 impl KnobPatch {
@@ -165,6 +260,15 @@ impl KnobPatch {
             out
         };
         let mut patch = Map::new();
+        if !self.data.is_empty() || !self.data_removed.is_empty() {
+            let mut data: Map<String, Value> = self
+                .data
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect();
+            data.extend(self.data_removed.iter().map(|k| (k.clone(), Value::Null)));
+            patch.insert("data".into(), Value::Object(data));
+        }
         if !self.object.is_empty() || !self.object_removed.is_empty() {
             patch.insert(
                 "metadata".into(),
@@ -172,19 +276,28 @@ impl KnobPatch {
             );
         }
         if !self.pod_template.is_empty() || !self.pod_template_removed.is_empty() {
-            patch.insert(
-                "spec".into(),
-                json!({"template": {"metadata": {"annotations": annotations(&self.pod_template, &self.pod_template_removed)}}}),
-            );
+            let template = json!({"metadata": {"annotations": annotations(&self.pod_template, &self.pod_template_removed)}});
+            let spec = if self.roles.is_empty() {
+                json!({ "template": template })
+            } else {
+                let roles: Map<String, Value> = self
+                    .roles
+                    .iter()
+                    .map(|r| (r.clone(), json!({ "template": template.clone() })))
+                    .collect();
+                json!({ "pytorchReplicaSpecs": roles })
+            };
+            patch.insert("spec".into(), spec);
         }
         Value::Object(patch)
     }
 
-    /// Every knob the patch removes (from the pod template or the object).
+    /// Every knob the patch removes (from the pod template, the object or ConfigMap data).
     pub fn removed_knobs(&self) -> BTreeSet<&str> {
         self.pod_template_removed
             .iter()
             .chain(&self.object_removed)
+            .chain(&self.data_removed)
             .map(String::as_str)
             .collect()
     }
@@ -194,6 +307,7 @@ impl KnobPatch {
         let mut m: BTreeMap<&str, &str> = self
             .object
             .iter()
+            .chain(&self.data)
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         m.extend(
@@ -210,7 +324,9 @@ impl KnobPatch {
             .keys()
             .chain(self.object.keys())
             .chain(&self.pod_template_removed)
-            .chain(&self.object_removed);
+            .chain(&self.object_removed)
+            .chain(self.data.keys())
+            .chain(&self.data_removed);
         for k in names {
             if !is_knob_name(k) {
                 return Err(format!(
@@ -219,7 +335,12 @@ impl KnobPatch {
                 ));
             }
         }
-        for (k, v) in self.pod_template.iter().chain(&self.object) {
+        for (k, v) in self
+            .pod_template
+            .iter()
+            .chain(&self.object)
+            .chain(&self.data)
+        {
             if v.len() > MAX_VALUE_LEN {
                 return Err(format!(
                     "{KNOB_ANNOTATION_PREFIX}{k}: value longer than {MAX_VALUE_LEN} bytes"
@@ -242,6 +363,7 @@ impl KnobPatch {
             .or_else(|| sets_and_removes(&self.object, &self.pod_template_removed))
             .or_else(|| sets_and_removes(&self.pod_template, &self.pod_template_removed))
             .or_else(|| sets_and_removes(&self.object, &self.object_removed))
+            .or_else(|| sets_and_removes(&self.data, &self.data_removed))
         {
             return Err(format!(
                 "{KNOB_ANNOTATION_PREFIX}{k}: one place sets it and another removes it"
@@ -251,25 +373,148 @@ impl KnobPatch {
             && self.object.is_empty()
             && self.pod_template_removed.is_empty()
             && self.object_removed.is_empty()
+            && self.data.is_empty()
+            && self.data_removed.is_empty()
         {
-            return Err(format!("sets no {KNOB_ANNOTATION_PREFIX}* annotation"));
+            return Err(format!(
+                "sets no {KNOB_ANNOTATION_PREFIX}* annotation and no knobs ConfigMap key"
+            ));
+        }
+        for r in &self.roles {
+            if !is_replica_role(r) {
+                return Err(format!(
+                    "replica role {}: not a role name ([A-Z][A-Za-z0-9]*, at most 63)",
+                    quoted(r)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn has_annotations(&self) -> bool {
+        !(self.pod_template.is_empty()
+            && self.pod_template_removed.is_empty()
+            && self.object.is_empty()
+            && self.object_removed.is_empty())
+    }
+
+    fn has_data(&self) -> bool {
+        !(self.data.is_empty() && self.data_removed.is_empty())
+    }
+
+    /// What `kind` allows (the kinds table says where its templates live and whether they can be
+    /// patched): knob annotations on a patchable template, knob keys on a ConfigMap, nothing else.
+    fn check_kind(&self, kind: WorkloadKind) -> Result<(), String> {
+        let spec = crate::k8s::kinds::spec(kind);
+        if kind == WorkloadKind::ConfigMap {
+            if self.has_annotations() || !self.roles.is_empty() {
+                return Err("a ConfigMap item may only set knob keys of data".into());
+            }
+            return Ok(());
+        }
+        if self.has_data() {
+            return Err(format!(
+                "data: only a ConfigMap item sets knob keys ({} is a workload)",
+                kind.as_str()
+            ));
+        }
+        if !spec.template_patchable() {
+            return Err(format!(
+                "a {}'s pod template cannot be patched ({}): its knobs travel in its knobs ConfigMap",
+                kind.as_str(),
+                match spec.mutability {
+                    crate::k8s::kinds::TemplateMutability::WhileSuspended => {
+                        "only while suspended, and its replicatedJobs array only whole"
+                    }
+                    _ => "spec.template is immutable",
+                }
+            ));
+        }
+        match spec.templates {
+            crate::k8s::kinds::TemplatePaths::PerReplicaRole => {
+                if self.roles.is_empty() {
+                    return Err(format!(
+                        "a {} patch names its replica roles (spec.pytorchReplicaSpecs.<Role>.template)",
+                        kind.as_str()
+                    ));
+                }
+                if !self.object.is_empty() || !self.object_removed.is_empty() {
+                    return Err("patch.metadata: not allowed for this kind".into());
+                }
+            }
+            _ if !self.roles.is_empty() => {
+                return Err(format!(
+                    "spec.pytorchReplicaSpecs: not allowed for a {}",
+                    kind.as_str()
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }
 }
 
-/// One patch of one workload.
+/// One patch of one workload or of its knobs ConfigMap.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanItem {
     target: Target,
     patch: KnobPatch,
+    /// Plan v2: when the change reaches the trainer; `None` for v1 items.
+    takes_effect: Option<TakesEffect>,
+    /// Plan v2, ConfigMap items: the workload whose knobs ConfigMap it is (same namespace), so
+    /// apply honours that workload's kill-switch annotation too.
+    workload: Option<Target>,
 }
 
 impl PlanItem {
-    /// Validates the patch (knob names, value lengths, no conflicting duplicates, not empty).
+    /// Validates the patch (knob names, value lengths, no conflicting duplicates, not empty, only
+    /// what the target's kind allows).
     pub fn new(target: Target, patch: KnobPatch) -> Result<PlanItem, String> {
         patch.check()?;
-        Ok(PlanItem { target, patch })
+        patch.check_kind(target.kind)?;
+        Ok(PlanItem {
+            target,
+            patch,
+            takes_effect: None,
+            workload: None,
+        })
+    }
+
+    /// A ConfigMap item naming the workload it belongs to (a workload kind, same namespace).
+    pub fn with_workload(mut self, w: &Target) -> Result<PlanItem, String> {
+        if self.target.kind != WorkloadKind::ConfigMap {
+            return Err("workload: only a ConfigMap item names its workload".into());
+        }
+        if !w.kind.is_workload() || w.namespace != self.target.namespace {
+            return Err(
+                "workload: must be a workload kind in the ConfigMap's namespace".to_string(),
+            );
+        }
+        self.workload = Some(w.clone());
+        Ok(self)
+    }
+
+    /// The workload a ConfigMap item belongs to, when it says.
+    pub fn workload(&self) -> Option<&Target> {
+        self.workload.as_ref()
+    }
+
+    /// The item with its v2 `takes_effect`: `rollout` for a pod-template patch, `live` or
+    /// `next_pod_start` for a knobs ConfigMap.
+    pub fn with_takes_effect(mut self, t: TakesEffect) -> Result<PlanItem, String> {
+        let ok = match self.target.kind {
+            WorkloadKind::ConfigMap => t != TakesEffect::Rollout,
+            _ => t == TakesEffect::Rollout,
+        };
+        if !ok {
+            return Err(format!(
+                "takes_effect: {:?} does not fit a {} item (a ConfigMap is live or next_pod_start, a pod template rollout)",
+                t.as_str(),
+                self.target.kind.as_str()
+            ));
+        }
+        self.takes_effect = Some(t);
+        Ok(self)
     }
 
     pub fn target(&self) -> &Target {
@@ -280,14 +525,27 @@ impl PlanItem {
         &self.patch
     }
 
-    /// The item in its normalized JSON form (`kind` always present).
+    pub fn takes_effect(&self) -> Option<TakesEffect> {
+        self.takes_effect
+    }
+
+    /// The item in its normalized JSON form (`kind` always present; `takes_effect` and
+    /// `restart_required` for v2 items).
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "namespace": self.target.namespace,
             "name": self.target.name,
             "kind": self.target.kind.as_str(),
             "patch": self.patch.to_json(),
-        })
+        });
+        if let Some(t) = self.takes_effect {
+            v["takes_effect"] = json!(t.as_str());
+            v["restart_required"] = json!(t.restart_required());
+        }
+        if let Some(w) = &self.workload {
+            v["workload"] = json!({"kind": w.kind.as_str(), "name": w.name});
+        }
+        v
     }
 }
 
@@ -373,10 +631,32 @@ impl Plan {
         sha256_prefixed(canonical_json(&self.items_json()).as_bytes())
     }
 
+    /// Whether the plan needs `k8s_plan.v2` (a ConfigMap item or a `takes_effect`).
+    pub fn is_v2(&self) -> bool {
+        self.items.iter().any(|i| {
+            i.takes_effect.is_some()
+                || i.workload.is_some()
+                || !matches!(
+                    i.target.kind,
+                    WorkloadKind::Deployment | WorkloadKind::StatefulSet
+                )
+        })
+    }
+
+    /// The schema the plan's document carries.
+    pub fn schema(&self) -> &'static str {
+        if self.is_v2() {
+            PLAN_SCHEMA_V2
+        } else {
+            PLAN_SCHEMA
+        }
+    }
+
     /// The `k8s_plan.json` document: `{schema_version, plan_digest, items}` (and `passport` when the
-    /// plan records one), pretty, with a final newline.
+    /// plan records one), pretty, with a final newline. `k8s_plan.v1` when every item is a v1 item,
+    /// else `k8s_plan.v2`.
     pub fn to_document(&self) -> String {
-        let mut doc = json!({"schema_version": PLAN_SCHEMA, "plan_digest": self.digest(), "items": self.items_json()});
+        let mut doc = json!({"schema_version": self.schema(), "plan_digest": self.digest(), "items": self.items_json()});
         if let Some(p) = &self.passport {
             doc["passport"] = json!(p);
         }
@@ -399,7 +679,8 @@ impl Plan {
 
 /// The plan that carries `accepted` changes to `target`: one item, knobs as pod-template annotations
 /// (values formatted like `8`, `0.25`), or an empty plan when nothing was accepted. Fails only for a
-/// knob name no validated passport could contain.
+/// knob name no validated passport could contain. This is the v1 form (every knob rolls out);
+/// [`build_actuated_plan`] routes hot knobs to the knobs ConfigMap.
 pub fn build_plan(target: &Target, accepted: &[Accepted]) -> Result<Plan, String> {
     if accepted.is_empty() {
         return Ok(Plan::default());
@@ -416,6 +697,96 @@ pub fn build_plan(target: &Target, accepted: &[Accepted]) -> Result<Plan, String
         items: vec![PlanItem::new(target.clone(), patch)?],
         passport: None,
     })
+}
+
+/// The PyTorchJob replica roles a plan patches when it is not told otherwise.
+pub const DEFAULT_REPLICA_ROLES: [&str; 2] = ["Master", "Worker"];
+
+/// [`build_actuated_plan`] under `passport` (its knobs' `actuation`), with the knobs ConfigMap
+/// `configmap` (else `<workload>-modekeeper-knobs`). What `closed-loop run` and `watch` write.
+pub fn build_passport_plan(
+    target: &Target,
+    accepted: &[Accepted],
+    passport: &crate::passport::Passport,
+    configmap: Option<&str>,
+) -> Result<Plan, String> {
+    let default = default_knobs_configmap(target.name());
+    // The operator's two roles; verify blocks a role the live PyTorchJob does not have.
+    let roles: Vec<String> = match target.kind() {
+        WorkloadKind::PyTorchJob => DEFAULT_REPLICA_ROLES.map(String::from).to_vec(),
+        _ => vec![],
+    };
+    build_actuated_plan(
+        target,
+        accepted,
+        |k| {
+            passport
+                .knob(k)
+                .is_some_and(|l| l.actuation == crate::passport::Actuation::Hot)
+        },
+        configmap.unwrap_or(&default),
+        &roles,
+    )
+}
+
+/// Where a workload's knobs go, from the kinds table and the passport's actuation:
+/// hot knobs always to the knobs ConfigMap (`live`); cold knobs to the pod template where it can be
+/// patched (`rollout`), else to the ConfigMap (`next_pod_start`). `roles` are a PyTorchJob's replica
+/// roles (its templates); `configmap` the knobs ConfigMap's name. At most two items: the
+/// ConfigMap first (a hot change lands before a rollout restarts the pods), then the workload.
+/// A ConfigMap item holding both hot and cold knobs says `next_pod_start` (the slower of the two).
+pub fn build_actuated_plan(
+    target: &Target,
+    accepted: &[Accepted],
+    hot: impl Fn(&str) -> bool,
+    configmap: &str,
+    roles: &[String],
+) -> Result<Plan, String> {
+    let spec = crate::k8s::kinds::spec(target.kind);
+    if !target.kind.is_workload() {
+        return Err("the target of a plan is a workload, not a ConfigMap".into());
+    }
+    let mut data = BTreeMap::new();
+    let mut template = BTreeMap::new();
+    let mut cold_in_data = false;
+    for a in accepted {
+        let value = format_knob_value(a.to);
+        if hot(&a.knob) {
+            data.insert(a.knob.clone(), value);
+        } else if spec.template_patchable() {
+            template.insert(a.knob.clone(), value);
+        } else {
+            cold_in_data = true;
+            data.insert(a.knob.clone(), value);
+        }
+    }
+    let mut items = vec![];
+    if !data.is_empty() {
+        let cm = Target::new(target.namespace(), configmap, WorkloadKind::ConfigMap)?;
+        let patch = KnobPatch {
+            data,
+            ..KnobPatch::default()
+        };
+        let effect = if cold_in_data {
+            TakesEffect::NextPodStart
+        } else {
+            TakesEffect::Live
+        };
+        items.push(
+            PlanItem::new(cm, patch)?
+                .with_takes_effect(effect)?
+                .with_workload(target)?,
+        );
+    }
+    if !template.is_empty() {
+        let patch = KnobPatch {
+            pod_template: template,
+            roles: roles.iter().cloned().collect(),
+            ..KnobPatch::default()
+        };
+        items.push(PlanItem::new(target.clone(), patch)?.with_takes_effect(TakesEffect::Rollout)?);
+    }
+    Plan::from_items(items).map_err(|(_, e)| e)
 }
 
 #[cfg(test)]

@@ -46,6 +46,20 @@ pub fn render_kubectl_script(plan: &Plan) -> String {
     for (i, item) in plan.items().iter().enumerate() {
         let t = item.target();
         s += &format!("\n# item {}/{n}\n", i + 1);
+        // A validated enum, not plan text: safe in a comment.
+        if let Some(t) = item.takes_effect() {
+            s += &format!(
+                "# takes effect: {}{}\n",
+                t.as_str(),
+                match t {
+                    super::TakesEffect::Live =>
+                        " (running pods re-read the mounted ConfigMap; no restart)",
+                    super::TakesEffect::NextPodStart =>
+                        " (read when a pod next starts; restart required)",
+                    super::TakesEffect::Rollout => " (pod-template change: the pods are replaced)",
+                }
+            );
+        }
         s += &format!(
             "kubectl -n {} patch {} --type merge -p {}\n",
             shell_quote(t.namespace()),

@@ -287,12 +287,12 @@ fn shape_errors() {
     assert_eq!(err("3").kind, PlanErrorKind::InvalidShape);
     assert_eq!(
         err(r#"{"items": []}"#).message,
-        "plan envelope: schema_version must be \"k8s_plan.v1\""
+        "plan envelope: schema_version must be \"k8s_plan.v2\" or \"k8s_plan.v1\""
     );
     assert!(
-        err(r#"{"schema_version": "k8s_plan.v2", "items": []}"#)
+        err(r#"{"schema_version": "k8s_plan.v3", "items": []}"#)
             .message
-            .contains("is not k8s_plan.v1")
+            .contains("is not k8s_plan.v2 or k8s_plan.v1")
     );
     assert!(
         err(r#"{"schema_version": "k8s_plan.v1", "items": {}}"#)
@@ -381,4 +381,221 @@ fn a_null_knob_is_a_removal_that_round_trips() {
     // A patch that only removes is a patch.
     let only = r#"{"namespace": "ml", "name": "t", "patch": {"metadata": {"annotations": {"modekeeper/knob.x": null}}}}"#;
     assert!(parse_plan(only).is_ok());
+}
+
+fn hot_knob(k: &str) -> bool {
+    k == "concurrency"
+}
+
+#[test]
+fn hot_knobs_go_to_the_configmap_cold_ones_to_a_mutable_template() {
+    let changes = [
+        accepted("concurrency", 6.0),
+        accepted("grad_accum_steps", 8.0),
+    ];
+    let plan = build_actuated_plan(
+        &target(),
+        &changes,
+        hot_knob,
+        "trainer-modekeeper-knobs",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        plan.items_json(),
+        json!([
+            {"namespace": "default", "name": "trainer-modekeeper-knobs", "kind": "ConfigMap",
+             "patch": {"data": {"concurrency": "6"}}, "takes_effect": "live", "restart_required": false,
+             "workload": {"kind": "Deployment", "name": "trainer"}},
+            {"namespace": "default", "name": "trainer", "kind": "Deployment",
+             "patch": {"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.grad_accum_steps": "8"}}}}},
+             "takes_effect": "rollout", "restart_required": true},
+        ])
+    );
+    assert!(
+        plan.to_document()
+            .contains("\"schema_version\": \"k8s_plan.v2\"")
+    );
+    // A hot-only change never touches the pod template.
+    let hot_only = build_actuated_plan(&target(), &changes[..1], hot_knob, "cm", &[]).unwrap();
+    assert_eq!(hot_only.items().len(), 1);
+    assert_eq!(hot_only.items()[0].target().kind(), WorkloadKind::ConfigMap);
+    assert!(hot_only.items()[0].patch().pod_template.is_empty());
+}
+
+#[test]
+fn an_immutable_template_sends_cold_knobs_to_the_configmap_for_the_next_pod_start() {
+    for kind in [WorkloadKind::Job, WorkloadKind::JobSet] {
+        let t = Target::new("ml", "train", kind).unwrap();
+        let plan = build_actuated_plan(
+            &t,
+            &[
+                accepted("concurrency", 6.0),
+                accepted("grad_accum_steps", 8.0),
+            ],
+            hot_knob,
+            "train-modekeeper-knobs",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(plan.items().len(), 1, "{kind:?}");
+        let item = &plan.items()[0];
+        assert_eq!(item.target().kind(), WorkloadKind::ConfigMap);
+        assert_eq!(item.takes_effect(), Some(TakesEffect::NextPodStart));
+        assert_eq!(
+            item.patch().to_json(),
+            json!({"data": {"concurrency": "6", "grad_accum_steps": "8"}})
+        );
+    }
+}
+
+#[test]
+fn a_pytorchjob_patches_every_replica_role_template() {
+    let t = Target::new("ml", "ddp", WorkloadKind::PyTorchJob).unwrap();
+    let plan = build_actuated_plan(
+        &t,
+        &[accepted("grad_accum_steps", 8.0)],
+        hot_knob,
+        "ddp-modekeeper-knobs",
+        &["Master".into(), "Worker".into()],
+    )
+    .unwrap();
+    let ann = json!({"metadata": {"annotations": {"modekeeper/knob.grad_accum_steps": "8"}}});
+    assert_eq!(
+        plan.items()[0].patch().to_json(),
+        json!({"spec": {"pytorchReplicaSpecs": {"Master": {"template": ann}, "Worker": {"template": ann}}}})
+    );
+    // It loads back to the same plan.
+    let (back, _) = parse_plan(&plan.to_document()).unwrap();
+    assert_eq!(back, plan);
+    // Roles that disagree are refused.
+    let bad = json!([{"namespace": "ml", "name": "ddp", "kind": "PyTorchJob", "patch": {"spec": {"pytorchReplicaSpecs": {
+        "Master": {"template": ann},
+        "Worker": {"template": {"metadata": {"annotations": {"modekeeper/knob.grad_accum_steps": "4"}}}}}}}}]);
+    assert!(
+        item_err(&bad.to_string())
+            .1
+            .contains("every replica role must carry the same knobs")
+    );
+}
+
+#[test]
+fn v2_items_round_trip_and_v1_plans_still_load() {
+    let changes = [
+        accepted("concurrency", 6.0),
+        accepted("grad_accum_steps", 8.0),
+    ];
+    let plan = build_actuated_plan(
+        &target(),
+        &changes,
+        hot_knob,
+        "trainer-modekeeper-knobs",
+        &[],
+    )
+    .unwrap();
+    let (back, format) = parse_plan(&plan.to_document()).unwrap();
+    assert_eq!(format, PlanFormat::Envelope);
+    assert_eq!(back, plan);
+    assert_eq!(back.digest(), plan.digest());
+    // A v1 plan keeps its v1 digest and schema.
+    let v1 = build_plan(&target(), &changes).unwrap();
+    assert!(!v1.is_v2());
+    assert!(v1.to_document().contains("\"k8s_plan.v1\""));
+    let (v1_back, _) = parse_plan(&v1.to_document()).unwrap();
+    assert_eq!(v1_back.digest(), v1.digest());
+    // A v1 envelope cannot smuggle v2 items.
+    let doc = plan.to_document().replace("k8s_plan.v2", "k8s_plan.v1");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let mut doc = doc;
+    doc.as_object_mut().unwrap().remove("plan_digest");
+    assert!(item_err(&doc.to_string()).1.contains("needs k8s_plan.v2"));
+}
+
+#[test]
+fn only_knob_keys_and_knob_annotations_per_kind() {
+    let cm = |patch: serde_json::Value| {
+        json!([{"namespace": "ml", "name": "t-modekeeper-knobs", "kind": "ConfigMap", "patch": patch,
+                "takes_effect": "live"}])
+        .to_string()
+    };
+    assert!(parse_plan(&cm(json!({"data": {"concurrency": "4", "lr_scale": null}}))).is_ok());
+    for (patch, want) in [
+        (json!({"data": {"Not-A-Knob": "4"}}), "is not a knob name"),
+        (
+            json!({"data": {"concurrency": 4}}),
+            "value must be a string",
+        ),
+        (
+            json!({"binaryData": {"x": "AA=="}}),
+            "patch.binaryData: not allowed",
+        ),
+        (json!({"immutable": true}), "patch.immutable: not allowed"),
+        (
+            json!({"metadata": {"annotations": {"modekeeper/knob.concurrency": "4"}}}),
+            "a ConfigMap item may only set knob keys of data",
+        ),
+    ] {
+        let m = item_err(&cm(patch)).1;
+        assert!(m.contains(want), "{m} (wanted {want})");
+    }
+    let tpl = json!({"spec": {"template": {"metadata": {"annotations": {"modekeeper/knob.concurrency": "4"}}}}});
+    for (kind, want) in [
+        ("Job", "a Job's pod template cannot be patched"),
+        ("JobSet", "a JobSet's pod template cannot be patched"),
+    ] {
+        let text =
+            json!([{"namespace": "ml", "name": "t", "kind": kind, "patch": tpl}]).to_string();
+        let m = item_err(&text).1;
+        assert!(m.contains(want), "{m}");
+    }
+    let dep_data =
+        json!([{"namespace": "ml", "name": "t", "patch": {"data": {"concurrency": "4"}}}]);
+    assert!(
+        item_err(&dep_data.to_string())
+            .1
+            .contains("only a ConfigMap item sets knob keys")
+    );
+    for (te, rr, want) in [
+        (
+            json!("rollout"),
+            json!(true),
+            "does not fit a ConfigMap item",
+        ),
+        (
+            json!("soon"),
+            json!(true),
+            "is not live, next_pod_start or rollout",
+        ),
+        (
+            json!("live"),
+            json!(true),
+            "must be false when takes_effect is live",
+        ),
+        (json!("live"), json!("no"), "must be a boolean"),
+    ] {
+        let text = json!([{"namespace": "ml", "name": "t", "kind": "ConfigMap",
+                           "patch": {"data": {"concurrency": "4"}}, "takes_effect": te, "restart_required": rr}])
+        .to_string();
+        let m = item_err(&text).1;
+        assert!(m.contains(want), "{m} (wanted {want})");
+    }
+}
+
+#[test]
+fn the_script_says_when_each_item_takes_effect() {
+    let changes = [
+        accepted("concurrency", 6.0),
+        accepted("grad_accum_steps", 8.0),
+    ];
+    let plan = build_actuated_plan(
+        &target(),
+        &changes,
+        hot_knob,
+        "trainer-modekeeper-knobs",
+        &[],
+    )
+    .unwrap();
+    let s = render_kubectl_script(&plan);
+    assert!(s.contains("# takes effect: live (running pods re-read the mounted ConfigMap; no restart)\nkubectl -n 'default' patch 'configmap/trainer-modekeeper-knobs' --type merge -p '{\"data\":{\"concurrency\":\"6\"}}'"), "{s}");
+    assert!(s.contains("# takes effect: rollout"), "{s}");
 }

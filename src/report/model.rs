@@ -745,6 +745,13 @@ pub fn read_apply(text: &str) -> ApplyRead {
             (Some(ns), Some(n)) => format!("{}/{}", clip(ns), clip(n)),
             _ => "k8s apply".into(),
         };
+        // Plan v2: what the change costs (only the three known values are shown).
+        let target = match a.get("takes_effect").and_then(Value::as_str) {
+            Some(t @ ("live" | "next_pod_start" | "rollout")) => {
+                format!("{target} · takes effect: {}", t.replace('_', " "))
+            }
+            _ => target,
+        };
         for mut c in changes(a.get("changes")) {
             for side in [&mut c.from, &mut c.to] {
                 if side == "?" {
@@ -980,6 +987,15 @@ not json
         );
         assert_eq!(a.applied.len(), 2);
         assert_eq!(a.applied[0].reason, "ml/trainer");
+        // Plan v2: the report says what each change costs.
+        let a = read_apply(
+            r#"{"ok":true,"actions":[{"ok":true,"namespace":"ml","name":"t-modekeeper-knobs","takes_effect":"live","changes":[{"scope":"data","knob":"concurrency","from":"2","to":"6"}]},{"ok":true,"namespace":"ml","name":"t","takes_effect":"<b>","changes":[{"knob":"x","from":"1","to":"2"}]}]}"#,
+        );
+        assert_eq!(
+            a.applied[0].reason,
+            "ml/t-modekeeper-knobs · takes effect: live"
+        );
+        assert_eq!(a.applied[1].reason, "ml/t", "unknown values are not shown");
         assert_eq!(a.keyring_override, None);
         let a = read_apply(
             r#"{"ok":true,"keyring":{"source":"flag","path":"/tmp/dev/keyring.json","override":true,"kids":["k1"]},"actions":[]}"#,

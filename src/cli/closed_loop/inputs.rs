@@ -38,6 +38,9 @@ pub struct Inputs {
     pub knob_origin: KnobOrigin,
     pub target: Target,
     pub target_defaulted: bool,
+    /// The knobs ConfigMap, when not `<workload>-modekeeper-knobs` (from the workload's
+    /// annotation, or the replayed run's report).
+    pub knobs_configmap: Option<String>,
     /// The base policy and the advanced ones, as `PolicySet::load` takes them.
     pub base_policy: String,
     pub advanced: Vec<String>,
@@ -79,10 +82,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
     let (passport, passport_source) = load_passport(&args.decision.passport)?;
     let given = parse_knob_flags(&args.decision.knobs, &passport)
         .map_err(|e| input_error("bad_knobs", e))?;
-    let (kind, name) = match (&args.decision.deployment, &args.decision.statefulset) {
-        (_, Some(s)) => (WorkloadKind::StatefulSet, Some(s.as_str())),
-        (d, None) => (WorkloadKind::Deployment, d.as_deref()),
-    };
+    let (kind, name) = args.decision.workload();
     // Like kubectl: -n, else the kubeconfig context's namespace (read locally, no request). A plan
     // needs no cluster, so an unreadable kubeconfig the user did not name only costs a warning.
     let mut warnings = Vec::new();
@@ -115,6 +115,7 @@ fn from_flags(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<Inputs> {
         knob_origin,
         target,
         target_defaulted: global.namespace.is_none() || name.is_none(),
+        knobs_configmap: None,
         base_policy: args.decision.policy.clone(),
         advanced: args
             .decision
@@ -164,16 +165,20 @@ fn knobs_from_cluster(
         kind.resource(),
         identity.namespace
     );
-    let found = cluster.read_current_knobs(&target).map_err(|e| match e {
-        KnobReadError::WorkloadMissing { .. } => {
-            input_error("workload_missing", format!("--knobs-from-cluster: {e}"))
-        }
-        KnobReadError::InvalidAnnotation { .. } => input_error(
-            "bad_annotation",
-            format!("--knobs-from-cluster: {what}: {e}"),
-        ),
-        KnobReadError::Cluster(c) => anyhow::anyhow!("--knobs-from-cluster: reading {what}: {c}"),
-    })?;
+    let (found, configmap) = cluster
+        .read_knobs_and_configmap(&target)
+        .map_err(|e| match e {
+            KnobReadError::WorkloadMissing { .. } => {
+                input_error("workload_missing", format!("--knobs-from-cluster: {e}"))
+            }
+            KnobReadError::InvalidAnnotation { .. } => input_error(
+                "bad_annotation",
+                format!("--knobs-from-cluster: {what}: {e}"),
+            ),
+            KnobReadError::Cluster(c) => {
+                anyhow::anyhow!("--knobs-from-cluster: reading {what}: {c}")
+            }
+        })?;
     let p = &inputs.passport;
     let governed: BTreeMap<String, f64> = found
         .iter()
@@ -207,6 +212,8 @@ fn knobs_from_cluster(
     let (knobs, _) = starting_knobs(p, &governed);
     inputs.knobs = knobs;
     inputs.knob_origin = KnobOrigin::Cluster;
+    inputs.knobs_configmap =
+        Some(configmap).filter(|c| *c != crate::plan::default_knobs_configmap(target.name()));
     inputs.target = target;
     inputs.target_defaulted = false;
     inputs.cluster = Some(identity);
@@ -430,6 +437,11 @@ fn from_replay(global: &GlobalArgs, dir: &Path) -> anyhow::Result<Inputs> {
         knob_origin: KnobOrigin::Replay,
         target,
         target_defaulted: report.target.defaulted,
+        knobs_configmap: report
+            .target
+            .knobs_configmap
+            .clone()
+            .filter(|c| crate::plan::is_dns1123_subdomain(c)),
         base_policy: pinned(&base.id, &base.digest),
         advanced: advanced.iter().map(|p| pinned(&p.id, &p.digest)).collect(),
         replay: Some(ReplayBaseline {

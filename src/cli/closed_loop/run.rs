@@ -27,7 +27,7 @@ use crate::closed_loop::{
 use crate::error::{InputError, input_error};
 use crate::pipeline::{PassSummary, run_pass};
 use crate::plan::{
-    KUBECTL_SCRIPT, PLAN_FILE, Plan, PlanPassport, build_plan, render_kubectl_script,
+    KUBECTL_SCRIPT, PLAN_FILE, Plan, PlanPassport, build_passport_plan, render_kubectl_script,
 };
 use crate::policy::{self, PolicyCatalog, PolicyError, PolicyHost, PolicySet, SandboxLimits};
 use crate::signals::WindowFeatures;
@@ -225,9 +225,14 @@ fn execute(
         }),
     )?;
 
-    let plan = build_plan(&inp.target, &outcome.changes_as_accepted())
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
-        .with_passport(PlanPassport::of(&inp.passport));
+    let plan = build_passport_plan(
+        &inp.target,
+        &outcome.changes_as_accepted(),
+        &inp.passport,
+        inp.knobs_configmap.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
+    .with_passport(PlanPassport::of(&inp.passport));
     let plan_doc = plan.to_document();
     let plan_path = out.write_text(PLAN_FILE, &plan_doc)?;
     let script_path = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
@@ -344,6 +349,7 @@ fn execute(
             name: inp.target.name().to_string(),
             kind: inp.target.kind().as_str().to_string(),
             defaulted: inp.target_defaulted,
+            knobs_configmap: inp.knobs_configmap.clone(),
         },
         knobs_source: inp.knob_origin,
         knobs_cluster: inp.cluster.as_ref().map(serde_json::to_value).transpose()?,

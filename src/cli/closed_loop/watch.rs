@@ -32,7 +32,7 @@ use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::{ClosedLoop, TRACE_FILE, TraceEvent, knobs_text};
 use crate::envelope::Accepted;
 use crate::error::input_error;
-use crate::plan::{PlanPassport, build_plan, canonical_json, sha256_prefixed};
+use crate::plan::{PlanPassport, build_passport_plan, canonical_json, sha256_prefixed};
 use crate::policy::PolicySet;
 use crate::signals::{FeatureExtractor, WindowStats, Windower};
 use crate::telemetry::live::{LiveSource, Poll};
@@ -592,9 +592,14 @@ fn apply_if_decided(
         outcome: "pending".into(),
     });
     checkpoint(ctx, dec, pr, source)?;
-    let plan = build_plan(&ctx.inp.target, &changes)
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
-        .with_passport(PlanPassport::of(&ctx.inp.passport));
+    let plan = build_passport_plan(
+        &ctx.inp.target,
+        &changes,
+        &ctx.inp.passport,
+        ctx.inp.knobs_configmap.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
+    .with_passport(PlanPassport::of(&ctx.inp.passport));
     let plan_path = ctx
         .out
         .write_text(&format!("k8s_plan_w{decision}.json"), &plan.to_document())?;

@@ -12,7 +12,7 @@ use super::watch::{Ctx, Decider, Progress};
 use super::watch_state::STATE_FILE;
 use crate::closed_loop::TRACE_FILE;
 use crate::envelope::Accepted;
-use crate::plan::{KUBECTL_SCRIPT, PLAN_FILE, build_plan, render_kubectl_script};
+use crate::plan::{KUBECTL_SCRIPT, PLAN_FILE, build_passport_plan, render_kubectl_script};
 use crate::telemetry::live::LiveSource;
 
 pub const WATCH_REPORT: &str = "watch";
@@ -189,9 +189,14 @@ pub(super) fn final_plan(ctx: &mut Ctx<'_>, dec: &Decider<'_>) -> anyhow::Result
             })
         })
         .collect();
-    let plan = build_plan(&ctx.inp.target, &changes)
-        .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
-        .with_passport(crate::plan::PlanPassport::of(&ctx.inp.passport));
+    let plan = build_passport_plan(
+        &ctx.inp.target,
+        &changes,
+        &ctx.inp.passport,
+        ctx.inp.knobs_configmap.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
+    .with_passport(crate::plan::PlanPassport::of(&ctx.inp.passport));
     let plan_path = ctx.out.write_text(PLAN_FILE, &plan.to_document())?;
     let script = ctx
         .out

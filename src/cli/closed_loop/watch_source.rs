@@ -61,20 +61,21 @@ fn prom_config(args: &WatchArgs) -> anyhow::Result<PromConfig> {
     Ok(cfg)
 }
 
-/// The pods to stream: `--pod`, else the workload the plan targets (`--statefulset`, else
-/// `--deployment`, default `trainer`).
+/// The pods to stream: `--pod`, else the workload the plan targets (`--statefulset`, `--job`,
+/// `--pytorchjob`, `--jobset`, else `--deployment`, default `trainer`).
 fn log_target(args: &WatchArgs, global: &GlobalArgs) -> LogTarget {
-    let workload = match (
-        &args.pod,
-        &args.decision.statefulset,
-        &args.decision.deployment,
-    ) {
-        (Some(p), _, _) => WorkloadRef::Pod(p.clone()),
-        (None, Some(s), _) => WorkloadRef::StatefulSet(s.clone()),
-        (None, None, d) => WorkloadRef::Deployment(
-            d.clone()
-                .unwrap_or_else(|| super::inputs::DEFAULT_DEPLOYMENT.to_string()),
-        ),
+    use crate::plan::WorkloadKind as K;
+    let (kind, name) = args.decision.workload();
+    let name = name
+        .unwrap_or(super::inputs::DEFAULT_DEPLOYMENT)
+        .to_string();
+    let workload = match (&args.pod, kind) {
+        (Some(p), _) => WorkloadRef::Pod(p.clone()),
+        (None, K::StatefulSet) => WorkloadRef::StatefulSet(name),
+        (None, K::Job) => WorkloadRef::Job(name),
+        (None, K::PyTorchJob) => WorkloadRef::PyTorchJob(name),
+        (None, K::JobSet) => WorkloadRef::JobSet(name),
+        (None, _) => WorkloadRef::Deployment(name),
     };
     LogTarget {
         namespace: global.namespace.clone(),

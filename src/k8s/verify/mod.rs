@@ -32,9 +32,9 @@ pub use report::{
 
 use super::{
     AccessCheck, ClusterApi, ClusterError, ClusterErrorKind, KnobMergePatch, NamespaceInfo,
-    PatchMode, diff_workloads,
+    PatchMode, RulesReview, Workload, diff_workloads,
 };
-use crate::plan::{Plan, PlanItem};
+use crate::plan::{Plan, PlanItem, WorkloadKind};
 
 /// Items checked at once unless told otherwise.
 pub const DEFAULT_CONCURRENCY: usize = 16;
@@ -144,8 +144,43 @@ async fn check_items<A: ClusterApi>(
             .buffer_unordered(concurrency)
             .collect()
             .await;
+    // One discovery request per custom kind in the plan, not per item.
+    let custom: BTreeSet<WorkloadKind> = plan
+        .items()
+        .iter()
+        .map(|i| i.target().kind())
+        .filter(|k| super::kinds::spec(*k).custom)
+        .collect();
+    let served: BTreeMap<WorkloadKind, Result<bool, ClusterError>> =
+        futures_util::stream::iter(custom)
+            .map(|k| async move { (k, api.kind_served(k).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    // Reads and permissions per namespace, not per item: one SelfSubjectRulesReview per namespace
+    // and one LIST per namespace and kind. When either fails (no `list` permission, an old server),
+    // the items fall back to a GET each and access reviews.
+    let rules: BTreeMap<&str, Result<RulesReview, ClusterError>> =
+        futures_util::stream::iter(namespaces.keys().copied())
+            .map(|ns| async move { (ns, api.review_rules(ns).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+    let kinds: BTreeSet<(&str, WorkloadKind)> = plan
+        .items()
+        .iter()
+        .map(|i| (i.target().namespace(), i.target().kind()))
+        .filter(|(_, k)| served.get(k).is_none_or(|s| matches!(s, Ok(true))))
+        .collect();
+    let listed: BTreeMap<(&str, WorkloadKind), Result<Vec<Workload>, ClusterError>> =
+        futures_util::stream::iter(kinds)
+            .map(|(ns, k)| async move { ((ns, k), api.list_objects(ns, k).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
     let stop = AtomicBool::new(false);
-    let (namespaces, stop) = (&namespaces, &stop);
+    let (namespaces, served, stop) = (&namespaces, &served, &stop);
+    let (rules, listed) = (&rules, &listed);
     futures_util::stream::iter(plan.items().iter().enumerate())
         .map(|(index, item)| async move {
             let mut check = ItemCheck::new(index, item);
@@ -153,7 +188,16 @@ async fn check_items<A: ClusterApi>(
                 return (check, None);
             }
             let namespace = &namespaces[item.target().namespace()];
-            let blocker = check_item(api, item, namespace, &mut check).await;
+            let t = item.target();
+            let shared = Shared {
+                namespace,
+                served: served.get(&t.kind()),
+                rules: rules.get(t.namespace()).and_then(|r| r.as_ref().ok()),
+                listed: listed
+                    .get(&(t.namespace(), t.kind()))
+                    .and_then(|l| l.as_ref().ok()),
+            };
+            let blocker = check_item(api, item, shared, &mut check).await;
             let gone = check.errors.iter().any(|e| {
                 matches!(
                     e.error.kind,
@@ -170,17 +214,72 @@ async fn check_items<A: ClusterApi>(
         .await
 }
 
+/// What was read once for many items.
+struct Shared<'a> {
+    namespace: &'a Result<Option<NamespaceInfo>, ClusterError>,
+    served: Option<&'a Result<bool, ClusterError>>,
+    rules: Option<&'a RulesReview>,
+    listed: Option<&'a Vec<Workload>>,
+}
+
+/// The item's object: from the namespace's LIST when there is one, else a GET.
+async fn read<A: ClusterApi>(
+    api: &A,
+    target: &crate::plan::Target,
+    listed: Option<&Vec<Workload>>,
+) -> Result<Option<Workload>, ClusterError> {
+    match listed {
+        Some(list) => Ok(list
+            .iter()
+            .find(|w| w.target.name() == target.name())
+            .cloned()),
+        None => api.get_workload(target).await,
+    }
+}
+
+/// May we? From the namespace's rules review when it decides, else an access review.
+async fn may<A: ClusterApi>(
+    api: &A,
+    check: &AccessCheck,
+    rules: Option<&RulesReview>,
+) -> Result<bool, ClusterError> {
+    match rules.and_then(|r| r.decide(check)) {
+        Some(yes) => Ok(yes),
+        None => api.review_access(check).await.map(|d| d.allowed),
+    }
+}
+
 async fn check_item<A: ClusterApi>(
     api: &A,
     item: &PlanItem,
-    namespace: &Result<Option<NamespaceInfo>, ClusterError>,
+    shared: Shared<'_>,
     check: &mut ItemCheck,
 ) -> Option<Blocker> {
+    let Shared {
+        namespace,
+        served,
+        rules,
+        listed,
+    } = shared;
     let target = item.target();
     check.checked = true;
     let fail = |step: Step, error: ClusterError, errors: &mut Vec<StepError>| {
         errors.push(StepError { step, error });
     };
+    match served {
+        None => {}
+        Some(Ok(yes)) => {
+            check.kind_served = Some(*yes);
+            if !yes {
+                // Nothing of this kind can be read or patched: say so, not "not found".
+                return check.conclude(target, api.identity().user.as_deref());
+            }
+        }
+        Some(Err(e)) => {
+            fail(Step::Discovery, e.clone(), &mut check.errors);
+            return check.conclude(target, api.identity().user.as_deref());
+        }
+    }
     match namespace {
         Ok(ns) => check.namespace_exists = Some(ns.is_some()),
         Err(e) => fail(Step::Namespace, e.clone(), &mut check.errors),
@@ -188,17 +287,17 @@ async fn check_item<A: ClusterApi>(
     let get = AccessCheck::on_workload("get", target);
     let patch = AccessCheck::on_workload("patch", target);
     let (workload, can_get, can_patch) = futures_util::future::join3(
-        api.get_workload(target),
-        api.review_access(&get),
-        api.review_access(&patch),
+        read(api, target, listed),
+        may(api, &get, rules),
+        may(api, &patch, rules),
     )
     .await;
     match can_get {
-        Ok(d) => check.can_i_get = Some(d.allowed),
+        Ok(d) => check.can_i_get = Some(d),
         Err(e) => fail(Step::CanIGet, e, &mut check.errors),
     }
     match can_patch {
-        Ok(d) => check.can_i_patch = Some(d.allowed),
+        Ok(d) => check.can_i_patch = Some(d),
         Err(e) => fail(Step::CanIPatch, e, &mut check.errors),
     }
     let live = match workload {
@@ -209,12 +308,20 @@ async fn check_item<A: ClusterApi>(
             check.uid = Some(w.uid.clone());
             check.resource_version = Some(w.resource_version.clone());
             check.generation = w.generation;
+            check.missing_roles = item
+                .patch()
+                .roles
+                .iter()
+                .filter(|r| !w.roles.contains(r))
+                .cloned()
+                .collect();
             for (knob, k) in check.knobs.iter_mut() {
                 let key = super::knob_annotation(knob);
                 k.current = w
                     .template_annotations
                     .get(&key)
                     .or_else(|| w.annotations.get(&key))
+                    .or_else(|| w.data.get(knob))
                     .cloned();
             }
             Some(w)

@@ -22,6 +22,8 @@ pub enum BlockerKind {
     Timeout,
     /// A 5xx answer.
     ServerError,
+    /// The cluster does not serve the item's kind (a custom resource whose CRD is not installed).
+    KindNotServed,
     NamespaceMissing,
     WorkloadMissing,
     /// A 403 on reading the workload or on the dry-run patch.
@@ -44,6 +46,7 @@ impl BlockerKind {
             BlockerKind::Unauthorized => "unauthorized",
             BlockerKind::Timeout => "timeout",
             BlockerKind::ServerError => "server_error",
+            BlockerKind::KindNotServed => "kind_not_served",
             BlockerKind::NamespaceMissing => "namespace_missing",
             BlockerKind::WorkloadMissing => "workload_missing",
             BlockerKind::RbacDenied => "rbac_denied",
@@ -110,6 +113,7 @@ pub fn sort_blockers(blockers: &mut [Blocker]) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
+    Discovery,
     Namespace,
     Workload,
     CanIGet,
@@ -152,6 +156,13 @@ pub struct ItemCheck {
     pub namespace: String,
     pub name: String,
     pub kind: String,
+    /// Plan v2: when the change reaches the trainer (`live`, `next_pod_start`, `rollout`); null for
+    /// v1 items.
+    pub takes_effect: Option<crate::plan::TakesEffect>,
+    pub restart_required: Option<bool>,
+    /// Null when unchecked or a built-in kind; false when the cluster does not serve the kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind_served: Option<bool>,
     /// False when the item was not checked (the cluster was unreachable or refused the credentials).
     pub checked: bool,
     pub uid: Option<String>,
@@ -167,6 +178,10 @@ pub struct ItemCheck {
     pub dry_run: DryRunCheck,
     /// What the dry run changes, outside the server's bookkeeping paths.
     pub diff: Vec<DiffEntry>,
+    /// PyTorchJob replica roles the plan patches but the live object does not have (the merge
+    /// patch would create them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_roles: Vec<String>,
     pub knobs: BTreeMap<String, KnobCheck>,
     pub errors: Vec<StepError>,
     /// This item's first blocker by kind order; null when the item is fine.
@@ -186,6 +201,9 @@ impl ItemCheck {
             namespace: t.namespace().to_string(),
             name: t.name().to_string(),
             kind: t.kind().as_str().to_string(),
+            takes_effect: item.takes_effect(),
+            restart_required: item.takes_effect().map(|t| t.restart_required()),
+            kind_served: None,
             checked: false,
             uid: None,
             resource_version: None,
@@ -196,6 +214,7 @@ impl ItemCheck {
             can_i_patch: None,
             dry_run: DryRunCheck::default(),
             diff: vec![],
+            missing_roles: vec![],
             knobs: {
                 let mut knobs = BTreeMap::new();
                 // Pod template first: it is what the trainer reads.
@@ -226,7 +245,7 @@ impl ItemCheck {
     /// not found (it tells a missing namespace from a missing workload). Access reviews are diagnostics.
     pub fn conclude(&mut self, target: &Target, user: Option<&str>) -> Option<Blocker> {
         let mut found: Vec<(BlockerKind, String)> = vec![];
-        let mut decisive = vec![Step::Workload, Step::DryRun];
+        let mut decisive = vec![Step::Discovery, Step::Workload, Step::DryRun];
         if self.workload_exists != Some(true) {
             decisive.push(Step::Namespace);
         }
@@ -239,10 +258,22 @@ impl ItemCheck {
                 let what = match e.step {
                     Step::DryRun => "dry run",
                     Step::Workload => "read",
+                    Step::Discovery => "discovery",
                     _ => "namespace",
                 };
                 found.push((kind, format!("{what}: {}", e.error)));
             }
+        }
+        if self.kind_served == Some(false) {
+            let spec = crate::k8s::kinds::spec(target.kind());
+            found.push((
+                BlockerKind::KindNotServed,
+                format!(
+                    "the cluster does not serve {} ({}): is the CRD installed?",
+                    spec.qualified_resource(),
+                    spec.api_version()
+                ),
+            ));
         }
         if self.namespace_exists == Some(false) {
             found.push((
@@ -288,6 +319,15 @@ impl ItemCheck {
                 ),
             ));
         }
+        if !self.missing_roles.is_empty() {
+            found.push((
+                BlockerKind::UnexpectedChange,
+                format!(
+                    "the plan patches replica role(s) {} the PyTorchJob does not have (it would create them)",
+                    self.missing_roles.join(", ")
+                ),
+            ));
+        }
         found.sort_by_key(|(k, _)| *k);
         let first = found.into_iter().next();
         self.blocker = first.as_ref().map(|(k, _)| *k);
@@ -320,8 +360,8 @@ impl ItemCheck {
         Some(RbacDenial::new(
             user.unwrap_or("<your user>"),
             verb,
-            &format!("{}s", target.kind().resource()),
-            "apps",
+            crate::k8s::kinds::spec(target.kind()).plural,
+            crate::k8s::kinds::spec(target.kind()).group,
             Some(target.namespace()),
             Some(target.name()),
         ))
@@ -340,6 +380,7 @@ mod tests {
             BlockerKind::Unauthorized,
             BlockerKind::Timeout,
             BlockerKind::ServerError,
+            BlockerKind::KindNotServed,
             BlockerKind::NamespaceMissing,
             BlockerKind::WorkloadMissing,
             BlockerKind::RbacDenied,

@@ -279,3 +279,35 @@ fn a_failed_namespace_read_decides_when_the_workload_is_missing() {
         b.detail
     );
 }
+
+#[test]
+fn a_rules_review_decides_or_leaves_it_to_an_access_review() {
+    use crate::k8s::{ResourceRule, RulesReview};
+    let rule = |verbs: &[&str], groups: &[&str], resources: &[&str], names: &[&str]| ResourceRule {
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        api_groups: groups.iter().map(|s| s.to_string()).collect(),
+        resources: resources.iter().map(|s| s.to_string()).collect(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+    };
+    let t = Target::new("ml", "trainer", WorkloadKind::Deployment).unwrap();
+    let (get, patch) = (
+        AccessCheck::on_workload("get", &t),
+        AccessCheck::on_workload("patch", &t),
+    );
+    let mut r = RulesReview {
+        rules: vec![
+            rule(&["get", "list"], &["apps"], &["deployments"], &[]),
+            rule(&["patch"], &["apps"], &["deployments"], &["other"]),
+        ],
+        incomplete: false,
+    };
+    assert_eq!(r.decide(&get), Some(true));
+    assert_eq!(r.decide(&patch), Some(false), "resourceNames restrict");
+    r.incomplete = true;
+    assert_eq!(r.decide(&patch), None, "an incomplete list cannot deny");
+    r.rules.push(rule(&["*"], &["*"], &["*"], &[]));
+    assert_eq!(r.decide(&patch), Some(true));
+    let cm = Target::new("ml", "t-modekeeper-knobs", WorkloadKind::ConfigMap).unwrap();
+    let c = AccessCheck::on_workload("patch", &cm);
+    assert_eq!((c.group.as_str(), c.resource.as_str()), ("", "configmaps"));
+}

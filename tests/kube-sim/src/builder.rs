@@ -154,6 +154,21 @@ impl KubeSimBuilder {
         self
     }
 
+    /// A ConfigMap, Job, PyTorchJob or JobSet, stored as given (`metadata.name` and
+    /// `metadata.namespace` required; `apiVersion`/`kind` are filled in).
+    pub fn object(mut self, kind: ResourceKind, object: serde_json::Value) -> Self {
+        self.seed
+            .objects
+            .push(crate::seed::ObjectSeed { kind, object });
+        self
+    }
+
+    /// Serve the cluster as if the PyTorchJob and JobSet CRDs were not installed.
+    pub fn crds_absent(mut self, yes: bool) -> Self {
+        self.seed.crds_absent = yes;
+        self
+    }
+
     fn shared(&self, local: SocketAddr) -> io::Result<Arc<Shared>> {
         let store = Store::from_seed(&self.seed, Utc::now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -176,6 +191,7 @@ impl KubeSimBuilder {
                 .clone()
                 .unwrap_or_else(|| DEFAULT_SERVER_VERSION.into()),
             server_address: local.to_string(),
+            crds_absent: self.seed.crds_absent,
         }))
     }
 

@@ -281,11 +281,7 @@ impl KubeSim {
     pub fn delete(&self, kind: ResourceKind, namespace: &str, name: &str) -> bool {
         let mut s = self.store();
         if kind == ResourceKind::Namespace {
-            for k in [
-                ResourceKind::Deployment,
-                ResourceKind::StatefulSet,
-                ResourceKind::Pod,
-            ] {
+            for k in ResourceKind::ALL.into_iter().filter(|k| k.namespaced()) {
                 let names: Vec<String> = s
                     .list(k, Some(name))
                     .iter()

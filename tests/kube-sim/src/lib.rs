@@ -2,7 +2,8 @@
 //! and benchmarks on machines without a cluster.
 //!
 //! It serves discovery (legacy and aggregated), namespaces, pods and their logs, apps/v1
-//! Deployments and StatefulSets (get, list, and PATCH as merge, strategic-merge, JSON patch or
+//! Deployments and StatefulSets, ConfigMaps, batch/v1 Jobs, kubeflow.org PyTorchJobs and
+//! jobset.x-k8s.io JobSets (get, list, and PATCH as merge, strategic-merge, JSON patch or
 //! server-side apply, with `dryRun=All`), self-reviews for `kubectl auth can-i`, bearer-token
 //! authentication with RBAC-style rules, Status errors shaped like the apiserver's, and
 //! injectable faults. Its fidelity is checked by driving it with the real `kubectl`.
@@ -51,7 +52,8 @@ pub use handle::KubeSim;
 pub use kubeconfig::KubeconfigOptions;
 pub use resource::ResourceKind;
 pub use seed::{
-    ContainerSeed, LogLineSeed, PodSeed, Rejection, Seed, TokenSeed, ValidationConfig, WorkloadSeed,
+    ContainerSeed, LogLineSeed, ObjectSeed, PodSeed, Rejection, Seed, TokenSeed, ValidationConfig,
+    WorkloadSeed,
 };
 pub use state::RequestRecord;
 pub use status::ApiError;

@@ -226,15 +226,19 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     if unchanged && (dry_run || fields_equal(&managed, &current.managed)) {
         return Ok((current.value, false));
     }
-    let spec_changed = patched["spec"] != current.value["spec"];
+    // ConfigMaps have no spec and no generation.
+    let spec_changed =
+        req.kind != ResourceKind::ConfigMap && patched["spec"] != current.value["spec"];
     if spec_changed {
         let generation = current.value["metadata"]["generation"]
             .as_i64()
             .unwrap_or(1);
         patched["metadata"]["generation"] = json!(generation + 1);
     }
-    let ready = patched["status"]["readyReplicas"].as_u64().unwrap_or(0);
-    crate::objects::refresh_workload_status(&mut patched, ready, &now);
+    if req.kind.is_workload() {
+        let ready = patched["status"]["readyReplicas"].as_u64().unwrap_or(0);
+        crate::objects::refresh_workload_status(&mut patched, ready, &now);
+    }
     if dry_run {
         if !managed.entries.is_empty() {
             patched["metadata"]["managedFields"] = managed.to_json();
@@ -243,7 +247,9 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     }
     let template_changed = patched["spec"]["template"] != current.value["spec"]["template"];
     let stored = store.commit(req.kind, req.namespace, req.name, patched, managed);
-    if template_changed && store.rollout_on_template_change {
+    if req.kind.is_plain_object() {
+        // No pods are run for these.
+    } else if template_changed && store.rollout_on_template_change {
         store.rollout(req.kind, req.namespace, req.name);
     } else if stored["spec"]["replicas"] != current.value["spec"]["replicas"] {
         store.scale_pods(req.kind, req.namespace, req.name);

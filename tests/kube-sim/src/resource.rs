@@ -9,33 +9,71 @@ pub enum ResourceKind {
     Pod,
     Deployment,
     StatefulSet,
+    ConfigMap,
+    /// batch/v1 Job: `spec.template` is immutable after creation.
+    Job,
+    /// kubeflow.org/v1 PyTorchJob (a custom resource; served only while its CRD is installed).
+    PyTorchJob,
+    /// jobset.x-k8s.io/v1alpha2 JobSet (a custom resource; its templates change only while
+    /// `spec.suspend` is true).
+    JobSet,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 8] = [
         ResourceKind::Namespace,
         ResourceKind::Pod,
         ResourceKind::Deployment,
         ResourceKind::StatefulSet,
+        ResourceKind::ConfigMap,
+        ResourceKind::Job,
+        ResourceKind::PyTorchJob,
+        ResourceKind::JobSet,
     ];
 
     /// API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            ResourceKind::Namespace | ResourceKind::Pod => "",
+            ResourceKind::Namespace | ResourceKind::Pod | ResourceKind::ConfigMap => "",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps",
+            ResourceKind::Job => "batch",
+            ResourceKind::PyTorchJob => "kubeflow.org",
+            ResourceKind::JobSet => "jobset.x-k8s.io",
         }
     }
 
     pub fn version(self) -> &'static str {
-        "v1"
+        match self {
+            ResourceKind::JobSet => "v1alpha2",
+            _ => "v1",
+        }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            ResourceKind::Namespace | ResourceKind::Pod => "v1",
+            ResourceKind::Namespace | ResourceKind::Pod | ResourceKind::ConfigMap => "v1",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps/v1",
+            ResourceKind::Job => "batch/v1",
+            ResourceKind::PyTorchJob => "kubeflow.org/v1",
+            ResourceKind::JobSet => "jobset.x-k8s.io/v1alpha2",
         }
+    }
+
+    /// Served through a CustomResourceDefinition (absent when the seed says the CRDs are not
+    /// installed).
+    pub fn is_custom(self) -> bool {
+        matches!(self, ResourceKind::PyTorchJob | ResourceKind::JobSet)
+    }
+
+    /// Objects that are only stored and patched: no pods are spawned for them.
+    pub fn is_plain_object(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::ConfigMap
+                | ResourceKind::Job
+                | ResourceKind::PyTorchJob
+                | ResourceKind::JobSet
+        )
     }
 
     pub fn kind(self) -> &'static str {
@@ -44,6 +82,10 @@ impl ResourceKind {
             ResourceKind::Pod => "Pod",
             ResourceKind::Deployment => "Deployment",
             ResourceKind::StatefulSet => "StatefulSet",
+            ResourceKind::ConfigMap => "ConfigMap",
+            ResourceKind::Job => "Job",
+            ResourceKind::PyTorchJob => "PyTorchJob",
+            ResourceKind::JobSet => "JobSet",
         }
     }
 
@@ -53,6 +95,10 @@ impl ResourceKind {
             ResourceKind::Pod => "pods",
             ResourceKind::Deployment => "deployments",
             ResourceKind::StatefulSet => "statefulsets",
+            ResourceKind::ConfigMap => "configmaps",
+            ResourceKind::Job => "jobs",
+            ResourceKind::PyTorchJob => "pytorchjobs",
+            ResourceKind::JobSet => "jobsets",
         }
     }
 
@@ -62,6 +108,10 @@ impl ResourceKind {
             ResourceKind::Pod => "pod",
             ResourceKind::Deployment => "deployment",
             ResourceKind::StatefulSet => "statefulset",
+            ResourceKind::ConfigMap => "configmap",
+            ResourceKind::Job => "job",
+            ResourceKind::PyTorchJob => "pytorchjob",
+            ResourceKind::JobSet => "jobset",
         }
     }
 
@@ -71,6 +121,8 @@ impl ResourceKind {
             ResourceKind::Pod => &["po"],
             ResourceKind::Deployment => &["deploy"],
             ResourceKind::StatefulSet => &["sts"],
+            ResourceKind::ConfigMap => &["cm"],
+            ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => &[],
         }
     }
 

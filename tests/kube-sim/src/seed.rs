@@ -43,6 +43,22 @@ pub struct Seed {
     /// built from the new template (default false: pods stay as they are).
     #[serde(default)]
     pub rollout_on_template_change: bool,
+    /// ConfigMaps, Jobs, PyTorchJobs and JobSets, stored as given (no pods are run for them).
+    #[serde(default)]
+    pub objects: Vec<ObjectSeed>,
+    /// The PyTorchJob and JobSet CRDs are not installed (default false): their API groups are
+    /// absent from discovery and every request to them is a 404, as on a cluster without the CRD.
+    #[serde(default)]
+    pub crds_absent: bool,
+}
+
+/// A stored object of a kind without pods of its own (`kind` one of ConfigMap, Job, PyTorchJob,
+/// JobSet); `object` needs `metadata.name` and `metadata.namespace`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectSeed {
+    pub kind: ResourceKind,
+    pub object: serde_json::Value,
 }
 
 /// A Deployment or StatefulSet, with the pods it runs.

@@ -47,6 +47,8 @@ pub struct Shared {
     pub next_request_id: std::sync::atomic::AtomicU64,
     pub server_version: String,
     pub server_address: String,
+    /// The PyTorchJob and JobSet CRDs are not installed.
+    pub crds_absent: bool,
 }
 
 impl Shared {

@@ -120,6 +120,30 @@ impl Store {
                 }
             }
         }
+        for o in &seed.objects {
+            if !o.kind.is_plain_object() {
+                return Err(format!(
+                    "object of kind {}: only ConfigMap, Job, PyTorchJob and JobSet are seeded as objects",
+                    o.kind
+                ));
+            }
+            let ns = o.object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default");
+            let name = o.object["metadata"]["name"].as_str().unwrap_or_default();
+            if name.is_empty() {
+                return Err(format!("{} without metadata.name", o.kind));
+            }
+            if s.get(o.kind, ns, name).is_some() {
+                return Err(format!("duplicate {} {ns}/{name}", o.kind));
+            }
+            s.ensure_namespace(ns);
+            let mut obj = o.object.clone();
+            obj["apiVersion"] = json!(o.kind.api_version());
+            obj["kind"] = json!(o.kind.kind());
+            obj["metadata"]["namespace"] = json!(ns);
+            s.create(o.kind, obj);
+        }
         for p in &seed.pods {
             if s.get(ResourceKind::Pod, &p.namespace, &p.name).is_some() {
                 return Err(format!("duplicate pod {}/{}", p.namespace, p.name));
@@ -246,6 +270,8 @@ impl Store {
         if kind.is_workload() {
             value["metadata"]["generation"] = json!(1);
             objects::refresh_workload_status(&mut value, 0, &now);
+        } else if kind.is_plain_object() && kind != ResourceKind::ConfigMap {
+            value["metadata"]["generation"] = json!(1);
         }
         let managed = managed.unwrap_or_else(|| {
             let mut m = ManagedFields::default();

@@ -133,6 +133,114 @@ fn check_labels(field: &str, labels: &Value, errs: &mut Vec<FieldError>) {
 }
 
 /// Validates `new` (the result of a patch of `old`, if it existed); `Err` is the 422 Status.
+/// The pod templates of a Job, PyTorchJob or JobSet, with their field paths.
+pub fn pod_templates(kind: ResourceKind, obj: &Value) -> Vec<(String, &Value)> {
+    match kind {
+        ResourceKind::Job => vec![("spec.template".into(), &obj["spec"]["template"])],
+        ResourceKind::PyTorchJob => obj["spec"]["pytorchReplicaSpecs"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(role, r)| {
+                        (
+                            format!("spec.pytorchReplicaSpecs[{role}].template"),
+                            &r["template"],
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        ResourceKind::JobSet => obj["spec"]["replicatedJobs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        (
+                            format!("spec.replicatedJobs[{i}].template.spec.template"),
+                            &r["template"]["spec"]["template"],
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// ConfigMaps (string data, `immutable`), Jobs (`spec.template` immutable, as the apiserver's
+/// `ValidateJobUpdate` says), JobSets (replicated job templates change only while suspended, as
+/// the JobSet webhook says) and PyTorchJobs (templates mutable).
+fn check_plain_object(
+    kind: ResourceKind,
+    old: Option<&Value>,
+    new: &Value,
+    cfg: &ValidationConfig,
+    errs: &mut Vec<FieldError>,
+) {
+    if kind == ResourceKind::ConfigMap {
+        if let Some(m) = new["data"].as_object() {
+            for (k, v) in m {
+                if !v.is_string() {
+                    errs.push(FieldError::invalid(
+                        format!("data[{k}]"),
+                        v,
+                        "must be a string",
+                    ));
+                }
+            }
+        } else if !new["data"].is_null() {
+            errs.push(FieldError::invalid(
+                "data",
+                &new["data"],
+                "must be a map of string keys to string values",
+            ));
+        }
+        if let Some(old) = old
+            && old["immutable"] == true
+            && old["data"] != new["data"]
+        {
+            errs.push(FieldError::forbidden(
+                "data",
+                "field is immutable when `immutable` is set",
+            ));
+        }
+        return;
+    }
+    for (path, tpl) in pod_templates(kind, new) {
+        check_annotations(
+            &format!("{path}.metadata.annotations"),
+            &tpl["metadata"]["annotations"],
+            cfg,
+            errs,
+        );
+    }
+    let Some(old) = old else { return };
+    match kind {
+        ResourceKind::Job if old["spec"]["template"] != new["spec"]["template"] => {
+            errs.push(FieldError::invalid(
+                "spec.template",
+                &new["spec"]["template"],
+                "field is immutable",
+            ));
+        }
+        ResourceKind::JobSet if new["spec"]["suspend"] != true => {
+            let before = pod_templates(kind, old);
+            for (path, tpl) in pod_templates(kind, new) {
+                let was = before.iter().find(|(p, _)| *p == path).map(|(_, t)| *t);
+                if was != Some(tpl) {
+                    errs.push(FieldError::invalid(
+                        path,
+                        tpl,
+                        "field is immutable while the JobSet is not suspended",
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 pub fn validate_workload(
     kind: ResourceKind,
     namespace: &str,
@@ -158,6 +266,14 @@ pub fn validate_workload(
         &mut errs,
     );
     check_labels("metadata.labels", &new["metadata"]["labels"], &mut errs);
+    if kind.is_plain_object() {
+        check_plain_object(kind, old, new, cfg, &mut errs);
+        return if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(kind.group(), kind.kind(), name, &errs))
+        };
+    }
     let tpl = &new["spec"]["template"];
     check_annotations(
         "spec.template.metadata.annotations",

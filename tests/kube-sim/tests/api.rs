@@ -48,8 +48,40 @@ fn discovery_is_negotiated_by_accept() {
         .collect();
     assert_eq!(
         names,
-        ["apps", "authentication.k8s.io", "authorization.k8s.io"]
+        [
+            "apps",
+            "authentication.k8s.io",
+            "authorization.k8s.io",
+            "batch",
+            "kubeflow.org",
+            "jobset.x-k8s.io"
+        ]
     );
+    let jobset = get(&sim, "/apis/jobset.x-k8s.io/v1alpha2", "").json();
+    assert_eq!(jobset["groupVersion"], "jobset.x-k8s.io/v1alpha2");
+    assert_eq!(jobset["resources"][0]["name"], "jobsets");
+    // Without the CRDs their groups are gone from discovery and their paths are 404s.
+    let bare = standard().crds_absent(true).start_blocking().unwrap();
+    let groups = get(&bare, "/apis", "application/json").json();
+    assert!(
+        groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|g| g["name"] != "kubeflow.org" && g["name"] != "jobset.x-k8s.io"),
+        "{groups}"
+    );
+    assert_eq!(get(&bare, "/apis/kubeflow.org/v1", "").status, 404);
+    assert_eq!(
+        get(
+            &bare,
+            "/apis/kubeflow.org/v1/namespaces/ml/pytorchjobs/x",
+            ""
+        )
+        .status,
+        404
+    );
+    assert_eq!(get(&bare, "/apis/batch/v1", "").status, 200);
     let aggregated = get(
         &sim,
         "/apis",
@@ -83,10 +115,20 @@ fn discovery_is_negotiated_by_accept() {
         json!(["get", "list", "patch", "watch"])
     );
     assert_eq!(deployments["shortNames"], json!(["deploy"]));
-    assert_eq!(get(&sim, "/apis/batch/v1", "").status, 404);
+    // Groups the emulator does not serve are 404s.
+    assert_eq!(get(&sim, "/apis/policy/v1", "").status, 404);
+    assert_eq!(
+        get(
+            &sim,
+            "/apis/policy/v1/namespaces/ml/poddisruptionbudgets",
+            ""
+        )
+        .status,
+        404
+    );
     assert_eq!(
         get(&sim, "/apis/batch/v1/namespaces/ml/jobs", "").status,
-        404
+        200
     );
     assert_eq!(
         get(&sim, "/version", "").json()["gitVersion"],

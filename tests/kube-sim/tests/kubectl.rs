@@ -1203,3 +1203,165 @@ fn rollout_status_and_get_watch_follow_changes() {
         Some("metadata.name=trainer")
     );
 }
+
+fn with_jobs(b: kube_sim::KubeSimBuilder) -> kube_sim::KubeSimBuilder {
+    let tpl = serde_json::json!({"metadata": {"annotations": {KNOB: "4"}},
+        "spec": {"containers": [{"name": "trainer", "image": "trainer:1"}], "restartPolicy": "Never"}});
+    b.object(
+        ResourceKind::ConfigMap,
+        serde_json::json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"},
+                           "data": {"concurrency": "2"}}),
+    )
+    .object(
+        ResourceKind::Job,
+        serde_json::json!({"metadata": {"name": "train", "namespace": "ml"},
+                           "spec": {"template": tpl.clone()}}),
+    )
+    .object(
+        ResourceKind::PyTorchJob,
+        serde_json::json!({"metadata": {"name": "ddp", "namespace": "ml"},
+                           "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": tpl.clone()},
+                                                            "Worker": {"replicas": 2, "template": tpl}}}}),
+    )
+}
+
+#[test]
+fn configmaps_jobs_and_custom_resources_through_kubectl() {
+    let (sim, k) = setup!("configmaps_jobs", with_jobs(standard()), Some("t0"));
+    // ConfigMap: get, a server-side dry run that stores nothing, then a merge patch.
+    let cm: Value = serde_json::from_str(
+        &k.run(&[
+            "-n",
+            "ml",
+            "get",
+            "configmap",
+            "trainer-modekeeper-knobs",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (cm["kind"].as_str(), cm["data"]["concurrency"].as_str()),
+        (Some("ConfigMap"), Some("2"))
+    );
+    let patch = r#"{"data":{"concurrency":"6"}}"#;
+    k.run(&[
+        "-n",
+        "ml",
+        "patch",
+        "cm/trainer-modekeeper-knobs",
+        "--type",
+        "merge",
+        "--dry-run=server",
+        "-p",
+        patch,
+    ])
+    .ok();
+    let stored = |sim: &KubeSim| {
+        sim.get(ResourceKind::ConfigMap, "ml", "trainer-modekeeper-knobs")
+            .unwrap()["data"]["concurrency"]
+            .clone()
+    };
+    assert_eq!(stored(&sim), "2");
+    let out = k
+        .run(&[
+            "-n",
+            "ml",
+            "patch",
+            "configmap/trainer-modekeeper-knobs",
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(out, "configmap/trainer-modekeeper-knobs patched\n");
+    assert_eq!(stored(&sim), "6");
+    let table = k.run(&["-n", "ml", "get", "cm"]).ok().stdout;
+    assert!(
+        table.starts_with("NAME") && table.contains("trainer-modekeeper-knobs"),
+        "{table}"
+    );
+
+    // A Job's template is immutable: kubectl shows the API server's 422.
+    let job_patch = knob_patch("8");
+    let refused = k
+        .run(&[
+            "-n",
+            "ml",
+            "patch",
+            "job/train",
+            "--type",
+            "merge",
+            "-p",
+            &job_patch,
+        ])
+        .failed();
+    assert!(
+        refused
+            .stderr
+            .starts_with("The Job \"train\" is invalid: spec.template: Invalid value:")
+            && refused.stderr.ends_with(": field is immutable\n"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        k.run(&["-n", "ml", "get", "jobs", "-o", "name"])
+            .ok()
+            .stdout,
+        "job.batch/train\n"
+    );
+
+    // A PyTorchJob is found through discovery; its replica templates are patchable.
+    assert_eq!(
+        k.run(&["-n", "ml", "get", "pytorchjobs", "-o", "name"])
+            .ok()
+            .stdout,
+        "pytorchjob.kubeflow.org/ddp\n"
+    );
+    let role_patch = format!(
+        r#"{{"spec":{{"pytorchReplicaSpecs":{{"Worker":{{"template":{{"metadata":{{"annotations":{{"{KNOB}":"8"}}}}}}}}}}}}}}"#
+    );
+    k.run(&[
+        "-n",
+        "ml",
+        "patch",
+        "pytorchjob/ddp",
+        "--type",
+        "merge",
+        "-p",
+        &role_patch,
+    ])
+    .ok();
+    let ddp = sim.get(ResourceKind::PyTorchJob, "ml", "ddp").unwrap();
+    assert_eq!(
+        ddp["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]["metadata"]["annotations"][KNOB],
+        "8"
+    );
+    assert_eq!(
+        ddp["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["metadata"]["annotations"][KNOB],
+        "4"
+    );
+}
+
+#[test]
+fn without_the_crd_kubectl_does_not_know_the_kind() {
+    let (_sim, k) = setup!(
+        "no_crd",
+        with_jobs(standard()).crds_absent(true),
+        Some("t0")
+    );
+    let run = k.run(&["-n", "ml", "get", "pytorchjobs"]).failed();
+    assert!(
+        run.stderr
+            .contains("the server doesn't have a resource type \"pytorchjobs\""),
+        "{}",
+        run.stderr
+    );
+    // Built-in kinds are still served.
+    k.run(&["-n", "ml", "get", "jobs"]).ok();
+}

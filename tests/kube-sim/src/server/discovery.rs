@@ -60,7 +60,46 @@ const CORE: &[ApiResource] = &[
         &["all"],
     ),
     res("pods/log", "", "Pod", true, &["get"], &[], &[]),
+    res(
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["get", "list", "patch", "watch"],
+        &["cm"],
+        &[],
+    ),
 ];
+
+const BATCH: &[ApiResource] = &[res(
+    "jobs",
+    "job",
+    "Job",
+    true,
+    &["get", "list", "patch", "watch"],
+    &[],
+    &["all"],
+)];
+
+const KUBEFLOW: &[ApiResource] = &[res(
+    "pytorchjobs",
+    "pytorchjob",
+    "PyTorchJob",
+    true,
+    &["get", "list", "patch", "watch"],
+    &[],
+    &[],
+)];
+
+const JOBSET: &[ApiResource] = &[res(
+    "jobsets",
+    "jobset",
+    "JobSet",
+    true,
+    &["get", "list", "patch", "watch"],
+    &[],
+    &[],
+)];
 
 const APPS: &[ApiResource] = &[
     res(
@@ -132,12 +171,26 @@ const AUTHENTICATION: &[ApiResource] = &[res(
     &[],
 )];
 
-/// Named groups, in the order `/apis` lists them.
-const GROUPS: &[(&str, &[ApiResource])] = &[
-    ("apps", APPS),
-    ("authentication.k8s.io", AUTHENTICATION),
-    ("authorization.k8s.io", AUTHORIZATION),
+/// Named groups with their one served version, in the order `/apis` lists them; the last two
+/// are custom resources, absent when the CRDs are.
+const GROUPS: &[(&str, &str, &[ApiResource])] = &[
+    ("apps", "v1", APPS),
+    ("authentication.k8s.io", "v1", AUTHENTICATION),
+    ("authorization.k8s.io", "v1", AUTHORIZATION),
+    ("batch", "v1", BATCH),
+    ("kubeflow.org", "v1", KUBEFLOW),
+    ("jobset.x-k8s.io", "v1alpha2", JOBSET),
 ];
+
+/// The groups this server serves.
+fn groups(
+    ctx: &Ctx,
+) -> impl Iterator<Item = &'static (&'static str, &'static str, &'static [ApiResource])> {
+    let absent = ctx.shared.crds_absent;
+    GROUPS
+        .iter()
+        .filter(move |(g, _, _)| !(absent && matches!(*g, "kubeflow.org" | "jobset.x-k8s.io")))
+}
 
 const AGGREGATED_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
@@ -159,15 +212,15 @@ fn wants_aggregated(ctx: &Ctx) -> bool {
     false
 }
 
-fn group_version(group: &str) -> String {
+fn group_version(group: &str, version: &str) -> String {
     if group.is_empty() {
-        "v1".into()
+        version.into()
     } else {
-        format!("{group}/v1")
+        format!("{group}/{version}")
     }
 }
 
-fn resource_list(group: &str, resources: &[ApiResource]) -> Value {
+fn resource_list(group: &str, version: &str, resources: &[ApiResource]) -> Value {
     let items: Vec<Value> = resources
         .iter()
         .map(|r| {
@@ -187,16 +240,16 @@ fn resource_list(group: &str, resources: &[ApiResource]) -> Value {
             v
         })
         .collect();
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version(group), "resources": items})
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version(group, version), "resources": items})
 }
 
-fn api_group(name: &str) -> Value {
-    let gv = json!({"groupVersion": group_version(name), "version": "v1"});
+fn api_group(name: &str, version: &str) -> Value {
+    let gv = json!({"groupVersion": group_version(name, version), "version": version});
     json!({"name": name, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
-fn aggregated_group(group: &str, resources: &[ApiResource]) -> Value {
-    let kind_of = |kind: &str| json!({"group": group, "version": "v1", "kind": kind});
+fn aggregated_group(group: &str, version: &str, resources: &[ApiResource]) -> Value {
+    let kind_of = |kind: &str| json!({"group": group, "version": version, "kind": kind});
     let top: Vec<Value> = resources
         .iter()
         .filter(|r| !r.name.contains('/'))
@@ -231,7 +284,7 @@ fn aggregated_group(group: &str, resources: &[ApiResource]) -> Value {
     if !group.is_empty() {
         metadata["name"] = json!(group);
     }
-    json!({"metadata": metadata, "versions": [{"version": "v1", "resources": top, "freshness": "Current"}]})
+    json!({"metadata": metadata, "versions": [{"version": version, "resources": top, "freshness": "Current"}]})
 }
 
 fn aggregated_list(items: Vec<Value>) -> Response<Body> {
@@ -282,39 +335,45 @@ pub(crate) fn non_resource(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     match path {
         "/version" => ok(version_info(&ctx.shared.server_version)),
         "/healthz" | "/livez" | "/readyz" => Ok(text("ok")),
-        "/api" if wants_aggregated(ctx) => Ok(aggregated_list(vec![aggregated_group("", CORE)])),
+        "/api" if wants_aggregated(ctx) => {
+            Ok(aggregated_list(vec![aggregated_group("", "v1", CORE)]))
+        }
         "/api" => ok(json!({
             "kind": "APIVersions",
             "versions": ["v1"],
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ctx.shared.server_address}],
         })),
         "/apis" if wants_aggregated(ctx) => Ok(aggregated_list(
-            GROUPS.iter().map(|(g, r)| aggregated_group(g, r)).collect(),
+            groups(ctx)
+                .map(|(g, v, r)| aggregated_group(g, v, r))
+                .collect(),
         )),
         "/apis" => ok(json!({
             "kind": "APIGroupList",
             "apiVersion": "v1",
-            "groups": GROUPS.iter().map(|(g, _)| api_group(g)).collect::<Vec<_>>(),
+            "groups": groups(ctx).map(|(g, v, _)| api_group(g, v)).collect::<Vec<_>>(),
         })),
-        "/api/v1" => ok(resource_list("", CORE)),
+        "/api/v1" => ok(resource_list("", "v1", CORE)),
         "/openapi/v3" => ok(super::openapi::root()),
         "/openapi/v3/apis/apps/v1" => ok(super::openapi::apps_v1()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {
-                ["apis", group] => match GROUPS.iter().find(|(g, _)| g == group) {
-                    Some((g, _)) => {
-                        let mut v = api_group(g);
+                ["apis", group] => match groups(ctx).find(|(g, _, _)| g == group) {
+                    Some((g, version, _)) => {
+                        let mut v = api_group(g, version);
                         v["kind"] = json!("APIGroup");
                         v["apiVersion"] = json!("v1");
                         ok(v)
                     }
                     None => Err(ApiError::path_not_found()),
                 },
-                ["apis", group, "v1"] => match GROUPS.iter().find(|(g, _)| g == group) {
-                    Some((g, r)) => ok(resource_list(g, r)),
-                    None => Err(ApiError::path_not_found()),
-                },
+                ["apis", group, version] => {
+                    match groups(ctx).find(|(g, v, _)| g == group && v == version) {
+                        Some((g, v, r)) => ok(resource_list(g, v, r)),
+                        None => Err(ApiError::path_not_found()),
+                    }
+                }
                 _ => Err(ApiError::path_not_found()),
             }
         }
@@ -336,12 +395,12 @@ mod tests {
 
     #[test]
     fn aggregated_shapes() {
-        let core = aggregated_group("", CORE);
+        let core = aggregated_group("", "v1", CORE);
         assert!(core["metadata"].get("name").is_none());
         let pods = &core["versions"][0]["resources"][1];
         assert_eq!(pods["resource"], "pods");
         assert_eq!(pods["subresources"][0]["subresource"], "log");
-        let apps = aggregated_group("apps", APPS);
+        let apps = aggregated_group("apps", "v1", APPS);
         assert_eq!(apps["metadata"]["name"], "apps");
         assert_eq!(
             apps["versions"][0]["resources"][0]["shortNames"],

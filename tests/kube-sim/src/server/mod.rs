@@ -226,7 +226,12 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             | ("apps", "v1")
             | ("authorization.k8s.io", "v1")
             | ("authentication.k8s.io", "v1")
-    );
+            | ("batch", "v1")
+    ) || (!ctx.shared.crds_absent
+        && matches!(
+            (info.api_group.as_str(), info.api_version.as_str()),
+            ("kubeflow.org", "v1") | ("jobset.x-k8s.io", "v1alpha2")
+        ));
     if !known_version {
         return Err(ApiError::path_not_found());
     }
@@ -235,7 +240,11 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             core::namespaces(ctx)
         }
         ("", "pods") => core::pods(ctx).await,
-        ("apps", "deployments" | "statefulsets") => apps::workloads(ctx),
+        ("apps", "deployments" | "statefulsets")
+        | ("", "configmaps")
+        | ("batch", "jobs")
+        | ("kubeflow.org", "pytorchjobs")
+        | ("jobset.x-k8s.io", "jobsets") => apps::workloads(ctx),
         ("authorization.k8s.io" | "authentication.k8s.io", _) => authz::reviews(ctx),
         _ => Err(ApiError::path_not_found()),
     }

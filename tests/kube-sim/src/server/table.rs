@@ -99,6 +99,21 @@ fn age_column() -> Value {
 
 fn columns(kind: ResourceKind) -> Vec<Value> {
     match kind {
+        ResourceKind::ConfigMap => vec![
+            name_column(),
+            column(
+                "Data",
+                "string",
+                "",
+                "The number of keys in the ConfigMap.",
+                0,
+            ),
+            age_column(),
+        ],
+        // A CRD without printer columns, and (simplified) a Job: name and age.
+        ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => {
+            vec![name_column(), age_column()]
+        }
         ResourceKind::Namespace => vec![
             name_column(),
             column("Status", "string", "", "The status of the namespace", 0),
@@ -254,6 +269,14 @@ fn containers_and_images(template_spec: &Value) -> (String, String) {
 fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
     let name = v["metadata"]["name"].clone();
     match kind {
+        ResourceKind::ConfigMap => vec![
+            name,
+            json!(v["data"].as_object().map_or(0, |m| m.len())),
+            json!(age(v)),
+        ],
+        ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => {
+            vec![name, json!(age(v))]
+        }
         ResourceKind::Namespace => vec![name, v["status"]["phase"].clone(), json!(age(v))],
         ResourceKind::Pod => {
             let statuses = v["status"]["containerStatuses"]
