@@ -345,7 +345,14 @@ fn cluster_commands(c: &Checker, tmp: &Path) {
         }
     }
 
-    let sim = standard().start_blocking().unwrap();
+    // The trainer's knobs ConfigMap: closed-loop run --apply writes hot knobs there (k8s_plan.v2).
+    let sim = standard()
+        .object(
+            kube_sim::ResourceKind::ConfigMap,
+            json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"}, "data": {}}),
+        )
+        .start_blocking()
+        .unwrap();
     let case = Case::new(&sim, "t0");
     let dev = Dev::new();
     let lic = dev.good();
