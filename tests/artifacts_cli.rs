@@ -485,7 +485,14 @@ fn the_documented_recording_rules_pass_promtool() {
 /// the keyring override is on the page.
 #[test]
 fn report_of_a_plan_applied_separately_does_not_contradict_itself() {
-    let sim = standard().start_blocking().unwrap();
+    // The trainer's (empty) knobs ConfigMap: the plan sends hot knobs there (k8s_plan.v2).
+    let sim = standard()
+        .object(
+            kube_sim::ResourceKind::ConfigMap,
+            json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"}, "data": {}}),
+        )
+        .start_blocking()
+        .unwrap();
     let case = k8s_common::Case::new(&sim, "t0");
     let dev = apply_support::Dev::new();
     let lic = dev.good();

@@ -184,6 +184,28 @@ impl DecisionArgs {
     }
 }
 
+/// What a replay takes from the earlier run's report, so it may not be given again (`closed-loop run
+/// --replay`, `plan --replay`).
+pub const REPLAY_CONFLICTS: [&str; 17] = [
+    "path",
+    "example",
+    "format",
+    "window_steps",
+    "warmup_steps",
+    "reorder_window",
+    "clock_skew_tolerance",
+    "passport",
+    "knobs",
+    "policy",
+    "enable_advanced",
+    "deployment",
+    "statefulset",
+    "job",
+    "pytorchjob",
+    "jobset",
+    "knobs_from_cluster",
+];
+
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -196,12 +218,7 @@ pub struct RunArgs {
     /// Re-derive an earlier run from its report and policy bundle in DIR (same trace, passport,
     /// starting knobs, target and policy digests) and check that the decision trace and the plan
     /// come out byte for byte the same
-    #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "path", "example", "format", "window_steps", "warmup_steps", "reorder_window", "clock_skew_tolerance",
-        "passport", "knobs", "policy", "enable_advanced", "deployment", "statefulset", "job",
-        "pytorchjob", "jobset",
-        "knobs_from_cluster", "apply",
-    ])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = REPLAY_CONFLICTS, conflicts_with = "apply")]
     pub replay: Option<PathBuf>,
     /// After writing the plan, verify it against the cluster and apply it if every gate allows:
     /// kill switch off, a license granting `apply`, verify ok, objects unchanged (docs/safety.md).

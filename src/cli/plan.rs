@@ -20,11 +20,7 @@ pub struct PlanArgs {
     pub decision: DecisionArgs,
     /// Re-derive an earlier run from its report and policy bundle in DIR and check that the decision
     /// trace and the plan come out byte for byte the same (as `closed-loop run --replay`)
-    #[arg(long, value_name = "DIR", conflicts_with_all = [
-        "path", "example", "format", "window_steps", "warmup_steps", "reorder_window",
-        "clock_skew_tolerance", "passport", "knobs", "policy", "enable_advanced", "deployment",
-        "statefulset", "knobs_from_cluster",
-    ])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = super::closed_loop::REPLAY_CONFLICTS)]
     pub replay: Option<PathBuf>,
     #[command(flatten)]
     pub dirs: PolicyDirs,

@@ -43,16 +43,19 @@ pub fn current_knobs(workload: &Workload) -> Result<BTreeMap<String, f64>, KnobR
                 "not a knob name (snake_case, [a-z][a-z0-9_]*)".into(),
             ));
         }
-        let parsed: f64 = value
-            .trim()
-            .parse()
-            .map_err(|_| invalid(format!("{value:?} is not a number")))?;
-        if !parsed.is_finite() {
-            return Err(invalid(format!("{value:?} is not a finite number")));
-        }
+        let parsed = knob_number(value).map_err(invalid)?;
         out.insert(knob.to_string(), parsed);
     }
     Ok(out)
+}
+
+/// A knob value as the trainer reads it: a finite number, surrounding whitespace allowed.
+fn knob_number(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("{value:?} is not a finite number")),
+        Err(_) => Err(format!("{value:?} is not a number")),
+    }
 }
 
 /// The knob values in a knobs ConfigMap's data (keys are knob names; other keys are ignored, as
@@ -71,13 +74,7 @@ pub fn configmap_knobs(cm: &Workload) -> Result<BTreeMap<String, f64>, KnobReadE
             ),
             problem,
         };
-        let parsed: f64 = value
-            .trim()
-            .parse()
-            .map_err(|_| invalid(format!("{value:?} is not a number")))?;
-        if !parsed.is_finite() {
-            return Err(invalid(format!("{value:?} is not a finite number")));
-        }
+        let parsed = knob_number(value).map_err(invalid)?;
         out.insert(key.clone(), parsed);
     }
     Ok(out)

@@ -393,8 +393,11 @@ fn parallel_reading_of_trainer_text_matches_sequential() {
 fn lightning_rows() {
     let text = b"epoch,epoch_time,step,train_loss_epoch,train_loss_step,val_loss\n0,,49,,7.6,\n0,,99,,nan,\n0,,100,,,7.1\n0,2517.1,100,4.7,,\n0,,149,,7.3,\n";
     let (got, st) = read(Format::LightningCsv, text);
-    assert_eq!(got.len(), 0, "no step time: counted, not kept");
-    assert_eq!(st.skipped(crate::telemetry::SkipReason::MissingStepTime), 3);
+    // No step time: kept loss-only (the `nan` one flagged as a diverged loss).
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|s| s.step_time_ms.is_none()));
+    assert!(got[1].loss_non_finite && got[1].loss.is_none());
+    assert_eq!(st.skipped(crate::telemetry::SkipReason::MissingStepTime), 0);
     assert_eq!(st.log_lines, 2);
     assert_eq!(st.lines_read, 6);
 }

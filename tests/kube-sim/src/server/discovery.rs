@@ -356,6 +356,7 @@ pub(crate) fn non_resource(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "/api/v1" => ok(resource_list("", "v1", CORE)),
         "/openapi/v3" => ok(super::openapi::root()),
         "/openapi/v3/apis/apps/v1" => ok(super::openapi::apps_v1()),
+        "/openapi/v3/api/v1" => ok(super::openapi::core_v1()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {

@@ -1,5 +1,5 @@
-//! A minimal OpenAPI v3 (`/openapi/v3`, `/openapi/v3/apis/apps/v1`): the PATCH operations of
-//! the workloads with their query parameters. kubectl reads it to learn that the server
+//! A minimal OpenAPI v3 (`/openapi/v3`, `/openapi/v3/apis/apps/v1`, `/openapi/v3/api/v1`): the
+//! PATCH operations of the workloads and ConfigMaps with their query parameters. kubectl reads it to learn that the server
 //! validates fields itself (`fieldValidation`), so `kubectl apply --server-side` works with its
 //! default `--validate=strict`. There are no schemas; `/openapi/v2` is not served.
 
@@ -11,6 +11,7 @@ pub(crate) fn root() -> Value {
     json!({
         "paths": {
             "apis/apps/v1": {"serverRelativeURL": format!("/openapi/v3/apis/apps/v1?hash={HASH}")},
+            "api/v1": {"serverRelativeURL": format!("/openapi/v3/api/v1?hash={HASH}")},
         }
     })
 }
@@ -19,11 +20,17 @@ fn query(name: &str, description: &str) -> Value {
     json!({"name": name, "in": "query", "description": description, "schema": {"type": "string", "uniqueItems": true}})
 }
 
-fn patch_operation(kind: &str, plural: &str) -> Value {
+/// `group` "" is the core group (`api/v1`).
+fn patch_operation(group: &str, kind: &str, plural: &str) -> Value {
+    let (tag, op) = if group.is_empty() {
+        ("core_v1".to_string(), format!("patchCoreV1Namespaced{kind}"))
+    } else {
+        ("apps_v1".to_string(), format!("patchAppsV1Namespaced{kind}"))
+    };
     json!({
-        "tags": ["apps_v1"],
+        "tags": [tag],
         "description": format!("partially update the specified {kind}"),
-        "operationId": format!("patchAppsV1Namespaced{kind}"),
+        "operationId": op,
         "parameters": [
             query("dryRun", "When present, indicates that modifications should not be persisted."),
             query("fieldManager", "fieldManager is a name associated with the actor or entity that is making these changes."),
@@ -38,7 +45,7 @@ fn patch_operation(kind: &str, plural: &str) -> Value {
         }, "required": true},
         "responses": {"200": {"description": "OK"}, "201": {"description": "Created"}, "401": {"description": "Unauthorized"}},
         "x-kubernetes-action": "patch",
-        "x-kubernetes-group-version-kind": {"group": "apps", "version": "v1", "kind": kind},
+        "x-kubernetes-group-version-kind": {"group": group, "version": "v1", "kind": kind},
         "x-kubernetes-resource": plural,
     })
 }
@@ -48,8 +55,19 @@ pub(crate) fn apps_v1() -> Value {
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes (kube-sim)", "version": "unversioned"},
         "paths": {
-            "/apis/apps/v1/namespaces/{namespace}/deployments/{name}": {"patch": patch_operation("Deployment", "deployments")},
-            "/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}": {"patch": patch_operation("StatefulSet", "statefulsets")},
+            "/apis/apps/v1/namespaces/{namespace}/deployments/{name}": {"patch": patch_operation("apps", "Deployment", "deployments")},
+            "/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}": {"patch": patch_operation("apps", "StatefulSet", "statefulsets")},
+        },
+        "components": {},
+    })
+}
+
+pub(crate) fn core_v1() -> Value {
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kube-sim)", "version": "unversioned"},
+        "paths": {
+            "/api/v1/namespaces/{namespace}/configmaps/{name}": {"patch": patch_operation("", "ConfigMap", "configmaps")},
         },
         "components": {},
     })
