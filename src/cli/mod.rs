@@ -25,8 +25,8 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod roi;
-pub mod version;
 pub mod support_bundle;
+pub mod version;
 
 pub use duration::parse_duration_ms;
 
