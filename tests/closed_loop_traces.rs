@@ -322,6 +322,7 @@ fn proposals_respect_the_passport() {
                             "max_delta",
                             "below_min_relative_change",
                             "invariant_global_batch",
+                            "held_after_hurt",
                             "require_comm_telemetry",
                         ]
                         .contains(&code),

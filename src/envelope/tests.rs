@@ -596,8 +596,10 @@ fn a_rollback_is_not_blocked_by_cooldowns_but_by_everything_else() {
     l.cooldown_s = 3600;
     let mut p = passport(vec![("concurrency", l)], &[]);
     p.cooldown_s = 3600;
-    let mut st = EnvelopeState::default();
-    st.last_change = Some(T0);
+    let mut st = EnvelopeState {
+        last_change: Some(T0),
+        ..Default::default()
+    };
     st.knobs.insert(
         "concurrency".into(),
         KnobHistory {
