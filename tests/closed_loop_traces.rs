@@ -691,6 +691,12 @@ fn auto_rollback_turns_a_hurt_verdict_into_the_windows_proposal_and_holds_the_kn
     }
     // Same telemetry, so the same first verdict; the run differs from the built-in one only after it.
     assert_eq!(builtin.report["effects"][0]["reason"], e["reason"]);
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("rolled back by the loop (gates.auto_rollback)")
+            && !summary.contains("not applied"),
+        "{summary}"
+    );
     // The hold: the policy keeps asking for more workers (the incident goes on); each ask after the
     // rollback is blocked as held_after_hurt, and nothing moves the knob up again.
     let knob = &back[0]["knob"];
