@@ -416,7 +416,8 @@ impl ClosedLoop {
         // knobs (effect.hold_s), and with gates.auto_rollback its inverse is this window's proposal.
         let kpi = WindowKpi::of(f);
         let mut effects = self.st.effect.observe_window(&self.effect_cfg, kpi);
-        let rollbacks = self.rollbacks(&effects, at);
+        self.hold_hurt(&effects, at);
+        let rollbacks = self.auto_rollbacks(&effects);
 
         let outcome = envelope::enforce_with_rollbacks(
             &self.passport,
@@ -479,7 +480,7 @@ impl ClosedLoop {
                 .note_changes(&self.effect_cfg, w.index, w.last_step, &moved);
         // A hurt change cut short by a newer one: the knob has moved on, so no rollback, but the
         // hurt direction is still held.
-        self.rollbacks(&interrupted, at);
+        self.hold_hurt(&interrupted, at);
         effects.extend(interrupted);
         self.record_effects(&effects);
 
@@ -529,18 +530,25 @@ impl ClosedLoop {
         }
     }
 
-    /// Holds the knobs of every change in `effects` that proposes a rollback, and returns the
-    /// rollback moves the loop makes itself (gates.auto_rollback; only for knobs still at the value
-    /// the hurt change set).
-    fn rollbacks(&mut self, effects: &[ChangeEffect], at: EvalPoint) -> Vec<envelope::Proposal> {
+    /// Holds the knobs of every change in `effects` that proposes a rollback (effect.hold_s).
+    fn hold_hurt(&mut self, effects: &[ChangeEffect], at: EvalPoint) {
         let hold_s = self.passport.effect.unwrap_or_default().hold_s;
+        for r in effects.iter().flat_map(|e| &e.rollback) {
+            // The hurt change went r.to → r.from.
+            self.st.envelope.hold(&r.knob, r.to, r.from, at, hold_s);
+        }
+    }
+
+    /// The rollback moves the loop makes itself (gates.auto_rollback): only for knobs still at the
+    /// value the hurt change set.
+    fn auto_rollbacks(&self, effects: &[ChangeEffect]) -> Vec<envelope::Proposal> {
         let mut out = Vec::new();
+        if !self.passport.gates.auto_rollback {
+            return out;
+        }
         for e in effects {
             for r in &e.rollback {
-                // The hurt change went r.to → r.from.
-                self.st.envelope.hold(&r.knob, r.to, r.from, at, hold_s);
-                if self.passport.gates.auto_rollback && self.st.knobs.get(&r.knob) == Some(&r.from)
-                {
+                if self.st.knobs.get(&r.knob) == Some(&r.from) {
                     out.push(envelope::Proposal {
                         chord: self
                             .st
