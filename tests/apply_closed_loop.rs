@@ -568,3 +568,122 @@ fn touching_the_kill_switch_file_stops_a_running_watchs_next_apply() {
     assert!(s.sim.requests().is_empty(), "not even a verify");
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
 }
+
+/// `gates.auto_rollback: true`: on the straggler trace the watch applies the INPUT-STRAGGLER change,
+/// the effect check judges it `hurt`, and the rollback is the next decision — applied through the same
+/// gated apply (license, verify, passport gate), one write each.
+#[test]
+fn watch_apply_applies_an_auto_rollback_through_the_same_gates() {
+    let s = setup();
+    let passport = auto_rollback_passport(&s);
+    let watch = |out: &Path, envs: &[(&str, &str)]| watch_straggler(&s, &passport, out, envs);
+    // A few windows per round, so the change and its rollback are separate decisions (one read of
+    // the whole trace would apply only the net state: nothing).
+    let out = s.dir.path().join("watch");
+    for round in 0.. {
+        let o = watch(&out, &[]);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        if r["stop_reason"] == "source_ended" {
+            break;
+        }
+        assert!(round < 30);
+    }
+    let w = json(&out.join("watch_latest.json"));
+    assert!(
+        w["last_decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback: "),
+        "{w:#}"
+    );
+    let knob = "modekeeper/knob.dataloader_num_workers";
+    assert_eq!(w["apply_ok_total"], 2, "{w:#}");
+    assert_eq!(s.writes(), 2);
+    assert_eq!(w["effects"][0]["verdict"], "hurt");
+    let back = &w["effects"][0]["rollback"][0];
+    assert_eq!(
+        s.template(knob).as_deref(),
+        Some(back["to"].to_string().as_str()),
+        "the cluster ends where the hurt change started"
+    );
+}
+
+/// No bypass: the kill switch, turned on after the INPUT-STRAGGLER change was applied, blocks the
+/// auto-rollback like any apply — the cluster keeps the hurt value.
+#[test]
+fn the_kill_switch_blocks_an_auto_rollback_too() {
+    let s = setup();
+    let passport = auto_rollback_passport(&s);
+    let watch = |out: &Path, envs: &[(&str, &str)]| watch_straggler(&s, &passport, out, envs);
+    let out = s.dir.path().join("watch");
+    let mut killed = false;
+    for round in 0.. {
+        let env: &[(&str, &str)] = if killed {
+            &[("MODEKEEPER_KILL_SWITCH", "1")]
+        } else {
+            &[]
+        };
+        let o = watch(&out, env);
+        assert!(
+            [0, 2].contains(&code(&o)),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        killed |= s.writes() == 1;
+        let w = json(&out.join("watch_latest.json"));
+        if w["stop_reason"] == "source_ended" {
+            break;
+        }
+        assert!(round < 30);
+    }
+    let w = json(&out.join("watch_latest.json"));
+    assert_eq!(w["effects"][0]["verdict"], "hurt");
+    assert!(
+        w["last_decision"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("rollback: ")
+    );
+    assert_eq!(s.writes(), 1, "the rollback was not written");
+    assert!(w["apply_blocked_total"].as_u64().unwrap() >= 1, "{w:#}");
+    let applied = w["effects"][0]["knobs"][0]["to"].to_string();
+    assert_eq!(
+        s.template("modekeeper/knob.dataloader_num_workers")
+            .as_deref(),
+        Some(applied.as_str())
+    );
+}
+
+/// The drift passport with `gates.auto_rollback: true`.
+fn auto_rollback_passport(s: &Setup) -> PathBuf {
+    let mut p: Value = serde_json::from_slice(&std::fs::read(&s.passport).unwrap()).unwrap();
+    p["gates"]["auto_rollback"] = true.into();
+    let passport = s.dir.path().join("auto-rollback.json");
+    std::fs::write(&passport, serde_json::to_vec_pretty(&p).unwrap()).unwrap();
+    passport
+}
+
+/// `closed-loop watch --apply` over the straggler trace, six windows per round.
+fn watch_straggler(s: &Setup, passport: &Path, out: &Path, envs: &[(&str, &str)]) -> Output {
+    let mut c = bin();
+    c.env_remove("MODEKEEPER_KILL_SWITCH")
+        .env_remove("MODEKEEPER_KEYRING")
+        .env_remove("MODEKEEPER_LICENSE_PATH")
+        .env("HOME", s.dir.path());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c.args(["closed-loop", "watch", "--source", "file", "--path"])
+        .arg(trace("straggler"))
+        .arg("--out")
+        .arg(out)
+        .args(["-n", "ml", "--deployment", "trainer", "--passport"])
+        .arg(passport)
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["--apply", "--max-iterations", "6", "-o", "json"])
+        .args(s.lic_args())
+        .output()
+        .unwrap()
+}

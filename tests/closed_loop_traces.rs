@@ -322,6 +322,7 @@ fn proposals_respect_the_passport() {
                             "max_delta",
                             "below_min_relative_change",
                             "invariant_global_batch",
+                            "held_after_hurt",
                             "require_comm_telemetry",
                         ]
                         .contains(&code),
@@ -652,4 +653,88 @@ fn passport_effect_settings_set_the_thresholds() {
         serde_json::json!({"min_windows": 500, "horizon_windows": 500}),
     );
     assert_eq!(e["verdict"], "inconclusive", "{e}");
+}
+
+/// With `gates.auto_rollback: true` the straggler trace's `hurt` change is rolled back by the loop
+/// itself: the inverse is the proposal of the window that judged it ("rollback: <verdict reason>"),
+/// even inside the knob's cooldown; afterwards the knob is held from moving the hurt way again. Under
+/// the built-in passport (auto_rollback false) no rollback is ever proposed as a change.
+#[test]
+fn auto_rollback_turns_a_hurt_verdict_into_the_windows_proposal_and_holds_the_knob() {
+    let builtin = ran("straggler", "safe");
+    assert!(
+        builtin.report["proposed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| !p["reason"].as_str().unwrap().starts_with("rollback:")),
+        "built-in passports only propose the rollback for review"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = serde_json::to_value(template("safe").unwrap().unwrap()).unwrap();
+    p["gates"]["auto_rollback"] = Value::Bool(true);
+    let path = tmp.path().join("auto.json");
+    std::fs::write(&path, p.to_string()).unwrap();
+    let out = tmp.path().join("out");
+    run_ok(
+        &trace("straggler"),
+        &out,
+        &["--passport", path.to_str().unwrap()],
+    );
+    let report = json(&out.join("closed_loop_latest.json"));
+    let e = &report["effects"][0];
+    assert_eq!(e["verdict"], "hurt", "{e}");
+    let back = e["rollback"].as_array().unwrap();
+    assert!(!back.is_empty());
+    let proposed = report["proposed"].as_array().unwrap();
+    for b in back {
+        let rb = proposed
+            .iter()
+            .find(|p| {
+                p["reason"].as_str().unwrap().starts_with("rollback:") && p["knob"] == b["knob"]
+            })
+            .unwrap_or_else(|| panic!("no rollback of {b} in {proposed:?}"));
+        assert_eq!((&rb["from"], &rb["to"]), (&b["from"], &b["to"]));
+        assert_eq!(
+            rb["reason"].as_str().unwrap(),
+            format!("rollback: {}", e["reason"].as_str().unwrap())
+        );
+    }
+    // Same telemetry, so the same first verdict; the run differs from the built-in one only after it.
+    assert_eq!(builtin.report["effects"][0]["reason"], e["reason"]);
+    let summary = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("rolled back by the loop (gates.auto_rollback)")
+            && !summary.contains("not applied"),
+        "{summary}"
+    );
+    // The hold: the policy keeps asking for more workers (the incident goes on); each ask after the
+    // rollback is blocked as held_after_hurt, and nothing moves the knob up again.
+    let knob = &back[0]["knob"];
+    let rolled_at = proposed
+        .iter()
+        .find(|p| p["reason"].as_str().unwrap().starts_with("rollback:"))
+        .unwrap()["window"]["index"]
+        .as_u64()
+        .unwrap();
+    let held: Vec<&Value> = report["blocked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["reason"] == "held_after_hurt")
+        .collect();
+    assert!(!held.is_empty(), "{}", report["blocked_by_reason"]);
+    for b in &held {
+        assert_eq!(&b["knob"], knob);
+        assert!(b["requested"].as_f64().unwrap() > back[0]["to"].as_f64().unwrap());
+        assert!(b["window"]["index"].as_u64().unwrap() > rolled_at);
+    }
+    assert!(
+        proposed
+            .iter()
+            .filter(|p| &p["knob"] == knob && p["window"]["index"].as_u64().unwrap() > rolled_at)
+            .all(|p| p["to"].as_f64() < p["from"].as_f64()),
+        "{proposed:?}"
+    );
 }

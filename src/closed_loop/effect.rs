@@ -213,7 +213,8 @@ pub struct ChangeEffect {
     /// The next change came before the horizon: the evidence after was cut short.
     pub interrupted: bool,
     /// For `hurt`: the inverse moves (each knob back to its value before the change), proposed for a
-    /// person to review; never applied by the loop in this version. Empty otherwise.
+    /// person to review, or — with the passport's `gates.auto_rollback` — the loop's proposal for the
+    /// window that judged it. Empty otherwise.
     #[serde(default)]
     pub rollback: Vec<EffectKnob>,
 }
@@ -249,6 +250,18 @@ impl EffectTracker {
         kpi: Option<WindowKpi>,
         changes: &[EffectKnob],
     ) -> Vec<ChangeEffect> {
+        let mut out = self.observe_window(cfg, kpi);
+        out.extend(self.note_changes(cfg, index, last_step, changes));
+        out
+    }
+
+    /// The first half of [`EffectTracker::observe`]: window's evidence, before the window's decision
+    /// (so a verdict can shape it: the loop's rollback).
+    pub fn observe_window(
+        &mut self,
+        cfg: &EffectConfig,
+        kpi: Option<WindowKpi>,
+    ) -> Vec<ChangeEffect> {
         let mut out = Vec::new();
         if self.settle_left > 0 {
             self.settle_left -= 1;
@@ -265,6 +278,19 @@ impl EffectTracker {
                 }
             }
         }
+        out
+    }
+
+    /// The second half of [`EffectTracker::observe`]: the moves accepted at the end of window
+    /// `index`; returns the verdict on the change they interrupt, if any.
+    pub fn note_changes(
+        &mut self,
+        cfg: &EffectConfig,
+        index: u64,
+        last_step: u64,
+        changes: &[EffectKnob],
+    ) -> Vec<ChangeEffect> {
+        let mut out = Vec::new();
         if !changes.is_empty() {
             if let Some(p) = self.pending.take() {
                 out.push(decide(cfg, p.into_parts(true)));

@@ -412,11 +412,19 @@ impl ClosedLoop {
             });
         }
 
-        let outcome = envelope::enforce(
+        // The verdicts this window completes come before its decision: a `hurt` change holds its
+        // knobs (effect.hold_s), and with gates.auto_rollback its inverse is this window's proposal.
+        let kpi = WindowKpi::of(f);
+        let mut effects = self.st.effect.observe_window(&self.effect_cfg, kpi);
+        self.hold_hurt(&effects, at);
+        let rollbacks = self.auto_rollbacks(&effects);
+
+        let outcome = envelope::enforce_with_rollbacks(
             &self.passport,
             &self.st.knobs,
             &self.st.envelope,
             at,
+            &rollbacks,
             &proposals,
         );
         self.st.envelope = outcome.state;
@@ -466,13 +474,14 @@ impl ClosedLoop {
                 to: p.to,
             })
             .collect();
-        let effects = self.st.effect.observe(
-            &self.effect_cfg,
-            w.index,
-            w.last_step,
-            WindowKpi::of(f),
-            &moved,
-        );
+        let interrupted =
+            self.st
+                .effect
+                .note_changes(&self.effect_cfg, w.index, w.last_step, &moved);
+        // A hurt change cut short by a newer one: the knob has moved on, so no rollback, but the
+        // hurt direction is still held.
+        self.hold_hurt(&interrupted, at);
+        effects.extend(interrupted);
         self.record_effects(&effects);
 
         let trace_blocked = blocked
@@ -519,6 +528,42 @@ impl ClosedLoop {
             passport: self.passport_ref.clone(),
             effects,
         }
+    }
+
+    /// Holds the knobs of every change in `effects` that proposes a rollback (effect.hold_s).
+    fn hold_hurt(&mut self, effects: &[ChangeEffect], at: EvalPoint) {
+        let hold_s = self.passport.effect.unwrap_or_default().hold_s;
+        for r in effects.iter().flat_map(|e| &e.rollback) {
+            // The hurt change went r.to → r.from.
+            self.st.envelope.hold(&r.knob, r.to, r.from, at, hold_s);
+        }
+    }
+
+    /// The rollback moves the loop makes itself (gates.auto_rollback): only for knobs still at the
+    /// value the hurt change set.
+    fn auto_rollbacks(&self, effects: &[ChangeEffect]) -> Vec<envelope::Proposal> {
+        let mut out = Vec::new();
+        if !self.passport.gates.auto_rollback {
+            return out;
+        }
+        for e in effects {
+            for r in &e.rollback {
+                if self.st.knobs.get(&r.knob) == Some(&r.from) {
+                    out.push(envelope::Proposal {
+                        chord: self
+                            .st
+                            .last_chord_of_knob
+                            .get(&r.knob)
+                            .cloned()
+                            .unwrap_or_default(),
+                        knob: r.knob.clone(),
+                        to: r.to,
+                        reason: format!("rollback: {}", e.reason),
+                    });
+                }
+            }
+        }
+        out
     }
 
     fn record_effects(&mut self, effects: &[ChangeEffect]) {

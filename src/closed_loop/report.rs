@@ -384,7 +384,7 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
             );
         }
     }
-    s += &effects_markdown(&r.effects, r.effects_total);
+    s += &effects_markdown(&r.effects, r.effects_total, &r.proposed);
     s += &format!("\n## Blocked proposals ({})\n\n", r.blocked_total);
     if r.blocked_by_reason.is_empty() {
         s += "None.\n";
@@ -428,8 +428,13 @@ pub fn summary_markdown(r: &ClosedLoopReport) -> String {
     s
 }
 
-/// The "Effect of the changes" section: one row per judged change.
-pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> String {
+/// The "Effect of the changes" section: one row per judged change. `proposed` tells a rollback the
+/// loop made itself (gates.auto_rollback) from one left for review.
+pub fn effects_markdown(
+    effects: &[super::effect::ChangeEffect],
+    total: u64,
+    proposed: &[ProposedChange],
+) -> String {
     let mut s = format!("\n## Effect of the changes ({total})\n\n");
     if effects.is_empty() {
         s += "None.\n";
@@ -464,11 +469,18 @@ pub fn effects_markdown(effects: &[super::effect::ChangeEffect], total: u64) -> 
                 .iter()
                 .map(|k| format!("{} → {}", k.knob, format_knob_value(k.to)))
                 .collect();
-            format!(
-                "{}; proposed rollback (not applied): {}",
-                e.reason,
-                back.join(", ")
-            )
+            let by_loop = format!("rollback: {}", e.reason);
+            let auto = e.rollback.iter().all(|k| {
+                proposed
+                    .iter()
+                    .any(|p| p.knob == k.knob && p.to == k.to && p.reason == by_loop)
+            });
+            let how = if auto {
+                "rolled back by the loop (gates.auto_rollback)"
+            } else {
+                "proposed rollback (not applied)"
+            };
+            format!("{}; {how}: {}", e.reason, back.join(", "))
         };
         s += &format!(
             "| {} | {} | {} | {change} | {interval} | {}/{} | {} |\n",

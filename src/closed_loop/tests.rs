@@ -369,3 +369,39 @@ fn trace_line_has_exactly_the_contract_fields() {
         line
     );
 }
+
+#[test]
+fn a_hold_survives_a_checkpoint_and_an_old_state_loads_without_one() {
+    let mut l = safe_loop();
+    let mut st = l.save();
+    st.envelope.hold(
+        "dataloader_num_workers",
+        4.0,
+        5.0,
+        crate::envelope::EvalPoint {
+            at_ms: 0,
+            window: 0,
+        },
+        600,
+    );
+    let json = serde_json::to_value(&st).unwrap();
+    assert!(json["envelope"]["holds"]["dataloader_num_workers"].is_object());
+    let back: LoopState = serde_json::from_value(json.clone()).unwrap();
+    l = ClosedLoop::resume(template("safe").unwrap().unwrap(), back);
+    let move_to = |to: f64| {
+        merge(vec![decision(
+            "safe-chords",
+            "INPUT-STRAGGLER",
+            vec![prop("INPUT-STRAGGLER", "dataloader_num_workers", 4.0, to)],
+        )])
+    };
+    let ev = l.step(&features(1, Some(300_000)), &move_to(5.0));
+    assert_eq!(ev.blocked[0].reason, "held_after_hurt");
+    let ev = l.step(&features(2, Some(400_000)), &move_to(3.0));
+    assert!(ev.blocked.is_empty(), "{:?}", ev.blocked);
+
+    let mut old = json;
+    old["envelope"].as_object_mut().unwrap().remove("holds");
+    let st: LoopState = serde_json::from_value(old).unwrap();
+    assert!(st.envelope.holds.is_empty());
+}

@@ -49,6 +49,38 @@ pub struct EnvelopeState {
     /// The last time any knob change was accepted (the passport's global cooldown runs from here).
     pub last_change: Option<EvalPoint>,
     pub knobs: BTreeMap<String, KnobHistory>,
+    /// Knobs rolled back for hurting, held from moving the same way again (absent in a state saved
+    /// before holds existed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub holds: BTreeMap<String, Hold>,
+}
+
+/// A knob whose change was judged `hurt`: until `until_ms` (telemetry time) no proposal may move it
+/// in the direction of that change again (`up`: the hurt change raised it).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hold {
+    pub until_ms: i64,
+    pub up: bool,
+}
+
+impl EnvelopeState {
+    /// Holds `knob` against moves in the direction `from → to` (the hurt change) for `hold_s` from `at`.
+    pub fn hold(&mut self, knob: &str, from: f64, to: f64, at: EvalPoint, hold_s: u64) {
+        if hold_s == 0 || from == to {
+            return;
+        }
+        let until_ms = at
+            .at_ms
+            .saturating_add((hold_s as i64).saturating_mul(1000));
+        self.holds.insert(
+            knob.to_string(),
+            Hold {
+                until_ms,
+                up: to > from,
+            },
+        );
+    }
 }
 
 /// The last accepted change of one knob.
@@ -115,6 +147,8 @@ pub enum BlockReason {
     BelowMinRelativeChange,
     /// The accepted moves would change microbatch_size × grad_accum_steps × world_size.
     InvariantGlobalBatch,
+    /// The knob was rolled back for hurting and is held from moving that way again (`effect.hold_s`).
+    HeldAfterHurt,
 }
 
 impl BlockReason {
@@ -132,6 +166,7 @@ impl BlockReason {
             BlockReason::MaxDelta => "max_delta",
             BlockReason::BelowMinRelativeChange => "below_min_relative_change",
             BlockReason::InvariantGlobalBatch => "invariant_global_batch",
+            BlockReason::HeldAfterHurt => "held_after_hurt",
         }
     }
 }
@@ -190,12 +225,29 @@ pub fn enforce(
     at: EvalPoint,
     proposals: &[Proposal],
 ) -> EnvelopeOutcome {
+    enforce_with_rollbacks(passport, current, state, at, &[], proposals)
+}
+
+/// [`enforce`] with `rollbacks` (the inverse of a change judged `hurt`) ahead of `proposals`. A
+/// rollback passes every check but the cooldowns and holds: waiting out the cooldown of the change it
+/// undoes would keep the harm in place. Outcomes list rollbacks first.
+pub fn enforce_with_rollbacks(
+    passport: &Passport,
+    current: &BTreeMap<String, f64>,
+    state: &EnvelopeState,
+    at: EvalPoint,
+    rollbacks: &[Proposal],
+    proposals: &[Proposal],
+) -> EnvelopeOutcome {
+    let all: Vec<Proposal> = rollbacks.iter().chain(proposals).cloned().collect();
+    let proposals = &all[..];
     let mut seen = BTreeSet::new();
     let mut verdicts: Vec<Verdict> = proposals
         .iter()
-        .map(|p| {
+        .enumerate()
+        .map(|(i, p)| {
             let first = seen.insert(p.knob.as_str());
-            check_one(passport, current, state, at, p, first)
+            check_one(passport, current, state, at, p, first, i < rollbacks.len())
         })
         .collect();
     if passport.has_invariant(KEEP_GLOBAL_BATCH_STABLE) {
@@ -258,6 +310,7 @@ fn check_one(
     at: EvalPoint,
     p: &Proposal,
     first_for_knob: bool,
+    rollback: bool,
 ) -> Verdict {
     use BlockReason::*;
     let block = |r: BlockReason, d: String| Verdict::Block(r, d);
@@ -320,7 +373,24 @@ fn check_one(
             format!("passport {} marks {} propose-only", passport.name, p.knob),
         );
     }
-    if let Some(since) = state.last_change
+    if !rollback
+        && let Some(h) = state.holds.get(&p.knob)
+        && at.at_ms < h.until_ms
+        && p.to != from
+        && (p.to > from) == h.up
+    {
+        return block(
+            HeldAfterHurt,
+            format!(
+                "{} was rolled back for hurting; moving it {} again is held for {} s more",
+                p.knob,
+                if h.up { "up" } else { "down" },
+                num((h.until_ms - at.at_ms) as f64 / 1000.0)
+            ),
+        );
+    }
+    if !rollback
+        && let Some(since) = state.last_change
         && let Some(left) = cooldown_left(since, passport.cooldown_s, at)
     {
         return block(
@@ -332,7 +402,8 @@ fn check_one(
             ),
         );
     }
-    if let Some(h) = state.knobs.get(&p.knob)
+    if !rollback
+        && let Some(h) = state.knobs.get(&p.knob)
         && let Some(left) = cooldown_left(h.at, limits.cooldown_s, at)
     {
         return block(

@@ -65,6 +65,7 @@ fn arb_state() -> impl Strategy<Value = EnvelopeState> {
         prop::collection::vec((0usize..3, 0i64..200_000), 0..3),
     )
         .prop_map(|(g, ks)| EnvelopeState {
+            holds: BTreeMap::new(),
             last_change: g.map(|at_ms| EvalPoint { at_ms, window: 0 }),
             knobs: ks
                 .into_iter()

@@ -544,3 +544,101 @@ fn state_round_trips_and_replay_is_deterministic() {
         serde_json::to_string(&o).unwrap()
     );
 }
+
+#[test]
+fn a_hold_blocks_the_hurt_direction_until_it_ends_and_lets_the_other_through() {
+    let p = conc(1.0, 16.0);
+    let c = cur(&[("concurrency", 8.0)]);
+    let mut st = EnvelopeState::default();
+    // The hurt change raised concurrency 8 → 12; it was rolled back to 8 at T0.
+    st.hold("concurrency", 8.0, 12.0, T0, 600);
+    let at = |s: i64| EvalPoint {
+        at_ms: T0.at_ms + s * 1000,
+        window: 11,
+    };
+    let up = enforce(
+        &p,
+        &c,
+        &st,
+        at(10),
+        &[prop("DRIFT-RETUNE", "concurrency", 10.0)],
+    );
+    let (r, d) = only_block(&up);
+    assert_eq!(r, BlockReason::HeldAfterHurt);
+    assert_eq!(r.as_str(), "held_after_hurt");
+    assert!(d.contains("590 s"), "{d}");
+    let down = enforce(
+        &p,
+        &c,
+        &st,
+        at(10),
+        &[prop("BURST-ABSORB", "concurrency", 6.0)],
+    );
+    assert_eq!(down.accepted.len(), 1, "{:?}", down.blocked);
+    assert_eq!(down.state.holds, st.holds, "the hold outlives other moves");
+    let later = enforce(
+        &p,
+        &c,
+        &st,
+        at(600),
+        &[prop("DRIFT-RETUNE", "concurrency", 10.0)],
+    );
+    assert_eq!(later.accepted.len(), 1, "{:?}", later.blocked);
+    // No hold for a zero hold_s.
+    let mut none = EnvelopeState::default();
+    none.hold("concurrency", 8.0, 12.0, T0, 0);
+    assert!(none.holds.is_empty());
+}
+
+#[test]
+fn a_rollback_is_not_blocked_by_cooldowns_but_by_everything_else() {
+    let mut l = knob_limits(1.0, 16.0, 8.0);
+    l.cooldown_s = 3600;
+    let mut p = passport(vec![("concurrency", l)], &[]);
+    p.cooldown_s = 3600;
+    let mut st = EnvelopeState {
+        last_change: Some(T0),
+        ..Default::default()
+    };
+    st.knobs.insert(
+        "concurrency".into(),
+        KnobHistory {
+            at: T0,
+            from: 8.0,
+            value: 12.0,
+        },
+    );
+    st.hold("concurrency", 8.0, 12.0, T0, 600);
+    let c = cur(&[("concurrency", 12.0)]);
+    let plain = enforce(&p, &c, &st, T0, &[prop("DRIFT-RETUNE", "concurrency", 8.0)]);
+    assert_eq!(only_block(&plain).0, BlockReason::Cooldown);
+    let rb = enforce_with_rollbacks(
+        &p,
+        &c,
+        &st,
+        T0,
+        &[prop("DRIFT-RETUNE", "concurrency", 8.0)],
+        &[prop("BURST-ABSORB", "concurrency", 10.0)],
+    );
+    assert_eq!(rb.accepted.len(), 1);
+    assert_eq!((rb.accepted[0].from, rb.accepted[0].to), (12.0, 8.0));
+    assert_eq!(rb.blocked[0].reason, BlockReason::DuplicateKnob);
+    // Still inside the passport's limits.
+    let out = enforce_with_rollbacks(
+        &p,
+        &c,
+        &st,
+        T0,
+        &[prop("DRIFT-RETUNE", "concurrency", 20.0)],
+        &[],
+    );
+    assert_eq!(out.accepted[0].to, 16.0);
+    assert_eq!(out.accepted[0].limited_by, Some(Limit::Max));
+}
+
+#[test]
+fn a_state_without_holds_still_loads() {
+    let st: EnvelopeState = serde_json::from_str(r#"{"last_change":null,"knobs":{}}"#).unwrap();
+    assert!(st.holds.is_empty());
+    assert!(!serde_json::to_string(&st).unwrap().contains("holds"));
+}

@@ -167,6 +167,27 @@ mod tests {
     }
 
     #[test]
+    fn auto_rollback_and_hold_are_optional_and_checked() {
+        let p = parse_passport("p.json", &safe_json().to_string()).unwrap();
+        assert!(!p.passport.gates.auto_rollback, "built-in: review only");
+        assert!(!p.passport.to_json_pretty().contains("auto_rollback"));
+        assert_eq!(EffectSettings::default().hold_s, 1800);
+        let mut v = safe_json();
+        v["gates"]["auto_rollback"] = serde_json::json!(true);
+        v["effect"] = serde_json::json!({"hold_s": 600});
+        let p = parse_passport("p.json", &v.to_string()).unwrap().passport;
+        assert!(p.gates.auto_rollback);
+        assert_eq!(p.effect.unwrap().hold_s, 600);
+        v["gates"]["auto_rollback"] = serde_json::json!("yes");
+        assert!(error_of(&v).contains("auto_rollback"), "{}", error_of(&v));
+        v["gates"]["auto_rollback"] = serde_json::json!(false);
+        v["effect"] = serde_json::json!({"hold_s": 10_000_000});
+        assert!(error_of(&v).contains("effect.hold_s"), "{}", error_of(&v));
+        v["effect"] = serde_json::json!({"hold_s": -1});
+        assert!(error_of(&v).contains("hold_s"), "{}", error_of(&v));
+    }
+
+    #[test]
     fn document_level_errors() {
         assert!(
             parse_passport("p.json", "{not-json")

@@ -64,6 +64,8 @@ pub struct EffectSettings {
     /// A `hurt` change proposes its rollback only when the interval's lower bound is at least this
     /// slowdown, in %.
     pub hurt_step_time_pct: f64,
+    /// Seconds a knob rolled back for hurting is held from moving the same way again.
+    pub hold_s: u64,
 }
 
 impl Default for EffectSettings {
@@ -75,6 +77,7 @@ impl Default for EffectSettings {
             confidence: 0.95,
             material_pct: 8.0,
             hurt_step_time_pct: 5.0,
+            hold_s: 1800,
         }
     }
 }
@@ -152,6 +155,11 @@ pub struct Gates {
     /// COMM-CONGESTION proposals need communication telemetry (`comm_ms`) in the window.
     #[serde(default)]
     pub require_comm_telemetry: bool,
+    /// The rollback of a change judged `hurt` becomes the loop's proposal (applied, with `--apply`,
+    /// through the same gates as any change); false: it is only proposed for review. Omitted when
+    /// false so existing passports print (and hash) as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_rollback: bool,
 }
 
 /// An external policy component pinned by the sha256 of its bytes.

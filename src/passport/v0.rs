@@ -291,6 +291,7 @@ pub(crate) fn upgrade(doc: &Map<String, Value>) -> Result<Passport, FieldError> 
                 .get("require_comm_telemetry")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            auto_rollback: false,
         },
         policies: vec![],
         effect: None,

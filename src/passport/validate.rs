@@ -253,7 +253,9 @@ fn check_effect(e: &super::EffectSettings) -> Result<(), FieldError> {
     }
     range("confidence", e.confidence, 0.5, 0.999)?;
     range("material_pct", e.material_pct, 0.0, 100.0)?;
-    range("hurt_step_time_pct", e.hurt_step_time_pct, 0.0, 1000.0)
+    range("hurt_step_time_pct", e.hurt_step_time_pct, 0.0, 1000.0)?;
+    // Up to a week: a hold is a pause on one direction, not a permanent ban.
+    range("hold_s", e.hold_s as f64, 0.0, 604_800.0)
 }
 
 fn check_chords(field: &str, chords: &[ChordId], advanced: bool) -> Result<(), FieldError> {
