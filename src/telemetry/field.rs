@@ -100,13 +100,14 @@ impl Num {
     }
 
     /// The integer this number stands for: exact when written as one; a float only when it is whole
-    /// and small enough (at most 2^53) that it names one integer. Negative values are the caller's.
+    /// and small enough (below 2^53) that it names one integer. Negative values are the caller's.
     pub fn to_u64(self) -> Result<u64, ValueError> {
         const EXACT: f64 = (1u64 << 53) as f64;
         match self.int {
             Some(i) => Ok(i),
             None if self.value.fract() != 0.0 => Err(ValueError::WrongType),
-            None if self.value > EXACT => Err(ValueError::OutOfRange),
+            // 2^53 itself is what 2^53 + 1 rounds to: it no longer names one integer.
+            None if self.value >= EXACT => Err(ValueError::OutOfRange),
             None => Ok(self.value as u64),
         }
     }
@@ -181,7 +182,11 @@ mod tests {
     fn integers_are_exact_and_floats_name_one_integer_or_none() {
         assert_eq!(Num::int(u64::MAX).to_u64(), Ok(u64::MAX));
         assert_eq!(Num::float(1e3).to_u64(), Ok(1000));
-        assert_eq!(Num::float(9007199254740992.0).to_u64(), Ok(1 << 53));
+        assert_eq!(Num::float(9007199254740991.0).to_u64(), Ok((1 << 53) - 1));
+        assert_eq!(
+            Num::float(9007199254740992.0).to_u64(),
+            Err(ValueError::OutOfRange)
+        );
         assert_eq!(
             Num::float(9007199254740994.0).to_u64(),
             Err(ValueError::OutOfRange)

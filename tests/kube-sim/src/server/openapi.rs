@@ -23,9 +23,15 @@ fn query(name: &str, description: &str) -> Value {
 /// `group` "" is the core group (`api/v1`).
 fn patch_operation(group: &str, kind: &str, plural: &str) -> Value {
     let (tag, op) = if group.is_empty() {
-        ("core_v1".to_string(), format!("patchCoreV1Namespaced{kind}"))
+        (
+            "core_v1".to_string(),
+            format!("patchCoreV1Namespaced{kind}"),
+        )
     } else {
-        ("apps_v1".to_string(), format!("patchAppsV1Namespaced{kind}"))
+        (
+            "apps_v1".to_string(),
+            format!("patchAppsV1Namespaced{kind}"),
+        )
     };
     json!({
         "tags": [tag],
