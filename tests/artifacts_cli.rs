@@ -550,7 +550,13 @@ fn report_of_a_plan_applied_separately_does_not_contradict_itself() {
         "{notes:?}"
     );
     let page = fs::read_to_string(&html).unwrap();
-    let applied = r["actions"][0]["changes"].as_array().unwrap().len();
+    // Every change of every action (a v2 plan may hold a ConfigMap item and a template item).
+    let applied: usize = r["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["changes"].as_array().map_or(0, Vec::len))
+        .sum();
     assert!(
         page.contains(&format!("blocked · {applied} applied</div>")),
         "the decisions card counts the {applied} applied change(s)"
