@@ -13,6 +13,7 @@ pub mod closed_loop;
 pub mod envelope;
 pub mod error;
 pub mod fsio;
+pub mod human;
 pub mod json_keys;
 pub mod k8s;
 pub mod license;

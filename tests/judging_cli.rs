@@ -7,7 +7,7 @@ mod closed_loop_support;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use closed_loop_support::{bin, json, run_ok, trace_lines};
+use closed_loop_support::{bin, json, observe_ok as observe, run_ok, trace_lines};
 use serde_json::Value;
 
 const T0: u64 = 1_767_225_600_000;
@@ -16,26 +16,6 @@ fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let p = dir.join(name);
     fs::write(&p, lines.join("\n") + "\n").unwrap();
     p
-}
-
-/// Runs `observe`; returns the report and the text printed.
-fn observe(path: &Path, out: &Path) -> (Value, String) {
-    let o = bin()
-        .args(["observe", "--source", "file", "--path"])
-        .arg(path)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (
-        json(&out.join("observe_latest.json")),
-        String::from_utf8(o.stdout).unwrap(),
-    )
 }
 
 fn symptoms(r: &Value) -> Vec<String> {

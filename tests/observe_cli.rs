@@ -1,5 +1,7 @@
 //! Integration tests: the built binary's `observe` on dirty inputs and on the real H100 traces.
 
+mod closed_loop_support;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,19 +43,7 @@ fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
 }
 
 fn observe_ok(path: &Path, out: &Path) -> Value {
-    let o = bin()
-        .args(["observe", "--source", "file", "--path"])
-        .arg(path)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&fs::read(out.join("observe_latest.json")).unwrap()).unwrap()
+    closed_loop_support::observe_ok(path, out).0
 }
 
 /// Runs observe expecting exit 2 with one stderr line and no report, only explain.jsonl.

@@ -2,30 +2,17 @@
 //! sample printed by the plain-loop helper (`integrations/python/tests/golden_run.py`; the Python
 //! tests check that it still prints exactly this file, and read live runs of all three helpers).
 
+mod closed_loop_support;
+
 use std::fs;
 use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
 const SAMPLE: &str = "tests/data/python-telemetry/plain_loop.log";
 
 fn observe(path: &Path, out: &Path) -> Value {
-    let o = Command::cargo_bin("kubectl-modekeeper")
-        .unwrap()
-        .env_remove("_")
-        .args(["observe", "--source", "file", "--path"])
-        .arg(path)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&fs::read(out.join("observe_latest.json")).unwrap()).unwrap()
+    closed_loop_support::observe_ok(path, out).0
 }
 
 #[test]

@@ -12,7 +12,6 @@ pub mod doctor;
 pub mod duration;
 pub mod examples;
 pub mod exit_codes;
-pub mod human;
 pub mod k8s;
 pub mod k8s_apply;
 pub mod k8s_render;

@@ -9,10 +9,10 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::human::{duration_ms, offset_ms, thousands};
 use super::{GlobalArgs, OutputFormat, SourceKind, TelemetryArgs};
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::error::{InputError, input_error};
+use crate::human::{duration_ms, offset_ms, thousands};
 use crate::pipeline::{PassSummary, run_pass};
 use crate::report::{StepTimeline, timeline_lines, timeline_markdown};
 use crate::signals::{

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::human::thousands;
 use super::{GlobalArgs, OutputFormat};
 use crate::error::input_error;
+use crate::human::thousands;
 use crate::pipeline::run_pass;
 use crate::policy::{
     self, DEFAULT_POLICY, Knobs, Labels, Limits, PolicyCatalog, PolicyError, PolicyHost, PolicySet,

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::model::{Band, Decision, Gate, ReportModel};
 use super::svg::{self, ChartOptions, colour_slot, esc};
-use crate::cli::human::{offset_ms, thousands};
+use crate::human::{offset_ms, thousands};
 
 /// Page options.
 #[derive(Debug, Clone)]
@@ -298,10 +298,7 @@ pub fn page(m: &ReportModel, opt: &PageOptions) -> String {
             let start = chrono::DateTime::from_timestamp_millis(s0)
                 .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_default();
-            sub.push(format!(
-                "{start}, {}",
-                crate::cli::human::duration_ms(e - s0)
-            ));
+            sub.push(format!("{start}, {}", crate::human::duration_ms(e - s0)));
         }
     }
     if !opt.generated.is_empty() {

@@ -79,7 +79,7 @@ pub fn story_lines(m: &ReportModel) -> Vec<String> {
         let applied = model::applied_count(m);
         out.push(format!(
             "  decisions {} windows · {proposals} proposed · {blocked} blocked · {applied} applied",
-            crate::cli::human::thousands(m.decision_windows)
+            crate::human::thousands(m.decision_windows)
         ));
     }
     out.push(format!(

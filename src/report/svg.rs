@@ -247,7 +247,7 @@ fn merge_for_drawing(bands: &[&Band], gap: f64) -> Vec<(Band, u64)> {
 /// Offsets from the first window's start, for tooltips and the axis.
 fn offset_text(ms: Option<i64>, t0: Option<i64>) -> String {
     match (ms, t0) {
-        (Some(a), Some(b)) => crate::cli::human::offset_ms(a - b),
+        (Some(a), Some(b)) => crate::human::offset_ms(a - b),
         _ => String::new(),
     }
 }

@@ -5,7 +5,7 @@
 //! The accumulator is bounded: it keeps at most twice the requested number of columns, merging
 //! neighbours as windows stream in, so a week of telemetry costs the same few hundred bytes.
 
-use crate::cli::human::thousands;
+use crate::human::thousands;
 
 /// Block characters from lowest to highest.
 pub const SPARK_LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];

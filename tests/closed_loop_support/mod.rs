@@ -31,6 +31,25 @@ pub fn bin() -> Command {
     Command::from_std(std_bin())
 }
 
+/// Runs `observe` on `path` into `out`, which must succeed; the report and what it printed.
+pub fn observe_ok(path: &Path, out: &Path) -> (Value, String) {
+    let o = bin()
+        .args(["observe", "--source", "file", "--path"])
+        .arg(path)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report =
+        serde_json::from_slice(&fs::read(out.join("observe_latest.json")).unwrap()).unwrap();
+    (report, String::from_utf8(o.stdout).unwrap())
+}
+
 pub fn trace(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data/traces")

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::cli::human::{duration_ms, offset_ms, thousands};
 use crate::closed_loop::{ClosedLoopReport, LoopOutcome};
+use crate::human::{duration_ms, offset_ms, thousands};
 use crate::passport::format_knob_value;
 use crate::plan::Plan;
 

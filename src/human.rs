@@ -1,4 +1,4 @@
-//! Small formatting helpers for terminal summaries.
+//! Small formatting helpers for terminal summaries and reports (pure; the CLI and the report share them).
 
 /// `1234567` → `1,234,567`.
 pub fn thousands(n: u64) -> String {
