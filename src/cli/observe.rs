@@ -123,7 +123,11 @@ pub fn telemetry_inputs(
 
 /// "No usable telemetry record", with why: the counts, the three most frequent skip reasons, and
 /// what the commonest cases mean (the same reasons are in explain.jsonl).
-pub fn no_records_error(path: &Path, ingest: &IngestStats, format: Option<&str>) -> anyhow::Error {
+pub fn no_records_error(
+    path: &Path,
+    ingest: &IngestStats,
+    format: &FormatDetected,
+) -> anyhow::Error {
     let mut reasons: Vec<(u64, &str)> = crate::telemetry::SkipReason::ALL
         .iter()
         .map(|r| (ingest.skipped(*r), r.as_str()))
@@ -162,9 +166,9 @@ pub fn no_records_error(path: &Path, ingest: &IngestStats, format: Option<&str>)
     input_error(
         "no_records",
         format!(
-            "no usable telemetry record in {} ({}{} lines read, {} skipped as bad{top}, {} log lines): {why}",
+            "no usable telemetry record in {} (format {}; {} lines read, {} skipped as bad{top}, {} log lines): {why}",
             path.display(),
-            format.map(|f| format!("format {f}; ")).unwrap_or_default(),
+            format_line(format),
             thousands(ingest.lines_read),
             thousands(ingest.skipped_total()),
             thousands(ingest.log_lines)
@@ -301,7 +305,7 @@ fn observe(
         return Err(no_records_error(
             &spec.path,
             &pass.ingest,
-            Some(&format_line(&pass.format_detected)),
+            &pass.format_detected,
         ));
     }
 
@@ -518,7 +522,7 @@ fn episode_line(e: &Episode, run_start: Option<i64>, t: &SymptomThresholds) -> S
 }
 
 /// The format read, how it was decided, the step time's unit, and implausible step times.
-pub fn format_line(f: &FormatDetected) -> String {
+fn format_line(f: &FormatDetected) -> String {
     let mut parts = vec![match f.name {
         Some(n) if f.forced => format!("{} (forced)", n.name()),
         Some(n) => match f.first_line {

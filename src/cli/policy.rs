@@ -378,7 +378,7 @@ fn test(
         return Err(super::observe::no_records_error(
             &a.trace,
             &pass.ingest,
-            Some(&super::observe::format_line(&pass.format_detected)),
+            &pass.format_detected,
         ));
     }
     let report = scorer.finish();

@@ -198,7 +198,7 @@ fn execute(
         return Err(crate::cli::observe::no_records_error(
             &inp.spec.path,
             &pass.ingest,
-            Some(&crate::cli::observe::format_line(&pass.format_detected)),
+            &pass.format_detected,
         ));
     }
     if let Some(old) = trace.baseline
