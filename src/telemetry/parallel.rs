@@ -8,11 +8,12 @@
 //! been applied before the input was finished.) A worker that dies drops its reply sender, which the
 //! reader sees as an error, never as a wait.
 //!
-//! Memory is bounded by bytes, not lines: at most [`Tuning::in_flight`] chunks of
-//! [`Tuning::chunk_bytes`] are read ahead, and a chunk's result is stored compactly — its records, and
-//! the line accounting as runs (a chunk of blank or log lines is one run, not one entry per line). The
-//! worst case, short records alternating with blank lines, costs about 15 bytes of results per input
-//! byte, so the read-ahead stays within ~35 MiB whatever the input.
+//! Memory is bounded whatever the input: at most [`Tuning::in_flight`] chunks are read ahead, each of
+//! at most [`Tuning::chunk_bytes`] and at most [`Tuning::max_lines`] non-blank lines, and a chunk's
+//! result is stored compactly — its records, and the line accounting as runs (a chunk of blank or log
+//! lines is one run, not one entry per line). A record costs ~270 bytes of results, so the line cap is
+//! what bounds the worst case (short records between blank lines: before the cap, ~15 bytes of results
+//! per input byte, 45–60 MiB of read-ahead); with it, results stay within ~12 MiB.
 //!
 //! No crate replaces this part: rayon's `par_bridge` does not keep order and its ordered iterators need
 //! the input in memory; a FIFO of reply channels over std's channels is all the ordering needed.
@@ -34,6 +35,8 @@ use super::stats::{IngestStats, SkipReason};
 pub(crate) struct Tuning {
     /// A chunk is cut at the last newline once this much has been read.
     pub chunk_bytes: usize,
+    /// A chunk is also cut after this many non-blank lines: results grow with lines, not bytes.
+    pub max_lines: usize,
     /// Chunks read ahead of the one being applied.
     pub in_flight: usize,
     /// Seed of a random sleep (0–200 µs) before parsing, replying and waiting; `None` in production.
@@ -43,14 +46,19 @@ pub(crate) struct Tuning {
 impl Default for Tuning {
     fn default() -> Self {
         // 256 KiB × 8: read-ahead that absorbs the applying thread's pauses (4 chunks ahead cost
-        // ~12 % wall time on 2 cores), and ~35 MiB of results at worst (short records between blanks).
+        // ~12 % wall time on 2 cores). 4096 lines: typical records (100–250 bytes) fill 256 KiB
+        // first, so only dense short lines are cut by count.
         Tuning {
             chunk_bytes: 256 << 10,
+            max_lines: 4096,
             in_flight: 8,
             jitter: None,
         }
     }
 }
+
+/// The smallest read after a chunk was cut by lines.
+const MIN_READ: usize = 4 << 10;
 
 /// Room for one more read past `chunk_bytes`.
 const READ_SLACK: usize = 64 << 10;
@@ -207,7 +215,7 @@ pub(crate) fn read_all_parallel_tuned(
             });
         }
 
-        let mut chunker = Chunker::new(tuning.chunk_bytes, max_line);
+        let mut chunker = Chunker::new(tuning.chunk_bytes, tuning.max_lines, max_line);
         let mut buffers: Vec<Vec<u8>> = Vec::new();
         let mut results: Vec<Parsed> = Vec::new();
         let mut queue: VecDeque<Slot> = VecDeque::with_capacity(in_flight);
@@ -342,7 +350,12 @@ impl Jitter {
 /// into the chunk's buffer (a `BufReader` hands reads this large through without copying).
 struct Chunker {
     chunk_bytes: usize,
+    max_lines: usize,
     max_line: usize,
+    /// How much one read asks for: the rest of the buffer, or after a chunk was cut by lines about
+    /// what held that many lines, so that what is carried to the next chunk stays small (copying a
+    /// whole chunk's rest for every cut tripled the CPU time of dense log lines).
+    read_step: usize,
     /// The start of a line that did not fit the previous chunk.
     carry: Vec<u8>,
     /// Bytes of an over-long line being discarded.
@@ -351,10 +364,12 @@ struct Chunker {
 }
 
 impl Chunker {
-    fn new(chunk_bytes: usize, max_line: usize) -> Self {
+    fn new(chunk_bytes: usize, max_lines: usize, max_line: usize) -> Self {
         Chunker {
             chunk_bytes: chunk_bytes.max(1),
+            max_lines: max_lines.max(1),
             max_line,
+            read_step: usize::MAX,
             carry: Vec::new(),
             discarding: None,
             done: false,
@@ -378,12 +393,43 @@ impl Chunker {
         let mut filled = self.carry.len();
         buf[..filled].copy_from_slice(&self.carry);
         self.carry.clear();
+        let mut lines = LineCount::default();
         loop {
+            if self.discarding.is_none() {
+                if let Some(cut) = lines.cut_after(&buf[..filled], self.max_lines) {
+                    // The rest, whole lines and perhaps the start of one, opens the next chunk.
+                    self.carry.extend_from_slice(&buf[cut..filled]);
+                    self.read_step = cut.max(MIN_READ);
+                    return Ok((Some(Piece::Lines(buf, cut)), None));
+                }
+                if filled >= self.chunk_bytes {
+                    match memchr::memrchr(b'\n', &buf[..filled]) {
+                        Some(i) => {
+                            self.read_step = usize::MAX;
+                            let tail = &buf[i + 1..filled];
+                            if tail.len() > self.max_line {
+                                self.discarding = Some(tail.len() as u64);
+                            } else {
+                                self.carry.extend_from_slice(tail);
+                            }
+                            return Ok((Some(Piece::Lines(buf, i + 1)), None));
+                        }
+                        None if filled > self.max_line => {
+                            self.discarding = Some(filled as u64);
+                            filled = 0;
+                            lines = LineCount::default();
+                            continue;
+                        }
+                        None => {}
+                    }
+                }
+            }
             if filled == buf.len() {
                 // Only a line longer than a chunk, and still within the limit, gets here.
                 buf.resize(buf.len() * 2, 0);
             }
-            let n = match r.read(&mut buf[filled..]) {
+            let end = filled.saturating_add(self.read_step).min(buf.len());
+            let n = match r.read(&mut buf[filled..end]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -414,26 +460,36 @@ impl Chunker {
                 }
             }
             filled += n;
-            if filled < self.chunk_bytes {
-                continue;
-            }
-            match memchr::memrchr(b'\n', &buf[..filled]) {
-                Some(i) => {
-                    let tail = &buf[i + 1..filled];
-                    if tail.len() > self.max_line {
-                        self.discarding = Some(tail.len() as u64);
-                    } else {
-                        self.carry.extend_from_slice(tail);
-                    }
-                    return Ok((Some(Piece::Lines(buf, i + 1)), None));
-                }
-                None if filled > self.max_line => {
-                    self.discarding = Some(filled as u64);
-                    filled = 0;
-                }
-                None => {}
-            }
         }
+    }
+}
+
+/// Non-blank lines counted so far in the bytes of a chunk being filled.
+#[derive(Default)]
+struct LineCount {
+    /// Bytes scanned.
+    at: usize,
+    /// Where the line being scanned starts.
+    line_start: usize,
+    lines: usize,
+}
+
+impl LineCount {
+    /// Scans what was added to `buf` since the last call; the end of the `max`-th non-blank line, if
+    /// `buf` holds that many.
+    fn cut_after(&mut self, buf: &[u8], max: usize) -> Option<usize> {
+        for i in memchr::memchr_iter(b'\n', &buf[self.at..]) {
+            let end = self.at + i;
+            if end > self.line_start {
+                self.lines += 1;
+                if self.lines >= max {
+                    return Some(end + 1);
+                }
+            }
+            self.line_start = end + 1;
+        }
+        self.at = buf.len();
+        None
     }
 }
 
@@ -575,6 +631,7 @@ mod tests {
                 let (seq, seq_stats) = run_with(&text, 1, Tuning::default(), max_line, read_size);
                 let tuning = Tuning {
                     chunk_bytes: 1 + (rnd() % 120) as usize,
+                    max_lines: 1 + (rnd() % 12) as usize,
                     in_flight: 1 + (rnd() % 5) as usize,
                     jitter: Some(rnd()),
                 };
@@ -585,6 +642,36 @@ mod tests {
                 assert_eq!(par_stats.bytes_read, text.len() as u64, "round {round}");
             }
         });
+    }
+
+    /// Short records between blank lines, the worst case for results per input byte: every chunk
+    /// holds at most `max_lines` non-blank lines (and blank runs do not count), and the chunks put
+    /// back together are the input, byte for byte, whatever the read sizes.
+    #[test]
+    fn chunks_are_cut_by_lines_as_well_as_bytes() {
+        let text = b"{\"step_time_ms\":1}\n\n".repeat(50_000);
+        for (max_lines, read_size) in [(4096, 64 << 10), (7, 13), (1, 1000)] {
+            let mut chunker = Chunker::new(256 << 10, max_lines, MAX_LINE_BYTES);
+            let mut r = io::BufReader::with_capacity(read_size, &text[..]);
+            let mut joined = Vec::new();
+            let mut buf = Vec::new();
+            loop {
+                match chunker.next(&mut r, std::mem::take(&mut buf)).unwrap() {
+                    (None, _) => break,
+                    (Some(Piece::Lines(chunk, len)), _) => {
+                        let lines = chunk[..len]
+                            .split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .count();
+                        assert!(lines <= max_lines, "{lines} lines in a chunk");
+                        joined.extend_from_slice(&chunk[..len]);
+                        buf = chunk;
+                    }
+                    (Some(Piece::TooLong(_)), _) => panic!("no line is too long"),
+                }
+            }
+            assert_eq!(joined, text, "max_lines={max_lines}");
+        }
     }
 
     /// A chunk of blank lines is one run, not one entry per line: results are bounded by bytes.

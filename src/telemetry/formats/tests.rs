@@ -374,6 +374,7 @@ fn parallel_reading_of_trainer_text_matches_sequential() {
             let mut got = vec![];
             let tuning = Tuning {
                 chunk_bytes: chunk,
+                max_lines: chunk / 40 + 1,
                 in_flight: 3,
                 jitter: Some(chunk as u64),
             };
