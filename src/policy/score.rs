@@ -50,7 +50,8 @@ pub fn expected_chords(regime: &str) -> Option<Vec<&'static str>> {
             "NORMAL" => "NORMAL-HOLD",
             "INPUT-STRAGGLER" | "STRAGGLER" => "INPUT-STRAGGLER",
             "BURST" => "BURST-ABSORB",
-            "DRIFT" => "DRIFT-RETUNE",
+            // The seeds' drift detector is a loss drift: a rising loss activates DRIFT-RETUNE too.
+            "DRIFT" | "LOSS-DRIFT" => "DRIFT-RETUNE",
             "RECOVER" => "RECOVER-RELOCK",
             "NEAR-HANG" => "TIMEOUT-GUARD",
             "COMM-CONGESTION" => "COMM-CONGESTION",
@@ -289,7 +290,8 @@ mod tests {
             Some(vec!["INPUT-STRAGGLER", "BURST-ABSORB"])
         );
         assert_eq!(expected_chords("RECOVER"), Some(vec!["RECOVER-RELOCK"]));
-        assert_eq!(expected_chords("LOSS-DRIFT"), None);
+        assert_eq!(expected_chords("LOSS-DRIFT"), Some(vec!["DRIFT-RETUNE"]));
+        assert_eq!(expected_chords("LOSS-DRIFT-HOLD"), None);
         assert_eq!(expected_chords("DRIFT-HOLD"), None);
     }
 
