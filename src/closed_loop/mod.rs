@@ -588,6 +588,11 @@ impl ClosedLoop {
         }
     }
 
+    /// The verdicts on changes so far (the first [`MAX_LISTED`]).
+    pub fn effects(&self) -> &[ChangeEffect] {
+        &self.st.effects
+    }
+
     /// How changes are judged.
     pub fn effect_config(&self) -> &EffectConfig {
         &self.effect_cfg

@@ -335,6 +335,8 @@ fn on_event(
             eprintln!("ALERT {}", a.line());
             explain.event("watch_alert", json!(a))?;
         }
+        // Judged in the report and the decision trace; nothing more to say while it runs.
+        SessionEvent::Verdict(_) => {}
         SessionEvent::Window {
             index,
             event,

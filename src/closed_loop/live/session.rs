@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::state::{ApplyMark, Pipeline, STATE_SCHEMA, WatchState, WatchTotals};
 use super::{ApplyOutcome, net_changes};
+use crate::closed_loop::effect::ChangeEffect;
 use crate::closed_loop::{Alert, ClosedLoop, TraceEvent};
 use crate::envelope::Accepted;
 use crate::passport::Passport;
@@ -90,6 +91,9 @@ pub enum SessionError {
 pub enum SessionEvent<'a> {
     /// A window opened an alert no knob fixes (a diverged or rising loss).
     Alert(&'a Alert),
+    /// A window judged an earlier change (helped, hurt, neutral, inconclusive); a hurt one may
+    /// carry the rollback it proposes. Only the first `MAX_LISTED` verdicts are told.
+    Verdict(&'a ChangeEffect),
     /// A window was evaluated. The caller appends `line` to the decision trace (the session
     /// counts it as written: a checkpoint must follow the trace on disk).
     Window {
@@ -253,9 +257,12 @@ impl Session {
         self.carry.len()
     }
 
-    /// The source ended: closes the reorder buffer and the last window (evaluated by the next
-    /// [`Session::advance`]).
+    /// The source ended: feeds the lines still queued, closes the reorder buffer and the last
+    /// window (the windows are evaluated by the next [`Session::advance`]).
     pub fn finish_source(&mut self) {
+        while let Some(line) = self.carry.pop_front() {
+            self.feed(&line);
+        }
         let (ingest, windower, done) = (
             &mut self.pipe.ingest,
             &mut self.pipe.windower,
@@ -308,10 +315,14 @@ impl Session {
     ) -> Result<(), E> {
         let f = self.pipe.extractor.next(w);
         let alerts_before = self.lp.alerts().len();
+        let effects_before = self.lp.effects().len();
         let d = policies.decide(&f, &Knobs(self.lp.knobs().clone()), &self.lp.limits());
         let ev = self.lp.step(&f, &d);
         for a in &self.lp.alerts()[alerts_before..] {
             on(SessionEvent::Alert(a))?;
+        }
+        for e in &self.lp.effects()[effects_before..] {
+            on(SessionEvent::Verdict(e))?;
         }
         let line = ev.to_line();
         self.trace_bytes += line.len() as u64;

@@ -350,3 +350,30 @@ fn apply_decided_checkpoints_pending_before_the_cluster_and_the_outcome_after() 
     assert_eq!(s.saved_totals().applied_total, 1);
     assert_eq!(s.last_applied(), Some(&req.knobs));
 }
+
+#[test]
+fn every_verdict_on_a_change_is_told_once_as_it_is_judged() {
+    let setup = setup();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    let mut told = Vec::new();
+    s.push_lines(lines());
+    s.finish_source();
+    let r: Result<bool, ()> = s.advance(&mut p, &mut |_| false, &mut |ev| {
+        if let SessionEvent::Verdict(e) = ev {
+            told.push(serde_json::to_value(e).unwrap());
+        }
+        Ok(())
+    });
+    assert_eq!(r, Ok(false));
+    let judged = s.closed_loop().save().effects;
+    assert!(!judged.is_empty(), "the trace must judge a change");
+    assert_eq!(
+        told,
+        serde_json::to_value(&judged)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    );
+}
