@@ -22,7 +22,7 @@ impl Policies for Every3rd {
     fn decide(&mut self, f: &WindowFeatures, knobs: &Knobs, _: &Limits) -> WindowDecision {
         self.seen += 1;
         let from = knobs.0["dataloader_num_workers"];
-        let (chord, proposals) = if self.seen % 3 == 0 {
+        let (chord, proposals) = if self.seen.is_multiple_of(3) {
             let p = Proposal {
                 chord: "INPUT-STRAGGLER".into(),
                 knob: "dataloader_num_workers".into(),
