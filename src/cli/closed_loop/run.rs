@@ -18,12 +18,12 @@ use super::inputs::{self, Inputs, hex};
 use super::terminal::terminal_summary;
 use crate::artifacts::{ExplainLog, OutDir};
 use crate::cli::{GlobalArgs, OutputFormat};
-use crate::closed_loop::live::{WrittenPlan, write_plan};
+use crate::closed_loop::live::{Session, SessionEvent, SessionSetup, WrittenPlan, write_plan};
 use crate::closed_loop::{
-    BUNDLE_FILE, BUNDLE_SCHEMA, BundleArtifact, BundlePassport, BundlePolicy, ClosedLoop,
-    ClosedLoopReport, EngineInfo, FileCheck, LoopOutcome, PassportInfo, PolicyBundle, REPORT_NAME,
-    REPORT_SCHEMA, ReplayCheck, ReportPolicy, RunSpan, SUMMARY_FILE, SourceInfo, TRACE_FILE,
-    TRACE_SCHEMA, TargetInfo, TraceInfo, WASMTIME_VERSION, knobs_text, summary_markdown,
+    BUNDLE_FILE, BUNDLE_SCHEMA, BundleArtifact, BundlePassport, BundlePolicy, ClosedLoopReport,
+    EngineInfo, FileCheck, LoopOutcome, PassportInfo, PolicyBundle, REPORT_NAME, REPORT_SCHEMA,
+    ReplayCheck, ReportPolicy, RunSpan, SUMMARY_FILE, SourceInfo, TRACE_FILE, TRACE_SCHEMA,
+    TargetInfo, TraceInfo, WASMTIME_VERSION, knobs_text, summary_markdown,
 };
 use crate::pipeline::{PassSummary, run_pass};
 use crate::plan::{PLAN_FILE, Plan};
@@ -106,12 +106,23 @@ fn execute(
             .map(|(_, l)| l.as_slice()),
         first_difference: None,
     };
-    let mut lp = ClosedLoop::new(inp.passport.clone(), inp.knobs.clone());
+    // The pass windows the file itself (adapting the window to the trace); the session decides.
+    let mut session = Session::new(&SessionSetup {
+        passport: inp.passport.clone(),
+        knobs: inp.knobs.clone(),
+        features: inp.cfg,
+        format,
+        ingest: inp.opts.clone(),
+        config: Value::Null,
+    });
     let show_progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
     let pass = {
         let mut on_window = |f: &WindowFeatures| -> anyhow::Result<()> {
-            let ev = lp.evaluate(f, &mut set);
-            trace.write(trace_file.writer(), &ev.to_line())
+            // Alerts and verdicts are in the report at the end.
+            session.decide_window(f, &mut set, &mut |ev| match ev {
+                SessionEvent::Window { line, .. } => trace.write(trace_file.writer(), line),
+                SessionEvent::Alert(_) | SessionEvent::Verdict(_) => Ok(()),
+            })
         };
         run_pass(src, &inp.opts, inp.cfg, show_progress, &mut on_window)?
     };
@@ -133,7 +144,7 @@ fn execute(
     {
         trace.first_difference = Some(trace.lines.min(old.len() as u64) + 1);
     }
-    let outcome = lp.finish();
+    let outcome = session.finish();
     let trace_sha = format!("sha256:{}", hex(&trace.whole.finalize()));
     let trace_lines = trace.lines;
     let trace_first_difference = trace.first_difference;

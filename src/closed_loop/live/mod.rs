@@ -9,7 +9,8 @@
 //! in-cluster controller: one per workload). The caller reads the source, writes the decision trace
 //! and the state where it keeps them, applies through `src/apply` (cluster I/O stays in
 //! `src/k8s`), and prints or posts Events from the session's events. `closed-loop watch` is one such
-//! caller; `closed-loop run` shares the plan writer ([`write_plan`]).
+//! caller; `closed-loop run` another, which windows its file itself and hands the session each
+//! window's features ([`Session::decide_window`]). Both write plans with [`write_plan`].
 
 mod outcome;
 mod plan_writer;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::state::{ApplyMark, Pipeline, STATE_SCHEMA, WatchState, WatchTotals};
 use super::{ApplyOutcome, net_changes};
 use crate::closed_loop::effect::ChangeEffect;
-use crate::closed_loop::{Alert, ClosedLoop, TraceEvent};
+use crate::closed_loop::{Alert, ClosedLoop, LoopOutcome, TraceEvent};
 use crate::envelope::Accepted;
 use crate::passport::Passport;
 use crate::plan::{canonical_json, sha256_prefixed};
@@ -314,10 +314,23 @@ impl Session {
         on: &mut dyn FnMut(SessionEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
         let f = self.pipe.extractor.next(w);
+        self.decide_window(&f, policies, on)
+    }
+
+    /// Decides one window whose features the caller computed (`closed-loop run` windows its file
+    /// itself, adapting the window to the trace); [`Session::advance`] does this for the lines it
+    /// is fed. Events go to `on`, in order.
+    pub fn decide_window<E>(
+        &mut self,
+        f: &WindowFeatures,
+        policies: &mut dyn Policies,
+        on: &mut dyn FnMut(SessionEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let index = f.window.index;
         let alerts_before = self.lp.alerts().len();
         let effects_before = self.lp.effects().len();
-        let d = policies.decide(&f, &Knobs(self.lp.knobs().clone()), &self.lp.limits());
-        let ev = self.lp.step(&f, &d);
+        let d = policies.decide(f, &Knobs(self.lp.knobs().clone()), &self.lp.limits());
+        let ev = self.lp.step(f, &d);
         for a in &self.lp.alerts()[alerts_before..] {
             on(SessionEvent::Alert(a))?;
         }
@@ -330,15 +343,15 @@ impl Session {
         self.iterations += 1;
         let chord_changed = self.last_chord.as_deref() != Some(ev.chord.as_str());
         if !ev.proposals.is_empty() {
-            self.latest_decision = Some(w.index);
+            self.latest_decision = Some(index);
         }
         on(SessionEvent::Window {
-            index: w.index,
+            index,
             event: &ev,
             line: &line,
             chord_changed,
         })?;
-        self.last_index = w.index;
+        self.last_index = index;
         self.last_chord = Some(ev.chord.clone());
         self.last_event = Some(ev);
         Ok(())
@@ -459,6 +472,12 @@ impl Session {
             ended: self.ended,
             pipeline: self.pipe.encode(),
         }
+    }
+
+    /// The loop's end state and bookkeeping (what `closed-loop run`'s report and plan carry); the
+    /// last change is judged on whatever evidence the telemetry left.
+    pub fn finish(self) -> LoopOutcome {
+        self.lp.finish()
     }
 
     /// The net change since the session first started, as a plan carries it.
