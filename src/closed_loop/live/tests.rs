@@ -377,3 +377,73 @@ fn every_verdict_on_a_change_is_told_once_as_it_is_judged() {
             .clone()
     );
 }
+
+/// The source files under `dir` (relative to the crate root), with their text.
+fn sources(dir: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir)];
+    while let Some(d) = stack.pop() {
+        if d.is_file() {
+            out.push((
+                d.display().to_string(),
+                std::fs::read_to_string(&d).unwrap(),
+            ));
+            continue;
+        }
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() || p.extension().is_some_and(|x| x == "rs") {
+                stack.push(p);
+            }
+        }
+    }
+    assert!(!out.is_empty(), "{dir}");
+    out
+}
+
+#[test]
+fn the_loop_library_has_no_cli_and_no_command_imports_another() {
+    // The library: no flags or CLI types; the live loop also never prints or exits (this test
+    // file excepted).
+    for (path, text) in sources("src/closed_loop") {
+        if path.ends_with("live/tests.rs") {
+            continue;
+        }
+        for banned in ["crate::cli", "clap::"] {
+            assert!(!text.contains(banned), "{path} uses {banned}");
+        }
+        if !path.contains("/live/") {
+            continue;
+        }
+        for banned in ["println!", "eprintln!", "eprint!", "process::exit"] {
+            assert!(!text.contains(banned), "{path} uses {banned}");
+        }
+    }
+    for (path, text) in sources("src/report") {
+        assert!(!text.contains("crate::cli"), "{path} imports cli");
+    }
+    // closed-loop run's files and watch's files do not import each other.
+    let watch = ["watch", "watch_report", "watch_source", "watch_state"];
+    let run = ["run", "terminal"];
+    for (path, text) in sources("src/cli/closed_loop") {
+        let name = std::path::Path::new(&path)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let others: &[&str] = if watch.contains(&name.as_str()) {
+            &run
+        } else if run.contains(&name.as_str()) {
+            &watch
+        } else {
+            &[]
+        };
+        for o in others {
+            assert!(
+                !text.contains(&format!("super::{o}::"))
+                    && !text.contains(&format!("super::{o}::{{")),
+                "{path} imports {o}"
+            );
+        }
+    }
+}
