@@ -447,3 +447,10 @@ fn the_loop_library_has_no_cli_and_no_command_imports_another() {
         }
     }
 }
+
+#[test]
+fn a_session_can_move_between_threads_of_a_pool() {
+    fn send<T: Send + 'static>() {}
+    send::<Session>();
+    send::<WatchState>();
+}
