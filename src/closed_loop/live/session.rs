@@ -76,6 +76,12 @@ impl SessionSetup {
 /// Why a saved state cannot be resumed.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// The state was written under another setup: these `config` keys differ.
+    #[error("the state was written with a different {}", .0.join(", "))]
+    OtherSetup(Vec<String>),
+    /// The state holds a knob value the passport would refuse.
+    #[error("{0}")]
+    BadKnobs(String),
     /// The ingest/window blob does not decode (message as `{e:#}`).
     #[error("{0}")]
     Pipeline(String),
@@ -204,13 +210,20 @@ impl Session {
     }
 
     /// The session `state` was checkpointed from, its policies' states restored into `policies`.
-    /// The caller has checked [`SessionSetup::differs_from`] and [`WatchState::check_knobs`]. An apply
-    /// left pending becomes [`ApplyOutcome::Unknown`]: never applied twice.
+    /// Refused when `state` was written under another setup ([`SessionSetup::differs_from`]) or
+    /// holds knobs the passport would refuse ([`WatchState::check_knobs`]). An apply left pending
+    /// becomes [`ApplyOutcome::Unknown`]: never applied twice.
     pub fn resume(
         setup: &SessionSetup,
         state: WatchState,
         policies: &mut dyn Policies,
     ) -> Result<Session, SessionError> {
+        if let Some(differs) = setup.differs_from(&state) {
+            return Err(SessionError::OtherSetup(differs));
+        }
+        state
+            .check_knobs(&setup.passport)
+            .map_err(SessionError::BadKnobs)?;
         let pipe = Pipeline::decode(&state.pipeline, setup.format, &setup.ingest)
             .map_err(|e| SessionError::Pipeline(format!("{e:#}")))?;
         let carry = super::state::decode_lines(&state.carry_lines)

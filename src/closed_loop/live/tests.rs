@@ -189,6 +189,22 @@ fn a_state_from_another_setup_says_what_differs() {
         b.differs_from(&state),
         Some(vec!["window_steps".to_string()])
     );
+    let mut p = Every3rd { seen: 0 };
+    let e = Session::resume(&b, state.clone(), &mut p).err().unwrap();
+    assert!(
+        matches!(e, SessionError::OtherSetup(ref k) if k == &["window_steps"]),
+        "{e}"
+    );
+    // A knob the passport would refuse is not resumed either.
+    let mut bad = state;
+    bad.loop_state
+        .knobs
+        .insert("dataloader_num_workers".into(), 1e9);
+    let e = Session::resume(&a, bad, &mut p).err().unwrap();
+    assert!(
+        matches!(e, SessionError::BadKnobs(ref m) if m.contains("outside")),
+        "{e}"
+    );
 }
 
 /// Feeds until the session has a decision to apply.
