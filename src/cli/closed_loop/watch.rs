@@ -87,75 +87,8 @@ fn execute(
     let (_host, mut set, _catalog) = load_policies(&args.dirs, &inp.base_policy, &inp.advanced)?;
     let mut warnings = inp.warnings.clone();
     warnings.extend(inputs::check_policies(&inp.passport, &set)?);
-    let opts = IngestOptions {
-        release_lag_steps: Some(args.release_lag_steps),
-        ..inp.opts.clone()
-    };
-    let (source_id, format) = source_identity(args, global, &inp)?;
-    let passport_sha = inp.passport.digest();
-    let policy_digests: Vec<String> = set
-        .policies()
-        .map(|p| p.reference().digest.clone())
-        .collect();
-    let config = json!({
-        "source": source_id, "format": format,
-        "window_steps": inp.cfg.window_steps, "warmup_steps": inp.cfg.warmup_steps,
-        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
-        "release_lag_steps": opts.release_lag_steps,
-        "passport": {"name": inp.passport.name, "version": inp.passport.version, "sha256": passport_sha},
-        "policies": policy_digests,
-        "target": {"namespace": inp.target.namespace(), "name": inp.target.name(), "kind": inp.target.kind().as_str()},
-    });
-    let setup = SessionSetup {
-        passport: inp.passport.clone(),
-        knobs: inp.knobs.clone(),
-        features: inp.cfg,
-        format,
-        ingest: opts,
-        config,
-    };
-    let saved = if args.fresh { None } else { load(&args.out)? };
-    if let Some(differs) = saved.as_ref().and_then(|s| setup.differs_from(s)) {
-        return Err(input_error(
-            "state_mismatch",
-            format!(
-                "{} was written by a watch with a different {}; use --fresh to start over or another --out",
-                args.out.join(STATE_FILE).display(),
-                differs.join(", ")
-            ),
-        ));
-    }
-    if let Some(s) = &saved {
-        check_against(s, &inp.passport, &args.out.join(STATE_FILE))?;
-    }
-    explain.event(
-        "watch_start",
-        json!({"source": source_id, "format": format, "out": args.out,
-               "passport": {"name": inp.passport.name, "version": inp.passport.version, "source": inp.passport_source},
-               "policies": policy_digests, "knobs": knobs_text(&inp.knobs), "knobs_source": inp.knob_origin,
-               "apply": args.apply, "max_iterations": args.max_iterations, "duration_ms": args.duration,
-               "resume": saved.is_some(), "fresh": args.fresh}),
-    )?;
-
-    // Restore or start.
-    let cursor = saved.as_ref().map(|s| s.source_cursor.clone());
-    let mut session = match saved {
-        Some(s) => {
-            let resume_event = json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
-                       "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
-                       "last_apply": s.last_apply, "restarts": s.totals.restarts.saturating_add(1)});
-            let session = Session::resume(&setup, s, &mut set).map_err(|e| match e {
-                SessionError::Pipeline(m) => input_error(
-                    "bad_state",
-                    format!("{STATE_FILE}: {m}; use --fresh to start over"),
-                ),
-                e => anyhow::Error::new(e),
-            })?;
-            explain.event("watch_resume", resume_event)?;
-            session
-        }
-        None => Session::new(&setup),
-    };
+    let (setup, session, cursor) = open_session(global, args, &inp, &mut set, explain)?;
+    let mut session = session;
     let mut source = open_live(args, global, &inp, cursor.as_ref())?;
     let source_describe = source.describe();
 
@@ -271,14 +204,110 @@ fn execute(
         eprint!("\r\x1b[2K");
     }
     checkpoint(&mut trace, &out, &session, &set, source.as_ref())?;
-    let (report, latest) = write_latest(
+    conclude(
+        global,
         &ctx,
         &session,
         source.as_ref(),
         source_events,
-        Some(stop_reason),
+        stop_reason,
+        explain,
+    )
+}
+
+/// The session this watch continues (from the state in `--out`, unless it was written under
+/// another configuration) or starts, with the source cursor to continue from.
+fn open_session(
+    global: &GlobalArgs,
+    args: &WatchArgs,
+    inp: &Inputs,
+    set: &mut PolicySet,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<(SessionSetup, Session, Option<Value>)> {
+    let opts = IngestOptions {
+        release_lag_steps: Some(args.release_lag_steps),
+        ..inp.opts.clone()
+    };
+    let (source_id, format) = source_identity(args, global, inp)?;
+    let passport_sha = inp.passport.digest();
+    let policy_digests: Vec<String> = set
+        .policies()
+        .map(|p| p.reference().digest.clone())
+        .collect();
+    let config = json!({
+        "source": source_id, "format": format,
+        "window_steps": inp.cfg.window_steps, "warmup_steps": inp.cfg.warmup_steps,
+        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
+        "release_lag_steps": opts.release_lag_steps,
+        "passport": {"name": inp.passport.name, "version": inp.passport.version, "sha256": passport_sha},
+        "policies": policy_digests,
+        "target": {"namespace": inp.target.namespace(), "name": inp.target.name(), "kind": inp.target.kind().as_str()},
+    });
+    let setup = SessionSetup {
+        passport: inp.passport.clone(),
+        knobs: inp.knobs.clone(),
+        features: inp.cfg,
+        format,
+        ingest: opts,
+        config,
+    };
+    let saved = if args.fresh { None } else { load(&args.out)? };
+    if let Some(differs) = saved.as_ref().and_then(|s| setup.differs_from(s)) {
+        return Err(input_error(
+            "state_mismatch",
+            format!(
+                "{} was written by a watch with a different {}; use --fresh to start over or another --out",
+                args.out.join(STATE_FILE).display(),
+                differs.join(", ")
+            ),
+        ));
+    }
+    if let Some(s) = &saved {
+        check_against(s, &inp.passport, &args.out.join(STATE_FILE))?;
+    }
+    explain.event(
+        "watch_start",
+        json!({"source": source_id, "format": format, "out": args.out,
+               "passport": {"name": inp.passport.name, "version": inp.passport.version, "source": inp.passport_source},
+               "policies": policy_digests, "knobs": knobs_text(&inp.knobs), "knobs_source": inp.knob_origin,
+               "apply": args.apply, "max_iterations": args.max_iterations, "duration_ms": args.duration,
+               "resume": saved.is_some(), "fresh": args.fresh}),
     )?;
-    let outcome_plan = final_plan(&ctx, &session)?;
+
+    // Restore or start.
+    let cursor = saved.as_ref().map(|s| s.source_cursor.clone());
+    let session = match saved {
+        Some(s) => {
+            let resume_event = json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
+                       "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
+                       "last_apply": s.last_apply, "restarts": s.totals.restarts.saturating_add(1)});
+            let session = Session::resume(&setup, s, set).map_err(|e| match e {
+                SessionError::Pipeline(m) => input_error(
+                    "bad_state",
+                    format!("{STATE_FILE}: {m}; use --fresh to start over"),
+                ),
+                e => anyhow::Error::new(e),
+            })?;
+            explain.event("watch_resume", resume_event)?;
+            session
+        }
+        None => Session::new(&setup),
+    };
+    Ok((setup, session, cursor))
+}
+/// The end of a watch: the final report and plan, the last line, and exit 2 when the latest apply
+/// was blocked.
+fn conclude(
+    global: &GlobalArgs,
+    ctx: &Ctx<'_>,
+    session: &Session,
+    source: &dyn LiveSource,
+    source_events: u64,
+    stop_reason: &str,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<()> {
+    let (report, latest) = write_latest(ctx, session, source, source_events, Some(stop_reason))?;
+    let outcome_plan = final_plan(ctx, session)?;
     explain.event(
         "watch_report",
         json!({"latest": latest, "stop_reason": stop_reason, "iterations": session.iterations(),
