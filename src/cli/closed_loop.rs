@@ -4,6 +4,7 @@
 //! touches a cluster. The pure loop is `crate::closed_loop`; this module resolves flags
 //! (`inputs`), drives the pass and writes the artifacts (`run`), and prints (`terminal`).
 
+mod common;
 pub(crate) mod inputs;
 mod run;
 mod terminal;
@@ -20,10 +21,18 @@ use super::policy::PolicyDirs;
 use super::{SourceKind, TelemetryArgs};
 use crate::policy::DEFAULT_POLICY;
 
-pub use run::{run, run_once};
 /// For the fuzz targets in `fuzz/` (the state file's decoders); not a stable API.
 #[doc(hidden)]
-pub use watch_state::{Pipeline, WatchState};
+pub use crate::closed_loop::live::{Pipeline, WatchState};
+pub use run::run_once;
+
+/// `closed-loop run|watch`.
+pub fn run(global: &super::GlobalArgs, args: &ClosedLoopArgs) -> anyhow::Result<()> {
+    match &args.command {
+        ClosedLoopCommand::Run(a) => run_once(global, a),
+        ClosedLoopCommand::Watch(a) => watch::run(global, a),
+    }
+}
 
 #[derive(Debug, Args)]
 pub struct ClosedLoopArgs {

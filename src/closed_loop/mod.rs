@@ -11,6 +11,7 @@
 
 pub mod effect;
 mod knobs;
+pub mod live;
 mod report;
 pub mod roi;
 mod timeline;
@@ -228,6 +229,18 @@ impl LoopOutcome {
             })
             .collect()
     }
+}
+
+/// The knobs of `after` whose value differs from `before` (knobs `before` lacks are not changes):
+/// `(knob, from, to)`, in knob order. What every plan of a loop carries.
+pub fn net_change<'a>(
+    before: &'a BTreeMap<String, f64>,
+    after: &'a BTreeMap<String, f64>,
+) -> impl Iterator<Item = (&'a String, f64, f64)> + 'a {
+    after.iter().filter_map(|(k, to)| {
+        let from = *before.get(k)?;
+        (from != *to).then_some((k, from, *to))
+    })
 }
 
 /// A [`ClosedLoop`] without its passport: plain data, JSON in `closed-loop watch`'s state file.
@@ -575,6 +588,11 @@ impl ClosedLoop {
         }
     }
 
+    /// The verdicts on changes so far (the first [`MAX_LISTED`]).
+    pub fn effects(&self) -> &[ChangeEffect] {
+        &self.st.effects
+    }
+
     /// How changes are judged.
     pub fn effect_config(&self) -> &EffectConfig {
         &self.effect_cfg
@@ -660,23 +678,17 @@ impl ClosedLoop {
         if let Some(last) = self.st.effect.finish(&self.effect_cfg) {
             self.record_effects(&[last]);
         }
-        let changes = self
-            .st
-            .knobs
-            .iter()
-            .filter_map(|(k, after)| {
-                let before = self.st.knobs_before.get(k).copied()?;
-                (before != *after).then(|| KnobChange {
-                    knob: k.clone(),
-                    from: before,
-                    to: *after,
-                    chord: self
-                        .st
-                        .last_chord_of_knob
-                        .get(k)
-                        .cloned()
-                        .unwrap_or_default(),
-                })
+        let changes = net_change(&self.st.knobs_before, &self.st.knobs)
+            .map(|(k, from, to)| KnobChange {
+                knob: k.clone(),
+                from,
+                to,
+                chord: self
+                    .st
+                    .last_chord_of_knob
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_default(),
             })
             .collect();
         LoopOutcome {

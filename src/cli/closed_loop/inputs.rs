@@ -60,6 +60,15 @@ pub struct ReplayBaseline {
 }
 
 impl Inputs {
+    /// What the loop's plans target and are bounded by.
+    pub fn plan_spec(&self) -> crate::closed_loop::live::PlanSpec<'_> {
+        crate::closed_loop::live::PlanSpec {
+            target: &self.target,
+            passport: &self.passport,
+            knobs_configmap: self.knobs_configmap.as_deref(),
+        }
+    }
+
     pub fn config(&self) -> RunConfig {
         RunConfig {
             window_steps: self.cfg.window_steps,

@@ -8,37 +8,28 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::RunArgs;
+use super::common::{load_policies, stamp, with_explain};
 use super::inputs::{self, Inputs, hex};
 use super::terminal::terminal_summary;
 use crate::artifacts::{ExplainLog, OutDir};
-use crate::cli::policy::PolicyDirs;
 use crate::cli::{GlobalArgs, OutputFormat};
+use crate::closed_loop::live::{Session, SessionEvent, SessionSetup, WrittenPlan, write_plan};
 use crate::closed_loop::{
-    BUNDLE_FILE, BUNDLE_SCHEMA, BundleArtifact, BundlePassport, BundlePolicy, ClosedLoop,
-    ClosedLoopReport, EngineInfo, FileCheck, LoopOutcome, PassportInfo, PolicyBundle, REPORT_NAME,
-    REPORT_SCHEMA, ReplayCheck, ReportPolicy, RunSpan, SUMMARY_FILE, SourceInfo, TRACE_FILE,
-    TRACE_SCHEMA, TargetInfo, TraceInfo, WASMTIME_VERSION, knobs_text, summary_markdown,
+    BUNDLE_FILE, BUNDLE_SCHEMA, BundleArtifact, BundlePassport, BundlePolicy, ClosedLoopReport,
+    EngineInfo, FileCheck, LoopOutcome, PassportInfo, PolicyBundle, REPORT_NAME, REPORT_SCHEMA,
+    ReplayCheck, ReportPolicy, RunSpan, SUMMARY_FILE, SourceInfo, TRACE_FILE, TRACE_SCHEMA,
+    TargetInfo, TraceInfo, WASMTIME_VERSION, knobs_text, summary_markdown,
 };
-use crate::error::{InputError, input_error};
 use crate::pipeline::{PassSummary, run_pass};
-use crate::plan::{
-    KUBECTL_SCRIPT, PLAN_FILE, Plan, PlanPassport, build_passport_plan, render_kubectl_script,
-};
-use crate::policy::{self, PolicyCatalog, PolicyError, PolicyHost, PolicySet, SandboxLimits};
+use crate::plan::{PLAN_FILE, Plan};
+use crate::policy::{self, PolicyCatalog, PolicyHost};
 use crate::signals::WindowFeatures;
 use crate::telemetry::open_source;
-
-pub fn run(global: &GlobalArgs, args: &super::ClosedLoopArgs) -> anyhow::Result<()> {
-    match &args.command {
-        super::ClosedLoopCommand::Run(a) => run_once(global, a),
-        super::ClosedLoopCommand::Watch(a) => super::watch::run(global, a),
-    }
-}
 
 /// `closed-loop run` (and `plan`, its short form).
 pub fn run_once(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
@@ -46,67 +37,6 @@ pub fn run_once(global: &GlobalArgs, args: &RunArgs) -> anyhow::Result<()> {
     with_explain(&args.out, "closed_loop", |explain| {
         execute(global, args, started, explain)
     })
-}
-
-/// Runs `f` with the explain log of `out`, ending it with `<prefix>_stop` (and, on failure, a
-/// `<prefix>_error` with the error's kind first).
-pub(super) fn with_explain(
-    out: &Path,
-    prefix: &str,
-    f: impl FnOnce(&mut ExplainLog) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let mut explain = ExplainLog::open(out)?;
-    let result = f(&mut explain);
-    match &result {
-        Ok(()) => explain.event(&format!("{prefix}_stop"), json!({"rc": 0}))?,
-        Err(e) => {
-            let kind = e
-                .chain()
-                .find_map(|c| c.downcast_ref::<InputError>())
-                .map_or("internal", |i| i.kind);
-            explain.event(
-                &format!("{prefix}_error"),
-                json!({"kind": kind, "error": format!("{e:#}")}),
-            )?;
-            explain.event(
-                &format!("{prefix}_stop"),
-                json!({"rc": crate::error::exit_code(e)}),
-            )?;
-        }
-    }
-    result
-}
-
-/// A policy loading failure as the user sees it: a name or a pin they can fix is invalid input.
-fn policy_error(e: PolicyError) -> anyhow::Error {
-    match e {
-        PolicyError::Io(_) => anyhow::Error::new(e),
-        PolicyError::UnknownPolicy(_) => input_error("unknown_policy", e.to_string()),
-        PolicyError::Advanced(_) => input_error("advanced_not_enabled", e.to_string()),
-        PolicyError::Lock(_) => input_error("lock_mismatch", e.to_string()),
-        _ => input_error("bad_policy", e.to_string()),
-    }
-}
-
-pub(super) fn load_policies(
-    dirs: &PolicyDirs,
-    base: &str,
-    advanced: &[String],
-) -> anyhow::Result<(PolicyHost, PolicySet, PolicyCatalog)> {
-    let dir = dirs.policy_dir.clone().or_else(policy::default_policy_dir);
-    let catalog = PolicyCatalog::load(dir.as_deref()).map_err(policy_error)?;
-    let advanced = inputs::advanced_policy_ids(&catalog, advanced)?;
-    let cache = if dirs.no_cache {
-        None
-    } else {
-        dirs.cache_dir.clone().or_else(policy::default_cache_dir)
-    };
-    let host = PolicyHost::new(SandboxLimits::default(), cache.as_deref())?;
-    let set = PolicySet::load(&host, &catalog, base, &advanced).map_err(policy_error)?;
-    for w in host.cache_warnings() {
-        eprintln!("warning: {w}");
-    }
-    Ok((host, set, catalog))
 }
 
 /// Digests of the decision trace being written (and the replayed run's, to compare).
@@ -134,10 +64,6 @@ impl TraceDigest<'_> {
         }
         Ok(())
     }
-}
-
-pub(super) fn stamp(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 fn execute(
@@ -180,12 +106,23 @@ fn execute(
             .map(|(_, l)| l.as_slice()),
         first_difference: None,
     };
-    let mut lp = ClosedLoop::new(inp.passport.clone(), inp.knobs.clone());
+    // The pass windows the file itself (adapting the window to the trace); the session decides.
+    let mut session = Session::new(&SessionSetup {
+        passport: inp.passport.clone(),
+        knobs: inp.knobs.clone(),
+        features: inp.cfg,
+        format,
+        ingest: inp.opts.clone(),
+        config: Value::Null,
+    });
     let show_progress = std::io::stderr().is_terminal() && global.output == OutputFormat::Text;
     let pass = {
         let mut on_window = |f: &WindowFeatures| -> anyhow::Result<()> {
-            let ev = lp.evaluate(f, &mut set);
-            trace.write(trace_file.writer(), &ev.to_line())
+            // Alerts and verdicts are in the report at the end.
+            session.decide_window(f, &mut set, &mut |ev| match ev {
+                SessionEvent::Window { line, .. } => trace.write(trace_file.writer(), line),
+                SessionEvent::Alert(_) | SessionEvent::Verdict(_) => Ok(()),
+            })
         };
         run_pass(src, &inp.opts, inp.cfg, show_progress, &mut on_window)?
     };
@@ -207,7 +144,7 @@ fn execute(
     {
         trace.first_difference = Some(trace.lines.min(old.len() as u64) + 1);
     }
-    let outcome = lp.finish();
+    let outcome = session.finish();
     let trace_sha = format!("sha256:{}", hex(&trace.whole.finalize()));
     let trace_lines = trace.lines;
     let trace_first_difference = trace.first_difference;
@@ -225,18 +162,19 @@ fn execute(
         }),
     )?;
 
-    let plan = build_passport_plan(
-        &inp.target,
+    let WrittenPlan {
+        plan,
+        document: plan_doc,
+        path: plan_path,
+        script,
+    } = write_plan(
+        &out,
+        inp.plan_spec(),
         &outcome.changes_as_accepted(),
-        &inp.passport,
-        inp.knobs_configmap.as_deref(),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
-    .with_passport(PlanPassport::of(&inp.passport));
-    let plan_doc = plan.to_document();
-    let plan_path = out.write_text(PLAN_FILE, &plan_doc)?;
-    let script_path = out.write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
-    make_executable(&script_path)?;
+        PLAN_FILE,
+        true,
+    )?;
+    let script_path = script.expect("the script was asked for");
     let plan_digest = plan.digest();
     explain.event(
         "closed_loop_plan_written",
@@ -551,16 +489,4 @@ fn absolute(p: &Path) -> Option<PathBuf> {
         return None;
     }
     std::fs::canonicalize(p).ok()
-}
-
-#[cfg(unix)]
-pub(super) fn make_executable(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))
-}
-
-#[cfg(not(unix))]
-pub(super) fn make_executable(_: &Path) -> anyhow::Result<()> {
-    Ok(())
 }

@@ -1,12 +1,13 @@
 //! `closed-loop watch`: the loop of `closed-loop run`, live. Reads a source that keeps producing
-//! (a followed file, pod logs, Prometheus), evaluates each window as it completes, and keeps its
-//! whole state in `--out` (see `watch_state`), so a restarted watch continues after the last line it
-//! read with the same cooldowns, policy states and applied values — no line lost, no proposal
-//! repeated. `--apply` goes through the gates of `k8s apply` (src/apply) once per decision.
+//! (a followed file, pod logs, Prometheus) and drives a [`Session`] (`crate::closed_loop::live`):
+//! the session evaluates each window as it completes and keeps the exactly-once machinery; this
+//! command keeps the flags, signals, polling, printing and files. The whole state lives in `--out`
+//! (`watch_state.json`), so a restarted watch continues after the last line it read with the same
+//! cooldowns, policy states and applied values — no line lost, no proposal repeated. `--apply` goes
+//! through the gates of `k8s apply` (src/apply) once per decision.
 //! Explain events: `watch_start`, `watch_resume`, `watch_source_event`, `watch_decision`,
 //! `watch_apply`, `watch_report`, `watch_stop` (or `watch_error` then `watch_stop`).
 
-use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
 use std::sync::Arc;
@@ -18,25 +19,23 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::WatchArgs;
+use super::common::{load_policies, stamp, with_explain};
 use super::inputs::{self, Inputs};
-use super::run::{load_policies, stamp, with_explain};
-use super::watch_report::{final_plan, next_change_allowed_ms, stamp_ms, write_latest};
+use super::watch_report::{final_plan, stamp_ms, write_latest};
 use super::watch_source::{open_live, source_identity};
-use super::watch_state::{
-    ApplyMark, Pipeline, STATE_FILE, STATE_SCHEMA, WatchState, WatchTotals, decode_lines,
-    encode_lines,
-};
+use super::watch_state::{check_against, load};
 use crate::apply::{ApplyResult, OneShotOptions, closed_loop_apply};
 use crate::artifacts::{ExplainLog, OutDir, write_atomic};
 use crate::cli::{GlobalArgs, OutputFormat};
-use crate::closed_loop::{ClosedLoop, TRACE_FILE, TraceEvent, knobs_text};
-use crate::envelope::Accepted;
+use crate::closed_loop::live::{
+    ApplyHost, ApplyOutcome, ApplyRecord, ApplyRequest, STATE_FILE, Session, SessionError,
+    SessionEvent, SessionSetup, write_plan,
+};
+use crate::closed_loop::{TRACE_FILE, TraceEvent, knobs_text};
 use crate::error::input_error;
-use crate::plan::{PlanPassport, build_passport_plan, canonical_json, sha256_prefixed};
 use crate::policy::PolicySet;
-use crate::signals::{FeatureExtractor, WindowStats, Windower};
+use crate::telemetry::IngestOptions;
 use crate::telemetry::live::{LiveSource, Poll};
-use crate::telemetry::{Ingest, IngestOptions, MAX_LINE_BYTES};
 
 /// Longest a poll waits before the loop looks at its stop conditions again.
 const POLL_WAIT: Duration = Duration::from_millis(250);
@@ -50,77 +49,6 @@ pub fn run(global: &GlobalArgs, args: &WatchArgs) -> anyhow::Result<()> {
     with_explain(&args.out, "watch", |explain| {
         execute(global, args, started, explain)
     })
-}
-
-/// The evaluated side of the pipeline: the loop, the policies, the decision trace on disk.
-pub(super) struct Decider<'a> {
-    pub(super) lp: ClosedLoop,
-    pub(super) set: &'a mut PolicySet,
-    pub(super) trace: BufWriter<File>,
-    pub(super) trace_bytes: u64,
-    pub(super) trace_lines: u64,
-    /// Window index of the latest accepted change.
-    pub(super) latest_decision: Option<u64>,
-    pub(super) last_event: Option<TraceEvent>,
-    pub(super) last_index: u64,
-    pub(super) iterations: u64,
-    pub(super) last_chord: Option<String>,
-}
-
-impl Decider<'_> {
-    fn evaluate(
-        &mut self,
-        extractor: &mut FeatureExtractor,
-        w: &WindowStats,
-        explain: &mut ExplainLog,
-        lines: &mut dyn FnMut(&TraceEvent, u64, bool),
-    ) -> anyhow::Result<()> {
-        let f = extractor.next(w);
-        let alerts_before = self.lp.alerts().len();
-        let ev = self.lp.evaluate(&f, self.set);
-        // What no knob fixes is said at once, on stderr, whatever the output mode.
-        for a in &self.lp.alerts()[alerts_before..] {
-            eprintln!("ALERT {}", a.line());
-            explain.event("watch_alert", json!(a))?;
-        }
-        let line = ev.to_line();
-        self.trace
-            .write_all(line.as_bytes())
-            .context("cannot write the decision trace")?;
-        self.trace_bytes += line.len() as u64;
-        self.trace_lines += 1;
-        self.iterations += 1;
-        let chord_changed = self.last_chord.as_deref() != Some(ev.chord.as_str());
-        if !ev.proposals.is_empty() {
-            self.latest_decision = Some(w.index);
-        }
-        if !ev.proposals.is_empty() || !ev.blocked.is_empty() {
-            explain.event(
-                "watch_decision",
-                json!({"window": ev.window, "chord": ev.chord, "active_chords": ev.active_chords,
-                       "proposals": ev.proposals, "blocked": ev.blocked}),
-            )?;
-        }
-        lines(&ev, w.index, chord_changed);
-        self.last_index = w.index;
-        self.last_chord = Some(ev.chord.clone());
-        self.last_event = Some(ev);
-        Ok(())
-    }
-}
-
-/// Feeds one line; evaluates the windows it completes.
-fn feed(p: &mut Pipeline, line: &[u8], done: &mut Vec<WindowStats>) {
-    let windower = &mut p.windower;
-    if line.len() > MAX_LINE_BYTES {
-        p.ingest.push_too_long(line.len() as u64);
-        return;
-    }
-    p.ingest.push_line(line, &mut |s| {
-        if let Some(w) = windower.push(s) {
-            done.push(w);
-        }
-    });
 }
 
 struct StopWhen {
@@ -159,145 +87,22 @@ fn execute(
     let (_host, mut set, _catalog) = load_policies(&args.dirs, &inp.base_policy, &inp.advanced)?;
     let mut warnings = inp.warnings.clone();
     warnings.extend(inputs::check_policies(&inp.passport, &set)?);
-    let opts = IngestOptions {
-        release_lag_steps: Some(args.release_lag_steps),
-        ..inp.opts.clone()
-    };
-    let (source_id, format) = source_identity(args, global, &inp)?;
-    let passport_sha = inp.passport.digest();
-    let policy_digests: Vec<String> = set
-        .policies()
-        .map(|p| p.reference().digest.clone())
-        .collect();
-    let config = json!({
-        "source": source_id, "format": format,
-        "window_steps": inp.cfg.window_steps, "warmup_steps": inp.cfg.warmup_steps,
-        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
-        "release_lag_steps": opts.release_lag_steps,
-        "passport": {"name": inp.passport.name, "version": inp.passport.version, "sha256": passport_sha},
-        "policies": policy_digests,
-        "target": {"namespace": inp.target.namespace(), "name": inp.target.name(), "kind": inp.target.kind().as_str()},
-    });
-    let fingerprint = sha256_prefixed(canonical_json(&config).as_bytes());
-    let saved = if args.fresh {
-        None
-    } else {
-        WatchState::load(&args.out)?
-    };
-    if let Some(s) = &saved
-        && s.fingerprint != fingerprint
-    {
-        let differs: Vec<String> = config
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, v)| s.config.get(k.as_str()) != Some(v))
-            .map(|(k, _)| k.clone())
-            .collect();
-        return Err(input_error(
-            "state_mismatch",
-            format!(
-                "{} was written by a watch with a different {}; use --fresh to start over or another --out",
-                args.out.join(STATE_FILE).display(),
-                differs.join(", ")
-            ),
-        ));
-    }
-    if let Some(s) = &saved {
-        s.check_against(&inp.passport, &args.out.join(STATE_FILE))?;
-    }
-    explain.event(
-        "watch_start",
-        json!({"source": source_id, "format": format, "out": args.out,
-               "passport": {"name": inp.passport.name, "version": inp.passport.version, "source": inp.passport_source},
-               "policies": policy_digests, "knobs": knobs_text(&inp.knobs), "knobs_source": inp.knob_origin,
-               "apply": args.apply, "max_iterations": args.max_iterations, "duration_ms": args.duration,
-               "resume": saved.is_some(), "fresh": args.fresh}),
-    )?;
-
-    // Restore or start.
-    let mut totals = WatchTotals::default();
-    let (pipe, lp, carry, last_applied, mut last_apply, ended, cursor, trace_len) = match saved {
-        Some(s) => {
-            let pipe = Pipeline::decode(&s.pipeline, format, &opts).map_err(|e| {
-                input_error(
-                    "bad_state",
-                    format!("{}: {e:#}; use --fresh to start over", STATE_FILE),
-                )
-            })?;
-            set.set_states(s.policy_states.clone());
-            totals = s.totals.clone();
-            totals.restarts = totals.restarts.saturating_add(1);
-            explain.event(
-                "watch_resume",
-                json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
-                           "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
-                           "last_apply": s.last_apply, "restarts": totals.restarts}),
-            )?;
-            (
-                pipe,
-                ClosedLoop::resume(inp.passport.clone(), s.loop_state),
-                VecDeque::from(decode_lines(&s.carry_lines)?),
-                s.last_applied,
-                s.last_apply,
-                s.ended,
-                Some(s.source_cursor),
-                Some((s.trace_bytes, s.trace_lines)),
-            )
-        }
-        None => (
-            Pipeline {
-                ingest: Ingest::new(format, &opts),
-                windower: Windower::new(inp.cfg.window_steps),
-                extractor: FeatureExtractor::new(inp.cfg),
-            },
-            ClosedLoop::new(inp.passport.clone(), inp.knobs.clone()),
-            VecDeque::new(),
-            None,
-            None,
-            false,
-            None,
-            None,
-        ),
-    };
-    let resumed = trace_len.is_some();
+    let (setup, session, cursor) = open_session(global, args, &inp, &mut set, explain)?;
+    let mut session = session;
     let mut source = open_live(args, global, &inp, cursor.as_ref())?;
     let source_describe = source.describe();
 
     // From here on artifacts are written.
     let out = OutDir::create(&args.out, started)?.keep(global.keep);
     let trace_path = out.path(TRACE_FILE);
-    let trace_file =
+    let mut trace_file =
         crate::fsio::no_follow(OpenOptions::new().create(true).write(true).truncate(false))
             .open(&trace_path)
             .with_context(|| format!("cannot open {}", trace_path.display()))?;
-    let (trace_bytes, trace_lines) = trace_len.unwrap_or((0, 0));
     // Lines written after the last checkpoint are decided again (identically) below.
-    trace_file.set_len(trace_bytes)?;
-    let mut trace_file = trace_file;
+    trace_file.set_len(session.trace_len().0)?;
     std::io::Seek::seek(&mut trace_file, std::io::SeekFrom::End(0))?;
-    let mut dec = Decider {
-        lp,
-        set: &mut set,
-        trace: BufWriter::with_capacity(256 * 1024, trace_file),
-        trace_bytes,
-        trace_lines,
-        latest_decision: None,
-        last_event: None,
-        last_index: 0,
-        iterations: 0,
-        last_chord: None,
-    };
-    if resumed {
-        dec.latest_decision = last_apply.as_ref().map(|a| a.decision_window);
-        if let Some(a) = &mut last_apply
-            && a.outcome == "pending"
-        {
-            // Killed between the checkpoint and the apply's result: the cluster may or may not
-            // have taken it. Never applied twice: the next decision carries the knobs again.
-            a.outcome = "unknown (the watch stopped during the apply)".into();
-        }
-    }
+    let mut trace = BufWriter::with_capacity(256 * 1024, trace_file);
 
     let stop = StopWhen {
         flag,
@@ -315,56 +120,38 @@ fn execute(
         global.request_timeout,
     );
 
-    let mut ctx = Ctx {
+    let ctx = Ctx {
         args,
         inp: &inp,
         out: &out,
-        config: &config,
-        fingerprint: &fingerprint,
+        config: &setup.config,
         started,
         source_describe: &source_describe,
         warnings: &warnings,
-        resumed,
     };
     let mut batch: Vec<Vec<u8>> = Vec::new();
-    let mut done: Vec<WindowStats> = Vec::new();
     let mut last_rewrite = Instant::now();
-    let mut pr = Progress {
-        pipe,
-        carry,
-        totals,
-        last_applied,
-        last_apply,
-        ended,
-        source_events: 0,
-    };
+    let mut source_events = 0u64;
     let mut stop_reason = "source_ended";
     let mut source_done = false;
     loop {
-        if let Some(r) = stop.reason(dec.iterations) {
+        if let Some(r) = stop.reason(session.iterations()) {
             stop_reason = r;
             break;
         }
-        if pr.carry.is_empty() {
-            if pr.ended {
+        if session.pending_lines() == 0 {
+            if session.ended() {
                 break;
             }
             if source_done {
                 // Everything read and fed: close the reorder buffer and the last window.
-                let windower = &mut pr.pipe.windower;
-                pr.pipe.ingest.finish(&mut |s| {
-                    if let Some(w) = windower.push(s) {
-                        done.push(w);
-                    }
-                });
-                done.extend(pr.pipe.windower.finish());
-                pr.ended = true;
+                session.finish_source();
             } else {
                 batch.clear();
                 let poll = source.poll(&mut batch, POLL_WAIT);
                 // The events first: a source that fails says why it stopped in them too.
                 for ev in source.drain_events() {
-                    pr.source_events += 1;
+                    source_events += 1;
                     explain.event("watch_source_event", serde_json::to_value(&ev)?)?;
                     if plain_lines {
                         println!("source_event={} detail={}", ev.kind, ev.detail);
@@ -375,52 +162,37 @@ fn execute(
                     }
                 }
                 let poll = poll?;
-                pr.carry.extend(batch.drain(..));
+                session.push_lines(batch.drain(..));
                 source_done = poll == Poll::Ended;
             }
         }
         let mut stopped = None;
-        loop {
-            for w in done.drain(..) {
-                dec.evaluate(
-                    &mut pr.pipe.extractor,
-                    &w,
-                    explain,
-                    &mut |ev, index, changed| {
-                        if plain_lines
-                            && (changed || !ev.proposals.is_empty() || !ev.blocked.is_empty())
-                        {
-                            println!("{}", window_line(ev, index));
-                        }
-                    },
-                )?;
-            }
-            if let Some(r) = stop.reason(dec.iterations) {
-                stopped = Some(r);
-                break;
-            }
-            let Some(line) = pr.carry.pop_front() else {
-                break;
-            };
-            feed(&mut pr.pipe, &line, &mut done);
-        }
+        session.advance(
+            &mut set,
+            &mut |n| {
+                stopped = stop.reason(n);
+                stopped.is_some()
+            },
+            &mut |ev| on_event(ev, &mut trace, explain, plain_lines),
+        )?;
         if args.apply {
-            apply_if_decided(
-                &mut ctx,
-                &mut dec,
-                &mut pr,
-                source.as_ref(),
-                &connect,
+            let mut host = WatchApply {
+                ctx: &ctx,
+                trace: &mut trace,
+                set: &set,
+                source: source.as_ref(),
+                connect: &connect,
                 explain,
                 plain_lines,
-            )?;
+            };
+            session.apply_decided(&mut host)?;
         }
         if terminal {
-            status_line(&dec, &inp);
+            status_line(&session, &inp);
         }
         if last_rewrite.elapsed() >= REWRITE_EVERY {
-            checkpoint(&ctx, &mut dec, &pr, source.as_ref())?;
-            write_latest(&ctx, &dec, &pr, source.as_ref(), None)?;
+            checkpoint(&mut trace, &out, &session, &set, source.as_ref())?;
+            write_latest(&ctx, &session, source.as_ref(), source_events, None)?;
             last_rewrite = Instant::now();
         }
         if let Some(r) = stopped {
@@ -431,13 +203,115 @@ fn execute(
     if terminal {
         eprint!("\r\x1b[2K");
     }
-    checkpoint(&ctx, &mut dec, &pr, source.as_ref())?;
-    let (report, latest) = write_latest(&ctx, &dec, &pr, source.as_ref(), Some(stop_reason))?;
-    let outcome_plan = final_plan(&mut ctx, &dec)?;
+    checkpoint(&mut trace, &out, &session, &set, source.as_ref())?;
+    conclude(
+        global,
+        &ctx,
+        &session,
+        source.as_ref(),
+        source_events,
+        stop_reason,
+        explain,
+    )
+}
+
+/// The session this watch continues (from the state in `--out`, unless it was written under
+/// another configuration) or starts, with the source cursor to continue from.
+fn open_session(
+    global: &GlobalArgs,
+    args: &WatchArgs,
+    inp: &Inputs,
+    set: &mut PolicySet,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<(SessionSetup, Session, Option<Value>)> {
+    let opts = IngestOptions {
+        release_lag_steps: Some(args.release_lag_steps),
+        ..inp.opts.clone()
+    };
+    let (source_id, format) = source_identity(args, global, inp)?;
+    let passport_sha = inp.passport.digest();
+    let policy_digests: Vec<String> = set
+        .policies()
+        .map(|p| p.reference().digest.clone())
+        .collect();
+    let config = json!({
+        "source": source_id, "format": format,
+        "window_steps": inp.cfg.window_steps, "warmup_steps": inp.cfg.warmup_steps,
+        "reorder_window": opts.reorder_window, "clock_skew_tolerance_ms": opts.skew_tolerance_ms,
+        "release_lag_steps": opts.release_lag_steps,
+        "passport": {"name": inp.passport.name, "version": inp.passport.version, "sha256": passport_sha},
+        "policies": policy_digests,
+        "target": {"namespace": inp.target.namespace(), "name": inp.target.name(), "kind": inp.target.kind().as_str()},
+    });
+    let setup = SessionSetup {
+        passport: inp.passport.clone(),
+        knobs: inp.knobs.clone(),
+        features: inp.cfg,
+        format,
+        ingest: opts,
+        config,
+    };
+    let saved = if args.fresh { None } else { load(&args.out)? };
+    if let Some(differs) = saved.as_ref().and_then(|s| setup.differs_from(s)) {
+        return Err(input_error(
+            "state_mismatch",
+            format!(
+                "{} was written by a watch with a different {}; use --fresh to start over or another --out",
+                args.out.join(STATE_FILE).display(),
+                differs.join(", ")
+            ),
+        ));
+    }
+    if let Some(s) = &saved {
+        check_against(s, &inp.passport, &args.out.join(STATE_FILE))?;
+    }
+    explain.event(
+        "watch_start",
+        json!({"source": source_id, "format": format, "out": args.out,
+               "passport": {"name": inp.passport.name, "version": inp.passport.version, "source": inp.passport_source},
+               "policies": policy_digests, "knobs": knobs_text(&inp.knobs), "knobs_source": inp.knob_origin,
+               "apply": args.apply, "max_iterations": args.max_iterations, "duration_ms": args.duration,
+               "resume": saved.is_some(), "fresh": args.fresh}),
+    )?;
+
+    // Restore or start.
+    let cursor = saved.as_ref().map(|s| s.source_cursor.clone());
+    let session = match saved {
+        Some(s) => {
+            let resume_event = json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
+                       "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
+                       "last_apply": s.last_apply, "restarts": s.totals.restarts.saturating_add(1)});
+            let session = Session::resume(&setup, s, set).map_err(|e| match e {
+                SessionError::Pipeline(m) => input_error(
+                    "bad_state",
+                    format!("{STATE_FILE}: {m}; use --fresh to start over"),
+                ),
+                e => anyhow::Error::new(e),
+            })?;
+            explain.event("watch_resume", resume_event)?;
+            session
+        }
+        None => Session::new(&setup),
+    };
+    Ok((setup, session, cursor))
+}
+/// The end of a watch: the final report and plan, the last line, and exit 2 when the latest apply
+/// was blocked.
+fn conclude(
+    global: &GlobalArgs,
+    ctx: &Ctx<'_>,
+    session: &Session,
+    source: &dyn LiveSource,
+    source_events: u64,
+    stop_reason: &str,
+    explain: &mut ExplainLog,
+) -> anyhow::Result<()> {
+    let (report, latest) = write_latest(ctx, session, source, source_events, Some(stop_reason))?;
+    let outcome_plan = final_plan(ctx, session)?;
     explain.event(
         "watch_report",
-        json!({"latest": latest, "stop_reason": stop_reason, "iterations": dec.iterations,
-               "windows_total": dec.lp.windows(), "plan": outcome_plan}),
+        json!({"latest": latest, "stop_reason": stop_reason, "iterations": session.iterations(),
+               "windows_total": session.closed_loop().windows(), "plan": outcome_plan}),
     )?;
     match global.output {
         OutputFormat::Json | OutputFormat::Yaml => {
@@ -450,19 +324,19 @@ fn execute(
         OutputFormat::Text => {
             println!(
                 "watch stopped ({stop_reason}): {} windows this run, {} in all; regime {}; {} proposed, {} applied; report {}",
-                dec.iterations,
-                dec.lp.windows(),
-                dec.last_chord.as_deref().unwrap_or("n/a"),
+                session.iterations(),
+                session.closed_loop().windows(),
+                session.last_chord().unwrap_or("n/a"),
                 report["proposed_total"],
-                pr.totals.applied_total,
+                session.saved_totals().applied_total,
                 latest.display()
             );
         }
     }
     // Like `closed-loop run --apply`: a watch whose latest apply the gates refused ends with exit 2
     // (after writing everything), so a supervisor notices.
-    if let Some(a) = &pr.last_apply
-        && let Some(reason) = a.outcome.strip_prefix("blocked:")
+    if let Some(a) = session.last_apply()
+        && let Some(reason) = a.outcome.blocked_reason()
     {
         return Err(input_error(
             "apply_blocked",
@@ -476,18 +350,44 @@ fn execute(
     Ok(())
 }
 
-/// What the watch has read, applied and counted: everything besides the loop that a checkpoint
-/// saves and the reports show.
-pub(super) struct Progress {
-    pub(super) pipe: Pipeline,
-    /// Lines polled but not fed yet.
-    pub(super) carry: VecDeque<Vec<u8>>,
-    pub(super) totals: WatchTotals,
-    pub(super) last_applied: Option<BTreeMap<String, f64>>,
-    pub(super) last_apply: Option<ApplyMark>,
-    /// The source ended and the last window was evaluated.
-    pub(super) ended: bool,
-    pub(super) source_events: u64,
+/// What the session said, as this command says it: the decision trace, explain events, lines.
+fn on_event(
+    ev: SessionEvent<'_>,
+    trace: &mut BufWriter<File>,
+    explain: &mut ExplainLog,
+    plain_lines: bool,
+) -> anyhow::Result<()> {
+    let decision = ev.is_decision();
+    match ev {
+        SessionEvent::Alert(a) => {
+            // What no knob fixes is said at once, on stderr, whatever the output mode.
+            eprintln!("ALERT {}", a.line());
+            explain.event("watch_alert", json!(a))?;
+        }
+        // Judged in the report and the decision trace; nothing more to say while it runs.
+        SessionEvent::Verdict(_) => {}
+        SessionEvent::Window {
+            index,
+            event,
+            line,
+            chord_changed,
+        } => {
+            trace
+                .write_all(line.as_bytes())
+                .context("cannot write the decision trace")?;
+            if decision {
+                explain.event(
+                    "watch_decision",
+                    json!({"window": event.window, "chord": event.chord, "active_chords": event.active_chords,
+                           "proposals": event.proposals, "blocked": event.blocked}),
+                )?;
+            }
+            if plain_lines && (chord_changed || decision) {
+                println!("{}", window_line(event, index));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What every artifact writer needs to know about the run.
@@ -496,168 +396,104 @@ pub(super) struct Ctx<'a> {
     pub(super) inp: &'a Inputs,
     pub(super) out: &'a OutDir,
     pub(super) config: &'a Value,
-    pub(super) fingerprint: &'a str,
     pub(super) started: DateTime<Utc>,
     pub(super) source_describe: &'a Value,
     pub(super) warnings: &'a [String],
-    pub(super) resumed: bool,
 }
 
+/// Saves the session to `--out`; the decision trace reaches the disk before the state claims its
+/// length.
 fn checkpoint(
-    ctx: &Ctx<'_>,
-    dec: &mut Decider<'_>,
-    pr: &Progress,
+    trace: &mut BufWriter<File>,
+    out: &OutDir,
+    session: &Session,
+    set: &PolicySet,
     source: &dyn LiveSource,
 ) -> anyhow::Result<()> {
-    // The trace must be on disk before the state claims its length.
-    dec.trace
-        .flush()
-        .context("cannot write the decision trace")?;
-    dec.trace.get_ref().sync_data().ok();
-    let mut totals = pr.totals.clone();
-    totals.iterations_done = totals.iterations_done.saturating_add(dec.iterations);
-    let state = WatchState {
-        schema_version: STATE_SCHEMA.into(),
-        fingerprint: ctx.fingerprint.to_string(),
-        config: ctx.config.clone(),
-        updated_at: stamp(Utc::now()),
-        source_cursor: source.cursor(),
-        carry_lines: encode_lines(pr.carry.iter()),
-        trace_bytes: dec.trace_bytes,
-        trace_lines: dec.trace_lines,
-        totals,
-        loop_state: dec.lp.save(),
-        policy_states: dec.set.states(),
-        last_applied: pr.last_applied.clone(),
-        last_apply: pr.last_apply.clone(),
-        ended: pr.ended,
-        pipeline: pr.pipe.encode(),
-    };
+    trace.flush().context("cannot write the decision trace")?;
+    trace.get_ref().sync_data().ok();
+    let state = session.checkpoint(source.cursor(), set.states(), stamp(Utc::now()));
     let bytes = serde_json::to_vec(&state)?;
-    write_atomic(&ctx.out.path(STATE_FILE), |w| w.write_all(&bytes))
+    write_atomic(&out.path(STATE_FILE), |w| w.write_all(&bytes))
 }
 
-/// `--apply`: one gated apply per new decision, of the knobs that differ from what the cluster was
-/// last given. The state is checkpointed first with the apply marked pending, so a watch killed
-/// mid-apply never repeats it.
-fn apply_if_decided(
-    ctx: &mut Ctx<'_>,
-    dec: &mut Decider<'_>,
-    pr: &mut Progress,
-    source: &dyn LiveSource,
-    connect: &crate::k8s::ConnectOptions,
-    explain: &mut ExplainLog,
+/// `--apply`: the session's apply protocol with the files of `--out` and the gates of `k8s apply`.
+struct WatchApply<'a> {
+    ctx: &'a Ctx<'a>,
+    trace: &'a mut BufWriter<File>,
+    set: &'a PolicySet,
+    source: &'a dyn LiveSource,
+    connect: &'a crate::k8s::ConnectOptions,
+    explain: &'a mut ExplainLog,
     plain_lines: bool,
-) -> anyhow::Result<()> {
-    let Some(decision) = dec.latest_decision else {
-        return Ok(());
-    };
-    if pr
-        .last_apply
-        .as_ref()
-        .is_some_and(|a| a.decision_window >= decision)
-    {
-        return Ok(());
+}
+
+impl ApplyHost for WatchApply<'_> {
+    type Error = anyhow::Error;
+
+    fn checkpoint(&mut self, session: &Session) -> anyhow::Result<()> {
+        checkpoint(self.trace, self.ctx.out, session, self.set, self.source)
     }
-    let base = pr
-        .last_applied
-        .clone()
-        .unwrap_or_else(|| dec.lp.save().knobs_before);
-    let chord = dec
-        .last_event
-        .as_ref()
-        .map(|e| e.chord.clone())
-        .unwrap_or_default();
-    let changes: Vec<Accepted> = dec
-        .lp
-        .knobs()
-        .iter()
-        .filter_map(|(k, to)| {
-            let from = *base.get(k)?;
-            (from != *to).then(|| Accepted {
-                knob: k.clone(),
-                from,
-                to: *to,
-                reason: format!("watch decision at window {decision}"),
-                chord: chord.clone(),
-                limited_by: None,
-                requested: None,
-            })
+
+    /// One gated apply of the knobs that differ from what the cluster was last given.
+    fn apply(&mut self, session: &Session, req: &ApplyRequest) -> anyhow::Result<ApplyRecord> {
+        let ctx = self.ctx;
+        let decision = req.decision_window;
+        let written = write_plan(
+            ctx.out,
+            ctx.inp.plan_spec(),
+            &req.changes,
+            &format!("k8s_plan_w{decision}.json"),
+            false,
+        )?;
+        let proposed: Vec<&str> = req.changes.iter().map(|c| c.knob.as_str()).collect();
+        let opts = OneShotOptions {
+            connect: self.connect.clone(),
+            license: ctx.args.license.license.clone(),
+            keyring: ctx.args.license.keyring.clone(),
+            advanced_chords: !ctx.inp.advanced.is_empty(),
+            passport: ctx.inp.passport.clone(),
+            passport_source: ctx.inp.passport_source.clone(),
+        };
+        let one = closed_loop_apply(
+            &written.plan,
+            &written.path,
+            &proposed,
+            &opts,
+            ctx.out,
+            self.explain,
+        )?;
+        let outcome = match &one.result {
+            None => ApplyOutcome::NoChanges,
+            Some(ApplyResult::Applied) => ApplyOutcome::Applied,
+            Some(ApplyResult::Blocked(b)) => ApplyOutcome::Blocked {
+                reason: b.reason.to_string(),
+            },
+            Some(ApplyResult::Failed(m)) => ApplyOutcome::Failed { message: m.clone() },
+        };
+        self.explain.event(
+            "watch_apply",
+            json!({"decision_window": decision, "plan": written.path, "outcome": outcome,
+                   "fields": one.fields}),
+        )?;
+        if self.plain_lines {
+            println!(
+                "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",
+                session.totals().iterations_done,
+                one.fields.verify_ok.map_or("n/a".into(), |b| b.to_string()),
+                one.fields.apply_attempted,
+                one.fields.apply_ok.map_or("n/a".into(), |b| b.to_string()),
+                one.fields.apply_blocked_reason.as_deref().unwrap_or("null"),
+                ctx.out.dir().display()
+            );
+        }
+        Ok(ApplyRecord {
+            outcome,
+            attempted: one.fields.apply_attempted,
+            apply_ok: one.fields.apply_ok,
+            verify_ok: one.fields.verify_ok,
         })
-        .collect();
-    let knobs = dec.lp.knobs().clone();
-    pr.last_apply = Some(ApplyMark {
-        decision_window: decision,
-        knobs: knobs.clone(),
-        outcome: "pending".into(),
-    });
-    checkpoint(ctx, dec, pr, source)?;
-    let plan = build_passport_plan(
-        &ctx.inp.target,
-        &changes,
-        &ctx.inp.passport,
-        ctx.inp.knobs_configmap.as_deref(),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
-    .with_passport(PlanPassport::of(&ctx.inp.passport));
-    let plan_path = ctx
-        .out
-        .write_text(&format!("k8s_plan_w{decision}.json"), &plan.to_document())?;
-    let proposed: Vec<&str> = changes.iter().map(|c| c.knob.as_str()).collect();
-    let opts = OneShotOptions {
-        connect: connect.clone(),
-        license: ctx.args.license.license.clone(),
-        keyring: ctx.args.license.keyring.clone(),
-        advanced_chords: !ctx.inp.advanced.is_empty(),
-        passport: ctx.inp.passport.clone(),
-        passport_source: ctx.inp.passport_source.clone(),
-    };
-    let one = closed_loop_apply(&plan, &plan_path, &proposed, &opts, ctx.out, explain)?;
-    let outcome = match &one.result {
-        None => "no_changes".to_string(),
-        Some(ApplyResult::Applied) => {
-            pr.totals.applied_total = pr.totals.applied_total.saturating_add(changes.len() as u64);
-            pr.last_applied = Some(knobs.clone());
-            "applied".to_string()
-        }
-        Some(ApplyResult::Blocked(b)) => {
-            pr.totals.apply_blocked_total = pr.totals.apply_blocked_total.saturating_add(1);
-            format!("blocked:{}", b.reason)
-        }
-        Some(ApplyResult::Failed(m)) => {
-            pr.totals.apply_failed_total = pr.totals.apply_failed_total.saturating_add(1);
-            format!("failed: {m}")
-        }
-    };
-    if one.fields.apply_attempted {
-        pr.totals.apply_attempted_total = pr.totals.apply_attempted_total.saturating_add(1);
-        if one.fields.apply_ok == Some(true) {
-            pr.totals.apply_ok_total = pr.totals.apply_ok_total.saturating_add(1);
-        }
     }
-    if one.fields.verify_ok == Some(false) {
-        pr.totals.verify_failed_total = pr.totals.verify_failed_total.saturating_add(1);
-    }
-    if let Some(a) = &mut pr.last_apply {
-        a.outcome = outcome.clone();
-    }
-    explain.event(
-        "watch_apply",
-        json!({"decision_window": decision, "plan": plan_path, "outcome": outcome,
-               "fields": one.fields}),
-    )?;
-    if plain_lines {
-        println!(
-            "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",
-            pr.totals.iterations_done.saturating_add(dec.iterations),
-            one.fields.verify_ok.map_or("n/a".into(), |b| b.to_string()),
-            one.fields.apply_attempted,
-            one.fields.apply_ok.map_or("n/a".into(), |b| b.to_string()),
-            one.fields.apply_blocked_reason.as_deref().unwrap_or("null"),
-            ctx.out.dir().display()
-        );
-    }
-    checkpoint(ctx, dec, pr, source)
 }
 
 /// One plain line per notable window (piped output).
@@ -699,28 +535,31 @@ fn source_event_text(ev: &crate::telemetry::live::SourceEvent) -> String {
     }
 }
 
-fn status_line(dec: &Decider<'_>, inp: &Inputs) {
-    let Some(ev) = &dec.last_event else {
+fn status_line(session: &Session, inp: &Inputs) {
+    let Some(ev) = session.last_event() else {
         eprint!(
             "\r\x1b[2Kwaiting for the first window ({} steps)…",
             inp.cfg.window_steps
         );
         return;
     };
-    let last = dec
-        .lp
+    let last = session
+        .closed_loop()
         .save()
         .proposed
         .last()
         .map(|p| format!("{} {}→{} (window {})", p.knob, p.from, p.to, p.window.index))
         .unwrap_or_else(|| "none".into());
-    let next = match next_change_allowed_ms(dec) {
+    let next = match session.next_change_allowed_ms() {
         Some(t) if ev.window.end_ms.is_some_and(|e| e < t) => stamp_ms(t),
         Some(_) => "now".into(),
         None => "now".into(),
     };
     eprint!(
         "\r\x1b[2K{} · window {} (steps {}–{}) · last change: {last} · next change allowed: {next}",
-        ev.chord, dec.last_index, ev.window.first_step, ev.window.last_step
+        ev.chord,
+        session.last_index(),
+        ev.window.first_step,
+        ev.window.last_step
     );
 }

@@ -7,23 +7,16 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use super::run::{make_executable, stamp};
-use super::watch::{Ctx, Decider, Progress};
-use super::watch_state::STATE_FILE;
+use super::common::stamp;
+use super::watch::Ctx;
 use crate::closed_loop::TRACE_FILE;
-use crate::envelope::Accepted;
-use crate::plan::{KUBECTL_SCRIPT, PLAN_FILE, build_passport_plan, render_kubectl_script};
+use crate::closed_loop::live::{STATE_FILE, Session, write_plan};
+use crate::plan::PLAN_FILE;
 use crate::telemetry::live::LiveSource;
 
 pub const WATCH_REPORT: &str = "watch";
 pub const WATCH_SUMMARY: &str = "watch_summary.md";
 pub const WATCH_SCHEMA: &str = "watch.v1";
-
-/// When the passport's global cooldown lets the next change through, in telemetry time.
-pub(super) fn next_change_allowed_ms(dec: &Decider<'_>) -> Option<i64> {
-    let last = dec.lp.envelope().last_change?;
-    Some(last.at_ms + dec.lp.passport().cooldown_s as i64 * 1000)
-}
 
 pub(super) fn stamp_ms(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(|| ms.to_string(), stamp)
@@ -31,14 +24,14 @@ pub(super) fn stamp_ms(ms: i64) -> String {
 
 pub(super) fn write_latest(
     ctx: &Ctx<'_>,
-    dec: &Decider<'_>,
-    pr: &Progress,
+    session: &Session,
     source: &dyn LiveSource,
+    source_events: u64,
     stop_reason: Option<&str>,
 ) -> anyhow::Result<(Value, PathBuf)> {
-    let (totals, last_applied, last_apply) = (&pr.totals, &pr.last_applied, &pr.last_apply);
+    let totals = session.saved_totals();
     let now = Utc::now();
-    let st = dec.lp.save();
+    let st = session.closed_loop().save();
     let out = ctx.out;
     let latest = out.path(&format!("{WATCH_REPORT}_latest.json"));
     let summary_path = out.path(WATCH_SUMMARY);
@@ -54,16 +47,16 @@ pub(super) fn write_latest(
         "mode": if ctx.args.apply { "apply" } else { "plan_only" },
         "max_iterations": ctx.args.max_iterations,
         "duration_limit_ms": ctx.args.duration,
-        "iterations_done": dec.iterations,
-        "iterations_total": totals.iterations_done.saturating_add(dec.iterations),
+        "iterations_done": session.iterations(),
+        "iterations_total": session.totals().iterations_done,
         "windows_total": st.windows,
-        "resumed": ctx.resumed,
+        "resumed": session.resumed(),
         "restarts": totals.restarts,
-        "regime": dec.last_chord,
-        "active_chords": dec.last_event.as_ref().map(|e| e.active_chords.clone()),
-        "last_window": dec.last_event.as_ref().map(|e| json!({"index": dec.last_index, "window": e.window})),
+        "regime": session.last_chord(),
+        "active_chords": session.last_event().map(|e| e.active_chords.clone()),
+        "last_window": session.last_event().map(|e| json!({"index": session.last_index(), "window": e.window})),
         "last_decision": st.proposed.last(),
-        "next_change_allowed_at": next_change_allowed_ms(dec).map(stamp_ms),
+        "next_change_allowed_at": session.next_change_allowed_ms().map(stamp_ms),
         "proposed_total": st.proposed_total,
         "blocked_total": st.blocked_total,
         "blocked_by_reason": st.blocked_by_reason,
@@ -76,15 +69,15 @@ pub(super) fn write_latest(
         "apply_failed_total": totals.apply_failed_total,
         "apply_blocked_total": totals.apply_blocked_total,
         "verify_failed_total": totals.verify_failed_total,
-        "last_apply": last_apply,
+        "last_apply": session.last_apply(),
         "knobs_before": st.knobs_before,
         "knobs_current": st.knobs,
-        "knobs_last_applied": last_applied,
-        "source": {"describe": ctx.source_describe, "cursor": source.cursor(), "events": pr.source_events},
+        "knobs_last_applied": session.last_applied(),
+        "source": {"describe": ctx.source_describe, "cursor": source.cursor(), "events": source_events},
         "config": ctx.config,
-        "observe_ingest": pr.pipe.ingest.stats(),
+        "observe_ingest": session.ingest_stats(),
         "chords": st.timeline,
-        "decision_trace": {"path": out.path(TRACE_FILE), "lines": dec.trace_lines, "bytes": dec.trace_bytes},
+        "decision_trace": {"path": out.path(TRACE_FILE), "lines": session.trace_len().1, "bytes": session.trace_len().0},
         "warnings": ctx.warnings,
         "artifact_paths": {
             "watch_latest_path": latest,
@@ -171,36 +164,13 @@ fn summary(r: &Value) -> String {
 
 /// At the end: the plan of the net change since the watch first started (what `closed-loop run`
 /// over the same telemetry would write), with its review script.
-pub(super) fn final_plan(ctx: &mut Ctx<'_>, dec: &Decider<'_>) -> anyhow::Result<Value> {
-    let st = dec.lp.save();
-    let changes: Vec<Accepted> = st
-        .knobs
-        .iter()
-        .filter_map(|(k, to)| {
-            let from = *st.knobs_before.get(k)?;
-            (from != *to).then(|| Accepted {
-                knob: k.clone(),
-                from,
-                to: *to,
-                reason: "net change over the watch".into(),
-                chord: st.last_chord_of_knob.get(k).cloned().unwrap_or_default(),
-                limited_by: None,
-                requested: None,
-            })
-        })
-        .collect();
-    let plan = build_passport_plan(
-        &ctx.inp.target,
-        &changes,
-        &ctx.inp.passport,
-        ctx.inp.knobs_configmap.as_deref(),
-    )
-    .map_err(|e| anyhow::anyhow!("cannot build the plan: {e}"))?
-    .with_passport(crate::plan::PlanPassport::of(&ctx.inp.passport));
-    let plan_path = ctx.out.write_text(PLAN_FILE, &plan.to_document())?;
-    let script = ctx
-        .out
-        .write_text(KUBECTL_SCRIPT, &render_kubectl_script(&plan))?;
-    make_executable(&script)?;
-    Ok(json!({"path": plan_path, "items": plan.items().len(), "plan_digest": plan.digest()}))
+pub(super) fn final_plan(ctx: &Ctx<'_>, session: &Session) -> anyhow::Result<Value> {
+    let w = write_plan(
+        ctx.out,
+        ctx.inp.plan_spec(),
+        &session.net_changes(),
+        PLAN_FILE,
+        true,
+    )?;
+    Ok(json!({"path": w.path, "items": w.plan.items().len(), "plan_digest": w.plan.digest()}))
 }

@@ -1,0 +1,561 @@
+//! One live loop: lines in, typed events out, the exactly-once apply protocol, checkpoints.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::Value;
+
+use super::state::{ApplyMark, Pipeline, STATE_SCHEMA, WatchState, WatchTotals};
+use super::{ApplyOutcome, net_changes};
+use crate::closed_loop::effect::ChangeEffect;
+use crate::closed_loop::{Alert, ClosedLoop, LoopOutcome, TraceEvent};
+use crate::envelope::Accepted;
+use crate::passport::Passport;
+use crate::plan::{canonical_json, sha256_prefixed};
+use crate::policy::{Knobs, Limits, PolicySet, PolicyState, WindowDecision};
+use crate::signals::{FeatureConfig, FeatureExtractor, WindowFeatures, WindowStats, Windower};
+use crate::telemetry::{Format, Ingest, IngestOptions, IngestStats, MAX_LINE_BYTES};
+
+/// What decides a window: the chord policies. [`PolicySet`] is the real one; a controller running
+/// many sessions may share one set and swap each session's states in and out.
+pub trait Policies {
+    fn decide(&mut self, f: &WindowFeatures, knobs: &Knobs, limits: &Limits) -> WindowDecision;
+    /// The states the policies carry into the next window (saved with a checkpoint).
+    fn states(&self) -> Vec<PolicyState>;
+    fn set_states(&mut self, states: Vec<PolicyState>);
+}
+
+impl Policies for PolicySet {
+    fn decide(&mut self, f: &WindowFeatures, knobs: &Knobs, limits: &Limits) -> WindowDecision {
+        self.evaluate(f, knobs, limits)
+    }
+    fn states(&self) -> Vec<PolicyState> {
+        PolicySet::states(self)
+    }
+    fn set_states(&mut self, states: Vec<PolicyState>) {
+        PolicySet::set_states(self, states)
+    }
+}
+
+/// What a session decides under; its `config` is what a resumed state must match.
+#[derive(Debug, Clone)]
+pub struct SessionSetup {
+    pub passport: Passport,
+    /// The knobs a new session starts from (a resumed one has its own).
+    pub knobs: BTreeMap<String, f64>,
+    pub features: FeatureConfig,
+    pub format: Format,
+    pub ingest: IngestOptions,
+    /// Source, format, windows, ingest options, passport, policy digests, target: JSON whose
+    /// canonical sha256 is the state's fingerprint.
+    pub config: Value,
+}
+
+impl SessionSetup {
+    pub fn fingerprint(&self) -> String {
+        sha256_prefixed(canonical_json(&self.config).as_bytes())
+    }
+
+    /// `None` when `state` was written under this setup (its fingerprint matches), else the
+    /// top-level `config` keys on which it differs.
+    pub fn differs_from(&self, state: &WatchState) -> Option<Vec<String>> {
+        if state.fingerprint == self.fingerprint() {
+            return None;
+        }
+        Some(
+            self.config
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, v)| state.config.get(k.as_str()) != Some(v))
+                .map(|(k, _)| k.clone())
+                .collect(),
+        )
+    }
+}
+
+/// Why a saved state cannot be resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The state was written under another setup: these `config` keys differ.
+    #[error("the state was written with a different {}", .0.join(", "))]
+    OtherSetup(Vec<String>),
+    /// The state holds a knob value the passport would refuse.
+    #[error("{0}")]
+    BadKnobs(String),
+    /// The ingest/window blob does not decode (message as `{e:#}`).
+    #[error("{0}")]
+    Pipeline(String),
+    /// A carried line does not decode.
+    #[error("{0}")]
+    CarryLine(String),
+    #[error("an apply outcome was recorded with no apply in flight")]
+    NoApplyInFlight,
+}
+
+/// What the session tells its caller, in order, as it goes.
+#[derive(Debug)]
+pub enum SessionEvent<'a> {
+    /// A window opened an alert no knob fixes (a diverged or rising loss).
+    Alert(&'a Alert),
+    /// A window judged an earlier change (helped, hurt, neutral, inconclusive); a hurt one may
+    /// carry the rollback it proposes. Only the first `MAX_LISTED` verdicts are told.
+    Verdict(&'a ChangeEffect),
+    /// A window was evaluated. The caller appends `line` to the decision trace (the session
+    /// counts it as written: a checkpoint must follow the trace on disk).
+    Window {
+        index: u64,
+        event: &'a TraceEvent,
+        line: &'a str,
+        /// The primary chord differs from the previous window's.
+        chord_changed: bool,
+    },
+}
+
+impl SessionEvent<'_> {
+    /// Whether a window event carries proposals or blocked proposals (a decision).
+    pub fn is_decision(&self) -> bool {
+        matches!(self, SessionEvent::Window { event, .. }
+            if !event.proposals.is_empty() || !event.blocked.is_empty())
+    }
+}
+
+/// One apply the session asks for: the knobs of its latest decision, as changes from what the
+/// cluster was last given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyRequest {
+    pub decision_window: u64,
+    pub knobs: BTreeMap<String, f64>,
+    pub changes: Vec<Accepted>,
+}
+
+/// What the caller's apply reports back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApplyRecord {
+    pub outcome: ApplyOutcome,
+    /// A write to the cluster was attempted.
+    pub attempted: bool,
+    /// Null when nothing was attempted.
+    pub apply_ok: Option<bool>,
+    pub verify_ok: Option<bool>,
+}
+
+/// The caller's side of the apply protocol: the session asks it to checkpoint and to apply, in
+/// the order that makes an apply happen at most once (the controller implements it in-cluster).
+pub trait ApplyHost {
+    type Error;
+    /// Persists [`Session::checkpoint`]. Whatever the trace lines went to must be durable first.
+    fn checkpoint(&mut self, session: &Session) -> Result<(), Self::Error>;
+    /// Applies `req` through the gates. An `Err` leaves the apply pending: on resume it becomes
+    /// [`ApplyOutcome::Unknown`], never retried.
+    fn apply(&mut self, session: &Session, req: &ApplyRequest) -> Result<ApplyRecord, Self::Error>;
+}
+
+/// One live loop. Owns no thread, file, terminal or global: the caller feeds it lines, handles
+/// its events, persists its checkpoints and applies for it.
+pub struct Session {
+    setup_fingerprint: String,
+    config: Value,
+    pipe: Pipeline,
+    lp: ClosedLoop,
+    /// Lines pushed but not fed yet.
+    carry: VecDeque<Vec<u8>>,
+    /// Windows completed but not evaluated yet.
+    done: Vec<WindowStats>,
+    totals: WatchTotals,
+    last_applied: Option<BTreeMap<String, f64>>,
+    last_apply: Option<ApplyMark>,
+    /// Knob changes of the apply in flight.
+    in_flight: Option<u64>,
+    ended: bool,
+    resumed: bool,
+    trace_bytes: u64,
+    trace_lines: u64,
+    /// Windows evaluated by this session (not counting earlier runs).
+    iterations: u64,
+    /// Window index of the latest accepted change.
+    latest_decision: Option<u64>,
+    last_event: Option<TraceEvent>,
+    last_index: u64,
+    last_chord: Option<String>,
+}
+
+impl Session {
+    /// A session from the start of its source.
+    pub fn new(setup: &SessionSetup) -> Session {
+        Session {
+            setup_fingerprint: setup.fingerprint(),
+            config: setup.config.clone(),
+            pipe: Pipeline {
+                ingest: Ingest::new(setup.format, &setup.ingest),
+                windower: Windower::new(setup.features.window_steps),
+                extractor: FeatureExtractor::new(setup.features),
+            },
+            lp: ClosedLoop::new(setup.passport.clone(), setup.knobs.clone()),
+            carry: VecDeque::new(),
+            done: Vec::new(),
+            totals: WatchTotals::default(),
+            last_applied: None,
+            last_apply: None,
+            in_flight: None,
+            ended: false,
+            resumed: false,
+            trace_bytes: 0,
+            trace_lines: 0,
+            iterations: 0,
+            latest_decision: None,
+            last_event: None,
+            last_index: 0,
+            last_chord: None,
+        }
+    }
+
+    /// The session `state` was checkpointed from, its policies' states restored into `policies`.
+    /// Refused when `state` was written under another setup ([`SessionSetup::differs_from`]) or
+    /// holds knobs the passport would refuse ([`WatchState::check_knobs`]). An apply left pending
+    /// becomes [`ApplyOutcome::Unknown`]: never applied twice.
+    pub fn resume(
+        setup: &SessionSetup,
+        state: WatchState,
+        policies: &mut dyn Policies,
+    ) -> Result<Session, SessionError> {
+        if let Some(differs) = setup.differs_from(&state) {
+            return Err(SessionError::OtherSetup(differs));
+        }
+        state
+            .check_knobs(&setup.passport)
+            .map_err(SessionError::BadKnobs)?;
+        let pipe = Pipeline::decode(&state.pipeline, setup.format, &setup.ingest)
+            .map_err(|e| SessionError::Pipeline(format!("{e:#}")))?;
+        let carry = super::state::decode_lines(&state.carry_lines)
+            .map_err(|e| SessionError::CarryLine(format!("{e:#}")))?;
+        policies.set_states(state.policy_states);
+        let mut totals = state.totals;
+        totals.restarts = totals.restarts.saturating_add(1);
+        let mut last_apply = state.last_apply;
+        if let Some(a) = &mut last_apply
+            && a.outcome == ApplyOutcome::Pending
+        {
+            a.outcome = ApplyOutcome::Unknown;
+        }
+        Ok(Session {
+            setup_fingerprint: setup.fingerprint(),
+            config: setup.config.clone(),
+            pipe,
+            lp: ClosedLoop::resume(setup.passport.clone(), state.loop_state),
+            carry: carry.into(),
+            done: Vec::new(),
+            totals,
+            last_applied: state.last_applied,
+            latest_decision: last_apply.as_ref().map(|a| a.decision_window),
+            last_apply,
+            in_flight: None,
+            ended: state.ended,
+            resumed: true,
+            trace_bytes: state.trace_bytes,
+            trace_lines: state.trace_lines,
+            iterations: 0,
+            last_event: None,
+            last_index: 0,
+            last_chord: None,
+        })
+    }
+
+    /// Queues lines read from the source (fed by [`Session::advance`]).
+    pub fn push_lines(&mut self, lines: impl IntoIterator<Item = Vec<u8>>) {
+        self.carry.extend(lines);
+    }
+
+    /// Lines queued and not fed yet.
+    pub fn pending_lines(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// The source ended: feeds the lines still queued, closes the reorder buffer and the last
+    /// window (the windows are evaluated by the next [`Session::advance`]).
+    pub fn finish_source(&mut self) {
+        while let Some(line) = self.carry.pop_front() {
+            self.feed(&line);
+        }
+        let (ingest, windower, done) = (
+            &mut self.pipe.ingest,
+            &mut self.pipe.windower,
+            &mut self.done,
+        );
+        ingest.finish(&mut |s| done.extend(windower.push(s)));
+        done.extend(windower.finish());
+        self.ended = true;
+    }
+
+    /// Evaluates the completed windows and feeds queued lines until the queue is empty or `stop`
+    /// (asked with the windows evaluated by this session, after each batch of windows) says so.
+    /// Returns whether `stop` stopped it. Events go to `on`, in order.
+    pub fn advance<E>(
+        &mut self,
+        policies: &mut dyn Policies,
+        stop: &mut dyn FnMut(u64) -> bool,
+        on: &mut dyn FnMut(SessionEvent<'_>) -> Result<(), E>,
+    ) -> Result<bool, E> {
+        loop {
+            for w in std::mem::take(&mut self.done) {
+                self.evaluate(&w, policies, on)?;
+            }
+            if stop(self.iterations) {
+                return Ok(true);
+            }
+            let Some(line) = self.carry.pop_front() else {
+                return Ok(false);
+            };
+            self.feed(&line);
+        }
+    }
+
+    fn feed(&mut self, line: &[u8]) {
+        if line.len() > MAX_LINE_BYTES {
+            self.pipe.ingest.push_too_long(line.len() as u64);
+            return;
+        }
+        let (windower, done) = (&mut self.pipe.windower, &mut self.done);
+        self.pipe
+            .ingest
+            .push_line(line, &mut |s| done.extend(windower.push(s)));
+    }
+
+    fn evaluate<E>(
+        &mut self,
+        w: &WindowStats,
+        policies: &mut dyn Policies,
+        on: &mut dyn FnMut(SessionEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let f = self.pipe.extractor.next(w);
+        self.decide_window(&f, policies, on)
+    }
+
+    /// Decides one window whose features the caller computed (`closed-loop run` windows its file
+    /// itself, adapting the window to the trace); [`Session::advance`] does this for the lines it
+    /// is fed. Events go to `on`, in order.
+    pub fn decide_window<E>(
+        &mut self,
+        f: &WindowFeatures,
+        policies: &mut dyn Policies,
+        on: &mut dyn FnMut(SessionEvent<'_>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let index = f.window.index;
+        let alerts_before = self.lp.alerts().len();
+        let effects_before = self.lp.effects().len();
+        let d = policies.decide(f, &Knobs(self.lp.knobs().clone()), &self.lp.limits());
+        let ev = self.lp.step(f, &d);
+        for a in &self.lp.alerts()[alerts_before..] {
+            on(SessionEvent::Alert(a))?;
+        }
+        for e in &self.lp.effects()[effects_before..] {
+            on(SessionEvent::Verdict(e))?;
+        }
+        let line = ev.to_line();
+        self.trace_bytes += line.len() as u64;
+        self.trace_lines += 1;
+        self.iterations += 1;
+        let chord_changed = self.last_chord.as_deref() != Some(ev.chord.as_str());
+        if !ev.proposals.is_empty() {
+            self.latest_decision = Some(index);
+        }
+        on(SessionEvent::Window {
+            index,
+            event: &ev,
+            line: &line,
+            chord_changed,
+        })?;
+        self.last_index = index;
+        self.last_chord = Some(ev.chord.clone());
+        self.last_event = Some(ev);
+        Ok(())
+    }
+
+    /// The apply the latest decision needs, if it has not had one: marks it pending (checkpoint
+    /// before touching the cluster), then [`Session::record_apply`] its outcome.
+    pub fn next_apply(&mut self) -> Option<ApplyRequest> {
+        let decision = self.latest_decision?;
+        if self
+            .last_apply
+            .as_ref()
+            .is_some_and(|a| a.decision_window >= decision)
+        {
+            return None;
+        }
+        let base = self
+            .last_applied
+            .clone()
+            .unwrap_or_else(|| self.lp.save().knobs_before);
+        let chord = self
+            .last_event
+            .as_ref()
+            .map(|e| e.chord.clone())
+            .unwrap_or_default();
+        let changes = net_changes(
+            &base,
+            self.lp.knobs(),
+            |_| chord.clone(),
+            &format!("watch decision at window {decision}"),
+        );
+        let knobs = self.lp.knobs().clone();
+        self.last_apply = Some(ApplyMark {
+            decision_window: decision,
+            knobs: knobs.clone(),
+            outcome: ApplyOutcome::Pending,
+        });
+        self.in_flight = Some(changes.len() as u64);
+        Some(ApplyRequest {
+            decision_window: decision,
+            knobs,
+            changes,
+        })
+    }
+
+    /// The outcome of the apply [`Session::next_apply`] asked for.
+    pub fn record_apply(&mut self, rec: ApplyRecord) -> Result<(), SessionError> {
+        let changes = self.in_flight.take().ok_or(SessionError::NoApplyInFlight)?;
+        let t = &mut self.totals;
+        match &rec.outcome {
+            ApplyOutcome::Applied => {
+                t.applied_total = t.applied_total.saturating_add(changes);
+                self.last_applied = self.last_apply.as_ref().map(|a| a.knobs.clone());
+            }
+            ApplyOutcome::Blocked { .. } => {
+                t.apply_blocked_total = t.apply_blocked_total.saturating_add(1)
+            }
+            ApplyOutcome::Failed { .. } => {
+                t.apply_failed_total = t.apply_failed_total.saturating_add(1)
+            }
+            ApplyOutcome::Pending | ApplyOutcome::NoChanges | ApplyOutcome::Unknown => {}
+        }
+        if rec.attempted {
+            t.apply_attempted_total = t.apply_attempted_total.saturating_add(1);
+            if rec.apply_ok == Some(true) {
+                t.apply_ok_total = t.apply_ok_total.saturating_add(1);
+            }
+        }
+        if rec.verify_ok == Some(false) {
+            t.verify_failed_total = t.verify_failed_total.saturating_add(1);
+        }
+        if let Some(a) = &mut self.last_apply {
+            a.outcome = rec.outcome;
+        }
+        Ok(())
+    }
+
+    /// The whole protocol for the latest decision, if it needs an apply: mark pending, checkpoint,
+    /// apply, record, checkpoint. Returns what was applied and how.
+    pub fn apply_decided<H: ApplyHost>(
+        &mut self,
+        host: &mut H,
+    ) -> Result<Option<(ApplyRequest, ApplyRecord)>, H::Error>
+    where
+        H::Error: From<SessionError>,
+    {
+        let Some(req) = self.next_apply() else {
+            return Ok(None);
+        };
+        host.checkpoint(self)?;
+        let rec = host.apply(self, &req)?;
+        self.record_apply(rec.clone())?;
+        host.checkpoint(self)?;
+        Ok(Some((req, rec)))
+    }
+
+    /// The state to persist, with the source's cursor, the policies' states and the time.
+    pub fn checkpoint(
+        &self,
+        source_cursor: Value,
+        policy_states: Vec<PolicyState>,
+        updated_at: String,
+    ) -> WatchState {
+        WatchState {
+            schema_version: STATE_SCHEMA.into(),
+            fingerprint: self.setup_fingerprint.clone(),
+            config: self.config.clone(),
+            updated_at,
+            source_cursor,
+            carry_lines: super::state::encode_lines(self.carry.iter()),
+            trace_bytes: self.trace_bytes,
+            trace_lines: self.trace_lines,
+            totals: self.totals(),
+            loop_state: self.lp.save(),
+            policy_states,
+            last_applied: self.last_applied.clone(),
+            last_apply: self.last_apply.clone(),
+            ended: self.ended,
+            pipeline: self.pipe.encode(),
+        }
+    }
+
+    /// The loop's end state and bookkeeping (what `closed-loop run`'s report and plan carry); the
+    /// last change is judged on whatever evidence the telemetry left.
+    pub fn finish(self) -> LoopOutcome {
+        self.lp.finish()
+    }
+
+    /// The net change since the session first started, as a plan carries it.
+    pub fn net_changes(&self) -> Vec<Accepted> {
+        let st = self.lp.save();
+        net_changes(
+            &st.knobs_before,
+            &st.knobs,
+            |k| st.last_chord_of_knob.get(k).cloned().unwrap_or_default(),
+            "net change over the watch",
+        )
+    }
+
+    /// When the passport's global cooldown lets the next change through, in telemetry time.
+    pub fn next_change_allowed_ms(&self) -> Option<i64> {
+        let last = self.lp.envelope().last_change?;
+        Some(last.at_ms + self.lp.passport().cooldown_s as i64 * 1000)
+    }
+
+    /// The loop (knobs, cooldowns, counters).
+    pub fn closed_loop(&self) -> &ClosedLoop {
+        &self.lp
+    }
+    /// Totals over every run of the session, this one's windows included.
+    pub fn totals(&self) -> WatchTotals {
+        let mut t = self.totals.clone();
+        t.iterations_done = t.iterations_done.saturating_add(self.iterations);
+        t
+    }
+    /// Totals over earlier runs (restarts counted), apply counters included.
+    pub fn saved_totals(&self) -> &WatchTotals {
+        &self.totals
+    }
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+    /// The source ended and the last window was evaluated (or will be by the next advance).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+    /// Bytes and lines of the decision trace the session has produced (a resumed session's
+    /// trace is cut back to these before it continues).
+    pub fn trace_len(&self) -> (u64, u64) {
+        (self.trace_bytes, self.trace_lines)
+    }
+    pub fn last_event(&self) -> Option<&TraceEvent> {
+        self.last_event.as_ref()
+    }
+    /// Index of the window last evaluated by this session.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+    pub fn last_chord(&self) -> Option<&str> {
+        self.last_chord.as_deref()
+    }
+    pub fn last_applied(&self) -> Option<&BTreeMap<String, f64>> {
+        self.last_applied.as_ref()
+    }
+    pub fn last_apply(&self) -> Option<&ApplyMark> {
+        self.last_apply.as_ref()
+    }
+    pub fn ingest_stats(&self) -> &IngestStats {
+        self.pipe.ingest.stats()
+    }
+}
