@@ -215,6 +215,7 @@ fn incident_delays_do_not_regress() {
         ("burst", "BURST", 7.0),
         ("combo", "INPUT-STRAGGLER+BURST", 10.8),
         ("drift", "DRIFT", 12.7),
+        ("loss_drift", "LOSS-DRIFT", 0.8),
     ];
     for (name, regime, max_s) in bounds {
         let mut set = set(&[]);
