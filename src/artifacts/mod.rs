@@ -7,4 +7,6 @@ pub mod tarball;
 mod writer;
 
 pub use explain::ExplainLog;
-pub use writer::{DEFAULT_KEEP, OutDir, prune_stamped, write_atomic, write_atomic_with};
+pub use writer::{
+    DEFAULT_KEEP, OutDir, make_executable, prune_stamped, write_atomic, write_atomic_with,
+};

@@ -226,6 +226,19 @@ impl StreamedFile {
     }
 }
 
+/// Marks a written script executable (rwxr-xr-x); nothing to do where there are no mode bits.
+#[cfg(unix)]
+pub fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+pub fn make_executable(_: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

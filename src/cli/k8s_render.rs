@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::k8s::{check_plan_namespace, load_plan_file};
 use super::{GlobalArgs, OutputFormat};
-use crate::artifacts::{ExplainLog, OutDir};
+use crate::artifacts::{ExplainLog, OutDir, make_executable};
 use crate::plan::{KUBECTL_SCRIPT, Plan, PlanFormat, Target, render_kubectl_script};
 
 #[derive(Debug, Clone, Args)]
@@ -168,16 +168,4 @@ fn targets(plan: &Plan) -> Vec<RenderedTarget> {
             }
         })
         .collect()
-}
-
-#[cfg(unix)]
-fn make_executable(path: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn make_executable(_: &std::path::Path) -> anyhow::Result<()> {
-    Ok(())
 }

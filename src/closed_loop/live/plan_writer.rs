@@ -3,9 +3,9 @@
 //! written here, so they cannot drift apart.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use crate::artifacts::OutDir;
+use crate::artifacts::{OutDir, make_executable};
 use crate::closed_loop::net_change;
 use crate::envelope::Accepted;
 use crate::passport::Passport;
@@ -88,16 +88,4 @@ pub fn write_plan(
         path,
         script,
     })
-}
-
-#[cfg(unix)]
-fn make_executable(path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| anyhow::anyhow!("cannot make {} executable: {e}", path.display()))
-}
-
-#[cfg(not(unix))]
-fn make_executable(_: &Path) -> anyhow::Result<()> {
-    Ok(())
 }
