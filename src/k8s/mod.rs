@@ -17,6 +17,7 @@ mod client;
 mod config;
 mod diff;
 mod error;
+pub mod events;
 mod facade;
 pub mod kinds;
 mod knobs;
@@ -40,6 +41,7 @@ pub use config::{
 };
 pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};
+pub use events::{EventRecorder, EventType, WorkloadEvent};
 pub use facade::{Cluster, ConnectError};
 pub use knobs::{
     KnobReadError, configmap_knobs, current_knobs, knobs_configmap_name, read_current_knobs,
