@@ -6,7 +6,9 @@
 //!
 //! An Event is a notice, never a gate: a failure to post is returned to the caller to log and
 //! counted here ([`EventRecorder::failed`]); nothing in the loop waits on it or stops for it.
-//! [`WorkloadEvent`] is plain data (the words of each event are chosen by the loop).
+//! [`WorkloadEvent`] is plain data; its constructors say what each occasion of the loop reads
+//! like (an effect verdict, an apply, a block, a rollback), so the watch and the controller say
+//! the same things.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,6 +17,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 
 use super::{ClusterError, KubeCluster, Workload, kinds};
+use crate::closed_loop::effect::{ChangeEffect, Verdict};
+use crate::passport::format_knob_value;
 
 /// `reportingController` of every Event ModeKeeper posts.
 pub const REPORTING_CONTROLLER: &str = "modekeeper";
@@ -70,6 +74,118 @@ impl WorkloadEvent {
             action: clip(action, MAX_WORD_BYTES),
             note: clip(note, MAX_NOTE_BYTES),
         }
+    }
+}
+
+/// What ModeKeeper tells about its loop, one constructor per occasion (the words the docs list in
+/// docs/closed-loop.md "Kubernetes Events"). Warnings are what someone should look at: a change
+/// that hurt, an apply a gate refused or that failed, a rollback.
+impl WorkloadEvent {
+    /// The effect verdict on one applied change: `EffectHelped`, `EffectNeutral`, `EffectHurt`
+    /// (Warning) or `EffectInconclusive`.
+    pub fn effect(effect: &ChangeEffect) -> WorkloadEvent {
+        let (reason, event_type) = match effect.verdict {
+            Verdict::Helped => ("EffectHelped", EventType::Normal),
+            Verdict::Neutral => ("EffectNeutral", EventType::Normal),
+            Verdict::Hurt => ("EffectHurt", EventType::Warning),
+            Verdict::Inconclusive => ("EffectInconclusive", EventType::Normal),
+        };
+        let mut note = format!(
+            "change at window {} ({}): {}: {}",
+            effect.change_window,
+            moves(effect.knobs.iter().map(|k| (k.knob.as_str(), k.from, k.to))),
+            effect.verdict.as_str(),
+            effect.reason
+        );
+        if !effect.rollback.is_empty() {
+            note.push_str(&format!(
+                "; rollback: {}",
+                moves(
+                    effect
+                        .rollback
+                        .iter()
+                        .map(|k| (k.knob.as_str(), k.from, k.to))
+                )
+            ));
+        }
+        WorkloadEvent::new(event_type, reason, "JudgeEffect", &note)
+    }
+
+    /// A decision's knobs were patched: `KnobsApplied`, or `RolledBack` (Warning) when the
+    /// decision was the loop's rollback of a change that hurt.
+    pub fn applied<'a>(
+        decision_window: u64,
+        changes: impl IntoIterator<Item = (&'a str, f64, f64)>,
+        rollback: bool,
+    ) -> WorkloadEvent {
+        let what = moves(changes);
+        if rollback {
+            WorkloadEvent::new(
+                EventType::Warning,
+                "RolledBack",
+                "Rollback",
+                &format!(
+                    "rolled back a change that hurt (decision at window {decision_window}): {what}"
+                ),
+            )
+        } else {
+            WorkloadEvent::new(
+                EventType::Normal,
+                "KnobsApplied",
+                "Apply",
+                &format!("decision at window {decision_window}: {what}"),
+            )
+        }
+    }
+
+    /// A gate refused the apply (nothing was written): `ApplyBlocked`, Warning, with the gate and
+    /// its reason code (`kill_switch_active`, `license_invalid`, ...).
+    pub fn blocked(
+        decision_window: u64,
+        gate: &str,
+        reason: &str,
+        detail: &str,
+        rollback: bool,
+    ) -> WorkloadEvent {
+        let what = if rollback { "rollback" } else { "apply" };
+        WorkloadEvent::new(
+            EventType::Warning,
+            "ApplyBlocked",
+            if rollback { "Rollback" } else { "Apply" },
+            &format!(
+                "{what} of the decision at window {decision_window} blocked by the {gate} gate: {reason}: {detail}"
+            ),
+        )
+    }
+
+    /// The apply failed on the way (cluster or I/O): `ApplyFailed`, Warning.
+    pub fn apply_failed(decision_window: u64, message: &str, rollback: bool) -> WorkloadEvent {
+        let what = if rollback { "rollback" } else { "apply" };
+        WorkloadEvent::new(
+            EventType::Warning,
+            "ApplyFailed",
+            if rollback { "Rollback" } else { "Apply" },
+            &format!("{what} of the decision at window {decision_window} failed: {message}"),
+        )
+    }
+}
+
+/// `a 4 -> 8, b 2 -> 1`.
+fn moves<'a>(changes: impl IntoIterator<Item = (&'a str, f64, f64)>) -> String {
+    let parts: Vec<String> = changes
+        .into_iter()
+        .map(|(k, from, to)| {
+            format!(
+                "{k} {} -> {}",
+                format_knob_value(from),
+                format_knob_value(to)
+            )
+        })
+        .collect();
+    if parts.is_empty() {
+        "no knob".into()
+    } else {
+        parts.join(", ")
     }
 }
 

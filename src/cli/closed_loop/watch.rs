@@ -4,7 +4,8 @@
 //! read with the same cooldowns, policy states and applied values — no line lost, no proposal
 //! repeated. `--apply` goes through the gates of `k8s apply` (src/apply) once per decision.
 //! Explain events: `watch_start`, `watch_resume`, `watch_source_event`, `watch_decision`,
-//! `watch_apply`, `watch_report`, `watch_stop` (or `watch_error` then `watch_stop`).
+//! `watch_apply`, `watch_report`, `watch_stop` (or `watch_error` then `watch_stop`); with `--apply`
+//! also `watch_k8s_event` / `watch_event_failed` per Kubernetes Event and `watch_events` (counts).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -20,6 +21,7 @@ use serde_json::{Value, json};
 use super::WatchArgs;
 use super::inputs::{self, Inputs};
 use super::run::{load_policies, stamp, with_explain};
+use super::watch_events::WatchEvents;
 use super::watch_report::{final_plan, next_change_allowed_ms, stamp_ms, write_latest};
 use super::watch_source::{open_live, source_identity};
 use super::watch_state::{
@@ -314,6 +316,10 @@ fn execute(
         global.namespace.as_deref(),
         global.request_timeout,
     );
+    // Kubernetes Events on the target: only when the watch acts on the cluster.
+    let mut k8s_events = args.apply.then(|| WatchEvents::new(&connect, &inp.target));
+    let mut verdicts = Vec::new();
+    let mut decision_is_rollback = false;
 
     let mut ctx = Ctx {
         args,
@@ -387,6 +393,13 @@ fn execute(
                     &w,
                     explain,
                     &mut |ev, index, changed| {
+                        verdicts.extend(ev.effects.iter().cloned());
+                        if !ev.proposals.is_empty() {
+                            decision_is_rollback = ev
+                                .proposals
+                                .iter()
+                                .any(|p| p.reason.starts_with("rollback: "));
+                        }
                         if plain_lines
                             && (changed || !ev.proposals.is_empty() || !ev.blocked.is_empty())
                         {
@@ -404,6 +417,10 @@ fn execute(
             };
             feed(&mut pr.pipe, &line, &mut done);
         }
+        if let Some(k) = &mut k8s_events {
+            k.effects(&verdicts, explain)?;
+        }
+        verdicts.clear();
         if args.apply {
             apply_if_decided(
                 &mut ctx,
@@ -413,6 +430,7 @@ fn execute(
                 &connect,
                 explain,
                 plain_lines,
+                k8s_events.as_mut().map(|k| (k, decision_is_rollback)),
             )?;
         }
         if terminal {
@@ -434,6 +452,10 @@ fn execute(
     checkpoint(&ctx, &mut dec, &pr, source.as_ref())?;
     let (report, latest) = write_latest(&ctx, &dec, &pr, source.as_ref(), Some(stop_reason))?;
     let outcome_plan = final_plan(&mut ctx, &dec)?;
+    if let Some(k) = &k8s_events {
+        let (posted, failed) = k.counts();
+        explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
+    }
     explain.event(
         "watch_report",
         json!({"latest": latest, "stop_reason": stop_reason, "iterations": dec.iterations,
@@ -539,7 +561,9 @@ fn checkpoint(
 
 /// `--apply`: one gated apply per new decision, of the knobs that differ from what the cluster was
 /// last given. The state is checkpointed first with the apply marked pending, so a watch killed
-/// mid-apply never repeats it.
+/// mid-apply never repeats it. `k8s_events`: where to post the result's Event, and whether the
+/// decision is the loop's rollback of a change that hurt.
+#[allow(clippy::too_many_arguments)]
 fn apply_if_decided(
     ctx: &mut Ctx<'_>,
     dec: &mut Decider<'_>,
@@ -548,6 +572,7 @@ fn apply_if_decided(
     connect: &crate::k8s::ConnectOptions,
     explain: &mut ExplainLog,
     plain_lines: bool,
+    k8s_events: Option<(&mut WatchEvents, bool)>,
 ) -> anyhow::Result<()> {
     let Some(decision) = dec.latest_decision else {
         return Ok(());
@@ -646,6 +671,13 @@ fn apply_if_decided(
         json!({"decision_window": decision, "plan": plan_path, "outcome": outcome,
                "fields": one.fields}),
     )?;
+    if let Some((k, rollback)) = k8s_events {
+        let moves: Vec<(String, f64, f64)> = changes
+            .iter()
+            .map(|c| (c.knob.clone(), c.from, c.to))
+            .collect();
+        k.apply(decision, &moves, one.result.as_ref(), rollback, explain)?;
+    }
     if plain_lines {
         println!(
             "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",
