@@ -472,3 +472,137 @@ mod watcher {
         );
     }
 }
+
+/// Leader election over a Lease against kube-sim, each contender with its own connection on its
+/// own thread (real concurrency at the server).
+mod lease {
+    use super::*;
+    use modekeeper::k8s::{LeaderElector, LeaseConfig};
+    use std::sync::{Arc, Barrier};
+    use std::time::Instant;
+
+    fn contender(case: &Case, lease: &str, id: &str, duration_ms: u64) -> (Cluster, LeaderElector) {
+        let c = connect(case, Some(5000));
+        let mut cfg = LeaseConfig::new("ml", lease, id);
+        cfg.lease_duration = Duration::from_millis(duration_ms);
+        cfg.renew_deadline = Duration::from_millis(duration_ms * 2 / 3);
+        cfg.retry_period = Duration::from_millis(50);
+        let e = LeaderElector::new(c.api(), cfg);
+        (c, e)
+    }
+
+    fn jitter(round: u64, who: u64) -> Duration {
+        // Deterministic spread of 0..4 ms so the requests interleave differently each round.
+        Duration::from_micros((round * 7919 + who * 104_729) % 4000)
+    }
+
+    /// Many rounds of three contenders racing for a new Lease, then the losers racing for it
+    /// once the winner releases it: every round has exactly one leader, whom the Lease names.
+    #[test]
+    fn racing_contenders_never_make_two_leaders() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        for round in 0..20u64 {
+            let name = format!("race-{round}");
+            let barrier = Arc::new(Barrier::new(3));
+            let results: Vec<(String, bool, bool)> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..3u64)
+                    .map(|who| {
+                        let (case, name, barrier) = (&case, &name, barrier.clone());
+                        s.spawn(move || {
+                            let id = format!("replica-{who}");
+                            let (c, mut e) = contender(case, name, &id, 30_000);
+                            barrier.wait();
+                            std::thread::sleep(jitter(round, who));
+                            let first = c.block_on(e.try_acquire_or_renew()).unwrap();
+                            barrier.wait();
+                            if first {
+                                c.block_on(e.release()).unwrap();
+                                assert!(!e.is_leader());
+                            }
+                            barrier.wait();
+                            std::thread::sleep(jitter(round + 1, who));
+                            let second = !first && c.block_on(e.try_acquire_or_renew()).unwrap();
+                            assert_eq!(e.is_leader(), second);
+                            (id, first, second)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let firsts: Vec<&str> = results
+                .iter()
+                .filter(|r| r.1)
+                .map(|r| r.0.as_str())
+                .collect();
+            let seconds: Vec<&str> = results
+                .iter()
+                .filter(|r| r.2)
+                .map(|r| r.0.as_str())
+                .collect();
+            assert_eq!(firsts.len(), 1, "round {round}: {results:?}");
+            assert_eq!(seconds.len(), 1, "round {round}: {results:?}");
+            let stored = sim.get(ResourceKind::Lease, "ml", &name).unwrap();
+            assert_eq!(
+                stored["spec"]["holderIdentity"], seconds[0],
+                "round {round}"
+            );
+            assert_eq!(stored["spec"]["leaseTransitions"], 1, "round {round}");
+        }
+        // The races were decided by the server's 409s.
+        assert!(
+            sim.requests().iter().any(|r| r.status == 409),
+            "no conflict in 20 rounds"
+        );
+    }
+
+    /// The leader stops renewing: the standby, which keeps trying, leads once the record has not
+    /// changed for the lease duration — not before — and the old leader stops calling itself
+    /// leader after its renew deadline.
+    #[test]
+    fn a_standby_takes_over_within_the_lease_duration() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let (ca, mut a) = contender(&case, "leader", "a", 1000);
+        let (cb, mut b) = contender(&case, "leader", "b", 1000);
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        // While a renews, b never leads.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(1500) {
+            assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+            assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // a stops (killed: no release).
+        let stopped = Instant::now();
+        let took = loop {
+            if cb.block_on(b.try_acquire_or_renew()).unwrap() {
+                break stopped.elapsed();
+            }
+            assert!(stopped.elapsed() < Duration::from_secs(5), "no takeover");
+            std::thread::sleep(b.next_wait());
+        };
+        assert!(
+            took >= Duration::from_millis(900),
+            "took over early: {took:?}"
+        );
+        assert!(
+            took <= Duration::from_millis(1300),
+            "took over late: {took:?}"
+        );
+        assert!(!a.is_leader(), "past its renew deadline");
+        assert!(b.is_leader());
+        let stored = sim.get(ResourceKind::Lease, "ml", "leader").unwrap();
+        assert_eq!(stored["spec"]["holderIdentity"], "b");
+        assert_eq!(stored["spec"]["leaseTransitions"], 1);
+        // a comes back: it sees b's fresh record and stays a standby.
+        assert!(!ca.block_on(a.try_acquire_or_renew()).unwrap());
+        // b shuts down cleanly: a takes over at its next round, not after the lease duration.
+        cb.block_on(b.release()).unwrap();
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        assert_eq!(
+            sim.get(ResourceKind::Lease, "ml", "leader").unwrap()["spec"]["leaseTransitions"],
+            2
+        );
+    }
+}

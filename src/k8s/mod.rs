@@ -21,6 +21,7 @@ pub mod events;
 mod facade;
 pub mod kinds;
 mod knobs;
+pub mod lease;
 mod logs;
 mod rbac;
 pub mod verify;
@@ -46,6 +47,7 @@ pub use facade::{Cluster, ConnectError};
 pub use knobs::{
     KnobReadError, configmap_knobs, current_knobs, knobs_configmap_name, read_current_knobs,
 };
+pub use lease::{LeaderElector, LeaseConfig, shard_lease_name};
 pub use logs::{
     LogCursor, LogTarget, PodLogCursor, PodLogSource, RELIST_EVERY, TELEMETRY_CONTAINER_ANNOTATION,
     WorkloadRef,
