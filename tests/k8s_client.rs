@@ -586,8 +586,9 @@ mod lease {
             took >= Duration::from_millis(900),
             "took over early: {took:?}"
         );
+        // Within the lease duration of the last record b saw, plus its retry (and CI slack).
         assert!(
-            took <= Duration::from_millis(1300),
+            took <= Duration::from_millis(1500),
             "took over late: {took:?}"
         );
         assert!(!a.is_leader(), "past its renew deadline");

@@ -1123,6 +1123,16 @@ fn selector_watches_see_objects_enter_and_leave_and_get_bookmarks() {
             .map(|(t, _)| t.as_str())
             .collect();
         assert_eq!(changes, ["ADDED", "MODIFIED", "DELETED"], "{seen:?}");
+        // DELETED carries the object as it last matched, at the new resourceVersion.
+        let deleted = &seen.iter().find(|(t, _)| t == "DELETED").unwrap().1;
+        assert_eq!(
+            deleted["metadata"]["labels"]["modekeeper.io/enabled"],
+            "true"
+        );
+        assert_eq!(
+            deleted["metadata"]["resourceVersion"],
+            sim.deployment("ml", "trainer").unwrap()["metadata"]["resourceVersion"]
+        );
         let bookmarks: Vec<&Value> = seen
             .iter()
             .filter(|(t, _)| t == "BOOKMARK")

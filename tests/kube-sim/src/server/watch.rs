@@ -76,14 +76,18 @@ impl WatchState {
                 .previous
                 .as_ref()
                 .is_some_and(|p| self.filter.matches(e.kind, &e.namespace, p));
-            let event_type = match (e.event_type, before, now) {
-                ("MODIFIED", false, true) => "ADDED",
-                ("MODIFIED", true, false) => "DELETED",
-                (t, _, true) => t,
+            let line = match (e.event_type, before, now) {
+                ("MODIFIED", false, true) => self.filter.line("ADDED", &e.object),
+                // As the watch cache: the object as it last matched, at the change's version.
+                ("MODIFIED", true, false) => {
+                    let mut last = e.previous.clone().unwrap_or_default();
+                    last["metadata"]["resourceVersion"] = json!(e.rv.to_string());
+                    self.filter.line("DELETED", &last)
+                }
+                (t, _, true) => self.filter.line(t, &e.object),
                 _ => continue,
             };
-            self.queue
-                .push_back(self.filter.line(event_type, &e.object));
+            self.queue.push_back(line);
         }
     }
 
