@@ -1090,6 +1090,34 @@ fn events_are_one_resource_in_two_api_versions() {
     let list = get(&sim, "/apis/events.k8s.io/v1/events", "").json();
     assert_eq!(list["apiVersion"], "events.k8s.io/v1");
     assert_eq!(list["items"][0]["regarding"]["name"], "trainer");
+    // Watches speak the version they were asked in.
+    let watched = events(&get(
+        &sim,
+        "/apis/events.k8s.io/v1/namespaces/ml/events?watch=true&timeoutSeconds=0",
+        "",
+    ));
+    assert_eq!(watched.len(), 1);
+    assert_eq!(watched[0].1["note"], "grad_accum_steps 4 -> 8");
+    assert_eq!(watched[0].1["apiVersion"], "events.k8s.io/v1");
+    // generateName: the server picks the name.
+    let mut generated = v1.clone();
+    generated["metadata"] = json!({"generateName": "trainer."});
+    let made = send(
+        &sim,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/ml/events",
+        "application/json",
+        &generated,
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let name = made.json()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        name.starts_with("trainer.") && name.len() > "trainer.".len(),
+        "{name}"
+    );
 }
 
 #[test]
