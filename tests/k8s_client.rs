@@ -441,6 +441,32 @@ mod watcher {
         }
     }
 
+    /// The library's view of the same watch (what the controller will consume).
+    #[test]
+    fn watch_workloads_yields_workloads_and_their_opt_out() {
+        use modekeeper::k8s::WorkloadChange;
+        let sim = sim();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(5000));
+        let mut stream = Box::pin(c.api().watch_workloads(
+            WorkloadKind::Deployment,
+            None,
+            &format!("{OPT_IN}=true"),
+        ));
+        let mut next = || c.block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(next(), WorkloadChange::ResyncStarted);
+        let WorkloadChange::Applied(w) = next() else {
+            panic!("expected the labelled workload")
+        };
+        assert_eq!((w.target.namespace(), w.target.name()), ("ml", "trainer"));
+        let stored = sim.deployment("ml", "trainer").unwrap();
+        assert_eq!(w.uid, stored["metadata"]["uid"].as_str().unwrap());
+        assert_eq!(w.object["kind"], "Deployment");
+        assert_eq!(next(), WorkloadChange::ResyncDone);
+        set_opt_in(&sim, "ml", "trainer", false);
+        assert_eq!(next(), WorkloadChange::Deleted(trainer()));
+    }
+
     #[test]
     fn a_streaming_list_ends_its_initial_events_with_a_bookmark() {
         let sim = sim();

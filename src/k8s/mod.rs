@@ -25,6 +25,7 @@ pub mod lease;
 mod logs;
 mod rbac;
 pub mod verify;
+mod watch;
 mod wiring;
 
 use std::collections::BTreeMap;
@@ -53,6 +54,7 @@ pub use logs::{
     WorkloadRef,
 };
 pub use rbac::{RbacDenial, SuggestedRule};
+pub use watch::WorkloadChange;
 pub use wiring::{HotKnobWiring, hot_knob_wiring};
 /// The field manager of every write (and dry run) ModeKeeper sends.
 pub const FIELD_MANAGER: &str = "modekeeper";
