@@ -170,6 +170,31 @@ impl Setup {
     }
 }
 
+/// The Events stored about Deployment ml/trainer, oldest first: (type, reason, message).
+fn trainer_events(s: &Setup) -> Vec<(String, String, String)> {
+    let mut events = s.sim.list(ResourceKind::Event, Some("ml"));
+    events.sort_by_key(|e| {
+        e["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
+    events
+        .iter()
+        .filter(|e| {
+            e["involvedObject"]["kind"] == "Deployment" && e["involvedObject"]["name"] == "trainer"
+        })
+        .map(|e| {
+            assert_eq!(e["reportingComponent"], "modekeeper");
+            let uid = s.sim.deployment("ml", "trainer").unwrap()["metadata"]["uid"].clone();
+            assert_eq!(e["involvedObject"]["uid"], uid);
+            let text = |k: &str| e[k].as_str().unwrap().to_string();
+            (text("type"), text("reason"), text("message"))
+        })
+        .collect()
+}
+
 fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
@@ -354,6 +379,72 @@ fn watch_apply_applies_each_decision_once_across_restarts() {
     assert!(rounds > 2);
     let explain = std::fs::read_to_string(out.join("explain.jsonl")).unwrap();
     assert_eq!(explain.matches("\"watch_apply\"").count(), 1);
+    // Issue 16: the apply is an Event on the Deployment, as the real kubectl shows it.
+    let events = trainer_events(&s);
+    let applied: Vec<_> = events.iter().filter(|e| e.1 == "KnobsApplied").collect();
+    assert_eq!(applied.len(), 1, "{events:?}");
+    assert_eq!(applied[0].0, "Normal");
+    assert!(
+        applied[0].2.contains("grad_accum_steps 4 -> 8"),
+        "{events:?}"
+    );
+    assert_eq!(explain.matches("\"watch_k8s_event\"").count(), events.len());
+    if let Some(kubectl) = k8s_common::kubectl_or_skip("watch_apply_events") {
+        let o = std::process::Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(&s.kubeconfig)
+            .arg("--cache-dir")
+            .arg(s.dir.path().join("kubectl-cache"))
+            .args(["get", "events", "-n", "ml"])
+            .env("HOME", s.dir.path())
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let row = table
+            .lines()
+            .find(|l| l.contains("KnobsApplied"))
+            .unwrap_or_else(|| panic!("{table}"));
+        assert!(
+            row.contains("Normal")
+                && row.contains("deployment/trainer")
+                && row.contains("grad_accum_steps 4 -> 8"),
+            "{table}"
+        );
+    }
+}
+
+/// An Event the server refuses is a warning, never a stop: the apply happens all the same.
+#[test]
+fn a_refused_event_does_not_stop_the_watch() {
+    let s = setup();
+    // Everything the apply needs, nothing in events.k8s.io.
+    s.sim.set_rules(
+        "t0",
+        ["", "apps", "authorization.k8s.io"].map(|g| kube_sim::Rule::allow(["*"], g, ["*"])),
+    );
+    let out = s.dir.path().join("watch");
+    let mut args = vec!["--apply", "-o", "json"];
+    args.extend(s.lic_args());
+    let o = s.watch(&out, &args, &[]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("warning: cannot post the Kubernetes Event KnobsApplied"),
+        "{err}"
+    );
+    assert_eq!(s.template(KNOB).as_deref(), Some("8"));
+    assert!(s.sim.list(ResourceKind::Event, None).is_empty());
+    let explain = std::fs::read_to_string(out.join("explain.jsonl")).unwrap();
+    let counts: Vec<Value> = explain
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "watch_events")
+        .collect();
+    assert_eq!(counts.len(), 1);
+    assert_eq!(counts[0]["payload"]["posted"], 0);
+    assert!(counts[0]["payload"]["failed"].as_u64().unwrap() >= 1);
+    assert!(explain.contains("\"watch_event_failed\""));
 }
 
 #[test]
@@ -374,6 +465,14 @@ fn watch_apply_under_the_kill_switch_writes_nothing_and_exits_2() {
     assert_eq!(w["apply_ok_total"], 0);
     assert_eq!(s.writes(), 0);
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
+    // The block is a Warning on the Deployment that says why.
+    let events = trainer_events(&s);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(
+        (events[0].0.as_str(), events[0].1.as_str()),
+        ("Warning", "ApplyBlocked")
+    );
+    assert!(events[0].2.contains("kill_switch_active"), "{events:?}");
 }
 
 /// Issue 11 item 6: `closed-loop run --passport safe --apply --license L` patched the cluster,
@@ -565,7 +664,22 @@ fn touching_the_kill_switch_file_stops_a_running_watchs_next_apply() {
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["payload"]["outcome"], "blocked:kill_switch_active");
     assert_eq!(s.writes(), 0);
-    assert!(s.sim.requests().is_empty(), "not even a verify");
+    // Not even a verify: the only requests are the Warning Event that says why (the workload's
+    // GET for its uid, the Event's POST).
+    let other: Vec<String> = s
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| {
+            !(r.path
+                .starts_with("/apis/events.k8s.io/v1/namespaces/ml/events")
+                || (r.method == "GET"
+                    && r.path == "/apis/apps/v1/namespaces/ml/deployments/trainer"))
+        })
+        .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+        .collect();
+    assert!(other.is_empty(), "not even a verify: {other:?}");
+    assert_eq!(trainer_events(&s).len(), 1);
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
 }
 
@@ -607,6 +721,25 @@ fn watch_apply_applies_an_auto_rollback_through_the_same_gates() {
         Some(back["to"].to_string().as_str()),
         "the cluster ends where the hurt change started"
     );
+    // The story on the Deployment: applied, judged hurt (Warning), rolled back (Warning).
+    let events = trainer_events(&s);
+    let reasons: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.0.as_str(), e.1.as_str()))
+        .collect();
+    let at = |r: &str| {
+        reasons
+            .iter()
+            .position(|x| x.1 == r)
+            .unwrap_or_else(|| panic!("{r}: {events:?}"))
+    };
+    assert!(
+        at("KnobsApplied") < at("EffectHurt") && at("EffectHurt") < at("RolledBack"),
+        "{events:?}"
+    );
+    assert_eq!(reasons[at("EffectHurt")].0, "Warning");
+    assert_eq!(reasons[at("RolledBack")].0, "Warning");
+    assert!(events[at("EffectHurt")].2.contains("hurt"), "{events:?}");
 }
 
 /// No bypass: the kill switch, turned on after the INPUT-STRAGGLER change was applied, blocks the
@@ -647,6 +780,15 @@ fn the_kill_switch_blocks_an_auto_rollback_too() {
     );
     assert_eq!(s.writes(), 1, "the rollback was not written");
     assert!(w["apply_blocked_total"].as_u64().unwrap() >= 1, "{w:#}");
+    let events = trainer_events(&s);
+    assert!(
+        events.iter().any(|e| e.0 == "Warning"
+            && e.1 == "ApplyBlocked"
+            && e.2.starts_with("rollback of the decision")
+            && e.2.contains("kill_switch_active")),
+        "{events:?}"
+    );
+    assert!(!events.iter().any(|e| e.1 == "RolledBack"), "{events:?}");
     let applied = w["effects"][0]["knobs"][0]["to"].to_string();
     assert_eq!(
         s.template("modekeeper/knob.dataloader_num_workers")

@@ -13,6 +13,7 @@ use modekeeper::k8s::{
     KnobReadError, PatchMode,
 };
 use modekeeper::plan::{KnobPatch, Target, WorkloadKind};
+use serde_json::json;
 
 fn connect(case: &Case, timeout_ms: Option<u64>) -> Cluster {
     let opts = ConnectOptions::from_flags(
@@ -192,4 +193,443 @@ fn current_knobs_come_from_the_pod_template() {
         c.read_current_knobs(&trainer()),
         Err(KnobReadError::Cluster(e)) if e.kind == ClusterErrorKind::ServerError
     ));
+}
+
+mod events {
+    use super::*;
+    use modekeeper::k8s::{EventType, WorkloadEvent};
+
+    #[test]
+    fn an_event_names_the_workload_and_a_repeat_becomes_a_series() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(5000));
+        let w = c
+            .block_on(c.api().get_workload(&trainer()))
+            .unwrap()
+            .unwrap();
+        let rec = c.api().event_recorder(Some("test-host".into()));
+        let ev = WorkloadEvent::new(
+            EventType::Warning,
+            "ApplyBlocked",
+            "Apply",
+            "blocked: kill_switch_active",
+        );
+        c.block_on(rec.publish(&w, &ev)).unwrap();
+        let events = sim.list(ResourceKind::Event, Some("ml"));
+        assert_eq!(events.len(), 1);
+        let e = &events[0];
+        assert_eq!(e["type"], "Warning");
+        assert_eq!(e["reason"], "ApplyBlocked");
+        assert_eq!(e["action"], "Apply");
+        assert_eq!(e["message"], "blocked: kill_switch_active");
+        assert_eq!(e["reportingComponent"], "modekeeper");
+        assert_eq!(e["reportingInstance"], "test-host");
+        assert_eq!(e["involvedObject"]["kind"], "Deployment");
+        assert_eq!(e["involvedObject"]["apiVersion"], "apps/v1");
+        assert_eq!(e["involvedObject"]["name"], "trainer");
+        assert_eq!(e["involvedObject"]["uid"], json!(w.uid));
+        assert!(e["involvedObject"].get("resourceVersion").is_none());
+        // The same event again: one object, a series of 2 (kube-runtime's recorder).
+        c.block_on(rec.publish(&w, &ev)).unwrap();
+        let events = sim.list(ResourceKind::Event, Some("ml"));
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["series"]["count"], 2);
+        // Another reason is another event.
+        let applied = WorkloadEvent::new(EventType::Normal, "KnobsApplied", "Apply", "4 -> 8");
+        c.block_on(rec.publish(&w, &applied)).unwrap();
+        assert_eq!(sim.list(ResourceKind::Event, Some("ml")).len(), 2);
+        assert_eq!((rec.posted(), rec.failed()), (3, 0));
+    }
+
+    #[test]
+    fn a_refused_event_is_an_error_and_counted() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "ro");
+        let c = connect(&case, Some(5000));
+        let w = c
+            .block_on(c.api().get_workload(&trainer()))
+            .unwrap()
+            .unwrap();
+        let rec = c.api().event_recorder(None);
+        let ev = WorkloadEvent::new(EventType::Normal, "KnobsApplied", "Apply", "x");
+        let err = c.block_on(rec.publish(&w, &ev)).unwrap_err();
+        assert_eq!(err.kind, ClusterErrorKind::Forbidden, "{err}");
+        assert_eq!((rec.posted(), rec.failed()), (0, 1));
+        assert!(sim.list(ResourceKind::Event, None).is_empty());
+    }
+}
+
+/// kube-runtime's watcher (what the controller will use) against kube-sim: a label-selected list
+/// and watch, objects entering and leaving the selector, bookmarks, relist on 410 Gone, and the
+/// streaming-list mode.
+mod watcher {
+    use super::*;
+    use futures_util::StreamExt;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::runtime::watcher::{self, Event};
+    use kube_sim::{KubeSim, WorkloadSeed};
+
+    const OPT_IN: &str = "modekeeper.io/enabled";
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    async fn client(case: &Case) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&case.kubeconfig).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    /// Name of an event's object, or the event's kind for Init/InitDone/errors.
+    fn describe(ev: &Result<Event<Deployment>, watcher::Error>) -> String {
+        let name = |d: &Deployment| d.metadata.name.clone().unwrap_or_default();
+        match ev {
+            Ok(Event::Init) => "Init".into(),
+            Ok(Event::InitApply(d)) => format!("InitApply {}", name(d)),
+            Ok(Event::InitDone) => "InitDone".into(),
+            Ok(Event::Apply(d)) => format!("Apply {}", name(d)),
+            Ok(Event::Delete(d)) => format!("Delete {}", name(d)),
+            Err(e) => format!("Err {e}"),
+        }
+    }
+
+    fn sim() -> KubeSim {
+        KubeSim::builder()
+            .namespace("ml")
+            .namespace("other")
+            .workload(WorkloadSeed::deployment("ml", "trainer").label(OPT_IN, "true"))
+            .workload(WorkloadSeed::deployment("other", "eval"))
+            .token("t0", "alice", [kube_sim::Rule::admin()])
+            .bookmark_interval(Duration::from_millis(200))
+            .start_blocking()
+            .unwrap()
+    }
+
+    fn set_opt_in(sim: &KubeSim, ns: &str, name: &str, on: bool) {
+        sim.modify(ResourceKind::Deployment, ns, name, "test", |d| {
+            let labels = d["metadata"]["labels"].as_object_mut().unwrap();
+            if on {
+                labels.insert(OPT_IN.into(), "true".into());
+            } else {
+                labels.remove(OPT_IN);
+            }
+        });
+    }
+
+    #[test]
+    fn a_labelled_watch_across_namespaces_sees_workloads_opt_in_and_out() {
+        let sim = sim();
+        let case = Case::new(&sim, "t0");
+        let rt = runtime();
+        let seen = rt.block_on(async {
+            let api: kube::Api<Deployment> = kube::Api::all(client(&case).await);
+            let cfg = watcher::Config::default().labels(&format!("{OPT_IN}=true"));
+            let mut stream = watcher::watcher(api, cfg).boxed();
+            let mut seen = vec![];
+            for _ in 0..3 {
+                seen.push(describe(&stream.next().await.unwrap()));
+            }
+            set_opt_in(&sim, "other", "eval", true);
+            seen.push(describe(&stream.next().await.unwrap()));
+            set_opt_in(&sim, "ml", "trainer", false);
+            seen.push(describe(&stream.next().await.unwrap()));
+            seen
+        });
+        assert_eq!(
+            seen,
+            [
+                "Init",
+                "InitApply trainer",
+                "InitDone",
+                "Apply eval",
+                "Delete trainer"
+            ]
+        );
+        let watch = sim
+            .requests()
+            .into_iter()
+            .find(|r| r.query_param("watch").as_deref() == Some("true"))
+            .expect("a watch request");
+        assert_eq!(watch.path, "/apis/apps/v1/deployments");
+        assert_eq!(
+            watch.query_param("allowWatchBookmarks").as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            watch.query_param("labelSelector").as_deref(),
+            Some("modekeeper.io/enabled=true")
+        );
+    }
+
+    /// The watch ends (timeoutSeconds) while 4097 unrelated changes compact the history. Without
+    /// bookmarks the watcher resumes from its last seen resourceVersion, gets 410 Gone and relists;
+    /// with them it resumes from the final bookmark and carries on.
+    #[test]
+    fn bookmarks_spare_a_relist_that_410_gone_forces_without_them() {
+        for bookmarks in [false, true] {
+            let sim = sim();
+            let case = Case::new(&sim, "t0");
+            let rt = runtime();
+            let inits = rt.block_on(async {
+                let api: kube::Api<Deployment> = kube::Api::all(client(&case).await);
+                let mut cfg = watcher::Config::default()
+                    .labels(&format!("{OPT_IN}=true"))
+                    .timeout(1);
+                if !bookmarks {
+                    cfg = cfg.disable_bookmarks();
+                }
+                // Polled all along (a watcher sends its watch request only when polled).
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    let mut stream = watcher::watcher(api, cfg).boxed();
+                    while let Some(ev) = stream.next().await {
+                        if tx.send(describe(&ev)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                for want in ["Init", "InitApply trainer", "InitDone"] {
+                    assert_eq!(rx.recv().await.unwrap(), want);
+                }
+                // Let the watch start, then churn other objects past the history kept (in
+                // chunks, so the server's watch keeps up as a healthy one does).
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                for i in 0..kube_sim::store::EVENT_HISTORY + 1 {
+                    sim.modify(ResourceKind::Namespace, "", "other", "churn", |n| {
+                        n["metadata"]["labels"]["i"] = json!(i.to_string())
+                    });
+                    if i % 256 == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                // After the watch's timeout, a change that must arrive either way.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                set_opt_in(&sim, "other", "eval", true);
+                let mut seen = vec![];
+                loop {
+                    let ev = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                        .await
+                        .expect("the watcher carries on")
+                        .unwrap();
+                    seen.push(ev);
+                    let has = |want: &str| seen.iter().any(|s| s == want);
+                    let relisting = has("Init") && !has("InitDone");
+                    if (has("Apply eval") || has("InitApply eval")) && !relisting {
+                        break;
+                    }
+                }
+                seen
+            });
+            let relisted = inits.iter().any(|s| s == "Init");
+            assert_eq!(relisted, !bookmarks, "bookmarks={bookmarks}: {inits:?}");
+            if !bookmarks {
+                assert!(
+                    inits[0].starts_with("Err"),
+                    "the 410 comes first: {inits:?}"
+                );
+                assert!(inits.iter().any(|s| s.ends_with(" eval")), "{inits:?}");
+            } else {
+                assert_eq!(inits, ["Apply eval"]);
+            }
+        }
+    }
+
+    /// The library's view of the same watch (what the controller will consume).
+    #[test]
+    fn watch_workloads_yields_workloads_and_their_opt_out() {
+        use modekeeper::k8s::WorkloadChange;
+        let sim = sim();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(5000));
+        let mut stream = Box::pin(c.api().watch_workloads(
+            WorkloadKind::Deployment,
+            None,
+            &format!("{OPT_IN}=true"),
+        ));
+        let mut next = || c.block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(next(), WorkloadChange::ResyncStarted);
+        let WorkloadChange::Applied(w) = next() else {
+            panic!("expected the labelled workload")
+        };
+        assert_eq!((w.target.namespace(), w.target.name()), ("ml", "trainer"));
+        let stored = sim.deployment("ml", "trainer").unwrap();
+        assert_eq!(w.uid, stored["metadata"]["uid"].as_str().unwrap());
+        assert_eq!(w.object["kind"], "Deployment");
+        assert_eq!(next(), WorkloadChange::ResyncDone);
+        set_opt_in(&sim, "ml", "trainer", false);
+        assert_eq!(next(), WorkloadChange::Deleted(trainer()));
+    }
+
+    #[test]
+    fn a_streaming_list_ends_its_initial_events_with_a_bookmark() {
+        let sim = sim();
+        let case = Case::new(&sim, "t0");
+        let rt = runtime();
+        let seen = rt.block_on(async {
+            let api: kube::Api<Deployment> = kube::Api::all(client(&case).await);
+            let cfg = watcher::Config::default()
+                .labels(&format!("{OPT_IN}=true"))
+                .streaming_lists();
+            let mut stream = watcher::watcher(api, cfg).boxed();
+            let mut seen = vec![];
+            for _ in 0..3 {
+                seen.push(describe(&stream.next().await.unwrap()));
+            }
+            set_opt_in(&sim, "other", "eval", true);
+            seen.push(describe(&stream.next().await.unwrap()));
+            seen
+        });
+        assert_eq!(
+            seen,
+            ["Init", "InitApply trainer", "InitDone", "Apply eval"]
+        );
+        assert!(
+            sim.requests()
+                .iter()
+                .all(|r| !(r.query_param("watch").is_none() && r.path.ends_with("/deployments"))),
+            "no LIST request in streaming mode"
+        );
+    }
+}
+
+/// Leader election over a Lease against kube-sim, each contender with its own connection on its
+/// own thread (real concurrency at the server).
+mod lease {
+    use super::*;
+    use modekeeper::k8s::{LeaderElector, LeaseConfig};
+    use std::sync::{Arc, Barrier};
+    use std::time::Instant;
+
+    fn contender(case: &Case, lease: &str, id: &str, duration_ms: u64) -> (Cluster, LeaderElector) {
+        let c = connect(case, Some(5000));
+        let mut cfg = LeaseConfig::new("ml", lease, id);
+        cfg.lease_duration = Duration::from_millis(duration_ms);
+        cfg.renew_deadline = Duration::from_millis(duration_ms * 2 / 3);
+        cfg.retry_period = Duration::from_millis(50);
+        let e = LeaderElector::new(c.api(), cfg);
+        (c, e)
+    }
+
+    fn jitter(round: u64, who: u64) -> Duration {
+        // Deterministic spread of 0..4 ms so the requests interleave differently each round.
+        Duration::from_micros((round * 7919 + who * 104_729) % 4000)
+    }
+
+    /// Many rounds of three contenders racing for a new Lease, then the losers racing for it
+    /// once the winner releases it: every round has exactly one leader, whom the Lease names.
+    #[test]
+    fn racing_contenders_never_make_two_leaders() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        for round in 0..20u64 {
+            let name = format!("race-{round}");
+            let barrier = Arc::new(Barrier::new(3));
+            let results: Vec<(String, bool, bool)> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..3u64)
+                    .map(|who| {
+                        let (case, name, barrier) = (&case, &name, barrier.clone());
+                        s.spawn(move || {
+                            let id = format!("replica-{who}");
+                            let (c, mut e) = contender(case, name, &id, 30_000);
+                            barrier.wait();
+                            std::thread::sleep(jitter(round, who));
+                            let first = c.block_on(e.try_acquire_or_renew()).unwrap();
+                            barrier.wait();
+                            if first {
+                                c.block_on(e.release()).unwrap();
+                                assert!(!e.is_leader());
+                            }
+                            barrier.wait();
+                            std::thread::sleep(jitter(round + 1, who));
+                            let second = !first && c.block_on(e.try_acquire_or_renew()).unwrap();
+                            assert_eq!(e.is_leader(), second);
+                            (id, first, second)
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let firsts: Vec<&str> = results
+                .iter()
+                .filter(|r| r.1)
+                .map(|r| r.0.as_str())
+                .collect();
+            let seconds: Vec<&str> = results
+                .iter()
+                .filter(|r| r.2)
+                .map(|r| r.0.as_str())
+                .collect();
+            assert_eq!(firsts.len(), 1, "round {round}: {results:?}");
+            assert_eq!(seconds.len(), 1, "round {round}: {results:?}");
+            let stored = sim.get(ResourceKind::Lease, "ml", &name).unwrap();
+            assert_eq!(
+                stored["spec"]["holderIdentity"], seconds[0],
+                "round {round}"
+            );
+            assert_eq!(stored["spec"]["leaseTransitions"], 1, "round {round}");
+        }
+        // The races were decided by the server's 409s.
+        assert!(
+            sim.requests().iter().any(|r| r.status == 409),
+            "no conflict in 20 rounds"
+        );
+    }
+
+    /// The leader stops renewing: the standby, which keeps trying, leads once the record has not
+    /// changed for the lease duration — not before — and the old leader stops calling itself
+    /// leader after its renew deadline.
+    #[test]
+    fn a_standby_takes_over_within_the_lease_duration() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let (ca, mut a) = contender(&case, "leader", "a", 1000);
+        let (cb, mut b) = contender(&case, "leader", "b", 1000);
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        // While a renews, b never leads.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(1500) {
+            assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+            assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // a stops (killed: no release).
+        let stopped = Instant::now();
+        let took = loop {
+            if cb.block_on(b.try_acquire_or_renew()).unwrap() {
+                break stopped.elapsed();
+            }
+            assert!(stopped.elapsed() < Duration::from_secs(5), "no takeover");
+            std::thread::sleep(b.next_wait());
+        };
+        assert!(
+            took >= Duration::from_millis(900),
+            "took over early: {took:?}"
+        );
+        // Within the lease duration of the last record b saw, plus its retry (and CI slack).
+        assert!(
+            took <= Duration::from_millis(1500),
+            "took over late: {took:?}"
+        );
+        assert!(!a.is_leader(), "past its renew deadline");
+        assert!(b.is_leader());
+        let stored = sim.get(ResourceKind::Lease, "ml", "leader").unwrap();
+        assert_eq!(stored["spec"]["holderIdentity"], "b");
+        assert_eq!(stored["spec"]["leaseTransitions"], 1);
+        // a comes back: it sees b's fresh record and stays a standby.
+        assert!(!ca.block_on(a.try_acquire_or_renew()).unwrap());
+        // b shuts down cleanly: a takes over at its next round, not after the lease duration.
+        cb.block_on(b.release()).unwrap();
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        assert_eq!(
+            sim.get(ResourceKind::Lease, "ml", "leader").unwrap()["spec"]["leaseTransitions"],
+            2
+        );
+    }
 }

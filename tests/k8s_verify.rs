@@ -690,7 +690,7 @@ fn documented_rules() -> Vec<kube_sim::Rule> {
 #[test]
 fn the_documented_role_is_enough_for_verify() {
     let rules = documented_rules();
-    assert_eq!(rules.len(), 8, "{rules:?}");
+    assert_eq!(rules.len(), 9, "{rules:?}");
     let sim = standard()
         .object(
             kube_sim::ResourceKind::ConfigMap,
@@ -723,5 +723,40 @@ fn the_documented_role_is_enough_for_verify() {
     assert_eq!(
         (&rbac["verb"], &rbac["namespace"]),
         (&json!("get"), &json!("default"))
+    );
+}
+
+/// `closed-loop watch --apply` posts Events: the documented Role allows it (a repeat too, which
+/// is a patch of the first event's series).
+#[test]
+fn the_documented_role_lets_the_watch_post_events() {
+    use modekeeper::k8s::{Cluster, ClusterApi, ConnectOptions, EventType, WorkloadEvent};
+    use modekeeper::plan::{Target, WorkloadKind};
+    let sim = standard()
+        .token("role", "platform-engineer@example.com", documented_rules())
+        .start_blocking()
+        .unwrap();
+    let case = Case::new(&sim, "role");
+    let opts = ConnectOptions::from_flags(
+        Some(case.kubeconfig.to_str().unwrap()),
+        None,
+        None,
+        Some(5000),
+    );
+    let c = Cluster::connect(&opts).unwrap();
+    let target = Target::new("ml", "trainer", WorkloadKind::Deployment).unwrap();
+    let w = c.block_on(c.api().get_workload(&target)).unwrap().unwrap();
+    let rec = c.api().event_recorder(None);
+    let ev = WorkloadEvent::new(
+        EventType::Normal,
+        "KnobsApplied",
+        "Apply",
+        "grad_accum_steps 4 -> 8",
+    );
+    c.block_on(rec.publish(&w, &ev)).unwrap();
+    c.block_on(rec.publish(&w, &ev)).unwrap();
+    assert_eq!(
+        sim.list(ResourceKind::Event, Some("ml"))[0]["series"]["count"],
+        2
     );
 }

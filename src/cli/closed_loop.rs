@@ -9,6 +9,7 @@ pub(crate) mod inputs;
 mod run;
 mod terminal;
 mod watch;
+mod watch_events;
 mod watch_report;
 mod watch_source;
 mod watch_state;

@@ -44,6 +44,15 @@ impl KubeCluster {
         })
     }
 
+    /// The kube-rs client (for kube-runtime's helpers: the event recorder, watchers).
+    pub(super) fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
+    pub(super) fn request_timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
     /// How many API calls this client has started.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)

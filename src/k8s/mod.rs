@@ -17,12 +17,15 @@ mod client;
 mod config;
 mod diff;
 mod error;
+pub mod events;
 mod facade;
 pub mod kinds;
 mod knobs;
+pub mod lease;
 mod logs;
 mod rbac;
 pub mod verify;
+mod watch;
 mod wiring;
 
 use std::collections::BTreeMap;
@@ -40,15 +43,18 @@ pub use config::{
 };
 pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};
+pub use events::{EventRecorder, EventType, WorkloadEvent};
 pub use facade::{Cluster, ConnectError};
 pub use knobs::{
     KnobReadError, configmap_knobs, current_knobs, knobs_configmap_name, read_current_knobs,
 };
+pub use lease::{LeaderElector, LeaseConfig, shard_lease_name};
 pub use logs::{
     LogCursor, LogTarget, PodLogCursor, PodLogSource, RELIST_EVERY, TELEMETRY_CONTAINER_ANNOTATION,
     WorkloadRef,
 };
 pub use rbac::{RbacDenial, SuggestedRule};
+pub use watch::WorkloadChange;
 pub use wiring::{HotKnobWiring, hot_knob_wiring};
 /// The field manager of every write (and dry run) ModeKeeper sends.
 pub const FIELD_MANAGER: &str = "modekeeper";

@@ -6,7 +6,8 @@
 //! cooldowns, policy states and applied values — no line lost, no proposal repeated. `--apply` goes
 //! through the gates of `k8s apply` (src/apply) once per decision.
 //! Explain events: `watch_start`, `watch_resume`, `watch_source_event`, `watch_decision`,
-//! `watch_apply`, `watch_report`, `watch_stop` (or `watch_error` then `watch_stop`).
+//! `watch_apply`, `watch_report`, `watch_stop` (or `watch_error` then `watch_stop`); with `--apply`
+//! also `watch_k8s_event` / `watch_event_failed` per Kubernetes Event and `watch_events` (counts).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, IsTerminal, Write};
@@ -21,6 +22,7 @@ use serde_json::{Value, json};
 use super::WatchArgs;
 use super::common::{load_policies, stamp, with_explain};
 use super::inputs::{self, Inputs};
+use super::watch_events::WatchEvents;
 use super::watch_report::{final_plan, stamp_ms, write_latest};
 use super::watch_source::{open_live, source_identity};
 use super::watch_state::{check_against, load};
@@ -119,6 +121,8 @@ fn execute(
         global.namespace.as_deref(),
         global.request_timeout,
     );
+    // Kubernetes Events on the target: only when the watch acts on the cluster.
+    let mut k8s_events = args.apply.then(|| WatchEvents::new(&connect, &inp.target));
 
     let ctx = Ctx {
         args,
@@ -173,7 +177,7 @@ fn execute(
                 stopped = stop.reason(n);
                 stopped.is_some()
             },
-            &mut |ev| on_event(ev, &mut trace, explain, plain_lines),
+            &mut |ev| on_event(ev, &mut trace, explain, plain_lines, k8s_events.as_mut()),
         )?;
         if args.apply {
             let mut host = WatchApply {
@@ -184,6 +188,7 @@ fn execute(
                 connect: &connect,
                 explain,
                 plain_lines,
+                events: k8s_events.as_mut(),
             };
             session.apply_decided(&mut host)?;
         }
@@ -211,6 +216,7 @@ fn execute(
         source.as_ref(),
         source_events,
         stop_reason,
+        k8s_events.as_ref(),
         explain,
     )
 }
@@ -304,10 +310,15 @@ fn conclude(
     source: &dyn LiveSource,
     source_events: u64,
     stop_reason: &str,
+    k8s_events: Option<&WatchEvents>,
     explain: &mut ExplainLog,
 ) -> anyhow::Result<()> {
     let (report, latest) = write_latest(ctx, session, source, source_events, Some(stop_reason))?;
     let outcome_plan = final_plan(ctx, session)?;
+    if let Some(k) = k8s_events {
+        let (posted, failed) = k.counts();
+        explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
+    }
     explain.event(
         "watch_report",
         json!({"latest": latest, "stop_reason": stop_reason, "iterations": session.iterations(),
@@ -350,12 +361,14 @@ fn conclude(
     Ok(())
 }
 
-/// What the session said, as this command says it: the decision trace, explain events, lines.
+/// What the session said, as this command says it: the decision trace, explain events, lines, and
+/// (with `--apply`) a Kubernetes Event per verdict.
 fn on_event(
     ev: SessionEvent<'_>,
     trace: &mut BufWriter<File>,
     explain: &mut ExplainLog,
     plain_lines: bool,
+    k8s_events: Option<&mut WatchEvents>,
 ) -> anyhow::Result<()> {
     let decision = ev.is_decision();
     match ev {
@@ -364,8 +377,12 @@ fn on_event(
             eprintln!("ALERT {}", a.line());
             explain.event("watch_alert", json!(a))?;
         }
-        // Judged in the report and the decision trace; nothing more to say while it runs.
-        SessionEvent::Verdict(_) => {}
+        // Judged in the report and the decision trace; on the cluster, an Event on the workload.
+        SessionEvent::Verdict(e) => {
+            if let Some(k) = k8s_events {
+                k.effects(std::slice::from_ref(e), explain)?;
+            }
+        }
         SessionEvent::Window {
             index,
             event,
@@ -426,6 +443,7 @@ struct WatchApply<'a> {
     connect: &'a crate::k8s::ConnectOptions,
     explain: &'a mut ExplainLog,
     plain_lines: bool,
+    events: Option<&'a mut WatchEvents>,
 }
 
 impl ApplyHost for WatchApply<'_> {
@@ -476,6 +494,25 @@ impl ApplyHost for WatchApply<'_> {
             json!({"decision_window": decision, "plan": written.path, "outcome": outcome,
                    "fields": one.fields}),
         )?;
+        if let Some(k) = self.events.as_deref_mut() {
+            // The loop's own rollback of a change that hurt says so in its Event.
+            let rollback = req
+                .changes
+                .iter()
+                .any(|c| c.reason.starts_with("rollback: "));
+            let moves: Vec<(String, f64, f64)> = req
+                .changes
+                .iter()
+                .map(|c| (c.knob.clone(), c.from, c.to))
+                .collect();
+            k.apply(
+                decision,
+                &moves,
+                one.result.as_ref(),
+                rollback,
+                self.explain,
+            )?;
+        }
         if self.plain_lines {
             println!(
                 "iter={} verify_ok={} apply_attempted={} apply_ok={} blocked={} out={}",

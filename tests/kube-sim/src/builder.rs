@@ -169,6 +169,12 @@ impl KubeSimBuilder {
         self
     }
 
+    /// How often watches that allow bookmarks get one (default 60 s).
+    pub fn bookmark_interval(mut self, interval: std::time::Duration) -> Self {
+        self.seed.bookmark_interval_ms = Some(interval.as_millis() as u64);
+        self
+    }
+
     fn shared(&self, local: SocketAddr) -> io::Result<Arc<Shared>> {
         let store = Store::from_seed(&self.seed, Utc::now())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -192,6 +198,9 @@ impl KubeSimBuilder {
                 .unwrap_or_else(|| DEFAULT_SERVER_VERSION.into()),
             server_address: local.to_string(),
             crds_absent: self.seed.crds_absent,
+            bookmark_interval: std::time::Duration::from_millis(
+                self.seed.bookmark_interval_ms.unwrap_or(60_000),
+            ),
         }))
     }
 

@@ -226,9 +226,10 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     if unchanged && (dry_run || fields_equal(&managed, &current.managed)) {
         return Ok((current.value, false));
     }
-    // ConfigMaps have no spec and no generation.
-    let spec_changed =
-        req.kind != ResourceKind::ConfigMap && patched["spec"] != current.value["spec"];
+    // ConfigMaps, Events and Leases have no generation.
+    let spec_changed = req.kind != ResourceKind::ConfigMap
+        && !req.kind.is_client_record()
+        && patched["spec"] != current.value["spec"];
     if spec_changed {
         let generation = current.value["metadata"]["generation"]
             .as_i64()
@@ -247,7 +248,7 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     }
     let template_changed = patched["spec"]["template"] != current.value["spec"]["template"];
     let stored = store.commit(req.kind, req.namespace, req.name, patched, managed);
-    if req.kind.is_plain_object() {
+    if req.kind.is_plain_object() || req.kind.is_client_record() {
         // No pods are run for these.
     } else if template_changed && store.rollout_on_template_change {
         store.rollout(req.kind, req.namespace, req.name);

@@ -17,10 +17,15 @@ pub enum ResourceKind {
     /// jobset.x-k8s.io/v1alpha2 JobSet (a custom resource; its templates change only while
     /// `spec.suspend` is true).
     JobSet,
+    /// core/v1 Event, also served as events.k8s.io/v1 (converted at the boundary, as the
+    /// apiserver stores both versions as one resource).
+    Event,
+    /// coordination.k8s.io/v1 Lease (leader election).
+    Lease,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 10] = [
         ResourceKind::Namespace,
         ResourceKind::Pod,
         ResourceKind::Deployment,
@@ -29,12 +34,18 @@ impl ResourceKind {
         ResourceKind::Job,
         ResourceKind::PyTorchJob,
         ResourceKind::JobSet,
+        ResourceKind::Event,
+        ResourceKind::Lease,
     ];
 
     /// API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            ResourceKind::Namespace | ResourceKind::Pod | ResourceKind::ConfigMap => "",
+            ResourceKind::Namespace
+            | ResourceKind::Pod
+            | ResourceKind::ConfigMap
+            | ResourceKind::Event => "",
+            ResourceKind::Lease => "coordination.k8s.io",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps",
             ResourceKind::Job => "batch",
             ResourceKind::PyTorchJob => "kubeflow.org",
@@ -51,7 +62,11 @@ impl ResourceKind {
 
     pub fn api_version(self) -> &'static str {
         match self {
-            ResourceKind::Namespace | ResourceKind::Pod | ResourceKind::ConfigMap => "v1",
+            ResourceKind::Namespace
+            | ResourceKind::Pod
+            | ResourceKind::ConfigMap
+            | ResourceKind::Event => "v1",
+            ResourceKind::Lease => "coordination.k8s.io/v1",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps/v1",
             ResourceKind::Job => "batch/v1",
             ResourceKind::PyTorchJob => "kubeflow.org/v1",
@@ -86,6 +101,8 @@ impl ResourceKind {
             ResourceKind::Job => "Job",
             ResourceKind::PyTorchJob => "PyTorchJob",
             ResourceKind::JobSet => "JobSet",
+            ResourceKind::Event => "Event",
+            ResourceKind::Lease => "Lease",
         }
     }
 
@@ -99,6 +116,8 @@ impl ResourceKind {
             ResourceKind::Job => "jobs",
             ResourceKind::PyTorchJob => "pytorchjobs",
             ResourceKind::JobSet => "jobsets",
+            ResourceKind::Event => "events",
+            ResourceKind::Lease => "leases",
         }
     }
 
@@ -112,6 +131,8 @@ impl ResourceKind {
             ResourceKind::Job => "job",
             ResourceKind::PyTorchJob => "pytorchjob",
             ResourceKind::JobSet => "jobset",
+            ResourceKind::Event => "event",
+            ResourceKind::Lease => "lease",
         }
     }
 
@@ -122,12 +143,22 @@ impl ResourceKind {
             ResourceKind::Deployment => &["deploy"],
             ResourceKind::StatefulSet => &["sts"],
             ResourceKind::ConfigMap => &["cm"],
-            ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => &[],
+            ResourceKind::Event => &["ev"],
+            ResourceKind::Job
+            | ResourceKind::PyTorchJob
+            | ResourceKind::JobSet
+            | ResourceKind::Lease => &[],
         }
     }
 
     pub fn namespaced(self) -> bool {
         !matches!(self, ResourceKind::Namespace)
+    }
+
+    /// Objects clients create and update themselves (Events, Leases): no template, no
+    /// generation, created with POST and replaced with PUT.
+    pub fn is_client_record(self) -> bool {
+        matches!(self, ResourceKind::Event | ResourceKind::Lease)
     }
 
     /// Workloads that carry a pod template and accept patches.

@@ -50,6 +50,10 @@ pub struct Seed {
     /// absent from discovery and every request to them is a 404, as on a cluster without the CRD.
     #[serde(default)]
     pub crds_absent: bool,
+    /// How often a watch that allows bookmarks gets a BOOKMARK event (default 60 s, about what
+    /// the apiserver does); one is also sent just before the watch's timeout ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bookmark_interval_ms: Option<u64>,
 }
 
 /// A stored object of a kind without pods of its own (`kind` one of ConfigMap, Job, PyTorchJob,

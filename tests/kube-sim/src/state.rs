@@ -49,6 +49,8 @@ pub struct Shared {
     pub server_address: String,
     /// The PyTorchJob and JobSet CRDs are not installed.
     pub crds_absent: bool,
+    /// Interval between BOOKMARK events of watches that allow them.
+    pub bookmark_interval: std::time::Duration,
 }
 
 impl Shared {

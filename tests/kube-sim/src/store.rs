@@ -37,6 +37,9 @@ pub struct Event {
     /// `ADDED`, `MODIFIED` or `DELETED`.
     pub event_type: &'static str,
     pub object: Value,
+    /// The object before the change (for MODIFIED), so selector watches can tell an object
+    /// that starts or stops matching.
+    pub previous: Option<Value>,
 }
 
 #[derive(Debug)]
@@ -316,11 +319,24 @@ impl Store {
         } else {
             "ADDED"
         };
-        self.record(kind, ns, event_type, value.clone());
+        self.record(
+            kind,
+            ns,
+            event_type,
+            value.clone(),
+            previous.map(|p| p.value),
+        );
         value
     }
 
-    fn record(&mut self, kind: ResourceKind, ns: &str, event_type: &'static str, object: Value) {
+    fn record(
+        &mut self,
+        kind: ResourceKind,
+        ns: &str,
+        event_type: &'static str,
+        object: Value,
+        previous: Option<Value>,
+    ) {
         if self.events.len() == EVENT_HISTORY {
             self.events.pop_front();
         }
@@ -334,6 +350,7 @@ impl Store {
             },
             event_type,
             object,
+            previous,
         });
         self.changes.send_replace(self.rv);
     }
@@ -391,7 +408,7 @@ impl Store {
         let rv = self.next_rv();
         let mut last = removed.value.clone();
         last["metadata"]["resourceVersion"] = json!(rv);
-        self.record(kind, ns, "DELETED", last);
+        self.record(kind, ns, "DELETED", last, None);
         Some(removed)
     }
 

@@ -266,7 +266,7 @@ pub fn validate_workload(
         &mut errs,
     );
     check_labels("metadata.labels", &new["metadata"]["labels"], &mut errs);
-    if kind.is_plain_object() {
+    if kind.is_plain_object() || kind.is_client_record() {
         check_plain_object(kind, old, new, cfg, &mut errs);
         return if errs.is_empty() {
             Ok(())

@@ -50,9 +50,11 @@ fn discovery_is_negotiated_by_accept() {
         names,
         [
             "apps",
+            "events.k8s.io",
             "authentication.k8s.io",
             "authorization.k8s.io",
             "batch",
+            "coordination.k8s.io",
             "kubeflow.org",
             "jobset.x-k8s.io"
         ]
@@ -888,5 +890,315 @@ fn a_restart_ends_follow_streams() {
     assert_eq!(
         previous,
         "step=1 loss=2.0\nstep=2 loss=1.9\nbefore restart\n"
+    );
+}
+
+fn send(
+    sim: &KubeSim,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &Value,
+) -> common::HttpResponse {
+    let auth = bearer("t0");
+    http(
+        sim,
+        method,
+        path,
+        &[("Authorization", &auth), ("Content-Type", content_type)],
+        body.to_string().as_bytes(),
+    )
+}
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/ml/leases";
+
+#[test]
+fn leases_are_created_updated_and_guarded_by_resource_version() {
+    let sim = standard().start_blocking().unwrap();
+    let lease = json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "modekeeper"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "leaseTransitions": 0},
+    });
+    let created = send(&sim, "POST", LEASES, "application/json", &lease);
+    assert_eq!(created.status, 201, "{}", created.text());
+    let rv = created.json()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(created.json()["metadata"]["uid"].is_string());
+    // A second create of the same name is AlreadyExists.
+    let again = send(&sim, "POST", LEASES, "application/json", &lease);
+    assert_eq!(
+        (again.status, again.json()["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+
+    // Two contenders update from the same resourceVersion: exactly one wins.
+    let path = format!("{LEASES}/modekeeper");
+    let mut b = created.json();
+    b["spec"]["holderIdentity"] = json!("b");
+    let mut c = created.json();
+    c["spec"]["holderIdentity"] = json!("c");
+    let first = send(&sim, "PUT", &path, "application/json", &b);
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_ne!(first.json()["metadata"]["resourceVersion"], json!(rv));
+    let second = send(&sim, "PUT", &path, "application/json", &c);
+    assert_eq!(
+        (second.status, second.json()["reason"].as_str()),
+        (409, Some("Conflict"))
+    );
+    assert!(second.json()["message"].as_str().unwrap().starts_with(
+        "Operation cannot be fulfilled on leases.coordination.k8s.io \"modekeeper\": the object has been modified"
+    ));
+    assert_eq!(get(&sim, &path, "").json()["spec"]["holderIdentity"], "b");
+    // A merge patch carrying a stale resourceVersion is a conflict too; without one it applies.
+    let stale = json!({"metadata": {"resourceVersion": rv}, "spec": {"holderIdentity": "d"}});
+    assert_eq!(
+        send(&sim, "PATCH", &path, "application/merge-patch+json", &stale).status,
+        409
+    );
+    let fresh = json!({"spec": {"holderIdentity": "d"}});
+    let patched = send(&sim, "PATCH", &path, "application/merge-patch+json", &fresh);
+    assert_eq!(patched.json()["spec"]["holderIdentity"], "d");
+    assert_eq!(
+        patched.json()["metadata"]["uid"],
+        created.json()["metadata"]["uid"]
+    );
+    assert!(patched.json()["metadata"].get("generation").is_none());
+    // Validation and missing objects.
+    let bad = json!({"metadata": {"name": "x"}, "spec": {"leaseDurationSeconds": 0}});
+    let invalid = send(&sim, "POST", LEASES, "application/json", &bad);
+    assert_eq!(invalid.status, 422);
+    assert_eq!(
+        invalid.json()["message"],
+        "Lease.coordination.k8s.io \"x\" is invalid: spec.leaseDurationSeconds: Invalid value: 0: must be greater than 0"
+    );
+    assert_eq!(
+        send(
+            &sim,
+            "PUT",
+            &format!("{LEASES}/nope"),
+            "application/json",
+            &json!({"metadata": {"name": "nope"}})
+        )
+        .status,
+        404
+    );
+    let elsewhere = send(
+        &sim,
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/nope/leases",
+        "application/json",
+        &lease,
+    );
+    assert_eq!(elsewhere.status, 404);
+    let list = get(&sim, "/apis/coordination.k8s.io/v1/leases", "").json();
+    assert_eq!(list["kind"], "LeaseList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn leases_follow_rbac() {
+    let sim = standard().start_blocking().unwrap();
+    let lease = json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "a"}});
+    let auth = bearer("ro");
+    let denied = http(
+        &sim,
+        "POST",
+        LEASES,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        lease.to_string().as_bytes(),
+    );
+    assert_eq!(denied.status, 403);
+    assert!(denied.json()["message"].as_str().unwrap().contains("cannot create resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"ml\""), "{}", denied.text());
+}
+
+#[test]
+fn events_are_one_resource_in_two_api_versions() {
+    let sim = standard().start_blocking().unwrap();
+    let v1 = json!({
+        "apiVersion": "events.k8s.io/v1", "kind": "Event",
+        "metadata": {"name": "trainer.1", "namespace": "ml"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "modekeeper", "reportingInstance": "host-1",
+        "action": "Apply", "reason": "KnobsApplied", "type": "Normal",
+        "note": "grad_accum_steps 4 -> 8",
+        "regarding": {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "ml", "name": "trainer"},
+    });
+    let created = send(
+        &sim,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/ml/events",
+        "application/json",
+        &v1,
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    assert_eq!(created.json()["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(created.json()["note"], "grad_accum_steps 4 -> 8");
+    // The same object through core/v1.
+    let core = get(&sim, "/api/v1/namespaces/ml/events/trainer.1", "").json();
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "grad_accum_steps 4 -> 8");
+    assert_eq!(core["involvedObject"]["name"], "trainer");
+    assert_eq!(core["reportingComponent"], "modekeeper");
+    // A series update (what kube-rs' Recorder sends for a repeat) is a merge patch.
+    let series = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}});
+    let patched = send(
+        &sim,
+        "PATCH",
+        "/apis/events.k8s.io/v1/namespaces/ml/events/trainer.1",
+        "application/merge-patch+json",
+        &series,
+    );
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert_eq!(patched.json()["series"]["count"], 2);
+    assert_eq!(patched.json()["note"], "grad_accum_steps 4 -> 8");
+    // The Table kubectl prints.
+    let table = get(
+        &sim,
+        "/api/v1/namespaces/ml/events",
+        "application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    .json();
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!(cells[1], "Normal");
+    assert_eq!(cells[2], "KnobsApplied");
+    assert_eq!(cells[3], "deployment/trainer");
+    assert_eq!(cells[6], "grad_accum_steps 4 -> 8");
+    assert_eq!(cells[8], 2);
+    // events.k8s.io/v1 requires what the new API requires.
+    let mut bare = v1.clone();
+    bare["metadata"]["name"] = json!("trainer.2");
+    bare.as_object_mut().unwrap().remove("action");
+    bare["type"] = json!("Bad");
+    let invalid = send(
+        &sim,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/ml/events",
+        "application/json",
+        &bare,
+    );
+    assert_eq!(invalid.status, 422);
+    assert_eq!(
+        invalid.json()["message"],
+        "Event \"trainer.2\" is invalid: [type: Invalid value: \"Bad\": has invalid value, valid values: [Normal Warning], action: Required value]"
+    );
+    let list = get(&sim, "/apis/events.k8s.io/v1/events", "").json();
+    assert_eq!(list["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(list["items"][0]["regarding"]["name"], "trainer");
+    // Watches speak the version they were asked in.
+    let watched = events(&get(
+        &sim,
+        "/apis/events.k8s.io/v1/namespaces/ml/events?watch=true&timeoutSeconds=0",
+        "",
+    ));
+    assert_eq!(watched.len(), 1);
+    assert_eq!(watched[0].1["note"], "grad_accum_steps 4 -> 8");
+    assert_eq!(watched[0].1["apiVersion"], "events.k8s.io/v1");
+    // generateName: the server picks the name.
+    let mut generated = v1.clone();
+    generated["metadata"] = json!({"generateName": "trainer."});
+    let made = send(
+        &sim,
+        "POST",
+        "/apis/events.k8s.io/v1/namespaces/ml/events",
+        "application/json",
+        &generated,
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let name = made.json()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        name.starts_with("trainer.") && name.len() > "trainer.".len(),
+        "{name}"
+    );
+}
+
+#[test]
+fn selector_watches_see_objects_enter_and_leave_and_get_bookmarks() {
+    let sim = standard()
+        .bookmark_interval(Duration::from_millis(200))
+        .start_blocking()
+        .unwrap();
+    let rv = sim.resource_version();
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            get(&sim, &format!("/apis/apps/v1/deployments?watch=true&resourceVersion={rv}&labelSelector=modekeeper.io%2Fenabled%3Dtrue&allowWatchBookmarks=true&timeoutSeconds=1"), "")
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        sim.modify(ResourceKind::Deployment, "ml", "trainer", "test", |d| {
+            d["metadata"]["labels"]["modekeeper.io/enabled"] = json!("true")
+        });
+        sim.modify(ResourceKind::Deployment, "ml", "trainer", "test", |d| {
+            d["metadata"]["labels"]["x"] = json!("y")
+        });
+        sim.modify(ResourceKind::Deployment, "ml", "trainer", "test", |d| {
+            d["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove("modekeeper.io/enabled");
+        });
+        let seen = events(&watcher.join().unwrap());
+        let changes: Vec<&str> = seen
+            .iter()
+            .filter(|(t, _)| t != "BOOKMARK")
+            .map(|(t, _)| t.as_str())
+            .collect();
+        assert_eq!(changes, ["ADDED", "MODIFIED", "DELETED"], "{seen:?}");
+        // DELETED carries the object as it last matched, at the new resourceVersion.
+        let deleted = &seen.iter().find(|(t, _)| t == "DELETED").unwrap().1;
+        assert_eq!(
+            deleted["metadata"]["labels"]["modekeeper.io/enabled"],
+            "true"
+        );
+        assert_eq!(
+            deleted["metadata"]["resourceVersion"],
+            sim.deployment("ml", "trainer").unwrap()["metadata"]["resourceVersion"]
+        );
+        let bookmarks: Vec<&Value> = seen
+            .iter()
+            .filter(|(t, _)| t == "BOOKMARK")
+            .map(|(_, o)| o)
+            .collect();
+        assert!(
+            bookmarks.len() >= 2,
+            "periodic and final bookmarks: {seen:?}"
+        );
+        let last = bookmarks.last().unwrap();
+        assert_eq!(last["kind"], "Deployment");
+        assert_eq!(
+            last["metadata"]["resourceVersion"],
+            json!(sim.resource_version().to_string())
+        );
+        assert_eq!(
+            seen.last().unwrap().0,
+            "BOOKMARK",
+            "the last event before the timeout"
+        );
+    });
+    // Without allowWatchBookmarks: none.
+    let plain = events(&get(
+        &sim,
+        &format!("/apis/apps/v1/deployments?watch=true&resourceVersion={rv}&timeoutSeconds=0"),
+        "",
+    ));
+    assert!(plain.iter().all(|(t, _)| t != "BOOKMARK"), "{plain:?}");
+    // A streaming list: ADDED per object, then the initial-events-end bookmark.
+    let streamed = events(&get(
+        &sim,
+        "/api/v1/namespaces/ml/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=0",
+        "",
+    ));
+    assert_eq!(streamed[0].0, "ADDED", "{streamed:?}");
+    assert_eq!(streamed[1].0, "BOOKMARK", "{streamed:?}");
+    assert_eq!(
+        streamed[1].1["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
     );
 }

@@ -1365,3 +1365,88 @@ fn without_the_crd_kubectl_does_not_know_the_kind() {
     // Built-in kinds are still served.
     k.run(&["-n", "ml", "get", "jobs"]).ok();
 }
+
+#[test]
+fn leases_and_events_through_kubectl() {
+    let (sim, k) = setup!("leases_and_events", standard(), Some("t0"));
+    let lease = k.path().join("lease.json");
+    std::fs::write(
+        &lease,
+        r#"{"apiVersion":"coordination.k8s.io/v1","kind":"Lease","metadata":{"name":"modekeeper-leader","namespace":"ml"},"spec":{"holderIdentity":"pod-a","leaseDurationSeconds":15}}"#,
+    )
+    .unwrap();
+    let created = k.run(&["create", "-f", lease.to_str().unwrap()]).ok();
+    assert_eq!(
+        created.stdout,
+        "lease.coordination.k8s.io/modekeeper-leader created\n"
+    );
+    let out = k.run(&["get", "lease", "-n", "ml"]).ok().stdout;
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "HOLDER", "AGE"], "{out}");
+    assert_eq!(&lines[1][..2], ["modekeeper-leader", "pod-a"]);
+    // kubectl replace is a PUT with the object's resourceVersion.
+    let json = k
+        .run(&[
+            "get",
+            "lease",
+            "modekeeper-leader",
+            "-n",
+            "ml",
+            "-o",
+            "json",
+        ])
+        .ok()
+        .stdout;
+    let replaced = json.replace("pod-a", "pod-b");
+    std::fs::write(&lease, &replaced).unwrap();
+    k.run(&["replace", "-f", lease.to_str().unwrap()]).ok();
+    assert_eq!(
+        sim.get(kube_sim::ResourceKind::Lease, "ml", "modekeeper-leader")
+            .unwrap()["spec"]["holderIdentity"],
+        "pod-b"
+    );
+    // The same stale object again: the server's 409, as kubectl shows it.
+    let stale = k.run(&["replace", "-f", lease.to_str().unwrap()]).failed();
+    assert!(
+        stale.stderr.contains("the object has been modified"),
+        "{stale:?}"
+    );
+
+    let event = k.path().join("event.json");
+    // `kubectl describe` finds a workload's events by its uid.
+    let uid = sim.deployment("ml", "trainer").unwrap()["metadata"]["uid"].clone();
+    std::fs::write(
+        &event,
+        serde_json::json!({"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"trainer.1","namespace":"ml"},"eventTime":"2026-01-01T00:00:00.000000Z","reportingController":"modekeeper","reportingInstance":"h","action":"Apply","reason":"KnobsApplied","type":"Warning","note":"grad_accum_steps 4 -> 8","regarding":{"apiVersion":"apps/v1","kind":"Deployment","namespace":"ml","name":"trainer","uid":uid}}).to_string(),
+    )
+    .unwrap();
+    k.run(&["create", "-f", event.to_str().unwrap()]).ok();
+    let out = k.run(&["get", "events", "-n", "ml"]).ok().stdout;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("Warning")
+            && lines[1].contains("KnobsApplied")
+            && lines[1].contains("deployment/trainer")
+            && lines[1].ends_with("grad_accum_steps 4 -> 8"),
+        "{out}"
+    );
+    let described = k
+        .run(&["describe", "deployment", "trainer", "-n", "ml"])
+        .ok()
+        .stdout;
+    let events_part = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(
+        events_part.contains("Warning")
+            && events_part.contains("KnobsApplied")
+            && events_part.contains("grad_accum_steps 4 -> 8"),
+        "{described}"
+    );
+}

@@ -69,7 +69,36 @@ const CORE: &[ApiResource] = &[
         &["cm"],
         &[],
     ),
+    res(
+        "events",
+        "event",
+        "Event",
+        true,
+        &["create", "get", "list", "patch", "update", "watch"],
+        &["ev"],
+        &[],
+    ),
 ];
+
+const EVENTS: &[ApiResource] = &[res(
+    "events",
+    "event",
+    "Event",
+    true,
+    &["create", "get", "list", "patch", "update", "watch"],
+    &["ev"],
+    &[],
+)];
+
+const COORDINATION: &[ApiResource] = &[res(
+    "leases",
+    "lease",
+    "Lease",
+    true,
+    &["create", "get", "list", "patch", "update", "watch"],
+    &[],
+    &[],
+)];
 
 const BATCH: &[ApiResource] = &[res(
     "jobs",
@@ -175,9 +204,11 @@ const AUTHENTICATION: &[ApiResource] = &[res(
 /// are custom resources, absent when the CRDs are.
 const GROUPS: &[(&str, &str, &[ApiResource])] = &[
     ("apps", "v1", APPS),
+    ("events.k8s.io", "v1", EVENTS),
     ("authentication.k8s.io", "v1", AUTHENTICATION),
     ("authorization.k8s.io", "v1", AUTHORIZATION),
     ("batch", "v1", BATCH),
+    ("coordination.k8s.io", "v1", COORDINATION),
     ("kubeflow.org", "v1", KUBEFLOW),
     ("jobset.x-k8s.io", "v1alpha2", JOBSET),
 ];
@@ -357,6 +388,12 @@ pub(crate) fn non_resource(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "/openapi/v3" => ok(super::openapi::root()),
         "/openapi/v3/apis/apps/v1" => ok(super::openapi::apps_v1()),
         "/openapi/v3/api/v1" => ok(super::openapi::core_v1()),
+        "/openapi/v3/apis/coordination.k8s.io/v1" => {
+            ok(super::openapi::group_v1("coordination.k8s.io").expect("known group"))
+        }
+        "/openapi/v3/apis/events.k8s.io/v1" => {
+            ok(super::openapi::group_v1("events.k8s.io").expect("known group"))
+        }
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {

@@ -5,6 +5,7 @@ use axum::body::Body;
 use axum::http::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::records::View;
 use super::{Ctx, json_response, negotiate, table};
 use crate::resource::ResourceKind;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -19,8 +20,18 @@ pub(crate) fn list(
     kind: ResourceKind,
     ns: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
+    list_view(ctx, kind, ns, View::Stored)
+}
+
+/// Like [`list`], with the items shown in `view`'s API version.
+pub(crate) fn list_view(
+    ctx: &Ctx,
+    kind: ResourceKind,
+    ns: Option<&str>,
+    view: View,
+) -> Result<Response<Body>, ApiError> {
     if ctx.info.verb == "watch" {
-        return super::watch::watch(ctx, kind, ns);
+        return super::watch::watch(ctx, kind, ns, view);
     }
     let accept = negotiate(ctx)?;
     let labels = LabelSelector::parse(ctx.param("labelSelector").unwrap_or(""))?;
@@ -43,7 +54,7 @@ pub(crate) fn list(
         let items: Vec<Value> = store
             .list(kind, ns)
             .into_iter()
-            .map(|s| s.value.clone())
+            .map(|s| view.outgoing(s.value.clone()))
             .filter(|v| labels.matches(&v["metadata"]["labels"]) && fields.matches(v))
             .collect();
         (items, store.resource_version())
@@ -81,7 +92,7 @@ pub(crate) fn list(
         .collect();
     let body = json!({
         "kind": format!("{}List", kind.kind()),
-        "apiVersion": kind.api_version(),
+        "apiVersion": view.api_version(kind),
         "metadata": metadata,
         "items": items,
     });

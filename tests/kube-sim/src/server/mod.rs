@@ -9,6 +9,7 @@ mod discovery;
 mod list;
 mod logs;
 mod openapi;
+mod records;
 mod table;
 mod watch;
 
@@ -26,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::{self, User};
 use crate::request_info::{RequestInfo, request_info};
+use crate::resource::ResourceKind;
 use crate::state::{RequestRecord, Shared, lock};
 use crate::status::ApiError;
 
@@ -227,6 +229,8 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             | ("authorization.k8s.io", "v1")
             | ("authentication.k8s.io", "v1")
             | ("batch", "v1")
+            | ("events.k8s.io", "v1")
+            | ("coordination.k8s.io", "v1")
     ) || (!ctx.shared.crds_absent
         && matches!(
             (info.api_group.as_str(), info.api_version.as_str()),
@@ -245,6 +249,13 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         | ("batch", "jobs")
         | ("kubeflow.org", "pytorchjobs")
         | ("jobset.x-k8s.io", "jobsets") => apps::workloads(ctx),
+        ("", "events") => records::records(ctx, ResourceKind::Event, records::View::Stored),
+        ("events.k8s.io", "events") => {
+            records::records(ctx, ResourceKind::Event, records::View::EventsV1)
+        }
+        ("coordination.k8s.io", "leases") => {
+            records::records(ctx, ResourceKind::Lease, records::View::Stored)
+        }
         ("authorization.k8s.io" | "authentication.k8s.io", _) => authz::reviews(ctx),
         _ => Err(ApiError::path_not_found()),
     }

@@ -12,6 +12,8 @@ pub(crate) fn root() -> Value {
         "paths": {
             "apis/apps/v1": {"serverRelativeURL": format!("/openapi/v3/apis/apps/v1?hash={HASH}")},
             "api/v1": {"serverRelativeURL": format!("/openapi/v3/api/v1?hash={HASH}")},
+            "apis/coordination.k8s.io/v1": {"serverRelativeURL": format!("/openapi/v3/apis/coordination.k8s.io/v1?hash={HASH}")},
+            "apis/events.k8s.io/v1": {"serverRelativeURL": format!("/openapi/v3/apis/events.k8s.io/v1?hash={HASH}")},
         }
     })
 }
@@ -22,16 +24,23 @@ fn query(name: &str, description: &str) -> Value {
 
 /// `group` "" is the core group (`api/v1`).
 fn patch_operation(group: &str, kind: &str, plural: &str) -> Value {
-    let (tag, op) = if group.is_empty() {
-        (
+    let (tag, op) = match group {
+        "" => (
             "core_v1".to_string(),
             format!("patchCoreV1Namespaced{kind}"),
-        )
-    } else {
-        (
+        ),
+        "coordination.k8s.io" => (
+            "coordination_v1".to_string(),
+            format!("patchCoordinationV1Namespaced{kind}"),
+        ),
+        "events.k8s.io" => (
+            "events_v1".to_string(),
+            format!("patchEventsV1Namespaced{kind}"),
+        ),
+        _ => (
             "apps_v1".to_string(),
             format!("patchAppsV1Namespaced{kind}"),
-        )
+        ),
     };
     json!({
         "tags": [tag],
@@ -74,7 +83,30 @@ pub(crate) fn core_v1() -> Value {
         "info": {"title": "Kubernetes (kube-sim)", "version": "unversioned"},
         "paths": {
             "/api/v1/namespaces/{namespace}/configmaps/{name}": {"patch": patch_operation("", "ConfigMap", "configmaps")},
+            "/api/v1/namespaces/{namespace}/events/{name}": {"patch": patch_operation("", "Event", "events")},
         },
         "components": {},
     })
+}
+
+pub(crate) fn group_v1(group: &str) -> Option<Value> {
+    let (path, kind, plural) = match group {
+        "coordination.k8s.io" => (
+            "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+            "Lease",
+            "leases",
+        ),
+        "events.k8s.io" => (
+            "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
+            "Event",
+            "events",
+        ),
+        _ => return None,
+    };
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kube-sim)", "version": "unversioned"},
+        "paths": {path: {"patch": patch_operation(group, kind, plural)}},
+        "components": {},
+    }))
 }

@@ -97,8 +97,107 @@ fn age_column() -> Value {
     )
 }
 
+/// `LAST SEEN`/`FIRST SEEN` of an Event: its series, else the old timestamps, else eventTime.
+fn event_seen(v: &Value, last: bool) -> String {
+    let series = if last {
+        &v["series"]["lastObservedTime"]
+    } else {
+        &Value::Null
+    };
+    let old = if last {
+        &v["lastTimestamp"]
+    } else {
+        &v["firstTimestamp"]
+    };
+    [series, old, &v["eventTime"]]
+        .into_iter()
+        .filter_map(Value::as_str)
+        .find_map(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map_or_else(
+            || "<unknown>".into(),
+            |t| human_duration((Utc::now() - t.with_timezone(&Utc)).num_seconds()),
+        )
+}
+
 fn columns(kind: ResourceKind) -> Vec<Value> {
     match kind {
+        ResourceKind::Event => vec![
+            column(
+                "Last Seen",
+                "string",
+                "",
+                "Time when this Event was last seen",
+                0,
+            ),
+            column(
+                "Type",
+                "string",
+                "",
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+                0,
+            ),
+            column(
+                "Reason",
+                "string",
+                "",
+                "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+                0,
+            ),
+            column(
+                "Object",
+                "string",
+                "",
+                "The object that this event is about.",
+                0,
+            ),
+            column(
+                "Subobject",
+                "string",
+                "",
+                "The subobject that this event is about.",
+                1,
+            ),
+            column(
+                "Source",
+                "string",
+                "",
+                "The component reporting this event.",
+                1,
+            ),
+            column(
+                "Message",
+                "string",
+                "",
+                "A human-readable description of the status of this operation.",
+                0,
+            ),
+            column(
+                "First Seen",
+                "string",
+                "",
+                "The time at which the event was first recorded.",
+                1,
+            ),
+            column(
+                "Count",
+                "string",
+                "",
+                "The number of times this event has occurred.",
+                1,
+            ),
+            column("Name", "string", "name", "Name of the event", 1),
+        ],
+        ResourceKind::Lease => vec![
+            name_column(),
+            column(
+                "Holder",
+                "string",
+                "",
+                "HolderIdentity contains the identity of the holder of a current lease.",
+                0,
+            ),
+            age_column(),
+        ],
         ResourceKind::ConfigMap => vec![
             name_column(),
             column(
@@ -269,6 +368,47 @@ fn containers_and_images(template_spec: &Value) -> (String, String) {
 fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
     let name = v["metadata"]["name"].clone();
     match kind {
+        ResourceKind::Event => {
+            // Rows of events.k8s.io lists come in that version's field names.
+            let v = &super::records::core_event(v.clone());
+            let o = &v["involvedObject"];
+            let object = format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap_or_default().to_ascii_lowercase(),
+                o["name"].as_str().unwrap_or_default()
+            );
+            let source = match v["reportingComponent"].as_str().filter(|c| !c.is_empty()) {
+                Some(c) => match v["reportingInstance"].as_str().filter(|i| !i.is_empty()) {
+                    Some(i) => format!("{c}, {i}"),
+                    None => c.to_string(),
+                },
+                None => v["source"]["component"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            let count = v["series"]["count"]
+                .as_i64()
+                .or_else(|| v["count"].as_i64())
+                .unwrap_or(1);
+            vec![
+                json!(event_seen(v, true)),
+                v["type"].clone(),
+                v["reason"].clone(),
+                json!(object),
+                json!(o["fieldPath"].as_str().unwrap_or_default()),
+                json!(source),
+                json!(v["message"].as_str().unwrap_or_default().trim()),
+                json!(event_seen(v, false)),
+                json!(count),
+                name,
+            ]
+        }
+        ResourceKind::Lease => vec![
+            name,
+            json!(v["spec"]["holderIdentity"].as_str().unwrap_or("<none>")),
+            json!(age(v)),
+        ],
         ResourceKind::ConfigMap => vec![
             name,
             json!(v["data"].as_object().map_or(0, |m| m.len())),

@@ -3,8 +3,12 @@
 //! Without `resourceVersion` (or with `0`) a watch starts with an ADDED event per matching
 //! object; with one it replays the stored changes after it (or answers an ERROR event with a
 //! 410 Expired Status when history no longer reaches back that far). It then streams changes
-//! until `timeoutSeconds` (default 30 minutes) or the client goes away. Objects that stop
-//! matching a selector are simply no longer reported (the apiserver would send DELETED).
+//! until `timeoutSeconds` (default 30 minutes) or the client goes away. As in the apiserver's
+//! watch cache, an object that starts matching a selector is ADDED and one that stops matching
+//! is DELETED. With `allowWatchBookmarks=true` a BOOKMARK (kind, apiVersion and the latest
+//! resourceVersion only) is sent every bookmark interval and just before the timeout; with
+//! `sendInitialEvents=true` the initial ADDED events end with a bookmark annotated
+//! `k8s.io/initial-events-end` (the streaming list of kube-runtime's watcher).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,15 +18,17 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Response, header};
 use serde_json::{Value, json};
 
+use super::records::View;
 use super::{Ctx, negotiate, table};
 use crate::resource::ResourceKind;
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{Shared, lock};
-use crate::status::ApiError;
+use crate::status::{ApiError, FieldError};
 use crate::store::Event;
 
 struct Filter {
     kind: ResourceKind,
+    view: View,
     namespace: Option<String>,
     labels: LabelSelector,
     fields: FieldSelector,
@@ -38,10 +44,11 @@ impl Filter {
     }
 
     fn line(&self, event_type: &str, object: &Value) -> String {
+        let object = self.view.outgoing(object.clone());
         let object = if self.table {
-            table::table(self.kind, std::slice::from_ref(object), None)
+            table::table(self.kind, std::slice::from_ref(&object), None)
         } else {
-            object.clone()
+            object
         };
         format!("{}\n", json!({"type": event_type, "object": object}))
     }
@@ -54,6 +61,9 @@ struct WatchState {
     last_rv: u64,
     rx: tokio::sync::watch::Receiver<u64>,
     deadline: tokio::time::Instant,
+    /// Next BOOKMARK, when the client allows them.
+    next_bookmark: Option<tokio::time::Instant>,
+    bookmark_interval: Duration,
     ended: bool,
 }
 
@@ -61,11 +71,37 @@ impl WatchState {
     fn take(&mut self, events: Vec<Event>) {
         for e in events {
             self.last_rv = self.last_rv.max(e.rv);
-            if self.filter.matches(e.kind, &e.namespace, &e.object) {
-                self.queue
-                    .push_back(self.filter.line(e.event_type, &e.object));
-            }
+            let now = self.filter.matches(e.kind, &e.namespace, &e.object);
+            let before = e
+                .previous
+                .as_ref()
+                .is_some_and(|p| self.filter.matches(e.kind, &e.namespace, p));
+            let line = match (e.event_type, before, now) {
+                ("MODIFIED", false, true) => self.filter.line("ADDED", &e.object),
+                // As the watch cache: the object as it last matched, at the change's version.
+                ("MODIFIED", true, false) => {
+                    let mut last = e.previous.clone().unwrap_or_default();
+                    last["metadata"]["resourceVersion"] = json!(e.rv.to_string());
+                    self.filter.line("DELETED", &last)
+                }
+                (t, _, true) => self.filter.line(t, &e.object),
+                _ => continue,
+            };
+            self.queue.push_back(line);
         }
+    }
+
+    fn bookmark(&self, initial_events_end: bool) -> String {
+        let mut metadata = json!({"resourceVersion": self.last_rv.to_string()});
+        if initial_events_end {
+            metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let object = json!({
+            "kind": self.filter.kind.kind(),
+            "apiVersion": self.filter.view.api_version(self.filter.kind),
+            "metadata": metadata,
+        });
+        format!("{}\n", json!({"type": "BOOKMARK", "object": object}))
     }
 }
 
@@ -90,8 +126,37 @@ async fn next_event(
                     None => return None,
                 }
             }
-            _ = tokio::time::sleep_until(w.deadline) => return None,
+            _ = tokio::time::sleep_until(w.deadline) => {
+                if w.next_bookmark.take().is_some() {
+                    let line = w.bookmark(false);
+                    w.queue.push_back(line);
+                    w.ended = true;
+                } else {
+                    return None;
+                }
+            }
+            _ = sleep_until_opt(w.next_bookmark) => {
+                let line = w.bookmark(false);
+                w.queue.push_back(line);
+                w.next_bookmark = Some(tokio::time::Instant::now() + w.bookmark_interval);
+            }
         }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn bool_param(ctx: &Ctx, key: &str) -> Result<bool, ApiError> {
+    match ctx.param(key) {
+        None | Some("") => Ok(false),
+        Some(v) => v
+            .parse::<bool>()
+            .map_err(|_| ApiError::bad_request(format!("invalid value {v:?} for {key}"))),
     }
 }
 
@@ -99,10 +164,14 @@ pub(crate) fn watch(
     ctx: &Ctx,
     kind: ResourceKind,
     ns: Option<&str>,
+    view: View,
 ) -> Result<Response<Body>, ApiError> {
     let accept = negotiate(ctx)?;
+    let bookmarks = bool_param(ctx, "allowWatchBookmarks")?;
+    let initial_events = bool_param(ctx, "sendInitialEvents")?;
     let filter = Filter {
         kind,
+        view,
         namespace: ns.map(str::to_string),
         labels: LabelSelector::parse(ctx.param("labelSelector").unwrap_or(""))?,
         fields: FieldSelector::parse(ctx.param("fieldSelector").unwrap_or(""))?,
@@ -131,10 +200,37 @@ pub(crate) fn watch(
         last_rv: store.resource_version(),
         rx: store.changes.subscribe(),
         deadline: tokio::time::Instant::now() + Duration::from_secs(timeout),
+        next_bookmark: bookmarks
+            .then(|| tokio::time::Instant::now() + ctx.shared.bookmark_interval),
+        bookmark_interval: ctx.shared.bookmark_interval,
         ended: false,
         filter,
     };
     match since {
+        _ if initial_events => {
+            if !bookmarks {
+                return Err(ApiError::invalid(
+                    "meta.k8s.io",
+                    "ListOptions",
+                    "",
+                    &[FieldError::forbidden(
+                        "allowWatchBookmarks",
+                        "allowWatchBookmarks required when sendInitialEvents is true",
+                    )],
+                ));
+            }
+            for s in store.list(kind, ns) {
+                let obj_ns = s.value["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default();
+                if state.filter.matches(kind, obj_ns, &s.value) {
+                    state.queue.push_back(state.filter.line("ADDED", &s.value));
+                }
+            }
+            state.last_rv = state.last_rv.max(store.resource_version());
+            let end = state.bookmark(true);
+            state.queue.push_back(end);
+        }
         None => {
             for s in store.list(kind, ns) {
                 let obj_ns = s.value["metadata"]["namespace"]
