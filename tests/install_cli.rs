@@ -1,0 +1,261 @@
+//! `install` through the built binary: the manifests read back into the k8s-openapi types with
+//! nothing lost (no unknown or misspelt field), the default output as a snapshot, docs/rbac.yaml
+//! kept equal to the permission table, the Dockerfile's inputs, and bad flags.
+
+mod yaml_support;
+
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use modekeeper::cli::output::to_yaml;
+use modekeeper::install::{self, InstallOptions};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use yaml_rust2::YamlLoader;
+use yaml_support::yaml_to_json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_kubectl-modekeeper");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let o = Command::new(BIN)
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
+}
+
+fn items(args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["install", "-o", "json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run(&all);
+    assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["kind"], "List");
+    list["items"].as_array().unwrap().clone()
+}
+
+/// Reads `v` as `T` and writes it back: equal JSON means every field is one the type knows, spelt
+/// as the API spells it (k8s-openapi skips unknown fields when reading).
+fn round_trip<T: DeserializeOwned + Serialize>(v: &Value) {
+    let typed: T = serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("{} does not read: {e}", v["kind"]));
+    let back = serde_json::to_value(&typed).unwrap();
+    assert_eq!(&back, v, "{} changed in a round trip", v["kind"]);
+}
+
+fn check_types(objects: &[Value]) {
+    for v in objects {
+        match v["kind"].as_str().unwrap() {
+            "Namespace" => round_trip::<Namespace>(v),
+            "ServiceAccount" => round_trip::<ServiceAccount>(v),
+            "ClusterRole" => round_trip::<ClusterRole>(v),
+            "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(v),
+            "Role" => round_trip::<Role>(v),
+            "RoleBinding" => round_trip::<RoleBinding>(v),
+            "ConfigMap" => round_trip::<ConfigMap>(v),
+            "Deployment" => round_trip::<Deployment>(v),
+            "Service" => round_trip::<Service>(v),
+            other => panic!("unexpected kind {other}"),
+        }
+    }
+}
+
+#[test]
+fn manifests_read_back_into_the_api_types_unchanged() {
+    let default = items(&[]);
+    assert_eq!(default.len(), 9);
+    check_types(&default);
+    let scoped = items(&[
+        "-n",
+        "ops",
+        "--watch-namespace",
+        "ml-a,ml-b",
+        "--replicas",
+        "3",
+        "--shards",
+        "4",
+        "--image",
+        "registry.example/mk:dev",
+    ]);
+    check_types(&scoped);
+    let dep = scoped.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(dep["metadata"]["namespace"], "ops");
+    assert_eq!(dep["spec"]["replicas"], 3);
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.example/mk:dev");
+    assert!(c["args"].as_array().unwrap().contains(&"--shards=4".into()));
+    // The typed Deployment has what the briefing asks of the pod.
+    let typed: Deployment = serde_json::from_value(dep.clone()).unwrap();
+    let pod = typed.spec.unwrap().template.spec.unwrap();
+    let sc = pod.containers[0].security_context.clone().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.capabilities.unwrap().drop.unwrap(), ["ALL"]);
+    assert_eq!(sc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let c = &pod.containers[0];
+    let live = c.liveness_probe.clone().unwrap().http_get.unwrap();
+    let ready = c.readiness_probe.clone().unwrap().http_get.unwrap();
+    assert_eq!(
+        (live.path.as_deref(), ready.path.as_deref()),
+        (Some("/healthz"), Some("/readyz"))
+    );
+    // Roles in the watched namespaces only, bound to the controller's ServiceAccount in `ops`.
+    let roles: Vec<String> = scoped
+        .iter()
+        .filter(|o| o["kind"] == "Role")
+        .map(|o| o["metadata"]["namespace"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(roles, ["ml-a", "ml-b", "ops"]);
+}
+
+#[test]
+fn default_output_snapshot() {
+    let (code, out, err) = run(&["install"]);
+    assert_eq!(code, 0, "{err}");
+    // The YAML stream and the JSON List carry the same objects.
+    let docs = YamlLoader::load_from_str(&out).unwrap();
+    let from_yaml: Vec<Value> = docs.iter().map(yaml_to_json).collect();
+    assert_eq!(from_yaml, items(&[]));
+    let version = format!("{}", env!("CARGO_PKG_VERSION"));
+    insta::assert_snapshot!("install_default", out.replace(&version, "<version>"));
+}
+
+/// The documents of docs/rbac.yaml.
+fn rbac_docs() -> Vec<Value> {
+    let text = std::fs::read_to_string(format!("{ROOT}/docs/rbac.yaml")).unwrap();
+    YamlLoader::load_from_str(&text)
+        .unwrap()
+        .iter()
+        .map(yaml_to_json)
+        .collect()
+}
+
+#[test]
+fn docs_rbac_yaml_is_what_the_table_grants() {
+    let docs = rbac_docs();
+    let find = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} in docs/rbac.yaml"))
+    };
+    // The plugin's Role: the same rules (and reasons) as the table's plugin rows.
+    let want = install::plugin_role();
+    assert!(
+        find("Role") == &want,
+        "the plugin's Role in docs/rbac.yaml differs from the table; it should read:\n{}",
+        to_yaml(&want)
+    );
+    // The controller's ClusterRole and binding: exactly what `install` prints (labels aside: they
+    // carry the version).
+    let printed = install::manifests(&InstallOptions::default()).unwrap();
+    for kind in ["ClusterRole", "ClusterRoleBinding"] {
+        let mut want = printed.iter().find(|o| o["kind"] == kind).unwrap().clone();
+        let mut have = find(kind).clone();
+        want["metadata"].as_object_mut().unwrap().remove("labels");
+        have["metadata"].as_object_mut().unwrap().remove("labels");
+        assert!(
+            have == want,
+            "{kind} in docs/rbac.yaml differs from what install prints; it should read:\n{}",
+            to_yaml(&want)
+        );
+    }
+    let own = printed
+        .iter()
+        .find(|o| o["kind"] == "Role" && o["metadata"]["name"] == install::SELF_ROLE_NAME)
+        .unwrap();
+    let doc_own = docs
+        .iter()
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == install::SELF_ROLE_NAME)
+        .expect("the controller's own-namespace Role in docs/rbac.yaml");
+    assert!(
+        doc_own["rules"] == own["rules"],
+        "the own-namespace Role in docs/rbac.yaml should read:\n{}",
+        to_yaml(own)
+    );
+}
+
+#[test]
+fn docs_describe_every_setting_and_annotation() {
+    let doc = std::fs::read_to_string(format!("{ROOT}/docs/controller.md")).unwrap();
+    for s in install::SETTINGS {
+        assert!(
+            doc.contains(&format!("| `{}` | `{}` |", s.key, s.default)),
+            "docs/controller.md does not document setting {} (default {:?})",
+            s.key,
+            s.default
+        );
+    }
+    for a in [
+        "modekeeper.io/enabled",
+        "modekeeper.io/passport",
+        "modekeeper.io/policies",
+        "modekeeper.io/source",
+    ] {
+        assert!(doc.contains(a), "docs/controller.md does not mention {a}");
+    }
+}
+
+#[test]
+fn the_dockerfiles_inputs_exist() {
+    let text = std::fs::read_to_string(format!("{ROOT}/Dockerfile")).unwrap();
+    // Every path COPY'd from the build context exists in the checkout.
+    for line in text.lines().map(str::trim) {
+        let Some(rest) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        if rest.starts_with("--from") {
+            continue;
+        }
+        let parts: Vec<&str> = rest
+            .split_whitespace()
+            .filter(|p| !p.starts_with("--"))
+            .collect();
+        for src in &parts[..parts.len() - 1] {
+            assert!(
+                std::path::Path::new(ROOT).join(src).exists(),
+                "Dockerfile copies {src}, which does not exist"
+            );
+        }
+    }
+    assert!(text.contains("FROM scratch"));
+    assert!(text.contains("x86_64-unknown-linux-musl"));
+    let user = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("USER "))
+        .expect("a USER line");
+    assert_eq!(user.trim(), format!("{0}:{0}", install::RUN_AS_USER));
+    assert!(
+        std::path::Path::new(ROOT)
+            .join("scripts/build-image.sh")
+            .exists()
+    );
+}
+
+#[test]
+fn bad_flags_are_one_line_and_exit_2() {
+    for args in [
+        &["install", "-n", "Bad_NS"][..],
+        &["install", "--watch-namespace", "ml,"],
+        &["install", "--replicas", "0"],
+        &["install", "--shards", "0"],
+        &["install", "--image", "a b"],
+        &["install", "--dry-run"],
+    ] {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?} printed {out}");
+        assert!(!err.trim().is_empty(), "{args:?}");
+    }
+    let (_, _, err) = run(&["install", "--replicas", "0"]);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
