@@ -1,14 +1,18 @@
 //! `install` through the built binary: the manifests read back into the k8s-openapi types with
 //! nothing lost (no unknown or misspelt field), the default output as a snapshot, docs/rbac.yaml
-//! kept equal to the permission table, the Dockerfile's inputs, and bad flags.
+//! kept equal to the permission table, the Dockerfile's inputs, bad flags, and `--apply` (and the
+//! real kubectl's server-side apply) against kube-sim.
 
+mod k8s_common;
 mod yaml_support;
 
 use std::process::Command;
 
+use k8s_common::{Case, kubectl, kubectl_or_skip, standard};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube_sim::ResourceKind;
 use modekeeper::cli::output::to_yaml;
 use modekeeper::install::{self, InstallOptions};
 use serde::Serialize;
@@ -258,4 +262,176 @@ fn bad_flags_are_one_line_and_exit_2() {
     }
     let (_, _, err) = run(&["install", "--replicas", "0"]);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+fn install_on(case: &Case, args: &[&str]) -> (i32, String, String) {
+    let o = case
+        .command()
+        .arg("install")
+        .arg("--kubeconfig")
+        .arg(&case.kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8(o.stdout).unwrap(),
+        String::from_utf8(o.stderr).unwrap(),
+    )
+}
+
+/// Every object `install` prints, as kube-sim stores it (None when absent).
+fn stored(sim: &kube_sim::KubeSim, objects: &[Value]) -> Vec<Option<Value>> {
+    objects
+        .iter()
+        .map(|o| {
+            let kind = ResourceKind::parse(o["kind"].as_str().unwrap()).unwrap();
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or("");
+            let name = o["metadata"]["name"].as_str().unwrap();
+            let found = match kind {
+                ResourceKind::Namespace => sim
+                    .namespace_exists(name)
+                    .then(|| sim.list(kind, None))
+                    .and_then(|l| l.into_iter().find(|n| n["metadata"]["name"] == name)),
+                _ => sim.get(kind, ns, name),
+            };
+            found
+        })
+        .collect()
+}
+
+#[test]
+fn apply_creates_every_object_and_is_idempotent() {
+    let sim = standard().start_blocking().unwrap();
+    let case = Case::new(&sim, "t0");
+    let objects = items(&["-n", "mk"]);
+
+    // A server dry run stores nothing; objects in the namespace it would create cannot be
+    // checked yet (the server would answer 404), and say so.
+    let (code, out, err) = install_on(&case, &["-n", "mk", "--apply", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), objects.len(), "{out}");
+    for (line, o) in lines.iter().zip(&objects) {
+        let want = if o["metadata"]["namespace"].is_string() {
+            "not checked (server dry run: namespace mk does not exist yet)"
+        } else {
+            "applied (server dry run)"
+        };
+        assert!(line.ends_with(want), "{line}");
+    }
+    assert!(stored(&sim, &objects).iter().all(Option::is_none));
+
+    let (code, out, err) = install_on(&case, &["-n", "mk", "--apply"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().next(),
+        Some("Namespace mk applied"),
+        "objects go in apply order: {out}"
+    );
+    for (want, have) in objects.iter().zip(stored(&sim, &objects)) {
+        let have = have.unwrap_or_else(|| panic!("{} not stored", want["kind"]));
+        // What the server keeps is what was sent, plus its own metadata.
+        for key in ["rules", "roleRef", "subjects", "data", "spec"] {
+            if !want[key].is_null() {
+                assert_eq!(have[key]["replicas"], want[key]["replicas"]);
+                if key != "spec" {
+                    assert_eq!(have[key], want[key], "{} {key}", want["kind"]);
+                }
+            }
+        }
+        assert_eq!(have["metadata"]["labels"], want["metadata"]["labels"]);
+    }
+    let rv = sim.resource_version();
+    // Applying the same manifests again changes nothing.
+    let (code, _, err) = install_on(&case, &["-n", "mk", "--apply"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sim.resource_version(), rv);
+    // Now every object is checked by the dry run.
+    let (code, out, err) = install_on(&case, &["-n", "mk", "--apply", "--dry-run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().all(|l| l.ends_with("applied (server dry run)")),
+        "{out}"
+    );
+    assert_eq!(sim.resource_version(), rv);
+    // The field manager is install's own.
+    let role = sim
+        .get(ResourceKind::ClusterRole, "", install::CONTROLLER_NAME)
+        .unwrap();
+    assert!(
+        role["metadata"]["managedFields"]
+            .to_string()
+            .contains("modekeeper-install"),
+        "{role}"
+    );
+}
+
+#[test]
+fn apply_stops_at_the_first_refused_object() {
+    let sim = standard().start_blocking().unwrap();
+    // bob may only read in `ml`: the very first object is refused, nothing else is sent.
+    let case = Case::new(&sim, "ro");
+    let (code, out, err) = install_on(&case, &["--apply"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("Namespace modekeeper-system"), "{err}");
+    assert!(!sim.namespace_exists(install::DEFAULT_NAMESPACE));
+}
+
+#[test]
+fn kubectl_applies_the_printed_manifests_server_side() {
+    let Some(kc) = kubectl_or_skip("kubectl_applies_the_printed_manifests_server_side") else {
+        return;
+    };
+    let sim = standard().start_blocking().unwrap();
+    let case = Case::new(&sim, "t0");
+    for args in [&[][..], &["--watch-namespace", "ml"][..]] {
+        let mut all = vec!["install"];
+        all.extend_from_slice(args);
+        let (code, yaml, err) = run(&all);
+        assert_eq!(code, 0, "{err}");
+        let file = case.path().join("install.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let file = file.to_str().unwrap();
+        // A server dry run needs the namespace to exist already (as on a real cluster), so
+        // apply first, then dry-run the same file.
+        for dry in [&[][..], &["--dry-run=server"][..]] {
+            let mut cmd = vec!["apply", "--server-side", "-f", file];
+            cmd.extend_from_slice(dry);
+            let (code, out, err) = kubectl(&kc, &case, &cmd);
+            assert_eq!(code, 0, "kubectl refused {args:?} {dry:?}: {err}\n{out}");
+            assert_eq!(
+                out.lines().count(),
+                YamlLoader::load_from_str(&yaml).unwrap().len(),
+                "{out}"
+            );
+        }
+    }
+    assert!(
+        sim.get(ResourceKind::Role, "ml", install::CONTROLLER_NAME)
+            .is_some()
+    );
+    let (code, out, err) = kubectl(
+        &kc,
+        &case,
+        &[
+            "-n",
+            "modekeeper-system",
+            "get",
+            "deployment,service,sa",
+            "-o",
+            "name",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "deployment.apps/modekeeper-controller",
+            "service/modekeeper-metrics",
+            "serviceaccount/modekeeper-controller"
+        ]
+    );
 }

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{GlobalArgs, OutputFormat};
 use crate::error::input_error;
 use crate::install::{self, InstallOptions, ObjectRef};
-use crate::k8s::{Cluster, ConnectError, ConnectOptions};
+use crate::k8s::{Cluster, ClusterApi, ConnectError, ConnectOptions};
 
 #[derive(Debug, Args)]
 #[command(
@@ -102,6 +102,24 @@ fn apply(global: &GlobalArgs, objects: &[Value], dry_run: bool) -> anyhow::Resul
     let mut out = std::io::stdout().lock();
     for object in objects {
         let at = ObjectRef::of(object)?;
+        // A dry run creates no namespace, so the server would answer 404 for everything in one
+        // this run would create: say so rather than fail (kubectl apply --dry-run=server fails).
+        if dry_run && let Some(ns) = &at.namespace {
+            let exists = cluster
+                .block_on(cluster.api().get_namespace(ns))
+                .map_err(|e| anyhow::anyhow!("install: namespace {ns}: {e}"))?
+                .is_some();
+            if !exists {
+                if global.output == OutputFormat::Text {
+                    writeln!(
+                        out,
+                        "{} not checked (server dry run: namespace {ns} does not exist yet)",
+                        at.describe()
+                    )?;
+                }
+                continue;
+            }
+        }
         // The first failure stops the rest: later objects depend on earlier ones (the namespace,
         // the ServiceAccount the bindings name).
         let stored = cluster

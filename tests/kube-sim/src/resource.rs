@@ -17,10 +17,18 @@ pub enum ResourceKind {
     /// jobset.x-k8s.io/v1alpha2 JobSet (a custom resource; its templates change only while
     /// `spec.suspend` is true).
     JobSet,
+    // What `kubectl modekeeper install` applies besides namespaces, ConfigMaps and Deployments:
+    // stored and served (get, list, server-side apply), never acted on.
+    ServiceAccount,
+    Service,
+    Role,
+    RoleBinding,
+    ClusterRole,
+    ClusterRoleBinding,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 8] = [
+    pub const ALL: [ResourceKind; 14] = [
         ResourceKind::Namespace,
         ResourceKind::Pod,
         ResourceKind::Deployment,
@@ -29,16 +37,30 @@ impl ResourceKind {
         ResourceKind::Job,
         ResourceKind::PyTorchJob,
         ResourceKind::JobSet,
+        ResourceKind::ServiceAccount,
+        ResourceKind::Service,
+        ResourceKind::Role,
+        ResourceKind::RoleBinding,
+        ResourceKind::ClusterRole,
+        ResourceKind::ClusterRoleBinding,
     ];
 
     /// API group ("" for the core group).
     pub fn group(self) -> &'static str {
         match self {
-            ResourceKind::Namespace | ResourceKind::Pod | ResourceKind::ConfigMap => "",
+            ResourceKind::Namespace
+            | ResourceKind::Pod
+            | ResourceKind::ConfigMap
+            | ResourceKind::ServiceAccount
+            | ResourceKind::Service => "",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps",
             ResourceKind::Job => "batch",
             ResourceKind::PyTorchJob => "kubeflow.org",
             ResourceKind::JobSet => "jobset.x-k8s.io",
+            ResourceKind::Role
+            | ResourceKind::RoleBinding
+            | ResourceKind::ClusterRole
+            | ResourceKind::ClusterRoleBinding => "rbac.authorization.k8s.io",
         }
     }
 
@@ -51,11 +73,19 @@ impl ResourceKind {
 
     pub fn api_version(self) -> &'static str {
         match self {
-            ResourceKind::Namespace | ResourceKind::Pod | ResourceKind::ConfigMap => "v1",
+            ResourceKind::Namespace
+            | ResourceKind::Pod
+            | ResourceKind::ConfigMap
+            | ResourceKind::ServiceAccount
+            | ResourceKind::Service => "v1",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps/v1",
             ResourceKind::Job => "batch/v1",
             ResourceKind::PyTorchJob => "kubeflow.org/v1",
             ResourceKind::JobSet => "jobset.x-k8s.io/v1alpha2",
+            ResourceKind::Role
+            | ResourceKind::RoleBinding
+            | ResourceKind::ClusterRole
+            | ResourceKind::ClusterRoleBinding => "rbac.authorization.k8s.io/v1",
         }
     }
 
@@ -73,6 +103,19 @@ impl ResourceKind {
                 | ResourceKind::Job
                 | ResourceKind::PyTorchJob
                 | ResourceKind::JobSet
+        ) || self.is_install_object()
+    }
+
+    /// The kinds only `install` writes: no spec the emulator acts on, no status.
+    pub fn is_install_object(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::ServiceAccount
+                | ResourceKind::Service
+                | ResourceKind::Role
+                | ResourceKind::RoleBinding
+                | ResourceKind::ClusterRole
+                | ResourceKind::ClusterRoleBinding
         )
     }
 
@@ -86,6 +129,12 @@ impl ResourceKind {
             ResourceKind::Job => "Job",
             ResourceKind::PyTorchJob => "PyTorchJob",
             ResourceKind::JobSet => "JobSet",
+            ResourceKind::ServiceAccount => "ServiceAccount",
+            ResourceKind::Service => "Service",
+            ResourceKind::Role => "Role",
+            ResourceKind::RoleBinding => "RoleBinding",
+            ResourceKind::ClusterRole => "ClusterRole",
+            ResourceKind::ClusterRoleBinding => "ClusterRoleBinding",
         }
     }
 
@@ -99,6 +148,12 @@ impl ResourceKind {
             ResourceKind::Job => "jobs",
             ResourceKind::PyTorchJob => "pytorchjobs",
             ResourceKind::JobSet => "jobsets",
+            ResourceKind::ServiceAccount => "serviceaccounts",
+            ResourceKind::Service => "services",
+            ResourceKind::Role => "roles",
+            ResourceKind::RoleBinding => "rolebindings",
+            ResourceKind::ClusterRole => "clusterroles",
+            ResourceKind::ClusterRoleBinding => "clusterrolebindings",
         }
     }
 
@@ -112,6 +167,12 @@ impl ResourceKind {
             ResourceKind::Job => "job",
             ResourceKind::PyTorchJob => "pytorchjob",
             ResourceKind::JobSet => "jobset",
+            ResourceKind::ServiceAccount => "serviceaccount",
+            ResourceKind::Service => "service",
+            ResourceKind::Role => "role",
+            ResourceKind::RoleBinding => "rolebinding",
+            ResourceKind::ClusterRole => "clusterrole",
+            ResourceKind::ClusterRoleBinding => "clusterrolebinding",
         }
     }
 
@@ -122,12 +183,17 @@ impl ResourceKind {
             ResourceKind::Deployment => &["deploy"],
             ResourceKind::StatefulSet => &["sts"],
             ResourceKind::ConfigMap => &["cm"],
-            ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => &[],
+            ResourceKind::ServiceAccount => &["sa"],
+            ResourceKind::Service => &["svc"],
+            _ => &[],
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, ResourceKind::Namespace)
+        !matches!(
+            self,
+            ResourceKind::Namespace | ResourceKind::ClusterRole | ResourceKind::ClusterRoleBinding
+        )
     }
 
     /// Workloads that carry a pod template and accept patches.

@@ -53,6 +53,7 @@ fn discovery_is_negotiated_by_accept() {
             "authentication.k8s.io",
             "authorization.k8s.io",
             "batch",
+            "rbac.authorization.k8s.io",
             "kubeflow.org",
             "jobset.x-k8s.io"
         ]

@@ -46,7 +46,7 @@ const CORE: &[ApiResource] = &[
         "namespace",
         "Namespace",
         false,
-        &["get", "list", "watch"],
+        &["create", "get", "list", "patch", "watch"],
         &["ns"],
         &[],
     ),
@@ -67,6 +67,63 @@ const CORE: &[ApiResource] = &[
         true,
         &["get", "list", "patch", "watch"],
         &["cm"],
+        &[],
+    ),
+    res(
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["get", "list", "patch", "watch"],
+        &["sa"],
+        &[],
+    ),
+    res(
+        "services",
+        "service",
+        "Service",
+        true,
+        &["get", "list", "patch", "watch"],
+        &["svc"],
+        &["all"],
+    ),
+];
+
+const RBAC: &[ApiResource] = &[
+    res(
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &["get", "list", "patch", "watch"],
+        &[],
+        &[],
+    ),
+    res(
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &["get", "list", "patch", "watch"],
+        &[],
+        &[],
+    ),
+    res(
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &["get", "list", "patch", "watch"],
+        &[],
+        &[],
+    ),
+    res(
+        "roles",
+        "role",
+        "Role",
+        true,
+        &["get", "list", "patch", "watch"],
+        &[],
         &[],
     ),
 ];
@@ -178,6 +235,7 @@ const GROUPS: &[(&str, &str, &[ApiResource])] = &[
     ("authentication.k8s.io", "v1", AUTHENTICATION),
     ("authorization.k8s.io", "v1", AUTHORIZATION),
     ("batch", "v1", BATCH),
+    ("rbac.authorization.k8s.io", "v1", RBAC),
     ("kubeflow.org", "v1", KUBEFLOW),
     ("jobset.x-k8s.io", "v1alpha2", JOBSET),
 ];
@@ -357,6 +415,7 @@ pub(crate) fn non_resource(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "/openapi/v3" => ok(super::openapi::root()),
         "/openapi/v3/apis/apps/v1" => ok(super::openapi::apps_v1()),
         "/openapi/v3/api/v1" => ok(super::openapi::core_v1()),
+        "/openapi/v3/apis/rbac.authorization.k8s.io/v1" => ok(super::openapi::rbac_v1()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {

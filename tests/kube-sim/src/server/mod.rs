@@ -227,6 +227,7 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             | ("authorization.k8s.io", "v1")
             | ("authentication.k8s.io", "v1")
             | ("batch", "v1")
+            | ("rbac.authorization.k8s.io", "v1")
     ) || (!ctx.shared.crds_absent
         && matches!(
             (info.api_group.as_str(), info.api_version.as_str()),
@@ -244,7 +245,12 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         | ("", "configmaps")
         | ("batch", "jobs")
         | ("kubeflow.org", "pytorchjobs")
-        | ("jobset.x-k8s.io", "jobsets") => apps::workloads(ctx),
+        | ("jobset.x-k8s.io", "jobsets")
+        | ("", "serviceaccounts" | "services")
+        | (
+            "rbac.authorization.k8s.io",
+            "roles" | "rolebindings" | "clusterroles" | "clusterrolebindings",
+        ) => apps::workloads(ctx),
         ("authorization.k8s.io" | "authentication.k8s.io", _) => authz::reviews(ctx),
         _ => Err(ApiError::path_not_found()),
     }
