@@ -8,16 +8,18 @@ mod yaml_support;
 
 use std::process::Command;
 
-use k8s_common::{Case, kubectl, kubectl_or_skip, standard};
+use std::collections::BTreeSet;
+
+use k8s_common::{Case, KNOB, kubectl, kubectl_or_skip, standard};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
-use kube_sim::ResourceKind;
+use kube_sim::{KubeSim, ResourceKind, Rule, WorkloadSeed};
 use modekeeper::cli::output::to_yaml;
 use modekeeper::install::{self, InstallOptions};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 use yaml_rust2::YamlLoader;
 use yaml_support::yaml_to_json;
 
@@ -434,4 +436,150 @@ fn kubectl_applies_the_printed_manifests_server_side() {
             "serviceaccount/modekeeper-controller"
         ]
     );
+}
+
+/// The plugin's Role (docs/rbac.yaml) as kube-sim rules bound in `ns`.
+fn plugin_rules(ns: &str) -> Vec<Rule> {
+    let role = install::plugin_role();
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let strs = |k: &str| -> Vec<String> {
+                r[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap().to_string())
+                    .collect()
+            };
+            assert!(r.get("resourceNames").is_none());
+            Rule::allow(strs("verbs"), &strs("apiGroups")[0], strs("resources")).in_namespace(ns)
+        })
+        .collect()
+}
+
+/// `(group, resource[/subresource], verb)` of every rule of the plugin's Role.
+fn granted() -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for r in install::plugin_role()["rules"].as_array().unwrap() {
+        for v in r["verbs"].as_array().unwrap() {
+            out.insert((
+                r["apiGroups"][0].as_str().unwrap().to_string(),
+                r["resources"][0].as_str().unwrap().to_string(),
+                v.as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_plugin_role_is_exactly_what_verify_and_watch_use() {
+    let records: Vec<String> = (1..=120)
+        .map(|i| json!({"step": i, "step_time_ms": 100.0, "loss": 2.0}).to_string())
+        .collect();
+    let mut trainer = WorkloadSeed::deployment("ml", "trainer")
+        .replicas(1)
+        .template_annotation(KNOB, "4");
+    for line in &records {
+        trainer = trainer.log("trainer", line.clone());
+    }
+    let sim = KubeSim::builder()
+        .namespace("ml")
+        .workload(trainer)
+        .object(
+            ResourceKind::ConfigMap,
+            json!({"metadata": {"name": "trainer-modekeeper-knobs", "namespace": "ml"},
+                   "data": {"concurrency": "8"}}),
+        )
+        .token("mk", "mk-user", plugin_rules("ml"))
+        .start_blocking()
+        .unwrap();
+    let case = Case::new(&sim, "mk");
+
+    // verify: a workload item and a knobs ConfigMap item.
+    let plan = json!({"schema_version": "k8s_plan.v2", "items": [
+        {"namespace": "ml", "name": "trainer", "kind": "Deployment", "takes_effect": "rollout",
+         "patch": {"spec": {"template": {"metadata": {"annotations": {KNOB: "8"}}}}}},
+        {"namespace": "ml", "name": "trainer-modekeeper-knobs", "kind": "ConfigMap",
+         "patch": {"data": {"concurrency": "6"}}, "takes_effect": "live", "restart_required": false}]});
+    let run = case.verify(&plan, &[]);
+    assert_eq!(run.report()["ok"], true, "{:#}", run.report());
+    // watch: telemetry from the pod logs, current knobs from the workload and its ConfigMap.
+    let out = case
+        .command()
+        .args([
+            "closed-loop",
+            "watch",
+            "--source",
+            "k8s",
+            "--deployment",
+            "trainer",
+        ])
+        .args([
+            "-n",
+            "ml",
+            "--duration",
+            "3s",
+            "--knobs-from-cluster",
+            "--kubeconfig",
+        ])
+        .arg(&case.kubeconfig)
+        .arg("--out")
+        .arg(case.path().join("watch"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut used = BTreeSet::new();
+    for r in sim.requests() {
+        assert_ne!(
+            r.status, 403,
+            "the plugin's Role refused {} {}",
+            r.method, r.path
+        );
+        let info = kube_sim::request_info::request_info(&r.method, &r.path, &r.query);
+        // Self-reviews need no rule.
+        if !info.is_resource_request || info.api_group == "authorization.k8s.io" {
+            continue;
+        }
+        let resource = if info.subresource.is_empty() {
+            info.resource
+        } else {
+            format!("{}/{}", info.resource, info.subresource)
+        };
+        used.insert((info.api_group, resource, info.verb));
+    }
+    let granted = granted();
+    let beyond: Vec<_> = used.difference(&granted).collect();
+    assert!(beyond.is_empty(), "used but not granted: {beyond:?}");
+    // Of the resources these runs touch, every granted verb is used: the Role grants nothing
+    // they do not need. (The other workload kinds' rules come from the same kinds table.)
+    let touched: BTreeSet<&String> = used.iter().map(|(_, r, _)| r).collect();
+    let unused: Vec<_> = granted
+        .iter()
+        .filter(|(_, r, _)| touched.contains(r))
+        .filter(|g| !used.contains(*g))
+        .collect();
+    assert!(
+        unused.is_empty(),
+        "granted but never used: {unused:?} (used: {used:?})"
+    );
+    for r in [
+        "deployments",
+        "configmaps",
+        "pods",
+        "pods/log",
+        "namespaces",
+    ] {
+        assert!(
+            touched.contains(&r.to_string()),
+            "{r} not exercised: {used:?}"
+        );
+    }
 }
