@@ -6,11 +6,15 @@
 //! the Deployment after everything it references). Never reads a cluster or a file; applying is
 //! [`crate::k8s`]'s job.
 
+mod object_ref;
 pub mod rbac;
+mod settings;
 
 use serde_json::{Map, Value, json};
 
+pub use object_ref::{OBJECT_KINDS, ObjectRef};
 pub use rbac::{LICENSE_SECRET, Permission, Rule, Scope, User, permissions, rules};
+pub use settings::{SETTINGS, Setting};
 
 /// The controller's namespace unless `--namespace` says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "modekeeper-system";
@@ -34,59 +38,6 @@ pub fn default_image() -> String {
         env!("CARGO_PKG_VERSION")
     )
 }
-
-/// One key of the settings ConfigMap: the controller's default for workloads whose annotations do
-/// not say otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Setting {
-    pub key: &'static str,
-    pub default: &'static str,
-    pub doc: &'static str,
-}
-
-/// Every key of the settings ConfigMap, documented in docs/controller.md.
-pub const SETTINGS: &[Setting] = &[
-    Setting {
-        key: "apply",
-        default: "false",
-        doc: "true lets the controller apply its decisions (still through every gate); false proposes only (Events, no writes)",
-    },
-    Setting {
-        key: "kill-switch",
-        default: "off",
-        doc: "cluster-wide kill switch, read before every apply: any value but off/0/false stops every apply",
-    },
-    Setting {
-        key: "source",
-        default: "k8s",
-        doc: "telemetry source of a workload without the modekeeper.io/source annotation: k8s (pod logs) or prometheus",
-    },
-    Setting {
-        key: "prometheus-url",
-        default: "",
-        doc: "base URL of the Prometheus HTTP API, for source prometheus",
-    },
-    Setting {
-        key: "passport",
-        default: "safe",
-        doc: "passport of a workload without the modekeeper.io/passport annotation (a built-in template name)",
-    },
-    Setting {
-        key: "policies",
-        default: "safe-chords",
-        doc: "chord policies of a workload without the modekeeper.io/policies annotation (comma-separated ids)",
-    },
-    Setting {
-        key: "window-steps",
-        default: "50",
-        doc: "steps per analysis window",
-    },
-    Setting {
-        key: "max-sessions",
-        default: "1000",
-        doc: "most workloads one replica runs sessions for at once; more wait for a free slot",
-    },
-];
 
 /// What `install` is asked to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,90 +379,6 @@ pub fn manifests(o: &InstallOptions) -> Result<Vec<Value>, InstallError> {
     out.push(deployment(&o));
     out.push(metrics_service(ns));
     Ok(out)
-}
-
-/// The kinds [`manifests`] produces, with what an API request needs: `(apiVersion, kind, plural,
-/// namespaced)`.
-pub const OBJECT_KINDS: &[(&str, &str, &str, bool)] = &[
-    ("v1", "Namespace", "namespaces", false),
-    ("v1", "ServiceAccount", "serviceaccounts", true),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRole",
-        "clusterroles",
-        false,
-    ),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        false,
-    ),
-    ("rbac.authorization.k8s.io/v1", "Role", "roles", true),
-    (
-        "rbac.authorization.k8s.io/v1",
-        "RoleBinding",
-        "rolebindings",
-        true,
-    ),
-    ("v1", "ConfigMap", "configmaps", true),
-    ("apps/v1", "Deployment", "deployments", true),
-    ("v1", "Service", "services", true),
-];
-
-/// Where an object of [`manifests`] lives in the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectRef {
-    pub api_version: &'static str,
-    pub kind: &'static str,
-    pub plural: &'static str,
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl ObjectRef {
-    /// Reads an object's identity; an object of another kind is an error.
-    pub fn of(object: &Value) -> Result<ObjectRef, InstallError> {
-        let api_version = object["apiVersion"].as_str().unwrap_or_default();
-        let kind = object["kind"].as_str().unwrap_or_default();
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
-        let &(api_version, kind, plural, namespaced) = OBJECT_KINDS
-            .iter()
-            .find(|(a, k, _, _)| *a == api_version && *k == kind)
-            .ok_or_else(|| InstallError::UnknownObject(format!("{api_version} {kind}")))?;
-        let namespace = object["metadata"]["namespace"].as_str().map(str::to_string);
-        if name.is_empty() || namespace.is_some() != namespaced {
-            return Err(InstallError::UnknownObject(format!("{kind} {name:?}")));
-        }
-        Ok(ObjectRef {
-            api_version,
-            kind,
-            plural,
-            namespace,
-            name: name.to_string(),
-        })
-    }
-
-    /// The collection's URL path.
-    pub fn collection_path(&self) -> String {
-        let root = if self.api_version.contains('/') {
-            format!("/apis/{}", self.api_version)
-        } else {
-            format!("/api/{}", self.api_version)
-        };
-        match &self.namespace {
-            Some(ns) => format!("{root}/namespaces/{ns}/{}", self.plural),
-            None => format!("{root}/{}", self.plural),
-        }
-    }
-
-    /// `kind/name` or `kind ns/name`, for messages.
-    pub fn describe(&self) -> String {
-        match &self.namespace {
-            Some(ns) => format!("{} {ns}/{}", self.kind, self.name),
-            None => format!("{} {}", self.kind, self.name),
-        }
-    }
 }
 
 #[cfg(test)]
