@@ -132,6 +132,8 @@ fn default_output_snapshot() {
     let docs = YamlLoader::load_from_str(&out).unwrap();
     let from_yaml: Vec<Value> = docs.iter().map(yaml_to_json).collect();
     assert_eq!(from_yaml, items(&[]));
+    // `-o yaml` is the same stream as the default.
+    assert_eq!(run(&["install", "-o", "yaml"]).1, out);
     let version = env!("CARGO_PKG_VERSION");
     insta::assert_snapshot!("install_default", out.replace(version, "<version>"));
 }
@@ -338,9 +340,16 @@ fn apply_creates_every_object_and_is_idempotent() {
         assert_eq!(have["metadata"]["labels"], want["metadata"]["labels"]);
     }
     let rv = sim.resource_version();
-    // Applying the same manifests again changes nothing.
-    let (code, _, err) = install_on(&case, &["-n", "mk", "--apply"]);
+    // Applying the same manifests again changes nothing; `-o json` prints what the server holds.
+    let (code, out, err) = install_on(&case, &["-n", "mk", "--apply", "-o", "json"]);
     assert_eq!(code, 0, "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let held = list["items"].as_array().unwrap();
+    assert_eq!(held.len(), objects.len());
+    assert!(
+        held.iter().all(|o| o["metadata"]["uid"].is_string()),
+        "{out}"
+    );
     assert_eq!(sim.resource_version(), rv);
     // Now every object is checked by the dry run.
     let (code, out, err) = install_on(&case, &["-n", "mk", "--apply", "--dry-run"]);
