@@ -294,8 +294,6 @@ fn deployment(o: &InstallOptions) -> Value {
             "failureThreshold": 3,
         })
     };
-    let mut pod_labels = labels();
-    pod_labels["app.kubernetes.io/component"] = json!("controller");
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -304,7 +302,7 @@ fn deployment(o: &InstallOptions) -> Value {
             "replicas": o.replicas,
             "selector": {"matchLabels": selector_labels()},
             "template": {
-                "metadata": {"labels": pod_labels},
+                "metadata": {"labels": labels()},
                 "spec": {
                     "serviceAccountName": CONTROLLER_NAME,
                     "securityContext": {
