@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod error;
 pub mod fsio;
 pub mod human;
+pub mod install;
 pub mod json_keys;
 pub mod k8s;
 pub mod license;

@@ -5,13 +5,15 @@
 //! to do next.
 
 mod k8s_common;
+mod yaml_support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use k8s_common::{BIN, item, kubectl_or_skip, standard};
 use serde_json::{Value, json};
-use yaml_rust2::{Yaml, YamlLoader};
+use yaml_rust2::YamlLoader;
+use yaml_support::yaml_to_json;
 
 /// The binary with a private HOME, cache and policy directory, no kubeconfig from the environment.
 fn mk(home: &Path) -> Command {
@@ -84,29 +86,6 @@ fn kubeconfig_with_namespace(dir: &Path, ns: &str) -> PathBuf {
     )
     .unwrap();
     p
-}
-
-/// YAML as JSON (numbers as JSON numbers), to compare `-o yaml` with `-o json`.
-fn yaml_to_json(y: &Yaml) -> Value {
-    match y {
-        Yaml::Hash(h) => Value::Object(
-            h.iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().expect("string keys").to_string(),
-                        yaml_to_json(v),
-                    )
-                })
-                .collect(),
-        ),
-        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
-        Yaml::String(s) => json!(s),
-        Yaml::Integer(i) => json!(i),
-        Yaml::Real(r) => serde_json::from_str(r).expect("a JSON number"),
-        Yaml::Boolean(b) => json!(b),
-        Yaml::Null => Value::Null,
-        other => panic!("unexpected YAML node {other:?}"),
-    }
 }
 
 fn parse_yaml(text: &str) -> Value {

@@ -2,6 +2,7 @@
 //! outcome, each asserting the blocker, the exit code and what the emulator saw.
 
 mod k8s_common;
+mod yaml_support;
 
 use std::time::{Duration, Instant};
 
@@ -663,34 +664,38 @@ fn many_items_are_checked_concurrently() {
     }
 }
 
-/// The Role in docs/rbac.yaml, read rule by rule (its lists are JSON flow sequences).
+/// The plugin's Role in docs/rbac.yaml (the first Role, `modekeeper`), rule by rule.
 fn documented_rules() -> Vec<kube_sim::Rule> {
-    let yaml = include_str!("../docs/rbac.yaml");
-    let list = |line: &str, key: &str| -> Option<Vec<String>> {
-        let rest = line.trim().trim_start_matches("- ").strip_prefix(key)?;
-        Some(serde_json::from_str(rest.trim()).expect("a JSON flow list"))
+    let docs = yaml_rust2::YamlLoader::load_from_str(include_str!("../docs/rbac.yaml")).unwrap();
+    let role = docs
+        .iter()
+        .map(yaml_support::yaml_to_json)
+        .find(|d| d["kind"] == "Role" && d["metadata"]["name"] == "modekeeper")
+        .expect("the plugin's Role");
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
-    let mut rules = vec![];
-    let mut groups = None;
-    let mut resources = None;
-    for line in yaml.lines().filter(|l| !l.trim_start().starts_with('#')) {
-        if let Some(g) = list(line, "apiGroups:") {
-            groups = Some(g);
-        } else if let Some(r) = list(line, "resources:") {
-            resources = Some(r);
-        } else if let Some(v) = list(line, "verbs:") {
-            let (g, r) = (groups.take().unwrap(), resources.take().unwrap());
+    role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let g = strings(&r["apiGroups"]);
             assert_eq!(g.len(), 1, "one group per rule");
-            rules.push(kube_sim::Rule::allow(v, &g[0], r).in_namespace("ml"));
-        }
-    }
-    rules
+            kube_sim::Rule::allow(strings(&r["verbs"]), &g[0], strings(&r["resources"]))
+                .in_namespace("ml")
+        })
+        .collect()
 }
 
 #[test]
 fn the_documented_role_is_enough_for_verify() {
     let rules = documented_rules();
-    assert_eq!(rules.len(), 9, "{rules:?}");
+    assert_eq!(rules.len(), 10, "{rules:?}");
     let sim = standard()
         .object(
             kube_sim::ResourceKind::ConfigMap,

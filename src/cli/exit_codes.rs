@@ -95,6 +95,12 @@ pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
         "no closed-loop report in --in, a report without effects, bad flags",
         "I/O",
     ),
+    (
+        "install",
+        "manifests printed; with --apply: every object applied",
+        "bad flags (namespace, image, replicas, shards), unusable kubeconfig",
+        "cluster failure during --apply (the first failing object is named; later ones are not sent)",
+    ),
     ("version, completion", "printed", "bad flags", "I/O"),
 ];
 

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod duration;
 pub mod examples;
 pub mod exit_codes;
+pub mod install;
 pub mod k8s;
 pub mod k8s_apply;
 pub mod k8s_render;
@@ -138,6 +139,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Pack a run's artifacts into one .tar.gz for a bug report, secrets redacted
     SupportBundle(support_bundle::SupportBundleArgs),
+    /// Print (or --apply) the in-cluster controller's manifests: namespace, RBAC, Deployment, Service
+    Install(install::InstallArgs),
 }
 
 /// Where telemetry comes from.

@@ -15,8 +15,8 @@ use serde_json::Value;
 
 use super::config::{self, ClusterIdentity, ConfigError, ConnectOptions};
 use super::{
-    AccessCheck, AccessDecision, ClusterApi, ClusterError, FIELD_MANAGER, KnobMergePatch,
-    NamespaceInfo, PatchMode, ServerVersion, Workload,
+    AccessCheck, AccessDecision, ClusterApi, ClusterError, FIELD_MANAGER, INSTALL_FIELD_MANAGER,
+    KnobMergePatch, NamespaceInfo, PatchMode, ServerVersion, Workload,
 };
 use crate::plan::Target;
 
@@ -73,6 +73,31 @@ impl KubeCluster {
             None => fut.await,
         };
         result.map_err(|e| ClusterError::from_kube(&what(), &e))
+    }
+}
+
+impl KubeCluster {
+    /// Server-side apply of one whole object (`install`'s manifests): `fieldManager=`
+    /// [`INSTALL_FIELD_MANAGER`], forced (install owns these objects), optionally as a dry run.
+    /// Returns the object as the server stored (or would store) it.
+    pub async fn server_side_apply(
+        &self,
+        collection_path: &str,
+        name: &str,
+        object: &Value,
+        dry_run: bool,
+    ) -> Result<Value, ClusterError> {
+        let params = PatchParams {
+            dry_run,
+            field_manager: Some(INSTALL_FIELD_MANAGER.into()),
+            force: true,
+            ..PatchParams::default()
+        };
+        let what = || format!("apply {collection_path}/{name}");
+        let request = Request::new(collection_path)
+            .patch(name, &params, &Patch::Apply(object))
+            .map_err(|e| ClusterError::from_kube(&what(), &kube::Error::BuildRequest(e)))?;
+        self.call(what, self.client.request::<Value>(request)).await
     }
 }
 

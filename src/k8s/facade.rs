@@ -44,6 +44,22 @@ impl Cluster<KubeCluster> {
     }
 }
 
+impl Cluster<KubeCluster> {
+    /// Server-side apply of one whole object (see [`KubeCluster::server_side_apply`]).
+    pub fn server_side_apply(
+        &self,
+        collection_path: &str,
+        name: &str,
+        object: &serde_json::Value,
+        dry_run: bool,
+    ) -> Result<serde_json::Value, ClusterError> {
+        self.rt.block_on(
+            self.api
+                .server_side_apply(collection_path, name, object, dry_run),
+        )
+    }
+}
+
 impl<A: ClusterApi> Cluster<A> {
     /// Wraps any implementation (tests use in-memory ones).
     pub fn with_api(api: A) -> std::io::Result<Cluster<A>> {

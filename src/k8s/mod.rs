@@ -9,9 +9,10 @@
 //!
 //! The rest of the product sees [`ClusterApi`] and the sync facade [`Cluster`], which owns a small
 //! tokio runtime, since the CLI is synchronous. This is the only module that names kube-rs,
-//! k8s-openapi or tokio. Nothing here writes artifacts; the only write it can send is a JSON merge
-//! patch of `modekeeper/knob.*` annotations ([`KnobMergePatch`]), and verification sends it as a
-//! server-side dry run only.
+//! k8s-openapi or tokio. Nothing here writes artifacts; the only write it can send to a workload is a
+//! JSON merge patch of `modekeeper/knob.*` annotations ([`KnobMergePatch`]), and verification sends
+//! it as a server-side dry run only. The one other write is `install --apply`'s server-side apply of
+//! the controller's own manifests ([`KubeCluster::server_side_apply`]).
 
 mod client;
 mod config;
@@ -58,6 +59,8 @@ pub use watch::WorkloadChange;
 pub use wiring::{HotKnobWiring, hot_knob_wiring};
 /// The field manager of every write (and dry run) ModeKeeper sends.
 pub const FIELD_MANAGER: &str = "modekeeper";
+/// The field manager of `install --apply` (server-side apply of the controller's manifests).
+pub const INSTALL_FIELD_MANAGER: &str = "modekeeper-install";
 
 /// The API server's version (`GET /version`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

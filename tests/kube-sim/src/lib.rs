@@ -4,7 +4,8 @@
 //! It serves discovery (legacy and aggregated), namespaces, pods and their logs, apps/v1
 //! Deployments and StatefulSets, ConfigMaps, batch/v1 Jobs, kubeflow.org PyTorchJobs and
 //! jobset.x-k8s.io JobSets (get, list, and PATCH as merge, strategic-merge, JSON patch or
-//! server-side apply, with `dryRun=All`), self-reviews for `kubectl auth can-i`, bearer-token
+//! server-side apply, with `dryRun=All`), what `kubectl modekeeper install` applies (namespaces,
+//! ServiceAccounts, Services, RBAC roles and bindings: stored by server-side apply, never acted on), self-reviews for `kubectl auth can-i`, bearer-token
 //! authentication with RBAC-style rules, Status errors shaped like the apiserver's, and
 //! injectable faults. Its fidelity is checked by driving it with the real `kubectl`.
 //!

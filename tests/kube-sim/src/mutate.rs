@@ -79,7 +79,15 @@ fn validate_options(req: &PatchRequest) -> Result<(), ApiError> {
 /// Fields the server owns: a patch can neither set nor remove them.
 fn restore_server_fields(current: &Value, patched: &mut Value) {
     for k in ["apiVersion", "kind", "status"] {
-        patched[k] = current[k].clone();
+        match current.get(k) {
+            Some(v) => patched[k] = v.clone(),
+            // Kinds without a status (ServiceAccount, RBAC) keep none.
+            None => {
+                if let Some(m) = patched.as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
     }
     for k in [
         "uid",
@@ -290,11 +298,15 @@ fn create_by_apply(
     config: Value,
     dry_run: bool,
 ) -> Result<Value, ApiError> {
-    if !store.namespace_exists(req.namespace) {
-        return Err(ApiError::not_found(ResourceKind::Namespace, req.namespace));
-    }
     let mut obj = config.clone();
-    obj["metadata"]["namespace"] = json!(req.namespace);
+    if req.kind.namespaced() {
+        if !store.namespace_exists(req.namespace) {
+            return Err(ApiError::not_found(ResourceKind::Namespace, req.namespace));
+        }
+        obj["metadata"]["namespace"] = json!(req.namespace);
+    } else if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
     if let Some(m) = obj["metadata"].as_object_mut() {
         for k in [
             "resourceVersion",
@@ -306,7 +318,11 @@ fn create_by_apply(
             m.remove(k);
         }
     }
-    obj["status"] = json!({});
+    if req.kind == ResourceKind::Namespace {
+        obj["status"] = json!({"phase": "Active"});
+    } else if !req.kind.is_install_object() || req.kind == ResourceKind::Service {
+        obj["status"] = json!({});
+    }
     validate::validate_workload(
         req.kind,
         req.namespace,
@@ -327,7 +343,9 @@ fn create_by_apply(
         return Ok(preview);
     }
     let created = store.create_managed(req.kind, obj, Some(managed));
-    store.spawn_pods(req.kind, req.namespace, req.name);
+    if req.kind.is_workload() {
+        store.spawn_pods(req.kind, req.namespace, req.name);
+    }
     Ok(store
         .get(req.kind, req.namespace, req.name)
         .map(|s| s.value.clone())
@@ -627,5 +645,46 @@ mod tests {
             run(&mut s, &r).unwrap_err().message,
             "namespaces \"ghost\" not found"
         );
+    }
+
+    #[test]
+    fn apply_creates_cluster_scoped_and_status_less_objects_and_reapplying_changes_nothing() {
+        let mut s = store();
+        let body = br#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole",
+            "metadata":{"name":"mk"},"rules":[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]}"#;
+        let r = PatchRequest {
+            kind: ResourceKind::ClusterRole,
+            namespace: "",
+            name: "mk",
+            field_manager: Some("mk".into()),
+            ..req(PatchType::Apply, body)
+        };
+        let created = patch(&mut s, &r).unwrap();
+        assert!(created.created);
+        let obj = created.object;
+        assert!(obj["metadata"].get("namespace").is_none(), "{obj}");
+        assert!(obj.get("status").is_none(), "{obj}");
+        let rv = s.resource_version();
+        let again = patch(&mut s, &r).unwrap();
+        assert!(!again.created);
+        assert_eq!(
+            s.resource_version(),
+            rv,
+            "re-applying the same object stores nothing"
+        );
+
+        // A namespace is created by apply too (no namespace needs to exist for it).
+        let body = br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"ops"}}"#;
+        let r = PatchRequest {
+            kind: ResourceKind::Namespace,
+            namespace: "ops",
+            name: "ops",
+            field_manager: Some("mk".into()),
+            ..req(PatchType::Apply, body)
+        };
+        let ns = run(&mut s, &r).unwrap();
+        assert_eq!(ns["status"]["phase"], "Active");
+        assert!(s.namespace_exists("ops"));
+        assert!(s.list(ResourceKind::Pod, Some("ops")).is_empty());
     }
 }

@@ -22,10 +22,18 @@ pub enum ResourceKind {
     Event,
     /// coordination.k8s.io/v1 Lease (leader election).
     Lease,
+    // What `kubectl modekeeper install` applies besides namespaces, ConfigMaps and Deployments:
+    // stored and served (get, list, server-side apply), never acted on.
+    ServiceAccount,
+    Service,
+    Role,
+    RoleBinding,
+    ClusterRole,
+    ClusterRoleBinding,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 10] = [
+    pub const ALL: [ResourceKind; 16] = [
         ResourceKind::Namespace,
         ResourceKind::Pod,
         ResourceKind::Deployment,
@@ -36,6 +44,12 @@ impl ResourceKind {
         ResourceKind::JobSet,
         ResourceKind::Event,
         ResourceKind::Lease,
+        ResourceKind::ServiceAccount,
+        ResourceKind::Service,
+        ResourceKind::Role,
+        ResourceKind::RoleBinding,
+        ResourceKind::ClusterRole,
+        ResourceKind::ClusterRoleBinding,
     ];
 
     /// API group ("" for the core group).
@@ -44,12 +58,18 @@ impl ResourceKind {
             ResourceKind::Namespace
             | ResourceKind::Pod
             | ResourceKind::ConfigMap
+            | ResourceKind::ServiceAccount
+            | ResourceKind::Service
             | ResourceKind::Event => "",
             ResourceKind::Lease => "coordination.k8s.io",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps",
             ResourceKind::Job => "batch",
             ResourceKind::PyTorchJob => "kubeflow.org",
             ResourceKind::JobSet => "jobset.x-k8s.io",
+            ResourceKind::Role
+            | ResourceKind::RoleBinding
+            | ResourceKind::ClusterRole
+            | ResourceKind::ClusterRoleBinding => "rbac.authorization.k8s.io",
         }
     }
 
@@ -65,12 +85,18 @@ impl ResourceKind {
             ResourceKind::Namespace
             | ResourceKind::Pod
             | ResourceKind::ConfigMap
+            | ResourceKind::ServiceAccount
+            | ResourceKind::Service
             | ResourceKind::Event => "v1",
             ResourceKind::Lease => "coordination.k8s.io/v1",
             ResourceKind::Deployment | ResourceKind::StatefulSet => "apps/v1",
             ResourceKind::Job => "batch/v1",
             ResourceKind::PyTorchJob => "kubeflow.org/v1",
             ResourceKind::JobSet => "jobset.x-k8s.io/v1alpha2",
+            ResourceKind::Role
+            | ResourceKind::RoleBinding
+            | ResourceKind::ClusterRole
+            | ResourceKind::ClusterRoleBinding => "rbac.authorization.k8s.io/v1",
         }
     }
 
@@ -88,6 +114,19 @@ impl ResourceKind {
                 | ResourceKind::Job
                 | ResourceKind::PyTorchJob
                 | ResourceKind::JobSet
+        ) || self.is_install_object()
+    }
+
+    /// The kinds only `install` writes: no spec the emulator acts on, no status.
+    pub fn is_install_object(self) -> bool {
+        matches!(
+            self,
+            ResourceKind::ServiceAccount
+                | ResourceKind::Service
+                | ResourceKind::Role
+                | ResourceKind::RoleBinding
+                | ResourceKind::ClusterRole
+                | ResourceKind::ClusterRoleBinding
         )
     }
 
@@ -103,6 +142,12 @@ impl ResourceKind {
             ResourceKind::JobSet => "JobSet",
             ResourceKind::Event => "Event",
             ResourceKind::Lease => "Lease",
+            ResourceKind::ServiceAccount => "ServiceAccount",
+            ResourceKind::Service => "Service",
+            ResourceKind::Role => "Role",
+            ResourceKind::RoleBinding => "RoleBinding",
+            ResourceKind::ClusterRole => "ClusterRole",
+            ResourceKind::ClusterRoleBinding => "ClusterRoleBinding",
         }
     }
 
@@ -118,6 +163,12 @@ impl ResourceKind {
             ResourceKind::JobSet => "jobsets",
             ResourceKind::Event => "events",
             ResourceKind::Lease => "leases",
+            ResourceKind::ServiceAccount => "serviceaccounts",
+            ResourceKind::Service => "services",
+            ResourceKind::Role => "roles",
+            ResourceKind::RoleBinding => "rolebindings",
+            ResourceKind::ClusterRole => "clusterroles",
+            ResourceKind::ClusterRoleBinding => "clusterrolebindings",
         }
     }
 
@@ -133,6 +184,12 @@ impl ResourceKind {
             ResourceKind::JobSet => "jobset",
             ResourceKind::Event => "event",
             ResourceKind::Lease => "lease",
+            ResourceKind::ServiceAccount => "serviceaccount",
+            ResourceKind::Service => "service",
+            ResourceKind::Role => "role",
+            ResourceKind::RoleBinding => "rolebinding",
+            ResourceKind::ClusterRole => "clusterrole",
+            ResourceKind::ClusterRoleBinding => "clusterrolebinding",
         }
     }
 
@@ -144,15 +201,17 @@ impl ResourceKind {
             ResourceKind::StatefulSet => &["sts"],
             ResourceKind::ConfigMap => &["cm"],
             ResourceKind::Event => &["ev"],
-            ResourceKind::Job
-            | ResourceKind::PyTorchJob
-            | ResourceKind::JobSet
-            | ResourceKind::Lease => &[],
+            ResourceKind::ServiceAccount => &["sa"],
+            ResourceKind::Service => &["svc"],
+            _ => &[],
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, ResourceKind::Namespace)
+        !matches!(
+            self,
+            ResourceKind::Namespace | ResourceKind::ClusterRole | ResourceKind::ClusterRoleBinding
+        )
     }
 
     /// Objects clients create and update themselves (Events, Leases): no template, no

@@ -273,7 +273,10 @@ impl Store {
         if kind.is_workload() {
             value["metadata"]["generation"] = json!(1);
             objects::refresh_workload_status(&mut value, 0, &now);
-        } else if kind.is_plain_object() && kind != ResourceKind::ConfigMap {
+        } else if kind.is_plain_object()
+            && kind != ResourceKind::ConfigMap
+            && !kind.is_install_object()
+        {
             value["metadata"]["generation"] = json!(1);
         }
         let managed = managed.unwrap_or_else(|| {

@@ -266,7 +266,8 @@ pub fn validate_workload(
         &mut errs,
     );
     check_labels("metadata.labels", &new["metadata"]["labels"], &mut errs);
-    if kind.is_plain_object() || kind.is_client_record() {
+    // A namespace has no template: metadata is all there is to check.
+    if kind.is_plain_object() || kind.is_client_record() || kind == ResourceKind::Namespace {
         check_plain_object(kind, old, new, cfg, &mut errs);
         return if errs.is_empty() {
             Ok(())

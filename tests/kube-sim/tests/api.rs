@@ -55,6 +55,7 @@ fn discovery_is_negotiated_by_accept() {
             "authorization.k8s.io",
             "batch",
             "coordination.k8s.io",
+            "rbac.authorization.k8s.io",
             "kubeflow.org",
             "jobset.x-k8s.io"
         ]

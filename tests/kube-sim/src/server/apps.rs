@@ -31,7 +31,8 @@ pub(crate) fn workloads(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
     }
 }
 
-fn patch(ctx: &Ctx, kind: ResourceKind) -> Result<Response<Body>, ApiError> {
+/// PATCH of any stored kind (namespaces take the same path for server-side apply).
+pub(crate) fn patch(ctx: &Ctx, kind: ResourceKind) -> Result<Response<Body>, ApiError> {
     let content_type = ctx.header(header::CONTENT_TYPE).unwrap_or("");
     let patch_type = PatchType::from_content_type(content_type)
         .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;

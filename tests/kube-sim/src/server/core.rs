@@ -1,4 +1,4 @@
-//! Core v1: namespaces (get, list, create) and pods (get, list, `log`).
+//! Core v1: namespaces (get, list, create, patch) and pods (get, list, `log`).
 
 use axum::body::Body;
 use axum::http::{Response, StatusCode};
@@ -58,6 +58,8 @@ pub(crate) fn namespaces(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             };
             Ok(json_response(StatusCode::CREATED, &stored))
         }
+        // `kubectl modekeeper install --apply`: server-side apply creates or updates a namespace.
+        "patch" => super::apps::patch(ctx, ResourceKind::Namespace),
         verb => Err(ApiError::method_not_supported("namespaces", verb)),
     }
 }

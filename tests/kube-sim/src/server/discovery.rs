@@ -46,7 +46,7 @@ const CORE: &[ApiResource] = &[
         "namespace",
         "Namespace",
         false,
-        &["get", "list", "watch"],
+        &["create", "get", "list", "patch", "watch"],
         &["ns"],
         &[],
     ),
@@ -76,6 +76,63 @@ const CORE: &[ApiResource] = &[
         true,
         &["create", "get", "list", "patch", "update", "watch"],
         &["ev"],
+        &[],
+    ),
+    res(
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["get", "list", "patch", "watch"],
+        &["sa"],
+        &[],
+    ),
+    res(
+        "services",
+        "service",
+        "Service",
+        true,
+        &["get", "list", "patch", "watch"],
+        &["svc"],
+        &["all"],
+    ),
+];
+
+const RBAC: &[ApiResource] = &[
+    res(
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        &["get", "list", "patch", "watch"],
+        &[],
+        &[],
+    ),
+    res(
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        &["get", "list", "patch", "watch"],
+        &[],
+        &[],
+    ),
+    res(
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        &["get", "list", "patch", "watch"],
+        &[],
+        &[],
+    ),
+    res(
+        "roles",
+        "role",
+        "Role",
+        true,
+        &["get", "list", "patch", "watch"],
+        &[],
         &[],
     ),
 ];
@@ -209,6 +266,7 @@ const GROUPS: &[(&str, &str, &[ApiResource])] = &[
     ("authorization.k8s.io", "v1", AUTHORIZATION),
     ("batch", "v1", BATCH),
     ("coordination.k8s.io", "v1", COORDINATION),
+    ("rbac.authorization.k8s.io", "v1", RBAC),
     ("kubeflow.org", "v1", KUBEFLOW),
     ("jobset.x-k8s.io", "v1alpha2", JOBSET),
 ];
@@ -394,6 +452,7 @@ pub(crate) fn non_resource(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         "/openapi/v3/apis/events.k8s.io/v1" => {
             ok(super::openapi::group_v1("events.k8s.io").expect("known group"))
         }
+        "/openapi/v3/apis/rbac.authorization.k8s.io/v1" => ok(super::openapi::rbac_v1()),
         _ => {
             let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
             match parts.as_slice() {

@@ -231,6 +231,7 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             | ("batch", "v1")
             | ("events.k8s.io", "v1")
             | ("coordination.k8s.io", "v1")
+            | ("rbac.authorization.k8s.io", "v1")
     ) || (!ctx.shared.crds_absent
         && matches!(
             (info.api_group.as_str(), info.api_version.as_str()),
@@ -248,7 +249,12 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         | ("", "configmaps")
         | ("batch", "jobs")
         | ("kubeflow.org", "pytorchjobs")
-        | ("jobset.x-k8s.io", "jobsets") => apps::workloads(ctx),
+        | ("jobset.x-k8s.io", "jobsets")
+        | ("", "serviceaccounts" | "services")
+        | (
+            "rbac.authorization.k8s.io",
+            "roles" | "rolebindings" | "clusterroles" | "clusterrolebindings",
+        ) => apps::workloads(ctx),
         ("", "events") => records::records(ctx, ResourceKind::Event, records::View::Stored),
         ("events.k8s.io", "events") => {
             records::records(ctx, ResourceKind::Event, records::View::EventsV1)

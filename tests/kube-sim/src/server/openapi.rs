@@ -1,5 +1,6 @@
-//! A minimal OpenAPI v3 (`/openapi/v3`, `/openapi/v3/apis/apps/v1`, `/openapi/v3/api/v1`): the
-//! PATCH operations of the workloads and ConfigMaps with their query parameters. kubectl reads it to learn that the server
+//! A minimal OpenAPI v3 (`/openapi/v3`, `/openapi/v3/apis/apps/v1`, `/openapi/v3/api/v1`,
+//! `/openapi/v3/apis/rbac.authorization.k8s.io/v1`): the PATCH operations of the workloads,
+//! ConfigMaps and what `install` applies, with their query parameters. kubectl reads it to learn that the server
 //! validates fields itself (`fieldValidation`), so `kubectl apply --server-side` works with its
 //! default `--validate=strict`. There are no schemas; `/openapi/v2` is not served.
 
@@ -14,6 +15,7 @@ pub(crate) fn root() -> Value {
             "api/v1": {"serverRelativeURL": format!("/openapi/v3/api/v1?hash={HASH}")},
             "apis/coordination.k8s.io/v1": {"serverRelativeURL": format!("/openapi/v3/apis/coordination.k8s.io/v1?hash={HASH}")},
             "apis/events.k8s.io/v1": {"serverRelativeURL": format!("/openapi/v3/apis/events.k8s.io/v1?hash={HASH}")},
+            "apis/rbac.authorization.k8s.io/v1": {"serverRelativeURL": format!("/openapi/v3/apis/rbac.authorization.k8s.io/v1?hash={HASH}")},
         }
     })
 }
@@ -24,22 +26,22 @@ fn query(name: &str, description: &str) -> Value {
 
 /// `group` "" is the core group (`api/v1`).
 fn patch_operation(group: &str, kind: &str, plural: &str) -> Value {
+    let cluster_scoped = matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding");
+    let scope = if cluster_scoped { "" } else { "Namespaced" };
     let (tag, op) = match group {
-        "" => (
-            "core_v1".to_string(),
-            format!("patchCoreV1Namespaced{kind}"),
-        ),
+        "" => ("core_v1".to_string(), format!("patchCoreV1{scope}{kind}")),
+        "apps" => ("apps_v1".to_string(), format!("patchAppsV1{scope}{kind}")),
         "coordination.k8s.io" => (
             "coordination_v1".to_string(),
-            format!("patchCoordinationV1Namespaced{kind}"),
+            format!("patchCoordinationV1{scope}{kind}"),
         ),
         "events.k8s.io" => (
             "events_v1".to_string(),
-            format!("patchEventsV1Namespaced{kind}"),
+            format!("patchEventsV1{scope}{kind}"),
         ),
         _ => (
-            "apps_v1".to_string(),
-            format!("patchAppsV1Namespaced{kind}"),
+            "rbacAuthorization_v1".to_string(),
+            format!("patchRbacAuthorizationV1{scope}{kind}"),
         ),
     };
     json!({
@@ -84,6 +86,26 @@ pub(crate) fn core_v1() -> Value {
         "paths": {
             "/api/v1/namespaces/{namespace}/configmaps/{name}": {"patch": patch_operation("", "ConfigMap", "configmaps")},
             "/api/v1/namespaces/{namespace}/events/{name}": {"patch": patch_operation("", "Event", "events")},
+            "/api/v1/namespaces/{name}": {"patch": patch_operation("", "Namespace", "namespaces")},
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}": {"patch": patch_operation("", "ServiceAccount", "serviceaccounts")},
+            "/api/v1/namespaces/{namespace}/services/{name}": {"patch": patch_operation("", "Service", "services")},
+        },
+        "components": {},
+    })
+}
+
+pub(crate) fn rbac_v1() -> Value {
+    let path = |scope: &str, plural: &str| {
+        format!("/apis/rbac.authorization.k8s.io/v1/{scope}{plural}/{{name}}")
+    };
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes (kube-sim)", "version": "unversioned"},
+        "paths": {
+            path("", "clusterroles"): {"patch": patch_operation("rbac.authorization.k8s.io", "ClusterRole", "clusterroles")},
+            path("", "clusterrolebindings"): {"patch": patch_operation("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings")},
+            path("namespaces/{namespace}/", "roles"): {"patch": patch_operation("rbac.authorization.k8s.io", "Role", "roles")},
+            path("namespaces/{namespace}/", "rolebindings"): {"patch": patch_operation("rbac.authorization.k8s.io", "RoleBinding", "rolebindings")},
         },
         "components": {},
     })

@@ -209,10 +209,17 @@ fn columns(kind: ResourceKind) -> Vec<Value> {
             ),
             age_column(),
         ],
-        // A CRD without printer columns, and (simplified) a Job: name and age.
+        // A CRD without printer columns, and (simplified) a Job and what `install` writes: name
+        // and age.
         ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => {
             vec![name_column(), age_column()]
         }
+        ResourceKind::ServiceAccount
+        | ResourceKind::Service
+        | ResourceKind::Role
+        | ResourceKind::RoleBinding
+        | ResourceKind::ClusterRole
+        | ResourceKind::ClusterRoleBinding => vec![name_column(), age_column()],
         ResourceKind::Namespace => vec![
             name_column(),
             column("Status", "string", "", "The status of the namespace", 0),
@@ -417,6 +424,12 @@ fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
         ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => {
             vec![name, json!(age(v))]
         }
+        ResourceKind::ServiceAccount
+        | ResourceKind::Service
+        | ResourceKind::Role
+        | ResourceKind::RoleBinding
+        | ResourceKind::ClusterRole
+        | ResourceKind::ClusterRoleBinding => vec![name, json!(age(v))],
         ResourceKind::Namespace => vec![name, v["status"]["phase"].clone(), json!(age(v))],
         ResourceKind::Pod => {
             let statuses = v["status"]["containerStatuses"]
