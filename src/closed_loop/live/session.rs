@@ -372,7 +372,12 @@ impl Session {
 
     /// The apply the latest decision needs, if it has not had one: marks it pending (checkpoint
     /// before touching the cluster), then [`Session::record_apply`] its outcome.
+    /// `None` while an apply is in flight: its outcome must be recorded against its own decision
+    /// before a later one is marked (a controller may keep feeding lines during an apply).
     pub fn next_apply(&mut self) -> Option<ApplyRequest> {
+        if self.in_flight.is_some() {
+            return None;
+        }
         let decision = self.latest_decision?;
         if self
             .last_apply
@@ -451,14 +456,38 @@ impl Session {
     where
         H::Error: From<SessionError>,
     {
+        let before = self.last_apply.clone();
         let Some(req) = self.next_apply() else {
             return Ok(None);
         };
-        host.checkpoint(self)?;
-        let rec = host.apply(self, &req)?;
+        if let Err(e) = host.checkpoint(self) {
+            // The cluster was not touched: the decision stays to apply, as if never asked.
+            self.last_apply = before;
+            self.in_flight = None;
+            return Err(e);
+        }
+        let rec = match host.apply(self, &req) {
+            Ok(rec) => rec,
+            Err(e) => {
+                // What a resume would make of the pending mark: maybe applied, never retried.
+                self.abandon_apply();
+                return Err(e);
+            }
+        };
         self.record_apply(rec.clone())?;
         host.checkpoint(self)?;
         Ok(Some((req, rec)))
+    }
+
+    /// The apply in flight will report no outcome (it failed midway): it becomes
+    /// [`ApplyOutcome::Unknown`], as a resume would make it, and is never retried; the next
+    /// decision carries its knobs again.
+    pub fn abandon_apply(&mut self) {
+        if self.in_flight.take().is_some()
+            && let Some(a) = &mut self.last_apply
+        {
+            a.outcome = ApplyOutcome::Unknown;
+        }
     }
 
     /// The state to persist, with the source's cursor, the policies' states and the time.
