@@ -98,7 +98,7 @@ pub enum SessionEvent<'a> {
     /// A window opened an alert no knob fixes (a diverged or rising loss).
     Alert(&'a Alert),
     /// A window judged an earlier change (helped, hurt, neutral, inconclusive); a hurt one may
-    /// carry the rollback it proposes. Only the first `MAX_LISTED` verdicts are told.
+    /// carry the rollback it proposes. Every verdict is told, however long the session runs.
     Verdict(&'a ChangeEffect),
     /// A window was evaluated. The caller appends `line` to the decision trace (the session
     /// counts it as written: a checkpoint must follow the trace on disk).
@@ -341,13 +341,13 @@ impl Session {
     ) -> Result<(), E> {
         let index = f.window.index;
         let alerts_before = self.lp.alerts().len();
-        let effects_before = self.lp.effects().len();
         let d = policies.decide(f, &Knobs(self.lp.knobs().clone()), &self.lp.limits());
         let ev = self.lp.step(f, &d);
         for a in &self.lp.alerts()[alerts_before..] {
             on(SessionEvent::Alert(a))?;
         }
-        for e in &self.lp.effects()[effects_before..] {
+        // From the window's own event: the loop's list stops at MAX_LISTED, a long session does not.
+        for e in &ev.effects {
             on(SessionEvent::Verdict(e))?;
         }
         let line = ev.to_line();

@@ -612,3 +612,35 @@ fn a_session_that_goes_on_after_a_failed_apply_step_neither_repeats_nor_loses_an
     assert_eq!(host.applies, 2);
     assert_eq!(s.last_applied(), Some(&next.knobs));
 }
+
+#[test]
+fn verdicts_are_told_after_the_loops_own_list_is_full() {
+    let setup = setup();
+    let all = lines();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    let mut trace = Vec::new();
+    feed(&mut s, &mut p, &all[..100], &mut trace);
+    // A long-running session: the loop keeps only the first MAX_LISTED verdicts.
+    let mut state = reload(&s, &p);
+    let judged = state.loop_state.effects.clone();
+    assert!(
+        !judged.is_empty(),
+        "the first 100 steps must judge a change"
+    );
+    while state.loop_state.effects.len() < crate::closed_loop::MAX_LISTED {
+        state.loop_state.effects.push(judged[0].clone());
+    }
+    let mut s = Session::resume(&setup, state, &mut p).unwrap();
+    let mut told = 0;
+    s.push_lines(all[100..].iter().cloned());
+    s.finish_source();
+    let r: Result<bool, ()> = s.advance(&mut p, &mut |_| false, &mut |ev| {
+        if let SessionEvent::Verdict(_) = ev {
+            told += 1;
+        }
+        Ok(())
+    });
+    assert_eq!(r, Ok(false));
+    assert!(told > 0, "the verdicts after the cap are told too");
+}
