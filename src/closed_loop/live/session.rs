@@ -167,6 +167,8 @@ pub struct Session {
     /// Knob changes of the apply in flight.
     in_flight: Option<u64>,
     ended: bool,
+    /// [`Session::finish_source`] was called; [`Session::advance`] closes the source.
+    source_finished: bool,
     resumed: bool,
     trace_bytes: u64,
     trace_lines: u64,
@@ -198,6 +200,7 @@ impl Session {
             last_apply: None,
             in_flight: None,
             ended: false,
+            source_finished: false,
             resumed: false,
             trace_bytes: 0,
             trace_lines: 0,
@@ -250,6 +253,7 @@ impl Session {
             last_apply,
             in_flight: None,
             ended: state.ended,
+            source_finished: false,
             resumed: true,
             trace_bytes: state.trace_bytes,
             trace_lines: state.trace_lines,
@@ -270,12 +274,15 @@ impl Session {
         self.carry.len()
     }
 
-    /// The source ended: feeds the lines still queued, closes the reorder buffer and the last
-    /// window (the windows are evaluated by the next [`Session::advance`]).
+    /// The source ended: the next [`Session::advance`] feeds the lines still queued, then closes
+    /// the reorder buffer and the last window and evaluates them. Until then nothing changes, so a
+    /// checkpoint taken in between resumes (the resumed source ends again) without losing them.
     pub fn finish_source(&mut self) {
-        while let Some(line) = self.carry.pop_front() {
-            self.feed(&line);
-        }
+        self.source_finished = true;
+    }
+
+    /// Closes the reorder buffer and the last window, once every queued line was fed.
+    fn close_source(&mut self) {
         let (ingest, windower, done) = (
             &mut self.pipe.ingest,
             &mut self.pipe.windower,
@@ -303,6 +310,10 @@ impl Session {
                 return Ok(true);
             }
             let Some(line) = self.carry.pop_front() else {
+                if self.source_finished && !self.ended {
+                    self.close_source();
+                    continue;
+                }
                 return Ok(false);
             };
             self.feed(&line);
@@ -559,7 +570,7 @@ impl Session {
     pub fn resumed(&self) -> bool {
         self.resumed
     }
-    /// The source ended and the last window was evaluated (or will be by the next advance).
+    /// The source ended and its last window was evaluated.
     pub fn ended(&self) -> bool {
         self.ended
     }

@@ -644,3 +644,22 @@ fn verdicts_are_told_after_the_loops_own_list_is_full() {
     assert_eq!(r, Ok(false));
     assert!(told > 0, "the verdicts after the cap are told too");
 }
+
+#[test]
+fn a_checkpoint_between_the_end_of_the_source_and_the_next_advance_loses_no_window() {
+    let setup = setup();
+    let all = lines();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    let mut trace = Vec::new();
+    feed(&mut s, &mut p, &all, &mut trace);
+    s.finish_source();
+    // A controller checkpoints as soon as its source says it ended, then dies.
+    let state = reload(&s, &p);
+    drop(s);
+    let mut s = Session::resume(&setup, state, &mut p).unwrap();
+    // The resumed source ends again at once.
+    finish(&mut s, &mut p, &mut trace);
+    assert!(s.ended());
+    assert_eq!(trace.len(), 40, "the last window is evaluated");
+}
