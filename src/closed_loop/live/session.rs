@@ -295,7 +295,9 @@ impl Session {
 
     /// Evaluates the completed windows and feeds queued lines until the queue is empty or `stop`
     /// (asked with the windows evaluated by this session, after each batch of windows) says so.
-    /// Returns whether `stop` stopped it. Events go to `on`, in order.
+    /// Returns whether `stop` stopped it. Events go to `on`, in order. An `Err` from `on` leaves
+    /// the session mid-window (that window is decided and its line counted as written, the rest of
+    /// the batch dropped): do not checkpoint it; resume from the last checkpoint instead.
     pub fn advance<E>(
         &mut self,
         policies: &mut dyn Policies,
