@@ -569,7 +569,7 @@ fn status_line(session: &Session, inp: &Inputs) {
     };
     let last = session
         .closed_loop()
-        .save()
+        .state()
         .proposed
         .last()
         .map(|p| format!("{} {}→{} (window {})", p.knob, p.from, p.to, p.window.index))

@@ -402,7 +402,7 @@ impl Session {
         let base = self
             .last_applied
             .clone()
-            .unwrap_or_else(|| self.lp.save().knobs_before);
+            .unwrap_or_else(|| self.lp.state().knobs_before.clone());
         let chord = self
             .last_event
             .as_ref()
@@ -537,7 +537,7 @@ impl Session {
 
     /// The net change since the session first started, as a plan carries it.
     pub fn net_changes(&self) -> Vec<Accepted> {
-        let st = self.lp.save();
+        let st = self.lp.state();
         net_changes(
             &st.knobs_before,
             &st.knobs,
