@@ -213,6 +213,46 @@ fn following_an_appended_file_through_a_kill_loses_and_repeats_nothing_with_flat
     }
 }
 
+/// Review of the loop-as-library change: a carried line that is not base64 was an internal error
+/// (exit 1), and a state claiming a longer decision trace than the file holds padded the trace with
+/// NUL bytes (or grew a sparse file of any size). Both are a damaged state: exit 2, one line, the
+/// trace untouched.
+#[test]
+fn a_state_with_a_damaged_carried_line_or_a_trace_longer_than_on_disk_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, out) = three_iterations_of_drift(tmp.path());
+    let state_path = out.join("watch_state.json");
+    let trace_path = out.join("decision_trace_latest.jsonl");
+    let good = json(&state_path);
+    let trace_before = fs::read(&trace_path).unwrap();
+    assert_eq!(good["trace_bytes"], trace_before.len() as u64);
+    let damaged = [
+        (
+            "carry_lines",
+            serde_json::json!(["*not base64*"]),
+            "carried line",
+        ),
+        (
+            "trace_bytes",
+            (trace_before.len() as u64 + 1_000_000_000).into(),
+            "holds",
+        ),
+    ];
+    for (field, value, says) in damaged {
+        let mut state = good.clone();
+        state[field] = value;
+        fs::write(&state_path, serde_json::to_vec(&state).unwrap()).unwrap();
+        let o = watch_cmd(&t, &out, &["--max-iterations", "3"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{field}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(says) && err.contains("--fresh"), "{err}");
+        assert_eq!(fs::read(&trace_path).unwrap(), trace_before, "{field}");
+    }
+}
+
 /// Issue 11: a state file's counters near u64::MAX wrapped (`iterations_done` went from u64::MAX to
 /// 19; a debug build panicked). Every counter carried across restarts saturates instead.
 #[test]

@@ -320,6 +320,12 @@ impl ClosedLoop {
         self.st.clone()
     }
 
+    /// The loop's state, borrowed (what [`ClosedLoop::save`] copies): a session reads its start
+    /// knobs on every apply without copying its lists.
+    pub fn state(&self) -> &LoopState {
+        &self.st
+    }
+
     /// The loop as it was when `state` was saved, under the same passport.
     pub fn resume(passport: Passport, state: LoopState) -> ClosedLoop {
         let mut lp = ClosedLoop::new(passport, BTreeMap::new());

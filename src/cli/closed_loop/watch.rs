@@ -287,13 +287,14 @@ fn open_session(
             let resume_event = json!({"windows": s.loop_state.windows, "trace_lines": s.trace_lines,
                        "cursor": s.source_cursor, "carry_lines": s.carry_lines.len(),
                        "last_apply": s.last_apply, "restarts": s.totals.restarts.saturating_add(1)});
-            let session = Session::resume(&setup, s, set).map_err(|e| match e {
-                SessionError::Pipeline(m) => input_error(
+            // Every refusal is of the file's content (a carried line that does not decode too).
+            let session = Session::resume(&setup, s, set).map_err(|e: SessionError| {
+                input_error(
                     "bad_state",
-                    format!("{STATE_FILE}: {m}; use --fresh to start over"),
-                ),
-                e => anyhow::Error::new(e),
+                    format!("{STATE_FILE}: {e}; use --fresh to start over"),
+                )
             })?;
+            check_trace_len(&args.out, &session)?;
             explain.event("watch_resume", resume_event)?;
             session
         }
@@ -301,6 +302,29 @@ fn open_session(
     };
     Ok((setup, session, cursor))
 }
+/// The decision trace a resumed state continues must be on disk at least as long as the state
+/// says: the trace is cut back to that length, and a longer claim (a truncated trace, an edited
+/// state) would pad it with NUL bytes, or grow a sparse file of any size.
+fn check_trace_len(out: &std::path::Path, session: &Session) -> anyhow::Result<()> {
+    let path = out.join(TRACE_FILE);
+    let on_disk = match std::fs::symlink_metadata(&path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
+    };
+    let claimed = session.trace_len().0;
+    if claimed > on_disk {
+        return Err(input_error(
+            "bad_state",
+            format!(
+                "{STATE_FILE} says {} holds {claimed} bytes, it holds {on_disk}; use --fresh to start over",
+                path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The end of a watch: the final report and plan, the last line, and exit 2 when the latest apply
 /// was blocked.
 fn conclude(
@@ -582,7 +606,7 @@ fn status_line(session: &Session, inp: &Inputs) {
     };
     let last = session
         .closed_loop()
-        .save()
+        .state()
         .proposed
         .last()
         .map(|p| format!("{} {}→{} (window {})", p.knob, p.from, p.to, p.window.index))

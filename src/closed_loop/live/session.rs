@@ -98,7 +98,7 @@ pub enum SessionEvent<'a> {
     /// A window opened an alert no knob fixes (a diverged or rising loss).
     Alert(&'a Alert),
     /// A window judged an earlier change (helped, hurt, neutral, inconclusive); a hurt one may
-    /// carry the rollback it proposes. Only the first `MAX_LISTED` verdicts are told.
+    /// carry the rollback it proposes. Every verdict is told, however long the session runs.
     Verdict(&'a ChangeEffect),
     /// A window was evaluated. The caller appends `line` to the decision trace (the session
     /// counts it as written: a checkpoint must follow the trace on disk).
@@ -167,6 +167,8 @@ pub struct Session {
     /// Knob changes of the apply in flight.
     in_flight: Option<u64>,
     ended: bool,
+    /// [`Session::finish_source`] was called; [`Session::advance`] closes the source.
+    source_finished: bool,
     resumed: bool,
     trace_bytes: u64,
     trace_lines: u64,
@@ -198,6 +200,7 @@ impl Session {
             last_apply: None,
             in_flight: None,
             ended: false,
+            source_finished: false,
             resumed: false,
             trace_bytes: 0,
             trace_lines: 0,
@@ -250,6 +253,7 @@ impl Session {
             last_apply,
             in_flight: None,
             ended: state.ended,
+            source_finished: false,
             resumed: true,
             trace_bytes: state.trace_bytes,
             trace_lines: state.trace_lines,
@@ -270,12 +274,15 @@ impl Session {
         self.carry.len()
     }
 
-    /// The source ended: feeds the lines still queued, closes the reorder buffer and the last
-    /// window (the windows are evaluated by the next [`Session::advance`]).
+    /// The source ended: the next [`Session::advance`] feeds the lines still queued, then closes
+    /// the reorder buffer and the last window and evaluates them. Until then nothing changes, so a
+    /// checkpoint taken in between resumes (the resumed source ends again) without losing them.
     pub fn finish_source(&mut self) {
-        while let Some(line) = self.carry.pop_front() {
-            self.feed(&line);
-        }
+        self.source_finished = true;
+    }
+
+    /// Closes the reorder buffer and the last window, once every queued line was fed.
+    fn close_source(&mut self) {
         let (ingest, windower, done) = (
             &mut self.pipe.ingest,
             &mut self.pipe.windower,
@@ -288,7 +295,9 @@ impl Session {
 
     /// Evaluates the completed windows and feeds queued lines until the queue is empty or `stop`
     /// (asked with the windows evaluated by this session, after each batch of windows) says so.
-    /// Returns whether `stop` stopped it. Events go to `on`, in order.
+    /// Returns whether `stop` stopped it. Events go to `on`, in order. An `Err` from `on` leaves
+    /// the session mid-window (that window is decided and its line counted as written, the rest of
+    /// the batch dropped): do not checkpoint it; resume from the last checkpoint instead.
     pub fn advance<E>(
         &mut self,
         policies: &mut dyn Policies,
@@ -303,6 +312,10 @@ impl Session {
                 return Ok(true);
             }
             let Some(line) = self.carry.pop_front() else {
+                if self.source_finished && !self.ended {
+                    self.close_source();
+                    continue;
+                }
                 return Ok(false);
             };
             self.feed(&line);
@@ -341,13 +354,13 @@ impl Session {
     ) -> Result<(), E> {
         let index = f.window.index;
         let alerts_before = self.lp.alerts().len();
-        let effects_before = self.lp.effects().len();
         let d = policies.decide(f, &Knobs(self.lp.knobs().clone()), &self.lp.limits());
         let ev = self.lp.step(f, &d);
         for a in &self.lp.alerts()[alerts_before..] {
             on(SessionEvent::Alert(a))?;
         }
-        for e in &self.lp.effects()[effects_before..] {
+        // From the window's own event: the loop's list stops at MAX_LISTED, a long session does not.
+        for e in &ev.effects {
             on(SessionEvent::Verdict(e))?;
         }
         let line = ev.to_line();
@@ -372,7 +385,12 @@ impl Session {
 
     /// The apply the latest decision needs, if it has not had one: marks it pending (checkpoint
     /// before touching the cluster), then [`Session::record_apply`] its outcome.
+    /// `None` while an apply is in flight: its outcome must be recorded against its own decision
+    /// before a later one is marked (a controller may keep feeding lines during an apply).
     pub fn next_apply(&mut self) -> Option<ApplyRequest> {
+        if self.in_flight.is_some() {
+            return None;
+        }
         let decision = self.latest_decision?;
         if self
             .last_apply
@@ -384,7 +402,7 @@ impl Session {
         let base = self
             .last_applied
             .clone()
-            .unwrap_or_else(|| self.lp.save().knobs_before);
+            .unwrap_or_else(|| self.lp.state().knobs_before.clone());
         let chord = self
             .last_event
             .as_ref()
@@ -451,14 +469,38 @@ impl Session {
     where
         H::Error: From<SessionError>,
     {
+        let before = self.last_apply.clone();
         let Some(req) = self.next_apply() else {
             return Ok(None);
         };
-        host.checkpoint(self)?;
-        let rec = host.apply(self, &req)?;
+        if let Err(e) = host.checkpoint(self) {
+            // The cluster was not touched: the decision stays to apply, as if never asked.
+            self.last_apply = before;
+            self.in_flight = None;
+            return Err(e);
+        }
+        let rec = match host.apply(self, &req) {
+            Ok(rec) => rec,
+            Err(e) => {
+                // What a resume would make of the pending mark: maybe applied, never retried.
+                self.abandon_apply();
+                return Err(e);
+            }
+        };
         self.record_apply(rec.clone())?;
         host.checkpoint(self)?;
         Ok(Some((req, rec)))
+    }
+
+    /// The apply in flight will report no outcome (it failed midway): it becomes
+    /// [`ApplyOutcome::Unknown`], as a resume would make it, and is never retried; the next
+    /// decision carries its knobs again.
+    pub fn abandon_apply(&mut self) {
+        if self.in_flight.take().is_some()
+            && let Some(a) = &mut self.last_apply
+        {
+            a.outcome = ApplyOutcome::Unknown;
+        }
     }
 
     /// The state to persist, with the source's cursor, the policies' states and the time.
@@ -495,7 +537,7 @@ impl Session {
 
     /// The net change since the session first started, as a plan carries it.
     pub fn net_changes(&self) -> Vec<Accepted> {
-        let st = self.lp.save();
+        let st = self.lp.state();
         net_changes(
             &st.knobs_before,
             &st.knobs,
@@ -530,7 +572,7 @@ impl Session {
     pub fn resumed(&self) -> bool {
         self.resumed
     }
-    /// The source ended and the last window was evaluated (or will be by the next advance).
+    /// The source ended and its last window was evaluated.
     pub fn ended(&self) -> bool {
         self.ended
     }

@@ -470,3 +470,196 @@ fn a_session_can_move_between_threads_of_a_pool() {
     send::<Session>();
     send::<WatchState>();
 }
+
+/// Feeds until a window after the last one evaluated decides.
+fn until_later_decision(
+    s: &mut Session,
+    p: &mut Every3rd,
+    lines: &mut std::slice::Iter<'_, Vec<u8>>,
+) {
+    let after = s.last_event().map(|_| s.last_index());
+    let mut trace = Vec::new();
+    for l in lines.by_ref() {
+        s.push_lines([l.clone()]);
+        advance(s, p, &mut trace);
+        if s.last_event()
+            .is_some_and(|e| !e.proposals.is_empty() && Some(s.last_index()) != after)
+        {
+            return;
+        }
+    }
+    panic!("no later decision in the trace");
+}
+
+#[test]
+fn an_outcome_is_recorded_against_its_own_decision_while_lines_keep_coming() {
+    let setup = setup();
+    let all = lines();
+    let mut it = all.iter();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    until_decision(&mut s, &mut p, &mut it);
+    let first = s.next_apply().expect("a decision to apply");
+    // A controller keeps feeding the session while the apply runs; a newer decision arrives.
+    until_later_decision(&mut s, &mut p, &mut it);
+    assert_eq!(
+        s.next_apply(),
+        None,
+        "no second apply is marked while the first is in flight"
+    );
+    s.record_apply(ApplyRecord {
+        outcome: ApplyOutcome::Applied,
+        attempted: true,
+        apply_ok: Some(true),
+        verify_ok: Some(true),
+    })
+    .unwrap();
+    let mark = s.last_apply().unwrap();
+    assert_eq!(mark.decision_window, first.decision_window);
+    assert_eq!(mark.outcome, ApplyOutcome::Applied);
+    assert_eq!(s.last_applied(), Some(&first.knobs));
+    // Then the newer decision, as changes from what the first apply gave the cluster.
+    let second = s.next_apply().expect("the newer decision");
+    assert!(second.decision_window > first.decision_window);
+    assert!(
+        second
+            .changes
+            .iter()
+            .all(|c| first.knobs.get(&c.knob) == Some(&c.from)),
+        "{second:?}"
+    );
+}
+
+/// Fails the step named `fail` ("checkpoint" or "apply") once.
+struct Flaky {
+    fail: &'static str,
+    applies: u32,
+}
+
+impl ApplyHost for Flaky {
+    type Error = String;
+    fn checkpoint(&mut self, _: &Session) -> Result<(), String> {
+        if self.fail == "checkpoint" {
+            self.fail = "";
+            return Err("disk full".into());
+        }
+        Ok(())
+    }
+    fn apply(&mut self, _: &Session, _: &ApplyRequest) -> Result<ApplyRecord, String> {
+        self.applies += 1;
+        if self.fail == "apply" {
+            self.fail = "";
+            return Err("connection reset".into());
+        }
+        Ok(ApplyRecord {
+            outcome: ApplyOutcome::Applied,
+            attempted: true,
+            apply_ok: Some(true),
+            verify_ok: Some(true),
+        })
+    }
+}
+
+impl From<SessionError> for String {
+    fn from(e: SessionError) -> String {
+        e.to_string()
+    }
+}
+
+#[test]
+fn a_session_that_goes_on_after_a_failed_apply_step_neither_repeats_nor_loses_an_apply() {
+    let setup = setup();
+    let all = lines();
+
+    // The pending checkpoint failed: the cluster was not touched, the decision is still to apply.
+    let mut it = all.iter();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    until_decision(&mut s, &mut p, &mut it);
+    let mut host = Flaky {
+        fail: "checkpoint",
+        applies: 0,
+    };
+    assert_eq!(s.apply_decided(&mut host), Err("disk full".to_string()));
+    assert_eq!(host.applies, 0);
+    assert_eq!(s.last_apply(), None);
+    let (req, _) = s.apply_decided(&mut host).unwrap().expect("applied now");
+    assert_eq!(host.applies, 1);
+    assert_eq!(s.last_apply().unwrap().decision_window, req.decision_window);
+
+    // The apply itself failed midway: maybe applied, so never retried; the next decision goes.
+    let mut it = all.iter();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    until_decision(&mut s, &mut p, &mut it);
+    let mut host = Flaky {
+        fail: "apply",
+        applies: 0,
+    };
+    assert_eq!(
+        s.apply_decided(&mut host),
+        Err("connection reset".to_string())
+    );
+    assert_eq!(s.last_apply().unwrap().outcome, ApplyOutcome::Unknown);
+    assert_eq!(s.apply_decided(&mut host), Ok(None), "not retried");
+    assert_eq!(host.applies, 1);
+    until_later_decision(&mut s, &mut p, &mut it);
+    let (next, rec) = s
+        .apply_decided(&mut host)
+        .unwrap()
+        .expect("the next decision");
+    assert_eq!(rec.outcome, ApplyOutcome::Applied);
+    assert_eq!(host.applies, 2);
+    assert_eq!(s.last_applied(), Some(&next.knobs));
+}
+
+#[test]
+fn verdicts_are_told_after_the_loops_own_list_is_full() {
+    let setup = setup();
+    let all = lines();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    let mut trace = Vec::new();
+    feed(&mut s, &mut p, &all[..100], &mut trace);
+    // A long-running session: the loop keeps only the first MAX_LISTED verdicts.
+    let mut state = reload(&s, &p);
+    let judged = state.loop_state.effects.clone();
+    assert!(
+        !judged.is_empty(),
+        "the first 100 steps must judge a change"
+    );
+    while state.loop_state.effects.len() < crate::closed_loop::MAX_LISTED {
+        state.loop_state.effects.push(judged[0].clone());
+    }
+    let mut s = Session::resume(&setup, state, &mut p).unwrap();
+    let mut told = 0;
+    s.push_lines(all[100..].iter().cloned());
+    s.finish_source();
+    let r: Result<bool, ()> = s.advance(&mut p, &mut |_| false, &mut |ev| {
+        if let SessionEvent::Verdict(_) = ev {
+            told += 1;
+        }
+        Ok(())
+    });
+    assert_eq!(r, Ok(false));
+    assert!(told > 0, "the verdicts after the cap are told too");
+}
+
+#[test]
+fn a_checkpoint_between_the_end_of_the_source_and_the_next_advance_loses_no_window() {
+    let setup = setup();
+    let all = lines();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    let mut trace = Vec::new();
+    feed(&mut s, &mut p, &all, &mut trace);
+    s.finish_source();
+    // A controller checkpoints as soon as its source says it ended, then dies.
+    let state = reload(&s, &p);
+    drop(s);
+    let mut s = Session::resume(&setup, state, &mut p).unwrap();
+    // The resumed source ends again at once.
+    finish(&mut s, &mut p, &mut trace);
+    assert!(s.ended());
+    assert_eq!(trace.len(), 40, "the last window is evaluated");
+}
