@@ -214,9 +214,11 @@ fn execute(
         &ctx,
         &session,
         source.as_ref(),
-        source_events,
-        stop_reason,
-        k8s_events.as_ref(),
+        Ending {
+            stop_reason,
+            source_events,
+            k8s_events: k8s_events.as_ref().map(WatchEvents::counts),
+        },
         explain,
     )
 }
@@ -325,6 +327,13 @@ fn check_trace_len(out: &std::path::Path, session: &Session) -> anyhow::Result<(
     Ok(())
 }
 
+/// How a watch ended: why, the source events it saw, and the Kubernetes Events posted and failed.
+struct Ending<'a> {
+    stop_reason: &'a str,
+    source_events: u64,
+    k8s_events: Option<(u64, u64)>,
+}
+
 /// The end of a watch: the final report and plan, the last line, and exit 2 when the latest apply
 /// was blocked.
 fn conclude(
@@ -332,15 +341,17 @@ fn conclude(
     ctx: &Ctx<'_>,
     session: &Session,
     source: &dyn LiveSource,
-    source_events: u64,
-    stop_reason: &str,
-    k8s_events: Option<&WatchEvents>,
+    end: Ending<'_>,
     explain: &mut ExplainLog,
 ) -> anyhow::Result<()> {
+    let Ending {
+        stop_reason,
+        source_events,
+        k8s_events,
+    } = end;
     let (report, latest) = write_latest(ctx, session, source, source_events, Some(stop_reason))?;
     let outcome_plan = final_plan(ctx, session)?;
-    if let Some(k) = k8s_events {
-        let (posted, failed) = k.counts();
+    if let Some((posted, failed)) = k8s_events {
         explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
     }
     explain.event(
