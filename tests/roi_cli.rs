@@ -78,3 +78,77 @@ fn a_directory_without_a_report_is_invalid_input() {
     assert!(err.contains("closed_loop_latest.json"), "{err}");
     assert!(o.stdout.is_empty());
 }
+
+fn gpu_pod(gpus: u32) -> Value {
+    serde_json::json!({"spec": {"restartPolicy": "Never", "containers": [
+        {"name": "trainer", "image": "trainer:1",
+         "resources": {"limits": {"nvidia.com/gpu": gpus.to_string(), "cpu": "8"}}},
+        {"name": "logs", "image": "fluent-bit:3"}]}})
+}
+
+/// `--gpus-from-cluster`: the GPUs of the run's workload (a PyTorchJob: 1 master + 3 workers, 8
+/// GPUs each = 32) read from the cluster, with where the figure came from; a workload that asks for
+/// no GPUs is refused with one line and exit 2, and the flag conflicts with `--gpus`.
+#[test]
+fn gpus_come_from_the_workloads_containers_and_replicas() {
+    use kube_sim::{KubeSim, ResourceKind, Rule};
+    let sim = KubeSim::builder()
+        .namespace("ml")
+        .object(
+            ResourceKind::PyTorchJob,
+            serde_json::json!({"metadata": {"name": "ddp", "namespace": "ml"},
+                   "spec": {"pytorchReplicaSpecs": {
+                       "Master": {"replicas": 1, "template": gpu_pod(8)},
+                       "Worker": {"replicas": 3, "template": gpu_pod(8)}}}}),
+        )
+        .object(
+            ResourceKind::Job,
+            serde_json::json!({"metadata": {"name": "cpu", "namespace": "ml"},
+                   "spec": {"parallelism": 2, "template": gpu_pod(0)}}),
+        )
+        .token("t0", "alice", [Rule::admin()])
+        .start_blocking()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let kubeconfig = tmp.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, "t0").unwrap();
+    let out = tmp.path().join("out");
+    run_ok(&trace("combo"), &out, &["--pytorchjob", "ddp", "-n", "ml"]);
+    let roi = |dir: &std::path::Path, extra: &[&str]| {
+        bin()
+            .args(["roi", "--in", dir.to_str().unwrap(), "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = roi(&out, &["--gpus-from-cluster", "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["gpus"], 32);
+    let source = r["gpus_source"].as_str().unwrap();
+    assert!(
+        source.contains("pytorchjob.kubeflow.org/ddp in ml")
+            && source.contains("Worker: 3 pod(s) × 8"),
+        "{source}"
+    );
+    let one = roi_json(&out, "1");
+    assert_eq!(one["gpus_source"], "--gpus");
+    let [t1, t32] = [&one, &r].map(|v| v["gpu_hours_saved_total"].as_f64().unwrap());
+    assert!((t32 - 32.0 * t1).abs() < 0.05, "{t32} vs 32 × {t1}");
+
+    // A Job whose pods ask for no GPU: refused, pointing at --gpus.
+    let cpu = tmp.path().join("cpu");
+    run_ok(&trace("combo"), &cpu, &["--job", "cpu", "-n", "ml"]);
+    let o = roi(&cpu, &["--gpus-from-cluster"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("asks for no GPUs") && err.contains("--gpus N"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+    let o = roi(&out, &["--gpus-from-cluster", "--gpus", "4"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -20,6 +20,7 @@ mod diff;
 mod error;
 pub mod events;
 mod facade;
+pub mod gpus;
 pub mod kinds;
 mod knobs;
 pub mod lease;
