@@ -2,7 +2,7 @@
 //! `time (ms) | …` timer line (one line, or the `(min, max) time across ranks` block), and the
 //! evaluation/checkpoint lines that mark a planned slow step.
 
-use super::text::{as_step, find, num_after, number_at};
+use super::text::{as_step, find, find_bytes, key, num_after, number_at};
 use super::{Role, TextReader, TrainerLine};
 
 /// ` iteration 12/ 1000 | consumed samples: … | elapsed time per iteration (ms): 123.4 | … | lm loss: …`
@@ -45,10 +45,10 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
         return None;
     };
     t.step_time_ms = number_at(rest).map(|(v, _)| v * scale);
-    t.loss = num_after(b, b"lm loss").or_else(|| num_after(b, b"lm-loss"));
-    t.global_batch = num_after(b, b"global batch size").and_then(as_step);
-    t.samples_per_s = num_after(b, b"samples per second");
-    t.tokens_per_s = num_after(b, b"tokens per second");
+    t.loss = num_after(b, key!(b"lm loss")).or_else(|| num_after(b, key!(b"lm-loss")));
+    t.global_batch = num_after(b, key!(b"global batch size")).and_then(as_step);
+    t.samples_per_s = num_after(b, key!(b"samples per second"));
+    t.tokens_per_s = num_after(b, key!(b"tokens per second"));
     Some(t)
 }
 
@@ -56,11 +56,12 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
 /// reduced_train_loss=3.21, global_step=99.0, consumed_samples=…, train_step_timing in s=0.812]`. The
 /// step time is `train_step_timing in s` (seconds, said by its name), the step `global_step`.
 fn parse_nemo(b: &[u8]) -> Option<TrainerLine> {
-    let timing = num_after(b, b"train_step_timing in s=")?;
+    let timing = num_after(b, key!(b"train_step_timing in s="))?;
     let mut t = TrainerLine::new(TextReader::Megatron, Role::Iteration);
-    t.step = num_after(b, b"global_step=").and_then(as_step);
+    t.step = num_after(b, key!(b"global_step=")).and_then(as_step);
     t.step_time_ms = Some(timing * 1000.0);
-    t.loss = num_after(b, b"reduced_train_loss=").or_else(|| num_after(b, b"train_loss="));
+    t.loss =
+        num_after(b, key!(b"reduced_train_loss=")).or_else(|| num_after(b, key!(b"train_loss=")));
     Some(t)
 }
 
