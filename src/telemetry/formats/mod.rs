@@ -16,6 +16,7 @@ mod hf;
 pub(crate) mod lightning;
 mod megatron;
 mod nanogpt;
+pub(crate) mod restart;
 mod text;
 mod torchtitan;
 

@@ -29,6 +29,12 @@ pub fn parse_nanogpt(b: &[u8]) -> Option<TrainerLine> {
         t.loss = num_after(rest, key!(b"loss"));
         return Some(t);
     }
+    // `init_from='resume'` prints this before its first iteration.
+    if b.starts_with(b"Resuming training from") {
+        let mut t = TrainerLine::new(TextReader::NanoGpt, Role::Eval);
+        t.event = Some(super::TrainerEvent::Resume);
+        return Some(t);
+    }
     if let Some(rest) = b.strip_prefix(b"step ") {
         let (step, end) = number_at(rest)?;
         if rest.get(end) != Some(&b':') || !contains(rest, key!(b"val loss")) {
