@@ -145,11 +145,23 @@ pub fn windows_of(
 
 /// Reads `src` to the end, calling `on_window` for each window's features in order.
 pub fn run_pass(
+    src: OpenedSource,
+    ingest_opts: &IngestOptions,
+    cfg: FeatureConfig,
+    show_progress: bool,
+    on_window: &mut dyn FnMut(&WindowFeatures) -> anyhow::Result<()>,
+) -> anyhow::Result<PassSummary> {
+    run_pass_with_records(src, ingest_opts, cfg, show_progress, on_window, &mut |_| {})
+}
+
+/// [`run_pass`], also showing `on_record` each record in the order the windows see them.
+pub fn run_pass_with_records(
     mut src: OpenedSource,
     ingest_opts: &IngestOptions,
     cfg: FeatureConfig,
     show_progress: bool,
     on_window: &mut dyn FnMut(&WindowFeatures) -> anyhow::Result<()>,
+    on_record: &mut dyn FnMut(&crate::telemetry::Sample),
 ) -> anyhow::Result<PassSummary> {
     let mut ingest = Ingest::new(src.format, ingest_opts);
     if src.detected {
@@ -197,6 +209,7 @@ pub fn run_pass(
                 summary.start_ms.get_or_insert(ts);
                 summary.end_ms = Some(ts);
             }
+            on_record(s);
             stage.push(s, &mut on);
         };
         let reader: &mut dyn BufRead = &mut src.reader;

@@ -388,3 +388,99 @@ fn closed_loop_judges_a_loss_only_run_on_its_loss() {
     let r = json(&out.join("closed_loop_latest.json"));
     assert_eq!(r["alerts"][0]["kind"], "loss_rising");
 }
+
+/// A Megatron iteration line as the BigScience logs print it: no time on the line.
+fn megatron_iteration(step: u64, ms: f64) -> String {
+    format!(
+        " iteration {step:8}/    1000 | consumed samples: {:12} | elapsed time per iteration (ms): {ms:.1} | learning rate: 1.875E-05 | global batch size:  1024 | lm loss: {:.6E} | loss scale: 4096.0 |",
+        step * 1024,
+        3.0 - step as f64 * 1e-4
+    )
+}
+
+fn megatron_steady(step: u64) -> String {
+    megatron_iteration(step, 800.0 + (step % 7) as f64 * 3.0)
+}
+
+/// A restart in a log without time: the step counter goes back to the last checkpoint. The steps the
+/// restarted run repeats are duplicates; the first step past where the old run got is a planned
+/// resume, as a wall-clock gap would make it.
+#[test]
+fn a_restart_without_timestamps_is_found_in_the_step_sequence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines: Vec<String> = (1..=300).map(megatron_steady).collect();
+    lines.push("using world size: 16, data-parallel-size: 1".into());
+    lines.push(megatron_iteration(251, 9_000.0));
+    lines.extend((252..=600).map(megatron_steady));
+    let p = write(tmp.path(), "restart.log", &lines);
+    let (r, text) = observe(&p, &tmp.path().join("out"));
+    assert_eq!(r["format_detected"]["name"], "megatron");
+    assert_eq!(r["ingest"]["records_emitted"], 600);
+    assert_eq!(r["verdict"]["state"], "steady", "{:#}", r["episodes"]);
+    assert_eq!(r["verdict"]["planned_steps"]["resume"], 1, "{text}");
+}
+
+/// A run that resumes where the old one stopped does not go back: the trainer's own line says it.
+#[test]
+fn a_resumed_run_s_first_step_is_planned_where_the_trainer_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let nanogpt = |step: u64, ms: f64| {
+        format!(
+            "iter {step}: loss {:.4}, time {ms:.2}ms, mfu 35.12%",
+            3.0 - step as f64 * 1e-4
+        )
+    };
+    for (name, banner, line) in [
+        (
+            "megatron.log",
+            " successfully loaded checkpoint from /ckpt/gpt2 at iteration 300",
+            &(|s, ms| megatron_iteration(s, ms)) as &dyn Fn(u64, f64) -> String,
+        ),
+        (
+            "nanogpt.log",
+            "Resuming training from out",
+            &nanogpt as &dyn Fn(u64, f64) -> String,
+        ),
+    ] {
+        let steady = |s: u64| line(s, 800.0 + (s % 7) as f64 * 3.0);
+        let mut lines: Vec<String> = (1..=300).map(steady).collect();
+        lines.push(banner.into());
+        lines.push(line(301, 9_000.0));
+        lines.extend((302..=600).map(steady));
+        let p = write(tmp.path(), name, &lines);
+        let (r, text) = observe(&p, &tmp.path().join(name).with_extension("out"));
+        assert_eq!(r["ingest"]["records_emitted"], 600, "{name}");
+        assert_eq!(
+            r["verdict"]["state"], "steady",
+            "{name}: {:#}",
+            r["episodes"]
+        );
+        assert_eq!(r["verdict"]["planned_steps"]["resume"], 1, "{name}: {text}");
+    }
+}
+
+/// nanoGPT evaluates at the top of an iteration and prints `step N: … val loss …` before that
+/// iteration's own line, whose time includes the evaluation: the first evaluation is set aside too,
+/// not only those after a period was found.
+#[test]
+fn the_first_evaluation_a_trainer_prints_is_set_aside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for step in 1..=1000u64 {
+        let eval = step % 250 == 0;
+        if eval {
+            lines.push(format!("step {step}: train loss 2.9, val loss 3.1"));
+        }
+        let ms = if eval {
+            7_000.0
+        } else {
+            1000.0 + (step % 7) as f64 * 3.0
+        };
+        lines.push(format!("iter {step}: loss 2.9, time {ms:.2}ms, mfu 35.12%"));
+    }
+    let p = write(tmp.path(), "eval.log", &lines);
+    let (r, text) = observe(&p, &tmp.path().join("out"));
+    assert_eq!(r["format_detected"]["name"], "nanogpt");
+    assert_eq!(r["verdict"]["state"], "steady", "{:#}", r["episodes"]);
+    assert_eq!(r["verdict"]["planned_steps"]["evaluation"], 4, "{text}");
+}

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::{GlobalArgs, OutputFormat};
 use crate::error::input_error;
 use crate::human::thousands;
-use crate::pipeline::run_pass;
+use crate::pipeline::run_pass_with_records;
 use crate::policy::{
     self, DEFAULT_POLICY, Knobs, Labels, Limits, PolicyCatalog, PolicyError, PolicyHost, PolicySet,
     SandboxLimits, Scorer, TestReport,
@@ -340,7 +340,8 @@ fn test(
 
     let limits = Limits::reference();
     let knobs = Knobs::baseline(&limits);
-    let mut scorer = Scorer::new(labels, available);
+    // Shared by the window and record callbacks (onsets are timed by their own records).
+    let scorer = std::cell::RefCell::new(Scorer::new(labels, available));
     let mut decisions_file = match &a.decisions {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p)
@@ -367,10 +368,22 @@ fn test(
             serde_json::to_writer(&mut *w, &json!({"window": f.window, "decision": d}))?;
             w.write_all(b"\n")?;
         }
-        scorer.push(f, &d);
+        scorer.borrow_mut().push(f, &d);
         Ok(())
     };
-    let pass = run_pass(src, &IngestOptions::default(), cfg, false, &mut on_window)?;
+    let mut on_record = |s: &crate::telemetry::Sample| {
+        scorer
+            .borrow_mut()
+            .note_record(s.step.unwrap_or(0), s.ts_ms)
+    };
+    let pass = run_pass_with_records(
+        src,
+        &IngestOptions::default(),
+        cfg,
+        false,
+        &mut on_window,
+        &mut on_record,
+    )?;
     if let Some(mut w) = decisions_file {
         w.flush()?;
     }
@@ -381,7 +394,7 @@ fn test(
             &pass.format_detected,
         ));
     }
-    let report = scorer.finish();
+    let report = scorer.into_inner().finish();
     micros.sort_unstable();
     let median_us = micros.get(micros.len() / 2).copied().unwrap_or(0);
     let value = json!({

@@ -65,7 +65,6 @@ pub fn expected_chords(regime: &str) -> Option<Vec<&'static str>> {
 struct WindowObs {
     first_step: u64,
     last_step: u64,
-    start_ms: Option<i64>,
     end_ms: Option<i64>,
     warmup: bool,
     active: Vec<String>,
@@ -115,15 +114,42 @@ pub struct Scorer {
     labels: Labels,
     available: Vec<String>,
     windows: Vec<WindowObs>,
+    /// Segment onset steps, sorted, with the timestamp of the first record at or after each.
+    onsets: Vec<(u64, Option<i64>)>,
+    /// Onsets before this index have their record.
+    next_onset: usize,
 }
 
 impl Scorer {
     /// `available`: every chord the running policies can emit (from their metadata).
     pub fn new(labels: Labels, available: Vec<String>) -> Scorer {
+        let mut onsets: Vec<(u64, Option<i64>)> = labels
+            .segments
+            .iter()
+            .map(|s| (s.first_step, None))
+            .collect();
+        onsets.sort_unstable();
+        onsets.dedup();
         Scorer {
             labels,
             available,
             windows: Vec::new(),
+            onsets,
+            next_onset: 0,
+        }
+    }
+
+    /// Notes one record (in step order, as the windows see them): an incident's onset is timed by
+    /// the record that starts it, not interpolated inside its window.
+    pub fn note_record(&mut self, step: u64, ts_ms: Option<i64>) {
+        let Some(ts) = ts_ms else {
+            return;
+        };
+        while let Some(o) = self.onsets.get_mut(self.next_onset)
+            && o.0 <= step
+        {
+            o.1 = Some(ts);
+            self.next_onset += 1;
         }
     }
 
@@ -131,7 +157,6 @@ impl Scorer {
         self.windows.push(WindowObs {
             first_step: f.window.first_step,
             last_step: f.window.last_step,
-            start_ms: f.window.start_ms,
             end_ms: f.window.end_ms,
             warmup: f.warmup,
             active: d.active_chords.clone(),
@@ -261,21 +286,16 @@ impl Scorer {
         score.outcome = "detected";
         score.delay_steps = Some(w.last_step.saturating_sub(s.first_step));
         score.delay_s = self
-            .time_of_step(s.first_step)
+            .onset_time(s.first_step)
             .zip(w.end_ms)
             .map(|(t0, t1)| ((t1 - t0).max(0) as f64) / 1000.0);
         score
     }
 
-    /// Telemetry time of a step, interpolated inside the window that holds it.
-    fn time_of_step(&self, step: u64) -> Option<i64> {
-        let w = self
-            .windows
-            .iter()
-            .find(|w| w.first_step <= step && step <= w.last_step)?;
-        let (a, b) = (w.start_ms?, w.end_ms?);
-        let span = (w.last_step - w.first_step).max(1) as f64;
-        Some(a + (((b - a) as f64) * ((step - w.first_step) as f64 / span)).round() as i64)
+    /// The timestamp of the first record at or after an onset step.
+    fn onset_time(&self, step: u64) -> Option<i64> {
+        let i = self.onsets.binary_search_by(|o| o.0.cmp(&step)).ok()?;
+        self.onsets[i].1
     }
 }
 
@@ -293,6 +313,39 @@ mod tests {
         assert_eq!(expected_chords("LOSS-DRIFT"), Some(vec!["DRIFT-RETUNE"]));
         assert_eq!(expected_chords("LOSS-DRIFT-HOLD"), None);
         assert_eq!(expected_chords("DRIFT-HOLD"), None);
+    }
+
+    /// The onset is timed by its record: after a pause before the onset step, interpolating inside
+    /// the window (the window spans 0–10 s, step 6 of 1–10 at 5.6 s) overstated the delay as 4.4 s.
+    #[test]
+    fn delays_run_from_the_onset_record_s_own_timestamp() {
+        let labels = Labels::parse(
+            r#"{"segments":[{"regime":"NORMAL","first_step":1,"last_step":5},
+                            {"regime":"BURST","first_step":6,"last_step":10}]}"#,
+        )
+        .unwrap();
+        let mut sc = Scorer::new(labels, vec!["NORMAL-HOLD".into(), "BURST-ABSORB".into()]);
+        for step in 1..=10u64 {
+            let ts = if step <= 5 {
+                step as i64 * 100 - 100
+            } else {
+                9_000 + (step as i64 - 6) * 250
+            };
+            sc.note_record(step, Some(ts));
+        }
+        sc.windows.push(WindowObs {
+            first_step: 1,
+            last_step: 10,
+            end_ms: Some(10_000),
+            warmup: false,
+            active: vec!["BURST-ABSORB".into()],
+            failed: false,
+        });
+        let r = sc.finish();
+        let burst = r.segments.iter().find(|s| s.regime == "BURST").unwrap();
+        assert_eq!(burst.outcome, "detected");
+        assert_eq!(burst.delay_steps, Some(4));
+        assert_eq!(burst.delay_s, Some(1.0));
     }
 
     #[test]

@@ -334,7 +334,7 @@ impl Ingest {
     }
 
     /// Passes a record already counted by [`Ingest::count`] on to the orderer.
-    pub(crate) fn push_record(&mut self, s: Sample, out: &mut dyn FnMut(&Sample)) {
+    pub(crate) fn push_record(&mut self, mut s: Sample, out: &mut dyn FnMut(&Sample)) {
         if self.format != Format::Jsonl {
             self.asm.note_ours(self.stats.lines_read);
             self.count_dropped();
@@ -345,6 +345,7 @@ impl Ingest {
         if s.event.is_some() {
             self.asm.note_planned();
         }
+        self.asm.note_restart(&mut s);
         self.orderer.push(s, &mut self.stats, out);
     }
 
@@ -380,7 +381,7 @@ impl Ingest {
         match e {
             Emit::Log(n) => self.count(LineClass::Log, 1, n),
             Emit::Record(t, n) => match t.builder().finish(&mut |n| Arc::from(n)) {
-                Ok(s) => {
+                Ok(mut s) => {
                     self.count(LineClass::Record, 1, n);
                     if let Some(ms) = s.step_time_ms {
                         self.asm.note_step_time(ms);
@@ -388,6 +389,7 @@ impl Ingest {
                     if s.event.is_some() {
                         self.asm.note_planned();
                     }
+                    self.asm.note_restart(&mut s);
                     self.orderer.push(s, &mut self.stats, out);
                 }
                 Err(r) => self.count(LineClass::Skip(r), 1, n),

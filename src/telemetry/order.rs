@@ -20,7 +20,7 @@ struct RecordKey {
 }
 
 /// FNV-1a of a node name: a stable identity whatever thread or interner produced the string.
-fn node_hash(n: &str) -> u64 {
+pub(crate) fn node_hash(n: &str) -> u64 {
     n.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -6,12 +6,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use modekeeper::pipeline::windows_of;
+use modekeeper::pipeline::run_pass_with_records;
 use modekeeper::policy::{
     Knobs, Labels, Limits, Policy, PolicyCatalog, PolicyHost, PolicySet, SandboxLimits, Scorer,
     TestReport, WindowDecision,
 };
 use modekeeper::signals::{FeatureConfig, WindowFeatures};
+use modekeeper::telemetry::{Format, IngestOptions, SourceSpec, open_source};
 
 pub const TRACES: [&str; 7] = [
     "stable",
@@ -38,24 +39,51 @@ pub fn labels(name: &str) -> Labels {
         .unwrap()
 }
 
-/// Every window's features of a trace, with the default window and warm-up (parsed once).
-pub fn windows(name: &str) -> Vec<WindowFeatures> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Vec<WindowFeatures>>>> = OnceLock::new();
+/// A trace as the scorer sees it: every window's features, and each record's step and timestamp.
+type Parsed = (Vec<WindowFeatures>, Vec<(u64, Option<i64>)>);
+
+/// A trace with the default window and warm-up (parsed once).
+fn parsed(name: &str) -> Parsed {
+    static CACHE: OnceLock<Mutex<HashMap<String, Parsed>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(w) = cache.lock().unwrap().get(name) {
         return w.clone();
     }
-    let w = parse_windows(name);
+    let w = parse_trace(name);
     cache.lock().unwrap().insert(name.to_string(), w.clone());
     w
 }
 
-fn parse_windows(name: &str) -> Vec<WindowFeatures> {
+/// Every window's features of a trace, with the default window and warm-up (parsed once).
+pub fn windows(name: &str) -> Vec<WindowFeatures> {
+    parsed(name).0
+}
+
+fn parse_trace(name: &str) -> Parsed {
     let cfg = FeatureConfig {
         window_steps: modekeeper::signals::DEFAULT_WINDOW_STEPS,
         warmup_steps: modekeeper::signals::DEFAULT_WARMUP_STEPS,
     };
-    windows_of(&trace_path(name), cfg).unwrap()
+    let src = open_source(&SourceSpec {
+        path: trace_path(name),
+        format: Format::Auto,
+        record_raw: None,
+    })
+    .unwrap();
+    let (mut windows, mut records) = (Vec::new(), Vec::new());
+    run_pass_with_records(
+        src,
+        &IngestOptions::default(),
+        cfg,
+        false,
+        &mut |f| {
+            windows.push(f.clone());
+            Ok(())
+        },
+        &mut |s| records.push((s.step.unwrap_or(0), s.ts_ms)),
+    )
+    .unwrap();
+    (windows, records)
 }
 
 /// A host without a disk cache (tests must not depend on one).
@@ -107,8 +135,12 @@ pub fn score(
         .flat_map(|p| p.metadata().chords.clone())
         .collect();
     let mut scorer = Scorer::new(labels(name), available);
+    let (windows, records) = parsed(name);
+    for (step, ts) in records {
+        scorer.note_record(step, ts);
+    }
     let mut out = Vec::new();
-    for f in windows(name) {
+    for f in windows {
         let d = set.evaluate(&f, &knobs, &limits);
         scorer.push(&f, &d);
         out.push((f, d));

@@ -83,6 +83,8 @@ pub struct Assembler {
     bare: (u64, u64),
     /// Records marked as a planned slow step (evaluation, checkpoint, resume).
     planned: u64,
+    /// Restarts in the step sequence of records without time.
+    restarts: super::restart::Restarts,
 }
 
 impl Assembler {
@@ -105,6 +107,12 @@ impl Assembler {
 
     pub fn planned(&self) -> u64 {
         self.planned
+    }
+
+    /// A record on its way to the orderer, in input order: marks the first step after a restart
+    /// that only the step sequence shows (see [`super::restart`]).
+    pub fn note_restart(&mut self, s: &mut super::super::record::Sample) {
+        self.restarts.note(s);
     }
 
     pub fn note_bare(&mut self, (n, small): (u64, u64)) {

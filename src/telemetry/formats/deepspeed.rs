@@ -4,7 +4,7 @@
 //! CurrSamplesPerSec=…`.
 
 use super::megatron::parse_timer;
-use super::text::{as_step, num_after};
+use super::text::{as_step, key, num_after};
 use super::{Role, TextReader, TrainerLine};
 
 pub fn parse(b: &[u8]) -> Option<TrainerLine> {
@@ -12,15 +12,15 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
         return parse_timer(b).filter(|t| t.reader == TextReader::DeepSpeed);
     }
     if let Some(rest) = b.strip_prefix(b"step=") {
-        super::text::find(rest, b"skipped=")?;
+        super::text::find(rest, key!(b"skipped="))?;
         let mut t = TrainerLine::new(TextReader::DeepSpeed, Role::Iteration);
-        t.step = Some(num_after(b, b"step=").and_then(as_step)?);
+        t.step = Some(num_after(b, key!(b"step=")).and_then(as_step)?);
         return Some(t);
     }
-    if b.starts_with(b"epoch=") && super::text::contains(b, b"SamplesPerSec=") {
+    if b.starts_with(b"epoch=") && super::text::contains(b, key!(b"SamplesPerSec=")) {
         let mut t = TrainerLine::new(TextReader::DeepSpeed, Role::Metrics);
-        t.step = Some(num_after(b, b"global_step=").and_then(as_step)?);
-        t.samples_per_s = num_after(b, b"CurrSamplesPerSec=");
+        t.step = Some(num_after(b, key!(b"global_step=")).and_then(as_step)?);
+        t.samples_per_s = num_after(b, key!(b"CurrSamplesPerSec="));
         return Some(t);
     }
     None

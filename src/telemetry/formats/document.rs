@@ -50,7 +50,7 @@ pub fn sniff(head: &[u8]) -> Option<Format> {
     if t.first() != Some(&b'{') {
         return None;
     }
-    let has = |k: &[u8]| super::text::contains(head, k);
+    let has = |k: &[u8]| super::text::find_bytes(head, k).is_some();
     if has(b"\"log_history\"") || (has(b"\"global_step\"") && has(b"\"best_metric\"")) {
         return Some(Format::HfTrainerState);
     }

@@ -4,7 +4,9 @@
 //! the step and its rate (tqdm's smoothed average, in the unit it prints); a dict's loss belongs to the
 //! step shown just before it.
 
-use super::text::{as_step, find, number_at};
+use memchr::memmem::Finder;
+
+use super::text::{as_step, find, key, number_at};
 use super::{Role, TextReader, TrainerLine};
 
 pub fn parse(b: &[u8]) -> Option<TrainerLine> {
@@ -15,27 +17,27 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
 }
 
 /// The number after a dict key; newer versions may quote values.
-fn value(b: &[u8], key: &[u8]) -> Option<f64> {
-    let at = find(b, key)? + key.len();
+fn value(b: &[u8], key: &Finder<'_>) -> Option<f64> {
+    let at = find(b, key)? + key.needle().len();
     let rest = b[at..].trim_ascii_start();
     let rest = rest.strip_prefix(b"'").unwrap_or(rest);
     number_at(rest).map(|(v, _)| v)
 }
 
 fn parse_dict(b: &[u8]) -> Option<TrainerLine> {
-    if find(b, b"'eval_loss':").is_some() || find(b, b"'eval_runtime':").is_some() {
+    if find(b, key!(b"'eval_loss':")).is_some() || find(b, key!(b"'eval_runtime':")).is_some() {
         return Some(TrainerLine::new(TextReader::HfTrainer, Role::Eval));
     }
-    let loss = value(b, b"'loss':")?;
+    let loss = value(b, key!(b"'loss':"))?;
     let mut t = TrainerLine::new(TextReader::HfTrainer, Role::Metrics);
     t.loss = Some(loss);
-    t.step = value(b, b"'step':").and_then(as_step);
+    t.step = value(b, key!(b"'step':")).and_then(as_step);
     Some(t)
 }
 
 fn parse_tqdm(b: &[u8]) -> Option<TrainerLine> {
-    find(b, b"%|")?;
-    let (rate_at, per_it) = match (find(b, b"s/it"), find(b, b"it/s")) {
+    find(b, key!(b"%|"))?;
+    let (rate_at, per_it) = match (find(b, key!(b"s/it")), find(b, key!(b"it/s"))) {
         (Some(i), _) => (i, true),
         (None, Some(i)) => (i, false),
         (None, None) => return None,
@@ -46,7 +48,7 @@ fn parse_tqdm(b: &[u8]) -> Option<TrainerLine> {
         .map_or(0, |i| i + 1);
     let (rate, _) = number_at(&b[start..rate_at])?;
     // `n/total [`: the step is the count before the slash.
-    let lb = find(b, b" [")?;
+    let lb = find(b, key!(b" ["))?;
     let head = &b[..lb];
     let slash = memchr::memrchr(b'/', head)?;
     let nstart = head[..slash]

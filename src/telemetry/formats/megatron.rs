@@ -2,7 +2,7 @@
 //! `time (ms) | …` timer line (one line, or the `(min, max) time across ranks` block), and the
 //! evaluation/checkpoint lines that mark a planned slow step.
 
-use super::text::{as_step, find, num_after, number_at};
+use super::text::{as_step, find, find_bytes, key, num_after, number_at};
 use super::{Role, TextReader, TrainerLine};
 
 /// ` iteration 12/ 1000 | consumed samples: … | elapsed time per iteration (ms): 123.4 | … | lm loss: …`
@@ -19,17 +19,24 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
         || b.starts_with(b"saving checkpoint at iteration")
     {
         let mut t = TrainerLine::new(TextReader::Megatron, Role::Eval);
-        t.step = num_after(b, b"iteration").and_then(as_step);
+        t.step = num_after(b, key!(b"iteration")).and_then(as_step);
         if b.starts_with(b"saving") {
             t.event = Some(super::TrainerEvent::Checkpoint);
         }
         return Some(t);
     }
+    // A resumed run: the first iteration after it carries the start-up (`at iteration N` is the
+    // checkpoint's step, printed before any iteration of this run).
+    if b.starts_with(b"successfully loaded checkpoint from") {
+        let mut t = TrainerLine::new(TextReader::Megatron, Role::Eval);
+        t.event = Some(super::TrainerEvent::Resume);
+        return Some(t);
+    }
     if let Some(t) = parse_nemo(b) {
         return Some(t);
     }
-    let et = find(b, b"elapsed time per iteration")?;
-    let at = find(&b[..et], b"iteration")?;
+    let et = find(b, key!(b"elapsed time per iteration"))?;
+    let at = find(&b[..et], key!(b"iteration"))?;
     let (step, end) = number_at(&b[at + 9..])?;
     if b[at + 9 + end..].trim_ascii_start().first() != Some(&b'/') {
         return None;
@@ -45,10 +52,10 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
         return None;
     };
     t.step_time_ms = number_at(rest).map(|(v, _)| v * scale);
-    t.loss = num_after(b, b"lm loss").or_else(|| num_after(b, b"lm-loss"));
-    t.global_batch = num_after(b, b"global batch size").and_then(as_step);
-    t.samples_per_s = num_after(b, b"samples per second");
-    t.tokens_per_s = num_after(b, b"tokens per second");
+    t.loss = num_after(b, key!(b"lm loss")).or_else(|| num_after(b, key!(b"lm-loss")));
+    t.global_batch = num_after(b, key!(b"global batch size")).and_then(as_step);
+    t.samples_per_s = num_after(b, key!(b"samples per second"));
+    t.tokens_per_s = num_after(b, key!(b"tokens per second"));
     Some(t)
 }
 
@@ -56,11 +63,12 @@ pub fn parse(b: &[u8]) -> Option<TrainerLine> {
 /// reduced_train_loss=3.21, global_step=99.0, consumed_samples=…, train_step_timing in s=0.812]`. The
 /// step time is `train_step_timing in s` (seconds, said by its name), the step `global_step`.
 fn parse_nemo(b: &[u8]) -> Option<TrainerLine> {
-    let timing = num_after(b, b"train_step_timing in s=")?;
+    let timing = num_after(b, key!(b"train_step_timing in s="))?;
     let mut t = TrainerLine::new(TextReader::Megatron, Role::Iteration);
-    t.step = num_after(b, b"global_step=").and_then(as_step);
+    t.step = num_after(b, key!(b"global_step=")).and_then(as_step);
     t.step_time_ms = Some(timing * 1000.0);
-    t.loss = num_after(b, b"reduced_train_loss=").or_else(|| num_after(b, b"train_loss="));
+    t.loss =
+        num_after(b, key!(b"reduced_train_loss=")).or_else(|| num_after(b, key!(b"train_loss=")));
     Some(t)
 }
 
@@ -77,7 +85,7 @@ fn is_comm(name: &[u8]) -> bool {
         b"all-to-all",
         b"alltoall",
     ];
-    COMM.iter().any(|k| find(name, k).is_some())
+    COMM.iter().any(|k| find_bytes(name, k).is_some())
 }
 
 fn is_data(name: &[u8]) -> bool {
@@ -89,7 +97,7 @@ fn is_data(name: &[u8]) -> bool {
         b"batch-generator",
         b"batch_generator",
     ];
-    DATA.iter().any(|k| find(name, k).is_some())
+    DATA.iter().any(|k| find_bytes(name, k).is_some())
 }
 
 /// A timer line. Megatron: collectives (`…all-reduce…`, `…all-gather…`, `…reduce-scatter…`,
@@ -135,9 +143,9 @@ pub fn parse_timer(b: &[u8]) -> Option<TrainerLine> {
         return Some(t);
     }
     // The block form: `    all-grads-sync ........: (1.23, 4.56)`; the max across ranks counts.
-    let dots = find(b, b"...")?;
+    let dots = find(b, key!(b"..."))?;
     let name = b[..dots].trim_ascii();
-    let open = find(b, b": (")?;
+    let open = find(b, key!(b": ("))?;
     let inner = &b[open + 3..];
     let comma = memchr::memchr(b',', inner)?;
     let (max, _) = number_at(inner[comma + 1..].trim_ascii_start())?;

@@ -16,6 +16,7 @@ mod hf;
 pub(crate) mod lightning;
 mod megatron;
 mod nanogpt;
+pub(crate) mod restart;
 mod text;
 mod torchtitan;
 
@@ -221,9 +222,35 @@ pub fn parse_text_line(line: &[u8], only: Option<TextReader>) -> Option<TrainerL
     }
     let clean = text::strip_ansi(line);
     let (prefix, rest) = text::strip_prefixes(&clean);
-    if rest.is_empty() {
+    if rest.is_empty() || !may_be_a_trainer_line(rest) {
         return None;
     }
+    parse_stripped(rest, prefix, only)
+}
+
+/// What every reader needs of a line: a `:`, `|`, `=` or `/` somewhere (the key-value and progress
+/// shapes all have one), or one of the few starts that need none (evaluation, checkpoint and resume
+/// notices). Checked first so that a line that is no telemetry at all costs two byte scans, not a try
+/// of every reader (100 MB of `x` lines took 4.3 s of CPU). Test: `the_pre_filter_changes_no_line`.
+fn may_be_a_trainer_line(b: &[u8]) -> bool {
+    const STARTS: [&[u8]; 5] = [
+        b"Resuming",
+        b"val loss",
+        b"validation loss",
+        b"saving checkpoint",
+        b"successfully loaded",
+    ];
+    memchr::memchr3(b':', b'|', b'=', b).is_some()
+        || memchr::memchr(b'/', b).is_some()
+        || STARTS.iter().any(|s| b.starts_with(s))
+}
+
+/// [`parse_text_line`] after the prefixes were stripped, without the pre-filter.
+fn parse_stripped(
+    rest: &[u8],
+    prefix: text::Prefix,
+    only: Option<TextReader>,
+) -> Option<TrainerLine> {
     let allow = |r: TextReader| only.is_none_or(|o| o == r);
     let mut got = None;
     for r in TextReader::ALL {

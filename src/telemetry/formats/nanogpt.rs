@@ -1,6 +1,6 @@
 //! nanoGPT, modded-nanogpt and llm.c: the same family of one-line-per-step printers.
 
-use super::text::{as_step, contains, find, num_after, num_unit_after, number_at};
+use super::text::{as_step, contains, find, key, num_after, num_unit_after, number_at};
 use super::{Role, TextReader, TrainerLine};
 
 /// A number followed by `ms` or `s` (nanoGPT prints `time 123.45ms`), in ms.
@@ -22,16 +22,22 @@ pub fn parse_nanogpt(b: &[u8]) -> Option<TrainerLine> {
         if rest.get(end) != Some(&b':') {
             return None;
         }
-        let (v, unit) = num_unit_after(rest, b"time")?;
+        let (v, unit) = num_unit_after(rest, key!(b"time"))?;
         let mut t = TrainerLine::new(TextReader::NanoGpt, Role::Iteration);
         t.step = as_step(step);
         t.step_time_ms = Some(duration_ms(v, unit)?);
-        t.loss = num_after(rest, b"loss");
+        t.loss = num_after(rest, key!(b"loss"));
+        return Some(t);
+    }
+    // `init_from='resume'` prints this before its first iteration.
+    if b.starts_with(b"Resuming training from") {
+        let mut t = TrainerLine::new(TextReader::NanoGpt, Role::Eval);
+        t.event = Some(super::TrainerEvent::Resume);
         return Some(t);
     }
     if let Some(rest) = b.strip_prefix(b"step ") {
         let (step, end) = number_at(rest)?;
-        if rest.get(end) != Some(&b':') || !contains(rest, b"val loss") {
+        if rest.get(end) != Some(&b':') || !contains(rest, key!(b"val loss")) {
             return None;
         }
         let mut t = TrainerLine::new(TextReader::NanoGpt, Role::Eval);
@@ -49,8 +55,8 @@ pub fn parse_modded(b: &[u8]) -> Option<TrainerLine> {
     if rest.get(end) != Some(&b'/') {
         return None;
     }
-    let (v, unit) = num_unit_after(rest, b"train_time:")?;
-    let role = if contains(rest, b"val_loss:") {
+    let (v, unit) = num_unit_after(rest, key!(b"train_time:"))?;
+    let role = if contains(rest, key!(b"val_loss:")) {
         Role::Eval
     } else {
         Role::Iteration
@@ -59,7 +65,7 @@ pub fn parse_modded(b: &[u8]) -> Option<TrainerLine> {
     t.step = as_step(step);
     t.cumulative_ms = Some(duration_ms(v, unit)?);
     if role == Role::Iteration {
-        t.loss = num_after(rest, b"train_loss:");
+        t.loss = num_after(rest, key!(b"train_loss:"));
     }
     Some(t)
 }
@@ -72,7 +78,9 @@ pub fn parse_llmc(b: &[u8]) -> Option<TrainerLine> {
     }
     let rest = b.strip_prefix(b"step ")?;
     let (step, end) = number_at(rest)?;
-    if rest[end..].trim_ascii_start().first() != Some(&b'/') || find(rest, b"| loss").is_none() {
+    if rest[end..].trim_ascii_start().first() != Some(&b'/')
+        || find(rest, key!(b"| loss")).is_none()
+    {
         return None;
     }
     let mut t = TrainerLine::new(TextReader::Llmc, Role::Iteration);

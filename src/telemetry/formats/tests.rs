@@ -465,3 +465,69 @@ fn a_checkpoint_after_any_line_changes_nothing() {
         assert_eq!(run(Some(cut)), whole, "cut before line {cut}");
     }
 }
+
+/// The pre-filter only skips lines no reader takes: every line of every sample and real log, and
+/// mutations of them, parse the same with and without it.
+#[test]
+fn the_pre_filter_changes_no_line() {
+    let files: [&[u8]; 9] = [
+        include_bytes!("../../../tests/data/formats/deepspeed.log"),
+        include_bytes!("../../../tests/data/formats/hf_trainer.log"),
+        include_bytes!("../../../tests/data/formats/llmc.log"),
+        include_bytes!("../../../tests/data/formats/megatron_lm.log"),
+        include_bytes!("../../../tests/data/formats/modded_nanogpt.txt"),
+        include_bytes!("../../../tests/data/formats/nanogpt.log"),
+        include_bytes!("../../../tests/data/formats/torchtitan.log"),
+        include_bytes!(
+            "../../../tests/data/real-logs/bigscience_meg_ds_3d_gpt2_perf_n16-ds-off.out"
+        ),
+        include_bytes!(
+            "../../../tests/data/real-logs/bigscience_meg_ds_3d_gpt2_perf_n16-ds-on.out"
+        ),
+    ];
+    let extra: [&[u8]; 8] = [
+        b"Resuming training from out",
+        b"val loss 4.5",
+        b"validation loss at iteration 100",
+        b"saving checkpoint at iteration 100",
+        b" successfully loaded checkpoint from x at iteration 300",
+        b"x",
+        b"iteration 5 elapsed time per iteration (ms) 12",
+        b"step 1 loss 2",
+    ];
+    let mut taken = 0;
+    let mut check = |line: &[u8]| {
+        let mut last = line.trim_ascii_end();
+        if let Some(i) = memchr::memrchr(b'\r', last) {
+            last = &last[i + 1..];
+        }
+        let clean = super::text::strip_ansi(last);
+        let (prefix, rest) = super::text::strip_prefixes(&clean);
+        for only in [None, Some(TextReader::Megatron), Some(TextReader::Llmc)] {
+            let got = parse_text_line(line, only);
+            let all = if rest.is_empty() {
+                None
+            } else {
+                super::parse_stripped(rest, prefix, only)
+            };
+            assert_eq!(got, all, "{}", String::from_utf8_lossy(line));
+            taken += usize::from(got.is_some());
+        }
+    };
+    for f in files {
+        for line in f.split(|c| *c == b'\n') {
+            check(line);
+            // Without the separators the filter looks for, a line must be no trainer line at all.
+            let stripped: Vec<u8> = line
+                .iter()
+                .copied()
+                .filter(|c| !matches!(c, b':' | b'|' | b'=' | b'/'))
+                .collect();
+            check(&stripped);
+        }
+    }
+    for line in extra {
+        check(line);
+    }
+    assert!(taken > 1000, "{taken}");
+}

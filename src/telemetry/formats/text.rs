@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use memchr::memmem;
+use memchr::memmem::{self, Finder};
 
 use super::super::timestamp::parse_timestamp_ms;
 
@@ -32,12 +32,29 @@ pub fn strip_ansi(line: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    memmem::find(hay, needle)
+/// A substring searcher for a literal, built once per call site: `memmem::find` builds one per call,
+/// which cost more than the search itself on short trainer lines (most of the time spent on a line
+/// that is no telemetry at all).
+macro_rules! key {
+    ($lit:literal) => {{
+        static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new($lit));
+        &*KEY
+    }};
+}
+pub(super) use key;
+
+pub fn find(hay: &[u8], key: &Finder<'_>) -> Option<usize> {
+    key.find(hay)
 }
 
-pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memmem::find(hay, needle).is_some()
+pub fn contains(hay: &[u8], key: &Finder<'_>) -> bool {
+    key.find(hay).is_some()
+}
+
+/// For needles that are not literals (few lines, short haystacks).
+pub fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    memmem::find(hay, needle)
 }
 
 /// A number at the start of `b` after separators (spaces, `:`, `=`): its value and the index just past
@@ -120,19 +137,57 @@ pub fn number_at(b: &[u8]) -> Option<(f64, usize)> {
     if digits == 0 {
         return None;
     }
-    let v = std::str::from_utf8(&buf[..n]).ok()?.parse::<f64>().ok()?;
+    let v = match exact_decimal(&buf[..n]) {
+        Some(v) => v,
+        None => std::str::from_utf8(&buf[..n]).ok()?.parse::<f64>().ok()?,
+    };
     Some((v, i))
 }
 
+/// `[-+]digits[.digits]` with at most 15 significant digits, exactly as `str::parse` reads it: an
+/// integer mantissa below 2^53 divided by a power of ten up to 10^22 is one correctly rounded
+/// operation (both operands are exact). Anything else (exponents, long mantissas) takes the general
+/// parser. Trainer lines are mostly such numbers, and the general parser was a tenth of a line's cost.
+fn exact_decimal(b: &[u8]) -> Option<f64> {
+    const POW10: [f64; 16] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (neg, digits) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    if digits.len() > 16 {
+        return None;
+    }
+    let (mut m, mut frac, mut dot, mut n) = (0u64, 0usize, false, 0usize);
+    for &c in digits {
+        match c {
+            b'0'..=b'9' => {
+                m = m * 10 + u64::from(c - b'0');
+                n += 1;
+                frac += usize::from(dot);
+            }
+            b'.' if !dot => dot = true,
+            _ => return None,
+        }
+    }
+    if n == 0 || n > 15 {
+        return None;
+    }
+    let v = m as f64 / POW10[frac];
+    Some(if neg { -v } else { v })
+}
+
 /// The number right after the first occurrence of `key`.
-pub fn num_after(hay: &[u8], key: &[u8]) -> Option<f64> {
-    let at = find(hay, key)? + key.len();
+pub fn num_after(hay: &[u8], key: &Finder<'_>) -> Option<f64> {
+    let at = find(hay, key)? + key.needle().len();
     number_at(&hay[at..]).map(|(v, _)| v)
 }
 
 /// The number right after `key`, and what follows it (for a unit suffix).
-pub fn num_unit_after<'a>(hay: &'a [u8], key: &[u8]) -> Option<(f64, &'a [u8])> {
-    let at = find(hay, key)? + key.len();
+pub fn num_unit_after<'a>(hay: &'a [u8], key: &Finder<'_>) -> Option<(f64, &'a [u8])> {
+    let at = find(hay, key)? + key.needle().len();
     let (v, end) = number_at(&hay[at..])?;
     Some((v, &hay[at + end..]))
 }
@@ -250,6 +305,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_exact_decimal_path_reads_as_the_general_parser_does() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let int = x % 10u64.pow((x >> 60) as u32 % 12);
+            let frac_digits = (x >> 40) as usize % 8;
+            let text = if frac_digits == 0 {
+                format!("{int}")
+            } else {
+                format!(
+                    "{int}.{:0w$}",
+                    (x >> 8) % 10u64.pow(frac_digits as u32),
+                    w = frac_digits
+                )
+            };
+            for t in [text.clone(), format!("-{text}")] {
+                let want: f64 = t.parse().unwrap();
+                if let Some(got) = exact_decimal(t.as_bytes()) {
+                    assert_eq!(got.to_bits(), want.to_bits(), "{t}");
+                }
+                assert_eq!(
+                    number_at(t.as_bytes()).map(|(v, _)| v.to_bits()),
+                    Some(want.to_bits()),
+                    "{t}"
+                );
+            }
+        }
+        for t in [
+            "0.1",
+            "812.50",
+            "4.2345",
+            "1234567.891",
+            "0.000001",
+            "-0.0",
+            "7.",
+        ] {
+            assert_eq!(
+                exact_decimal(t.as_bytes()).map(f64::to_bits),
+                Some(t.parse::<f64>().unwrap().to_bits()),
+                "{t}"
+            );
+        }
+        assert_eq!(exact_decimal(b"1234567890123456"), None);
+        assert_eq!(exact_decimal(b"1e5"), None);
+    }
+
+    #[test]
     fn numbers() {
         assert_eq!(number_at(b": 1.244238E+01 |"), Some((12.44238, 14)));
         assert_eq!(number_at(b" 4.2345, time"), Some((4.2345, 7)));
@@ -261,7 +365,7 @@ mod tests {
         assert_eq!(number_at(b"2e"), Some((2.0, 1)));
         assert_eq!(number_at(b" x1"), None);
         assert_eq!(
-            num_after(b"a | lm loss 2.2E-03 |", b"lm loss"),
+            num_after(b"a | lm loss 2.2E-03 |", key!(b"lm loss")),
             Some(0.0022)
         );
     }
