@@ -72,6 +72,13 @@ pub struct WatchState {
     pub pipeline: String,
 }
 
+/// The binary layout of the pipeline blob, written first. postcard is not self-describing: a blob
+/// of another layout would fail deep inside (or, worse, decode as something else), so a change to
+/// any struct in it bumps this and the state says plainly that another version wrote it. A state
+/// outlives the binary (a watch upgraded mid-run; the controller's state across a rollout).
+/// 0x4d4b_xxxx: a first value no earlier blob started with. 2: restarts in the step sequence.
+pub const PIPELINE_LAYOUT: u32 = 0x4d4b_0002;
+
 /// The streaming part of the pipeline, between windows.
 pub struct Pipeline {
     pub ingest: Ingest,
@@ -93,15 +100,25 @@ impl Pipeline {
             windower: postcard::to_allocvec(&self.windower).expect("the windower serialises"),
             extractor: postcard::to_allocvec(&self.extractor).expect("the extractor serialises"),
         };
-        B64.encode(postcard::to_allocvec(&blob).expect("the pipeline serialises"))
+        let mut bytes = postcard::to_allocvec(&PIPELINE_LAYOUT).expect("a u32 serialises");
+        bytes.extend(postcard::to_allocvec(&blob).expect("the pipeline serialises"));
+        B64.encode(bytes)
     }
 
     pub fn decode(text: &str, format: Format, opts: &IngestOptions) -> anyhow::Result<Pipeline> {
         let bytes = B64
             .decode(text)
             .map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
+        let layout = postcard::take_from_bytes::<u32>(&bytes).ok();
+        let Some((PIPELINE_LAYOUT, rest)) = layout else {
+            anyhow::bail!(
+                "the pipeline state has another layout ({}; this version reads {PIPELINE_LAYOUT:#x}): \
+                 another version of modekeeper wrote it",
+                layout.map_or("none".into(), |(v, _)| format!("{v:#x}"))
+            );
+        };
         let blob: PipelineBlob =
-            postcard::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
+            postcard::from_bytes(rest).map_err(|e| anyhow::anyhow!("pipeline: {e}"))?;
         Ok(Pipeline {
             ingest: Ingest::restore(format, opts, &blob.ingest)?,
             windower: postcard::from_bytes(&blob.windower)

@@ -663,3 +663,31 @@ fn a_checkpoint_between_the_end_of_the_source_and_the_next_advance_loses_no_wind
     assert!(s.ended());
     assert_eq!(trace.len(), 40, "the last window is evaluated");
 }
+
+/// A pipeline blob of another layout (an older binary's: no layout first; or a later one's) is
+/// refused with a sentence that says another version wrote it, never decoded as something else.
+#[test]
+fn a_pipeline_of_another_layout_says_another_version_wrote_it() {
+    use base64::Engine;
+    let a = setup();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&a);
+    let mut trace = vec![];
+    feed(&mut s, &mut p, &lines()[..200], &mut trace);
+    let state = reload(&s, &p);
+    assert!(Session::resume(&a, state.clone(), &mut p).is_ok());
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let bytes = b64.decode(&state.pipeline).unwrap();
+    let (layout, body) = postcard::take_from_bytes::<u32>(&bytes).unwrap();
+    assert_eq!(layout, super::state::PIPELINE_LAYOUT);
+    let later = [postcard::to_allocvec(&(layout + 1)).unwrap(), body.to_vec()].concat();
+    for (what, blob) in [("older", body.to_vec()), ("later", later)] {
+        let mut st = state.clone();
+        st.pipeline = b64.encode(blob);
+        let e = Session::resume(&a, st, &mut p).err().unwrap();
+        assert!(
+            matches!(e, SessionError::Pipeline(ref m) if m.contains("another version of modekeeper wrote it")),
+            "{what}: {e}"
+        );
+    }
+}
