@@ -427,6 +427,15 @@ fn on_event(
             trace
                 .write_all(line.as_bytes())
                 .context("cannot write the decision trace")?;
+            if decision && let Some(k) = k8s_events {
+                // The loop's own rollback of a change that hurt: its apply Event says so.
+                k.note_decision(
+                    event
+                        .proposals
+                        .iter()
+                        .any(|p| p.reason.starts_with("rollback: ")),
+                );
+            }
             if decision {
                 explain.event(
                     "watch_decision",
@@ -530,11 +539,7 @@ impl ApplyHost for WatchApply<'_> {
                    "fields": one.fields}),
         )?;
         if let Some(k) = self.events.as_deref_mut() {
-            // The loop's own rollback of a change that hurt says so in its Event.
-            let rollback = req
-                .changes
-                .iter()
-                .any(|c| c.reason.starts_with("rollback: "));
+            let rollback = k.latest_decision_is_rollback();
             let moves: Vec<(String, f64, f64)> = req
                 .changes
                 .iter()

@@ -20,6 +20,8 @@ pub(super) struct WatchEvents {
     workload: Option<Workload>,
     /// Failures before a recorder existed (connect, reading the workload).
     failed_early: u64,
+    /// The latest decision is the loop's rollback of a change that hurt.
+    rollback: bool,
 }
 
 impl WatchEvents {
@@ -30,7 +32,17 @@ impl WatchEvents {
             conn: None,
             workload: None,
             failed_early: 0,
+            rollback: false,
         }
+    }
+
+    /// A new decision was made; `rollback`: its proposals undo a change judged hurt.
+    pub(super) fn note_decision(&mut self, rollback: bool) {
+        self.rollback = rollback;
+    }
+
+    pub(super) fn latest_decision_is_rollback(&self) -> bool {
+        self.rollback
     }
 
     /// One Event per verdict.
