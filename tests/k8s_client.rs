@@ -513,7 +513,7 @@ mod lease {
         cfg.lease_duration = Duration::from_millis(duration_ms);
         cfg.renew_deadline = Duration::from_millis(duration_ms * 2 / 3);
         cfg.retry_period = Duration::from_millis(50);
-        let e = LeaderElector::new(c.api(), cfg);
+        let e = LeaderElector::new(c.api(), cfg).unwrap();
         (c, e)
     }
 
@@ -580,6 +580,48 @@ mod lease {
             sim.requests().iter().any(|r| r.status == 409),
             "no conflict in 20 rounds"
         );
+    }
+
+    /// A lease duration that is not a whole number of seconds: the Lease must not tell the
+    /// standbys a shorter duration than the leader's renew deadline assumes (it used to write
+    /// 1900 ms as `leaseDurationSeconds: 1`, so b took over after 1 s while a, renew deadline
+    /// 1.5 s, still led).
+    #[test]
+    fn a_fractional_lease_duration_never_makes_two_leaders() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let (ca, mut a) = contender(&case, "frac", "a", 1900);
+        let (cb, mut b) = contender(&case, "frac", "b", 1900);
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
+        std::thread::sleep(Duration::from_millis(1100));
+        let b_leads = cb.block_on(b.try_acquire_or_renew()).unwrap();
+        assert!(
+            !(b_leads && a.is_leader()),
+            "two leaders: {:?}",
+            sim.get(ResourceKind::Lease, "ml", "frac").unwrap()["spec"]
+        );
+        assert_eq!(
+            sim.get(ResourceKind::Lease, "ml", "frac").unwrap()["spec"]["leaseDurationSeconds"],
+            2,
+            "rounded up"
+        );
+    }
+
+    /// A renew deadline that is not shorter than the lease duration would let a leader keep
+    /// acting after a standby took over: refused up front.
+    #[test]
+    fn a_renew_deadline_not_below_the_lease_duration_is_refused() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(5000));
+        let mut cfg = LeaseConfig::new("ml", "bad", "a");
+        cfg.renew_deadline = cfg.lease_duration;
+        let err = LeaderElector::new(c.api(), cfg).err().expect("refused");
+        assert!(err.to_string().contains("renew deadline"), "{err}");
+        let mut cfg = LeaseConfig::new("ml", "bad", "a");
+        cfg.retry_period = cfg.renew_deadline;
+        assert!(LeaderElector::new(c.api(), cfg).is_err());
     }
 
     /// The leader stops renewing: the standby, which keeps trying, leads once the record has not

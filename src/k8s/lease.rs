@@ -48,6 +48,58 @@ impl LeaseConfig {
     }
 }
 
+/// A [`LeaseConfig`] whose timings could make two leaders.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseConfigError {
+    #[error(
+        "Lease {lease}: renew deadline {renew_deadline:?} must be shorter than the lease duration {lease_duration:?}"
+    )]
+    RenewDeadlineTooLong {
+        lease: String,
+        renew_deadline: Duration,
+        lease_duration: Duration,
+    },
+    #[error(
+        "Lease {lease}: retry period {retry_period:?} (+20 % jitter) must be shorter than the renew deadline {renew_deadline:?}"
+    )]
+    RetryPeriodTooLong {
+        lease: String,
+        retry_period: Duration,
+        renew_deadline: Duration,
+    },
+}
+
+impl LeaseConfig {
+    /// client-go's checks: a leader must stop calling itself leader before a standby may take
+    /// over, and must get at least one retry within its renew deadline.
+    pub fn validate(&self) -> Result<(), LeaseConfigError> {
+        let lease = format!("{}/{}", self.namespace, self.name);
+        if self.renew_deadline >= self.lease_duration {
+            return Err(LeaseConfigError::RenewDeadlineTooLong {
+                lease,
+                renew_deadline: self.renew_deadline,
+                lease_duration: self.lease_duration,
+            });
+        }
+        if self.retry_period.mul_f64(1.2) >= self.renew_deadline {
+            return Err(LeaseConfigError::RetryPeriodTooLong {
+                lease,
+                retry_period: self.retry_period,
+                renew_deadline: self.renew_deadline,
+            });
+        }
+        Ok(())
+    }
+
+    /// `leaseDurationSeconds` as written: rounded up, so standbys never wait less than the
+    /// leader's renew deadline assumes.
+    fn duration_seconds(&self) -> i32 {
+        let d = self.lease_duration;
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
+    }
+}
+
 /// The Lease of one shard: `<base>-shard-<shard>`.
 pub fn shard_lease_name(base: &str, shard: u32) -> String {
     format!("{base}-shard-{shard}")
@@ -81,14 +133,15 @@ fn conflict(e: &ClusterError) -> bool {
 }
 
 impl LeaderElector {
-    pub fn new(cluster: &KubeCluster, cfg: LeaseConfig) -> LeaderElector {
-        LeaderElector {
+    pub fn new(cluster: &KubeCluster, cfg: LeaseConfig) -> Result<LeaderElector, LeaseConfigError> {
+        cfg.validate()?;
+        Ok(LeaderElector {
             api: Api::namespaced(cluster.client(), &cfg.namespace),
             timeout: cluster.request_timeout(),
             cfg,
             observed: None,
             renewed_at: None,
-        }
+        })
     }
 
     /// Runs one API call under the request timeout and classifies its failure.
@@ -271,8 +324,7 @@ impl LeaderElector {
     /// The record this replica writes: a renewal keeps acquireTime and transitions, a takeover
     /// stamps a new acquireTime and counts a transition.
     fn record(&self, previous: Option<&LeaseSpec>) -> LeaseSpec {
-        let duration_s =
-            i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let duration_s = self.cfg.duration_seconds();
         let now = now();
         match previous {
             Some(p) if p.holder_identity.as_deref() == Some(self.cfg.identity.as_str()) => {
@@ -310,6 +362,21 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_seconds_round_up() {
+        let mut cfg = LeaseConfig::new("ml", "l", "a");
+        assert_eq!(cfg.duration_seconds(), 15);
+        cfg.lease_duration = Duration::from_millis(1900);
+        assert_eq!(cfg.duration_seconds(), 2);
+        cfg.lease_duration = Duration::from_millis(200);
+        assert_eq!(cfg.duration_seconds(), 1);
+    }
+
+    #[test]
+    fn client_go_defaults_are_valid() {
+        assert_eq!(LeaseConfig::new("ml", "l", "a").validate(), Ok(()));
+    }
 
     #[test]
     fn shard_leases_have_their_own_names() {
