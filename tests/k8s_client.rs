@@ -242,6 +242,30 @@ mod events {
         assert_eq!((rec.posted(), rec.failed()), (3, 0));
     }
 
+    /// With no request timeout (`--request-timeout 0`), a hanging Events endpoint still gives
+    /// the loop back: the post fails as a timeout after `MAX_EVENT_WAIT` instead of never.
+    #[test]
+    fn a_hanging_event_post_is_bounded_without_a_request_timeout() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(0));
+        let w = c
+            .block_on(c.api().get_workload(&trainer()))
+            .unwrap()
+            .unwrap();
+        sim.inject_fault(Fault::hang("/apis/events.k8s.io/**"));
+        let rec = c.api().event_recorder(None);
+        let ev = WorkloadEvent::new(EventType::Normal, "KnobsApplied", "Apply", "x");
+        let t = std::time::Instant::now();
+        let limit = modekeeper::k8s::MAX_EVENT_WAIT + Duration::from_secs(5);
+        let got = c
+            .block_on(async { tokio::time::timeout(limit, rec.publish(&w, &ev)).await })
+            .expect("the post never returned");
+        assert_eq!(got.unwrap_err().kind, ClusterErrorKind::Timeout);
+        assert!(t.elapsed() >= modekeeper::k8s::MAX_EVENT_WAIT);
+        assert_eq!((rec.posted(), rec.failed()), (0, 1));
+    }
+
     #[test]
     fn a_refused_event_is_an_error_and_counted() {
         let sim = standard().start_blocking().unwrap();
