@@ -632,6 +632,42 @@ mod lease {
         );
     }
 
+    /// The answer to a renewal comes back late (the write was stored at once): the leader's renew
+    /// deadline must count from when it sent the renewal, not from the late answer, since the
+    /// standbys count the lease duration from when they saw the stored record.
+    #[test]
+    fn a_late_answer_to_a_renewal_does_not_extend_leadership() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let (ca, mut a) = contender(&case, "late", "a", 1000);
+        let (cb, mut b) = contender(&case, "late", "b", 1000);
+        a = {
+            let mut cfg = a.config().clone();
+            cfg.renew_deadline = Duration::from_millis(900);
+            LeaderElector::new(ca.api(), cfg).unwrap()
+        };
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        sim.inject_fault(
+            Fault::delay_after("/apis/coordination.k8s.io/**", Duration::from_millis(500))
+                .method("PUT")
+                .times(1),
+        );
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            let renewal = s.spawn(|| ca.block_on(a.try_acquire_or_renew()).unwrap());
+            std::thread::sleep(Duration::from_millis(150));
+            // b sees a's renewed record (stored, its answer still on the way).
+            assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
+            assert!(renewal.join().unwrap(), "a renewed");
+        });
+        std::thread::sleep(
+            (t0 + Duration::from_millis(1250)).saturating_duration_since(Instant::now()),
+        );
+        let b_leads = cb.block_on(b.try_acquire_or_renew()).unwrap();
+        assert!(b_leads, "the record b saw is older than the lease duration");
+        assert!(!a.is_leader(), "two leaders");
+    }
+
     /// A renew deadline that is not shorter than the lease duration would let a leader keep
     /// acting after a standby took over: refused up front.
     #[test]

@@ -7,9 +7,9 @@
 //! second leader. A Lease counts as expired when its record has not changed for
 //! `leaseDurationSeconds` *as this replica observed it* (its own monotonic clock, never the
 //! holder's timestamps, so clock skew between nodes cannot hand the Lease over early). A leader
-//! that has not renewed within `renew_deadline` (< lease duration) stops calling itself leader
-//! before anyone else may take over. What the leader does with its leadership is the caller's;
-//! this type only answers "am I the leader now?".
+//! that has not renewed within `renew_deadline` (< lease duration, counted from when it sent the
+//! renewal) stops calling itself leader before anyone else may take over. What the leader does
+//! with its leadership is the caller's; this type only answers "am I the leader now?".
 
 use std::time::{Duration, Instant};
 
@@ -204,6 +204,7 @@ impl LeaderElector {
                 },
                 spec: Some(self.record(None)),
             };
+            let sent = Instant::now();
             let created = self
                 .call(
                     format!("POST {}", what()),
@@ -212,7 +213,7 @@ impl LeaderElector {
                 .await;
             return match created {
                 Ok(created) => {
-                    self.took(&created);
+                    self.took(&created, sent);
                     Ok(true)
                 }
                 Err(e) => {
@@ -261,6 +262,7 @@ impl LeaderElector {
         let mut lease = current.clone();
         lease.spec = Some(self.record(Some(&spec)));
         // `replace` sends metadata.resourceVersion: the server refuses it if anyone wrote since.
+        let sent = Instant::now();
         let replaced = self
             .call(
                 format!("PUT {}", what()),
@@ -270,7 +272,7 @@ impl LeaderElector {
             .await;
         match replaced {
             Ok(stored) => {
-                self.took(&stored);
+                self.took(&stored, sent);
                 Ok(true)
             }
             Err(e) => {
@@ -349,12 +351,14 @@ impl LeaderElector {
         }
     }
 
-    fn took(&mut self, stored: &Lease) {
-        self.renewed_at = Some(Instant::now());
+    /// Counts from when the write was sent: the server stored it after that, and standbys count
+    /// the lease duration from when they saw it, so a late answer cannot stretch leadership.
+    fn took(&mut self, stored: &Lease, sent: Instant) {
+        self.renewed_at = Some(sent);
         self.observed = Some(Observed {
             resource_version: stored.metadata.resource_version.clone().unwrap_or_default(),
             spec: stored.spec.clone().unwrap_or_default(),
-            at: Instant::now(),
+            at: sent,
         });
     }
 }
