@@ -209,6 +209,10 @@ fn execute(
         eprint!("\r\x1b[2K");
     }
     checkpoint(&mut trace, &out, &session, &set, source.as_ref())?;
+    if let Some(k) = &k8s_events {
+        let (posted, failed) = k.counts();
+        explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
+    }
     conclude(
         global,
         &ctx,
@@ -216,7 +220,6 @@ fn execute(
         source.as_ref(),
         source_events,
         stop_reason,
-        k8s_events.as_ref(),
         explain,
     )
 }
@@ -334,15 +337,10 @@ fn conclude(
     source: &dyn LiveSource,
     source_events: u64,
     stop_reason: &str,
-    k8s_events: Option<&WatchEvents>,
     explain: &mut ExplainLog,
 ) -> anyhow::Result<()> {
     let (report, latest) = write_latest(ctx, session, source, source_events, Some(stop_reason))?;
     let outcome_plan = final_plan(ctx, session)?;
-    if let Some(k) = k8s_events {
-        let (posted, failed) = k.counts();
-        explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
-    }
     explain.event(
         "watch_report",
         json!({"latest": latest, "stop_reason": stop_reason, "iterations": session.iterations(),
@@ -417,6 +415,9 @@ fn on_event(
                 .write_all(line.as_bytes())
                 .context("cannot write the decision trace")?;
             if decision {
+                if let Some(k) = k8s_events {
+                    k.decision(index, &event.proposals);
+                }
                 explain.event(
                     "watch_decision",
                     json!({"window": event.window, "chord": event.chord, "active_chords": event.active_chords,
@@ -519,23 +520,12 @@ impl ApplyHost for WatchApply<'_> {
                    "fields": one.fields}),
         )?;
         if let Some(k) = self.events.as_deref_mut() {
-            // The loop's own rollback of a change that hurt says so in its Event.
-            let rollback = req
-                .changes
-                .iter()
-                .any(|c| c.reason.starts_with("rollback: "));
             let moves: Vec<(String, f64, f64)> = req
                 .changes
                 .iter()
                 .map(|c| (c.knob.clone(), c.from, c.to))
                 .collect();
-            k.apply(
-                decision,
-                &moves,
-                one.result.as_ref(),
-                rollback,
-                self.explain,
-            )?;
+            k.apply(decision, &moves, one.result.as_ref(), self.explain)?;
         }
         if self.plain_lines {
             println!(
