@@ -491,6 +491,39 @@ mod watcher {
         assert_eq!(next(), WorkloadChange::Deleted(trainer()));
     }
 
+    /// A watch with nothing to say for longer than the request timeout (the apiserver's
+    /// bookmarks come about once a minute) stays open: the request timeout bounds calls, not a
+    /// watch's quiet reads (it used to end every idle watch in an error and a restart).
+    #[test]
+    fn a_quiet_watch_outlives_the_request_timeout() {
+        use modekeeper::k8s::WorkloadChange;
+        let sim = KubeSim::builder()
+            .namespace("ml")
+            .workload(WorkloadSeed::deployment("ml", "trainer").label(OPT_IN, "true"))
+            .token("t0", "alice", [kube_sim::Rule::admin()])
+            .start_blocking()
+            .unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(300));
+        let mut stream = Box::pin(c.api().watch_workloads(
+            WorkloadKind::Deployment,
+            None,
+            &format!("{OPT_IN}=true"),
+        ));
+        for _ in 0..3 {
+            c.block_on(stream.next()).unwrap().unwrap();
+        }
+        let quiet = c.block_on(async {
+            tokio::time::timeout(Duration::from_millis(1500), stream.next()).await
+        });
+        assert!(quiet.is_err(), "the quiet watch yielded {quiet:?}");
+        set_opt_in(&sim, "ml", "trainer", false);
+        assert_eq!(
+            c.block_on(stream.next()).unwrap().unwrap(),
+            WorkloadChange::Deleted(trainer())
+        );
+    }
+
     #[test]
     fn a_streaming_list_ends_its_initial_events_with_a_bookmark() {
         let sim = sim();
