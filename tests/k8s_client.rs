@@ -693,11 +693,20 @@ mod lease {
             assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
             assert!(renewal.join().unwrap(), "a renewed");
         });
-        std::thread::sleep(
-            (t0 + Duration::from_millis(1250)).saturating_duration_since(Instant::now()),
+        // b takes over once the record it saw is a lease duration old (about t0 + 1.15 s): a's
+        // renew deadline (0.9 s) counted from its send (t0) has run out by then; counted from
+        // the late answer (t0 + 0.5 s) it would still run.
+        let took = loop {
+            if cb.block_on(b.try_acquire_or_renew()).unwrap() {
+                break t0.elapsed();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no takeover");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            took >= Duration::from_millis(1100),
+            "took over early: {took:?}"
         );
-        let b_leads = cb.block_on(b.try_acquire_or_renew()).unwrap();
-        assert!(b_leads, "the record b saw is older than the lease duration");
         assert!(!a.is_leader(), "two leaders");
     }
 
