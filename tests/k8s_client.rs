@@ -242,6 +242,30 @@ mod events {
         assert_eq!((rec.posted(), rec.failed()), (3, 0));
     }
 
+    /// With no request timeout (`--request-timeout 0`), a hanging Events endpoint still gives
+    /// the loop back: the post fails as a timeout after `MAX_EVENT_WAIT` instead of never.
+    #[test]
+    fn a_hanging_event_post_is_bounded_without_a_request_timeout() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(0));
+        let w = c
+            .block_on(c.api().get_workload(&trainer()))
+            .unwrap()
+            .unwrap();
+        sim.inject_fault(Fault::hang("/apis/events.k8s.io/**"));
+        let rec = c.api().event_recorder(None);
+        let ev = WorkloadEvent::new(EventType::Normal, "KnobsApplied", "Apply", "x");
+        let t = std::time::Instant::now();
+        let limit = modekeeper::k8s::MAX_EVENT_WAIT + Duration::from_secs(5);
+        let got = c
+            .block_on(async { tokio::time::timeout(limit, rec.publish(&w, &ev)).await })
+            .expect("the post never returned");
+        assert_eq!(got.unwrap_err().kind, ClusterErrorKind::Timeout);
+        assert!(t.elapsed() >= modekeeper::k8s::MAX_EVENT_WAIT);
+        assert_eq!((rec.posted(), rec.failed()), (0, 1));
+    }
+
     #[test]
     fn a_refused_event_is_an_error_and_counted() {
         let sim = standard().start_blocking().unwrap();
@@ -467,6 +491,39 @@ mod watcher {
         assert_eq!(next(), WorkloadChange::Deleted(trainer()));
     }
 
+    /// A watch with nothing to say for longer than the request timeout (the apiserver's
+    /// bookmarks come about once a minute) stays open: the request timeout bounds calls, not a
+    /// watch's quiet reads (it used to end every idle watch in an error and a restart).
+    #[test]
+    fn a_quiet_watch_outlives_the_request_timeout() {
+        use modekeeper::k8s::WorkloadChange;
+        let sim = KubeSim::builder()
+            .namespace("ml")
+            .workload(WorkloadSeed::deployment("ml", "trainer").label(OPT_IN, "true"))
+            .token("t0", "alice", [kube_sim::Rule::admin()])
+            .start_blocking()
+            .unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(300));
+        let mut stream = Box::pin(c.api().watch_workloads(
+            WorkloadKind::Deployment,
+            None,
+            &format!("{OPT_IN}=true"),
+        ));
+        for _ in 0..3 {
+            c.block_on(stream.next()).unwrap().unwrap();
+        }
+        let quiet = c.block_on(async {
+            tokio::time::timeout(Duration::from_millis(1500), stream.next()).await
+        });
+        assert!(quiet.is_err(), "the quiet watch yielded {quiet:?}");
+        set_opt_in(&sim, "ml", "trainer", false);
+        assert_eq!(
+            c.block_on(stream.next()).unwrap().unwrap(),
+            WorkloadChange::Deleted(trainer())
+        );
+    }
+
     #[test]
     fn a_streaming_list_ends_its_initial_events_with_a_bookmark() {
         let sim = sim();
@@ -513,7 +570,7 @@ mod lease {
         cfg.lease_duration = Duration::from_millis(duration_ms);
         cfg.renew_deadline = Duration::from_millis(duration_ms * 2 / 3);
         cfg.retry_period = Duration::from_millis(50);
-        let e = LeaderElector::new(c.api(), cfg);
+        let e = LeaderElector::new(c.api(), cfg).unwrap();
         (c, e)
     }
 
@@ -580,6 +637,93 @@ mod lease {
             sim.requests().iter().any(|r| r.status == 409),
             "no conflict in 20 rounds"
         );
+    }
+
+    /// A lease duration that is not a whole number of seconds: the Lease must not tell the
+    /// standbys a shorter duration than the leader's renew deadline assumes (it used to write
+    /// 1900 ms as `leaseDurationSeconds: 1`, so b took over after 1 s while a, renew deadline
+    /// 1.5 s, still led).
+    #[test]
+    fn a_fractional_lease_duration_never_makes_two_leaders() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let (ca, mut a) = contender(&case, "frac", "a", 1900);
+        let (cb, mut b) = contender(&case, "frac", "b", 1900);
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
+        std::thread::sleep(Duration::from_millis(1100));
+        let b_leads = cb.block_on(b.try_acquire_or_renew()).unwrap();
+        assert!(
+            !(b_leads && a.is_leader()),
+            "two leaders: {:?}",
+            sim.get(ResourceKind::Lease, "ml", "frac").unwrap()["spec"]
+        );
+        assert_eq!(
+            sim.get(ResourceKind::Lease, "ml", "frac").unwrap()["spec"]["leaseDurationSeconds"],
+            2,
+            "rounded up"
+        );
+    }
+
+    /// The answer to a renewal comes back late (the write was stored at once): the leader's renew
+    /// deadline must count from when it sent the renewal, not from the late answer, since the
+    /// standbys count the lease duration from when they saw the stored record.
+    #[test]
+    fn a_late_answer_to_a_renewal_does_not_extend_leadership() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let (ca, mut a) = contender(&case, "late", "a", 1000);
+        let (cb, mut b) = contender(&case, "late", "b", 1000);
+        a = {
+            let mut cfg = a.config().clone();
+            cfg.renew_deadline = Duration::from_millis(900);
+            LeaderElector::new(ca.api(), cfg).unwrap()
+        };
+        assert!(ca.block_on(a.try_acquire_or_renew()).unwrap());
+        sim.inject_fault(
+            Fault::delay_after("/apis/coordination.k8s.io/**", Duration::from_millis(500))
+                .method("PUT")
+                .times(1),
+        );
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            let renewal = s.spawn(|| ca.block_on(a.try_acquire_or_renew()).unwrap());
+            std::thread::sleep(Duration::from_millis(150));
+            // b sees a's renewed record (stored, its answer still on the way).
+            assert!(!cb.block_on(b.try_acquire_or_renew()).unwrap());
+            assert!(renewal.join().unwrap(), "a renewed");
+        });
+        // b takes over once the record it saw is a lease duration old (about t0 + 1.15 s): a's
+        // renew deadline (0.9 s) counted from its send (t0) has run out by then; counted from
+        // the late answer (t0 + 0.5 s) it would still run.
+        let took = loop {
+            if cb.block_on(b.try_acquire_or_renew()).unwrap() {
+                break t0.elapsed();
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "no takeover");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            took >= Duration::from_millis(1100),
+            "took over early: {took:?}"
+        );
+        assert!(!a.is_leader(), "two leaders");
+    }
+
+    /// A renew deadline that is not shorter than the lease duration would let a leader keep
+    /// acting after a standby took over: refused up front.
+    #[test]
+    fn a_renew_deadline_not_below_the_lease_duration_is_refused() {
+        let sim = standard().start_blocking().unwrap();
+        let case = Case::new(&sim, "t0");
+        let c = connect(&case, Some(5000));
+        let mut cfg = LeaseConfig::new("ml", "bad", "a");
+        cfg.renew_deadline = cfg.lease_duration;
+        let err = LeaderElector::new(c.api(), cfg).err().expect("refused");
+        assert!(err.to_string().contains("renew deadline"), "{err}");
+        let mut cfg = LeaseConfig::new("ml", "bad", "a");
+        cfg.retry_period = cfg.renew_deadline;
+        assert!(LeaderElector::new(c.api(), cfg).is_err());
     }
 
     /// The leader stops renewing: the standby, which keeps trying, leads once the record has not

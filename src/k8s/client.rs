@@ -20,9 +20,15 @@ use super::{
 };
 use crate::plan::Target;
 
+/// The longest quiet read on a watch (kube-rs's default read timeout, just over the watcher's
+/// `timeoutSeconds` of 290 s).
+pub const WATCH_IDLE_TIMEOUT: Duration = Duration::from_secs(295);
+
 /// A kube-rs client with the identity it was built for and its request timeout.
 pub struct KubeCluster {
     client: kube::Client,
+    /// The same connection settings with a read timeout for long, quiet watches.
+    watch_client: kube::Client,
     identity: ClusterIdentity,
     timeout: Option<Duration>,
     requests: AtomicU64,
@@ -33,11 +39,22 @@ impl KubeCluster {
     /// spawns its connection worker there).
     pub async fn connect(opts: &ConnectOptions) -> Result<KubeCluster, ConfigError> {
         let (config, identity) = config::load(opts).await?;
-        let client = kube::Client::try_from(config).map_err(|e| ConfigError {
-            message: format!("cannot build a client for {}: {e}", identity.server),
-        })?;
+        // A watch may be quiet for minutes (the apiserver sends a bookmark about once a minute,
+        // and ends it after the watcher's 290 s): the request timeout bounds calls, not its
+        // reads, or every idle watch would fail and restart after the request timeout.
+        let mut watch_config = config.clone();
+        watch_config.read_timeout =
+            Some(WATCH_IDLE_TIMEOUT.max(opts.request_timeout.unwrap_or_default()));
+        let build = |config| {
+            kube::Client::try_from(config).map_err(|e| ConfigError {
+                message: format!("cannot build a client for {}: {e}", identity.server),
+            })
+        };
+        let client = build(config)?;
+        let watch_client = build(watch_config)?;
         Ok(KubeCluster {
             client,
+            watch_client,
             identity,
             timeout: opts.request_timeout,
             requests: AtomicU64::new(0),
@@ -47,6 +64,11 @@ impl KubeCluster {
     /// The kube-rs client (for kube-runtime's helpers: the event recorder, watchers).
     pub(super) fn client(&self) -> kube::Client {
         self.client.clone()
+    }
+
+    /// The client for kube-runtime's watchers: reads may idle up to [`WATCH_IDLE_TIMEOUT`].
+    pub(super) fn watch_client(&self) -> kube::Client {
+        self.watch_client.clone()
     }
 
     pub(super) fn request_timeout(&self) -> Option<Duration> {

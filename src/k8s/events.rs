@@ -25,6 +25,11 @@ pub const REPORTING_CONTROLLER: &str = "modekeeper";
 
 /// The apiserver refuses a longer note (events.k8s.io/v1 validation).
 pub const MAX_NOTE_BYTES: usize = 1024;
+/// The longest wait for one Event when the connection has no request timeout (`0`: no limit):
+/// an Event is a notice, and a hanging Events endpoint must not stall the loop that posts it
+/// (its next apply, its rollbacks).
+pub const MAX_EVENT_WAIT: Duration = super::config::DEFAULT_REQUEST_TIMEOUT;
+
 /// The apiserver refuses a longer reason or action.
 const MAX_WORD_BYTES: usize = 128;
 
@@ -207,7 +212,7 @@ pub fn regarding(workload: &Workload) -> ObjectReference {
 /// Posts [`WorkloadEvent`]s with kube-runtime's recorder; counts what was posted and what failed.
 pub struct EventRecorder {
     recorder: Recorder,
-    timeout: Option<Duration>,
+    timeout: Duration,
     posted: AtomicU64,
     failed: AtomicU64,
 }
@@ -239,12 +244,9 @@ impl EventRecorder {
             workload.target.name()
         );
         let fut = self.recorder.publish(&ev, &reference);
-        let result = match self.timeout {
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r.map_err(|e| ClusterError::from_kube(&what, &e)),
-                Err(_) => Err(ClusterError::timeout(&what, limit)),
-            },
-            None => fut.await.map_err(|e| ClusterError::from_kube(&what, &e)),
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(r) => r.map_err(|e| ClusterError::from_kube(&what, &e)),
+            Err(_) => Err(ClusterError::timeout(&what, self.timeout)),
         };
         match &result {
             Ok(()) => self.posted.fetch_add(1, Ordering::Relaxed),
@@ -274,7 +276,7 @@ impl KubeCluster {
         }
         EventRecorder {
             recorder: Recorder::new(self.client(), reporter),
-            timeout: self.request_timeout(),
+            timeout: self.request_timeout().unwrap_or(MAX_EVENT_WAIT),
             posted: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }

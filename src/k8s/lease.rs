@@ -7,9 +7,9 @@
 //! second leader. A Lease counts as expired when its record has not changed for
 //! `leaseDurationSeconds` *as this replica observed it* (its own monotonic clock, never the
 //! holder's timestamps, so clock skew between nodes cannot hand the Lease over early). A leader
-//! that has not renewed within `renew_deadline` (< lease duration) stops calling itself leader
-//! before anyone else may take over. What the leader does with its leadership is the caller's;
-//! this type only answers "am I the leader now?".
+//! that has not renewed within `renew_deadline` (< lease duration, counted from when it sent the
+//! renewal) stops calling itself leader before anyone else may take over. What the leader does
+//! with its leadership is the caller's; this type only answers "am I the leader now?".
 
 use std::time::{Duration, Instant};
 
@@ -48,6 +48,58 @@ impl LeaseConfig {
     }
 }
 
+/// A [`LeaseConfig`] whose timings could make two leaders.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseConfigError {
+    #[error(
+        "Lease {lease}: renew deadline {renew_deadline:?} must be shorter than the lease duration {lease_duration:?}"
+    )]
+    RenewDeadlineTooLong {
+        lease: String,
+        renew_deadline: Duration,
+        lease_duration: Duration,
+    },
+    #[error(
+        "Lease {lease}: retry period {retry_period:?} (+20 % jitter) must be shorter than the renew deadline {renew_deadline:?}"
+    )]
+    RetryPeriodTooLong {
+        lease: String,
+        retry_period: Duration,
+        renew_deadline: Duration,
+    },
+}
+
+impl LeaseConfig {
+    /// client-go's checks: a leader must stop calling itself leader before a standby may take
+    /// over, and must get at least one retry within its renew deadline.
+    pub fn validate(&self) -> Result<(), LeaseConfigError> {
+        let lease = format!("{}/{}", self.namespace, self.name);
+        if self.renew_deadline >= self.lease_duration {
+            return Err(LeaseConfigError::RenewDeadlineTooLong {
+                lease,
+                renew_deadline: self.renew_deadline,
+                lease_duration: self.lease_duration,
+            });
+        }
+        if self.retry_period.mul_f64(1.2) >= self.renew_deadline {
+            return Err(LeaseConfigError::RetryPeriodTooLong {
+                lease,
+                retry_period: self.retry_period,
+                renew_deadline: self.renew_deadline,
+            });
+        }
+        Ok(())
+    }
+
+    /// `leaseDurationSeconds` as written: rounded up, so standbys never wait less than the
+    /// leader's renew deadline assumes.
+    fn duration_seconds(&self) -> i32 {
+        let d = self.lease_duration;
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        i32::try_from(secs.max(1)).unwrap_or(i32::MAX)
+    }
+}
+
 /// The Lease of one shard: `<base>-shard-<shard>`.
 pub fn shard_lease_name(base: &str, shard: u32) -> String {
     format!("{base}-shard-{shard}")
@@ -81,14 +133,15 @@ fn conflict(e: &ClusterError) -> bool {
 }
 
 impl LeaderElector {
-    pub fn new(cluster: &KubeCluster, cfg: LeaseConfig) -> LeaderElector {
-        LeaderElector {
+    pub fn new(cluster: &KubeCluster, cfg: LeaseConfig) -> Result<LeaderElector, LeaseConfigError> {
+        cfg.validate()?;
+        Ok(LeaderElector {
             api: Api::namespaced(cluster.client(), &cfg.namespace),
             timeout: cluster.request_timeout(),
             cfg,
             observed: None,
             renewed_at: None,
-        }
+        })
     }
 
     /// Runs one API call under the request timeout and classifies its failure.
@@ -151,6 +204,7 @@ impl LeaderElector {
                 },
                 spec: Some(self.record(None)),
             };
+            let sent = Instant::now();
             let created = self
                 .call(
                     format!("POST {}", what()),
@@ -159,7 +213,7 @@ impl LeaderElector {
                 .await;
             return match created {
                 Ok(created) => {
-                    self.took(&created);
+                    self.took(&created, sent);
                     Ok(true)
                 }
                 Err(e) => {
@@ -208,6 +262,7 @@ impl LeaderElector {
         let mut lease = current.clone();
         lease.spec = Some(self.record(Some(&spec)));
         // `replace` sends metadata.resourceVersion: the server refuses it if anyone wrote since.
+        let sent = Instant::now();
         let replaced = self
             .call(
                 format!("PUT {}", what()),
@@ -217,7 +272,7 @@ impl LeaderElector {
             .await;
         match replaced {
             Ok(stored) => {
-                self.took(&stored);
+                self.took(&stored, sent);
                 Ok(true)
             }
             Err(e) => {
@@ -271,8 +326,7 @@ impl LeaderElector {
     /// The record this replica writes: a renewal keeps acquireTime and transitions, a takeover
     /// stamps a new acquireTime and counts a transition.
     fn record(&self, previous: Option<&LeaseSpec>) -> LeaseSpec {
-        let duration_s =
-            i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX);
+        let duration_s = self.cfg.duration_seconds();
         let now = now();
         match previous {
             Some(p) if p.holder_identity.as_deref() == Some(self.cfg.identity.as_str()) => {
@@ -297,12 +351,14 @@ impl LeaderElector {
         }
     }
 
-    fn took(&mut self, stored: &Lease) {
-        self.renewed_at = Some(Instant::now());
+    /// Counts from when the write was sent: the server stored it after that, and standbys count
+    /// the lease duration from when they saw it, so a late answer cannot stretch leadership.
+    fn took(&mut self, stored: &Lease, sent: Instant) {
+        self.renewed_at = Some(sent);
         self.observed = Some(Observed {
             resource_version: stored.metadata.resource_version.clone().unwrap_or_default(),
             spec: stored.spec.clone().unwrap_or_default(),
-            at: Instant::now(),
+            at: sent,
         });
     }
 }
@@ -310,6 +366,21 @@ impl LeaderElector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_seconds_round_up() {
+        let mut cfg = LeaseConfig::new("ml", "l", "a");
+        assert_eq!(cfg.duration_seconds(), 15);
+        cfg.lease_duration = Duration::from_millis(1900);
+        assert_eq!(cfg.duration_seconds(), 2);
+        cfg.lease_duration = Duration::from_millis(200);
+        assert_eq!(cfg.duration_seconds(), 1);
+    }
+
+    #[test]
+    fn client_go_defaults_are_valid() {
+        assert_eq!(LeaseConfig::new("ml", "l", "a").validate(), Ok(()));
+    }
 
     #[test]
     fn shard_leases_have_their_own_names() {

@@ -45,12 +45,12 @@ pub use config::{
 };
 pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};
-pub use events::{EventRecorder, EventType, WorkloadEvent};
+pub use events::{EventRecorder, EventType, MAX_EVENT_WAIT, WorkloadEvent};
 pub use facade::{Cluster, ConnectError};
 pub use knobs::{
     KnobReadError, configmap_knobs, current_knobs, knobs_configmap_name, read_current_knobs,
 };
-pub use lease::{LeaderElector, LeaseConfig, shard_lease_name};
+pub use lease::{LeaderElector, LeaseConfig, LeaseConfigError, shard_lease_name};
 pub use logs::{
     LogCursor, LogTarget, PodLogCursor, PodLogSource, RELIST_EVERY, TELEMETRY_CONTAINER_ANNOTATION,
     WorkloadRef,

@@ -75,8 +75,8 @@ impl KubeCluster {
     ) -> impl Stream<Item = Result<WorkloadChange, ClusterError>> + Send + use<> {
         let ar = api_resource(kind);
         let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(self.client(), ns, &ar),
-            None => Api::all_with(self.client(), &ar),
+            Some(ns) => Api::namespaced_with(self.watch_client(), ns, &ar),
+            None => Api::all_with(self.watch_client(), &ar),
         };
         let what = format!(
             "WATCH {} ({label_selector})",

@@ -209,16 +209,17 @@ fn execute(
         eprint!("\r\x1b[2K");
     }
     checkpoint(&mut trace, &out, &session, &set, source.as_ref())?;
+    if let Some(k) = &k8s_events {
+        let (posted, failed) = k.counts();
+        explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
+    }
     conclude(
         global,
         &ctx,
         &session,
         source.as_ref(),
-        Ending {
-            stop_reason,
-            source_events,
-            k8s_events: k8s_events.as_ref().map(WatchEvents::counts),
-        },
+        source_events,
+        stop_reason,
         explain,
     )
 }
@@ -327,13 +328,6 @@ fn check_trace_len(out: &std::path::Path, session: &Session) -> anyhow::Result<(
     Ok(())
 }
 
-/// How a watch ended: why, the source events it saw, and the Kubernetes Events posted and failed.
-struct Ending<'a> {
-    stop_reason: &'a str,
-    source_events: u64,
-    k8s_events: Option<(u64, u64)>,
-}
-
 /// The end of a watch: the final report and plan, the last line, and exit 2 when the latest apply
 /// was blocked.
 fn conclude(
@@ -341,19 +335,12 @@ fn conclude(
     ctx: &Ctx<'_>,
     session: &Session,
     source: &dyn LiveSource,
-    end: Ending<'_>,
+    source_events: u64,
+    stop_reason: &str,
     explain: &mut ExplainLog,
 ) -> anyhow::Result<()> {
-    let Ending {
-        stop_reason,
-        source_events,
-        k8s_events,
-    } = end;
     let (report, latest) = write_latest(ctx, session, source, source_events, Some(stop_reason))?;
     let outcome_plan = final_plan(ctx, session)?;
-    if let Some((posted, failed)) = k8s_events {
-        explain.event("watch_events", json!({"posted": posted, "failed": failed}))?;
-    }
     explain.event(
         "watch_report",
         json!({"latest": latest, "stop_reason": stop_reason, "iterations": session.iterations(),
@@ -427,16 +414,10 @@ fn on_event(
             trace
                 .write_all(line.as_bytes())
                 .context("cannot write the decision trace")?;
-            if decision && let Some(k) = k8s_events {
-                // The loop's own rollback of a change that hurt: its apply Event says so.
-                k.note_decision(
-                    event
-                        .proposals
-                        .iter()
-                        .any(|p| p.reason.starts_with("rollback: ")),
-                );
-            }
             if decision {
+                if let Some(k) = k8s_events {
+                    k.decision(index, &event.proposals);
+                }
                 explain.event(
                     "watch_decision",
                     json!({"window": event.window, "chord": event.chord, "active_chords": event.active_chords,
@@ -539,19 +520,12 @@ impl ApplyHost for WatchApply<'_> {
                    "fields": one.fields}),
         )?;
         if let Some(k) = self.events.as_deref_mut() {
-            let rollback = k.latest_decision_is_rollback();
             let moves: Vec<(String, f64, f64)> = req
                 .changes
                 .iter()
                 .map(|c| (c.knob.clone(), c.from, c.to))
                 .collect();
-            k.apply(
-                decision,
-                &moves,
-                one.result.as_ref(),
-                rollback,
-                self.explain,
-            )?;
+            k.apply(decision, &moves, one.result.as_ref(), self.explain)?;
         }
         if self.plain_lines {
             println!(

@@ -8,9 +8,13 @@ use serde_json::json;
 
 use crate::apply::ApplyResult;
 use crate::artifacts::ExplainLog;
+use crate::closed_loop::TraceProposal;
 use crate::closed_loop::effect::ChangeEffect;
 use crate::k8s::{Cluster, ClusterApi, ConnectOptions, EventRecorder, Workload, WorkloadEvent};
 use crate::plan::Target;
+
+/// How the loop's own rollback proposals begin (`ClosedLoop::auto_rollbacks`).
+const ROLLBACK_PREFIX: &str = "rollback: ";
 
 pub(super) struct WatchEvents {
     connect: ConnectOptions,
@@ -20,8 +24,9 @@ pub(super) struct WatchEvents {
     workload: Option<Workload>,
     /// Failures before a recorder existed (connect, reading the workload).
     failed_early: u64,
-    /// The latest decision is the loop's rollback of a change that hurt.
-    rollback: bool,
+    /// The latest decision's window and whether it was the loop's rollback of a change that hurt
+    /// (the apply request only has the net knob moves, not their reasons).
+    last_decision: Option<(u64, bool)>,
 }
 
 impl WatchEvents {
@@ -32,17 +37,8 @@ impl WatchEvents {
             conn: None,
             workload: None,
             failed_early: 0,
-            rollback: false,
+            last_decision: None,
         }
-    }
-
-    /// A new decision was made; `rollback`: its proposals undo a change judged hurt.
-    pub(super) fn note_decision(&mut self, rollback: bool) {
-        self.rollback = rollback;
-    }
-
-    pub(super) fn latest_decision_is_rollback(&self) -> bool {
-        self.rollback
     }
 
     /// One Event per verdict.
@@ -57,15 +53,24 @@ impl WatchEvents {
         Ok(())
     }
 
-    /// The Event of one apply's result (none when there was nothing to apply).
+    /// Notes a decision (a window with proposals), to tell a rollback's apply from another.
+    pub(super) fn decision(&mut self, window: u64, proposals: &[TraceProposal]) {
+        let rollback = proposals
+            .iter()
+            .any(|p| p.reason.starts_with(ROLLBACK_PREFIX));
+        self.last_decision = Some((window, rollback));
+    }
+
+    /// The Event of one apply's result (none when there was nothing to apply): `RolledBack` when
+    /// the decision was the loop's rollback.
     pub(super) fn apply(
         &mut self,
         decision_window: u64,
         changes: &[(String, f64, f64)],
         result: Option<&ApplyResult>,
-        rollback: bool,
         explain: &mut ExplainLog,
     ) -> anyhow::Result<()> {
+        let rollback = self.last_decision == Some((decision_window, true));
         let event = match result {
             None => return Ok(()),
             Some(ApplyResult::Applied) => WorkloadEvent::applied(

@@ -38,6 +38,9 @@ fn any_path() -> String {
 pub enum FaultAction {
     /// Answer normally after a delay.
     Delay { ms: u64 },
+    /// Do the request, then answer after a delay (the write is already stored: a reply slow
+    /// on its way back).
+    DelayAfter { ms: u64 },
     /// Never answer (the client times out).
     Hang,
     /// Answer with this status code and an apiserver-style Status body.
@@ -85,6 +88,15 @@ impl Fault {
         Self::new(
             path,
             FaultAction::Delay {
+                ms: delay.as_millis() as u64,
+            },
+        )
+    }
+
+    pub fn delay_after(path: impl Into<String>, delay: Duration) -> Self {
+        Self::new(
+            path,
+            FaultAction::DelayAfter {
                 ms: delay.as_millis() as u64,
             },
         )
@@ -144,6 +156,7 @@ struct ActiveFault {
 #[derive(Debug, Default)]
 pub struct FaultPlan {
     pub delay: Duration,
+    pub delay_after: Duration,
     pub hang: bool,
     pub error: Option<ApiError>,
     pub drop_log_after: Option<u64>,
@@ -203,6 +216,7 @@ impl FaultSet {
             let terminal_taken = plan.hang || plan.error.is_some();
             match &f.fault.action {
                 FaultAction::Delay { ms } => plan.delay += Duration::from_millis(*ms),
+                FaultAction::DelayAfter { ms } => plan.delay_after += Duration::from_millis(*ms),
                 FaultAction::Hang if !terminal_taken => plan.hang = true,
                 FaultAction::Status {
                     code,

@@ -42,15 +42,31 @@ pub(crate) fn list_view(
             .map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
         None => 0,
     };
+    // The token carries the list's resourceVersion and the next offset: `<rv>:<offset>`.
     let start = match ctx.param("continue").filter(|c| !c.is_empty()) {
-        Some(token) => token
-            .strip_prefix(CONTINUE_PREFIX)
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?,
-        None => 0,
+        Some(token) => Some(
+            token
+                .strip_prefix(CONTINUE_PREFIX)
+                .and_then(|t| t.split_once(':'))
+                .and_then(|(rv, n)| Some((rv.parse::<u64>().ok()?, n.parse::<usize>().ok()?)))
+                .ok_or_else(|| ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"))?,
+        ),
+        None => None,
     };
     let (items, rv) = {
         let store = lock(&ctx.shared.store);
+        // The apiserver's pages are one snapshot at the first page's resourceVersion (a watch
+        // from it replays what changed meanwhile). The sim keeps no snapshots: after a change it
+        // answers as the apiserver does once that version is compacted, 410 Expired, rather than
+        // an offset into a different list that skips or repeats objects.
+        if let Some((token_rv, _)) = start
+            && token_rv != store.resource_version()
+        {
+            return Err(ApiError::for_code(
+                410,
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            ));
+        }
         let items: Vec<Value> = store
             .list(kind, ns)
             .into_iter()
@@ -59,6 +75,7 @@ pub(crate) fn list_view(
             .collect();
         (items, store.resource_version())
     };
+    let start = start.map_or(0, |(_, offset)| offset);
     let total = items.len();
     let end = if limit > 0 {
         (start + limit).min(total)
@@ -72,7 +89,7 @@ pub(crate) fn list_view(
         .collect();
     let mut metadata = json!({"resourceVersion": rv.to_string()});
     if end < total {
-        metadata["continue"] = json!(format!("{CONTINUE_PREFIX}{end}"));
+        metadata["continue"] = json!(format!("{CONTINUE_PREFIX}{rv}:{end}"));
         metadata["remainingItemCount"] = json!(total - end);
     }
     if accept.table {

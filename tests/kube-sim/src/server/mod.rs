@@ -169,6 +169,9 @@ async fn handle(shared: Arc<Shared>, req: Request<hyper::body::Incoming>) -> Res
     };
     let status = response.status().as_u16();
     shared.update_request(id, |r| r.status = status);
+    if !plan.delay_after.is_zero() {
+        tokio::time::sleep(plan.delay_after).await;
+    }
     response
 }
 
