@@ -276,3 +276,91 @@ fn counters_resumed_at_their_maximum_saturate_instead_of_wrapping() {
     assert_eq!(r["restarts"], u64::MAX);
     assert_eq!(json(&state_path)["totals"]["iterations_done"], u64::MAX);
 }
+
+/// A followed trainer that stops reporting steps is told as a possible hang while the silence lasts
+/// (20× the usual time between records, at least 5 s), once, and again when steps come back — in
+/// stderr, the plain lines and explain.jsonl; a finished file (no --follow) is never a hang.
+#[test]
+fn a_followed_trainer_that_goes_silent_is_told_as_a_possible_hang_while_it_lasts() {
+    use std::io::Read;
+    use std::sync::{Arc, Mutex};
+    let tmp = tempfile::tempdir().unwrap();
+    let data: PathBuf = tmp.path().join("train.log");
+    let out = tmp.path().join("watch");
+    let steps = 400;
+    let text: String = (1..=steps).map(|s| soak_line(s, 100_000)).collect();
+    fs::write(&data, &text).unwrap();
+    let started = std::time::Instant::now();
+    let mut watch = watch_cmd(&data, &out, &["--follow", "--window-steps", "50"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let grab = |mut r: Box<dyn Read + Send>| {
+        let buf = Arc::new(Mutex::new(String::new()));
+        let b = buf.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = r.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                b.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        buf
+    };
+    let err = grab(Box::new(watch.stderr.take().unwrap()));
+    let stdout = grab(Box::new(watch.stdout.take().unwrap()));
+    let limit = Duration::from_secs(120);
+    wait_for("the possible-hang alert", limit, || {
+        err.lock().unwrap().contains("POSSIBLE HANG")
+    });
+    // Not before the 5 s floor (100 ms between records: 20× is 2 s): the whole file was there at
+    // the start, so the silence began after it was read.
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    let told = err.lock().unwrap().clone();
+    assert!(
+        told.contains("no step reported for 5 s after step 400") && told.contains("every ~100 ms"),
+        "{told}"
+    );
+    // Steps again: the end of the silence is told too.
+    let more: String = (steps + 1..=steps + 60)
+        .map(|s| soak_line(s, 100_000))
+        .collect();
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&data)
+        .unwrap()
+        .write_all(more.as_bytes())
+        .unwrap();
+    wait_for("the end of the silence", limit, || {
+        err.lock().unwrap().contains("steps reported again")
+    });
+    stop_with_sigterm(watch);
+    let err = err.lock().unwrap().clone();
+    assert_eq!(err.matches("POSSIBLE HANG").count(), 1, "{err}");
+    assert!(
+        stdout
+            .lock()
+            .unwrap()
+            .contains("silence=started after_step=400")
+    );
+    let events = explain_events(&out);
+    let at = |e: &str| {
+        events
+            .iter()
+            .position(|x| x == e)
+            .unwrap_or_else(|| panic!("{e}: {events:?}"))
+    };
+    assert!(at("watch_silence") < at("watch_silence_end"));
+
+    // The same file read to its end without --follow: the source ends, nothing is a hang.
+    let o = watch_cmd(&data, &tmp.path().join("once"), &[])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("POSSIBLE HANG"));
+}

@@ -18,6 +18,7 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporte
 
 use super::{ClusterError, KubeCluster, Workload, kinds};
 use crate::closed_loop::effect::{ChangeEffect, Verdict};
+use crate::closed_loop::live::Silence;
 use crate::passport::format_knob_value;
 
 /// `reportingController` of every Event ModeKeeper posts.
@@ -114,6 +115,30 @@ impl WorkloadEvent {
             ));
         }
         WorkloadEvent::new(event_type, reason, "JudgeEffect", &note)
+    }
+
+    /// The trainer stopped reporting steps for longer than a stall while its logs stay open:
+    /// `TrainerSilent`, Warning (a possible hang, told while it happens).
+    pub fn trainer_silent(silence: &Silence) -> WorkloadEvent {
+        WorkloadEvent::new(
+            EventType::Warning,
+            "TrainerSilent",
+            "Watch",
+            &silence.line(),
+        )
+    }
+
+    /// Steps are reported again after a told silence: `TrainerResumed`, Normal.
+    pub fn trainer_resumed(silent_ms: u64, after_step: u64) -> WorkloadEvent {
+        WorkloadEvent::new(
+            EventType::Normal,
+            "TrainerResumed",
+            "Watch",
+            &format!(
+                "steps reported again after {:.0} s of silence (after step {after_step})",
+                silent_ms as f64 / 1000.0
+            ),
+        )
     }
 
     /// A decision's knobs were patched: `KnobsApplied`, or `RolledBack` (Warning) when the

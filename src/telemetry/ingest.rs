@@ -288,6 +288,11 @@ impl Ingest {
         }
     }
 
+    /// The highest step read so far, including records still in the reorder buffer.
+    pub fn last_step_seen(&self) -> Option<u64> {
+        self.orderer.max_step_seen()
+    }
+
     pub fn stats(&self) -> &IngestStats {
         &self.stats
     }

@@ -120,6 +120,11 @@ impl Orderer {
     }
 
     /// Emits everything still buffered (end of input).
+    /// The highest step pushed so far (released or still held).
+    pub fn max_step_seen(&self) -> Option<u64> {
+        self.max_step_seen
+    }
+
     pub fn flush(&mut self, stats: &mut IngestStats, out: &mut dyn FnMut(&Sample)) {
         while !self.pending.is_empty() {
             self.pop_one(stats, out);

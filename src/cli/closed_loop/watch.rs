@@ -31,7 +31,7 @@ use crate::artifacts::{ExplainLog, OutDir, write_atomic};
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::live::{
     ApplyHost, ApplyOutcome, ApplyRecord, ApplyRequest, STATE_FILE, Session, SessionError,
-    SessionEvent, SessionSetup, write_plan,
+    SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor, write_plan,
 };
 use crate::closed_loop::{TRACE_FILE, TraceEvent, knobs_text};
 use crate::error::input_error;
@@ -138,6 +138,9 @@ fn execute(
     let mut source_events = 0u64;
     let mut stop_reason = "source_ended";
     let mut source_done = false;
+    // A trainer silent for longer than a stall while its source stays open: told while it lasts.
+    let mut silence = SilenceMonitor::default();
+    let clock = Instant::now();
     loop {
         if let Some(r) = stop.reason(session.iterations()) {
             stop_reason = r;
@@ -191,6 +194,16 @@ fn execute(
                 events: k8s_events.as_mut(),
             };
             session.apply_decided(&mut host)?;
+        }
+        if !source_done
+            && let Some(ev) = silence.observe(
+                clock.elapsed(),
+                session.ingest_stats().records_parsed,
+                session.last_step_seen(),
+                session.last_event(),
+            )
+        {
+            on_silence(&ev, explain, plain_lines, terminal, k8s_events.as_mut())?;
         }
         if terminal {
             status_line(&session, &inp);
@@ -428,6 +441,55 @@ fn on_event(
                 println!("{}", window_line(event, index));
             }
         }
+    }
+    Ok(())
+}
+
+/// A possible hang, said where the user looks: stderr at once (whatever the output mode), a plain
+/// line when piped, explain.jsonl, and with `--apply` an Event on the workload.
+fn on_silence(
+    ev: &SilenceEvent,
+    explain: &mut ExplainLog,
+    plain_lines: bool,
+    terminal: bool,
+    k8s_events: Option<&mut WatchEvents>,
+) -> anyhow::Result<()> {
+    let clear = if terminal { "\r\x1b[2K" } else { "" };
+    match ev {
+        SilenceEvent::Started(s) => {
+            eprintln!("{clear}ALERT {}", s.line());
+            explain.event("watch_silence", json!(s))?;
+            if plain_lines {
+                println!(
+                    "silence=started after_step={} silent_s={:.1} threshold_s={:.1}",
+                    s.after_step,
+                    s.silent_ms as f64 / 1000.0,
+                    s.threshold_ms as f64 / 1000.0
+                );
+            }
+        }
+        SilenceEvent::Ended {
+            silent_ms,
+            after_step,
+        } => {
+            eprintln!(
+                "{clear}steps reported again after {:.0} s of silence (after step {after_step})",
+                *silent_ms as f64 / 1000.0
+            );
+            explain.event(
+                "watch_silence_end",
+                json!({"after_step": after_step, "silent_ms": silent_ms}),
+            )?;
+            if plain_lines {
+                println!(
+                    "silence=ended after_step={after_step} silent_s={:.1}",
+                    *silent_ms as f64 / 1000.0
+                );
+            }
+        }
+    }
+    if let Some(k) = k8s_events {
+        k.silence(ev, explain)?;
     }
     Ok(())
 }

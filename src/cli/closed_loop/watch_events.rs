@@ -10,6 +10,7 @@ use crate::apply::ApplyResult;
 use crate::artifacts::ExplainLog;
 use crate::closed_loop::TraceProposal;
 use crate::closed_loop::effect::ChangeEffect;
+use crate::closed_loop::live::SilenceEvent;
 use crate::k8s::{Cluster, ClusterApi, ConnectOptions, EventRecorder, Workload, WorkloadEvent};
 use crate::plan::Target;
 
@@ -94,6 +95,22 @@ impl WatchEvents {
             Some((_, rec)) => (rec.posted(), rec.failed() + self.failed_early),
             None => (0, self.failed_early),
         }
+    }
+
+    /// A possible hang told, or its end.
+    pub(super) fn silence(
+        &mut self,
+        ev: &SilenceEvent,
+        explain: &mut ExplainLog,
+    ) -> anyhow::Result<()> {
+        let event = match ev {
+            SilenceEvent::Started(s) => WorkloadEvent::trainer_silent(s),
+            SilenceEvent::Ended {
+                silent_ms,
+                after_step,
+            } => WorkloadEvent::trainer_resumed(*silent_ms, *after_step),
+        };
+        self.post(&event, explain)
     }
 
     fn post(&mut self, event: &WorkloadEvent, explain: &mut ExplainLog) -> anyhow::Result<()> {

@@ -15,6 +15,7 @@
 mod outcome;
 mod plan_writer;
 mod session;
+mod silence;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ pub use session::{
     ApplyHost, ApplyRecord, ApplyRequest, Policies, Session, SessionError, SessionEvent,
     SessionSetup,
 };
+pub use silence::{Silence, SilenceEvent, SilenceMonitor};
 pub use state::{
     ApplyMark, Pipeline, STATE_FILE, STATE_SCHEMA, StateError, WatchState, WatchTotals, check_knobs,
 };

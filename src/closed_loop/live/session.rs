@@ -600,4 +600,9 @@ impl Session {
     pub fn ingest_stats(&self) -> &IngestStats {
         self.pipe.ingest.stats()
     }
+
+    /// The highest step read so far (windows close later: this is the trainer's latest report).
+    pub fn last_step_seen(&self) -> Option<u64> {
+        self.pipe.ingest.last_step_seen()
+    }
 }
