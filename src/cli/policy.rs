@@ -182,8 +182,9 @@ pub fn run(global: &GlobalArgs, args: &PolicyArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Loading problems are the user's to fix (exit 2), except I/O.
-fn user_error(e: PolicyError) -> anyhow::Error {
+/// Loading problems are the user's to fix (exit 2), except I/O: a name or a pin they can fix is
+/// invalid input.
+pub(crate) fn user_error(e: PolicyError) -> anyhow::Error {
     match e {
         PolicyError::Io(_) => anyhow::Error::new(e),
         PolicyError::UnknownPolicy(_) => input_error("unknown_policy", e.to_string()),

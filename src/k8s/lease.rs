@@ -211,20 +211,7 @@ impl LeaderElector {
                     self.api.create(&PostParams::default(), &lease),
                 )
                 .await;
-            return match created {
-                Ok(created) => {
-                    self.took(&created, sent);
-                    Ok(true)
-                }
-                Err(e) => {
-                    if conflict(&e) {
-                        self.renewed_at = None;
-                        Ok(false)
-                    } else {
-                        Err(e)
-                    }
-                }
-            };
+            return self.written(created, sent);
         };
         let spec = current.spec.clone().unwrap_or_default();
         let rv = current
@@ -270,20 +257,7 @@ impl LeaderElector {
                     .replace(&self.cfg.name, &PostParams::default(), &lease),
             )
             .await;
-        match replaced {
-            Ok(stored) => {
-                self.took(&stored, sent);
-                Ok(true)
-            }
-            Err(e) => {
-                if conflict(&e) {
-                    self.renewed_at = None;
-                    Ok(false)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        self.written(replaced, sent)
     }
 
     /// Gives the Lease up (on shutdown) so a standby takes over at its next round instead of
@@ -353,6 +327,26 @@ impl LeaderElector {
 
     /// Counts from when the write was sent: the server stored it after that, and standbys count
     /// the lease duration from when they saw it, so a late answer cannot stretch leadership.
+    /// The outcome of a create or replace sent at `sent`: leading, or (a 409: someone wrote
+    /// first) not leading this round.
+    fn written(
+        &mut self,
+        r: Result<Lease, ClusterError>,
+        sent: Instant,
+    ) -> Result<bool, ClusterError> {
+        match r {
+            Ok(stored) => {
+                self.took(&stored, sent);
+                Ok(true)
+            }
+            Err(e) if conflict(&e) => {
+                self.renewed_at = None;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     fn took(&mut self, stored: &Lease, sent: Instant) {
         self.renewed_at = Some(sent);
         self.observed = Some(Observed {

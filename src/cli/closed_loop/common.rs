@@ -8,9 +8,9 @@ use serde_json::json;
 
 use super::inputs;
 use crate::artifacts::ExplainLog;
-use crate::cli::policy::PolicyDirs;
-use crate::error::{InputError, input_error};
-use crate::policy::{self, PolicyCatalog, PolicyError, PolicyHost, PolicySet, SandboxLimits};
+use crate::cli::policy::{PolicyDirs, user_error as policy_error};
+use crate::error::InputError;
+use crate::policy::{self, PolicyCatalog, PolicyHost, PolicySet, SandboxLimits};
 
 /// Runs `f` with the explain log of `out`, ending it with `<prefix>_stop` (and, on failure, a
 /// `<prefix>_error` with the error's kind first).
@@ -39,17 +39,6 @@ pub(super) fn with_explain(
         }
     }
     result
-}
-
-/// A policy loading failure as the user sees it: a name or a pin they can fix is invalid input.
-fn policy_error(e: PolicyError) -> anyhow::Error {
-    match e {
-        PolicyError::Io(_) => anyhow::Error::new(e),
-        PolicyError::UnknownPolicy(_) => input_error("unknown_policy", e.to_string()),
-        PolicyError::Advanced(_) => input_error("advanced_not_enabled", e.to_string()),
-        PolicyError::Lock(_) => input_error("lock_mismatch", e.to_string()),
-        _ => input_error("bad_policy", e.to_string()),
-    }
 }
 
 pub(super) fn load_policies(
