@@ -7,7 +7,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::error::input_error;
-use crate::signals::{FeatureConfig, FeatureExtractor, PlannedCounts, WindowFeatures, Windower};
+use crate::signals::{
+    FeatureConfig, FeatureExtractor, PlannedCounts, WindowFeatures, WindowStats, Windower,
+};
 use crate::telemetry::formats::assemble::FormatDetected;
 use crate::telemetry::{Ingest, IngestOptions, IngestStats, OpenedSource, Sample};
 
@@ -66,38 +68,51 @@ pub fn adapt_config(cfg: FeatureConfig, median_step_ms: Option<f64>, stride: u64
     }
 }
 
-/// Windows and features, with the window length chosen from the first records.
-struct Stage {
+/// Windows whose length is chosen from the first records ([`adapt_config`]): holds up to
+/// [`PROBE_MAX`] records (until [`PROBE_TIMED`] carry a step time), then windows them and everything
+/// after. Shared by the file passes and the live loop's session (which checkpoints it), so a watch
+/// windows a slow run exactly as `closed-loop run` does.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct AdaptiveWindower {
     requested: FeatureConfig,
     probe: Vec<Sample>,
     timed: usize,
-    live: Option<(Windower, FeatureExtractor)>,
+    live: Option<(FeatureConfig, Windower)>,
 }
 
-impl Stage {
-    fn push(&mut self, s: &Sample, on: &mut dyn FnMut(&WindowFeatures)) {
-        if let Some((w, x)) = &mut self.live {
+impl AdaptiveWindower {
+    pub fn new(requested: FeatureConfig) -> Self {
+        AdaptiveWindower {
+            requested,
+            probe: Vec::new(),
+            timed: 0,
+            live: None,
+        }
+    }
+
+    /// The window and warm-up lengths, once chosen.
+    pub fn config(&self) -> Option<FeatureConfig> {
+        self.live.as_ref().map(|(c, _)| *c)
+    }
+
+    pub fn push(&mut self, s: &Sample, out: &mut dyn FnMut(&FeatureConfig, WindowStats)) {
+        if let Some((cfg, w)) = &mut self.live {
             if let Some(stats) = w.push(s) {
-                on(&x.next(&stats));
+                out(cfg, stats);
             }
             return;
         }
         self.timed += usize::from(s.step_time_ms.is_some());
         self.probe.push(s.clone());
         if self.timed >= PROBE_TIMED || self.probe.len() >= PROBE_MAX {
-            self.start(on);
+            self.start(out);
         }
     }
 
-    fn start(&mut self, on: &mut dyn FnMut(&WindowFeatures)) {
+    fn start(&mut self, out: &mut dyn FnMut(&FeatureConfig, WindowStats)) {
         let mut times: Vec<f64> = self.probe.iter().filter_map(|s| s.step_time_ms).collect();
-        let median = crate::signals::quantile_sorted(
-            {
-                times.sort_unstable_by(f64::total_cmp);
-                &times
-            },
-            0.5,
-        );
+        times.sort_unstable_by(f64::total_cmp);
+        let median = crate::signals::quantile_sorted(&times, 0.5);
         let mut strides: Vec<u64> = self
             .probe
             .windows(2)
@@ -106,21 +121,53 @@ impl Stage {
         strides.sort_unstable();
         let stride = strides.get(strides.len() / 2).copied().unwrap_or(1);
         let cfg = adapt_config(self.requested, median, stride);
-        self.live = Some((Windower::new(cfg.window_steps), FeatureExtractor::new(cfg)));
+        self.live = Some((cfg, Windower::new(cfg.window_steps)));
         for s in std::mem::take(&mut self.probe) {
-            self.push(&s, on);
+            self.push(&s, out);
         }
     }
 
-    fn finish(&mut self, on: &mut dyn FnMut(&WindowFeatures)) -> (FeatureConfig, PlannedCounts) {
+    /// Closes the last window; the lengths used and the planned steps set aside.
+    pub fn finish(
+        &mut self,
+        out: &mut dyn FnMut(&FeatureConfig, WindowStats),
+    ) -> (FeatureConfig, PlannedCounts) {
         if self.live.is_none() {
-            self.start(on);
+            self.start(out);
         }
-        let (w, x) = self.live.as_mut().expect("started");
+        let (cfg, w) = self.live.as_mut().expect("started");
         if let Some(stats) = w.finish() {
+            out(cfg, stats);
+        }
+        (*cfg, w.planned())
+    }
+}
+
+/// Windows and their features, the extractor made once the lengths are chosen.
+struct Stage {
+    windows: AdaptiveWindower,
+    extractor: Option<FeatureExtractor>,
+}
+
+impl Stage {
+    fn features(
+        extractor: &mut Option<FeatureExtractor>,
+        on: &mut dyn FnMut(&WindowFeatures),
+    ) -> impl FnMut(&FeatureConfig, WindowStats) {
+        move |cfg, stats| {
+            let x = extractor.get_or_insert_with(|| FeatureExtractor::new(*cfg));
             on(&x.next(&stats));
         }
-        (x.config(), w.planned())
+    }
+
+    fn push(&mut self, s: &Sample, on: &mut dyn FnMut(&WindowFeatures)) {
+        self.windows
+            .push(s, &mut Stage::features(&mut self.extractor, on));
+    }
+
+    fn finish(&mut self, on: &mut dyn FnMut(&WindowFeatures)) -> (FeatureConfig, PlannedCounts) {
+        self.windows
+            .finish(&mut Stage::features(&mut self.extractor, on))
     }
 }
 
@@ -168,10 +215,8 @@ pub fn run_pass_with_records(
         ingest.format_was_detected();
     }
     let mut stage = Stage {
-        requested: cfg,
-        probe: Vec::new(),
-        timed: 0,
-        live: None,
+        windows: AdaptiveWindower::new(cfg),
+        extractor: None,
     };
     let mut summary = PassSummary {
         ingest: IngestStats::default(),

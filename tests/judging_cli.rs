@@ -484,3 +484,33 @@ fn the_first_evaluation_a_trainer_prints_is_set_aside() {
     assert_eq!(r["verdict"]["state"], "steady", "{:#}", r["episodes"]);
     assert_eq!(r["verdict"]["planned_steps"]["evaluation"], 4, "{text}");
 }
+
+/// `closed-loop watch` sizes its windows from the first records as `closed-loop run` does: over the
+/// real run of two-minute iterations both use 4-step windows and write the same decision trace
+/// (before, the watch kept 50-step windows and judged one window of 62 iterations).
+#[test]
+fn a_watch_windows_a_slow_run_like_closed_loop_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/real/bigscience_n16_ds_off.jsonl");
+    let run_out = tmp.path().join("run");
+    run_ok(&p, &run_out, &[]);
+    let watch_out = tmp.path().join("watch");
+    let o = bin()
+        .args(["closed-loop", "watch", "--path"])
+        .arg(&p)
+        .arg("--out")
+        .arg(&watch_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let run_trace = trace_lines(&run_out);
+    let watch_trace = trace_lines(&watch_out);
+    assert_eq!(run_trace.len(), 16, "62 iterations in 4-step windows");
+    assert_eq!(run_trace, watch_trace);
+    assert_eq!(
+        run_trace[1]["window"]["last_step"].as_u64().unwrap()
+            - run_trace[1]["window"]["first_step"].as_u64().unwrap(),
+        3
+    );
+}

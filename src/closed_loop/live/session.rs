@@ -10,9 +10,10 @@ use crate::closed_loop::effect::ChangeEffect;
 use crate::closed_loop::{Alert, ClosedLoop, LoopOutcome, TraceEvent};
 use crate::envelope::Accepted;
 use crate::passport::Passport;
+use crate::pipeline::AdaptiveWindower;
 use crate::plan::{canonical_json, sha256_prefixed};
 use crate::policy::{Knobs, Limits, PolicySet, PolicyState, WindowDecision};
-use crate::signals::{FeatureConfig, FeatureExtractor, WindowFeatures, WindowStats, Windower};
+use crate::signals::{FeatureConfig, FeatureExtractor, WindowFeatures, WindowStats};
 use crate::telemetry::{Format, Ingest, IngestOptions, IngestStats, MAX_LINE_BYTES};
 
 /// What decides a window: the chord policies. [`PolicySet`] is the real one; a controller running
@@ -189,8 +190,8 @@ impl Session {
             config: setup.config.clone(),
             pipe: Pipeline {
                 ingest: Ingest::new(setup.format, &setup.ingest),
-                windower: Windower::new(setup.features.window_steps),
-                extractor: FeatureExtractor::new(setup.features),
+                windower: AdaptiveWindower::new(setup.features),
+                extractor: None,
             },
             lp: ClosedLoop::new(setup.passport.clone(), setup.knobs.clone()),
             carry: VecDeque::new(),
@@ -288,8 +289,8 @@ impl Session {
             &mut self.pipe.windower,
             &mut self.done,
         );
-        ingest.finish(&mut |s| done.extend(windower.push(s)));
-        done.extend(windower.finish());
+        ingest.finish(&mut |s| windower.push(s, &mut |_, w| done.push(w)));
+        windower.finish(&mut |_, w| done.push(w));
         self.ended = true;
     }
 
@@ -330,7 +331,7 @@ impl Session {
         let (windower, done) = (&mut self.pipe.windower, &mut self.done);
         self.pipe
             .ingest
-            .push_line(line, &mut |s| done.extend(windower.push(s)));
+            .push_line(line, &mut |s| windower.push(s, &mut |_, w| done.push(w)));
     }
 
     fn evaluate<E>(
@@ -339,7 +340,17 @@ impl Session {
         policies: &mut dyn Policies,
         on: &mut dyn FnMut(SessionEvent<'_>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let f = self.pipe.extractor.next(w);
+        // A window exists only once its lengths were chosen.
+        let cfg = self
+            .pipe
+            .windower
+            .config()
+            .expect("windows come after the lengths are chosen");
+        let f = self
+            .pipe
+            .extractor
+            .get_or_insert_with(|| FeatureExtractor::new(cfg))
+            .next(w);
         self.decide_window(&f, policies, on)
     }
 

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use super::ApplyOutcome;
 use crate::closed_loop::LoopState;
 use crate::passport::{Passport, format_knob_value};
+use crate::pipeline::AdaptiveWindower;
 use crate::policy::PolicyState;
-use crate::signals::{FeatureExtractor, Windower};
+use crate::signals::FeatureExtractor;
 use crate::telemetry::{Format, Ingest, IngestOptions, IngestSnapshot};
 
 pub const STATE_FILE: &str = "watch_state.json";
@@ -76,14 +77,17 @@ pub struct WatchState {
 /// of another layout would fail deep inside (or, worse, decode as something else), so a change to
 /// any struct in it bumps this and the state says plainly that another version wrote it. A state
 /// outlives the binary (a watch upgraded mid-run; the controller's state across a rollout).
-/// 0x4d4b_xxxx: a first value no earlier blob started with. 2: restarts in the step sequence.
-pub const PIPELINE_LAYOUT: u32 = 0x4d4b_0002;
+/// 0x4d4b_xxxx: a first value no earlier blob started with. 2: restarts in the step sequence;
+/// 3: windows sized from the first records.
+pub const PIPELINE_LAYOUT: u32 = 0x4d4b_0003;
 
 /// The streaming part of the pipeline, between windows.
 pub struct Pipeline {
     pub ingest: Ingest,
-    pub windower: Windower,
-    pub extractor: FeatureExtractor,
+    /// Windows sized from the first records, as the file passes do.
+    pub windower: AdaptiveWindower,
+    /// Made once the window lengths are chosen.
+    pub extractor: Option<FeatureExtractor>,
 }
 
 #[derive(Serialize, Deserialize)]
