@@ -226,6 +226,15 @@ impl ApiError {
     }
 
     /// `NewInvalid`: `<Kind>.<group> "<name>" is invalid: <errors>`.
+    /// `Ok` when there is nothing wrong, else the 422 of [`ApiError::invalid`].
+    pub fn check(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Result<(), Self> {
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(group, kind, name, errs))
+        }
+    }
+
     pub fn invalid(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
         let gk = qualified(group, kind);
         let message = match errs {

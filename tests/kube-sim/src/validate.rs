@@ -269,11 +269,7 @@ pub fn validate_workload(
     // A namespace has no template: metadata is all there is to check.
     if kind.is_plain_object() || kind.is_client_record() || kind == ResourceKind::Namespace {
         check_plain_object(kind, old, new, cfg, &mut errs);
-        return if errs.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(kind.group(), kind.kind(), name, &errs))
-        };
+        return ApiError::check(kind.group(), kind.kind(), name, &errs);
     }
     let tpl = &new["spec"]["template"];
     check_annotations(
@@ -340,11 +336,7 @@ pub fn validate_workload(
         }
         _ => errs.push(FieldError::required("spec.template.spec.containers", "")),
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(kind.group(), kind.kind(), name, &errs))
-    }
+    ApiError::check(kind.group(), kind.kind(), name, &errs)
 }
 
 #[cfg(test)]

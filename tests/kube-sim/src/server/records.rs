@@ -359,11 +359,7 @@ fn validate(kind: ResourceKind, view: View, name: &str, obj: &Value) -> Result<(
         }
         _ => {}
     }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(kind.group(), kind.kind(), name, &errs))
-    }
+    ApiError::check(kind.group(), kind.kind(), name, &errs)
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::selector::{FieldSelector, LabelSelector};
 use crate::state::{Shared, lock};
 use crate::status::{ApiError, FieldError};
 use crate::store::Event;
+use crate::store::Store;
 
 struct Filter {
     kind: ResourceKind,
@@ -68,6 +69,19 @@ struct WatchState {
 }
 
 impl WatchState {
+    /// Every stored object the filter matches, as ADDED (a watch without a resourceVersion, or
+    /// the initial events of a streaming list).
+    fn add_current(&mut self, store: &Store, kind: ResourceKind, ns: Option<&str>) {
+        for s in store.list(kind, ns) {
+            let obj_ns = s.value["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            if self.filter.matches(kind, obj_ns, &s.value) {
+                self.queue.push_back(self.filter.line("ADDED", &s.value));
+            }
+        }
+    }
+
     fn take(&mut self, events: Vec<Event>) {
         for e in events {
             self.last_rv = self.last_rv.max(e.rv);
@@ -219,27 +233,13 @@ pub(crate) fn watch(
                     )],
                 ));
             }
-            for s in store.list(kind, ns) {
-                let obj_ns = s.value["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default();
-                if state.filter.matches(kind, obj_ns, &s.value) {
-                    state.queue.push_back(state.filter.line("ADDED", &s.value));
-                }
-            }
+            state.add_current(&store, kind, ns);
             state.last_rv = state.last_rv.max(store.resource_version());
             let end = state.bookmark(true);
             state.queue.push_back(end);
         }
         None => {
-            for s in store.list(kind, ns) {
-                let obj_ns = s.value["metadata"]["namespace"]
-                    .as_str()
-                    .unwrap_or_default();
-                if state.filter.matches(kind, obj_ns, &s.value) {
-                    state.queue.push_back(state.filter.line("ADDED", &s.value));
-                }
-            }
+            state.add_current(&store, kind, ns);
         }
         Some(rv) => match store.events_since(rv) {
             Some(events) => state.take(events),
