@@ -576,12 +576,17 @@ fn peak_memory_is_bounded_by_bytes_not_lines() {
         ("loss-only", "{\"loss\":1}\n".to_string(), 32 << 20),
     ];
     let tiny = write(d.path(), "tiny.log", &clean_lines(3));
-    let (code, base_kib) = run_bounded(
-        &observe_args(&tiny, &d.path().join("tiny")),
-        std::time::Duration::from_secs(60),
-    );
+    // A tiny input can finish between two 5 ms samples of /proc (seen in CI): run it again.
+    let (code, base_kib) = (0..20)
+        .map(|_| {
+            run_bounded(
+                &observe_args(&tiny, &d.path().join("tiny")),
+                std::time::Duration::from_secs(60),
+            )
+        })
+        .find(|(code, kib)| *code != 0 || *kib > 1024)
+        .expect("no peak RSS was read in 20 runs of a tiny input");
     assert_eq!(code, 0);
-    assert!(base_kib > 1024, "no peak RSS was read");
     for (name, unit, bytes) in cases {
         let p = d.path().join(format!("{name}.log"));
         {
