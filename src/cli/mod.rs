@@ -141,6 +141,10 @@ pub enum Command {
     SupportBundle(support_bundle::SupportBundleArgs),
     /// Print (or --apply) the in-cluster controller's manifests: namespace, RBAC, Deployment, Service
     Install(install::InstallArgs),
+    /// Run the in-cluster controller (what the Deployment `install` writes starts)
+    Controller(controller::ControllerArgs),
+    /// List the workloads that opted in to the controller: chord, last decision, knobs, applies
+    Fleet(fleet::FleetArgs),
 }
 
 /// Where telemetry comes from.

@@ -568,14 +568,7 @@ impl ApplyHost for WatchApply<'_> {
             ctx.out,
             self.explain,
         )?;
-        let outcome = match &one.result {
-            None => ApplyOutcome::NoChanges,
-            Some(ApplyResult::Applied) => ApplyOutcome::Applied,
-            Some(ApplyResult::Blocked(b)) => ApplyOutcome::Blocked {
-                reason: b.reason.to_string(),
-            },
-            Some(ApplyResult::Failed(m)) => ApplyOutcome::Failed { message: m.clone() },
-        };
+        let outcome = ApplyOutcome::of_result(one.result.as_ref());
         self.explain.event(
             "watch_apply",
             json!({"decision_window": decision, "plan": written.path, "outcome": outcome,
