@@ -62,10 +62,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, LogParams};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{Cluster, ClusterError, ClusterErrorKind, ConnectOptions, KubeCluster, config};
+use super::{Cluster, ClusterApi, ClusterError, ClusterErrorKind, ConnectOptions, KubeCluster};
 use crate::telemetry::MAX_LINE_BYTES;
 use crate::telemetry::live::{LiveSource, Poll, SourceEvent};
 
@@ -75,11 +75,12 @@ pub const TELEMETRY_CONTAINER_ANNOTATION: &str = "modekeeper/telemetry";
 pub const RELIST_EVERY: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// A follow stream that stays silent this long is reconnected (a half-dead connection would
-/// otherwise hang forever; resuming costs nothing).
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Lines in flight between the stream tasks and `poll`.
-const CHANNEL_CAPACITY: usize = 1024;
+/// Messages in flight between a stream's pod tasks and `poll` (lines are bounded by bytes too).
+const CHANNEL_CAPACITY: usize = 64;
+/// Bytes of lines in flight between a stream's pod tasks and `poll`: with a slow consumer the
+/// tasks wait (TCP backpressure) instead of buffering. A line is charged at most this much, so
+/// one line longer than the budget still passes, alone.
+pub const STREAM_BUFFER_BYTES: usize = 64 * 1024;
 /// At most this many lines per `poll`.
 const MAX_BATCH: usize = 4096;
 
@@ -228,11 +229,25 @@ pub struct LogCursor {
     pub pods: BTreeMap<String, PodLogCursor>,
 }
 
-/// A workload's pod logs, followed. See the module documentation.
+/// A workload's pod logs, followed, for synchronous callers: a [`PodLogStream`] on its own
+/// [`Cluster`] (connection and single-thread runtime). See the module documentation.
 pub struct PodLogSource {
-    // Declared first: its tasks and client go before the runtime they run on.
-    inner: Inner,
+    // Declared first: its tasks go before the runtime they run on.
+    stream: PodLogStream,
     cluster: Cluster<KubeCluster>,
+}
+
+/// The saved cursor, checked.
+fn parse_cursor(cursor: Option<&Value>) -> anyhow::Result<Option<LogCursor>> {
+    let Some(c) = cursor else {
+        return Ok(None);
+    };
+    let c = serde_json::from_value::<LogCursor>(c.clone())
+        .context("the saved k8s log cursor is not valid")?;
+    if c.kind != "k8s" {
+        anyhow::bail!("the saved cursor is of a {:?} source, not k8s", c.kind);
+    }
+    Ok(Some(c))
 }
 
 impl PodLogSource {
@@ -245,78 +260,35 @@ impl PodLogSource {
         target: LogTarget,
         cursor: Option<&Value>,
     ) -> anyhow::Result<PodLogSource> {
-        let saved = match cursor {
-            Some(c) => Some(
-                serde_json::from_value::<LogCursor>(c.clone())
-                    .context("the saved k8s log cursor is not valid")?,
-            ),
-            None => None,
-        };
-        if let Some(c) = &saved
-            && c.kind != "k8s"
-        {
-            anyhow::bail!("the saved cursor is of a {:?} source, not k8s", c.kind);
-        }
+        // The cursor is checked before connecting, so a bad one is reported first.
+        let saved = parse_cursor(cursor)?;
         let cluster = Cluster::connect(opts)?;
-        let namespace = target
-            .namespace
-            .clone()
-            .unwrap_or_else(|| cluster.identity().namespace.clone());
-        let mut inner = cluster.block_on(Inner::open(opts, target, namespace, saved))?;
-        inner.identity = json!({
-            "context": cluster.identity().context,
-            "server": cluster.identity().server,
-        });
-        Ok(PodLogSource { inner, cluster })
+        let stream = cluster.block_on(PodLogStream::start(cluster.api(), target, saved))?;
+        Ok(PodLogSource { stream, cluster })
     }
 
     /// The pods followed now, by name.
     pub fn pods(&self) -> Vec<String> {
-        self.inner.pods.keys().cloned().collect()
-    }
-}
-
-impl Drop for PodLogSource {
-    fn drop(&mut self) {
-        for p in self.inner.pods.values() {
-            p.task.abort();
-        }
+        self.stream.pods()
     }
 }
 
 impl LiveSource for PodLogSource {
     fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
-        let PodLogSource { inner, cluster } = self;
-        cluster.block_on(inner.poll(out, wait))
+        let PodLogSource { stream, cluster } = self;
+        cluster.block_on(stream.poll(out, wait))
     }
 
     fn cursor(&self) -> Value {
-        json!(LogCursor {
-            kind: "k8s".into(),
-            namespace: self.inner.namespace.clone(),
-            pods: self
-                .inner
-                .pods
-                .iter()
-                .map(|(name, p)| (name.clone(), p.cursor.clone()))
-                .collect(),
-        })
+        self.stream.cursor()
     }
 
     fn drain_events(&mut self) -> Vec<SourceEvent> {
-        std::mem::take(&mut self.inner.events)
+        self.stream.drain_events()
     }
 
     fn describe(&self) -> Value {
-        json!({
-            "kind": "k8s",
-            "namespace": self.inner.namespace,
-            "workload": {"kind": self.inner.target.kind(), "name": self.inner.target.name()},
-            "container": self.inner.container,
-            "context": self.inner.identity["context"],
-            "server": self.inner.identity["server"],
-            "pods": self.inner.pods.keys().collect::<Vec<_>>(),
-        })
+        self.stream.describe()
     }
 }
 
@@ -326,6 +298,8 @@ enum Msg {
     Line {
         pod: Arc<str>,
         line: Vec<u8>,
+        /// Bytes of the stream's budget this line holds (given back when it is handed out).
+        charge: u32,
     },
     /// Lines after this belong to a new container instance.
     Instance {
@@ -354,7 +328,12 @@ struct PodState {
     ended: bool,
 }
 
-struct Inner {
+/// A workload's pod logs, followed on the caller's tokio runtime (single- or multi-thread) with
+/// the client of a shared [`KubeCluster`]: what the controller runs per workload. Each pod is
+/// followed by a task of its own; dropping the stream aborts them. At most
+/// [`STREAM_BUFFER_BYTES`] of lines wait between those tasks and [`poll`](PodLogStream::poll).
+/// See the module documentation for what is followed and how it resumes.
+pub struct PodLogStream {
     pods_api: Api<Pod>,
     namespace: String,
     target: WorkloadRef,
@@ -365,11 +344,24 @@ struct Inner {
     identity: Value,
     tx: mpsc::Sender<Msg>,
     rx: mpsc::Receiver<Msg>,
+    /// Free bytes of [`STREAM_BUFFER_BYTES`]: a pod task takes a line's charge before sending it,
+    /// `poll` gives it back.
+    budget: Arc<Semaphore>,
     pods: BTreeMap<String, PodState>,
     events: Vec<SourceEvent>,
     next_relist: Instant,
     /// A pod target whose pod finished or went away.
     finished: bool,
+    /// The newest kubelet timestamp handed out.
+    newest: Option<DateTime<Utc>>,
+}
+
+impl Drop for PodLogStream {
+    fn drop(&mut self) {
+        for p in self.pods.values() {
+            p.task.abort();
+        }
+    }
 }
 
 fn event(kind: &str, detail: Value) -> SourceEvent {
@@ -540,21 +532,38 @@ fn line_ts(line: &[u8]) -> Option<(DateTime<FixedOffset>, &str)> {
     Some((DateTime::parse_from_rfc3339(raw).ok()?, raw))
 }
 
-impl Inner {
-    async fn open(
-        opts: &ConnectOptions,
+impl PodLogStream {
+    /// Resolves the target to its pods (the workload or pod must exist) and starts following
+    /// them on the current tokio runtime, each after its entry of `cursor` when that names the
+    /// same pod and container instance. `target.namespace: None` is the cluster identity's
+    /// namespace. Fails on a missing workload or pod, 401/403, a container that cannot be chosen,
+    /// or an invalid cursor.
+    pub async fn open(
+        cluster: &KubeCluster,
         target: LogTarget,
-        namespace: String,
+        cursor: Option<&Value>,
+    ) -> anyhow::Result<PodLogStream> {
+        let saved = parse_cursor(cursor)?;
+        PodLogStream::start(cluster, target, saved).await
+    }
+
+    async fn start(
+        cluster: &KubeCluster,
+        target: LogTarget,
         saved: Option<LogCursor>,
-    ) -> anyhow::Result<Inner> {
-        let (mut config, _) = config::load(opts).await?;
-        // A follow stream may be quiet for long: the request timeout bounds the calls, not reads.
-        config.read_timeout =
-            Some(STREAM_IDLE_TIMEOUT.max(opts.request_timeout.unwrap_or_default()));
-        let client = kube::Client::try_from(config).context("cannot build a Kubernetes client")?;
+    ) -> anyhow::Result<PodLogStream> {
+        let identity = cluster.identity();
+        let namespace = target
+            .namespace
+            .clone()
+            .unwrap_or_else(|| identity.namespace.clone());
+        // A follow stream may be quiet for long: the request timeout bounds the calls (below),
+        // the watch client's long read timeout the reads (a half-dead connection is cut then
+        // and resumed).
+        let client = cluster.watch_client();
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let ns = namespace.as_str();
-        let timeout = opts.request_timeout;
+        let timeout = cluster.request_timeout();
         let name = target.workload.name().to_string();
         let selector = match &target.workload {
             WorkloadRef::Pod(_) => None,
@@ -622,23 +631,25 @@ impl Inner {
                 Some(s)
             }
         };
-        let mut inner = Inner {
+        let mut stream = PodLogStream {
             pods_api: Api::namespaced(client, ns),
             namespace: namespace.clone(),
             target: target.workload.clone(),
             selector,
             container: target.container.clone(),
             timeout,
-            identity: Value::Null,
+            identity: json!({"context": identity.context, "server": identity.server}),
             tx,
             rx,
+            budget: Arc::new(Semaphore::new(STREAM_BUFFER_BYTES)),
             pods: BTreeMap::new(),
             events: vec![],
             next_relist: Instant::now() + RELIST_EVERY,
             finished: false,
+            newest: None,
         };
-        let listed = inner.list().await.map_err(|e| inner.list_error(&e))?;
-        if inner.selector.is_none() && listed.is_empty() {
+        let listed = stream.list().await.map_err(|e| stream.list_error(&e))?;
+        if stream.selector.is_none() && listed.is_empty() {
             anyhow::bail!("pod {ns}/{name} not found");
         }
         let start_at = target
@@ -648,17 +659,17 @@ impl Inner {
         for pod in listed {
             let pname = pod.metadata.name.clone().unwrap_or_default();
             let resume = saved_pods.remove(&pname);
-            inner
+            stream
                 .follow(&pod, resume, start_at, false)
                 .map_err(|e| anyhow::anyhow!(e))?;
         }
         for (pod, c) in saved_pods {
-            inner.events.push(event(
+            stream.events.push(event(
                 "pod_gone",
                 json!({"pod": pod, "container": c.container, "lines": c.lines, "while_stopped": true}),
             ));
         }
-        Ok(inner)
+        Ok(stream)
     }
 
     /// The target's pods now (LIST by selector, or GET of the one pod).
@@ -680,7 +691,7 @@ impl Inner {
         }
     }
 
-    /// A failed [`list`](Inner::list) as the one-line error the user sees.
+    /// A failed [`list`](PodLogStream::list) as the one-line error the user sees.
     fn list_error(&self, e: &ClusterError) -> anyhow::Error {
         let (ns, name) = (&self.namespace, self.target.name());
         anyhow::anyhow!(match self.selector {
@@ -738,6 +749,7 @@ impl Inner {
         let follower = Follower {
             api: self.pods_api.clone(),
             tx: self.tx.clone(),
+            budget: self.budget.clone(),
             ns: self.namespace.clone(),
             pod: name.clone(),
             container,
@@ -820,10 +832,15 @@ impl Inner {
 
     fn handle(&mut self, msg: Msg, out: &mut Vec<Vec<u8>>) -> anyhow::Result<()> {
         match msg {
-            Msg::Line { pod, line } => {
+            Msg::Line { pod, line, charge } => {
+                self.budget.add_permits(charge as usize);
                 if let Some(p) = self.pods.get_mut(&*pod) {
                     let c = &mut p.cursor;
                     if let Some((t, raw)) = line_ts(&line) {
+                        let t_utc = t.with_timezone(&Utc);
+                        if self.newest.is_none_or(|n| n < t_utc) {
+                            self.newest = Some(t_utc);
+                        }
                         if p.last == Some(t) {
                             c.lines_at_last_ts += 1;
                         } else {
@@ -876,7 +893,12 @@ impl Inner {
         Ok(())
     }
 
-    async fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
+    /// Waits at most `wait` for new lines of any pod and appends them to `out` (at most 4096 per
+    /// call), as [`LiveSource::poll`]: early once any line arrived; transient failures are retried
+    /// inside and reported by [`drain_events`](PodLogStream::drain_events); an `Err` means the
+    /// stream cannot go on (401/403). Cancel-safe at its awaits: a line is taken off the channel
+    /// and handed out in the same step.
+    pub async fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
         let deadline = Instant::now() + wait;
         let before = out.len();
         loop {
@@ -906,6 +928,50 @@ impl Inner {
                 self.handle(m, out)?;
             }
         }
+    }
+}
+
+impl PodLogStream {
+    /// Where the lines handed out so far end: `{"kind": "k8s", "namespace", "pods": {..}}`
+    /// ([`LogCursor`]); opening with it continues right after them.
+    pub fn cursor(&self) -> Value {
+        json!(LogCursor {
+            kind: "k8s".into(),
+            namespace: self.namespace.clone(),
+            pods: self
+                .pods
+                .iter()
+                .map(|(name, p)| (name.clone(), p.cursor.clone()))
+                .collect(),
+        })
+    }
+
+    /// Events since the last call, oldest first (reconnects, restarts, pods added and gone).
+    pub fn drain_events(&mut self) -> Vec<SourceEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// What is followed, for reports.
+    pub fn describe(&self) -> Value {
+        json!({
+            "kind": "k8s",
+            "namespace": self.namespace,
+            "workload": {"kind": self.target.kind(), "name": self.target.name()},
+            "container": self.container,
+            "context": self.identity["context"],
+            "server": self.identity["server"],
+            "pods": self.pods.keys().collect::<Vec<_>>(),
+        })
+    }
+
+    /// The pods followed now, by name.
+    pub fn pods(&self) -> Vec<String> {
+        self.pods.keys().cloned().collect()
+    }
+
+    /// The kubelet timestamp of the newest line handed out (ingest lag = now - this).
+    pub fn last_line_time(&self) -> Option<DateTime<Utc>> {
+        self.newest
     }
 }
 
@@ -969,6 +1035,7 @@ impl Position {
 struct Follower {
     api: Api<Pod>,
     tx: mpsc::Sender<Msg>,
+    budget: Arc<Semaphore>,
     ns: String,
     pod: Arc<str>,
     container: String,
@@ -1261,9 +1328,15 @@ impl Follower {
                     } else {
                         std::mem::take(&mut line)
                     };
+                    let charge = bytes.len().clamp(1, STREAM_BUFFER_BYTES) as u32;
+                    // Never closed: the stream lives as long as this task.
+                    if let Ok(p) = self.budget.acquire_many(charge).await {
+                        p.forget();
+                    }
                     self.send(Msg::Line {
                         pod: self.pod.clone(),
                         line: bytes,
+                        charge,
                     })
                     .await;
                     sent += 1;

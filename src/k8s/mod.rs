@@ -52,8 +52,8 @@ pub use knobs::{
 };
 pub use lease::{LeaderElector, LeaseConfig, LeaseConfigError, shard_lease_name};
 pub use logs::{
-    LogCursor, LogTarget, PodLogCursor, PodLogSource, RELIST_EVERY, TELEMETRY_CONTAINER_ANNOTATION,
-    WorkloadRef,
+    LogCursor, LogTarget, PodLogCursor, PodLogSource, PodLogStream, RELIST_EVERY,
+    STREAM_BUFFER_BYTES, TELEMETRY_CONTAINER_ANNOTATION, WorkloadRef,
 };
 pub use rbac::{RbacDenial, SuggestedRule};
 pub use watch::WorkloadChange;
