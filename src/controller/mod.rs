@@ -1,0 +1,3 @@
+//! The in-cluster controller (`kubectl modekeeper controller`) and what it keeps in the cluster.
+
+pub mod store;
