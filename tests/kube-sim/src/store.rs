@@ -126,7 +126,7 @@ impl Store {
         for o in &seed.objects {
             if !o.kind.is_plain_object() {
                 return Err(format!(
-                    "object of kind {}: only ConfigMap, Job, PyTorchJob and JobSet are seeded as objects",
+                    "object of kind {}: only ConfigMap, Secret, Job, PyTorchJob and JobSet are seeded as objects",
                     o.kind
                 ));
             }
@@ -145,6 +145,9 @@ impl Store {
             obj["apiVersion"] = json!(o.kind.api_version());
             obj["kind"] = json!(o.kind.kind());
             obj["metadata"]["namespace"] = json!(ns);
+            if o.kind == ResourceKind::Secret {
+                objects::fold_string_data(&mut obj);
+            }
             s.create(o.kind, obj);
         }
         for p in &seed.pods {
@@ -274,7 +277,7 @@ impl Store {
             value["metadata"]["generation"] = json!(1);
             objects::refresh_workload_status(&mut value, 0, &now);
         } else if kind.is_plain_object()
-            && kind != ResourceKind::ConfigMap
+            && !matches!(kind, ResourceKind::ConfigMap | ResourceKind::Secret)
             && !kind.is_install_object()
         {
             value["metadata"]["generation"] = json!(1);
