@@ -8,6 +8,7 @@ use crate::telemetry::Format;
 
 pub mod closed_loop;
 pub mod completion;
+pub mod controller;
 pub mod doctor;
 pub mod duration;
 pub mod examples;
@@ -143,8 +144,6 @@ pub enum Command {
     Install(install::InstallArgs),
     /// Run the in-cluster controller (what the Deployment `install` writes starts)
     Controller(controller::ControllerArgs),
-    /// List the workloads that opted in to the controller: chord, last decision, knobs, applies
-    Fleet(fleet::FleetArgs),
 }
 
 /// Where telemetry comes from.

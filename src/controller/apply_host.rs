@@ -32,6 +32,17 @@ use crate::install::LICENSE_SECRET;
 use crate::k8s::{Workload, WorkloadEvent};
 use crate::passport::Passport;
 
+/// Why the apply protocol stopped midway (a checkpoint that could not be saved, a session error):
+/// the session is resumed from its last checkpoint.
+#[derive(Debug)]
+pub struct ApplyStopped(pub String);
+
+impl From<crate::closed_loop::live::SessionError> for ApplyStopped {
+    fn from(e: crate::closed_loop::live::SessionError) -> Self {
+        ApplyStopped(e.to_string())
+    }
+}
+
 pub(super) struct ControllerApply {
     pub sh: Arc<Shared>,
     pub rt: tokio::runtime::Handle,
@@ -186,15 +197,20 @@ impl ControllerApply {
 }
 
 impl ApplyHost for ControllerApply {
-    type Error = String;
+    type Error = ApplyStopped;
 
-    fn checkpoint(&mut self, session: &Session) -> Result<(), String> {
+    fn checkpoint(&mut self, session: &Session) -> Result<(), ApplyStopped> {
         let store = &self.sh.store;
         self.rt
             .block_on(checkpoint(store, &self.key, session, &mut self.book))
+            .map_err(ApplyStopped)
     }
 
-    fn apply(&mut self, _session: &Session, req: &ApplyRequest) -> Result<ApplyRecord, String> {
+    fn apply(
+        &mut self,
+        _session: &Session,
+        req: &ApplyRequest,
+    ) -> Result<ApplyRecord, ApplyStopped> {
         let decision = req.decision_window;
         let changes: Vec<(String, f64, f64)> = req
             .changes

@@ -15,7 +15,6 @@
 
 pub mod apply_host;
 pub mod event_queue;
-pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod policies;

@@ -176,17 +176,19 @@ impl ControllerSettings {
             }
         }
         let get = |key: &str| data.get(key).map_or(default_of(key), String::as_str);
-        let mut check = |r: Result<_, String>| r.map_err(|e| errors.push(e)).ok();
-        let apply = check(parse_bool("apply", get("apply")));
-        let source = check(SourceKind::parse("source", get("source")));
-        let passport = check(parse_passport("passport", get("passport")));
-        let policies = check(parse_policies("policies", get("policies")));
-        let window_steps = check(parse_count(
+        fn check<T>(errors: &mut Vec<String>, r: Result<T, String>) -> Option<T> {
+            r.map_err(|e| errors.push(e)).ok()
+        }
+        let apply = check(&mut errors, parse_bool("apply", get("apply")));
+        let source = check(&mut errors, SourceKind::parse("source", get("source")));
+        let passport = check(&mut errors, parse_passport("passport", get("passport")));
+        let policies = check(&mut errors, parse_policies("policies", get("policies")));
+        let window_steps = check(&mut errors, parse_count(
             "window-steps",
             get("window-steps"),
             WINDOW_STEPS_RANGE,
         ));
-        let max_sessions = check(parse_count(
+        let max_sessions = check(&mut errors, parse_count(
             "max-sessions",
             get("max-sessions"),
             1..=MAX_SESSIONS_LIMIT,

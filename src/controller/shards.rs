@@ -212,10 +212,16 @@ impl Electors {
 /// Sleeps `d` unless `stop` turns true first; returns whether it did.
 async fn sleep_or_stop(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(d) => *stop.borrow(),
-        // A dropped sender stops too.
-        _ = stop.wait_for(|s| *s) => true,
+        _ = tokio::time::sleep(d) => {}
+        _ = until_true(stop) => {}
     }
+    *stop.borrow()
+}
+
+/// Resolves once `rx` holds true, or its sender is gone (which stops too). Holds no lock across
+/// its caller's awaits (the watch's own guard would make the caller's future not `Send`).
+pub async fn until_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await.map(|_| ());
 }
 
 #[cfg(test)]

@@ -19,14 +19,14 @@ use tokio::sync::watch;
 use super::apply_host::ControllerApply;
 use super::metrics::{ControllerMetrics, WorkloadLabels};
 use super::settings::{ControllerSettings, PASSPORTS_CONFIGMAP, SourceKind, WorkloadSettings};
-use super::shards::{Ownership, shard_of};
+use super::shards::{Ownership, shard_of, until_true};
 use super::store::{
-    LastDecision, LastEvent, ProposalSummary, StateStore, StoreError, StoredSession, WorkloadKey,
-    WorkloadRef as SummaryWorkload, WorkloadSummary,
+    LastDecision, LastEvent, ProposalSummary, SessionStatus, StateStore, StoreError,
+    StoredSession, WorkloadKey, WorkloadSummary,
 };
 use super::{EventQueue, PolicyPool};
 use crate::closed_loop::effect::ChangeEffect;
-use crate::closed_loop::knobs::starting_knobs;
+use crate::closed_loop::starting_knobs;
 use crate::closed_loop::live::{
     Policies, Session, SessionError, SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor,
 };
@@ -141,7 +141,7 @@ pub async fn run_workload(
                     told = Some(message);
                 }
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => {
+                    _ = until_true(&mut stop) => {
                         sh.metrics.remove_workload(&labels);
                         return;
                     }
@@ -212,7 +212,7 @@ fn setup_of(
     let (knobs, _) = starting_knobs(passport, &governed);
     let features = FeatureConfig {
         window_steps: ws.window_steps,
-        warmup_steps: FeatureConfig::default().warmup_steps,
+        warmup_steps: crate::signals::DEFAULT_WARMUP_STEPS,
     };
     let ingest = IngestOptions {
         release_lag_steps: Some(RELEASE_LAG_STEPS),
@@ -294,25 +294,20 @@ pub(super) async fn checkpoint(
             book.rv = Some(rv);
             Ok(())
         }
-        Err(StoreError::Conflict(m)) => Err(format!(
-            "its state ConfigMap was written by someone else ({m}): another replica runs it now"
-        )),
+        Err(e @ StoreError::Conflict { .. }) => Err(format!("{e}: another replica runs it now")),
         Err(e) => Err(format!("saving its state: {e}")),
     }
 }
 
 fn new_summary(sh: &Shared, w: &Workload, knobs: &BTreeMap<String, f64>) -> WorkloadSummary {
-    WorkloadSummary::new(
-        SummaryWorkload {
-            kind: w.target.kind().as_str().to_string(),
-            namespace: w.target.namespace().to_string(),
-            name: w.target.name().to_string(),
-            uid: w.uid.clone(),
-        },
-        sh.identity.clone(),
+    let mut s = WorkloadSummary::new(
+        &key_of(w),
+        &sh.identity,
         shard_of(&w.uid, sh.shards),
-        knobs.clone(),
-    )
+        &now_text(),
+    );
+    s.knobs = knobs.clone();
+    s
 }
 
 async fn save_error_summary(sh: &Shared, w: &Workload, message: &str) {
@@ -323,7 +318,7 @@ async fn save_error_summary(sh: &Shared, w: &Workload, message: &str) {
         // A state that cannot be read is left as it is.
         Err(_) => return,
     };
-    summary.status = "error".into();
+    summary.status = SessionStatus::Error;
     summary.error = Some(message.to_string());
     summary.updated_at = now_text();
     let _ = sh
@@ -443,7 +438,7 @@ async fn run_session(
             cursor: stream.cursor(),
         },
     };
-    live.book.summary.status = "running".into();
+    live.book.summary.status = SessionStatus::Running;
     live.book.summary.replica = sh.identity.clone();
     live.book.summary.error = None;
     checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
@@ -462,8 +457,8 @@ async fn run_session(
         let mut restart = false;
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => {
-                live.book.summary.status = "stopped".into();
+            _ = until_true(stop) => {
+                live.book.summary.status = SessionStatus::Stopped;
                 live.book.cursor = stream.cursor();
                 checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
                 return Ok(End::Stopped);
@@ -598,7 +593,7 @@ async fn run_session(
             last_save = Instant::now();
         }
         if restart {
-            live.book.summary.status = "stopped".into();
+            live.book.summary.status = SessionStatus::Stopped;
             checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
             return Ok(End::Restart);
         }
@@ -755,7 +750,7 @@ async fn apply(
     })
     .await
     .map_err(|e| format!("the apply stopped: {e}"))?;
-    result?;
+    result.map_err(|e| e.0)?;
     Ok(Live {
         session,
         book: host.book,

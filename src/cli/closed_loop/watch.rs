@@ -26,7 +26,7 @@ use super::watch_events::WatchEvents;
 use super::watch_report::{final_plan, stamp_ms, write_latest};
 use super::watch_source::{open_live, source_identity};
 use super::watch_state::{check_against, load};
-use crate::apply::{ApplyResult, OneShotOptions, closed_loop_apply};
+use crate::apply::{OneShotOptions, closed_loop_apply};
 use crate::artifacts::{ExplainLog, OutDir, write_atomic};
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::live::{
