@@ -213,10 +213,15 @@ impl Drop for Replica {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    wait_or(what, limit, f, String::new)
+}
+
+/// [`wait_for`], telling `context()` (the controller's log, the Events) when it times out.
+fn wait_or(what: &str, limit: Duration, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        assert!(start.elapsed() < limit, "timed out waiting for {what}\n{}", context());
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -301,9 +306,12 @@ fn an_opted_in_workload_is_decided_applied_once_and_told_in_events_and_metrics()
     assert_eq!(code, 200);
     wait_for("ready", Duration::from_secs(30), || c.get("/readyz").0 == 200);
     feed(&f, &drift_lines());
-    wait_for("the apply", Duration::from_secs(90), || {
-        !reasons(&f.sim, "KnobsApplied").is_empty()
-    });
+    wait_or(
+        "the apply",
+        Duration::from_secs(90),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || format!("{}\n{:#?}\n{:#?}", c.log(), events(&f.sim), summary(&f.sim)),
+    );
     assert_eq!(template_knob(&f).as_deref(), Some("8"), "{}", c.log());
     let applied = reasons(&f.sim, "KnobsApplied");
     assert_eq!(applied.len(), 1, "{:?}", events(&f.sim));

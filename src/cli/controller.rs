@@ -101,9 +101,12 @@ pub fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<()> {
         };
         eprintln!("{} {l}: {line}", stamp());
     });
+    let default = Timing::default();
     let timing = Timing {
         checkpoint_every: ms(args.checkpoint_every),
-        ..Timing::default()
+        // A leader renews well before its deadline; half of it is what a healthy one has left.
+        apply_margin: default.apply_margin.min(leases.renew_deadline / 2),
+        ..default
     };
     let opts = ControllerOptions {
         connect,

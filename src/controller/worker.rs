@@ -368,7 +368,8 @@ async fn run_session(
         return Err("source prometheus: the controller reads pod logs only (source k8s); run `closed-loop watch --source prometheus` for this workload".into());
     }
     let passport = passport_named(sh, &ws.passport).await?;
-    let digests = sh.policies.digests(&ws.policies)?;
+    // Loading a list the first time compiles its components: not on a runtime thread's time.
+    let digests = tokio::task::block_in_place(|| sh.policies.digests(&ws.policies))?;
     let setup = setup_of(w, &ws, &passport, &digests)?;
     let key = key_of(w);
     let labels = labels_of(w);
@@ -390,7 +391,7 @@ async fn run_session(
             summary,
         }) => {
             cursor = Some(state.source_cursor.clone());
-            let mut lent = sh.policies.take(&ws.policies, None)?;
+            let mut lent = tokio::task::block_in_place(|| sh.policies.take(&ws.policies, None))?;
             let resumed = Session::resume(&setup, state, &mut lent.set);
             let states = lent.set.states();
             sh.policies.give(lent);
@@ -622,10 +623,13 @@ struct Borrowed<'a> {
 impl Borrowed<'_> {
     fn set(&mut self) -> &mut crate::policy::PolicySet {
         let lent = self.lent.get_or_insert_with(|| {
-            self.pool
-                .take(self.ids, Some(std::mem::take(self.states)))
-                // The same list loaded when the session started; the components are built in.
-                .expect("a policy list that loaded once loads again")
+            // A set may have to be loaded (compiled) when every idle one is lent out.
+            tokio::task::block_in_place(|| {
+                self.pool
+                    .take(self.ids, Some(std::mem::take(self.states)))
+                    // The same list loaded when the session started; the components are built in.
+                    .expect("a policy list that loaded once loads again")
+            })
         });
         &mut lent.set
     }
