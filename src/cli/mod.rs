@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod duration;
 pub mod examples;
 pub mod exit_codes;
+pub mod fleet;
 pub mod install;
 pub mod k8s;
 pub mod k8s_apply;
@@ -141,6 +142,8 @@ pub enum Command {
     SupportBundle(support_bundle::SupportBundleArgs),
     /// Print (or --apply) the in-cluster controller's manifests: namespace, RBAC, Deployment, Service
     Install(install::InstallArgs),
+    /// List the workloads opted in to the controller and what each session is doing
+    Fleet(fleet::FleetArgs),
 }
 
 /// Where telemetry comes from.
