@@ -101,6 +101,12 @@ pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
         "bad flags (namespace, image, replicas, shards), unusable kubeconfig",
         "cluster failure during --apply (the first failing object is named; later ones are not sent)",
     ),
+    (
+        "fleet",
+        "listed (also when a kind or the state could not be read: one warning line each)",
+        "bad flags, unusable kubeconfig",
+        "cluster failure (unreachable, timeout, server error)",
+    ),
     ("version, completion", "printed", "bad flags", "I/O"),
 ];
 

@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod duration;
 pub mod examples;
 pub mod exit_codes;
+pub mod fleet;
 pub mod install;
 pub mod k8s;
 pub mod k8s_apply;
@@ -144,6 +145,8 @@ pub enum Command {
     Install(install::InstallArgs),
     /// Run the in-cluster controller (what the Deployment `install` writes starts)
     Controller(controller::ControllerArgs),
+    /// List the workloads opted in to the controller and what each session is doing
+    Fleet(fleet::FleetArgs),
 }
 
 /// Where telemetry comes from.

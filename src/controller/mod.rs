@@ -15,6 +15,7 @@
 
 pub mod apply_host;
 pub mod event_queue;
+pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod policies;

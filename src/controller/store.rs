@@ -436,6 +436,12 @@ pub fn from_configmap(cm: &ConfigMapData, key: &WorkloadKey) -> Result<StoredSes
     Ok(StoredSession { state, summary })
 }
 
+/// The summary of any state ConfigMap (what `fleet` lists), with every check [`from_configmap`]
+/// makes but the one against an expected workload.
+pub fn summary_from_configmap(cm: &ConfigMapData) -> Result<WorkloadSummary, StoreError> {
+    check_stored(cm, None)
+}
+
 /// One state ConfigMap as [`StateStore::list_entries`] found it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedState {
@@ -526,7 +532,7 @@ impl StateStore {
             .iter()
             .map(|cm| ListedState {
                 configmap: format!("{}/{}", cm.namespace, cm.name),
-                summary: check_stored(cm, None),
+                summary: summary_from_configmap(cm),
             })
             .collect())
     }

@@ -115,7 +115,19 @@ pub(crate) fn records(
     }
 }
 
-fn body_object(ctx: &Ctx) -> Result<Value, ApiError> {
+fn body_object(ctx: &Ctx, kind: ResourceKind) -> Result<Value, ApiError> {
+    // kubectl's typed clients (`create configmap`, `create secret`) post protobuf.
+    if crate::proto::is_protobuf(&ctx.body) {
+        return match kind {
+            ResourceKind::ConfigMap | ResourceKind::Secret => {
+                crate::proto::decode_data_object(kind.kind(), &ctx.body)
+            }
+            _ => Err(ApiError::bad_request(format!(
+                "protobuf bodies are not decoded for {}",
+                kind.plural()
+            ))),
+        };
+    }
     let v: Value = serde_json::from_slice(&ctx.body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))?;
     if !v.is_object() {
@@ -134,7 +146,7 @@ const SERVER_FIELDS: [&str; 5] = [
 
 fn create(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, ApiError> {
     let ns = ctx.info.namespace.as_str();
-    let mut obj = body_object(ctx)?;
+    let mut obj = body_object(ctx, kind)?;
     check_type(ctx, kind, view, &obj)?;
     if obj["metadata"]["name"].as_str().unwrap_or("").is_empty()
         && let Some(prefix) = obj["metadata"]["generateName"].as_str()
@@ -190,7 +202,7 @@ fn create(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, A
 }
 
 fn update(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, ApiError> {
-    let obj = body_object(ctx)?;
+    let obj = body_object(ctx, kind)?;
     check_type(ctx, kind, view, &obj)?;
     store_change(ctx, kind, view, obj)
 }
