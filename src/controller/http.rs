@@ -218,3 +218,35 @@ fn text(status: StatusCode, body: &'static str) -> Response<String> {
     );
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller spawns the server on its runtime: the future must be `Send`.
+    #[test]
+    fn the_server_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let _guard = rt.enter();
+        let fut = serve(
+            listener,
+            Arc::new(ControllerMetrics::new()),
+            Arc::new(Health::new()),
+            async {},
+        );
+        send(&fut);
+    }
+
+    #[test]
+    fn health_starts_not_ready() {
+        let h = Health::new();
+        assert!(!h.is_ready());
+        h.set_ready(true);
+        assert!(h.is_ready());
+    }
+}
