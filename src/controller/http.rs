@@ -96,8 +96,14 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: Limits,
 ) -> std::io::Result<()> {
+    // Values hyper or tokio would panic on: a buffer under hyper's minimum, a deadline past what
+    // `Instant` can hold, more permits than a semaphore has.
+    const DAY: Duration = Duration::from_secs(86_400);
     let limits = Arc::new(Limits {
         max_header_bytes: limits.max_header_bytes.max(8 * 1024),
+        header_read_timeout: limits.header_read_timeout.min(DAY),
+        connection_lifetime: limits.connection_lifetime.min(DAY),
+        max_connections: limits.max_connections.min(Semaphore::MAX_PERMITS),
         ..limits
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -240,6 +246,46 @@ mod tests {
             async {},
         );
         send(&fut);
+    }
+
+    /// Limits at the extremes are clamped, not a panic when a connection comes.
+    #[test]
+    fn extreme_limits_do_not_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let limits = Limits {
+                header_read_timeout: Duration::MAX,
+                connection_lifetime: Duration::MAX,
+                max_connections: usize::MAX,
+                max_header_bytes: 0,
+                drain: Duration::MAX,
+            };
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve_with(
+                listener,
+                Arc::new(ControllerMetrics::new()),
+                Arc::new(Health::new()),
+                async {
+                    let _ = stopped.await;
+                },
+                limits,
+            ));
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        });
     }
 
     #[test]
