@@ -527,3 +527,165 @@ fn the_documented_alert_rules_pass_promtool_and_use_exported_metrics() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A process killed (and reaped) when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `/api/v1/query` of a Prometheus: the result vector's (labels, value) pairs.
+fn instant_query(agent: &ureq::Agent, prom: &str, expr: &str) -> Vec<(serde_json::Value, f64)> {
+    let Ok(mut r) = agent
+        .get(format!("{prom}/api/v1/query"))
+        .query("query", expr)
+        .call()
+    else {
+        return Vec::new();
+    };
+    let Ok(text) = r.body_mut().read_to_string() else {
+        return Vec::new();
+    };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Vec::new();
+    };
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let value = s["value"][1]
+                .as_str()
+                .unwrap_or("NaN")
+                .parse()
+                .unwrap_or(f64::NAN);
+            (s["metric"].clone(), value)
+        })
+        .collect()
+}
+
+/// A real Prometheus (Debian's `prometheus`) scrapes the port with its own content negotiation, and
+/// evaluates the documented alert rules over what it scraped: each alert goes pending or firing for
+/// the workload in that trouble, and not for a healthy one.
+#[test]
+fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_right_workloads() {
+    let in_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()));
+    if !in_path {
+        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+        if !in_ci && std::env::var("MODEKEEPER_SKIP_PROMETHEUS").is_ok_and(|v| v == "1") {
+            return;
+        }
+        panic!(
+            "no `prometheus` on PATH (scripts/setup.sh installs it; MODEKEEPER_SKIP_PROMETHEUS=1 skips)"
+        );
+    }
+    let server = Server::start(Limits::default());
+    let m = &server.metrics;
+    let (healthy, lagging, blocked) = (workload(1), workload(2), workload(3));
+    m.ingest_lag(&lagging, Duration::from_secs(120));
+    m.ingest_lag(&healthy, Duration::from_millis(300));
+    m.window_evaluated(&lagging, Duration::from_micros(100));
+    m.apply_blocked(&blocked, "license_missing");
+    m.shard_leader(0, true);
+    m.shard_leader(1, false);
+    m.sessions(3, 0);
+
+    let section = observe_section();
+    let start = section.find("# prometheus rules file").unwrap();
+    let end = start + section[start..].find("```").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("controller-prometheus-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    std::fs::write(dir.path().join("rules.yml"), &section[start..end]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n\
+             scrape_configs:\n  - job_name: modekeeper\n    static_configs:\n      - targets: ['{}']\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+    let _prometheus = Killed(
+        Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus"),
+    );
+    let prom = format!("http://127.0.0.1:{port}");
+    let a = agent();
+    let wanted = [
+        ("ModeKeeperIngestLag", "name", "trainer-2"),
+        ("ModeKeeperApplyBlocked", "name", "trainer-3"),
+        ("ModeKeeperNoWindowEvaluated", "name", "trainer-2"),
+        ("ModeKeeperShardWithoutLeader", "shard", "1"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let alerts = loop {
+        // The healthy workload keeps evaluating, the blocked one keeps being blocked.
+        m.window_evaluated(&healthy, Duration::from_micros(100));
+        m.apply_blocked(&blocked, "license_missing");
+        let alerts = instant_query(&a, &prom, "ALERTS");
+        let seen = |(name, key, value): &(&str, &str, &str)| {
+            alerts
+                .iter()
+                .any(|(l, _)| l["alertname"] == *name && (key.is_empty() || l[*key] == *value))
+        };
+        if wanted.iter().all(seen) {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts after 90 s: {alerts:?}\nprometheus log:\n{}",
+            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Only the workloads in trouble.
+    for (l, _) in &alerts {
+        assert_ne!(
+            l["name"], "trainer-1",
+            "an alert for the healthy workload: {l}"
+        );
+        assert_ne!(l["shard"], "0", "an alert for a led shard: {l}");
+        assert_ne!(l["alertname"], "ModeKeeperSlowDecisions", "{l}");
+        // One workload still evaluates: the fleet is not stalled.
+        assert_ne!(l["alertname"], "ModeKeeperFleetStalled", "{l}");
+    }
+    // The scrape itself: up, and the values as set.
+    assert_eq!(
+        instant_query(&a, &prom, r#"up{job="modekeeper"}"#)
+            .first()
+            .map(|(_, v)| *v),
+        Some(1.0)
+    );
+    let lag = instant_query(
+        &a,
+        &prom,
+        r#"modekeeper_ingest_lag_seconds{name="trainer-2"}"#,
+    );
+    assert_eq!(lag.first().map(|(_, v)| *v), Some(120.0), "{lag:?}");
+}
