@@ -2,8 +2,8 @@
 //! 127.0.0.1:0 and driven by real clients (ureq, raw TCP for the hostile ones), the metrics checked
 //! by `promtool`, and docs/controller.md's "Observe" section kept in step with the code.
 //!
-//! `promtool` comes with the Debian `prometheus` package (scripts/setup.sh); without it on PATH the
-//! promtool tests fail unless MODEKEEPER_SKIP_PROMETHEUS=1.
+//! `promtool` and `prometheus` come with the Debian `prometheus` package (scripts/setup.sh); without
+//! them on PATH the tests that run them fail, unless MODEKEEPER_SKIP_PROMETHEUS=1 outside CI.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -176,25 +176,39 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether `bin` (promtool, prometheus) is on PATH; without it the test fails, or is skipped when
+/// MODEKEEPER_SKIP_PROMETHEUS=1 outside CI (CI installs it: scripts/setup.sh).
+fn have(bin: &str) -> bool {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
+    if on_path {
+        return true;
+    }
+    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
+    if !in_ci && std::env::var("MODEKEEPER_SKIP_PROMETHEUS").is_ok_and(|v| v == "1") {
+        eprintln!("skipped: no {bin} on PATH and MODEKEEPER_SKIP_PROMETHEUS=1");
+        return false;
+    }
+    panic!(
+        "no `{bin}` on PATH (scripts/setup.sh installs it; MODEKEEPER_SKIP_PROMETHEUS=1 skips locally)"
+    );
+}
+
 fn promtool(args: &[&str], stdin: Option<&str>) -> Option<std::process::Output> {
-    let mut cmd = Command::new("promtool");
-    cmd.args(args)
+    if !have("promtool") {
+        return None;
+    }
+    let mut child = Command::new("promtool")
+        .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
             Stdio::null()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(_) if std::env::var("MODEKEEPER_SKIP_PROMETHEUS").is_ok_and(|v| v == "1") => {
-            return None;
-        }
-        Err(e) => panic!(
-            "promtool: {e} (scripts/setup.sh installs it; MODEKEEPER_SKIP_PROMETHEUS=1 skips)"
-        ),
-    };
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool");
     if let Some(text) = stdin {
         child
             .stdin
@@ -573,16 +587,8 @@ fn instant_query(agent: &ureq::Agent, prom: &str, expr: &str) -> Vec<(serde_json
 /// the workload in that trouble, and not for a healthy one.
 #[test]
 fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_right_workloads() {
-    let in_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()));
-    if !in_path {
-        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        if !in_ci && std::env::var("MODEKEEPER_SKIP_PROMETHEUS").is_ok_and(|v| v == "1") {
-            return;
-        }
-        panic!(
-            "no `prometheus` on PATH (scripts/setup.sh installs it; MODEKEEPER_SKIP_PROMETHEUS=1 skips)"
-        );
+    if !have("prometheus") {
+        return;
     }
     let server = Server::start(Limits::default());
     let m = &server.metrics;
