@@ -5,7 +5,13 @@
 //! ([`Limits`]): the time to send a request's headers (a slowloris client is dropped, and others are
 //! served meanwhile), the header size, the number of open connections (more are closed at once
 //! rather than queued) and a connection's lifetime (a client that never reads its response). Bad
-//! input gets hyper's 4xx, never a panic. HTTP/1 only; requests bodies are never read.
+//! input gets hyper's 4xx, never a panic. HTTP/1 only; request bodies are never read.
+//!
+//! Wiring: bind `--listen` with `tokio::net::TcpListener::bind` (a bind error is the caller's one
+//! clear line), `tokio::spawn(serve(listener, metrics, health, shutdown))` with `shutdown` the
+//! controller's stop signal, `health.set_ready(true)` once the watches have synced. `/metrics` is
+//! encoded on the runtime thread that serves it (about 25 ms for 1,000 workloads in a debug build,
+//! a few ms optimised).
 
 use std::convert::Infallible;
 use std::future::Future;
