@@ -10,8 +10,8 @@
 //! Wiring: bind `--listen` with `tokio::net::TcpListener::bind` (a bind error is the caller's one
 //! clear line), `tokio::spawn(serve(listener, metrics, health, shutdown))` with `shutdown` the
 //! controller's stop signal, `health.set_ready(true)` once the watches have synced. `/metrics` is
-//! encoded on the runtime thread that serves it (about 25 ms for 1,000 workloads in a debug build,
-//! a few ms optimised).
+//! encoded on the runtime thread that serves it (about 25 ms and 950 KB for 1,000 workloads, measured
+//! in a debug build on a loaded 2-core machine).
 
 use std::convert::Infallible;
 use std::future::Future;
