@@ -5,7 +5,13 @@
 //! ([`Limits`]): the time to send a request's headers (a slowloris client is dropped, and others are
 //! served meanwhile), the header size, the number of open connections (more are closed at once
 //! rather than queued) and a connection's lifetime (a client that never reads its response). Bad
-//! input gets hyper's 4xx, never a panic. HTTP/1 only; requests bodies are never read.
+//! input gets hyper's 4xx, never a panic. HTTP/1 only; request bodies are never read.
+//!
+//! Wiring: bind `--listen` with `tokio::net::TcpListener::bind` (a bind error is the caller's one
+//! clear line), `tokio::spawn(serve(listener, metrics, health, shutdown))` with `shutdown` the
+//! controller's stop signal, `health.set_ready(true)` once the watches have synced. `/metrics` is
+//! encoded on the runtime thread that serves it (about 25 ms and 950 KB for 1,000 workloads, measured
+//! in a debug build on a loaded 2-core machine).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -96,8 +102,14 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
     limits: Limits,
 ) -> std::io::Result<()> {
+    // Values hyper or tokio would panic on: a buffer under hyper's minimum, a deadline past what
+    // `Instant` can hold, more permits than a semaphore has.
+    const DAY: Duration = Duration::from_secs(86_400);
     let limits = Arc::new(Limits {
         max_header_bytes: limits.max_header_bytes.max(8 * 1024),
+        header_read_timeout: limits.header_read_timeout.min(DAY),
+        connection_lifetime: limits.connection_lifetime.min(DAY),
+        max_connections: limits.max_connections.min(Semaphore::MAX_PERMITS),
         ..limits
     });
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -217,4 +229,76 @@ fn text(status: StatusCode, body: &'static str) -> Response<String> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The controller spawns the server on its runtime: the future must be `Send`.
+    #[test]
+    fn the_server_future_is_send() {
+        fn send<T: Send>(_: &T) {}
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let _guard = rt.enter();
+        let fut = serve(
+            listener,
+            Arc::new(ControllerMetrics::new()),
+            Arc::new(Health::new()),
+            async {},
+        );
+        send(&fut);
+    }
+
+    /// Limits at the extremes are clamped, not a panic when a connection comes.
+    #[test]
+    fn extreme_limits_do_not_panic() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let limits = Limits {
+                header_read_timeout: Duration::MAX,
+                connection_lifetime: Duration::MAX,
+                max_connections: usize::MAX,
+                max_header_bytes: 0,
+                drain: Duration::MAX,
+            };
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let server = tokio::spawn(serve_with(
+                listener,
+                Arc::new(ControllerMetrics::new()),
+                Arc::new(Health::new()),
+                async {
+                    let _ = stopped.await;
+                },
+                limits,
+            ));
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+            stop.send(()).unwrap();
+            server.await.unwrap().unwrap();
+        });
+    }
+
+    #[test]
+    fn health_starts_not_ready() {
+        let h = Health::new();
+        assert!(!h.is_ready());
+        h.set_ready(true);
+        assert!(h.is_ready());
+    }
 }

@@ -80,6 +80,24 @@ struct Tracked {
     reasons: BTreeSet<String>,
 }
 
+/// Most distinct incident kinds, or block reasons, one workload gets series for; later ones count
+/// under [`OTHER`]. The codes come from our code, but an incident kind may come from a policy, and
+/// a policy must not be able to grow the exposition without bound.
+const MAX_CODES_PER_WORKLOAD: usize = 32;
+const OTHER: &str = "other";
+
+/// `code`, remembered in `seen`, or [`OTHER`] once `seen` is full.
+fn bounded_code(seen: &mut BTreeSet<String>, code: &str) -> String {
+    if !seen.contains(code) {
+        if seen.len() >= MAX_CODES_PER_WORKLOAD {
+            seen.insert(OTHER.to_string());
+            return OTHER.to_string();
+        }
+        seen.insert(code.to_string());
+    }
+    code.to_string()
+}
+
 /// Every metric the controller exports. Cheap to update from many sessions at once.
 pub struct ControllerMetrics {
     registry: Registry,
@@ -318,16 +336,9 @@ impl ControllerMetrics {
     pub fn incident(&self, w: &WorkloadLabels, kind: &str) {
         let mut tracked = self.tracked();
         let t = tracked.entry(w.clone()).or_default();
-        if !t.incidents.contains(kind) {
-            t.incidents.insert(kind.to_string());
-        }
+        let incident = bounded_code(&mut t.incidents, kind);
         self.incidents
-            .get_or_create(&(
-                w.clone(),
-                IncidentLabel {
-                    incident: kind.to_string(),
-                },
-            ))
+            .get_or_create(&(w.clone(), IncidentLabel { incident }))
             .inc();
     }
 
@@ -339,16 +350,9 @@ impl ControllerMetrics {
     pub fn apply_blocked(&self, w: &WorkloadLabels, reason: &str) {
         let mut tracked = self.tracked();
         let t = tracked.entry(w.clone()).or_default();
-        if !t.reasons.contains(reason) {
-            t.reasons.insert(reason.to_string());
-        }
+        let reason = bounded_code(&mut t.reasons, reason);
         self.blocked
-            .get_or_create(&(
-                w.clone(),
-                ReasonLabel {
-                    reason: reason.to_string(),
-                },
-            ))
+            .get_or_create(&(w.clone(), ReasonLabel { reason }))
             .inc();
     }
 
@@ -548,6 +552,27 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"chord="steady"} 1"#));
+    }
+
+    #[test]
+    fn distinct_codes_per_workload_are_bounded_and_still_removed() {
+        let m = ControllerMetrics::new();
+        let a = w("a");
+        for i in 0..100 {
+            m.incident(&a, &format!("kind-{i}"));
+            m.apply_blocked(&a, &format!("reason-{i}"));
+        }
+        m.incident(&a, "kind-0");
+        let text = m.encode();
+        let incidents = samples(&text, "modekeeper_incidents_total{");
+        let reasons = samples(&text, "modekeeper_apply_blocked_total{");
+        assert_eq!(incidents.len(), MAX_CODES_PER_WORKLOAD + 1, "{text}");
+        assert_eq!(reasons.len(), MAX_CODES_PER_WORKLOAD + 1, "{text}");
+        assert!(text.contains(r#"incident="other"} 68"#), "{text}");
+        assert!(text.contains(r#"incident="kind-0"} 2"#), "{text}");
+        assert!(text.contains(r#"reason="other"} 68"#), "{text}");
+        m.remove_workload(&a);
+        assert!(samples(&m.encode(), r#"name="a""#).is_empty());
     }
 
     #[test]
