@@ -27,10 +27,16 @@
 //! **What is followed.** A Deployment or StatefulSet is resolved to its pods by its
 //! `spec.selector` (LIST pods with that label selector, again every [`RELIST_EVERY`], so pods of a
 //! scale-up or rollout are picked up: `pod_added`, `pod_gone`); a pod name names one pod. Every pod
-//! is followed by its own task on the [`Cluster`] runtime (`GET …/pods/NAME/log?follow=true&
+//! is followed by its own task on the runtime the stream was opened on (`GET …/pods/NAME/log?follow=true&
 //! timestamps=true`), and the lines of all replicas are merged in arrival order: the records' own
-//! `rank`/`node` fields keep them apart downstream. The tasks feed one bounded channel, so a slow
-//! consumer holds the streams back (TCP backpressure) instead of growing memory.
+//! `rank`/`node` fields keep them apart downstream. The tasks feed one channel bounded by bytes
+//! ([`STREAM_BUFFER_BYTES`]), so a slow consumer holds the streams back (TCP backpressure) instead
+//! of growing memory.
+//!
+//! **Two faces.** [`PodLogStream`] is async: opened on a shared [`KubeCluster`] (its client with
+//! the long watch read timeout), `Send`, for the controller's many sessions on one multi-thread
+//! runtime. [`PodLogSource`] is the synchronous [`LiveSource`] of `closed-loop watch`: its own
+//! [`Cluster`] (single-thread runtime) and one [`PodLogStream`], whose tasks run while it polls.
 //!
 //! **The lines handed out keep their newline and the kubelet's timestamp prefix** (`2026-01-01T00:00:00.123456789Z
 //! {"step": 1, …}`), exactly what `kubectl logs --timestamps` prints: the telemetry parser accepts it
