@@ -499,3 +499,24 @@ fn an_unlabelled_workload_s_session_stops_cleanly() {
     );
     c.stop();
 }
+
+#[test]
+fn controller_help_and_bad_flags() {
+    let o = closed_loop_support::std_bin()
+        .args(["controller", "--help"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    insta::assert_snapshot!("controller_help", String::from_utf8(o.stdout).unwrap());
+    // Lease timings that could make two leaders: one line, exit 2, nothing started.
+    let o = closed_loop_support::std_bin()
+        .args(["controller", "--lease-duration", "2s", "--renew-deadline", "3s"])
+        .args(["-n", "x", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("renew deadline"), "{err}");
+}
