@@ -43,7 +43,11 @@ impl PolicyPool {
 
     /// A set for `ids` (base policy first, then advanced ones by policy or chord id), reset to the
     /// given states (a new session: the policies' initial states).
-    pub fn take(&self, ids: &[String], states: Option<Vec<PolicyState>>) -> Result<LentSet, String> {
+    pub fn take(
+        &self,
+        ids: &[String],
+        states: Option<Vec<PolicyState>>,
+    ) -> Result<LentSet, String> {
         let key = ids.join(",");
         let idle = self
             .idle
@@ -65,7 +69,12 @@ impl PolicyPool {
     /// The states a fresh session's policies start with.
     pub fn initial_states(&self, ids: &[String]) -> Result<Vec<PolicyState>, String> {
         let key = ids.join(",");
-        if let Some(s) = self.initial.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(s) = self
+            .initial
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(s.clone());
         }
         let set = self.load(ids)?;

@@ -21,15 +21,15 @@ use super::metrics::{ControllerMetrics, WorkloadLabels};
 use super::settings::{ControllerSettings, PASSPORTS_CONFIGMAP, SourceKind, WorkloadSettings};
 use super::shards::{Ownership, shard_of, until_true};
 use super::store::{
-    LastDecision, LastEvent, ProposalSummary, SessionStatus, StateStore, StoreError,
-    StoredSession, WorkloadKey, WorkloadSummary,
+    LastDecision, LastEvent, ProposalSummary, SessionStatus, StateStore, StoreError, StoredSession,
+    WorkloadKey, WorkloadSummary,
 };
 use super::{EventQueue, PolicyPool};
 use crate::closed_loop::effect::ChangeEffect;
-use crate::closed_loop::starting_knobs;
 use crate::closed_loop::live::{
     Policies, Session, SessionError, SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor,
 };
+use crate::closed_loop::starting_knobs;
 use crate::closed_loop::{Alert, is_rollback};
 use crate::k8s::{
     ConnectOptions, KubeCluster, LogTarget, PodLogStream, Workload, WorkloadEvent, WorkloadRef,
@@ -247,7 +247,7 @@ const RELEASE_LAG_STEPS: u64 = 16;
 /// What one window told, owned (the session's events borrow it).
 enum News {
     Alert(Alert),
-    Verdict(ChangeEffect),
+    Verdict(Box<ChangeEffect>),
     Window {
         index: u64,
         chord: String,
@@ -339,14 +339,12 @@ async fn passport_named(sh: &Shared, name: &str) -> Result<Passport, String> {
         .map_err(|e| format!("reading the passports ConfigMap: {e}"))?;
     let key = format!("{name}.json");
     let what = format!("{}/{PASSPORTS_CONFIGMAP} key {key}", sh.namespace);
-    let text = cm
-        .and_then(|c| c.data.get(&key).cloned())
-        .ok_or_else(|| {
-            format!(
-                "passport {name:?} is neither built in ({}) nor in {what}",
-                TEMPLATE_NAMES.join(", ")
-            )
-        })?;
+    let text = cm.and_then(|c| c.data.get(&key).cloned()).ok_or_else(|| {
+        format!(
+            "passport {name:?} is neither built in ({}) nor in {what}",
+            TEMPLATE_NAMES.join(", ")
+        )
+    })?;
     if text.len() > MAX_PASSPORT_BYTES as usize {
         return Err(format!("{what}: longer than {MAX_PASSPORT_BYTES} bytes"));
     }
@@ -427,9 +425,13 @@ async fn run_session(
             new_summary(sh, w, &setup.knobs),
         ),
     };
-    let mut stream = PodLogStream::open(&sh.cluster, log_target(w, ws.container.clone()), cursor.as_ref())
-        .await
-        .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
+    let mut stream = PodLogStream::open(
+        &sh.cluster,
+        log_target(w, ws.container.clone()),
+        cursor.as_ref(),
+    )
+    .await
+    .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
     let mut live = Live {
         session,
         book: Book {
@@ -443,8 +445,16 @@ async fn run_session(
     live.book.summary.replica = sh.identity.clone();
     live.book.summary.error = None;
     checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
-    (sh.log)(super::Level::Info, format!("{}: session {started}", describe(w)));
-    post(sh, w, &mut live.book.summary, WorkloadEvent::session_started(&started));
+    (sh.log)(
+        super::Level::Info,
+        format!("{}: session {started}", describe(w)),
+    );
+    post(
+        sh,
+        w,
+        &mut live.book.summary,
+        WorkloadEvent::session_started(&started),
+    );
 
     let shard = shard_of(&w.uid, sh.shards);
     let mut workload = w.clone();
@@ -689,7 +699,7 @@ fn decide(
             .advance(&mut policies, &mut |_| false, &mut |ev| {
                 news.push(match ev {
                     SessionEvent::Alert(a) => News::Alert(a.clone()),
-                    SessionEvent::Verdict(e) => News::Verdict(e.clone()),
+                    SessionEvent::Verdict(e) => News::Verdict(Box::new(e.clone())),
                     SessionEvent::Window {
                         index,
                         event,
