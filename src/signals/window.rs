@@ -1,6 +1,13 @@
 //! Groups ordered samples into windows of `window_steps` consecutive step numbers (steps 1..=N form
 //! window 0) and reduces each window to [`WindowStats`]. Windows are keyed by step numbers, never by
 //! gaps between records, so sparse logging (a record every N steps) does not look like a stall.
+//!
+//! A window is also bounded in wall time: once the run's pace is known (the median step time of its
+//! first records), a window whose steps have taken [`WALL_CAP`] times its nominal duration
+//! (`window_steps` × that pace) closes at the record that crossed it, and the rest of its steps form
+//! the next window. Steps that got six times slower would otherwise stretch a window, and the delay
+//! before it is judged, sixfold (issue 12). The time is the window's own step times (mean × steps
+//! covered), not timestamps, so pauses, restarts and planned slow steps never split a window.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,9 +65,15 @@ pub struct WindowStats {
     pub step_times_sorted: Vec<f64>,
 }
 
+/// A window closes once its steps took this many times its nominal duration.
+pub const WALL_CAP: f64 = 2.0;
+
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     index: u64,
+    /// The window's cell of step numbers (`(step - 1) / window_steps`); windows split by the wall
+    /// cap share one.
+    grid: u64,
     first_step: u64,
     last_step: u64,
     start_ms: Option<i64>,
@@ -174,7 +187,7 @@ impl Acc {
 
     /// An empty accumulator for window `index` that keeps this one's buffers (a window is only ~50
     /// samples: growing fresh vectors for every window was a third of the windower's time).
-    fn recycle(mut self, index: u64) -> Acc {
+    fn recycle(mut self, index: u64, grid: u64) -> Acc {
         let keep = |v: &mut Vec<f64>| {
             let mut v = std::mem::take(v);
             v.clear();
@@ -189,6 +202,7 @@ impl Acc {
         workers.iter_mut().for_each(Vec::clear);
         Acc {
             index,
+            grid,
             step_times,
             compute,
             data_wait,
@@ -271,6 +285,10 @@ pub struct Windower {
     planned: PlannedSteps,
     /// The last (global batch size, sequence length) seen.
     shape: (Option<u32>, Option<u32>),
+    /// The run's usual step time (ms), once known: windows are then capped in wall time.
+    pace_ms: Option<f64>,
+    /// Windows closed early by the wall cap so far (later window indexes shift by this much).
+    splits: u64,
 }
 
 fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -288,7 +306,30 @@ impl Windower {
             spare: None,
             planned: PlannedSteps::default(),
             shape: (None, None),
+            pace_ms: None,
+            splits: 0,
         }
+    }
+
+    /// Caps windows at [`WALL_CAP`] × `window_steps` × `pace_ms` of step time (no cap without a
+    /// positive, finite pace).
+    pub fn paced(mut self, pace_ms: Option<f64>) -> Self {
+        self.pace_ms = pace_ms.filter(|p| p.is_finite() && *p > 0.0);
+        self
+    }
+
+    /// Whether the open window's steps have taken the capped wall time: the mean step time of its
+    /// timed records times the steps it covers (sparse logging counts the steps between records).
+    fn over_wall_cap(&self) -> bool {
+        let (Some(pace), Some(a)) = (self.pace_ms, &self.acc) else {
+            return false;
+        };
+        if a.time_n == 0 {
+            return false;
+        }
+        let covered = (a.last_step - a.first_step + 1) as f64;
+        let spent = a.step_time_sum / a.time_n as f64 * covered;
+        spent >= WALL_CAP * self.window_steps as f64 * pace
     }
 
     pub fn window_steps(&self) -> u64 {
@@ -319,18 +360,18 @@ impl Windower {
         let changed = shape != self.shape && self.shape != (None, None);
         self.shape = shape;
         let step = s.step.unwrap_or(0);
-        let index = step.saturating_sub(1) / self.window_steps;
+        let grid = step.saturating_sub(1) / self.window_steps;
         let mut done = None;
-        if self.acc.as_ref().is_some_and(|a| a.index != index) {
-            let mut acc = self.acc.take();
-            done = acc.as_mut().map(Acc::finish);
-            self.spare = acc;
+        if self.acc.as_ref().is_some_and(|a| a.grid != grid) {
+            done = self.close();
         }
+        let index = grid.saturating_add(self.splits);
         self.acc
             .get_or_insert_with(|| match self.spare.take() {
-                Some(old) => old.recycle(index),
+                Some(old) => old.recycle(index, grid),
                 None => Acc {
                     index,
+                    grid,
                     ..Acc::default()
                 },
             })
@@ -339,7 +380,20 @@ impl Windower {
             acc.planned += u64::from(planned);
             acc.shape_changed |= changed;
         }
+        // A window that just opened holds one record and cannot be over the cap: at most one
+        // window is returned per sample.
+        if done.is_none() && self.over_wall_cap() {
+            self.splits += 1;
+            done = self.close();
+        }
         done
+    }
+
+    fn close(&mut self) -> Option<WindowStats> {
+        let mut acc = self.acc.take()?;
+        let stats = acc.finish();
+        self.spare = Some(acc);
+        Some(stats)
     }
 
     /// Closes the last, possibly partial, window.
@@ -402,5 +456,87 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    fn timed(step: u64, ms: f64) -> Sample {
+        Sample {
+            step: Some(step),
+            ts_ms: Some(step as i64 * 10),
+            step_time_ms: Some(ms),
+            ..Default::default()
+        }
+    }
+
+    fn ranges(w: &mut Windower, samples: impl IntoIterator<Item = Sample>) -> Vec<(u64, u64, u64)> {
+        let mut out: Vec<WindowStats> = samples.into_iter().filter_map(|s| w.push(&s)).collect();
+        out.extend(w.finish());
+        out.iter()
+            .map(|s| (s.index, s.first_step, s.last_step))
+            .collect()
+    }
+
+    /// Steps five times slower than the pace fill a window's wall time (2 × 10 steps × 10 ms) in
+    /// four steps: the window closes there, not after ten (issue 12: a drift stretched windows
+    /// sixfold, and the delay before they were judged with them).
+    #[test]
+    fn slow_steps_close_a_window_at_twice_its_wall_time() {
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let samples = (1..=30).map(|s| timed(s, if (11..=20).contains(&s) { 50.0 } else { 10.0 }));
+        assert_eq!(
+            ranges(&mut w, samples),
+            [
+                (0, 1, 10),
+                (1, 11, 14),
+                (2, 15, 18),
+                (3, 19, 20),
+                (4, 21, 30)
+            ]
+        );
+        // Without a pace, windows are the step grid alone.
+        let mut w = Windower::new(10);
+        let samples = (1..=30).map(|s| timed(s, if (11..=20).contains(&s) { 50.0 } else { 10.0 }));
+        assert_eq!(
+            ranges(&mut w, samples),
+            [(0, 1, 10), (1, 11, 20), (2, 21, 30)]
+        );
+    }
+
+    /// A window's time is its steps' own times: sparse logging (a record every 5th step at the
+    /// usual pace) and records without a step time never split it.
+    #[test]
+    fn sparse_and_untimed_records_keep_the_step_grid() {
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let sparse = (1..=6).map(|i| timed(i * 5, 11.0));
+        assert_eq!(
+            ranges(&mut w, sparse),
+            [(0, 5, 10), (1, 15, 20), (2, 25, 30)]
+        );
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let untimed = (1..=20).map(|s| Sample {
+            step: Some(s),
+            ts_ms: Some(s as i64 * 100_000),
+            loss: Some(1.0),
+            ..Default::default()
+        });
+        assert_eq!(ranges(&mut w, untimed), [(0, 1, 10), (1, 11, 20)]);
+    }
+
+    #[test]
+    fn a_pace_that_is_not_a_positive_number_caps_nothing() {
+        for pace in [
+            Some(0.0),
+            Some(-1.0),
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            None,
+        ] {
+            let mut w = Windower::new(10).paced(pace);
+            let samples = (1..=20).map(|s| timed(s, 1e6));
+            assert_eq!(
+                ranges(&mut w, samples),
+                [(0, 1, 10), (1, 11, 20)],
+                "{pace:?}"
+            );
+        }
     }
 }
