@@ -4,8 +4,8 @@
 //!
 //! A window is also bounded in wall time: once the run's pace is known (the median step time of its
 //! first records), a window whose steps have taken [`WALL_CAP`] times its nominal duration
-//! (`window_steps` × that pace) closes at the record that crossed it, and the rest of its steps form
-//! the next window. Steps that got six times slower would otherwise stretch a window, and the delay
+//! (`window_steps` × that pace) closes at the record that crossed it, and the next window starts
+//! after it with `window_steps` steps of its own. Steps that got six times slower would otherwise stretch a window, and the delay
 //! before it is judged, sixfold (issue 12). The time is the window's own step times (mean × steps
 //! covered), not timestamps, so pauses, restarts and planned slow steps never split a window.
 
@@ -71,8 +71,7 @@ pub const WALL_CAP: f64 = 2.0;
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     index: u64,
-    /// The window's cell of step numbers (`(step - 1) / window_steps`); windows split by the wall
-    /// cap share one.
+    /// The window's cell of the step grid (`(step - origin) / window_steps`).
     grid: u64,
     first_step: u64,
     last_step: u64,
@@ -287,8 +286,11 @@ pub struct Windower {
     shape: (Option<u32>, Option<u32>),
     /// The run's usual step time (ms), once known: windows are then capped in wall time.
     pace_ms: Option<f64>,
-    /// Windows closed early by the wall cap so far (later window indexes shift by this much).
-    splits: u64,
+    /// The step grid: cells of `window_steps` steps from `origin`, the first numbered `base`. A
+    /// window closed by the wall cap restarts the grid after its last step, so the steps after it
+    /// get a whole window, not the few left in its cell.
+    origin: u64,
+    base: u64,
 }
 
 fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -307,7 +309,8 @@ impl Windower {
             planned: PlannedSteps::default(),
             shape: (None, None),
             pace_ms: None,
-            splits: 0,
+            origin: 1,
+            base: 0,
         }
     }
 
@@ -360,12 +363,12 @@ impl Windower {
         let changed = shape != self.shape && self.shape != (None, None);
         self.shape = shape;
         let step = s.step.unwrap_or(0);
-        let grid = step.saturating_sub(1) / self.window_steps;
+        let grid = step.saturating_sub(self.origin) / self.window_steps;
         let mut done = None;
         if self.acc.as_ref().is_some_and(|a| a.grid != grid) {
             done = self.close();
         }
-        let index = grid.saturating_add(self.splits);
+        let index = grid.saturating_add(self.base);
         self.acc
             .get_or_insert_with(|| match self.spare.take() {
                 Some(old) => old.recycle(index, grid),
@@ -383,8 +386,11 @@ impl Windower {
         // A window that just opened holds one record and cannot be over the cap: at most one
         // window is returned per sample.
         if done.is_none() && self.over_wall_cap() {
-            self.splits += 1;
             done = self.close();
+            if let Some(d) = &done {
+                self.origin = d.last_step.saturating_add(1);
+                self.base = d.index.saturating_add(1);
+            }
         }
         done
     }
@@ -488,8 +494,8 @@ mod tests {
                 (0, 1, 10),
                 (1, 11, 14),
                 (2, 15, 18),
-                (3, 19, 20),
-                (4, 21, 30)
+                (3, 19, 28),
+                (4, 29, 30)
             ]
         );
         // Without a pace, windows are the step grid alone.
