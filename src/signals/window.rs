@@ -67,12 +67,21 @@ pub struct WindowStats {
 
 /// A window closes once its steps took this many times its nominal duration.
 pub const WALL_CAP: f64 = 2.0;
+/// ...or once it holds this many separate slow spikes (a step [`EARLY_SLOW_RATIO`] × the previous
+/// window's median after one that was not): enough to judge a straggler or a bursty phase now
+/// rather than at the window's last step. Windows of the H100 traces' NORMAL segments hold at most
+/// 3 slow steps. A run of consecutive slow steps is one spike: whether it is a burst or a drift
+/// depends on how long it lasts, which shorter windows would misjudge.
+pub const EARLY_SLOW_STEPS: u64 = 5;
+pub const EARLY_SLOW_RATIO: f64 = 1.5;
 
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     index: u64,
     /// The window's cell of the step grid (`(step - origin) / window_steps`).
     grid: u64,
+    /// Slow spikes (see [`EARLY_SLOW_STEPS`]), counted while paced.
+    slow: u64,
     first_step: u64,
     last_step: u64,
     start_ms: Option<i64>,
@@ -291,6 +300,11 @@ pub struct Windower {
     /// get a whole window, not the few left in its cell.
     origin: u64,
     base: u64,
+    /// The previous window's median step time (the pace before the first window): what a slow
+    /// step is measured against.
+    reference_ms: Option<f64>,
+    /// The last timed step was slow (a slow step after it continues the same spike).
+    last_slow: bool,
 }
 
 fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -311,6 +325,8 @@ impl Windower {
             pace_ms: None,
             origin: 1,
             base: 0,
+            reference_ms: None,
+            last_slow: false,
         }
     }
 
@@ -318,6 +334,7 @@ impl Windower {
     /// positive, finite pace).
     pub fn paced(mut self, pace_ms: Option<f64>) -> Self {
         self.pace_ms = pace_ms.filter(|p| p.is_finite() && *p > 0.0);
+        self.reference_ms = self.pace_ms;
         self
     }
 
@@ -327,6 +344,9 @@ impl Windower {
         let (Some(pace), Some(a)) = (self.pace_ms, &self.acc) else {
             return false;
         };
+        if a.slow >= EARLY_SLOW_STEPS {
+            return true;
+        }
         if a.time_n == 0 {
             return false;
         }
@@ -382,6 +402,11 @@ impl Windower {
         if let Some(acc) = &mut self.acc {
             acc.planned += u64::from(planned);
             acc.shape_changed |= changed;
+            if let (Some(t), Some(r)) = (s.step_time_ms, self.reference_ms) {
+                let slow = t >= EARLY_SLOW_RATIO * r;
+                acc.slow += u64::from(slow && !self.last_slow);
+                self.last_slow = slow;
+            }
         }
         // A window that just opened holds one record and cannot be over the cap: at most one
         // window is returned per sample.
@@ -398,6 +423,9 @@ impl Windower {
     fn close(&mut self) -> Option<WindowStats> {
         let mut acc = self.acc.take()?;
         let stats = acc.finish();
+        if self.pace_ms.is_some() && stats.step_time_samples > 0 {
+            self.reference_ms = Some(stats.step_time_p50_ms).filter(|r| *r > 0.0);
+        }
         self.spare = Some(acc);
         Some(stats)
     }

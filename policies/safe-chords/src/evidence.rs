@@ -25,12 +25,16 @@ pub const DRIFT_CUSUM: f64 = 5.0;
 /// Burst evidence needed within the last [`BURST_HORIZON`] windows before BURST-ABSORB fires...
 pub const BURST_CONFIRM: u32 = 2;
 pub const BURST_HORIZON: u32 = 4;
-/// ...or, in one window with a tail burst, at least this many slow steps (1.5x the baseline)
+/// ...or a lone slow window confirmed (its median came back), or, in one window with a tail burst,
+/// at least this many slow steps (1.5x the baseline)
 /// making up at least [`BURST_SLOW_SHARE`] of it: a run of slow steps, not a one-off blip. The
 /// count, not a second window, confirms it, so the delay does not grow with the window's length
 /// (NORMAL windows of the H100 traces show at most 3 slow steps in 50).
 pub const BURST_SLOW_STEPS: f64 = 5.0;
 pub const BURST_SLOW_SHARE: f64 = 0.1;
+/// A window's p95 is its maximum below 20 steps: one outlier would make a tail, so a shorter
+/// window (one the host closed early) needs the second window.
+pub const BURST_MIN_SAMPLES: u64 = 20;
 /// Longest step at least this many baseline medians...
 pub const STALL_SCORE: f64 = 20.0;
 /// ...and at least this share of the job's `timeout_ms` (or [`STALL_MIN_MS`] without it): a stall
@@ -115,8 +119,13 @@ pub fn read(f: &Features, timeout_ms: Option<f64>, st: &mut State) -> Evidence {
     st.burst_history = (st.burst_history << 1) | u8::from(burst_now);
     let recent = (st.burst_history & ((1u8 << BURST_HORIZON) - 1)).count_ones();
     let slow_steps = slow_share * f.window.samples as f64;
-    let sustained =
-        tail_burst && slow_share >= BURST_SLOW_SHARE && slow_steps >= BURST_SLOW_STEPS - 1e-9;
+    // A lone slow window (half its steps slow) whose median came back is a run of slow steps that
+    // ended: a burst by itself.
+    let sustained = confirmed_slow
+        || tail_burst
+            && f.window.samples >= BURST_MIN_SAMPLES
+            && slow_share >= BURST_SLOW_SHARE
+            && slow_steps >= BURST_SLOW_STEPS - 1e-9;
     if burst_now && (recent >= BURST_CONFIRM || sustained) && st.elevated_run < DRIFT_WINDOWS {
         e.burst = Some(if tail_burst { tail } else { 1.0 });
     }
@@ -177,6 +186,32 @@ mod tests {
         f.window.samples = 500;
         f.slow_step_share = Some(5.0 / 500.0);
         assert_eq!(read(&f, None, &mut st).burst, None);
+    }
+
+    #[test]
+    fn a_short_window_needs_a_second_window() {
+        let mut st = State::default();
+        let mut f = burst_window(5);
+        f.window.samples = 12;
+        f.slow_step_share = Some(5.0 / 12.0);
+        assert_eq!(read(&f, None, &mut st).burst, None);
+    }
+
+    #[test]
+    fn a_lone_slow_window_is_a_burst_once_the_median_is_back() {
+        let mut st = State::default();
+        let mut slow = burst_window(30);
+        slow.step_time_ratio = 2.0;
+        slow.burst_score = 1.0;
+        assert_eq!(read(&slow, None, &mut st).burst, None);
+        let mut back = burst_window(0);
+        back.burst_score = 1.0;
+        assert!(read(&back, None, &mut st).burst.is_some());
+        // Two slow windows in a row are no burst: that is a drift's start.
+        let mut st = State::default();
+        assert_eq!(read(&slow, None, &mut st).burst, None);
+        assert_eq!(read(&slow, None, &mut st).burst, None);
+        assert_eq!(read(&back, None, &mut st).burst, None);
     }
 
     #[test]
