@@ -242,5 +242,9 @@ fn incident_delays_do_not_regress() {
     delays.sort_by(f64::total_cmp);
     let median = (delays[2] + delays[3]) / 2.0;
     assert!(median <= 3.0, "median delay {median:.2} s: {delays:?}");
-    assert!(delays[5] <= 10.0, "worst delay {:.2} s: {delays:?}", delays[5]);
+    assert!(
+        delays[5] <= 10.0,
+        "worst delay {:.2} s: {delays:?}",
+        delays[5]
+    );
 }
