@@ -2,12 +2,14 @@
 //! window 0) and reduces each window to [`WindowStats`]. Windows are keyed by step numbers, never by
 //! gaps between records, so sparse logging (a record every N steps) does not look like a stall.
 //!
-//! A window is also bounded in wall time: once the run's pace is known (the median step time of its
-//! first records), a window whose steps have taken [`WALL_CAP`] times its nominal duration
-//! (`window_steps` × that pace) closes at the record that crossed it, and the next window starts
-//! after it with `window_steps` steps of its own. Steps that got six times slower would otherwise stretch a window, and the delay
-//! before it is judged, sixfold (issue 12). The time is the window's own step times (mean × steps
-//! covered), not timestamps, so pauses, restarts and planned slow steps never split a window.
+//! A window is also bounded in time (issue 12: it is judged when it closes). Once the run's pace is
+//! known (the median step time of its first records), a window closes early at the record that
+//! makes either true: its steps have taken [`WALL_CAP`] times its nominal duration (`window_steps` ×
+//! the pace), or it holds [`EARLY_SLOW_STEPS`] separate slow spikes. The next window starts after it
+//! with `window_steps` steps of its own. Steps that got six times slower would otherwise stretch a
+//! window, and the delay before it is judged, sixfold. The time is the window's own step times
+//! (mean × steps covered), not timestamps, so pauses, restarts and planned slow steps (whose step
+//! time is set aside) never close a window.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -338,9 +340,10 @@ impl Windower {
         self
     }
 
-    /// Whether the open window's steps have taken the capped wall time: the mean step time of its
-    /// timed records times the steps it covers (sparse logging counts the steps between records).
-    fn over_wall_cap(&self) -> bool {
+    /// Whether the open window closes now: it holds [`EARLY_SLOW_STEPS`] slow spikes, or its steps
+    /// have taken the capped wall time (the mean step time of its timed records times the steps it
+    /// covers: sparse logging counts the steps between records).
+    fn closes_early(&self) -> bool {
         let (Some(pace), Some(a)) = (self.pace_ms, &self.acc) else {
             return false;
         };
@@ -350,7 +353,8 @@ impl Windower {
         if a.time_n == 0 {
             return false;
         }
-        let covered = (a.last_step - a.first_step + 1) as f64;
+        // Saturating: the accumulator may come from a checkpoint (untrusted bytes).
+        let covered = a.last_step.saturating_sub(a.first_step).saturating_add(1) as f64;
         let spent = a.step_time_sum / a.time_n as f64 * covered;
         spent >= WALL_CAP * self.window_steps as f64 * pace
     }
@@ -410,7 +414,7 @@ impl Windower {
         }
         // A window that just opened holds one record and cannot be over the cap: at most one
         // window is returned per sample.
-        if done.is_none() && self.over_wall_cap() {
+        if done.is_none() && self.closes_early() {
             done = self.close();
             if let Some(d) = &done {
                 self.origin = d.last_step.saturating_add(1);
@@ -553,6 +557,29 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(ranges(&mut w, untimed), [(0, 1, 10), (1, 11, 20)]);
+    }
+
+    /// Every fourth step three times the pace (a straggling worker): the window closes at its fifth
+    /// spike. Ten consecutive slow steps are one spike and leave the grid alone.
+    #[test]
+    fn five_slow_spikes_close_a_window() {
+        let mut w = Windower::new(50).paced(Some(10.0));
+        let spiky = (1..=100).map(|s| timed(s, if s % 4 == 0 { 30.0 } else { 10.0 }));
+        let got = ranges(&mut w, spiky);
+        assert_eq!(got[..3], [(0, 1, 20), (1, 21, 40), (2, 41, 60)]);
+        let mut w = Windower::new(50).paced(Some(10.0));
+        let run = (1..=100).map(|s| timed(s, if (11..=20).contains(&s) { 15.0 } else { 10.0 }));
+        assert_eq!(ranges(&mut w, run), [(0, 1, 50), (1, 51, 100)]);
+        // Slow is measured against the previous window's median: a run that settled at a slower
+        // pace gets whole windows again.
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let slower = (1..=40).map(|s| timed(s, if s % 2 == 0 { 10.0 } else { 16.0 }));
+        let got = ranges(&mut w, slower);
+        assert_eq!(got[0], (0, 1, 9), "five spikes against the pace");
+        assert!(
+            got[1..].iter().all(|(_, a, b)| b - a + 1 == 10 || *b == 40),
+            "{got:?}"
+        );
     }
 
     #[test]
