@@ -121,7 +121,7 @@ impl AdaptiveWindower {
         strides.sort_unstable();
         let stride = strides.get(strides.len() / 2).copied().unwrap_or(1);
         let cfg = adapt_config(self.requested, median, stride);
-        self.live = Some((cfg, Windower::new(cfg.window_steps)));
+        self.live = Some((cfg, Windower::new(cfg.window_steps).paced(median)));
         for s in std::mem::take(&mut self.probe) {
             self.push(&s, out);
         }

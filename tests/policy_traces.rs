@@ -205,22 +205,27 @@ fn a_run_replays_byte_for_byte_from_saved_states() {
 }
 
 /// Detection delay (onset to the chord firing, as `policy test` reports it) may not get worse than
-/// measured on 2026-12-02. Issue 12 asks for a median ≤ 3 s and no incident over 10 s; that target
-/// is not met yet (burst 7.0 s, combo 10.8 s, drift 12.7 s): lower a bound here when a change
-/// improves it, never raise one.
+/// measured on 2026-12-03, and meets issue 12's target: a median of at most 3 s over the six
+/// incidents and none over 10 s. Before windows were bounded in wall time and closed at their fifth
+/// slow spike (docs/signals.md), the delays were 1.6, 7.0, 10.9, 16.4, 0.8 and 1.2 s (median 4.3 s);
+/// lower a bound here when a change improves it, never raise one.
 #[test]
 fn incident_delays_do_not_regress() {
     let bounds = [
-        // Timed from the onset record's own timestamp (interpolating inside the window gave 1.5,
-        // 7.0, 10.8 and 12.7 s: the drift's onset record comes later than its place in the window).
-        ("straggler", "INPUT-STRAGGLER", 1.6),
-        ("burst", "BURST", 7.0),
-        ("combo", "INPUT-STRAGGLER+BURST", 10.9),
-        ("drift", "DRIFT", 16.4),
-        ("loss_drift", "LOSS-DRIFT", 0.8),
+        // Timed from the onset record's own timestamp.
+        ("straggler", "INPUT-STRAGGLER", 1.1, &[][..]),
+        ("burst", "BURST", 4.8, &[]),
+        ("combo", "INPUT-STRAGGLER+BURST", 6.4, &[]),
+        // The drift trace's loss rises with its step time: DRIFT-RETUNE fires on the first window
+        // the wall cap closes after the slowdown (the step-time drift follows one window later).
+        ("drift", "DRIFT", 9.1, &[]),
+        ("loss_drift", "LOSS-DRIFT", 0.8, &[]),
+        // The stalled step's record closes its window (it took twice the window's wall time).
+        ("near_hang", "NEAR-HANG", 0.05, &["timeout-guard"]),
     ];
-    for (name, regime, max_s) in bounds {
-        let mut set = set(&[]);
+    let mut delays = Vec::new();
+    for (name, regime, max_s, advanced) in bounds {
+        let mut set = set(advanced);
         let (_, report) = score(name, &mut set);
         let seg = report
             .segments
@@ -230,7 +235,16 @@ fn incident_delays_do_not_regress() {
         let delay = seg.delay_s.expect("detected, so it has a delay");
         assert!(
             delay <= max_s + 0.05,
-            "{name}/{regime}: detected after {delay:.1} s, the bound is {max_s} s"
+            "{name}/{regime}: detected after {delay:.2} s, the bound is {max_s} s"
         );
+        delays.push(delay);
     }
+    delays.sort_by(f64::total_cmp);
+    let median = (delays[2] + delays[3]) / 2.0;
+    assert!(median <= 3.0, "median delay {median:.2} s: {delays:?}");
+    assert!(
+        delays[5] <= 10.0,
+        "worst delay {:.2} s: {delays:?}",
+        delays[5]
+    );
 }

@@ -1,6 +1,15 @@
 //! Groups ordered samples into windows of `window_steps` consecutive step numbers (steps 1..=N form
 //! window 0) and reduces each window to [`WindowStats`]. Windows are keyed by step numbers, never by
 //! gaps between records, so sparse logging (a record every N steps) does not look like a stall.
+//!
+//! A window is also bounded in time (issue 12: it is judged when it closes). Once the run's pace is
+//! known (the median step time of its first records), a window closes early at the record that
+//! makes either true: its steps have taken [`WALL_CAP`] times its nominal duration (`window_steps` ×
+//! the pace), or it holds [`EARLY_SLOW_STEPS`] separate slow spikes. The next window starts after it
+//! with `window_steps` steps of its own. Steps that got six times slower would otherwise stretch a
+//! window, and the delay before it is judged, sixfold. The time is the window's own step times
+//! (mean × steps covered), not timestamps, so pauses, restarts and planned slow steps (whose step
+//! time is set aside) never close a window.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -58,9 +67,23 @@ pub struct WindowStats {
     pub step_times_sorted: Vec<f64>,
 }
 
+/// A window closes once its steps took this many times its nominal duration.
+pub const WALL_CAP: f64 = 2.0;
+/// ...or once it holds this many separate slow spikes (a step [`EARLY_SLOW_RATIO`] × the previous
+/// window's median after one that was not): enough to judge a straggler or a bursty phase now
+/// rather than at the window's last step. Windows of the H100 traces' NORMAL segments hold at most
+/// 3 slow steps. A run of consecutive slow steps is one spike: whether it is a burst or a drift
+/// depends on how long it lasts, which shorter windows would misjudge.
+pub const EARLY_SLOW_STEPS: u64 = 5;
+pub const EARLY_SLOW_RATIO: f64 = 1.5;
+
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 struct Acc {
     index: u64,
+    /// The window's cell of the step grid (`(step - origin) / window_steps`).
+    grid: u64,
+    /// Slow spikes (see [`EARLY_SLOW_STEPS`]), counted while paced.
+    slow: u64,
     first_step: u64,
     last_step: u64,
     start_ms: Option<i64>,
@@ -174,7 +197,7 @@ impl Acc {
 
     /// An empty accumulator for window `index` that keeps this one's buffers (a window is only ~50
     /// samples: growing fresh vectors for every window was a third of the windower's time).
-    fn recycle(mut self, index: u64) -> Acc {
+    fn recycle(mut self, index: u64, grid: u64) -> Acc {
         let keep = |v: &mut Vec<f64>| {
             let mut v = std::mem::take(v);
             v.clear();
@@ -189,6 +212,7 @@ impl Acc {
         workers.iter_mut().for_each(Vec::clear);
         Acc {
             index,
+            grid,
             step_times,
             compute,
             data_wait,
@@ -271,6 +295,18 @@ pub struct Windower {
     planned: PlannedSteps,
     /// The last (global batch size, sequence length) seen.
     shape: (Option<u32>, Option<u32>),
+    /// The run's usual step time (ms), once known: windows are then capped in wall time.
+    pace_ms: Option<f64>,
+    /// The step grid: cells of `window_steps` steps from `origin`, the first numbered `base`. A
+    /// window closed by the wall cap restarts the grid after its last step, so the steps after it
+    /// get a whole window, not the few left in its cell.
+    origin: u64,
+    base: u64,
+    /// The previous window's median step time (the pace before the first window): what a slow
+    /// step is measured against.
+    reference_ms: Option<f64>,
+    /// The last timed step was slow (a slow step after it continues the same spike).
+    last_slow: bool,
 }
 
 fn at_least_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
@@ -288,7 +324,39 @@ impl Windower {
             spare: None,
             planned: PlannedSteps::default(),
             shape: (None, None),
+            pace_ms: None,
+            origin: 1,
+            base: 0,
+            reference_ms: None,
+            last_slow: false,
         }
+    }
+
+    /// Caps windows at [`WALL_CAP`] × `window_steps` × `pace_ms` of step time (no cap without a
+    /// positive, finite pace).
+    pub fn paced(mut self, pace_ms: Option<f64>) -> Self {
+        self.pace_ms = pace_ms.filter(|p| p.is_finite() && *p > 0.0);
+        self.reference_ms = self.pace_ms;
+        self
+    }
+
+    /// Whether the open window closes now: it holds [`EARLY_SLOW_STEPS`] slow spikes, or its steps
+    /// have taken the capped wall time (the mean step time of its timed records times the steps it
+    /// covers: sparse logging counts the steps between records).
+    fn closes_early(&self) -> bool {
+        let (Some(pace), Some(a)) = (self.pace_ms, &self.acc) else {
+            return false;
+        };
+        if a.slow >= EARLY_SLOW_STEPS {
+            return true;
+        }
+        if a.time_n == 0 {
+            return false;
+        }
+        // Saturating: the accumulator may come from a checkpoint (untrusted bytes).
+        let covered = a.last_step.saturating_sub(a.first_step).saturating_add(1) as f64;
+        let spent = a.step_time_sum / a.time_n as f64 * covered;
+        spent >= WALL_CAP * self.window_steps as f64 * pace
     }
 
     pub fn window_steps(&self) -> u64 {
@@ -319,18 +387,18 @@ impl Windower {
         let changed = shape != self.shape && self.shape != (None, None);
         self.shape = shape;
         let step = s.step.unwrap_or(0);
-        let index = step.saturating_sub(1) / self.window_steps;
+        let grid = step.saturating_sub(self.origin) / self.window_steps;
         let mut done = None;
-        if self.acc.as_ref().is_some_and(|a| a.index != index) {
-            let mut acc = self.acc.take();
-            done = acc.as_mut().map(Acc::finish);
-            self.spare = acc;
+        if self.acc.as_ref().is_some_and(|a| a.grid != grid) {
+            done = self.close();
         }
+        let index = grid.saturating_add(self.base);
         self.acc
             .get_or_insert_with(|| match self.spare.take() {
-                Some(old) => old.recycle(index),
+                Some(old) => old.recycle(index, grid),
                 None => Acc {
                     index,
+                    grid,
                     ..Acc::default()
                 },
             })
@@ -338,8 +406,32 @@ impl Windower {
         if let Some(acc) = &mut self.acc {
             acc.planned += u64::from(planned);
             acc.shape_changed |= changed;
+            if let (Some(t), Some(r)) = (s.step_time_ms, self.reference_ms) {
+                let slow = t >= EARLY_SLOW_RATIO * r;
+                acc.slow += u64::from(slow && !self.last_slow);
+                self.last_slow = slow;
+            }
+        }
+        // A window that just opened holds one record and cannot be over the cap: at most one
+        // window is returned per sample.
+        if done.is_none() && self.closes_early() {
+            done = self.close();
+            if let Some(d) = &done {
+                self.origin = d.last_step.saturating_add(1);
+                self.base = d.index.saturating_add(1);
+            }
         }
         done
+    }
+
+    fn close(&mut self) -> Option<WindowStats> {
+        let mut acc = self.acc.take()?;
+        let stats = acc.finish();
+        if self.pace_ms.is_some() && stats.step_time_samples > 0 {
+            self.reference_ms = Some(stats.step_time_p50_ms).filter(|r| *r > 0.0);
+        }
+        self.spare = Some(acc);
+        Some(stats)
     }
 
     /// Closes the last, possibly partial, window.
@@ -402,5 +494,110 @@ mod tests {
             })
             .collect();
         assert_eq!(got, want);
+    }
+
+    fn timed(step: u64, ms: f64) -> Sample {
+        Sample {
+            step: Some(step),
+            ts_ms: Some(step as i64 * 10),
+            step_time_ms: Some(ms),
+            ..Default::default()
+        }
+    }
+
+    fn ranges(w: &mut Windower, samples: impl IntoIterator<Item = Sample>) -> Vec<(u64, u64, u64)> {
+        let mut out: Vec<WindowStats> = samples.into_iter().filter_map(|s| w.push(&s)).collect();
+        out.extend(w.finish());
+        out.iter()
+            .map(|s| (s.index, s.first_step, s.last_step))
+            .collect()
+    }
+
+    /// Steps five times slower than the pace fill a window's wall time (2 × 10 steps × 10 ms) in
+    /// four steps: the window closes there, not after ten (issue 12: a drift stretched windows
+    /// sixfold, and the delay before they were judged with them).
+    #[test]
+    fn slow_steps_close_a_window_at_twice_its_wall_time() {
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let samples = (1..=30).map(|s| timed(s, if (11..=20).contains(&s) { 50.0 } else { 10.0 }));
+        assert_eq!(
+            ranges(&mut w, samples),
+            [
+                (0, 1, 10),
+                (1, 11, 14),
+                (2, 15, 18),
+                (3, 19, 28),
+                (4, 29, 30)
+            ]
+        );
+        // Without a pace, windows are the step grid alone.
+        let mut w = Windower::new(10);
+        let samples = (1..=30).map(|s| timed(s, if (11..=20).contains(&s) { 50.0 } else { 10.0 }));
+        assert_eq!(
+            ranges(&mut w, samples),
+            [(0, 1, 10), (1, 11, 20), (2, 21, 30)]
+        );
+    }
+
+    /// A window's time is its steps' own times: sparse logging (a record every 5th step at the
+    /// usual pace) and records without a step time never split it.
+    #[test]
+    fn sparse_and_untimed_records_keep_the_step_grid() {
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let sparse = (1..=6).map(|i| timed(i * 5, 11.0));
+        assert_eq!(
+            ranges(&mut w, sparse),
+            [(0, 5, 10), (1, 15, 20), (2, 25, 30)]
+        );
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let untimed = (1..=20).map(|s| Sample {
+            step: Some(s),
+            ts_ms: Some(s as i64 * 100_000),
+            loss: Some(1.0),
+            ..Default::default()
+        });
+        assert_eq!(ranges(&mut w, untimed), [(0, 1, 10), (1, 11, 20)]);
+    }
+
+    /// Every fourth step three times the pace (a straggling worker): the window closes at its fifth
+    /// spike. Ten consecutive slow steps are one spike and leave the grid alone.
+    #[test]
+    fn five_slow_spikes_close_a_window() {
+        let mut w = Windower::new(50).paced(Some(10.0));
+        let spiky = (1..=100).map(|s| timed(s, if s % 4 == 0 { 30.0 } else { 10.0 }));
+        let got = ranges(&mut w, spiky);
+        assert_eq!(got[..3], [(0, 1, 20), (1, 21, 40), (2, 41, 60)]);
+        let mut w = Windower::new(50).paced(Some(10.0));
+        let run = (1..=100).map(|s| timed(s, if (11..=20).contains(&s) { 15.0 } else { 10.0 }));
+        assert_eq!(ranges(&mut w, run), [(0, 1, 50), (1, 51, 100)]);
+        // Slow is measured against the previous window's median: a run that settled at a slower
+        // pace gets whole windows again.
+        let mut w = Windower::new(10).paced(Some(10.0));
+        let slower = (1..=40).map(|s| timed(s, if s % 2 == 0 { 10.0 } else { 16.0 }));
+        let got = ranges(&mut w, slower);
+        assert_eq!(got[0], (0, 1, 9), "five spikes against the pace");
+        assert!(
+            got[1..].iter().all(|(_, a, b)| b - a + 1 == 10 || *b == 40),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_pace_that_is_not_a_positive_number_caps_nothing() {
+        for pace in [
+            Some(0.0),
+            Some(-1.0),
+            Some(f64::NAN),
+            Some(f64::INFINITY),
+            None,
+        ] {
+            let mut w = Windower::new(10).paced(pace);
+            let samples = (1..=20).map(|s| timed(s, 1e6));
+            assert_eq!(
+                ranges(&mut w, samples),
+                [(0, 1, 10), (1, 11, 20)],
+                "{pace:?}"
+            );
+        }
     }
 }

@@ -78,8 +78,8 @@ pub struct WatchState {
 /// any struct in it bumps this and the state says plainly that another version wrote it. A state
 /// outlives the binary (a watch upgraded mid-run; the controller's state across a rollout).
 /// 0x4d4b_xxxx: a first value no earlier blob started with. 2: restarts in the step sequence;
-/// 3: windows sized from the first records.
-pub const PIPELINE_LAYOUT: u32 = 0x4d4b_0003;
+/// 3: windows sized from the first records; 4: windows capped in wall time (the windower's pace).
+pub const PIPELINE_LAYOUT: u32 = 0x4d4b_0004;
 
 /// The streaming part of the pipeline, between windows.
 pub struct Pipeline {
