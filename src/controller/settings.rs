@@ -93,11 +93,7 @@ fn parse_bool(what: &str, value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_count<T>(
-    what: &str,
-    value: &str,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, String>
+fn parse_count<T>(what: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
