@@ -172,27 +172,7 @@ impl Setup {
 
 /// The Events stored about Deployment ml/trainer, oldest first: (type, reason, message).
 fn trainer_events(s: &Setup) -> Vec<(String, String, String)> {
-    let mut events = s.sim.list(ResourceKind::Event, Some("ml"));
-    events.sort_by_key(|e| {
-        e["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    });
-    events
-        .iter()
-        .filter(|e| {
-            e["involvedObject"]["kind"] == "Deployment" && e["involvedObject"]["name"] == "trainer"
-        })
-        .map(|e| {
-            assert_eq!(e["reportingComponent"], "modekeeper");
-            let uid = s.sim.deployment("ml", "trainer").unwrap()["metadata"]["uid"].clone();
-            assert_eq!(e["involvedObject"]["uid"], uid);
-            let text = |k: &str| e[k].as_str().unwrap().to_string();
-            (text("type"), text("reason"), text("message"))
-        })
-        .collect()
+    k8s_common::deployment_events(&s.sim, "ml", "trainer")
 }
 
 fn code(o: &Output) -> i32 {

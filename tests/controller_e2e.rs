@@ -233,24 +233,7 @@ fn wait_or(what: &str, limit: Duration, mut f: impl FnMut() -> bool, context: im
 
 /// Events about Deployment ml/trainer, oldest first: (type, reason, message).
 fn events(sim: &KubeSim) -> Vec<(String, String, String)> {
-    let mut events = sim.list(ResourceKind::Event, Some("ml"));
-    events.sort_by_key(|e| {
-        e["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap()
-            .parse::<u64>()
-            .unwrap()
-    });
-    events
-        .iter()
-        .filter(|e| {
-            e["involvedObject"]["kind"] == "Deployment" && e["involvedObject"]["name"] == "trainer"
-        })
-        .map(|e| {
-            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (text("type"), text("reason"), text("message"))
-        })
-        .collect()
+    k8s_common::deployment_events(sim, "ml", "trainer")
 }
 
 fn reasons(sim: &KubeSim, reason: &str) -> Vec<String> {
@@ -271,8 +254,8 @@ fn writes(sim: &KubeSim) -> usize {
         .count()
 }
 
-/// The trainer's state ConfigMap's summary, once there is one.
-fn summary(sim: &KubeSim) -> Option<Value> {
+/// A data key of the trainer's state ConfigMap, parsed, once there is one.
+fn state_key(sim: &KubeSim, key: &str) -> Option<Value> {
     sim.list(ResourceKind::ConfigMap, Some(SYSTEM))
         .into_iter()
         .find(|c| {
@@ -280,19 +263,21 @@ fn summary(sim: &KubeSim) -> Option<Value> {
                 .as_str()
                 .is_some_and(|w| w.ends_with("/ml/trainer"))
         })
-        .and_then(|c| serde_json::from_str(c["data"]["summary.json"].as_str()?).ok())
+        .and_then(|c| serde_json::from_str(c["data"][key].as_str()?).ok())
 }
 
-/// The trainer's state ConfigMap's `state.json`.
+/// Its `summary.json`.
+fn summary(sim: &KubeSim) -> Option<Value> {
+    state_key(sim, "summary.json")
+}
+
+/// Its `state.json`.
 fn state(sim: &KubeSim) -> Option<Value> {
-    sim.list(ResourceKind::ConfigMap, Some(SYSTEM))
-        .into_iter()
-        .find(|c| {
-            c["metadata"]["annotations"]["modekeeper.io/workload"]
-                .as_str()
-                .is_some_and(|w| w.ends_with("/ml/trainer"))
-        })
-        .and_then(|c| serde_json::from_str(c["data"]["state.json"].as_str()?).ok())
+    state_key(sim, "state.json")
+}
+
+fn windows(sim: &KubeSim) -> u64 {
+    summary(sim).map_or(0, |s| s["windows_evaluated"].as_u64().unwrap_or(0))
 }
 
 /// The windows decided once no more come (unchanged for 2 s).
@@ -325,10 +310,6 @@ fn windows_uninterrupted() -> u64 {
     let n = settled_windows(&f.sim);
     c.stop();
     n
-}
-
-fn windows(sim: &KubeSim) -> u64 {
-    summary(sim).map_or(0, |s| s["windows_evaluated"].as_u64().unwrap_or(0))
 }
 
 fn settings(apply: bool, kill_switch: &str) -> Value {

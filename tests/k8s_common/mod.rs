@@ -475,3 +475,30 @@ pub fn seed_fleet_state(sim: &KubeSim) {
             .expect("seed state");
     }
 }
+
+/// The Events ModeKeeper posted about Deployment `ns/name`, oldest first: (type, reason, message).
+/// Each must be reported by `modekeeper` and name the Deployment's uid (what `kubectl describe`
+/// matches).
+pub fn deployment_events(sim: &KubeSim, ns: &str, name: &str) -> Vec<(String, String, String)> {
+    let mut events = sim.list(kube_sim::ResourceKind::Event, Some(ns));
+    events.sort_by_key(|e| {
+        e["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
+    let uid = sim.deployment(ns, name).unwrap()["metadata"]["uid"].clone();
+    events
+        .iter()
+        .filter(|e| {
+            e["involvedObject"]["kind"] == "Deployment" && e["involvedObject"]["name"] == name
+        })
+        .map(|e| {
+            assert_eq!(e["reportingComponent"], "modekeeper");
+            assert_eq!(e["involvedObject"]["uid"], uid);
+            let text = |k: &str| e[k].as_str().unwrap().to_string();
+            (text("type"), text("reason"), text("message"))
+        })
+        .collect()
+}
