@@ -29,11 +29,9 @@ const ENABLED: &str = "modekeeper.io/enabled";
 /// The drift trace's records: one decision (grad_accum_steps 4 -> 8) under the drift passport.
 fn drift_lines() -> Vec<String> {
     let mut text = String::new();
-    flate2::read::GzDecoder::new(
-        std::fs::File::open(closed_loop_support::trace("drift")).unwrap(),
-    )
-    .read_to_string(&mut text)
-    .unwrap();
+    flate2::read::GzDecoder::new(std::fs::File::open(closed_loop_support::trace("drift")).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
     text.lines().map(str::to_string).collect()
 }
 
@@ -169,7 +167,10 @@ impl Replica {
             self.log().contains("serving /metrics")
         });
         let log = self.log();
-        let line = log.lines().find(|l| l.contains("serving /metrics")).unwrap();
+        let line = log
+            .lines()
+            .find(|l| l.contains("serving /metrics"))
+            .unwrap();
         line.rsplit(' ').next().unwrap().to_string()
     }
 
@@ -221,7 +222,11 @@ fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
 fn wait_or(what: &str, limit: Duration, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}\n{}", context());
+        assert!(
+            start.elapsed() < limit,
+            "timed out waiting for {what}\n{}",
+            context()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -320,7 +325,9 @@ fn an_opted_in_workload_is_decided_applied_once_and_told_in_events_and_metrics()
     let c = Replica::start(&f, "replica-a");
     let (code, _) = c.get("/healthz");
     assert_eq!(code, 200);
-    wait_for("ready", Duration::from_secs(30), || c.get("/readyz").0 == 200);
+    wait_for("ready", Duration::from_secs(30), || {
+        c.get("/readyz").0 == 200
+    });
     feed(&f, &drift_lines());
     wait_or(
         "the apply",
@@ -331,7 +338,10 @@ fn an_opted_in_workload_is_decided_applied_once_and_told_in_events_and_metrics()
     assert_eq!(template_knob(&f).as_deref(), Some("8"), "{}", c.log());
     let applied = reasons(&f.sim, "KnobsApplied");
     assert_eq!(applied.len(), 1, "{:?}", events(&f.sim));
-    assert!(applied[0].contains("grad_accum_steps 4 -> 8"), "{applied:?}");
+    assert!(
+        applied[0].contains("grad_accum_steps 4 -> 8"),
+        "{applied:?}"
+    );
     let proposed = reasons(&f.sim, "KnobsProposed");
     assert!(!proposed.is_empty(), "{:?}", events(&f.sim));
     assert_eq!(writes(&f.sim), 1);
@@ -419,17 +429,17 @@ fn two_replicas_one_leader_applies_and_the_standby_takes_over_within_the_lease()
     let a = Replica::start(&f, "replica-a");
     let b = Replica::start(&f, "replica-b");
     let holder = |sim: &KubeSim| -> Option<String> {
-        sim.get(
-            ResourceKind::Lease,
-            SYSTEM,
-            "modekeeper-controller-shard-0",
-        )
-        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+        sim.get(ResourceKind::Lease, SYSTEM, "modekeeper-controller-shard-0")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
     };
-    wait_for("a leader", Duration::from_secs(30), || holder(&f.sim).is_some());
+    wait_for("a leader", Duration::from_secs(30), || {
+        holder(&f.sim).is_some()
+    });
     let leader = holder(&f.sim).unwrap();
     feed(&f, first);
-    wait_for("windows saved", Duration::from_secs(60), || windows(&f.sim) >= 2);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
     assert_eq!(summary(&f.sim).unwrap()["replica"], leader.as_str());
     let (dead, standby) = if leader == a.name { (a, b) } else { (b, a) };
     let killed = Instant::now();
@@ -438,7 +448,11 @@ fn two_replicas_one_leader_applies_and_the_standby_takes_over_within_the_lease()
         holder(&f.sim).as_deref() == Some(standby.name.as_str())
     });
     // Within the lease duration (3 s) plus a retry round and scheduling slack.
-    assert!(killed.elapsed() < Duration::from_secs(6), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        killed.elapsed()
+    );
     feed(&f, rest);
     wait_for("the apply", Duration::from_secs(90), || {
         !reasons(&f.sim, "KnobsApplied").is_empty()
@@ -477,12 +491,13 @@ fn an_unlabelled_workload_s_session_stops_cleanly() {
     let lines = drift_lines();
     feed(&f, &lines[..lines.len() / 2]);
     wait_for("windows", Duration::from_secs(60), || windows(&f.sim) >= 2);
-    f.sim.modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
-        o["metadata"]["labels"]
-            .as_object_mut()
-            .unwrap()
-            .remove(ENABLED);
-    });
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+            o["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove(ENABLED);
+        });
     wait_for("the session to stop", Duration::from_secs(20), || {
         summary(&f.sim).is_some_and(|s| s["status"] == "stopped")
     });
@@ -500,6 +515,62 @@ fn an_unlabelled_workload_s_session_stops_cleanly() {
     c.stop();
 }
 
+/// A replica whose shard was taken over (another holds the Lease and has written the state
+/// since) stops without a SessionError and without writing over the new owner's state.
+#[test]
+fn a_replica_that_lost_its_shard_leaves_the_new_owners_state_alone() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 3]);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    let name = f
+        .sim
+        .list(ResourceKind::ConfigMap, Some(SYSTEM))
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["annotations"]["modekeeper.io/workload"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("/ml/trainer"))
+        })
+        .and_then(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .unwrap();
+    // Another replica takes the shard and checkpoints the session as its own.
+    f.sim.modify(
+        ResourceKind::Lease,
+        SYSTEM,
+        "modekeeper-controller-shard-0",
+        "ghost",
+        |l| {
+            l["spec"]["holderIdentity"] = "replica-b".into();
+            l["spec"]["leaseDurationSeconds"] = 3600.into();
+        },
+    );
+    f.sim
+        .modify(ResourceKind::ConfigMap, SYSTEM, &name, "ghost", |cm| {
+            let mut s: Value =
+                serde_json::from_str(cm["data"]["summary.json"].as_str().unwrap()).unwrap();
+            s["replica"] = "replica-b".into();
+            cm["data"]["summary.json"] = s.to_string().into();
+        })
+        .unwrap();
+    wait_or(
+        "the shard lost",
+        Duration::from_secs(20),
+        || c.log().contains("leading shards [] of 1"),
+        || c.log(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let s = summary(&f.sim).unwrap();
+    assert_eq!(s["replica"], "replica-b", "{s:#}\n{}", c.log());
+    assert_ne!(s["status"], "error", "{s:#}\n{}", c.log());
+    let errors = reasons(&f.sim, "SessionError");
+    assert!(errors.is_empty(), "{errors:?}\n{}", c.log());
+    c.stop();
+}
+
 #[test]
 fn controller_help_and_bad_flags() {
     let o = closed_loop_support::std_bin()
@@ -511,7 +582,13 @@ fn controller_help_and_bad_flags() {
     insta::assert_snapshot!("controller_help", String::from_utf8(o.stdout).unwrap());
     // Lease timings that could make two leaders: one line, exit 2, nothing started.
     let o = closed_loop_support::std_bin()
-        .args(["controller", "--lease-duration", "2s", "--renew-deadline", "3s"])
+        .args([
+            "controller",
+            "--lease-duration",
+            "2s",
+            "--renew-deadline",
+            "3s",
+        ])
         .args(["-n", "x", "--listen", "127.0.0.1:0"])
         .output()
         .unwrap();

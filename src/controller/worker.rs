@@ -21,15 +21,15 @@ use super::metrics::{ControllerMetrics, WorkloadLabels};
 use super::settings::{ControllerSettings, PASSPORTS_CONFIGMAP, SourceKind, WorkloadSettings};
 use super::shards::{Ownership, shard_of, until_true};
 use super::store::{
-    LastDecision, LastEvent, ProposalSummary, SessionStatus, StateStore, StoreError,
-    StoredSession, WorkloadKey, WorkloadSummary,
+    LastDecision, LastEvent, ProposalSummary, SessionStatus, StateStore, StoreError, StoredSession,
+    WorkloadKey, WorkloadSummary,
 };
 use super::{EventQueue, PolicyPool};
 use crate::closed_loop::effect::ChangeEffect;
-use crate::closed_loop::starting_knobs;
 use crate::closed_loop::live::{
     Policies, Session, SessionError, SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor,
 };
+use crate::closed_loop::starting_knobs;
 use crate::closed_loop::{Alert, is_rollback};
 use crate::k8s::{
     ConnectOptions, KubeCluster, LogTarget, PodLogStream, Workload, WorkloadEvent, WorkloadRef,
@@ -130,7 +130,17 @@ pub async fn run_workload(
             }
             Ok(End::Restart) => told = None,
             Err(message) => {
-                if told.as_deref() != Some(message.as_str()) {
+                // Stopping, no longer leading its shard, or another replica wrote its state since:
+                // the state is someone else's now; an error summary or Event would clobber theirs.
+                let not_ours = *stop.borrow()
+                    || message.ends_with(TAKEN_OVER)
+                    || !sh.ownership.leads(shard_of(&workload.uid, sh.shards));
+                if not_ours {
+                    (sh.log)(
+                        super::Level::Info,
+                        format!("{}: {message}", describe(&workload)),
+                    );
+                } else if told.as_deref() != Some(message.as_str()) {
                     (sh.log)(
                         super::Level::Warn,
                         format!("{}: {message}", describe(&workload)),
@@ -276,6 +286,9 @@ pub(super) fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// How a checkpoint refused for a conflict ends: the state is another replica's now.
+const TAKEN_OVER: &str = "another replica runs it now";
+
 /// Saves the session to its state ConfigMap.
 pub(super) async fn checkpoint(
     store: &StateStore,
@@ -294,7 +307,7 @@ pub(super) async fn checkpoint(
             book.rv = Some(rv);
             Ok(())
         }
-        Err(e @ StoreError::Conflict { .. }) => Err(format!("{e}: another replica runs it now")),
+        Err(e @ StoreError::Conflict { .. }) => Err(format!("{e}: {TAKEN_OVER}")),
         Err(e) => Err(format!("saving its state: {e}")),
     }
 }
@@ -339,14 +352,12 @@ async fn passport_named(sh: &Shared, name: &str) -> Result<Passport, String> {
         .map_err(|e| format!("reading the passports ConfigMap: {e}"))?;
     let key = format!("{name}.json");
     let what = format!("{}/{PASSPORTS_CONFIGMAP} key {key}", sh.namespace);
-    let text = cm
-        .and_then(|c| c.data.get(&key).cloned())
-        .ok_or_else(|| {
-            format!(
-                "passport {name:?} is neither built in ({}) nor in {what}",
-                TEMPLATE_NAMES.join(", ")
-            )
-        })?;
+    let text = cm.and_then(|c| c.data.get(&key).cloned()).ok_or_else(|| {
+        format!(
+            "passport {name:?} is neither built in ({}) nor in {what}",
+            TEMPLATE_NAMES.join(", ")
+        )
+    })?;
     if text.len() > MAX_PASSPORT_BYTES as usize {
         return Err(format!("{what}: longer than {MAX_PASSPORT_BYTES} bytes"));
     }
@@ -427,9 +438,13 @@ async fn run_session(
             new_summary(sh, w, &setup.knobs),
         ),
     };
-    let mut stream = PodLogStream::open(&sh.cluster, log_target(w, ws.container.clone()), cursor.as_ref())
-        .await
-        .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
+    let mut stream = PodLogStream::open(
+        &sh.cluster,
+        log_target(w, ws.container.clone()),
+        cursor.as_ref(),
+    )
+    .await
+    .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
     let mut live = Live {
         session,
         book: Book {
@@ -443,8 +458,16 @@ async fn run_session(
     live.book.summary.replica = sh.identity.clone();
     live.book.summary.error = None;
     checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
-    (sh.log)(super::Level::Info, format!("{}: session {started}", describe(w)));
-    post(sh, w, &mut live.book.summary, WorkloadEvent::session_started(&started));
+    (sh.log)(
+        super::Level::Info,
+        format!("{}: session {started}", describe(w)),
+    );
+    post(
+        sh,
+        w,
+        &mut live.book.summary,
+        WorkloadEvent::session_started(&started),
+    );
 
     let shard = shard_of(&w.uid, sh.shards);
     let mut workload = w.clone();
