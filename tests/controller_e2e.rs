@@ -571,6 +571,29 @@ fn a_replica_that_lost_its_shard_leaves_the_new_owners_state_alone() {
     c.stop();
 }
 
+/// A decision told as an Event just before a graceful stop (a rolling upgrade) is still posted:
+/// the resumed session will not tell it again.
+#[test]
+fn events_queued_before_a_graceful_stop_are_posted() {
+    let f = fixture(settings(false, "off"));
+    // A slow Events endpoint: the Events queued last are still in flight at the stop.
+    f.sim.inject_fault(
+        kube_sim::Fault::delay("**/events", Duration::from_millis(1500)).method("POST"),
+    );
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &drift_lines());
+    wait_or(
+        "the decision saved",
+        Duration::from_secs(90),
+        || summary(&f.sim).is_some_and(|s| !s["last_decision"].is_null()),
+        || c.log(),
+    );
+    let log = c.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let proposed = reasons(&f.sim, "KnobsProposed");
+    assert_eq!(proposed.len(), 1, "{:?}\n{log}", events(&f.sim));
+}
+
 #[test]
 fn controller_help_and_bad_flags() {
     let o = closed_loop_support::std_bin()

@@ -63,10 +63,11 @@ impl ControllerApply {
     fn dir(&self) -> PathBuf {
         let t = &self.workload.target;
         let uid: String = self.workload.uid.chars().take(8).collect();
-        self.sh
-            .work_dir
-            .join(t.namespace())
-            .join(format!("{}-{}-{uid}", t.kind().as_str().to_ascii_lowercase(), t.name()))
+        self.sh.work_dir.join(t.namespace()).join(format!(
+            "{}-{}-{uid}",
+            t.kind().as_str().to_ascii_lowercase(),
+            t.name()
+        ))
     }
 
     /// The cluster-wide kill switch, fail-safe.
@@ -86,14 +87,17 @@ impl ControllerApply {
                     reason: "kill_switch_active",
                     detail: format!(
                         "{} ({what})",
-                        k.signal.unwrap_or_else(|| "the cluster kill switch is on".into())
+                        k.signal
+                            .unwrap_or_else(|| "the cluster kill switch is on".into())
                     ),
                 })
             }
             Err(e) => Some(Blocked {
                 gate: "kill_switch_cluster",
                 reason: "kill_switch_active",
-                detail: format!("the settings ConfigMap {what} cannot be read, so the cluster kill switch counts as on: {e}"),
+                detail: format!(
+                    "the settings ConfigMap {what} cannot be read, so the cluster kill switch counts as on: {e}"
+                ),
             }),
         }
     }
@@ -103,8 +107,14 @@ impl ControllerApply {
     fn license_files(&self, dir: &Path) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
         let secret = self
             .rt
-            .block_on(self.sh.cluster.get_secret(&self.sh.namespace, LICENSE_SECRET))
-            .with_context(|| format!("reading the Secret {}/{LICENSE_SECRET}", self.sh.namespace))?;
+            .block_on(
+                self.sh
+                    .cluster
+                    .get_secret(&self.sh.namespace, LICENSE_SECRET),
+            )
+            .with_context(|| {
+                format!("reading the Secret {}/{LICENSE_SECRET}", self.sh.namespace)
+            })?;
         let Some(data) = secret else {
             return Ok((None, None));
         };
@@ -122,7 +132,12 @@ impl ControllerApply {
         Ok((write("license.json")?, write("keyring.json")?))
     }
 
-    fn blocked_record(&mut self, decision: u64, b: Blocked, changes: &[(String, f64, f64)]) -> ApplyRecord {
+    fn blocked_record(
+        &mut self,
+        decision: u64,
+        b: Blocked,
+        changes: &[(String, f64, f64)],
+    ) -> ApplyRecord {
         self.tell(decision, changes, Some(&ApplyResult::Blocked(b.clone())));
         ApplyRecord {
             outcome: ApplyOutcome::Blocked {
@@ -135,7 +150,12 @@ impl ControllerApply {
     }
 
     /// The apply's Event, metrics and summary line.
-    fn tell(&mut self, decision: u64, changes: &[(String, f64, f64)], result: Option<&ApplyResult>) {
+    fn tell(
+        &mut self,
+        decision: u64,
+        changes: &[(String, f64, f64)],
+        result: Option<&ApplyResult>,
+    ) {
         let rollback = self.rollback == Some((decision, true));
         let moves = changes.iter().map(|(k, f, t)| (k.as_str(), *f, *t));
         let m = &self.sh.metrics;
@@ -175,7 +195,13 @@ impl ControllerApply {
             passport: &self.passport,
             knobs_configmap: None,
         };
-        let written = write_plan(&out, spec, &req.changes, &format!("k8s_plan_w{decision}.json"), false)?;
+        let written = write_plan(
+            &out,
+            spec,
+            &req.changes,
+            &format!("k8s_plan_w{decision}.json"),
+            false,
+        )?;
         let proposed: Vec<&str> = req.changes.iter().map(|c| c.knob.as_str()).collect();
         let opts = OneShotOptions {
             connect: self.sh.connect.clone(),
@@ -185,7 +211,14 @@ impl ControllerApply {
             passport: self.passport.clone(),
             passport_source: format!("template:{}", self.passport.name),
         };
-        let one = closed_loop_apply(&written.plan, &written.path, &proposed, &opts, &out, &mut explain)?;
+        let one = closed_loop_apply(
+            &written.plan,
+            &written.path,
+            &proposed,
+            &opts,
+            &out,
+            &mut explain,
+        )?;
         explain.event(
             "controller_apply",
             json!({"decision_window": decision, "plan": written.path,
@@ -242,7 +275,12 @@ impl ApplyHost for ControllerApply {
                 one.fields.apply_ok,
                 one.fields.verify_ok,
             ),
-            Err(e) => (Some(ApplyResult::Failed(format!("{e:#}"))), false, None, None),
+            Err(e) => (
+                Some(ApplyResult::Failed(format!("{e:#}"))),
+                false,
+                None,
+                None,
+            ),
         };
         self.book.summary.apply_status = Self::status_of(result.as_ref());
         if matches!(result, Some(ApplyResult::Applied)) {

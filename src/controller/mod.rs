@@ -210,7 +210,10 @@ pub async fn run(
                     }
                     Err(e) => {
                         if told.as_deref() != Some(e.as_str()) {
-                            log(Level::Error, format!("{e}: the last good settings stay in force"));
+                            log(
+                                Level::Error,
+                                format!("{e}: the last good settings stay in force"),
+                            );
                             told = Some(e);
                         }
                     }
@@ -299,7 +302,10 @@ pub async fn run(
             }
             Err(e) => log(
                 Level::Warn,
-                format!("cannot tell whether {} is served ({e}); watching it", kind.as_str()),
+                format!(
+                    "cannot tell whether {} is served ({e}); watching it",
+                    kind.as_str()
+                ),
             ),
         }
         for ns in &scopes {
@@ -367,7 +373,10 @@ pub async fn run(
         }
         if !health.is_ready() && watches.iter().all(|w| fleet.synced.contains(w)) {
             health.set_ready(true);
-            log(Level::Info, format!("{} workloads opted in", fleet.known.len()));
+            log(
+                Level::Info,
+                format!("{} workloads opted in", fleet.known.len()),
+            );
         }
         let max = settings_watch.borrow().max_sessions;
         fleet.reconcile(&shared, &ownership, opts.shards, max);
@@ -386,13 +395,24 @@ pub async fn run(
         .chain(fleet.stopping.into_values())
         .collect();
     let all = futures_util::future::join_all(tasks);
-    if tokio::time::timeout(Duration::from_secs(20), all).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(20), all)
+        .await
+        .is_err()
+    {
         log(Level::Warn, "some sessions did not stop within 20 s".into());
     }
     let _ = electors_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), elector_task).await;
     settings_task.abort();
-    events_task.abort();
+    // The Events queued last (the decisions just checkpointed) are posted, not dropped: a resumed
+    // session does not tell them again. The queue closes with the last session's `Shared`.
+    drop(shared);
+    if tokio::time::timeout(Duration::from_secs(5), events_task)
+        .await
+        .is_err()
+    {
+        log(Level::Warn, "some Events were not posted within 5 s".into());
+    }
     let _ = http_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     Ok(())
@@ -478,10 +498,8 @@ impl Fleet {
             let (stop, stop_rx) = watch::channel(false);
             let (update, update_rx) = watch::channel((*w).clone());
             let task = tokio::spawn(run_workload(sh.clone(), update_rx, stop_rx));
-            self.running.insert(
-                uid.to_string(),
-                Running { stop, update, task },
-            );
+            self.running
+                .insert(uid.to_string(), Running { stop, update, task });
         }
         sh.metrics.sessions(self.running.len(), waiting);
     }
@@ -518,18 +536,34 @@ mod tests {
         let dep = WorkloadKind::Deployment;
         let ml = Some("ml".to_string());
         f.change(dep, ml.clone(), WorkloadChange::ResyncStarted);
-        f.change(dep, ml.clone(), WorkloadChange::Applied(workload("ml", "a", "u1")));
-        f.change(dep, ml.clone(), WorkloadChange::Applied(workload("ml", "b", "u2")));
+        f.change(
+            dep,
+            ml.clone(),
+            WorkloadChange::Applied(workload("ml", "a", "u1")),
+        );
+        f.change(
+            dep,
+            ml.clone(),
+            WorkloadChange::Applied(workload("ml", "b", "u2")),
+        );
         f.change(dep, ml.clone(), WorkloadChange::ResyncDone);
         let other = Some("other".to_string());
         f.change(dep, other.clone(), WorkloadChange::ResyncStarted);
-        f.change(dep, other.clone(), WorkloadChange::Applied(workload("other", "c", "u3")));
+        f.change(
+            dep,
+            other.clone(),
+            WorkloadChange::Applied(workload("other", "c", "u3")),
+        );
         f.change(dep, other.clone(), WorkloadChange::ResyncDone);
         assert_eq!(f.known.len(), 3);
         assert!(f.synced.contains(&(dep, ml.clone())));
         // The watch of `ml` relists after a 410 and `b` is gone; `other` is not its business.
         f.change(dep, ml.clone(), WorkloadChange::ResyncStarted);
-        f.change(dep, ml.clone(), WorkloadChange::Applied(workload("ml", "a", "u1")));
+        f.change(
+            dep,
+            ml.clone(),
+            WorkloadChange::Applied(workload("ml", "a", "u1")),
+        );
         f.change(dep, ml.clone(), WorkloadChange::ResyncDone);
         let mut names: Vec<&str> = f.known.keys().map(|k| k.2.as_str()).collect();
         names.sort();

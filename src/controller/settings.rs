@@ -171,7 +171,11 @@ impl ControllerSettings {
             if !SETTINGS.iter().any(|s| s.key == key) {
                 errors.push(format!(
                     "unknown setting {key:?} (known: {})",
-                    SETTINGS.iter().map(|s| s.key).collect::<Vec<_>>().join(", ")
+                    SETTINGS
+                        .iter()
+                        .map(|s| s.key)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -183,19 +187,24 @@ impl ControllerSettings {
         let source = check(&mut errors, SourceKind::parse("source", get("source")));
         let passport = check(&mut errors, parse_passport("passport", get("passport")));
         let policies = check(&mut errors, parse_policies("policies", get("policies")));
-        let window_steps = check(&mut errors, parse_count(
-            "window-steps",
-            get("window-steps"),
-            WINDOW_STEPS_RANGE,
-        ));
-        let max_sessions = check(&mut errors, parse_count(
-            "max-sessions",
-            get("max-sessions"),
-            1..=MAX_SESSIONS_LIMIT,
-        ));
+        let window_steps = check(
+            &mut errors,
+            parse_count("window-steps", get("window-steps"), WINDOW_STEPS_RANGE),
+        );
+        let max_sessions = check(
+            &mut errors,
+            parse_count("max-sessions", get("max-sessions"), 1..=MAX_SESSIONS_LIMIT),
+        );
         let prometheus_url = get("prometheus-url").trim().to_string();
         let kill_switch = KillSwitch::from_value(Some(std::ffi::OsStr::new(get("kill-switch"))));
-        match (apply, source, passport, policies, window_steps, max_sessions) {
+        match (
+            apply,
+            source,
+            passport,
+            policies,
+            window_steps,
+            max_sessions,
+        ) {
             (Some(apply), Some(source), Some(passport), Some(policies), Some(ws), Some(ms))
                 if errors.is_empty() =>
             {

@@ -72,7 +72,9 @@ impl Ownership {
             .get(shard as usize)
             .copied()
             .flatten()
-            .map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()))
+            .map_or(Duration::ZERO, |t| {
+                t.saturating_duration_since(Instant::now())
+            })
     }
 
     pub fn leads(&self, shard: u32) -> bool {
