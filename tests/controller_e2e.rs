@@ -594,6 +594,37 @@ fn events_queued_before_a_graceful_stop_are_posted() {
     assert_eq!(proposed.len(), 1, "{:?}\n{log}", events(&f.sim));
 }
 
+/// The ingest lag is the age of the newest record when it was ingested, not the time since the
+/// trainer last wrote: a paused trainer or a finished Job must not look like a lagging controller
+/// (the sample alert fires at 60 s).
+#[test]
+fn a_quiet_trainer_does_not_grow_the_ingest_lag() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 3]);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    let lag = || -> f64 {
+        let (_, metrics) = c.get("/metrics");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("modekeeper_ingest_lag_seconds{") && l.contains("\"trainer\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no ingest lag:\n{metrics}"))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = lag();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = lag();
+    assert!(
+        after < before + 1.0,
+        "the lag grew from {before} to {after} with no new line"
+    );
+    c.stop();
+}
+
 #[test]
 fn controller_help_and_bad_flags() {
     let o = closed_loop_support::std_bin()

@@ -527,7 +527,9 @@ async fn run_session(
         let ingest_lag = stream
             .last_line_time()
             .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default());
-        if let Some(lag) = ingest_lag {
+        // The age of the newest record as it is ingested: with no new line it is not measured
+        // (else a paused trainer or a finished Job reads as a controller falling behind).
+        if let Some(lag) = ingest_lag.filter(|_| lines > 0) {
             sh.metrics.ingest_lag(&labels, lag);
         }
         let has_news = news.iter().any(|n| !matches!(n, News::Window { proposals, chord_changed, .. } if proposals.is_empty() && !chord_changed));
