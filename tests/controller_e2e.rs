@@ -625,6 +625,78 @@ fn a_quiet_trainer_does_not_grow_the_ingest_lag() {
     c.stop();
 }
 
+/// A workload deleted and created again under its name (a new uid) gets a new session; the old
+/// one's stop must not take the new one's metric series with it (they share their labels).
+#[test]
+fn a_recreated_workload_keeps_its_new_sessions_metrics() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 4]);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    let old_state = f
+        .sim
+        .list(ResourceKind::ConfigMap, Some(SYSTEM))
+        .into_iter()
+        .find_map(|c| {
+            let w = c["metadata"]["annotations"]["modekeeper.io/workload"].as_str()?;
+            w.ends_with("/ml/trainer")
+                .then(|| c["metadata"]["name"].as_str().unwrap().to_string())
+        })
+        .unwrap();
+    // The old session's last checkpoint is slow: the new session runs meanwhile.
+    f.sim.inject_fault(kube_sim::Fault::delay(
+        format!("/api/v1/namespaces/{SYSTEM}/configmaps/{old_state}"),
+        Duration::from_secs(3),
+    ));
+    assert!(f.sim.delete(ResourceKind::Deployment, "ml", "trainer"));
+    let pods = f
+        .sim
+        .add_workload(
+            WorkloadSeed::deployment("ml", "trainer")
+                .label(ENABLED, "true")
+                .annotation("modekeeper.io/passport", "safe-drift")
+                .annotation(KNOB, "4")
+                .template_annotation(KNOB, "4")
+                .log("trainer", "starting trainer"),
+        )
+        .unwrap();
+    let new_pod = pods[0].clone();
+    wait_or(
+        "the new session",
+        Duration::from_secs(20),
+        || {
+            c.log()
+                .matches("session started from the beginning")
+                .count()
+                >= 2
+        },
+        || c.log(),
+    );
+    for chunk in lines.chunks(200) {
+        f.sim.append_logs("ml", &new_pod, "trainer", chunk);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let series = || c.get("/metrics").1.contains("name=\"trainer\"");
+    wait_or(
+        "the new session's series",
+        Duration::from_secs(20),
+        series,
+        || c.log(),
+    );
+    // Past the old session's slow stop.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, metrics) = c.get("/metrics");
+    assert!(
+        metrics.contains("name=\"trainer\""),
+        "the new session's series went with the old one:\n{metrics}\n{}",
+        c.log()
+    );
+    c.stop();
+}
+
 #[test]
 fn controller_help_and_bad_flags() {
     let o = closed_loop_support::std_bin()
