@@ -19,10 +19,12 @@ use crate::error::input_error;
 use crate::k8s::ConnectOptions;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Runs until SIGTERM or SIGINT, then checkpoints every session and hands its \
+#[command(
+    after_help = "Runs until SIGTERM or SIGINT, then checkpoints every session and hands its \
                         shards over. The controller's namespace is POD_NAMESPACE, else -n, else \
                         the kubeconfig context's; its identity POD_NAME, else the host name. \
-                        See docs/controller.md.")]
+                        See docs/controller.md."
+)]
 pub struct ControllerArgs {
     /// Shards: workloads are split among replicas by UID hash, one Lease per shard
     #[arg(long, value_name = "N", default_value_t = 1,
@@ -77,7 +79,10 @@ pub fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<()> {
         None,
         global.request_timeout,
     );
-    let namespace = match std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()) {
+    let namespace = match std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         Some(ns) => ns,
         None => {
             let with_ns = ConnectOptions {

@@ -147,7 +147,6 @@ pub fn is_rollback(proposals: &[TraceProposal]) -> bool {
         .any(|p| p.reason.starts_with(ROLLBACK_PREFIX))
 }
 
-
 /// Something no knob of the passport addresses, for a human to act on (docs/closed-loop.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {

@@ -468,7 +468,7 @@ impl Fleet {
             .values()
             .filter(|w| !w.uid.is_empty() && ownership.leads(shard_of(&w.uid, shards)))
             .collect();
-        desired.sort_by(|a, b| id_of(a).cmp(&id_of(b)));
+        desired.sort_by_key(|w| id_of(w));
         let waiting = desired.len().saturating_sub(max);
         desired.truncate(max);
         let want: HashMap<&str, &Arc<Workload>> =

@@ -93,13 +93,9 @@ fn parse_bool(what: &str, value: &str) -> Result<bool, String> {
     }
 }
 
-fn parse_count<T: std::str::FromStr>(
-    what: &str,
-    value: &str,
-    range: std::ops::RangeInclusive<T>,
-) -> Result<T, String>
+fn parse_count<T>(what: &str, value: &str, range: std::ops::RangeInclusive<T>) -> Result<T, String>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     let n: T = value
         .trim()

@@ -257,7 +257,7 @@ const RELEASE_LAG_STEPS: u64 = 16;
 /// What one window told, owned (the session's events borrow it).
 enum News {
     Alert(Alert),
-    Verdict(ChangeEffect),
+    Verdict(Box<ChangeEffect>),
     Window {
         index: u64,
         chord: String,
@@ -714,7 +714,7 @@ fn decide(
             .advance(&mut policies, &mut |_| false, &mut |ev| {
                 news.push(match ev {
                     SessionEvent::Alert(a) => News::Alert(a.clone()),
-                    SessionEvent::Verdict(e) => News::Verdict(e.clone()),
+                    SessionEvent::Verdict(e) => News::Verdict(Box::new(e.clone())),
                     SessionEvent::Window {
                         index,
                         event,

@@ -175,8 +175,9 @@ impl LeaderElector {
     /// (zero when it does not lead): a write that relies on leadership is sent only with enough
     /// of it left to finish.
     pub fn leadership_left(&self) -> Duration {
-        self.renewed_at
-            .map_or(Duration::ZERO, |t| self.cfg.renew_deadline.saturating_sub(t.elapsed()))
+        self.renewed_at.map_or(Duration::ZERO, |t| {
+            self.cfg.renew_deadline.saturating_sub(t.elapsed())
+        })
     }
 
     /// The wait before the next round: the retry period plus up to 20 % random jitter, so

@@ -262,14 +262,14 @@ pub fn advanced_policy_ids(
     catalog: &PolicyCatalog,
     wanted: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    catalog
-        .advanced_ids(wanted)
-        .map_err(|w| {
-            input_error(
-                "unknown_policy",
-                format!("--enable-advanced {w}: no advanced policy provides this chord (see `policy list`)"),
-            )
-        })
+    catalog.advanced_ids(wanted).map_err(|w| {
+        input_error(
+            "unknown_policy",
+            format!(
+                "--enable-advanced {w}: no advanced policy provides this chord (see `policy list`)"
+            ),
+        )
+    })
 }
 
 /// Checks what the passport says about the loaded policies: a pinned digest must match the
