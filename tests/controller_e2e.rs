@@ -697,6 +697,53 @@ fn a_recreated_workload_keeps_its_new_sessions_metrics() {
     c.stop();
 }
 
+/// A session in error is tried again after the retry period or a change that can fix it (its
+/// annotations or spec), not on every status update of its workload: a Deployment's status
+/// changes with every pod, and each try costs API calls (times every workload in error).
+#[test]
+fn a_failed_session_is_not_retried_on_every_status_update() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    wait_for("the session", Duration::from_secs(30), || {
+        c.log().contains("session started")
+    });
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+            o["metadata"]["annotations"]["modekeeper.io/passport"] = "no-such-passport".into();
+        });
+    wait_or(
+        "the SessionError",
+        Duration::from_secs(20),
+        || !reasons(&f.sim, "SessionError").is_empty(),
+        || c.log(),
+    );
+    let passports = "/api/v1/namespaces/modekeeper-system/configmaps/modekeeper-passports";
+    std::thread::sleep(Duration::from_millis(500));
+    let before = f.sim.count_requests("GET", passports);
+    for i in 0..10 {
+        f.sim
+            .modify(
+                ResourceKind::Deployment,
+                "ml",
+                "trainer",
+                "kube-controller-manager",
+                |o| {
+                    o["status"]["observedGeneration"] = (100 + i).into();
+                },
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let tries = f.sim.count_requests("GET", passports) - before;
+    assert!(
+        tries <= 1,
+        "{tries} tries for 10 status updates\n{}",
+        c.log()
+    );
+    c.stop();
+}
+
 #[test]
 fn controller_help_and_bad_flags() {
     let o = closed_loop_support::std_bin()

@@ -155,11 +155,30 @@ pub async fn run_workload(
                         sh.metrics.remove_workload(&labels);
                         return;
                     }
-                    _ = updates.changed() => {}
+                    _ = fixing_change(&mut updates, &workload) => {}
                     _ = settings_rx.changed() => {}
                     _ = tokio::time::sleep(sh.timing.retry) => {}
                 }
             }
+        }
+    }
+}
+
+/// Resolves once `updates` holds a change of `w` that can fix a failed session: its annotations,
+/// its pod template's, or its spec (generation). Status updates (every pod change of a
+/// Deployment) are not: each try costs API calls. Never resolves once the sender is gone (the
+/// stop that comes with it ends the wait).
+async fn fixing_change(updates: &mut watch::Receiver<Arc<Workload>>, w: &Workload) {
+    loop {
+        if updates.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = updates.borrow_and_update().clone();
+        if now.annotations != w.annotations
+            || now.template_annotations != w.template_annotations
+            || now.generation != w.generation
+        {
+            return;
         }
     }
 }
