@@ -528,6 +528,235 @@ fn an_unlabelled_workload_s_session_stops_cleanly() {
     c.stop();
 }
 
+/// A replica whose shard was taken over (another holds the Lease and has written the state
+/// since) stops without a SessionError and without writing over the new owner's state.
+#[test]
+fn a_replica_that_lost_its_shard_leaves_the_new_owners_state_alone() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 3]);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    let name = f
+        .sim
+        .list(ResourceKind::ConfigMap, Some(SYSTEM))
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["annotations"]["modekeeper.io/workload"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("/ml/trainer"))
+        })
+        .and_then(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .unwrap();
+    // Another replica takes the shard and checkpoints the session as its own.
+    f.sim.modify(
+        ResourceKind::Lease,
+        SYSTEM,
+        "modekeeper-controller-shard-0",
+        "ghost",
+        |l| {
+            l["spec"]["holderIdentity"] = "replica-b".into();
+            l["spec"]["leaseDurationSeconds"] = 3600.into();
+        },
+    );
+    f.sim
+        .modify(ResourceKind::ConfigMap, SYSTEM, &name, "ghost", |cm| {
+            let mut s: Value =
+                serde_json::from_str(cm["data"]["summary.json"].as_str().unwrap()).unwrap();
+            s["replica"] = "replica-b".into();
+            cm["data"]["summary.json"] = s.to_string().into();
+        })
+        .unwrap();
+    wait_or(
+        "the shard lost",
+        Duration::from_secs(20),
+        || c.log().contains("leading shards [] of 1"),
+        || c.log(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let s = summary(&f.sim).unwrap();
+    assert_eq!(s["replica"], "replica-b", "{s:#}\n{}", c.log());
+    assert_ne!(s["status"], "error", "{s:#}\n{}", c.log());
+    let errors = reasons(&f.sim, "SessionError");
+    assert!(errors.is_empty(), "{errors:?}\n{}", c.log());
+    c.stop();
+}
+
+/// A decision told as an Event just before a graceful stop (a rolling upgrade) is still posted:
+/// the resumed session will not tell it again.
+#[test]
+fn events_queued_before_a_graceful_stop_are_posted() {
+    let f = fixture(settings(false, "off"));
+    // A slow Events endpoint: the Events queued last are still in flight at the stop.
+    f.sim.inject_fault(
+        kube_sim::Fault::delay("**/events", Duration::from_millis(1500)).method("POST"),
+    );
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &drift_lines());
+    wait_or(
+        "the decision saved",
+        Duration::from_secs(90),
+        || summary(&f.sim).is_some_and(|s| !s["last_decision"].is_null()),
+        || c.log(),
+    );
+    let log = c.stop();
+    std::thread::sleep(Duration::from_secs(2));
+    let proposed = reasons(&f.sim, "KnobsProposed");
+    assert_eq!(proposed.len(), 1, "{:?}\n{log}", events(&f.sim));
+}
+
+/// The ingest lag is the age of the newest record when it was ingested, not the time since the
+/// trainer last wrote: a paused trainer or a finished Job must not look like a lagging controller
+/// (the sample alert fires at 60 s).
+#[test]
+fn a_quiet_trainer_does_not_grow_the_ingest_lag() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 3]);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    let lag = || -> f64 {
+        let (_, metrics) = c.get("/metrics");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("modekeeper_ingest_lag_seconds{") && l.contains("\"trainer\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no ingest lag:\n{metrics}"))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = lag();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = lag();
+    assert!(
+        after < before + 1.0,
+        "the lag grew from {before} to {after} with no new line"
+    );
+    c.stop();
+}
+
+/// A workload deleted and created again under its name (a new uid) gets a new session; the old
+/// one's stop must not take the new one's metric series with it (they share their labels).
+#[test]
+fn a_recreated_workload_keeps_its_new_sessions_metrics() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 4]);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    let old_state = f
+        .sim
+        .list(ResourceKind::ConfigMap, Some(SYSTEM))
+        .into_iter()
+        .find_map(|c| {
+            let w = c["metadata"]["annotations"]["modekeeper.io/workload"].as_str()?;
+            w.ends_with("/ml/trainer")
+                .then(|| c["metadata"]["name"].as_str().unwrap().to_string())
+        })
+        .unwrap();
+    // The old session's last checkpoint is slow: the new session runs meanwhile.
+    f.sim.inject_fault(kube_sim::Fault::delay(
+        format!("/api/v1/namespaces/{SYSTEM}/configmaps/{old_state}"),
+        Duration::from_secs(3),
+    ));
+    assert!(f.sim.delete(ResourceKind::Deployment, "ml", "trainer"));
+    let pods = f
+        .sim
+        .add_workload(
+            WorkloadSeed::deployment("ml", "trainer")
+                .label(ENABLED, "true")
+                .annotation("modekeeper.io/passport", "safe-drift")
+                .annotation(KNOB, "4")
+                .template_annotation(KNOB, "4")
+                .log("trainer", "starting trainer"),
+        )
+        .unwrap();
+    let new_pod = pods[0].clone();
+    wait_or(
+        "the new session",
+        Duration::from_secs(20),
+        || {
+            c.log()
+                .matches("session started from the beginning")
+                .count()
+                >= 2
+        },
+        || c.log(),
+    );
+    for chunk in lines.chunks(200) {
+        f.sim.append_logs("ml", &new_pod, "trainer", chunk);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let series = || c.get("/metrics").1.contains("name=\"trainer\"");
+    wait_or(
+        "the new session's series",
+        Duration::from_secs(20),
+        series,
+        || c.log(),
+    );
+    // Past the old session's slow stop.
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, metrics) = c.get("/metrics");
+    assert!(
+        metrics.contains("name=\"trainer\""),
+        "the new session's series went with the old one:\n{metrics}\n{}",
+        c.log()
+    );
+    c.stop();
+}
+
+/// A session in error is tried again after the retry period or a change that can fix it (its
+/// annotations or spec), not on every status update of its workload: a Deployment's status
+/// changes with every pod, and each try costs API calls (times every workload in error).
+#[test]
+fn a_failed_session_is_not_retried_on_every_status_update() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    wait_for("the session", Duration::from_secs(30), || {
+        c.log().contains("session started")
+    });
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+            o["metadata"]["annotations"]["modekeeper.io/passport"] = "no-such-passport".into();
+        });
+    wait_or(
+        "the SessionError",
+        Duration::from_secs(20),
+        || !reasons(&f.sim, "SessionError").is_empty(),
+        || c.log(),
+    );
+    let passports = "/api/v1/namespaces/modekeeper-system/configmaps/modekeeper-passports";
+    std::thread::sleep(Duration::from_millis(500));
+    let before = f.sim.count_requests("GET", passports);
+    for i in 0..10 {
+        f.sim
+            .modify(
+                ResourceKind::Deployment,
+                "ml",
+                "trainer",
+                "kube-controller-manager",
+                |o| {
+                    o["status"]["observedGeneration"] = (100 + i).into();
+                },
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let tries = f.sim.count_requests("GET", passports) - before;
+    assert!(
+        tries <= 1,
+        "{tries} tries for 10 status updates\n{}",
+        c.log()
+    );
+    c.stop();
+}
+
 #[test]
 fn controller_help_and_bad_flags() {
     let o = closed_loop_support::std_bin()

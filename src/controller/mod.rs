@@ -392,7 +392,7 @@ pub async fn run(
         .running
         .into_values()
         .map(|r| r.task)
-        .chain(fleet.stopping.into_values())
+        .chain(fleet.stopping.into_values().map(|(_, t)| t))
         .collect();
     let all = futures_util::future::join_all(tasks);
     if tokio::time::timeout(Duration::from_secs(20), all)
@@ -404,7 +404,15 @@ pub async fn run(
     let _ = electors_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), elector_task).await;
     settings_task.abort();
-    events_task.abort();
+    // The Events queued last (the decisions just checkpointed) are posted, not dropped: a resumed
+    // session does not tell them again. The queue closes with the last session's `Shared`.
+    drop(shared);
+    if tokio::time::timeout(Duration::from_secs(5), events_task)
+        .await
+        .is_err()
+    {
+        log(Level::Warn, "some Events were not posted within 5 s".into());
+    }
     let _ = http_stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     Ok(())
@@ -419,8 +427,8 @@ struct Fleet {
     synced: HashSet<(WorkloadKind, Option<String>)>,
     /// By workload uid.
     running: HashMap<String, Running>,
-    /// Sessions told to stop, until they did.
-    stopping: HashMap<String, tokio::task::JoinHandle<()>>,
+    /// Sessions told to stop, until they did, with the workload each followed.
+    stopping: HashMap<String, (WorkloadId, tokio::task::JoinHandle<()>)>,
 }
 
 impl Fleet {
@@ -453,7 +461,7 @@ impl Fleet {
     }
 
     fn reconcile(&mut self, sh: &Arc<Shared>, ownership: &Ownership, shards: u32, max: usize) {
-        self.stopping.retain(|_, t| !t.is_finished());
+        self.stopping.retain(|_, (_, t)| !t.is_finished());
         self.running.retain(|_, r| !r.task.is_finished());
         let mut desired: Vec<&Arc<Workload>> = self
             .known
@@ -474,7 +482,8 @@ impl Fleet {
         for uid in gone {
             if let Some(r) = self.running.remove(&uid) {
                 let _ = r.stop.send(true);
-                self.stopping.insert(uid, r.task);
+                let id = id_of(&r.update.borrow());
+                self.stopping.insert(uid, (id, r.task));
             }
         }
         for (uid, w) in want {
@@ -486,6 +495,12 @@ impl Fleet {
             }
             if self.stopping.contains_key(uid) {
                 continue; // started again once the old one checkpointed
+            }
+            // A workload recreated under its name (a new uid) waits for its old session: the
+            // metric series are by name, and the old one's stop removes them.
+            let id = id_of(w);
+            if self.stopping.values().any(|(old, _)| *old == id) {
+                continue;
             }
             let (stop, stop_rx) = watch::channel(false);
             let (update, update_rx) = watch::channel((*w).clone());

@@ -48,7 +48,7 @@ impl PolicyPool {
         ids: &[String],
         states: Option<Vec<PolicyState>>,
     ) -> Result<LentSet, String> {
-        let key = ids.join(",");
+        let key = self.key_of(ids)?;
         let idle = self
             .idle
             .lock()
@@ -68,7 +68,7 @@ impl PolicyPool {
 
     /// The states a fresh session's policies start with.
     pub fn initial_states(&self, ids: &[String]) -> Result<Vec<PolicyState>, String> {
-        let key = ids.join(",");
+        let key = self.key_of(ids)?;
         if let Some(s) = self
             .initial
             .lock()
@@ -103,7 +103,24 @@ impl PolicyPool {
         Ok(d)
     }
 
+    /// The pool's key of `ids`: the policy ids the set loads, in order, without repeats. A
+    /// workload's annotation spells the list, so its spellings (repeats, chord ids) must not each
+    /// cost a compiled set kept idle: the key space is the catalog's, not the annotation's.
+    fn key_of(&self, ids: &[String]) -> Result<String, String> {
+        let (base, advanced) = ids.split_first().ok_or("no policy named")?;
+        let mut advanced = self
+            .catalog
+            .advanced_ids(advanced)
+            .map_err(|w| format!("no advanced policy provides the chord {w}"))?;
+        advanced.retain(|a| a != base);
+        Ok(std::iter::once(base.clone())
+            .chain(advanced)
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
     fn load(&self, ids: &[String]) -> Result<PolicySet, String> {
+        let key = self.key_of(ids)?;
         let (base, advanced) = ids.split_first().ok_or("no policy named")?;
         let advanced = self
             .catalog
@@ -114,7 +131,7 @@ impl PolicyPool {
         self.initial
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(ids.join(","))
+            .entry(key)
             .or_insert_with(|| set.states());
         Ok(set)
     }
@@ -141,5 +158,29 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.contains("no-such-policy"), "{e}");
+    }
+
+    /// A workload's annotation picks the list: spellings of one set (repeats, a chord id for its
+    /// policy) must not each compile and keep a set of their own, or editing one annotation grows
+    /// the controller's memory without bound.
+    #[test]
+    fn spellings_of_one_policy_list_share_one_pooled_set() {
+        let pool = PolicyPool::new().unwrap();
+        let mut ids = vec!["safe-chords".to_string()];
+        for n in 0..6 {
+            ids.push(
+                if n % 2 == 0 {
+                    "timeout-guard"
+                } else {
+                    "TIMEOUT-GUARD"
+                }
+                .to_string(),
+            );
+            let lent = pool.take(&ids, None).unwrap();
+            pool.give(lent);
+        }
+        let idle: usize = pool.idle.lock().unwrap().values().map(Vec::len).sum();
+        assert_eq!(idle, 1, "one set for six spellings of one list");
+        assert_eq!(pool.initial.lock().unwrap().len(), 1);
     }
 }

@@ -130,7 +130,17 @@ pub async fn run_workload(
             }
             Ok(End::Restart) => told = None,
             Err(message) => {
-                if told.as_deref() != Some(message.as_str()) {
+                // Stopping, no longer leading its shard, or another replica wrote its state since:
+                // the state is someone else's now; an error summary or Event would clobber theirs.
+                let not_ours = *stop.borrow()
+                    || message.ends_with(TAKEN_OVER)
+                    || !sh.ownership.leads(shard_of(&workload.uid, sh.shards));
+                if not_ours {
+                    (sh.log)(
+                        super::Level::Info,
+                        format!("{}: {message}", describe(&workload)),
+                    );
+                } else if told.as_deref() != Some(message.as_str()) {
                     (sh.log)(
                         super::Level::Warn,
                         format!("{}: {message}", describe(&workload)),
@@ -145,11 +155,30 @@ pub async fn run_workload(
                         sh.metrics.remove_workload(&labels);
                         return;
                     }
-                    _ = updates.changed() => {}
+                    _ = fixing_change(&mut updates, &workload) => {}
                     _ = settings_rx.changed() => {}
                     _ = tokio::time::sleep(sh.timing.retry) => {}
                 }
             }
+        }
+    }
+}
+
+/// Resolves once `updates` holds a change of `w` that can fix a failed session: its annotations,
+/// its pod template's, or its spec (generation). Status updates (every pod change of a
+/// Deployment) are not: each try costs API calls. Never resolves once the sender is gone (the
+/// stop that comes with it ends the wait).
+async fn fixing_change(updates: &mut watch::Receiver<Arc<Workload>>, w: &Workload) {
+    loop {
+        if updates.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = updates.borrow_and_update().clone();
+        if now.annotations != w.annotations
+            || now.template_annotations != w.template_annotations
+            || now.generation != w.generation
+        {
+            return;
         }
     }
 }
@@ -276,6 +305,9 @@ pub(super) fn now_text() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// How a checkpoint refused for a conflict ends: the state is another replica's now.
+const TAKEN_OVER: &str = "another replica runs it now";
+
 /// Saves the session to its state ConfigMap.
 pub(super) async fn checkpoint(
     store: &StateStore,
@@ -294,7 +326,7 @@ pub(super) async fn checkpoint(
             book.rv = Some(rv);
             Ok(())
         }
-        Err(e @ StoreError::Conflict { .. }) => Err(format!("{e}: another replica runs it now")),
+        Err(e @ StoreError::Conflict { .. }) => Err(format!("{e}: {TAKEN_OVER}")),
         Err(e) => Err(format!("saving its state: {e}")),
     }
 }
@@ -514,7 +546,9 @@ async fn run_session(
         let ingest_lag = stream
             .last_line_time()
             .map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default());
-        if let Some(lag) = ingest_lag {
+        // The age of the newest record as it is ingested: with no new line it is not measured
+        // (else a paused trainer or a finished Job reads as a controller falling behind).
+        if let Some(lag) = ingest_lag.filter(|_| lines > 0) {
             sh.metrics.ingest_lag(&labels, lag);
         }
         let has_news = news.iter().any(|n| !matches!(n, News::Window { proposals, chord_changed, .. } if proposals.is_empty() && !chord_changed));
