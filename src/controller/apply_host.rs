@@ -50,6 +50,8 @@ pub(super) struct ControllerApply {
     pub key: WorkloadKey,
     pub labels: WorkloadLabels,
     pub passport: Passport,
+    /// Where the passport came from (`template:NAME`, `configmap:NS/NAME key FILE`), for reports.
+    pub passport_source: String,
     /// Advanced policies run: the license must grant them too.
     pub advanced: bool,
     pub shard: u32,
@@ -209,7 +211,7 @@ impl ControllerApply {
             keyring,
             advanced_chords: self.advanced,
             passport: self.passport.clone(),
-            passport_source: format!("template:{}", self.passport.name),
+            passport_source: self.passport_source.clone(),
         };
         let one = closed_loop_apply(
             &written.plan,

@@ -360,9 +360,11 @@ async fn save_error_summary(sh: &Shared, w: &Workload, message: &str) {
 }
 
 /// A built-in template, else the key `<name>.json` of the operator's passports ConfigMap.
-async fn passport_named(sh: &Shared, name: &str) -> Result<Passport, String> {
+async fn passport_named(sh: &Shared, name: &str) -> Result<(Passport, String), String> {
     if let Some(t) = template(name) {
-        return t.map_err(|e| e.to_string());
+        return t
+            .map(|p| (p, format!("template:{name}")))
+            .map_err(|e| e.to_string());
     }
     let cm = sh
         .cluster
@@ -381,7 +383,7 @@ async fn passport_named(sh: &Shared, name: &str) -> Result<Passport, String> {
         return Err(format!("{what}: longer than {MAX_PASSPORT_BYTES} bytes"));
     }
     parse_passport(&what, &text)
-        .map(|l| l.passport)
+        .map(|l| (l.passport, format!("configmap:{what}")))
         .map_err(|e| e.to_string())
 }
 
@@ -397,7 +399,7 @@ async fn run_session(
     if ws.source == SourceKind::Prometheus {
         return Err("source prometheus: the controller reads pod logs only (source k8s); run `closed-loop watch --source prometheus` for this workload".into());
     }
-    let passport = passport_named(sh, &ws.passport).await?;
+    let (passport, passport_source) = passport_named(sh, &ws.passport).await?;
     // Loading a list the first time compiles its components: not on a runtime thread's time.
     let digests = tokio::task::block_in_place(|| sh.policies.digests(&ws.policies))?;
     let setup = setup_of(w, &ws, &passport, &digests)?;
@@ -501,6 +503,9 @@ async fn run_session(
         tokio::select! {
             biased;
             _ = until_true(stop) => {
+                // Lines a cancelled poll already handed out go into the state with the cursor
+                // that is past them.
+                live.session.push_lines(batch.drain(..));
                 live.book.summary.status = SessionStatus::Stopped;
                 live.book.cursor = stream.cursor();
                 checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
@@ -634,7 +639,16 @@ async fn run_session(
             && live.session.apply_due()
             && sh.ownership.leadership_left(shard) >= sh.timing.apply_margin
         {
-            live = apply(sh, &workload, &ws, &passport, live, shard, last_decision).await?;
+            live = apply(
+                sh,
+                &workload,
+                &ws,
+                (&passport, &passport_source),
+                live,
+                shard,
+                last_decision,
+            )
+            .await?;
             last_save = Instant::now();
         }
         if restart {
@@ -774,11 +788,12 @@ async fn apply(
     sh: &Arc<Shared>,
     w: &Arc<Workload>,
     ws: &WorkloadSettings,
-    passport: &Passport,
+    passport: (&Passport, &str),
     live: Live,
     shard: u32,
     last_decision: Option<(u64, bool)>,
 ) -> Result<Live, String> {
+    let (passport, passport_source) = passport;
     let Live { mut session, book } = live;
     let mut host = ControllerApply {
         sh: sh.clone(),
@@ -787,6 +802,7 @@ async fn apply(
         key: key_of(w),
         labels: labels_of(w),
         passport: passport.clone(),
+        passport_source: passport_source.to_string(),
         advanced: ws.policies.len() > 1,
         shard,
         rollback: last_decision,
