@@ -54,6 +54,7 @@ fn configmap(name: &str, data: Value) -> Value {
 }
 
 struct Fixture {
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
     sim: KubeSim,
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
@@ -63,7 +64,18 @@ struct Fixture {
 /// Namespace `ml` with the opted-in Deployment `trainer` (knob at 4, passport `safe-drift`) and
 /// a StatefulSet `db` that did not opt in; the controller's namespace with its settings, the
 /// passports ConfigMap and the license Secret.
+/// The takeover test times a failover against the lease duration: it runs alone, the others
+/// (each starting controllers that compile their policies) share the machine.
+static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn fixture(settings: Value) -> Fixture {
+    let shared = TIMING.read().unwrap_or_else(|e| e.into_inner());
+    let mut f = fixture_unlocked(settings);
+    f._shared = Some(shared);
+    f
+}
+
+fn fixture_unlocked(settings: Value) -> Fixture {
     let key = license::generate_signing_key().unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let lic = license::mint(&key, &claims(&["apply"]), true).unwrap();
@@ -107,6 +119,7 @@ fn fixture(settings: Value) -> Fixture {
         .pod_names(ResourceKind::Deployment, "ml", "trainer")
         .remove(0);
     Fixture {
+        _shared: None,
         sim,
         dir,
         kubeconfig,
@@ -303,7 +316,8 @@ fn settled_windows(sim: &KubeSim) -> u64 {
 /// closed early by the wall cap and slow spikes; the last ones held back by the release lag of a
 /// source that never ends).
 fn windows_uninterrupted() -> u64 {
-    let f = fixture(settings(false, "off"));
+    // Called by a test that holds its share of TIMING already.
+    let f = fixture_unlocked(settings(false, "off"));
     let c = Replica::start(&f, "replica-ref");
     feed(&f, &drift_lines());
     wait_for("windows", Duration::from_secs(60), || windows(&f.sim) > 10);
@@ -436,7 +450,8 @@ fn killed_and_restarted_it_resumes_and_repeats_nothing() {
 
 #[test]
 fn two_replicas_one_leader_applies_and_the_standby_takes_over_within_the_lease() {
-    let f = fixture(settings(true, "off"));
+    let _alone = TIMING.write().unwrap_or_else(|e| e.into_inner());
+    let f = fixture_unlocked(settings(true, "off"));
     let lines = drift_lines();
     let (first, rest) = lines.split_at(lines.len() / 4);
     let a = Replica::start(&f, "replica-a");
