@@ -12,8 +12,8 @@ if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 \
     || echo "note: could not install chromium; tests/report_browser.rs will fail (MODEKEEPER_SKIP_BROWSER=1 skips it locally)" >&2
 fi
-# Prometheus and promtool for the Prometheus source test (tests/prometheus_source.rs), from Debian's
-# packages; only when missing and apt is there (elsewhere the test says what to install).
+# Prometheus and promtool for the Prometheus source test (tests/prometheus_source.rs) and the
+# controller's metrics tests (tests/controller_observe.rs), from Debian's packages; only when missing and apt is there (elsewhere the test says what to install).
 if ! command -v prometheus >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   echo "setup: installing prometheus (apt-get) for the Prometheus source test" >&2
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; } >&2 \

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod artifacts;
 pub mod cli;
 pub mod closed_loop;
+pub mod controller;
 pub mod envelope;
 pub mod error;
 pub mod fsio;

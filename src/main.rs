@@ -52,6 +52,8 @@ fn main() -> ExitCode {
         Command::Doctor(a) => cli::doctor::run(&cli.global, a),
         Command::SupportBundle(a) => cli::support_bundle::run(&cli.global, a),
         Command::Install(a) => cli::install::run(&cli.global, a),
+        Command::Controller(a) => cli::controller::run(&cli.global, a),
+        Command::Fleet(a) => cli::fleet::run(&cli.global, a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

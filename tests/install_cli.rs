@@ -585,3 +585,6 @@ fn the_plugin_role_is_exactly_what_verify_and_watch_use() {
         );
     }
 }
+
+#[path = "fleet_cli/mod.rs"]
+mod fleet;

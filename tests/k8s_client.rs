@@ -777,3 +777,6 @@ mod lease {
         );
     }
 }
+
+#[path = "k8s_state/mod.rs"]
+mod state;

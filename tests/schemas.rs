@@ -449,6 +449,17 @@ fn cluster_commands(c: &Checker, tmp: &Path) {
         .output()
         .unwrap();
     c.check_stdout(ok(&o), "support-bundle -o json");
+
+    // fleet: every row state (a session, none yet, an orphan with --all).
+    let sim = k8s_common::fleet_sim().start_blocking().unwrap();
+    k8s_common::seed_fleet_state(&sim);
+    let case = Case::new(&sim, "t0");
+    let o = bin()
+        .args(["-o", "json", "fleet", "-A", "--all", "--kubeconfig"])
+        .arg(&case.kubeconfig)
+        .output()
+        .unwrap();
+    c.check_stdout(ok(&o), "fleet -o json");
 }
 
 #[test]

@@ -101,6 +101,18 @@ pub const EXIT_CODES: &[(&str, &str, &str, &str)] = &[
         "bad flags (namespace, image, replicas, shards), unusable kubeconfig",
         "cluster failure during --apply (the first failing object is named; later ones are not sent)",
     ),
+    (
+        "controller",
+        "stopped by SIGTERM/SIGINT after checkpointing every session",
+        "bad flags (lease timings that could make two leaders), unusable kubeconfig",
+        "cannot connect, listen or load its policies",
+    ),
+    (
+        "fleet",
+        "listed (also when a kind or the state could not be read: one warning line each)",
+        "bad flags, unusable kubeconfig",
+        "cluster failure (unreachable, timeout, server error)",
+    ),
     ("version, completion", "printed", "bad flags", "I/O"),
 ];
 

@@ -8,10 +8,12 @@ use crate::telemetry::Format;
 
 pub mod closed_loop;
 pub mod completion;
+pub mod controller;
 pub mod doctor;
 pub mod duration;
 pub mod examples;
 pub mod exit_codes;
+pub mod fleet;
 pub mod install;
 pub mod k8s;
 pub mod k8s_apply;
@@ -141,6 +143,10 @@ pub enum Command {
     SupportBundle(support_bundle::SupportBundleArgs),
     /// Print (or --apply) the in-cluster controller's manifests: namespace, RBAC, Deployment, Service
     Install(install::InstallArgs),
+    /// Run the in-cluster controller (what the Deployment `install` writes starts)
+    Controller(controller::ControllerArgs),
+    /// List the workloads opted in to the controller and what each session is doing
+    Fleet(fleet::FleetArgs),
 }
 
 /// Where telemetry comes from.

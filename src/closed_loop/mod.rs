@@ -137,6 +137,17 @@ fn serialize_opt_knob<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::
     }
 }
 
+/// How the loop's own rollback proposals begin (a change that hurt, undone).
+pub const ROLLBACK_PREFIX: &str = "rollback: ";
+
+/// Whether a decision's proposals are the loop's rollback of a change that hurt.
+pub fn is_rollback(proposals: &[TraceProposal]) -> bool {
+    proposals
+        .iter()
+        .any(|p| p.reason.starts_with(ROLLBACK_PREFIX))
+}
+
+
 /// Something no knob of the passport addresses, for a human to act on (docs/closed-loop.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
@@ -577,7 +588,7 @@ impl ClosedLoop {
                             .unwrap_or_default(),
                         knob: r.knob.clone(),
                         to: r.to,
-                        reason: format!("rollback: {}", e.reason),
+                        reason: format!("{ROLLBACK_PREFIX}{}", e.reason),
                     });
                 }
             }

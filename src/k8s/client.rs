@@ -81,7 +81,7 @@ impl KubeCluster {
     }
 
     /// Runs one call under the request timeout and classifies its failure.
-    async fn call<T>(
+    pub(super) async fn call<T>(
         &self,
         what: impl Fn() -> String,
         fut: impl Future<Output = Result<T, kube::Error>>,

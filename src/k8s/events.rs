@@ -117,6 +117,37 @@ impl WorkloadEvent {
         WorkloadEvent::new(event_type, reason, "JudgeEffect", &note)
     }
 
+    /// An incident no knob fixes (a diverged or rising loss): `NeedsHuman`, Warning.
+    pub fn incident(alert: &crate::closed_loop::Alert) -> WorkloadEvent {
+        WorkloadEvent::new(EventType::Warning, "NeedsHuman", "Detect", &alert.line())
+    }
+
+    /// A window's decision proposed knob changes: `KnobsProposed` (applied or not is told by the
+    /// apply's own Event).
+    pub fn proposed<'a>(
+        window: u64,
+        chord: &str,
+        changes: impl IntoIterator<Item = (&'a str, f64, f64)>,
+    ) -> WorkloadEvent {
+        WorkloadEvent::new(
+            EventType::Normal,
+            "KnobsProposed",
+            "Decide",
+            &format!("{chord} at window {window}: {}", moves(changes)),
+        )
+    }
+
+    /// The controller cannot run a session for the workload (bad annotation or settings, a
+    /// refused state, a source that cannot be opened): `SessionError`, Warning.
+    pub fn session_error(message: &str) -> WorkloadEvent {
+        WorkloadEvent::new(EventType::Warning, "SessionError", "Watch", message)
+    }
+
+    /// A session started or resumed: `SessionStarted`, Normal.
+    pub fn session_started(note: &str) -> WorkloadEvent {
+        WorkloadEvent::new(EventType::Normal, "SessionStarted", "Watch", note)
+    }
+
     /// The trainer stopped reporting steps for longer than a stall while its logs stay open:
     /// `TrainerSilent`, Warning (a possible hang, told while it happens).
     pub fn trainer_silent(silence: &Silence) -> WorkloadEvent {
@@ -197,6 +228,26 @@ impl WorkloadEvent {
             if rollback { "Rollback" } else { "Apply" },
             &format!("{what} of the decision at window {decision_window} failed: {message}"),
         )
+    }
+}
+
+impl WorkloadEvent {
+    /// The Event of one gated apply's result (none when there was nothing to apply):
+    /// `KnobsApplied` (or `RolledBack` for the loop's rollback), `ApplyBlocked`, `ApplyFailed`.
+    pub fn of_apply<'a>(
+        decision_window: u64,
+        changes: impl IntoIterator<Item = (&'a str, f64, f64)>,
+        result: Option<&crate::apply::ApplyResult>,
+        rollback: bool,
+    ) -> Option<WorkloadEvent> {
+        use crate::apply::ApplyResult;
+        Some(match result? {
+            ApplyResult::Applied => WorkloadEvent::applied(decision_window, changes, rollback),
+            ApplyResult::Blocked(b) => {
+                WorkloadEvent::blocked(decision_window, b.gate, b.reason, &b.detail, rollback)
+            }
+            ApplyResult::Failed(m) => WorkloadEvent::apply_failed(decision_window, m, rollback),
+        })
     }
 }
 

@@ -171,6 +171,14 @@ impl LeaderElector {
             .is_some_and(|t| t.elapsed() < self.cfg.renew_deadline)
     }
 
+    /// How long this replica may still call itself leader without another successful renewal
+    /// (zero when it does not lead): a write that relies on leadership is sent only with enough
+    /// of it left to finish.
+    pub fn leadership_left(&self) -> Duration {
+        self.renewed_at
+            .map_or(Duration::ZERO, |t| self.cfg.renew_deadline.saturating_sub(t.elapsed()))
+    }
+
     /// The wait before the next round: the retry period plus up to 20 % random jitter, so
     /// replicas started together do not keep colliding.
     pub fn next_wait(&self) -> Duration {

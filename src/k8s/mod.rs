@@ -16,6 +16,7 @@
 
 mod client;
 mod config;
+mod configmaps;
 mod diff;
 mod error;
 pub mod events;
@@ -43,6 +44,7 @@ pub use config::{
     ClusterIdentity, ConfigError, ConfigSource, ConnectOptions, DEFAULT_REQUEST_TIMEOUT,
     default_namespace,
 };
+pub use configmaps::ConfigMapData;
 pub use diff::{DiffEntry, IGNORED_PATHS, diff_workloads};
 pub use error::{ClusterError, ClusterErrorKind, human_duration};
 pub use events::{EventRecorder, EventType, MAX_EVENT_WAIT, WorkloadEvent};

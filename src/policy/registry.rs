@@ -232,6 +232,30 @@ impl PolicyCatalog {
     }
 }
 
+impl PolicyCatalog {
+    /// The policy ids of `wanted`, which names advanced policies by id or by a chord they provide
+    /// (`TIMEOUT-GUARD`), without repeats. `Err` carries the chord no advanced policy provides.
+    pub fn advanced_ids(&self, wanted: &[String]) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = Vec::new();
+        for w in wanted {
+            let id = if crate::passport::ChordId::parse(w).is_some() {
+                self.sources
+                    .iter()
+                    .rev()
+                    .find(|s| s.meta.advanced && s.meta.chords.iter().any(|c| c == w))
+                    .map(|s| s.meta.id.clone())
+                    .ok_or_else(|| w.clone())?
+            } else {
+                w.clone()
+            };
+            if !out.contains(&id) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Copies a component into `dir` as `<id>-<version>.wasm` and records it in the lock (replacing an
 /// entry with the same id and version).
 pub fn add_policy(dir: &Path, component: &Path) -> Result<LockEntry, PolicyError> {

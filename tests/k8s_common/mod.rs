@@ -364,3 +364,114 @@ fn serve(
         }
     }
 }
+
+/// A state ConfigMap the controller would write for `summary` (through the store's own encoder),
+/// as a kube-sim seed object in `controller_ns`.
+pub fn state_object(
+    controller_ns: &str,
+    summary: &modekeeper::controller::store::WorkloadSummary,
+) -> Value {
+    use modekeeper::controller::store::{StoredSession, to_configmap};
+    let cm = to_configmap(
+        controller_ns,
+        &summary.key(),
+        &StoredSession {
+            state: None,
+            summary: summary.clone(),
+        },
+    )
+    .expect("state ConfigMap");
+    json!({"metadata": {"name": cm.name, "namespace": cm.namespace, "labels": cm.labels,
+                        "annotations": cm.annotations},
+           "data": cm.data})
+}
+
+/// For `fleet`: opted-in Deployments `ml/trainer` (a running session) and `ml/idle` (none yet),
+/// StatefulSet `team-b/db` (a session in error), `ml/plain` (not opted in), and the state of
+/// `ml/gone` (no such workload). The state needs the workloads' uids: seed it with
+/// [`seed_fleet_state`] once the sim runs.
+pub fn fleet_sim() -> KubeSimBuilder {
+    KubeSim::builder()
+        .namespace("ml")
+        .namespace("team-b")
+        .namespace("modekeeper-system")
+        .workload(WorkloadSeed::deployment("ml", "trainer").label("modekeeper.io/enabled", "true"))
+        .workload(WorkloadSeed::deployment("ml", "idle").label("modekeeper.io/enabled", "true"))
+        .workload(WorkloadSeed::deployment("ml", "plain"))
+        .workload(WorkloadSeed::statefulset("team-b", "db").label("modekeeper.io/enabled", "true"))
+        .token("t0", "alice", [Rule::admin()])
+}
+
+/// Writes the state ConfigMaps of [`fleet_sim`]'s sessions (times relative to now, so ages print
+/// the same whenever the test runs within the hour).
+pub fn seed_fleet_state(sim: &KubeSim) {
+    use modekeeper::controller::store::{
+        LastDecision, LastEvent, ProposalSummary, SessionStatus, WorkloadKey, WorkloadSummary,
+    };
+    use modekeeper::plan::WorkloadKind;
+    let ago = |h: i64| {
+        (chrono::Utc::now() - chrono::Duration::hours(h))
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let uid = |kind: kube_sim::ResourceKind, ns: &str, name: &str| {
+        sim.get(kind, ns, name).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let key = |kind, ns: &str, name: &str, uid: String| WorkloadKey {
+        kind,
+        namespace: ns.into(),
+        name: name.into(),
+        uid,
+    };
+    let trainer = key(
+        WorkloadKind::Deployment,
+        "ml",
+        "trainer",
+        uid(kube_sim::ResourceKind::Deployment, "ml", "trainer"),
+    );
+    let mut s = WorkloadSummary::new(&trainer, "modekeeper-controller-0", 0, &ago(0));
+    s.status = SessionStatus::Running;
+    s.active_chord = Some("BURST-ABSORB".into());
+    s.knobs = [
+        ("concurrency".to_string(), 5.0),
+        ("dataloader_prefetch_factor".to_string(), 3.0),
+    ]
+    .into();
+    s.last_decision = Some(LastDecision {
+        window: 41,
+        chord: "BURST-ABSORB".into(),
+        proposals: vec![ProposalSummary {
+            knob: "concurrency".into(),
+            from: 4.0,
+            to: 5.0,
+        }],
+        at: ago(4),
+    });
+    s.apply_status = "applied".into();
+    s.last_event = Some(LastEvent {
+        reason: "KnobsApplied".into(),
+        note: "concurrency 4 -> 5".into(),
+        at: ago(30),
+    });
+    s.windows_evaluated = 42;
+    let db = key(
+        WorkloadKind::StatefulSet,
+        "team-b",
+        "db",
+        uid(kube_sim::ResourceKind::StatefulSet, "team-b", "db"),
+    );
+    let mut e = WorkloadSummary::new(&db, "modekeeper-controller-1", 0, &ago(0));
+    e.status = SessionStatus::Error;
+    e.error = Some("no telemetry container in the pods".into());
+    let gone = key(WorkloadKind::Deployment, "ml", "gone", "0000-gone".into());
+    let mut g = WorkloadSummary::new(&gone, "modekeeper-controller-0", 0, &ago(50));
+    g.status = SessionStatus::Running;
+    g.apply_status = "proposed (apply off)".into();
+    for summary in [s, e, g] {
+        let obj = state_object("modekeeper-system", &summary);
+        sim.add_object(kube_sim::ResourceKind::ConfigMap, obj)
+            .expect("seed state");
+    }
+}

@@ -257,35 +257,19 @@ pub(crate) fn load_passport(what: &str) -> anyhow::Result<(Passport, String)> {
     Ok((loaded.passport, path.display().to_string()))
 }
 
-/// `--enable-advanced` takes chord ids (`TIMEOUT-GUARD`) as well as policy ids: a chord id names the
-/// advanced policy that provides it.
+/// `--enable-advanced` takes chord ids (`TIMEOUT-GUARD`) as well as policy ids.
 pub fn advanced_policy_ids(
     catalog: &PolicyCatalog,
     wanted: &[String],
 ) -> anyhow::Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
-    for w in wanted {
-        let id = if ChordId::parse(w).is_some() {
-            catalog
-                .sources
-                .iter()
-                .rev()
-                .find(|s| s.meta.advanced && s.meta.chords.iter().any(|c| c == w))
-                .map(|s| s.meta.id.clone())
-                .ok_or_else(|| {
-                    input_error(
-                        "unknown_policy",
-                        format!("--enable-advanced {w}: no advanced policy provides this chord (see `policy list`)"),
-                    )
-                })?
-        } else {
-            w.clone()
-        };
-        if !out.contains(&id) {
-            out.push(id);
-        }
-    }
-    Ok(out)
+    catalog
+        .advanced_ids(wanted)
+        .map_err(|w| {
+            input_error(
+                "unknown_policy",
+                format!("--enable-advanced {w}: no advanced policy provides this chord (see `policy list`)"),
+            )
+        })
 }
 
 /// Checks what the passport says about the loaded policies: a pinned digest must match the

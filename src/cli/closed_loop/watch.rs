@@ -26,7 +26,7 @@ use super::watch_events::WatchEvents;
 use super::watch_report::{final_plan, stamp_ms, write_latest};
 use super::watch_source::{open_live, source_identity};
 use super::watch_state::{check_against, load};
-use crate::apply::{ApplyResult, OneShotOptions, closed_loop_apply};
+use crate::apply::{OneShotOptions, closed_loop_apply};
 use crate::artifacts::{ExplainLog, OutDir, write_atomic};
 use crate::cli::{GlobalArgs, OutputFormat};
 use crate::closed_loop::live::{
@@ -568,14 +568,7 @@ impl ApplyHost for WatchApply<'_> {
             ctx.out,
             self.explain,
         )?;
-        let outcome = match &one.result {
-            None => ApplyOutcome::NoChanges,
-            Some(ApplyResult::Applied) => ApplyOutcome::Applied,
-            Some(ApplyResult::Blocked(b)) => ApplyOutcome::Blocked {
-                reason: b.reason.to_string(),
-            },
-            Some(ApplyResult::Failed(m)) => ApplyOutcome::Failed { message: m.clone() },
-        };
+        let outcome = ApplyOutcome::of_result(one.result.as_ref());
         self.explain.event(
             "watch_apply",
             json!({"decision_window": decision, "plan": written.path, "outcome": outcome,

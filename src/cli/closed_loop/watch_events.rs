@@ -14,9 +14,6 @@ use crate::closed_loop::live::SilenceEvent;
 use crate::k8s::{Cluster, ClusterApi, ConnectOptions, EventRecorder, Workload, WorkloadEvent};
 use crate::plan::Target;
 
-/// How the loop's own rollback proposals begin (`ClosedLoop::auto_rollbacks`).
-const ROLLBACK_PREFIX: &str = "rollback: ";
-
 pub(super) struct WatchEvents {
     connect: ConnectOptions,
     target: Target,
@@ -56,10 +53,7 @@ impl WatchEvents {
 
     /// Notes a decision (a window with proposals), to tell a rollback's apply from another.
     pub(super) fn decision(&mut self, window: u64, proposals: &[TraceProposal]) {
-        let rollback = proposals
-            .iter()
-            .any(|p| p.reason.starts_with(ROLLBACK_PREFIX));
-        self.last_decision = Some((window, rollback));
+        self.last_decision = Some((window, crate::closed_loop::is_rollback(proposals)));
     }
 
     /// The Event of one apply's result (none when there was nothing to apply): `RolledBack` when
@@ -72,21 +66,11 @@ impl WatchEvents {
         explain: &mut ExplainLog,
     ) -> anyhow::Result<()> {
         let rollback = self.last_decision == Some((decision_window, true));
-        let event = match result {
-            None => return Ok(()),
-            Some(ApplyResult::Applied) => WorkloadEvent::applied(
-                decision_window,
-                changes.iter().map(|(k, f, t)| (k.as_str(), *f, *t)),
-                rollback,
-            ),
-            Some(ApplyResult::Blocked(b)) => {
-                WorkloadEvent::blocked(decision_window, b.gate, b.reason, &b.detail, rollback)
-            }
-            Some(ApplyResult::Failed(m)) => {
-                WorkloadEvent::apply_failed(decision_window, m, rollback)
-            }
-        };
-        self.post(&event, explain)
+        let moves = changes.iter().map(|(k, f, t)| (k.as_str(), *f, *t));
+        match WorkloadEvent::of_apply(decision_window, moves, result, rollback) {
+            Some(event) => self.post(&event, explain),
+            None => Ok(()),
+        }
     }
 
     /// Posted and failed counts, for the final explain line.

@@ -35,6 +35,19 @@ impl ApplyOutcome {
         }
     }
 
+    /// The outcome of a gated apply's result (`None`: nothing to apply).
+    pub fn of_result(result: Option<&crate::apply::ApplyResult>) -> ApplyOutcome {
+        use crate::apply::ApplyResult;
+        match result {
+            None => ApplyOutcome::NoChanges,
+            Some(ApplyResult::Applied) => ApplyOutcome::Applied,
+            Some(ApplyResult::Blocked(b)) => ApplyOutcome::Blocked {
+                reason: b.reason.to_string(),
+            },
+            Some(ApplyResult::Failed(m)) => ApplyOutcome::Failed { message: m.clone() },
+        }
+    }
+
     fn parse(s: &str) -> Option<ApplyOutcome> {
         Some(match s {
             "pending" => ApplyOutcome::Pending,

@@ -439,6 +439,17 @@ impl Session {
         })
     }
 
+    /// Whether [`Session::next_apply`] would ask for an apply now (it does not mark anything):
+    /// the latest decision has had none and no apply is in flight.
+    pub fn apply_due(&self) -> bool {
+        self.in_flight.is_none()
+            && self.latest_decision.is_some_and(|d| {
+                self.last_apply
+                    .as_ref()
+                    .is_none_or(|a| a.decision_window < d)
+            })
+    }
+
     /// The outcome of the apply [`Session::next_apply`] asked for.
     pub fn record_apply(&mut self, rec: ApplyRecord) -> Result<(), SessionError> {
         let changes = self.in_flight.take().ok_or(SessionError::NoApplyInFlight)?;

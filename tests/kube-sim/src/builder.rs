@@ -154,7 +154,7 @@ impl KubeSimBuilder {
         self
     }
 
-    /// A ConfigMap, Job, PyTorchJob or JobSet, stored as given (`metadata.name` and
+    /// A ConfigMap, Secret, Job, PyTorchJob or JobSet, stored as given (`metadata.name` and
     /// `metadata.namespace` required; `apiVersion`/`kind` are filled in).
     pub fn object(mut self, kind: ResourceKind, object: serde_json::Value) -> Self {
         self.seed

@@ -253,6 +253,14 @@ impl KubeSim {
         Ok(pods)
     }
 
+    /// Adds a ConfigMap, Secret, Job, PyTorchJob or JobSet as `.object(..)` seeds it; returns it
+    /// as stored. An existing name is an error.
+    pub fn add_object(&self, kind: ResourceKind, object: Value) -> io::Result<Value> {
+        self.store()
+            .add_object(kind, object)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+
     /// Adds a stand-alone pod (and its namespace).
     pub fn add_pod(&self, seed: PodSeed) -> io::Result<()> {
         let mut s = self.store();

@@ -234,8 +234,8 @@ fn patch_object(store: &mut Store, req: &PatchRequest) -> Result<(Value, bool), 
     if unchanged && (dry_run || fields_equal(&managed, &current.managed)) {
         return Ok((current.value, false));
     }
-    // ConfigMaps, Events and Leases have no generation.
-    let spec_changed = req.kind != ResourceKind::ConfigMap
+    // ConfigMaps, Secrets, Events and Leases have no generation.
+    let spec_changed = !matches!(req.kind, ResourceKind::ConfigMap | ResourceKind::Secret)
         && !req.kind.is_client_record()
         && patched["spec"] != current.value["spec"];
     if spec_changed {

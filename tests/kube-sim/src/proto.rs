@@ -153,6 +153,69 @@ pub fn decode_object_name(body: &[u8]) -> Result<String, ApiError> {
 }
 
 /// Whether a body is protobuf (else JSON).
+/// The `key → value` entries of a protobuf map field (`map<string, string|bytes>`: repeated
+/// entries with key 1 and value 2), values as text (`bytes_as_base64`: base64, as JSON carries
+/// bytes).
+fn map_entries(fs: &[Field<'_>], number: u64, bytes_as_base64: bool) -> Option<Map<String, Value>> {
+    use base64::Engine;
+    let mut out = Map::new();
+    for f in fs.iter().filter(|f| f.number == number) {
+        let entry = fields(f.bytes?)?;
+        let key = std::str::from_utf8(field(&entry, 1).unwrap_or_default()).ok()?;
+        let raw = field(&entry, 2).unwrap_or_default();
+        let value = if bytes_as_base64 {
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        } else {
+            std::str::from_utf8(raw).ok()?.to_string()
+        };
+        out.insert(key.to_string(), json!(value));
+    }
+    Some(out)
+}
+
+/// A protobuf ConfigMap or Secret (what `kubectl create configmap|secret` posts) as JSON: its
+/// metadata's name, generateName, namespace, labels and annotations, and its data (a Secret's
+/// `data` and a ConfigMap's `binaryData` base64, a Secret's `type` and `stringData`). Not
+/// decoded: `immutable` and other metadata.
+pub fn decode_data_object(kind: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let bad = || {
+        ApiError::bad_request("the body of the request was not a valid Kubernetes protobuf object")
+    };
+    let rest = body.strip_prefix(MAGIC).ok_or_else(bad)?;
+    let unknown = fields(rest).ok_or_else(bad)?;
+    let object = fields(field(&unknown, 2).unwrap_or_default()).ok_or_else(bad)?;
+    let meta_fields = fields(field(&object, 1).unwrap_or_default()).ok_or_else(bad)?;
+    let mut meta = strings(
+        field(&object, 1).unwrap_or_default(),
+        &[(1, "name"), (2, "generateName"), (3, "namespace")],
+    )
+    .ok_or_else(bad)?;
+    for (n, name) in [(11, "labels"), (12, "annotations")] {
+        let m = map_entries(&meta_fields, n, false).ok_or_else(bad)?;
+        if !m.is_empty() {
+            meta[name] = Value::Object(m);
+        }
+    }
+    let mut out = json!({"kind": kind, "apiVersion": "v1", "metadata": meta});
+    let maps: &[(u64, &str, bool)] = match kind {
+        "ConfigMap" => &[(2, "data", false), (3, "binaryData", true)],
+        "Secret" => &[(2, "data", true), (4, "stringData", false)],
+        _ => return Err(bad()),
+    };
+    for (n, name, b64) in maps {
+        let m = map_entries(&object, *n, *b64).ok_or_else(bad)?;
+        if !m.is_empty() {
+            out[*name] = Value::Object(m);
+        }
+    }
+    if kind == "Secret"
+        && let Some(t) = field(&object, 3)
+    {
+        out["type"] = json!(std::str::from_utf8(t).map_err(|_| bad())?);
+    }
+    Ok(out)
+}
+
 pub fn is_protobuf(body: &[u8]) -> bool {
     body.starts_with(MAGIC)
 }
@@ -176,6 +239,32 @@ mod tests {
         assert_eq!(decode_object_name(&body).unwrap(), "demo");
         assert!(decode_object_name(b"{}").is_err());
         assert!(!is_protobuf(b"{}"));
+    }
+
+    #[test]
+    fn decodes_a_secret_with_maps() {
+        let entry = |k: &[u8], v: &[u8]| [ld(1, k), ld(2, v)].concat();
+        let meta = [ld(1, b"lic"), ld(3, b"ns"), ld(11, &entry(b"a", b"b"))].concat();
+        let object = [
+            ld(1, &meta),
+            ld(2, &entry(b"k", b"\x00\xff")),
+            ld(2, &entry(b"j", b"v")),
+            ld(3, b"Opaque"),
+            ld(4, &entry(b"s", b"text")),
+        ]
+        .concat();
+        let body = [MAGIC, &ld(1, b""), &ld(2, &object)].concat();
+        let v = decode_data_object("Secret", &body).unwrap();
+        assert_eq!(
+            v["metadata"],
+            json!({"name": "lic", "namespace": "ns", "labels": {"a": "b"}})
+        );
+        assert_eq!(v["data"], json!({"k": "AP8=", "j": "dg=="}));
+        assert_eq!(v["stringData"], json!({"s": "text"}));
+        assert_eq!(v["type"], "Opaque");
+        // A ConfigMap's data are strings: bytes that are not UTF-8 are refused.
+        assert!(decode_data_object("ConfigMap", &body).is_err());
+        assert!(decode_data_object("Pod", &body).is_err());
     }
 
     #[test]

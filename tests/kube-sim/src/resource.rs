@@ -10,6 +10,9 @@ pub enum ResourceKind {
     Deployment,
     StatefulSet,
     ConfigMap,
+    /// core/v1 Secret: `data` values base64 as the apiserver serves them (`stringData` is folded
+    /// into `data` when stored).
+    Secret,
     /// batch/v1 Job: `spec.template` is immutable after creation.
     Job,
     /// kubeflow.org/v1 PyTorchJob (a custom resource; served only while its CRD is installed).
@@ -33,12 +36,13 @@ pub enum ResourceKind {
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 16] = [
+    pub const ALL: [ResourceKind; 17] = [
         ResourceKind::Namespace,
         ResourceKind::Pod,
         ResourceKind::Deployment,
         ResourceKind::StatefulSet,
         ResourceKind::ConfigMap,
+        ResourceKind::Secret,
         ResourceKind::Job,
         ResourceKind::PyTorchJob,
         ResourceKind::JobSet,
@@ -58,6 +62,7 @@ impl ResourceKind {
             ResourceKind::Namespace
             | ResourceKind::Pod
             | ResourceKind::ConfigMap
+            | ResourceKind::Secret
             | ResourceKind::ServiceAccount
             | ResourceKind::Service
             | ResourceKind::Event => "",
@@ -85,6 +90,7 @@ impl ResourceKind {
             ResourceKind::Namespace
             | ResourceKind::Pod
             | ResourceKind::ConfigMap
+            | ResourceKind::Secret
             | ResourceKind::ServiceAccount
             | ResourceKind::Service
             | ResourceKind::Event => "v1",
@@ -111,6 +117,7 @@ impl ResourceKind {
         matches!(
             self,
             ResourceKind::ConfigMap
+                | ResourceKind::Secret
                 | ResourceKind::Job
                 | ResourceKind::PyTorchJob
                 | ResourceKind::JobSet
@@ -137,6 +144,7 @@ impl ResourceKind {
             ResourceKind::Deployment => "Deployment",
             ResourceKind::StatefulSet => "StatefulSet",
             ResourceKind::ConfigMap => "ConfigMap",
+            ResourceKind::Secret => "Secret",
             ResourceKind::Job => "Job",
             ResourceKind::PyTorchJob => "PyTorchJob",
             ResourceKind::JobSet => "JobSet",
@@ -158,6 +166,7 @@ impl ResourceKind {
             ResourceKind::Deployment => "deployments",
             ResourceKind::StatefulSet => "statefulsets",
             ResourceKind::ConfigMap => "configmaps",
+            ResourceKind::Secret => "secrets",
             ResourceKind::Job => "jobs",
             ResourceKind::PyTorchJob => "pytorchjobs",
             ResourceKind::JobSet => "jobsets",
@@ -179,6 +188,7 @@ impl ResourceKind {
             ResourceKind::Deployment => "deployment",
             ResourceKind::StatefulSet => "statefulset",
             ResourceKind::ConfigMap => "configmap",
+            ResourceKind::Secret => "secret",
             ResourceKind::Job => "job",
             ResourceKind::PyTorchJob => "pytorchjob",
             ResourceKind::JobSet => "jobset",

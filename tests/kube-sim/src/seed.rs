@@ -43,7 +43,7 @@ pub struct Seed {
     /// built from the new template (default false: pods stay as they are).
     #[serde(default)]
     pub rollout_on_template_change: bool,
-    /// ConfigMaps, Jobs, PyTorchJobs and JobSets, stored as given (no pods are run for them).
+    /// ConfigMaps, Secrets, Jobs, PyTorchJobs and JobSets, stored as given (no pods are run for them).
     #[serde(default)]
     pub objects: Vec<ObjectSeed>,
     /// The PyTorchJob and JobSet CRDs are not installed (default false): their API groups are
@@ -56,7 +56,7 @@ pub struct Seed {
     pub bookmark_interval_ms: Option<u64>,
 }
 
-/// A stored object of a kind without pods of its own (`kind` one of ConfigMap, Job, PyTorchJob,
+/// A stored object of a kind without pods of its own (`kind` one of ConfigMap, Secret, Job, PyTorchJob,
 /// JobSet); `object` needs `metadata.name` and `metadata.namespace`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -124,28 +124,7 @@ impl Store {
             }
         }
         for o in &seed.objects {
-            if !o.kind.is_plain_object() {
-                return Err(format!(
-                    "object of kind {}: only ConfigMap, Job, PyTorchJob and JobSet are seeded as objects",
-                    o.kind
-                ));
-            }
-            let ns = o.object["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default");
-            let name = o.object["metadata"]["name"].as_str().unwrap_or_default();
-            if name.is_empty() {
-                return Err(format!("{} without metadata.name", o.kind));
-            }
-            if s.get(o.kind, ns, name).is_some() {
-                return Err(format!("duplicate {} {ns}/{name}", o.kind));
-            }
-            s.ensure_namespace(ns);
-            let mut obj = o.object.clone();
-            obj["apiVersion"] = json!(o.kind.api_version());
-            obj["kind"] = json!(o.kind.kind());
-            obj["metadata"]["namespace"] = json!(ns);
-            s.create(o.kind, obj);
+            s.add_object(o.kind, o.object.clone())?;
         }
         for p in &seed.pods {
             if s.get(ResourceKind::Pod, &p.namespace, &p.name).is_some() {
@@ -159,6 +138,39 @@ impl Store {
             }
         }
         Ok(s)
+    }
+
+    /// Stores an object of a kind without pods (a ConfigMap, Secret, Job, PyTorchJob or JobSet)
+    /// as given: `apiVersion`/`kind` filled in, `metadata.namespace` default `default` (created
+    /// if missing), a Secret's `stringData` folded into `data`. Returns the stored object.
+    pub fn add_object(&mut self, kind: ResourceKind, mut obj: Value) -> Result<Value, String> {
+        if !kind.is_plain_object() {
+            return Err(format!(
+                "object of kind {kind}: only ConfigMap, Secret, Job, PyTorchJob and JobSet are seeded as objects",
+            ));
+        }
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_string();
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            return Err(format!("{kind} without metadata.name"));
+        }
+        if self.get(kind, &ns, &name).is_some() {
+            return Err(format!("duplicate {kind} {ns}/{name}"));
+        }
+        self.ensure_namespace(&ns);
+        obj["apiVersion"] = json!(kind.api_version());
+        obj["kind"] = json!(kind.kind());
+        obj["metadata"]["namespace"] = json!(ns);
+        if kind == ResourceKind::Secret {
+            objects::fold_string_data(&mut obj);
+        }
+        Ok(self.create(kind, obj))
     }
 
     /// Appends seeded log lines (see [`LogLineSeed`]) to a container, stamped relative to `start`.
@@ -274,7 +286,7 @@ impl Store {
             value["metadata"]["generation"] = json!(1);
             objects::refresh_workload_status(&mut value, 0, &now);
         } else if kind.is_plain_object()
-            && kind != ResourceKind::ConfigMap
+            && !matches!(kind, ResourceKind::ConfigMap | ResourceKind::Secret)
             && !kind.is_install_object()
         {
             value["metadata"]["generation"] = json!(1);

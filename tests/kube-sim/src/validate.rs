@@ -168,7 +168,10 @@ pub fn pod_templates(kind: ResourceKind, obj: &Value) -> Vec<(String, &Value)> {
     }
 }
 
-/// ConfigMaps (string data, `immutable`), Jobs (`spec.template` immutable, as the apiserver's
+/// The most data a ConfigMap or Secret holds (1 MiB, the apiserver's `MaxSecretSize`).
+pub const MAX_DATA_SIZE: usize = 1024 * 1024;
+
+/// ConfigMaps and Secrets (string data, base64 for Secrets, 1 MiB in all, `immutable`), Jobs (`spec.template` immutable, as the apiserver's
 /// `ValidateJobUpdate` says), JobSets (replicated job templates change only while suspended, as
 /// the JobSet webhook says) and PyTorchJobs (templates mutable).
 fn check_plain_object(
@@ -178,9 +181,29 @@ fn check_plain_object(
     cfg: &ValidationConfig,
     errs: &mut Vec<FieldError>,
 ) {
-    if kind == ResourceKind::ConfigMap {
+    if matches!(kind, ResourceKind::ConfigMap | ResourceKind::Secret) {
+        let mut total = 0usize;
         if let Some(m) = new["data"].as_object() {
             for (k, v) in m {
+                // A Secret's values travel base64-encoded; what counts (and is limited) is the
+                // decoded size, as the apiserver decodes them into bytes.
+                let size = match (kind, v.as_str()) {
+                    (ResourceKind::Secret, Some(text)) => {
+                        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
+                            .map(|b| b.len())
+                            .unwrap_or_else(|_| {
+                                errs.push(FieldError::invalid(
+                                    format!("data[{k}]"),
+                                    v,
+                                    "illegal base64 data",
+                                ));
+                                0
+                            })
+                    }
+                    (_, Some(text)) => text.len(),
+                    _ => 0,
+                };
+                total += k.len() + size;
                 if !v.is_string() {
                     errs.push(FieldError::invalid(
                         format!("data[{k}]"),
@@ -195,6 +218,15 @@ fn check_plain_object(
                 &new["data"],
                 "must be a map of string keys to string values",
             ));
+        }
+        total += new["binaryData"].as_object().map_or(0, |m| {
+            m.iter()
+                .map(|(k, v)| k.len() + v.as_str().map_or(0, str::len))
+                .sum()
+        });
+        // core/validation's MaxSecretSize, which bounds ConfigMaps too.
+        if total > MAX_DATA_SIZE {
+            errs.push(FieldError::too_long("", MAX_DATA_SIZE));
         }
         if let Some(old) = old
             && old["immutable"] == true

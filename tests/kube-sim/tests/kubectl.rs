@@ -1450,3 +1450,137 @@ fn leases_and_events_through_kubectl() {
         "{described}"
     );
 }
+
+#[test]
+fn configmaps_and_secrets_created_replaced_and_read_through_kubectl() {
+    let (sim, k) = setup!(
+        "configmaps_and_secrets",
+        standard().namespace("modekeeper-system").token(
+            "license-reader",
+            "system:serviceaccount:modekeeper-system:modekeeper-controller",
+            [Rule::allow(["get"], "", ["secrets"])
+                .named(["modekeeper-license"])
+                .in_namespace("modekeeper-system")]
+        ),
+        Some("t0")
+    );
+    let ns = ["-n", "modekeeper-system"];
+    let created = k
+        .run(
+            &[
+                &["create", "configmap", "state", "--from-literal=a=1"][..],
+                &ns[..],
+            ]
+            .concat(),
+        )
+        .ok();
+    assert_eq!(created.stdout, "configmap/state created\n");
+    // The same name again: AlreadyExists, as kubectl prints it.
+    let again = k
+        .run(
+            &[
+                &["create", "configmap", "state", "--from-literal=a=2"][..],
+                &ns[..],
+            ]
+            .concat(),
+        )
+        .failed();
+    assert!(
+        again
+            .stderr
+            .contains(r#"configmaps "state" already exists"#),
+        "{again:?}"
+    );
+    let json = k
+        .run(&[&["get", "configmap", "state", "-o", "json"][..], &ns[..]].concat())
+        .ok()
+        .stdout;
+    let file = k.path().join("cm.json");
+    std::fs::write(&file, json.replace(r#""a": "1""#, r#""a": "2""#)).unwrap();
+    let replaced = k.run(&["replace", "-f", file.to_str().unwrap()]).ok();
+    assert_eq!(replaced.stdout, "configmap/state replaced\n");
+    assert_eq!(
+        sim.get(ResourceKind::ConfigMap, "modekeeper-system", "state")
+            .unwrap()["data"]["a"],
+        "2"
+    );
+    // Replaying the object read before that write: its resourceVersion is stale now.
+    let stale = k.run(&["replace", "-f", file.to_str().unwrap()]).failed();
+    assert!(
+        stale.stderr.contains("the object has been modified"),
+        "{stale:?}"
+    );
+    let out = k
+        .run(&[&["get", "configmaps"][..], &ns[..]].concat())
+        .ok()
+        .stdout;
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DATA", "AGE"], "{out}");
+
+    let secret = k
+        .run(
+            &[
+                &[
+                    "create",
+                    "secret",
+                    "generic",
+                    "modekeeper-license",
+                    "--from-literal=license.json={\"a\":1}",
+                ][..],
+                &ns[..],
+            ]
+            .concat(),
+        )
+        .ok();
+    assert_eq!(secret.stdout, "secret/modekeeper-license created\n");
+    let got: Value = serde_json::from_str(
+        &k.run(
+            &[
+                &["get", "secret", "modekeeper-license", "-o", "json"][..],
+                &ns[..],
+            ]
+            .concat(),
+        )
+        .ok()
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(got["data"]["license.json"], "eyJhIjoxfQ==");
+    assert_eq!(got["type"], "Opaque");
+    let out = k
+        .run(&[&["get", "secrets"][..], &ns[..]].concat())
+        .ok()
+        .stdout;
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["NAME", "TYPE", "DATA", "AGE"], "{out}");
+    assert_eq!(
+        &lines[1][..3],
+        ["modekeeper-license", "Opaque", "1"],
+        "{out}"
+    );
+    k.run(
+        &[
+            &["create", "secret", "generic", "other", "--from-literal=k=v"][..],
+            &ns[..],
+        ]
+        .concat(),
+    )
+    .ok();
+
+    // RBAC by resourceNames: the named Secret only, and no list.
+    k.write_config(&sim, Some("license-reader"), false);
+    k.run(&[&["get", "secret", "modekeeper-license"][..], &ns[..]].concat())
+        .ok();
+    let denied = k
+        .run(&[&["get", "secret", "other"][..], &ns[..]].concat())
+        .failed();
+    assert!(
+        denied.stderr.contains(r#"secrets "other" is forbidden"#),
+        "{denied:?}"
+    );
+    let list = k.run(&[&["get", "secrets"][..], &ns[..]].concat()).failed();
+    assert!(list.stderr.contains("cannot list resource"), "{list:?}");
+}

@@ -65,8 +65,17 @@ const CORE: &[ApiResource] = &[
         "configmap",
         "ConfigMap",
         true,
-        &["get", "list", "patch", "watch"],
+        &["create", "get", "list", "patch", "update", "watch"],
         &["cm"],
+        &[],
+    ),
+    res(
+        "secrets",
+        "secret",
+        "Secret",
+        true,
+        &["create", "get", "list", "patch", "update", "watch"],
+        &[],
         &[],
     ),
     res(

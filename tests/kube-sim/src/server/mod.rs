@@ -248,8 +248,15 @@ async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
             core::namespaces(ctx)
         }
         ("", "pods") => core::pods(ctx).await,
+        // ConfigMaps and Secrets are created (POST) and replaced (PUT) by clients like Leases;
+        // reads and PATCH take the workloads' path.
+        ("", "configmaps" | "secrets") if matches!(info.verb.as_str(), "create" | "update") => {
+            let kind = ResourceKind::from_plural("", &info.resource)
+                .ok_or_else(ApiError::path_not_found)?;
+            records::records(ctx, kind, records::View::Stored)
+        }
         ("apps", "deployments" | "statefulsets")
-        | ("", "configmaps")
+        | ("", "configmaps" | "secrets")
         | ("batch", "jobs")
         | ("kubeflow.org", "pytorchjobs")
         | ("jobset.x-k8s.io", "jobsets")

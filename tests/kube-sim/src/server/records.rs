@@ -1,5 +1,5 @@
-//! Objects clients write themselves: core/v1 Events (also served as events.k8s.io/v1) and
-//! coordination.k8s.io/v1 Leases. Create (POST), get, list, watch, update (PUT) and PATCH, with
+//! Objects clients write themselves: core/v1 Events (also served as events.k8s.io/v1),
+//! coordination.k8s.io/v1 Leases, and the create (POST) and update (PUT) of ConfigMaps and Secrets. Create (POST), get, list, watch, update (PUT) and PATCH, with
 //! the apiserver's optimistic concurrency: a write carrying a stale `metadata.resourceVersion`
 //! is a 409 Conflict, so two contenders for a Lease can never both win.
 //!
@@ -115,7 +115,19 @@ pub(crate) fn records(
     }
 }
 
-fn body_object(ctx: &Ctx) -> Result<Value, ApiError> {
+fn body_object(ctx: &Ctx, kind: ResourceKind) -> Result<Value, ApiError> {
+    // kubectl's typed clients (`create configmap`, `create secret`) post protobuf.
+    if crate::proto::is_protobuf(&ctx.body) {
+        return match kind {
+            ResourceKind::ConfigMap | ResourceKind::Secret => {
+                crate::proto::decode_data_object(kind.kind(), &ctx.body)
+            }
+            _ => Err(ApiError::bad_request(format!(
+                "protobuf bodies are not decoded for {}",
+                kind.plural()
+            ))),
+        };
+    }
     let v: Value = serde_json::from_slice(&ctx.body)
         .map_err(|e| ApiError::bad_request(format!("the body is not a JSON object: {e}")))?;
     if !v.is_object() {
@@ -134,7 +146,7 @@ const SERVER_FIELDS: [&str; 5] = [
 
 fn create(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, ApiError> {
     let ns = ctx.info.namespace.as_str();
-    let mut obj = body_object(ctx)?;
+    let mut obj = body_object(ctx, kind)?;
     check_type(ctx, kind, view, &obj)?;
     if obj["metadata"]["name"].as_str().unwrap_or("").is_empty()
         && let Some(prefix) = obj["metadata"]["generateName"].as_str()
@@ -168,7 +180,13 @@ fn create(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, A
     let mut stored_form = view.incoming(obj);
     stored_form["apiVersion"] = json!(kind.api_version());
     stored_form["kind"] = json!(kind.kind());
+    if kind == ResourceKind::Secret {
+        crate::objects::fold_string_data(&mut stored_form);
+    }
     let mut store = lock(&ctx.shared.store);
+    if kind.is_plain_object() {
+        crate::validate::validate_workload(kind, ns, &name, None, &stored_form, &store.validation)?;
+    }
     if !store.namespace_exists(ns) {
         return Err(ApiError::not_found(ResourceKind::Namespace, ns));
     }
@@ -184,7 +202,7 @@ fn create(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, A
 }
 
 fn update(ctx: &Ctx, kind: ResourceKind, view: View) -> Result<Response<Body>, ApiError> {
-    let obj = body_object(ctx)?;
+    let obj = body_object(ctx, kind)?;
     check_type(ctx, kind, view, &obj)?;
     store_change(ctx, kind, view, obj)
 }
@@ -223,11 +241,24 @@ fn store_change(
     check_namespace(ns, &obj)?;
     obj["metadata"]["namespace"] = json!(ns);
     validate(kind, view, name, &obj)?;
+    if kind == ResourceKind::Secret {
+        crate::objects::fold_string_data(&mut obj);
+    }
     let mut store = lock(&ctx.shared.store);
     let current = store
         .get(kind, ns, name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(kind, name))?;
+    if kind.is_plain_object() {
+        crate::validate::validate_workload(
+            kind,
+            ns,
+            name,
+            Some(&current.value),
+            &obj,
+            &store.validation,
+        )?;
+    }
     let current_rv = current.value["metadata"]["resourceVersion"].clone();
     match &obj["metadata"]["resourceVersion"] {
         Value::Null => {}

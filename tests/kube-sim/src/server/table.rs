@@ -209,6 +209,12 @@ fn columns(kind: ResourceKind) -> Vec<Value> {
             ),
             age_column(),
         ],
+        ResourceKind::Secret => vec![
+            name_column(),
+            column("Type", "string", "", "The type of the secret", 0),
+            column("Data", "string", "", "The number of items in the secret", 0),
+            age_column(),
+        ],
         // A CRD without printer columns, and (simplified) a Job and what `install` writes: name
         // and age.
         ResourceKind::Job | ResourceKind::PyTorchJob | ResourceKind::JobSet => {
@@ -418,6 +424,12 @@ fn cells(kind: ResourceKind, v: &Value) -> Vec<Value> {
         ],
         ResourceKind::ConfigMap => vec![
             name,
+            json!(v["data"].as_object().map_or(0, |m| m.len())),
+            json!(age(v)),
+        ],
+        ResourceKind::Secret => vec![
+            name,
+            json!(v["type"].as_str().unwrap_or("Opaque")),
             json!(v["data"].as_object().map_or(0, |m| m.len())),
             json!(age(v)),
         ],

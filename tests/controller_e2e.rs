@@ -1,0 +1,522 @@
+//! `kubectl modekeeper controller` end to end on kube-sim, running the built binary as the
+//! Deployment `install` writes would: a workload opts in by label → its pod logs are followed →
+//! windows decided → the decision applied through the gates → Events on the workload; killed and
+//! restarted it resumes without repeating anything; two replicas elect one leader per shard and
+//! the standby takes over within the lease duration, applying nothing twice; the cluster kill
+//! switch blocks every apply and the Events say why; an un-labelled workload's session stops.
+
+mod apply_support;
+mod closed_loop_support;
+mod k8s_common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use kube_sim::{KubeSim, ResourceKind, Rule, WorkloadSeed};
+use modekeeper::license::{self, Keyring};
+use serde_json::{Value, json};
+
+use apply_support::claims;
+use k8s_common::KNOB;
+
+const SYSTEM: &str = "modekeeper-system";
+const ENABLED: &str = "modekeeper.io/enabled";
+
+/// The drift trace's records: one decision (grad_accum_steps 4 -> 8) under the drift passport.
+fn drift_lines() -> Vec<String> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(closed_loop_support::trace("drift")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+/// The safe passport with DRIFT-RETUNE's step limits and `gates.apply` on (built-in templates
+/// are plan-only), as the operator's passports ConfigMap carries it.
+fn drift_passport() -> String {
+    let mut p: Value =
+        serde_json::to_value(modekeeper::passport::template("safe").unwrap().unwrap()).unwrap();
+    p["name"] = "safe-drift".into();
+    p["gates"]["apply"] = true.into();
+    for k in ["microbatch_size", "grad_accum_steps"] {
+        p["knobs"][k]["max_delta_per_step"] = json!({"absolute": 32});
+    }
+    serde_json::to_string_pretty(&p).unwrap()
+}
+
+fn configmap(name: &str, data: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+           "metadata": {"namespace": SYSTEM, "name": name}, "data": data})
+}
+
+struct Fixture {
+    sim: KubeSim,
+    dir: tempfile::TempDir,
+    kubeconfig: PathBuf,
+    pod: String,
+}
+
+/// Namespace `ml` with the opted-in Deployment `trainer` (knob at 4, passport `safe-drift`) and
+/// a StatefulSet `db` that did not opt in; the controller's namespace with its settings, the
+/// passports ConfigMap and the license Secret.
+fn fixture(settings: Value) -> Fixture {
+    let key = license::generate_signing_key().unwrap();
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let lic = license::mint(&key, &claims(&["apply"]), true).unwrap();
+    let keyring = Keyring::from_keys([key.verifying_key()]).to_json();
+    let sim = KubeSim::builder()
+        .namespace("ml")
+        .namespace(SYSTEM)
+        .workload(
+            WorkloadSeed::deployment("ml", "trainer")
+                .label(ENABLED, "true")
+                .annotation("modekeeper.io/passport", "safe-drift")
+                .annotation(KNOB, "4")
+                .template_annotation(KNOB, "4")
+                .log("trainer", "starting trainer"),
+        )
+        .workload(WorkloadSeed::statefulset("ml", "db").template_annotation(KNOB, "2"))
+        .object(
+            ResourceKind::ConfigMap,
+            configmap("modekeeper-settings", settings),
+        )
+        .object(
+            ResourceKind::ConfigMap,
+            configmap(
+                "modekeeper-passports",
+                json!({"safe-drift.json": drift_passport()}),
+            ),
+        )
+        .object(
+            ResourceKind::Secret,
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"namespace": SYSTEM, "name": "modekeeper-license"},
+                   "data": {"license.json": b64(&lic), "keyring.json": b64(&keyring)}}),
+        )
+        .token("t0", "controller", [Rule::admin()])
+        .start_blocking()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig, "t0").unwrap();
+    let pod = sim
+        .pod_names(ResourceKind::Deployment, "ml", "trainer")
+        .remove(0);
+    Fixture {
+        sim,
+        dir,
+        kubeconfig,
+        pod,
+    }
+}
+
+/// One controller process and what it printed.
+struct Replica {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    name: String,
+}
+
+impl Replica {
+    fn start(f: &Fixture, name: &str) -> Replica {
+        let mut child = closed_loop_support::std_bin()
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("MODEKEEPER_KILL_SWITCH")
+            .env("HOME", f.dir.path())
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", SYSTEM)
+            .arg("controller")
+            .arg("--kubeconfig")
+            .arg(&f.kubeconfig)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--lease-duration", "3s", "--renew-deadline", "2s"])
+            .args(["--retry-period", "300ms", "--settings-every", "300ms"])
+            .args(["--checkpoint-every", "1s", "--request-timeout", "5s"])
+            .arg("--work-dir")
+            .arg(f.dir.path().join(format!("work-{name}")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        Replica {
+            child,
+            lines,
+            name: name.into(),
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    /// The address it serves /metrics on.
+    fn addr(&self) -> String {
+        wait_for("the metrics address", Duration::from_secs(30), || {
+            self.log().contains("serving /metrics")
+        });
+        let log = self.log();
+        let line = log.lines().find(|l| l.contains("serving /metrics")).unwrap();
+        line.rsplit(' ').next().unwrap().to_string()
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let url = format!("http://{}{path}", self.addr());
+        match ureq::get(&url).call() {
+            Ok(mut r) => (r.status().as_u16(), r.body_mut().read_to_string().unwrap()),
+            Err(ureq::Error::StatusCode(c)) => (c, String::new()),
+            Err(e) => panic!("{url}: {e}"),
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and it must stop by itself, cleanly.
+    fn stop(mut self) -> String {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}: {}", self.log());
+                return self.log();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    wait_or(what, limit, f, String::new)
+}
+
+/// [`wait_for`], telling `context()` (the controller's log, the Events) when it times out.
+fn wait_or(what: &str, limit: Duration, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}\n{}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Events about Deployment ml/trainer, oldest first: (type, reason, message).
+fn events(sim: &KubeSim) -> Vec<(String, String, String)> {
+    let mut events = sim.list(ResourceKind::Event, Some("ml"));
+    events.sort_by_key(|e| {
+        e["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
+    events
+        .iter()
+        .filter(|e| {
+            e["involvedObject"]["kind"] == "Deployment" && e["involvedObject"]["name"] == "trainer"
+        })
+        .map(|e| {
+            let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (text("type"), text("reason"), text("message"))
+        })
+        .collect()
+}
+
+fn reasons(sim: &KubeSim, reason: &str) -> Vec<String> {
+    events(sim)
+        .into_iter()
+        .filter(|e| e.1 == reason)
+        .map(|e| e.2)
+        .collect()
+}
+
+/// Writes to workloads: PATCHes that are not dry runs.
+fn writes(sim: &KubeSim) -> usize {
+    sim.requests()
+        .iter()
+        .filter(|r| {
+            r.method == "PATCH" && !r.query.contains("dryRun") && r.path.contains("/deployments/")
+        })
+        .count()
+}
+
+/// The trainer's state ConfigMap's summary, once there is one.
+fn summary(sim: &KubeSim) -> Option<Value> {
+    sim.list(ResourceKind::ConfigMap, Some(SYSTEM))
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["annotations"]["modekeeper.io/workload"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("/ml/trainer"))
+        })
+        .and_then(|c| serde_json::from_str(c["data"]["summary.json"].as_str()?).ok())
+}
+
+/// The trainer's state ConfigMap's `state.json`.
+fn state(sim: &KubeSim) -> Option<Value> {
+    sim.list(ResourceKind::ConfigMap, Some(SYSTEM))
+        .into_iter()
+        .find(|c| {
+            c["metadata"]["annotations"]["modekeeper.io/workload"]
+                .as_str()
+                .is_some_and(|w| w.ends_with("/ml/trainer"))
+        })
+        .and_then(|c| serde_json::from_str(c["data"]["state.json"].as_str()?).ok())
+}
+
+/// Windows an uninterrupted session decides over the whole drift trace (50 steps each, the last
+/// ones held back by the release lag of a source that never ends).
+const WINDOWS_IN_TRACE: u64 = 33;
+
+fn windows(sim: &KubeSim) -> u64 {
+    summary(sim).map_or(0, |s| s["windows_evaluated"].as_u64().unwrap_or(0))
+}
+
+fn settings(apply: bool, kill_switch: &str) -> Value {
+    json!({"apply": apply.to_string(), "kill-switch": kill_switch})
+}
+
+fn feed(f: &Fixture, lines: &[String]) {
+    for chunk in lines.chunks(200) {
+        f.sim.append_logs("ml", &f.pod, "trainer", chunk);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn template_knob(f: &Fixture) -> Option<String> {
+    f.sim
+        .template_annotation(ResourceKind::Deployment, "ml", "trainer", KNOB)
+}
+
+#[test]
+fn an_opted_in_workload_is_decided_applied_once_and_told_in_events_and_metrics() {
+    let f = fixture(settings(true, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let (code, _) = c.get("/healthz");
+    assert_eq!(code, 200);
+    wait_for("ready", Duration::from_secs(30), || c.get("/readyz").0 == 200);
+    feed(&f, &drift_lines());
+    wait_or(
+        "the apply",
+        Duration::from_secs(90),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || format!("{}\n{:#?}\n{:#?}", c.log(), events(&f.sim), summary(&f.sim)),
+    );
+    assert_eq!(template_knob(&f).as_deref(), Some("8"), "{}", c.log());
+    let applied = reasons(&f.sim, "KnobsApplied");
+    assert_eq!(applied.len(), 1, "{:?}", events(&f.sim));
+    assert!(applied[0].contains("grad_accum_steps 4 -> 8"), "{applied:?}");
+    let proposed = reasons(&f.sim, "KnobsProposed");
+    assert!(!proposed.is_empty(), "{:?}", events(&f.sim));
+    assert_eq!(writes(&f.sim), 1);
+    // The StatefulSet that did not opt in is left alone.
+    assert!(
+        f.sim
+            .list(ResourceKind::Event, Some("ml"))
+            .iter()
+            .all(|e| e["involvedObject"]["name"] != "db")
+    );
+    wait_for("the summary", Duration::from_secs(10), || {
+        summary(&f.sim).is_some_and(|s| s["apply_status"] == "applied")
+    });
+    let s = summary(&f.sim).unwrap();
+    assert_eq!(s["status"], "running");
+    assert_eq!(s["replica"], "replica-a");
+    assert_eq!(s["knobs"]["grad_accum_steps"], 8.0);
+    wait_for("every window", Duration::from_secs(30), || {
+        windows(&f.sim) >= WINDOWS_IN_TRACE
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(windows(&f.sim), WINDOWS_IN_TRACE);
+    let (code, metrics) = c.get("/metrics");
+    assert_eq!(code, 200);
+    for m in [
+        "modekeeper_windows_evaluated_total",
+        "modekeeper_applies_total",
+        "modekeeper_decision_latency_seconds",
+    ] {
+        assert!(metrics.contains(m), "{m} missing:\n{metrics}");
+    }
+    let log = c.stop();
+    assert!(log.contains("stopped"), "{log}");
+    assert_eq!(summary(&f.sim).unwrap()["status"], "stopped");
+}
+
+#[test]
+fn killed_and_restarted_it_resumes_and_repeats_nothing() {
+    let f = fixture(settings(true, "off"));
+    let lines = drift_lines();
+    let (a, b) = (lines.len() / 3, lines.len() * 3 / 4);
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &lines[..a]);
+    wait_for("a few windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 3
+    });
+    // kill -9 before the decision ...
+    c.kill();
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &lines[a..b]);
+    wait_or(
+        "the apply",
+        Duration::from_secs(90),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || c.log(),
+    );
+    // ... and right after its apply.
+    c.kill();
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &lines[b..]);
+    // Every window exactly once: as many as an uninterrupted session decides over these lines.
+    wait_or(
+        "every window",
+        Duration::from_secs(60),
+        || windows(&f.sim) >= WINDOWS_IN_TRACE,
+        || c.log(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let log = c.stop();
+    assert!(log.contains("resumed after window"), "{log}");
+    assert_eq!(windows(&f.sim), WINDOWS_IN_TRACE, "{log}");
+    let state = state(&f.sim).unwrap();
+    assert_eq!(state["totals"]["restarts"], 2, "{state:#}");
+    assert_eq!(writes(&f.sim), 1, "{log}");
+    assert_eq!(reasons(&f.sim, "KnobsApplied").len(), 1);
+    let proposed = reasons(&f.sim, "KnobsProposed");
+    assert_eq!(proposed.len(), 1, "a decision told twice: {proposed:?}");
+}
+
+#[test]
+fn two_replicas_one_leader_applies_and_the_standby_takes_over_within_the_lease() {
+    let f = fixture(settings(true, "off"));
+    let lines = drift_lines();
+    let (first, rest) = lines.split_at(lines.len() / 4);
+    let a = Replica::start(&f, "replica-a");
+    let b = Replica::start(&f, "replica-b");
+    let holder = |sim: &KubeSim| -> Option<String> {
+        sim.get(
+            ResourceKind::Lease,
+            SYSTEM,
+            "modekeeper-controller-shard-0",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    wait_for("a leader", Duration::from_secs(30), || holder(&f.sim).is_some());
+    let leader = holder(&f.sim).unwrap();
+    feed(&f, first);
+    wait_for("windows saved", Duration::from_secs(60), || windows(&f.sim) >= 2);
+    assert_eq!(summary(&f.sim).unwrap()["replica"], leader.as_str());
+    let (dead, standby) = if leader == a.name { (a, b) } else { (b, a) };
+    let killed = Instant::now();
+    dead.kill();
+    wait_for("the takeover", Duration::from_secs(20), || {
+        holder(&f.sim).as_deref() == Some(standby.name.as_str())
+    });
+    // Within the lease duration (3 s) plus a retry round and scheduling slack.
+    assert!(killed.elapsed() < Duration::from_secs(6), "{:?}", killed.elapsed());
+    feed(&f, rest);
+    wait_for("the apply", Duration::from_secs(90), || {
+        !reasons(&f.sim, "KnobsApplied").is_empty()
+    });
+    assert_eq!(summary(&f.sim).unwrap()["replica"], standby.name.as_str());
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(writes(&f.sim), 1);
+    assert_eq!(reasons(&f.sim, "KnobsApplied").len(), 1);
+    standby.stop();
+}
+
+#[test]
+fn the_cluster_kill_switch_blocks_every_apply_and_the_events_say_why() {
+    let f = fixture(settings(true, "on"));
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &drift_lines());
+    wait_for("the block", Duration::from_secs(90), || {
+        !reasons(&f.sim, "ApplyBlocked").is_empty()
+    });
+    let blocked = reasons(&f.sim, "ApplyBlocked");
+    assert!(
+        blocked[0].contains("kill_switch_cluster") && blocked[0].contains("kill_switch_active"),
+        "{blocked:?}"
+    );
+    assert_eq!(writes(&f.sim), 0);
+    assert_eq!(template_knob(&f).as_deref(), Some("4"));
+    let (_, metrics) = c.get("/metrics");
+    assert!(metrics.contains("kill_switch_active"), "{metrics}");
+    c.stop();
+}
+
+#[test]
+fn an_unlabelled_workload_s_session_stops_cleanly() {
+    let f = fixture(settings(false, "off"));
+    let c = Replica::start(&f, "replica-a");
+    let lines = drift_lines();
+    feed(&f, &lines[..lines.len() / 2]);
+    wait_for("windows", Duration::from_secs(60), || windows(&f.sim) >= 2);
+    f.sim.modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+        o["metadata"]["labels"]
+            .as_object_mut()
+            .unwrap()
+            .remove(ENABLED);
+    });
+    wait_for("the session to stop", Duration::from_secs(20), || {
+        summary(&f.sim).is_some_and(|s| s["status"] == "stopped")
+    });
+    let stopped_at = windows(&f.sim);
+    feed(&f, &lines[lines.len() / 2..]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(windows(&f.sim), stopped_at, "{}", c.log());
+    // Apply off: proposals only, never a write.
+    assert_eq!(writes(&f.sim), 0);
+    let (_, metrics) = c.get("/metrics");
+    assert!(
+        !metrics.contains("name=\"trainer\""),
+        "a stopped session's series stay:\n{metrics}"
+    );
+    c.stop();
+}
+
+#[test]
+fn controller_help_and_bad_flags() {
+    let o = closed_loop_support::std_bin()
+        .args(["controller", "--help"])
+        .env("COLUMNS", "100")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    insta::assert_snapshot!("controller_help", String::from_utf8(o.stdout).unwrap());
+    // Lease timings that could make two leaders: one line, exit 2, nothing started.
+    let o = closed_loop_support::std_bin()
+        .args(["controller", "--lease-duration", "2s", "--renew-deadline", "3s"])
+        .args(["-n", "x", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8(o.stderr).unwrap();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("renew deadline"), "{err}");
+}
