@@ -115,7 +115,8 @@ run_one() {
     --kubeconfig-out "$work/kubeconfig" >"$work/url" 2>"$work/sim.log" &
   sim=$!
   # shellcheck disable=SC2064
-  trap "kill $sim 2>/dev/null; [ -n \"\${pids[*]:-}\" ] && kill \${pids[*]} 2>/dev/null; true" RETURN
+  # The client goes first (and gets a moment to checkpoint), then the server it talks to.
+  trap "[ -n \"\${pids[*]:-}\" ] && kill \${pids[*]} 2>/dev/null; sleep 2; kill $sim 2>/dev/null; true" RETURN
   for _ in $(seq 600); do [ -s "$work/url" ] && break; sleep 0.1; done
   [ -s "$work/url" ] || { echo "bench-controller: kube-sim-bench did not start: $(cat "$work/sim.log")" >&2; return 1; }
   url=$(head -1 "$work/url")
