@@ -23,7 +23,7 @@
 #
 # Environment: RATE (10), WARMUP (10 s), TRACE (/work/shared/traces/gpu-h100/combo.jsonl, else
 # tests/data/traces/...), PROFILE (release; `debug` skips the long release build of the client),
-# PORT (18080), KEEP=1 keeps the work directory.
+# PORT (18080), KEEP=1 keeps the work directory, NO_BUILD=1 uses the binaries as they are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,19 +47,18 @@ fi
 CTRL_NS=modekeeper-system
 CLK_TCK=$(getconf CLK_TCK)
 
-echo "bench-controller: building (client $CLIENT, profile $PROFILE)" >&2
-cargo build --release -q -p kube-sim --bin kube-sim-bench
 SIM_BIN=target/release/kube-sim-bench
 profile_flag=(); [ "$PROFILE" = release ] && profile_flag=(--release)
 case "$CLIENT" in
-  controller|watch)
-    cargo build "${profile_flag[@]}" -q --bin kubectl-modekeeper
-    BIN="target/$PROFILE/kubectl-modekeeper" ;;
-  streams)
-    cargo build "${profile_flag[@]}" -q --example log_streams
-    BIN="target/$PROFILE/examples/log_streams" ;;
+  controller|watch) BIN="target/$PROFILE/kubectl-modekeeper"; build=(--bin kubectl-modekeeper) ;;
+  streams) BIN="target/$PROFILE/examples/log_streams"; build=(--example log_streams) ;;
   *) echo "bench-controller: BENCH_CLIENT must be controller, watch or streams" >&2; exit 2 ;;
 esac
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  echo "bench-controller: building (client $CLIENT, profile $PROFILE)" >&2
+  cargo build --release -q -p kube-sim --bin kube-sim-bench
+  cargo build "${profile_flag[@]}" -q "${build[@]}"
+fi
 
 # utime + stime of the processes, in clock ticks.
 ticks() {
@@ -116,7 +115,8 @@ run_one() {
     --kubeconfig-out "$work/kubeconfig" >"$work/url" 2>"$work/sim.log" &
   sim=$!
   # shellcheck disable=SC2064
-  trap "kill $sim 2>/dev/null; [ -n \"\${pids[*]:-}\" ] && kill \${pids[*]} 2>/dev/null; true" RETURN
+  # The client goes first (and gets a moment to checkpoint), then the server it talks to.
+  trap "[ -n \"\${pids[*]:-}\" ] && kill \${pids[*]} 2>/dev/null; sleep 2; kill $sim 2>/dev/null; true" RETURN
   for _ in $(seq 600); do [ -s "$work/url" ] && break; sleep 0.1; done
   [ -s "$work/url" ] || { echo "bench-controller: kube-sim-bench did not start: $(cat "$work/sim.log")" >&2; return 1; }
   url=$(head -1 "$work/url")
