@@ -20,6 +20,16 @@ pub struct PolicyPool {
     idle: Mutex<HashMap<String, Vec<PolicySet>>>,
     /// The states each list's policies start with, from its first load.
     initial: Mutex<HashMap<String, Vec<PolicyState>>>,
+    /// The digests of each list's components, from its first load.
+    digests: Mutex<HashMap<String, Vec<String>>>,
+    /// Held while a set compiles: sessions starting together wait for the first compile of their
+    /// list instead of each compiling one (seconds each, on the same two cores).
+    loading: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere while holding it leaves plain data behind.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A set lent out; give it back with [`PolicyPool::give`].
@@ -38,6 +48,8 @@ impl PolicyPool {
             catalog: PolicyCatalog::embedded(),
             idle: Mutex::new(HashMap::new()),
             initial: Mutex::new(HashMap::new()),
+            digests: Mutex::new(HashMap::new()),
+            loading: Mutex::new(()),
         })
     }
 
@@ -49,15 +61,17 @@ impl PolicyPool {
         states: Option<Vec<PolicyState>>,
     ) -> Result<LentSet, String> {
         let key = self.key_of(ids)?;
-        let idle = self
-            .idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(&key)
-            .and_then(Vec::pop);
-        let mut set = match idle {
+        let pop = || lock(&self.idle).get_mut(&key).and_then(Vec::pop);
+        let mut set = match pop() {
             Some(s) => s,
-            None => self.load(ids)?,
+            None => {
+                let _one_at_a_time = lock(&self.loading);
+                // Another session may have given one back meanwhile.
+                match pop() {
+                    Some(s) => s,
+                    None => self.load(ids)?,
+                }
+            }
         };
         match states {
             Some(s) => set.set_states(s),
@@ -69,22 +83,29 @@ impl PolicyPool {
     /// The states a fresh session's policies start with.
     pub fn initial_states(&self, ids: &[String]) -> Result<Vec<PolicyState>, String> {
         let key = self.key_of(ids)?;
-        if let Some(s) = self
-            .initial
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(s.clone());
+        self.known(&key, ids)?;
+        Ok(lock(&self.initial).get(&key).cloned().unwrap_or_default())
+    }
+
+    /// Loads `ids` once if it never was (its states and digests are then known).
+    fn known(&self, key: &str, ids: &[String]) -> Result<(), String> {
+        if lock(&self.digests).contains_key(key) {
+            return Ok(());
+        }
+        let _one_at_a_time = lock(&self.loading);
+        if lock(&self.digests).contains_key(key) {
+            return Ok(());
         }
         let set = self.load(ids)?;
-        let states = set.states();
-        self.give(LentSet { key, set });
-        Ok(states)
+        self.give(LentSet {
+            key: key.to_string(),
+            set,
+        });
+        Ok(())
     }
 
     pub fn give(&self, lent: LentSet) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = lock(&self.idle);
         let v = idle.entry(lent.key).or_default();
         if v.len() < MAX_IDLE_PER_KEY {
             v.push(lent.set);
@@ -93,14 +114,9 @@ impl PolicyPool {
 
     /// The digests of the policies `ids` loads (part of a session's fingerprint).
     pub fn digests(&self, ids: &[String]) -> Result<Vec<String>, String> {
-        let lent = self.take(ids, None)?;
-        let d = lent
-            .set
-            .policies()
-            .map(|p| p.reference().digest.clone())
-            .collect();
-        self.give(lent);
-        Ok(d)
+        let key = self.key_of(ids)?;
+        self.known(&key, ids)?;
+        Ok(lock(&self.digests).get(&key).cloned().unwrap_or_default())
     }
 
     /// The pool's key of `ids`: the policy ids the set loads, in order, without repeats. A
@@ -128,11 +144,14 @@ impl PolicyPool {
             .map_err(|w| format!("no advanced policy provides the chord {w}"))?;
         let set = PolicySet::load(&self.host, &self.catalog, base, &advanced)
             .map_err(|e| e.to_string())?;
-        self.initial
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
+        lock(&self.initial)
+            .entry(key.clone())
             .or_insert_with(|| set.states());
+        lock(&self.digests).entry(key).or_insert_with(|| {
+            set.policies()
+                .map(|p| p.reference().digest.clone())
+                .collect()
+        });
         Ok(set)
     }
 }
@@ -182,5 +201,28 @@ mod tests {
         let idle: usize = pool.idle.lock().unwrap().values().map(Vec::len).sum();
         assert_eq!(idle, 1, "one set for six spellings of one list");
         assert_eq!(pool.initial.lock().unwrap().len(), 1);
+    }
+
+    /// A hundred sessions starting at once compile their list once, not a hundred times (in a
+    /// debug build a compile takes seconds: a controller with many workloads decided nothing
+    /// for minutes).
+    #[test]
+    fn sessions_starting_together_compile_their_list_once() {
+        let pool = std::sync::Arc::new(PolicyPool::new().unwrap());
+        let ids = vec!["safe-chords".to_string()];
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, ids) = (pool.clone(), ids.clone());
+                std::thread::spawn(move || {
+                    pool.digests(&ids).unwrap();
+                    pool.initial_states(&ids).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let idle: usize = pool.idle.lock().unwrap().values().map(Vec::len).sum();
+        assert_eq!(idle, 1, "one compile for eight sessions starting together");
     }
 }
