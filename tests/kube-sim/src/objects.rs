@@ -346,6 +346,34 @@ fn pod_status(phase: &str, containers: &[(String, String)], ip: &str, now: &str)
     status
 }
 
+/// A Secret as the apiserver stores it: `stringData` entries are base64-encoded into `data`
+/// (overriding keys of the same name), `stringData` is dropped, and an empty `type` defaults to
+/// `Opaque`.
+pub fn fold_string_data(secret: &mut Value) {
+    use base64::Engine;
+    let Some(obj) = secret.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Object(plain)) = obj.remove("stringData") {
+        let data = obj.entry("data").or_insert_with(|| json!({}));
+        if !data.is_object() {
+            *data = json!({});
+        }
+        for (k, v) in plain {
+            let text = v.as_str().unwrap_or_default();
+            data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+    if obj
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .is_empty()
+    {
+        obj.insert("type".into(), json!("Opaque"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,33 +429,5 @@ mod tests {
         assert_eq!(d["status"]["observedGeneration"], 3);
         assert_eq!(d["status"]["readyReplicas"], 2);
         assert_eq!(d["status"]["conditions"][0]["status"], "True");
-    }
-}
-
-/// A Secret as the apiserver stores it: `stringData` entries are base64-encoded into `data`
-/// (overriding keys of the same name), `stringData` is dropped, and an empty `type` defaults to
-/// `Opaque`.
-pub fn fold_string_data(secret: &mut Value) {
-    use base64::Engine;
-    let Some(obj) = secret.as_object_mut() else {
-        return;
-    };
-    if let Some(Value::Object(plain)) = obj.remove("stringData") {
-        let data = obj.entry("data").or_insert_with(|| json!({}));
-        if !data.is_object() {
-            *data = json!({});
-        }
-        for (k, v) in plain {
-            let text = v.as_str().unwrap_or_default();
-            data[k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
-        }
-    }
-    if obj
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .is_empty()
-    {
-        obj.insert("type".into(), json!("Opaque"));
     }
 }
