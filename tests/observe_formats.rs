@@ -114,6 +114,10 @@ fn megatron_golden_values_document() {
     // iteration-time is in seconds: a ~9 s median, not 9 ms.
     let p50 = r["baseline"]["step_time_p50_ms"].as_f64().unwrap();
     assert!((5_000.0..20_000.0).contains(&p50), "{p50}");
+    // A healthy run: one lone 27 s iteration (step 20,455) in a window of four sampled steps is a
+    // blip, not a burst (the tail of four samples is its slowest one).
+    assert_eq!(r["verdict"]["state"], "steady", "{:#}", r["verdict"]);
+    assert_eq!(r["verdict"]["incidents"], 0);
     // Forcing another format on it reads nothing and says so.
     let e = observe(&p, &["--format", "nanogpt"]).unwrap_err();
     assert!(

@@ -111,7 +111,12 @@ pub fn symptoms_of(f: &WindowFeatures, t: &SymptomThresholds) -> Vec<(Symptom, f
     }
     // A burst is intermittent: a tail blow-up under a steady median, or a whole slow window amid
     // recent slow steps, but never a shift that has lasted two windows (that is drift).
-    let tail_blowup = f.burst_score >= t.burst_score && f.step_time_ratio < t.burst_max_step_ratio;
+    // In a short window (a sparse log: one record every N steps) the tail is its slowest step: one
+    // slow step is a blip, not a burst (Megatron golden values: a lone 27 s iteration among 9 s).
+    let slow_steps = (f.slow_step_share * f.window.samples as f64).round();
+    let tail_blowup = f.burst_score >= t.burst_score
+        && f.step_time_ratio < t.burst_max_step_ratio
+        && slow_steps >= 2.0;
     let slow_window = f.slow_step_share >= t.burst_slow_share
         && f.slow_step_share_recent >= t.burst_slow_share_recent;
     if f.elevated_windows < 2 && (tail_blowup || slow_window) {
