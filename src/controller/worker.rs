@@ -71,6 +71,9 @@ pub struct Shared {
 pub struct Timing {
     /// Longest wait for new log lines before the loop looks around (stop, settings, silence).
     pub poll_wait: Duration,
+    /// Rounds of a busy source start at most this often: lines that arrive one by one (10 steps/s)
+    /// are read, decided and checkpointed in batches, not one wake-up each.
+    pub min_round: Duration,
     /// A checkpoint at least this often while windows are decided (always after news).
     pub checkpoint_every: Duration,
     /// An apply starts only with this much shard leadership left.
@@ -83,6 +86,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             poll_wait: Duration::from_secs(1),
+            min_round: Duration::from_millis(500),
             checkpoint_every: Duration::from_secs(30),
             apply_margin: Duration::from_secs(5),
             retry: Duration::from_secs(10),
@@ -498,8 +502,10 @@ async fn run_session(
     let clock = Instant::now();
     let mut source_done = false;
     let mut last_decision: Option<(u64, bool)> = None;
+    let mut next_round = tokio::time::Instant::now();
     loop {
         let mut restart = false;
+        let paced = tokio::time::Instant::now() < next_round;
         tokio::select! {
             biased;
             _ = until_true(stop) => {
@@ -527,8 +533,12 @@ async fn run_session(
                 let s = settings_rx.borrow_and_update().clone();
                 restart = WorkloadSettings::resolve(&s, &workload.annotations).ok().as_ref() != Some(&ws);
             }
-            poll = stream.poll(&mut batch, sh.timing.poll_wait), if !source_done => {
+            _ = tokio::time::sleep_until(next_round), if paced => continue,
+            poll = stream.poll(&mut batch, sh.timing.poll_wait), if !source_done && !paced => {
                 source_done = poll.map_err(|e| format!("reading its pod logs: {e:#}"))? == Poll::Ended;
+                if !batch.is_empty() {
+                    next_round = tokio::time::Instant::now() + sh.timing.min_round;
+                }
             }
             _ = tokio::time::sleep(sh.timing.poll_wait), if source_done => {}
         }
@@ -540,7 +550,6 @@ async fn run_session(
         }
         let lines = batch.len() as u64;
         live.session.push_lines(batch.drain(..));
-        live.book.cursor = stream.cursor();
         if lines > 0 {
             sh.metrics.lines_read(&labels, lines);
         }
@@ -625,6 +634,8 @@ async fn run_session(
         }
         // Checkpointed before it is told: a restart decides these windows again, never loses them.
         if has_news || !events.is_empty() || last_save.elapsed() >= sh.timing.checkpoint_every {
+            // Past every line pushed (the session carries those not fed yet).
+            live.book.cursor = stream.cursor();
             if let Err(e) = checkpoint(&sh.store, &key, &live.session, &mut live.book).await {
                 sh.metrics.checkpoint_failed(&labels);
                 return Err(e);
@@ -639,6 +650,7 @@ async fn run_session(
             && live.session.apply_due()
             && sh.ownership.leadership_left(shard) >= sh.timing.apply_margin
         {
+            live.book.cursor = stream.cursor();
             live = apply(
                 sh,
                 &workload,
@@ -653,6 +665,7 @@ async fn run_session(
         }
         if restart {
             live.book.summary.status = SessionStatus::Stopped;
+            live.book.cursor = stream.cursor();
             checkpoint(&sh.store, &key, &live.session, &mut live.book).await?;
             return Ok(End::Restart);
         }
