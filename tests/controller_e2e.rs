@@ -642,6 +642,17 @@ fn a_quiet_trainer_does_not_grow_the_ingest_lag() {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or_else(|| panic!("no ingest lag:\n{metrics}"))
     };
+    // Every line fed read (the seeded "starting trainer" one too) before the trainer goes quiet.
+    let fed = (lines.len() / 3 + 1) as f64;
+    let read = || -> f64 {
+        let (_, metrics) = c.get("/metrics");
+        metrics
+            .lines()
+            .find(|l| l.starts_with("modekeeper_lines_read_total{") && l.contains("\"trainer\""))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    wait_for("every line read", Duration::from_secs(60), || read() >= fed);
     std::thread::sleep(Duration::from_millis(1500));
     let before = lag();
     std::thread::sleep(Duration::from_secs(3));
