@@ -417,7 +417,10 @@ fn verdict(episodes: &[Episode], pass: &PassSummary, t: &RunTotals) -> Verdict {
             if episodes.is_empty() {
                 String::new()
             } else {
-                format!(" ({} marginal blips ignored)", episodes.len())
+                match episodes.len() {
+                    1 => " (1 marginal blip ignored)".to_string(),
+                    n => format!(" ({n} marginal blips ignored)"),
+                }
             }
         ),
         _ => {
