@@ -78,6 +78,9 @@ pub struct Timing {
     pub checkpoint_every: Duration,
     /// An apply starts only with this much shard leadership left.
     pub apply_margin: Duration,
+    /// How often a session lists its workload's pods again (a pod restart is seen by its follow
+    /// stream at once; new replicas are picked up this late).
+    pub relist_every: Duration,
     /// Wait before trying a failed session again.
     pub retry: Duration,
 }
@@ -87,6 +90,7 @@ impl Default for Timing {
         Timing {
             poll_wait: Duration::from_secs(1),
             min_round: Duration::from_millis(500),
+            relist_every: Duration::from_secs(15),
             checkpoint_every: Duration::from_secs(30),
             apply_margin: Duration::from_secs(5),
             retry: Duration::from_secs(10),
@@ -470,6 +474,7 @@ async fn run_session(
     )
     .await
     .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
+    stream.set_relist_every(sh.timing.relist_every);
     let mut live = Live {
         session,
         book: Book {

@@ -356,6 +356,8 @@ pub struct PodLogStream {
     pods: BTreeMap<String, PodState>,
     events: Vec<SourceEvent>,
     next_relist: Instant,
+    /// How often the workload's pods are listed again ([`RELIST_EVERY`] unless set).
+    relist_every: Duration,
     /// A pod target whose pod finished or went away.
     finished: bool,
     /// The newest kubelet timestamp handed out.
@@ -651,6 +653,7 @@ impl PodLogStream {
             pods: BTreeMap::new(),
             events: vec![],
             next_relist: Instant::now() + RELIST_EVERY,
+            relist_every: RELIST_EVERY,
             finished: false,
             newest: None,
         };
@@ -910,7 +913,7 @@ impl PodLogStream {
         loop {
             if !self.finished && Instant::now() >= self.next_relist {
                 self.relist().await?;
-                self.next_relist = Instant::now() + RELIST_EVERY;
+                self.next_relist = Instant::now() + self.relist_every;
             }
             while out.len() - before < MAX_BATCH {
                 match self.rx.try_recv() {
@@ -938,6 +941,14 @@ impl PodLogStream {
 }
 
 impl PodLogStream {
+    /// Lists the workload's pods again every `every` instead of [`RELIST_EVERY`]: a controller
+    /// following a thousand workloads trades a slower pickup of new pods for a thousandth of the
+    /// LIST requests.
+    pub fn set_relist_every(&mut self, every: Duration) {
+        self.relist_every = every.max(Duration::from_millis(100));
+        self.next_relist = self.next_relist.min(Instant::now() + self.relist_every);
+    }
+
     /// Where the lines handed out so far end: `{"kind": "k8s", "namespace", "pods": {..}}`
     /// ([`LogCursor`]); opening with it continues right after them.
     pub fn cursor(&self) -> Value {
