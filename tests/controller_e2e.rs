@@ -267,8 +267,8 @@ fn writes(sim: &KubeSim) -> usize {
         .count()
 }
 
-/// A data key of the trainer's state ConfigMap, parsed, once there is one.
-fn state_key(sim: &KubeSim, key: &str) -> Option<Value> {
+/// The trainer's state ConfigMap, once there is one.
+fn state_configmap(sim: &KubeSim) -> Option<Value> {
     sim.list(ResourceKind::ConfigMap, Some(SYSTEM))
         .into_iter()
         .find(|c| {
@@ -276,7 +276,17 @@ fn state_key(sim: &KubeSim, key: &str) -> Option<Value> {
                 .as_str()
                 .is_some_and(|w| w.ends_with("/ml/trainer"))
         })
-        .and_then(|c| serde_json::from_str(c["data"][key].as_str()?).ok())
+}
+
+/// Its name.
+fn state_configmap_name(sim: &KubeSim) -> String {
+    let cm = state_configmap(sim).expect("a state ConfigMap");
+    cm["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// A data key of the trainer's state ConfigMap, parsed, once there is one.
+fn state_key(sim: &KubeSim, key: &str) -> Option<Value> {
+    state_configmap(sim).and_then(|c| serde_json::from_str(c["data"][key].as_str()?).ok())
 }
 
 /// Its `summary.json`.
@@ -554,17 +564,7 @@ fn a_replica_that_lost_its_shard_leaves_the_new_owners_state_alone() {
     wait_for("windows saved", Duration::from_secs(60), || {
         windows(&f.sim) >= 2
     });
-    let name = f
-        .sim
-        .list(ResourceKind::ConfigMap, Some(SYSTEM))
-        .into_iter()
-        .find(|c| {
-            c["metadata"]["annotations"]["modekeeper.io/workload"]
-                .as_str()
-                .is_some_and(|w| w.ends_with("/ml/trainer"))
-        })
-        .and_then(|c| c["metadata"]["name"].as_str().map(str::to_string))
-        .unwrap();
+    let name = state_configmap_name(&f.sim);
     // Another replica takes the shard and checkpoints the session as its own.
     f.sim.modify(
         ResourceKind::Lease,
@@ -675,16 +675,7 @@ fn a_recreated_workload_keeps_its_new_sessions_metrics() {
     wait_for("windows saved", Duration::from_secs(60), || {
         windows(&f.sim) >= 2
     });
-    let old_state = f
-        .sim
-        .list(ResourceKind::ConfigMap, Some(SYSTEM))
-        .into_iter()
-        .find_map(|c| {
-            let w = c["metadata"]["annotations"]["modekeeper.io/workload"].as_str()?;
-            w.ends_with("/ml/trainer")
-                .then(|| c["metadata"]["name"].as_str().unwrap().to_string())
-        })
-        .unwrap();
+    let old_state = state_configmap_name(&f.sim);
     // The old session's last checkpoint is slow: the new session runs meanwhile.
     f.sim.inject_fault(kube_sim::Fault::delay(
         format!("/api/v1/namespaces/{SYSTEM}/configmaps/{old_state}"),
