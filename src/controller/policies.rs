@@ -156,6 +156,71 @@ impl PolicyPool {
     }
 }
 
+/// The session's policies, borrowed from the pool only when a window is decided: most rounds
+/// only feed lines, and cost no set.
+pub struct Borrowed<'a> {
+    pool: &'a PolicyPool,
+    ids: &'a [String],
+    states: &'a mut Vec<PolicyState>,
+    lent: Option<LentSet>,
+}
+
+impl<'a> Borrowed<'a> {
+    /// `states` are the session's; they are swapped into a set only when a window is decided.
+    pub fn new(pool: &'a PolicyPool, ids: &'a [String], states: &'a mut Vec<PolicyState>) -> Self {
+        Borrowed {
+            pool,
+            ids,
+            states,
+            lent: None,
+        }
+    }
+
+    fn set(&mut self) -> &mut crate::policy::PolicySet {
+        let lent = self.lent.get_or_insert_with(|| {
+            // A set may have to be loaded (compiled) when every idle one is lent out.
+            tokio::task::block_in_place(|| {
+                self.pool
+                    .take(self.ids, Some(std::mem::take(self.states)))
+                    // The same list loaded when the session started; the components are built in.
+                    .expect("a policy list that loaded once loads again")
+            })
+        });
+        &mut lent.set
+    }
+
+    /// Gives the set back, keeping the states it carries now.
+    pub fn done(mut self) {
+        if let Some(lent) = self.lent.take() {
+            *self.states = lent.set.states();
+            self.pool.give(lent);
+        }
+    }
+}
+
+impl crate::closed_loop::live::Policies for Borrowed<'_> {
+    fn decide(
+        &mut self,
+        f: &crate::signals::WindowFeatures,
+        knobs: &crate::policy::Knobs,
+        limits: &crate::policy::Limits,
+    ) -> crate::policy::WindowDecision {
+        self.set().evaluate(f, knobs, limits)
+    }
+    fn states(&self) -> Vec<PolicyState> {
+        match &self.lent {
+            Some(l) => l.set.states(),
+            None => self.states.clone(),
+        }
+    }
+    fn set_states(&mut self, states: Vec<PolicyState>) {
+        match &mut self.lent {
+            Some(l) => l.set.set_states(states),
+            None => *self.states = states,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::apply_host::ControllerApply;
 use super::metrics::{ControllerMetrics, WorkloadLabels};
+use super::policies::Borrowed;
 use super::settings::{ControllerSettings, PASSPORTS_CONFIGMAP, SourceKind, WorkloadSettings};
 use super::shards::{Ownership, shard_of, until_true};
 use super::store::{
@@ -27,7 +28,7 @@ use super::store::{
 use super::{EventQueue, PolicyPool};
 use crate::closed_loop::effect::ChangeEffect;
 use crate::closed_loop::live::{
-    Policies, Session, SessionError, SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor,
+    Session, SessionError, SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor,
 };
 use crate::closed_loop::starting_knobs;
 use crate::closed_loop::{Alert, is_rollback};
@@ -687,61 +688,6 @@ fn post(sh: &Shared, w: &Arc<Workload>, summary: &mut WorkloadSummary, ev: Workl
     sh.events.post(w, ev);
 }
 
-/// The session's policies, borrowed from the pool only when a window is decided: most rounds
-/// only feed lines, and cost no set.
-struct Borrowed<'a> {
-    pool: &'a PolicyPool,
-    ids: &'a [String],
-    states: &'a mut Vec<PolicyState>,
-    lent: Option<super::policies::LentSet>,
-}
-
-impl Borrowed<'_> {
-    fn set(&mut self) -> &mut crate::policy::PolicySet {
-        let lent = self.lent.get_or_insert_with(|| {
-            // A set may have to be loaded (compiled) when every idle one is lent out.
-            tokio::task::block_in_place(|| {
-                self.pool
-                    .take(self.ids, Some(std::mem::take(self.states)))
-                    // The same list loaded when the session started; the components are built in.
-                    .expect("a policy list that loaded once loads again")
-            })
-        });
-        &mut lent.set
-    }
-
-    /// Gives the set back, keeping the states it carries now.
-    fn done(mut self) {
-        if let Some(lent) = self.lent.take() {
-            *self.states = lent.set.states();
-            self.pool.give(lent);
-        }
-    }
-}
-
-impl Policies for Borrowed<'_> {
-    fn decide(
-        &mut self,
-        f: &crate::signals::WindowFeatures,
-        knobs: &crate::policy::Knobs,
-        limits: &crate::policy::Limits,
-    ) -> crate::policy::WindowDecision {
-        self.set().evaluate(f, knobs, limits)
-    }
-    fn states(&self) -> Vec<PolicyState> {
-        match &self.lent {
-            Some(l) => l.set.states(),
-            None => self.states.clone(),
-        }
-    }
-    fn set_states(&mut self, states: Vec<PolicyState>) {
-        match &mut self.lent {
-            Some(l) => l.set.set_states(states),
-            None => *self.states = states,
-        }
-    }
-}
-
 /// Feeds the queued lines and decides the windows they complete.
 fn decide(
     sh: &Shared,
@@ -752,12 +698,7 @@ fn decide(
     if live.session.pending_lines() == 0 && live.session.ended() {
         return Vec::new();
     }
-    let mut policies = Borrowed {
-        pool: &sh.policies,
-        ids: &ws.policies,
-        states: &mut live.book.states,
-        lent: None,
-    };
+    let mut policies = Borrowed::new(&sh.policies, &ws.policies, &mut live.book.states);
     let mut news = Vec::new();
     let started = Instant::now();
     let r: Result<bool, std::convert::Infallible> =
