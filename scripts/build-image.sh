@@ -15,20 +15,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "build-image.sh: $*" >&2; exit 2; }
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 [ -n "$version" ] || die "no version in Cargo.toml"
 
 if [ "${1:-}" = "--binary-only" ]; then
   target=x86_64-unknown-linux-musl
   profile=${CARGO_PROFILE:-dist}
-  rustup target list --installed 2>/dev/null | grep -qx "$target" \
+  grep -qx "$target" <<<"$(rustup target list --installed 2>/dev/null)" \
     || die "the $target standard library is not installed: rustup target add $target"
   command -v musl-gcc >/dev/null || die "musl-gcc not found (Debian/Ubuntu: apt-get install musl-tools)"
   cargo build --locked --profile "$profile" --target "$target" --bin kubectl-modekeeper
   dir=$profile; [ "$profile" = dev ] && dir=debug   # cargo's directory for the dev profile
   bin="${CARGO_TARGET_DIR:-target}/$target/$dir/kubectl-modekeeper"
   # A static executable has no program interpreter (no dynamic loader to run it).
-  if readelf -l "$bin" | grep -q 'INTERP'; then
+  headers=$(readelf -l "$bin") || die "readelf could not read $bin"
+  if grep -q 'INTERP' <<<"$headers"; then
     die "$bin is dynamically linked"
   fi
   echo "$bin: static, $(wc -c <"$bin") bytes"

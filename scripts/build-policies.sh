@@ -9,7 +9,7 @@
 set -euo pipefail
 here="$(pwd)"
 cd "$(dirname "$0")/../policies"
-if command -v rustup >/dev/null && ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+if command -v rustup >/dev/null && ! grep -qx wasm32-unknown-unknown <<<"$(rustup target list --installed)"; then
     rustup target add wasm32-unknown-unknown
 fi
 if [ "${1:-}" = component ]; then

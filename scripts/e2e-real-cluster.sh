@@ -44,7 +44,9 @@ k() { "$KUBECTL" -n "$NS" "$@"; }
 has_cmd() {
   local help
   help=$("$MK" "${@:1:$#-1}" --help 2>/dev/null) || return 1
-  printf '%s\n' "$help" | grep -Eq "^  ${!#}( |$)"
+  # A here-string, not a pipe: under pipefail, `grep -q` leaving at the first match would fail the
+  # writer with SIGPIPE now and then, and the command would look absent.
+  grep -Eq "^  ${!#}( |$)" <<<"$help"
 }
 knob_value() {
   k get deployment trainer -o "jsonpath={.spec.template.metadata.annotations.modekeeper/knob\\.$1}"
@@ -65,7 +67,8 @@ ok "cluster reachable, plugin runs"
 step "deploy the example trainer into namespace $NS"
 "$KUBECTL" get namespace "$NS" >/dev/null 2>&1 || "$KUBECTL" create namespace "$NS"
 # The trainer's code travels in a ConfigMap (an API without ConfigMaps, like kube-sim's, skips it).
-if "$KUBECTL" api-resources --api-group= -o name 2>/dev/null | grep -qx configmaps; then
+core_resources=$("$KUBECTL" api-resources --api-group= -o name 2>/dev/null || true)
+if grep -qx configmaps <<<"$core_resources"; then
   k create configmap modekeeper-trainer --from-file="$here/examples/trainer/train.py" \
     --dry-run=client -o yaml | k apply --server-side -f -
 fi
@@ -143,7 +146,7 @@ if has_cmd k8s apply && [ "$verified" = 1 ]; then
   if [ -z "${MODEKEEPER_LICENSE_PATH:-}" ]; then
     has_cmd license mint || die "no MODEKEEPER_LICENSE_PATH and no license command to mint one"
     "$MK" license keygen --out "$OUT/keys"
-    key=$(find "$OUT/keys" -type f ! -name keyring.json | head -1)
+    key=$(find "$OUT/keys" -type f ! -name keyring.json -print -quit)
     "$MK" license mint --key "$key" --subject modekeeper-e2e --entitlements apply --expires now+1d \
       --out "$OUT/license.json"
     export MODEKEEPER_KEYRING="$OUT/keys/keyring.json" MODEKEEPER_LICENSE_PATH="$OUT/license.json"

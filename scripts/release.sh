@@ -43,7 +43,7 @@ esac
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+version=$(awk -F'"' '/^version = /{print $2; exit}' Cargo.toml)
 tag=${MODEKEEPER_RELEASE_TAG:-v$version}
 [[ "$tag" =~ ^v(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$ ]] \
   || die "tag $tag is not v<semver> (krew requires a v prefix)"
@@ -54,7 +54,7 @@ fi
 target_dir=${CARGO_TARGET_DIR:-target}
 
 sha256() { if command -v sha256sum >/dev/null; then sha256sum "$1" | cut -d' ' -f1; else shasum -a 256 "$1" | cut -d' ' -f1; fi; }
-gnutar() { if tar --version 2>/dev/null | grep -q 'GNU tar'; then tar "$@"; elif command -v gtar >/dev/null; then gtar "$@"; else die "GNU tar is needed (macOS: brew install gnu-tar)"; fi; }
+gnutar() { if [[ "$(tar --version 2>/dev/null)" == *"GNU tar"* ]]; then tar "$@"; elif command -v gtar >/dev/null; then gtar "$@"; else die "GNU tar is needed (macOS: brew install gnu-tar)"; fi; }
 
 # Rust target triple -> krew os_arch.
 platform_of() {
@@ -131,7 +131,7 @@ build() {
 can_build() {
   local t=$1
   [ "$t" = "$host" ] && return 0
-  rustup target list --installed 2>/dev/null | grep -qx "$t" || return 1
+  grep -qx "$t" <<<"$(rustup target list --installed 2>/dev/null)" || return 1
   case "$t" in
     *-linux-*) [[ "$host" == *-linux-* ]] && [[ "$t" == "${host%%-*}"* ]] && return 0
                command -v "${t%%-*}-linux-gnu-gcc" >/dev/null ;;

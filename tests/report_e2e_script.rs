@@ -172,3 +172,55 @@ fn e2e_script_runs_against_kube_sim() {
     assert!(html.contains("data-series=\"step_time_p50\""));
     assert!(Path::new(&out).join("telemetry.log").is_file());
 }
+
+/// Readers that leave at their first match or line (`grep -q`, `head`) kill the writer of their pipe
+/// with SIGPIPE now and then; under `set -o pipefail` the whole test then reads as false. CI saw it:
+/// `passport --help | grep -q show` failed once in a loaded run, the script planned under the
+/// plan-only built-in passport, and apply was blocked. Scripts capture the output and test a
+/// here-string instead.
+#[test]
+fn scripts_under_pipefail_pipe_into_no_early_leaving_reader() {
+    let mut files: Vec<_> = std::fs::read_dir(repo("scripts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sh"))
+        .collect();
+    files.push(repo(".ci/run"));
+    let mut found = Vec::new();
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        if !text.contains("pipefail") {
+            continue;
+        }
+        for (n, line) in text.lines().enumerate() {
+            if let Some(reader) = early_leaving_reader(line) {
+                found.push(format!("{}:{}: `{reader}`: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+    // The check itself finds what it is for.
+    assert!(early_leaving_reader(r#"printf '%s\n' "$h" | grep -Eq "^  show""#).is_some());
+    assert!(early_leaving_reader("ls | head -1").is_some());
+    assert!(early_leaving_reader("ls | head -1 || true").is_none());
+    assert!(early_leaving_reader(r#"a || grep -q x <<<"$h""#).is_none());
+    assert!(early_leaving_reader("# x | grep -q y").is_none());
+}
+
+/// The command after a pipe on this line that may leave before its input ends, if any.
+fn early_leaving_reader(line: &str) -> Option<String> {
+    let code = line.trim_start();
+    if code.starts_with('#') || code.contains("|| true") {
+        return None;
+    }
+    let code = code.replace("||", "\u{0}\u{0}");
+    code.split('|').skip(1).find_map(|stage| {
+        let mut words = stage.split_whitespace();
+        let cmd = words.next()?;
+        let quiet = cmd == "grep"
+            && words
+                .take_while(|w| w.starts_with('-'))
+                .any(|w| !w.starts_with("--") && w.contains('q'));
+        (cmd == "head" || quiet).then(|| stage.trim().to_string())
+    })
+}
