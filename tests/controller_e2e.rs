@@ -8,7 +8,9 @@
 mod apply_support;
 mod closed_loop_support;
 mod k8s_common;
+mod prom_support;
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -22,6 +24,7 @@ use serde_json::{Value, json};
 
 use apply_support::claims;
 use k8s_common::KNOB;
+use prom_support::Prometheus;
 
 const SYSTEM: &str = "modekeeper-system";
 const ENABLED: &str = "modekeeper.io/enabled";
@@ -799,4 +802,141 @@ fn controller_help_and_bad_flags() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("renew deadline"), "{err}");
+}
+
+/// The drift trace as Prometheus series, one sample a second from `base_ms`: the trainer's (its
+/// namespace, its pod) and two decoys the workload's selector must leave out, with step times ten
+/// times longer — the same pod name in another namespace, and a pod of a workload whose name only
+/// starts like the trainer's.
+fn drift_openmetrics(pod: &str, base_ms: i64) -> String {
+    let records: Vec<Value> = drift_lines()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let series = [
+        ("ml", pod, 1.0),
+        ("other", pod, 10.0),
+        ("ml", "trainerx-0", 10.0),
+    ];
+    let mut out = String::new();
+    for (metric, field) in [
+        ("modekeeper_step_time_ms", "step_time_ms"),
+        ("modekeeper_step", "step"),
+        ("modekeeper_loss", "loss"),
+        ("modekeeper_data_wait_ms", "data_wait_ms"),
+        ("DCGM_FI_DEV_GPU_UTIL", "gpu_util_pct"),
+    ] {
+        writeln!(out, "# TYPE {metric} gauge").unwrap();
+        for (ns, pod, scale) in series {
+            for (i, r) in records.iter().enumerate() {
+                let Some(v) = r[field].as_f64() else { continue };
+                let v = if field == "step_time_ms" {
+                    v * scale
+                } else {
+                    v
+                };
+                let ts = base_ms + i as i64 * 1000;
+                writeln!(
+                    out,
+                    "{metric}{{namespace=\"{ns}\",pod=\"{pod}\"}} {v} {}",
+                    ts / 1000
+                )
+                .unwrap();
+            }
+        }
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+/// Source `prometheus`: the workload's series in a real Prometheus (backfilled hours ago, the
+/// workload created just before them) are read from its creation, decided like its pod logs, and
+/// applied once; the decoy series of another namespace and of a look-alike workload are never read.
+#[test]
+fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
+    let f = fixture(settings(true, "off"));
+    // Whole minutes, in finished 2 h blocks; the workload was created a minute before its series.
+    let base_ms = (chrono::Utc::now().timestamp_millis() - 3 * 3600 * 1000) / 60_000 * 60_000;
+    // A sample stays current for half a second only (less than the grid's step), so a grid point
+    // after the last one finds none.
+    let Some(prom) = Prometheus::start(
+        "global:\n  scrape_interval: 1m\n",
+        &[],
+        Some(&drift_openmetrics(&f.pod, base_ms)),
+        &["--query.lookback-delta=500ms"],
+    ) else {
+        return;
+    };
+    let created = chrono::DateTime::from_timestamp_millis(base_ms - 60_000)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "test", |v| {
+            v["metadata"]["creationTimestamp"] = json!(created);
+        })
+        .unwrap();
+    f.sim
+        .modify(
+            ResourceKind::ConfigMap,
+            SYSTEM,
+            "modekeeper-settings",
+            "test",
+            |v| {
+                v["data"] = json!({
+                    "apply": "true",
+                    "source": "prometheus",
+                    "prometheus-url": prom.url,
+                    "prometheus-lookback": "4h",
+                    "prometheus-config": r#"{"step": "1s", "lag": "2s"}"#,
+                });
+            },
+        )
+        .unwrap();
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "the apply",
+        Duration::from_secs(120),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || format!("{}\n{:#?}\n{:#?}", c.log(), events(&f.sim), summary(&f.sim)),
+    );
+    let applied = reasons(&f.sim, "KnobsApplied");
+    assert_eq!(applied.len(), 1, "{:?}", events(&f.sim));
+    assert!(
+        applied[0].contains("grad_accum_steps 4 -> 8"),
+        "{applied:?}"
+    );
+    assert_eq!(template_knob(&f).as_deref(), Some("8"));
+    assert_eq!(writes(&f.sim), 1);
+    let started = reasons(&f.sim, "SessionStarted");
+    assert!(
+        started[0].contains(&format!("started at {created} of its Prometheus series")),
+        "{started:?}"
+    );
+    // Every one of the trainer's 1,696 samples, read once, and not one of the decoys'.
+    let want = format!(
+        r#"modekeeper_lines_read_total{{kind="Deployment",namespace="ml",name="trainer"}} {}"#,
+        drift_lines().len()
+    );
+    wait_or(
+        "every sample read",
+        Duration::from_secs(30),
+        || c.get("/metrics").1.contains(&want),
+        || {
+            let m = c.get("/metrics").1;
+            let read: Vec<&str> = m.lines().filter(|l| l.contains("lines_read")).collect();
+            format!("{read:?}\n{}", c.log())
+        },
+    );
+    let state = state(&f.sim).unwrap();
+    assert_eq!(state["config"]["source"]["kind"], "prometheus", "{state}");
+    assert!(
+        state["config"]["source"]["queries"]["step_time_ms"]
+            .as_str()
+            .unwrap()
+            .contains(r#"{namespace="ml",pod=~"trainer-.+"}"#),
+        "{state}"
+    );
+    assert!(state["source_cursor"]["last_ts_ms"].as_i64().unwrap() > base_ms);
+    c.stop();
+    drop(prom);
 }

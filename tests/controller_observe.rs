@@ -5,6 +5,8 @@
 //! `promtool` and `prometheus` come with the Debian `prometheus` package (scripts/setup.sh); without
 //! them on PATH the tests that run them fail, unless MODEKEEPER_SKIP_PROMETHEUS=1 outside CI.
 
+mod prom_support;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use modekeeper::controller::http::{self, Health, Limits};
 use modekeeper::controller::metrics::{ControllerMetrics, WorkloadLabels};
+use prom_support::{Prometheus, have};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -174,24 +177,6 @@ fn read_until_closed(s: &mut TcpStream, within: Duration) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Whether `bin` (promtool, prometheus) is on PATH; without it the test fails, or is skipped when
-/// MODEKEEPER_SKIP_PROMETHEUS=1 outside CI (CI installs it: scripts/setup.sh).
-fn have(bin: &str) -> bool {
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()));
-    if on_path {
-        return true;
-    }
-    let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-    if !in_ci && std::env::var("MODEKEEPER_SKIP_PROMETHEUS").is_ok_and(|v| v == "1") {
-        eprintln!("skipped: no {bin} on PATH and MODEKEEPER_SKIP_PROMETHEUS=1");
-        return false;
-    }
-    panic!(
-        "no `{bin}` on PATH (scripts/setup.sh installs it; MODEKEEPER_SKIP_PROMETHEUS=1 skips locally)"
-    );
 }
 
 fn promtool(args: &[&str], stdin: Option<&str>) -> Option<std::process::Output> {
@@ -542,16 +527,6 @@ fn the_documented_alert_rules_pass_promtool_and_use_exported_metrics() {
     );
 }
 
-/// A process killed (and reaped) when the test ends, however it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `/api/v1/query` of a Prometheus: the result vector's (labels, value) pairs.
 fn instant_query(agent: &ureq::Agent, prom: &str, expr: &str) -> Vec<(serde_json::Value, f64)> {
     let Ok(mut r) = agent
@@ -587,9 +562,6 @@ fn instant_query(agent: &ureq::Agent, prom: &str, expr: &str) -> Vec<(serde_json
 /// the workload in that trouble, and not for a healthy one.
 #[test]
 fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_right_workloads() {
-    if !have("prometheus") {
-        return;
-    }
     let server = Server::start(Limits::default());
     let m = &server.metrics;
     let (healthy, lagging, blocked) = (workload(1), workload(2), workload(3));
@@ -604,44 +576,19 @@ fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_rig
     let section = observe_section();
     let start = section.find("# prometheus rules file").unwrap();
     let end = start + section[start..].find("```").unwrap();
-    let dir = tempfile::Builder::new()
-        .prefix("controller-prometheus-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    std::fs::write(dir.path().join("rules.yml"), &section[start..end]).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        dir.path().join("prometheus.yml"),
-        format!(
+    let Some(prometheus) = Prometheus::start(
+        &format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n\
              scrape_configs:\n  - job_name: modekeeper\n    static_configs:\n      - targets: ['{}']\n",
             server.addr
         ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prometheus = Killed(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.path().join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
-    );
-    let prom = format!("http://127.0.0.1:{port}");
+        &[("rules.yml", &section[start..end])],
+        None,
+        &[],
+    ) else {
+        return;
+    };
+
     let a = agent();
     let wanted = [
         ("ModeKeeperIngestLag", "name", "trainer-2"),
@@ -654,7 +601,7 @@ fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_rig
         // The healthy workload keeps evaluating, the blocked one keeps being blocked.
         m.window_evaluated(&healthy, Duration::from_micros(100));
         m.apply_blocked(&blocked, "license_missing");
-        let alerts = instant_query(&a, &prom, "ALERTS");
+        let alerts = instant_query(&a, &prometheus.url, "ALERTS");
         let seen = |(name, key, value): &(&str, &str, &str)| {
             alerts
                 .iter()
@@ -666,7 +613,7 @@ fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_rig
         assert!(
             Instant::now() < deadline,
             "alerts after 90 s: {alerts:?}\nprometheus log:\n{}",
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+            prometheus.log()
         );
         std::thread::sleep(Duration::from_millis(500));
     };
@@ -683,14 +630,14 @@ fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_rig
     }
     // The scrape itself: up, and the values as set.
     assert_eq!(
-        instant_query(&a, &prom, r#"up{job="modekeeper"}"#)
+        instant_query(&a, &prometheus.url, r#"up{job="modekeeper"}"#)
             .first()
             .map(|(_, v)| *v),
         Some(1.0)
     );
     let lag = instant_query(
         &a,
-        &prom,
+        &prometheus.url,
         r#"modekeeper_ingest_lag_seconds{name="trainer-2"}"#,
     );
     assert_eq!(lag.first().map(|(_, v)| *v), Some(120.0), "{lag:?}");

@@ -19,9 +19,11 @@ pub mod fleet;
 pub mod http;
 pub mod metrics;
 pub mod policies;
+pub mod prom_scope;
 pub mod settings;
 pub mod shards;
 pub mod store;
+pub mod telemetry;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use super::prom_scope::{Matcher, PromSettings, SELECTOR_ANNOTATION, parse_matchers};
 use crate::apply::KillSwitch;
 use crate::install::SETTINGS;
 use crate::passport::TEMPLATE_NAMES;
@@ -70,7 +71,7 @@ pub struct ControllerSettings {
     /// The cluster-wide kill switch.
     pub kill_switch: KillSwitch,
     pub source: SourceKind,
-    pub prometheus_url: String,
+    pub prometheus: PromSettings,
     pub passport: String,
     pub policies: Vec<String>,
     pub window_steps: u64,
@@ -191,7 +192,14 @@ impl ControllerSettings {
             &mut errors,
             parse_count("max-sessions", get("max-sessions"), 1..=MAX_SESSIONS_LIMIT),
         );
-        let prometheus_url = get("prometheus-url").trim().to_string();
+        let prometheus = PromSettings::parse(
+            get("prometheus-url"),
+            get("prometheus-selector"),
+            get("prometheus-lookback"),
+            get("prometheus-config"),
+        )
+        .map_err(|e| errors.extend(e))
+        .ok();
         let kill_switch = KillSwitch::from_value(Some(std::ffi::OsStr::new(get("kill-switch"))));
         match (
             apply,
@@ -200,21 +208,26 @@ impl ControllerSettings {
             policies,
             window_steps,
             max_sessions,
+            prometheus,
         ) {
-            (Some(apply), Some(source), Some(passport), Some(policies), Some(ws), Some(ms))
-                if errors.is_empty() =>
-            {
-                Ok(ControllerSettings {
-                    apply,
-                    kill_switch,
-                    source,
-                    prometheus_url,
-                    passport,
-                    policies,
-                    window_steps: ws,
-                    max_sessions: ms,
-                })
-            }
+            (
+                Some(apply),
+                Some(source),
+                Some(passport),
+                Some(policies),
+                Some(ws),
+                Some(ms),
+                Some(prometheus),
+            ) if errors.is_empty() => Ok(ControllerSettings {
+                apply,
+                kill_switch,
+                source,
+                prometheus,
+                passport,
+                policies,
+                window_steps: ws,
+                max_sessions: ms,
+            }),
             _ => Err(errors),
         }
     }
@@ -248,6 +261,8 @@ pub struct WorkloadSettings {
     pub window_steps: u64,
     /// The container whose log carries the telemetry (else the pod annotation, else the only one).
     pub container: Option<String>,
+    /// Matchers the workload adds to the operator's Prometheus selector.
+    pub prometheus_selector: Vec<Matcher>,
 }
 
 impl WorkloadSettings {
@@ -284,12 +299,17 @@ impl WorkloadSettings {
             }
             None => None,
         };
+        let prometheus_selector = match annotations.get(SELECTOR_ANNOTATION) {
+            Some(v) => parse_matchers(v).map_err(|e| format!("{SELECTOR_ANNOTATION}: {e}"))?,
+            None => Vec::new(),
+        };
         Ok(WorkloadSettings {
             passport,
             policies,
             source,
             window_steps: settings.window_steps,
             container,
+            prometheus_selector,
         })
     }
 
@@ -346,6 +366,28 @@ mod tests {
     }
 
     #[test]
+    fn prometheus_settings_are_checked_with_the_rest() {
+        let s = ControllerSettings::from_data(&map(&[
+            ("prometheus-url", "http://prometheus.monitoring:9090"),
+            (
+                "prometheus-selector",
+                r#"kubernetes_namespace="$namespace""#,
+            ),
+            ("prometheus-lookback", "30m"),
+        ]))
+        .unwrap();
+        assert_eq!(s.prometheus.lookback, std::time::Duration::from_secs(1800));
+        let e = ControllerSettings::from_data(&map(&[
+            ("prometheus-selector", "namespace=$namespace"),
+            ("prometheus-config", r#"{"queries": {"loss": "up"}}"#),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].starts_with("prometheus-selector: "), "{e:?}");
+        assert!(e[1].starts_with("prometheus-config: "), "{e:?}");
+    }
+
+    #[test]
     fn the_kill_switch_fails_safe_even_in_a_broken_map() {
         for on in ["on", "1", "true", "maybe", "ON "] {
             let data = map(&[("kill-switch", on), ("typo", "x")]);
@@ -376,6 +418,16 @@ mod tests {
         assert_eq!(w.policies, vec!["safe-chords", "TIMEOUT-GUARD"]);
         assert_eq!(w.container.as_deref(), Some("trainer"));
         assert_eq!(w.policies_key(), "safe-chords,TIMEOUT-GUARD");
+        let p = WorkloadSettings::resolve(
+            &s,
+            &map(&[
+                (SOURCE_ANNOTATION, "prometheus"),
+                (SELECTOR_ANNOTATION, r#"job_name="llama""#),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(p.source, SourceKind::Prometheus);
+        assert_eq!(p.prometheus_selector[0].value, "llama");
         let plain = WorkloadSettings::resolve(&s, &BTreeMap::new()).unwrap();
         assert_eq!(plain.passport, "safe");
         for (k, v) in [
@@ -383,6 +435,7 @@ mod tests {
             (POLICIES_ANNOTATION, ""),
             (SOURCE_ANNOTATION, "file"),
             (CONTAINER_ANNOTATION, "Bad Name"),
+            (SELECTOR_ANNOTATION, r#"a="x"} or up{b="y""#),
         ] {
             let e = WorkloadSettings::resolve(&s, &map(&[(k, v)])).unwrap_err();
             assert!(e.starts_with(k), "{e}");

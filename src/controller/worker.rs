@@ -1,4 +1,5 @@
-//! One workload's session in the controller: its pod logs in, windows decided by the shared
+//! One workload's session in the controller: its pod logs or Prometheus series in
+//! ([`super::telemetry`]), windows decided by the shared
 //! policy pool, Events and metrics out, its state checkpointed to its state ConfigMap, and each
 //! decision applied (when the settings allow) through the gates of `k8s apply` by
 //! [`super::apply_host`] — the same exactly-once protocol as `closed-loop watch --apply`.
@@ -25,6 +26,7 @@ use super::store::{
     LastDecision, LastEvent, ProposalSummary, SessionStatus, StateStore, StoreError, StoredSession,
     WorkloadKey, WorkloadSummary,
 };
+use super::telemetry::{PromStream, Telemetry, cursor_fits};
 use super::{EventQueue, PolicyPool};
 use crate::closed_loop::effect::ChangeEffect;
 use crate::closed_loop::live::{
@@ -218,6 +220,43 @@ pub fn key_of(w: &Workload) -> WorkloadKey {
     }
 }
 
+fn source_name(ws: &WorkloadSettings) -> &'static str {
+    match ws.source {
+        SourceKind::PodLogs => "pod logs",
+        SourceKind::Prometheus => "Prometheus series",
+    }
+}
+
+/// The Prometheus source of a workload: its series only, from its creation or at most the
+/// lookback ago (a new session of a long-running job starts with a baseline, and one of a
+/// recreated workload never reads its predecessor's series).
+fn prometheus_config(
+    settings: &ControllerSettings,
+    w: &Workload,
+    ws: &WorkloadSettings,
+) -> Result<crate::telemetry::live::PromConfig, String> {
+    let p = &settings.prometheus;
+    if p.url.is_empty() {
+        return Err(format!(
+            "source prometheus: the settings ConfigMap has no prometheus-url (set it, or the {} annotation to k8s)",
+            super::settings::SOURCE_ANNOTATION
+        ));
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    let lookback = i64::try_from(p.lookback.as_millis()).unwrap_or(i64::MAX);
+    let created = w.object["metadata"]["creationTimestamp"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or(now, |t| t.timestamp_millis());
+    let start = created.max(now.saturating_sub(lookback));
+    Ok(p.config_for(
+        w.target.namespace(),
+        w.target.name(),
+        &ws.prometheus_selector,
+        start,
+    ))
+}
+
 fn log_target(w: &Workload, container: Option<String>) -> LogTarget {
     let name = w.target.name().to_string();
     let workload = match w.target.kind() {
@@ -238,9 +277,10 @@ fn log_target(w: &Workload, container: Option<String>) -> LogTarget {
 /// The session's setup: what it decides under, and the config its state's fingerprint covers.
 fn setup_of(
     w: &Workload,
-    ws: &WorkloadSettings,
+    source: Value,
     passport: &Passport,
     digests: &[String],
+    window_steps: u64,
 ) -> Result<SessionSetup, String> {
     let found = current_knobs(w).map_err(|e| format!("reading its knobs: {e}"))?;
     let governed: BTreeMap<String, f64> = found
@@ -249,7 +289,7 @@ fn setup_of(
         .collect();
     let (knobs, _) = starting_knobs(passport, &governed);
     let features = FeatureConfig {
-        window_steps: ws.window_steps,
+        window_steps,
         warmup_steps: crate::signals::DEFAULT_WARMUP_STEPS,
     };
     let ingest = IngestOptions {
@@ -258,8 +298,7 @@ fn setup_of(
     };
     let t = &w.target;
     let config = json!({
-        "source": {"kind": "k8s", "namespace": t.namespace(), "workload": log_target(w, None).workload.to_string(),
-                   "container": ws.container},
+        "source": source,
         "format": Format::Auto,
         "window_steps": features.window_steps, "warmup_steps": features.warmup_steps,
         "reorder_window": ingest.reorder_window, "clock_skew_tolerance_ms": ingest.skew_tolerance_ms,
@@ -405,13 +444,19 @@ async fn run_session(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<End, String> {
     let ws = WorkloadSettings::resolve(settings, &w.annotations)?;
-    if ws.source == SourceKind::Prometheus {
-        return Err("source prometheus: the controller reads pod logs only (source k8s); run `closed-loop watch --source prometheus` for this workload".into());
-    }
+    let prometheus = (ws.source == SourceKind::Prometheus)
+        .then(|| prometheus_config(settings, w, &ws))
+        .transpose()?;
     let (passport, passport_source) = passport_named(sh, &ws.passport).await?;
     // Loading a list the first time compiles its components: not on a runtime thread's time.
     let digests = tokio::task::block_in_place(|| sh.policies.digests(&ws.policies))?;
-    let setup = setup_of(w, &ws, &passport, &digests)?;
+    let source = match &prometheus {
+        Some(c) => json!({"kind": "prometheus", "url": crate::telemetry::live::redact_url(&c.url),
+                          "step_ms": c.step.as_millis() as u64, "queries": c.queries}),
+        None => json!({"kind": "k8s", "namespace": w.target.namespace(),
+                       "workload": log_target(w, None).workload.to_string(), "container": ws.container}),
+    };
+    let setup = setup_of(w, source, &passport, &digests, ws.window_steps)?;
     let key = key_of(w);
     let labels = labels_of(w);
     let loaded = sh.store.load(&key).await.map_err(|e| {
@@ -424,14 +469,25 @@ async fn run_session(
         Some((s, rv)) => (Some(rv), Some(s)),
         None => (None, None),
     };
-    let mut started = "started from the beginning of its logs".to_string();
+    let mut started = match &prometheus {
+        Some(c) => format!(
+            "started at {} of its Prometheus series",
+            chrono::DateTime::from_timestamp_millis(c.start_ms).map_or_else(
+                || c.start_ms.to_string(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        ),
+        None => "started from the beginning of its logs".to_string(),
+    };
     let mut cursor = None;
     let (session, states, summary) = match stored {
         Some(StoredSession {
             state: Some(state),
             summary,
         }) => {
-            cursor = Some(state.source_cursor.clone());
+            // A cursor of the other kind of source (the source setting changed) is no position.
+            cursor =
+                Some(state.source_cursor.clone()).filter(|c| cursor_fits(c, prometheus.is_some()));
             let mut lent = tokio::task::block_in_place(|| sh.policies.take(&ws.policies, None))?;
             let resumed = Session::resume(&setup, state, &mut lent.set);
             let states = lent.set.states();
@@ -448,7 +504,7 @@ async fn run_session(
                 Err(SessionError::OtherSetup(keys)) => {
                     // The settings changed: a new loop, from where the logs were read to.
                     started = format!(
-                        "started anew at the saved log position: its {} changed",
+                        "started anew at the saved source position: its {} changed",
                         keys.join(", ")
                     );
                     let s = Session::new(&setup);
@@ -468,14 +524,24 @@ async fn run_session(
             new_summary(sh, w, &setup.knobs),
         ),
     };
-    let mut stream = PodLogStream::open(
-        &sh.cluster,
-        log_target(w, ws.container.clone()),
-        cursor.as_ref(),
-    )
-    .await
-    .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
-    stream.set_relist_every(sh.timing.relist_every);
+    let mut stream = match prometheus {
+        Some(cfg) => Telemetry::Prometheus(
+            PromStream::open(cfg, cursor)
+                .await
+                .map_err(|e| format!("cannot read its Prometheus series: {e:#}"))?,
+        ),
+        None => {
+            let mut s = PodLogStream::open(
+                &sh.cluster,
+                log_target(w, ws.container.clone()),
+                cursor.as_ref(),
+            )
+            .await
+            .map_err(|e| format!("cannot follow its pod logs: {e:#}"))?;
+            s.set_relist_every(sh.timing.relist_every);
+            Telemetry::Pods(s)
+        }
+    };
     let mut live = Live {
         session,
         book: Book {
@@ -537,11 +603,12 @@ async fn run_session(
                     return Ok(End::Stopped);
                 }
                 let s = settings_rx.borrow_and_update().clone();
-                restart = WorkloadSettings::resolve(&s, &workload.annotations).ok().as_ref() != Some(&ws);
+                restart = WorkloadSettings::resolve(&s, &workload.annotations).ok().as_ref() != Some(&ws)
+                    || (ws.source == SourceKind::Prometheus && s.prometheus != settings.prometheus);
             }
             _ = tokio::time::sleep_until(next_round), if paced => continue,
             poll = stream.poll(&mut batch, sh.timing.poll_wait), if !source_done && !paced => {
-                source_done = poll.map_err(|e| format!("reading its pod logs: {e:#}"))? == Poll::Ended;
+                source_done = poll.map_err(|e| format!("reading its {}: {e:#}", source_name(&ws)))? == Poll::Ended;
                 if !batch.is_empty() {
                     next_round = tokio::time::Instant::now() + sh.timing.min_round;
                 }

@@ -33,6 +33,21 @@ pub const SETTINGS: &[Setting] = &[
         doc: "base URL of the Prometheus HTTP API, for source prometheus",
     },
     Setting {
+        key: "prometheus-selector",
+        default: "namespace=\"$namespace\",pod=~\"$workload-.+\"",
+        doc: "label matchers of a workload's series ($namespace and $workload are filled in); a workload's modekeeper.io/prometheus-selector annotation adds matchers, never removes these",
+    },
+    Setting {
+        key: "prometheus-lookback",
+        default: "1h",
+        doc: "how far back a new Prometheus session starts reading (never before the workload was created)",
+    },
+    Setting {
+        key: "prometheus-config",
+        default: "",
+        doc: "JSON object of the --prom-config keys but url, start and end (step, lag, timeout, page_steps, node_labels, rank_label, queries); every query holds $selector",
+    },
+    Setting {
         key: "passport",
         default: "safe",
         doc: "passport of a workload without the modekeeper.io/passport annotation (a built-in template name)",

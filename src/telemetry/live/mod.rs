@@ -19,7 +19,7 @@ use serde_json::Value;
 pub use file::FollowFile;
 pub use prometheus::{
     DEFAULT_PAGE_STEPS, PROM_MAX_POINTS, PromConfig, PromCursor, PromQueries, PrometheusSource,
-    parse_prom_duration, parse_prom_time,
+    parse_prom_duration, parse_prom_time, redact as redact_url,
 };
 pub use reader::ReaderSource;
 

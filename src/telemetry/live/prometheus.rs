@@ -515,7 +515,7 @@ impl<R: std::io::Read> std::io::Read for CappedReader<R> {
 }
 
 /// The URL without credentials, for messages and reports.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(i), Some(at)) if at > i && !url[i + 3..at].contains('/') => {
             format!("{}{}", &url[..i + 3], &url[at + 1..])
@@ -1019,6 +1019,18 @@ fn classify(e: ureq::Error) -> Failure {
         )),
         E::Tls(m) => Failure::Fatal(anyhow::anyhow!("TLS error talking to Prometheus: {m}")),
         other => Failure::Transient(one_line(&other.to_string())),
+    }
+}
+
+impl PrometheusSource {
+    /// How long a [`poll`](LiveSource::poll) would find nothing to do: zero while lines wait to be
+    /// handed out, else the time until the next grid point is due (or the next retry). A caller
+    /// polling with no wait sleeps this long itself (the controller, on its async runtime).
+    pub fn idle_for(&self) -> Duration {
+        if !self.queue.is_empty() || self.ended {
+            return Duration::ZERO;
+        }
+        self.next_attempt.saturating_duration_since(Instant::now())
     }
 }
 

@@ -1,0 +1,482 @@
+//! Which Prometheus series are a workload's: the operator's selector template and queries from the
+//! settings ConfigMap, narrowed by the workload's own matchers. Pure: settings text in, a
+//! [`PromConfig`] for one workload out.
+//!
+//! Every query names `$selector` where its series' label matchers go
+//! (`modekeeper_step_time_ms{$selector}`); the controller puts there the operator's template
+//! (`prometheus-selector`, by default `namespace="$namespace",pod=~"$workload-.+"`) with the
+//! workload's namespace and name filled in, then the matchers of the workload's
+//! `modekeeper.io/prometheus-selector` annotation. Those come from whoever may edit the workload, so
+//! they are parsed as label matchers (nothing else gets into the query), and they can only narrow:
+//! the operator's matchers (its namespace among them) always stay.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::telemetry::live::{PromConfig, PromQueries, parse_prom_duration};
+
+/// The annotation with a workload's own extra label matchers.
+pub const SELECTOR_ANNOTATION: &str = "modekeeper.io/prometheus-selector";
+/// Where a query's matchers go.
+const SELECTOR_PLACEHOLDER: &str = "$selector";
+/// Matchers one selector may hold: more is not a selector a person wrote.
+const MAX_MATCHERS: usize = 16;
+const MAX_SELECTOR_BYTES: usize = 1024;
+/// How far back from now a new session may start reading.
+const MAX_LOOKBACK: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One label matcher: `label op "value"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    pub label: String,
+    pub op: MatchOp,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchOp {
+    Eq,
+    Ne,
+    Re,
+    NotRe,
+}
+
+impl MatchOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            MatchOp::Eq => "=",
+            MatchOp::Ne => "!=",
+            MatchOp::Re => "=~",
+            MatchOp::NotRe => "!~",
+        }
+    }
+
+    fn is_regex(self) -> bool {
+        matches!(self, MatchOp::Re | MatchOp::NotRe)
+    }
+}
+
+impl Matcher {
+    /// PromQL text: the value double-quoted with `\` and `"` escaped.
+    fn render(&self) -> String {
+        let mut v = String::with_capacity(self.value.len() + 2);
+        for c in self.value.chars() {
+            match c {
+                '\\' => v.push_str("\\\\"),
+                '"' => v.push_str("\\\""),
+                '\n' => v.push_str("\\n"),
+                c => v.push(c),
+            }
+        }
+        format!("{}{}\"{v}\"", self.label, self.op.as_str())
+    }
+}
+
+/// Parses `label op "value", …` (PromQL label matchers without the braces; values in double
+/// quotes with `\"` and `\\` escapes). Empty text is no matcher.
+pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
+    if text.len() > MAX_SELECTOR_BYTES {
+        return Err(format!("longer than {MAX_SELECTOR_BYTES} bytes"));
+    }
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let label = &rest[..end];
+        let valid_label = label
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if !valid_label {
+            return Err(format!("expected a label name at {:?}", clip(rest)));
+        }
+        rest = rest[end..].trim_start();
+        let op = [
+            ("=~", MatchOp::Re),
+            ("!~", MatchOp::NotRe),
+            ("!=", MatchOp::Ne),
+            ("=", MatchOp::Eq),
+        ]
+        .into_iter()
+        .find(|(s, _)| rest.starts_with(s));
+        let Some((op_text, op)) = op else {
+            return Err(format!(
+                "expected =, !=, =~ or !~ after {label:?} at {:?}",
+                clip(rest)
+            ));
+        };
+        rest = rest[op_text.len()..].trim_start();
+        let Some(body) = rest.strip_prefix('"') else {
+            return Err(format!(
+                "the value of {label:?} must be in double quotes, at {:?}",
+                clip(rest)
+            ));
+        };
+        let mut value = String::new();
+        let mut chars = body.char_indices();
+        let close = loop {
+            match chars.next() {
+                None => return Err(format!("the value of {label:?} has no closing quote")),
+                Some((i, '"')) => break i,
+                Some((_, '\\')) => match chars.next() {
+                    Some((_, c @ ('"' | '\\'))) => value.push(c),
+                    Some((_, 'n')) => value.push('\n'),
+                    _ => {
+                        return Err(format!(
+                            "the value of {label:?}: only \\\" \\\\ and \\n escapes"
+                        ));
+                    }
+                },
+                Some((_, c)) if c.is_control() => {
+                    return Err(format!("the value of {label:?} holds a control character"));
+                }
+                Some((_, c)) => value.push(c),
+            }
+        };
+        if op.is_regex() {
+            regex_syntax::Parser::new()
+                .parse(&value)
+                .map_err(|e| format!("the regex of {label:?} does not parse: {}", one_line(&e)))?;
+        }
+        out.push(Matcher {
+            label: label.to_string(),
+            op,
+            value,
+        });
+        if out.len() > MAX_MATCHERS {
+            return Err(format!("more than {MAX_MATCHERS} matchers"));
+        }
+        rest = body[close + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+            if rest.is_empty() {
+                return Err("a trailing comma".into());
+            }
+        } else if !rest.is_empty() {
+            return Err(format!(
+                "expected a comma between matchers at {:?}",
+                clip(rest)
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(24).collect()
+}
+
+fn one_line(e: &impl std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The Prometheus settings of the settings ConfigMap, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromSettings {
+    /// Empty: not configured (a session asking for Prometheus is an error that says so).
+    pub url: String,
+    /// The operator's matchers; values may hold `$namespace` and `$workload`.
+    pub selector: Vec<Matcher>,
+    /// How far back a new session starts reading (never before the workload was created).
+    pub lookback: Duration,
+    /// Resolution, lag, timeout, paging, identity labels and queries (`start`, `end` and `url`
+    /// are the controller's).
+    pub base: PromConfig,
+}
+
+impl PromSettings {
+    /// From the settings keys `prometheus-url`, `prometheus-selector`, `prometheus-lookback` and
+    /// `prometheus-config` (a JSON object of the `--prom-config` file's keys but `url`, `start` and
+    /// `end`; every query must contain `$selector`).
+    pub fn parse(
+        url: &str,
+        selector: &str,
+        lookback: &str,
+        config: &str,
+    ) -> Result<PromSettings, Vec<String>> {
+        let mut errors = Vec::new();
+        let url = url.trim().to_string();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            errors.push(format!(
+                "prometheus-url: {url:?} is not an http:// or https:// URL"
+            ));
+        }
+        let selector = parse_matchers(selector)
+            .map_err(|e| errors.push(format!("prometheus-selector: {e}")))
+            .unwrap_or_default();
+        let lookback = match parse_prom_duration(lookback.trim()) {
+            Ok(d) if d <= MAX_LOOKBACK => d,
+            Ok(_) => {
+                errors.push("prometheus-lookback: more than 7d".into());
+                Duration::ZERO
+            }
+            Err(e) => {
+                errors.push(format!("prometheus-lookback: {}", one_line(&e)));
+                Duration::ZERO
+            }
+        };
+        let base = match base_config(config) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(format!("prometheus-config: {e}"));
+                PromConfig::new("", 0)
+            }
+        };
+        if errors.is_empty() {
+            Ok(PromSettings {
+                url,
+                selector,
+                lookback,
+                base,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// The source configuration of one workload: its series only, read from `start_ms`.
+    pub fn config_for(
+        &self,
+        namespace: &str,
+        workload: &str,
+        extra: &[Matcher],
+        start_ms: i64,
+    ) -> PromConfig {
+        let mut matchers: Vec<String> = self
+            .selector
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                // Names are DNS labels/subdomains, but a `.` in a regex must still mean a dot.
+                let (ns, name) = if m.op.is_regex() {
+                    (
+                        regex_syntax::escape(namespace),
+                        regex_syntax::escape(workload),
+                    )
+                } else {
+                    (namespace.to_string(), workload.to_string())
+                };
+                m.value = m
+                    .value
+                    .replace("$namespace", &ns)
+                    .replace("$workload", &name);
+                m.render()
+            })
+            .collect();
+        matchers.extend(extra.iter().map(Matcher::render));
+        let selector = matchers.join(",");
+        let mut c = self.base.clone();
+        c.url = self.url.clone();
+        c.start_ms = start_ms;
+        c.end_ms = None;
+        let q = &mut c.queries;
+        let fill = |s: &str| s.replace(SELECTOR_PLACEHOLDER, &selector);
+        q.step_time_ms = fill(&q.step_time_ms);
+        for s in [
+            &mut q.step,
+            &mut q.loss,
+            &mut q.data_wait_ms,
+            &mut q.gpu_util_pct,
+            &mut q.gpu_mem_util_pct,
+            &mut q.comm_ms,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *s = fill(s);
+        }
+        c
+    }
+}
+
+/// The default queries, each scoped by `$selector`.
+pub fn default_queries() -> PromQueries {
+    let s = SELECTOR_PLACEHOLDER;
+    PromQueries {
+        step_time_ms: format!("modekeeper_step_time_ms{{{s}}}"),
+        step: Some(format!("modekeeper_step{{{s}}}")),
+        loss: Some(format!("modekeeper_loss{{{s}}}")),
+        data_wait_ms: Some(format!("modekeeper_data_wait_ms{{{s}}}")),
+        gpu_util_pct: Some(format!("DCGM_FI_DEV_GPU_UTIL{{{s}}}")),
+        gpu_mem_util_pct: Some(format!(
+            "100 * DCGM_FI_DEV_FB_USED{{{s}}} / (DCGM_FI_DEV_FB_USED{{{s}}} + DCGM_FI_DEV_FB_FREE{{{s}}})"
+        )),
+        comm_ms: Some(format!("modekeeper_comm_ms{{{s}}}")),
+    }
+}
+
+/// `prometheus-config` over the defaults (with the scoped default queries).
+fn base_config(text: &str) -> Result<PromConfig, String> {
+    let text = text.trim();
+    let mut value: Value = if text.is_empty() {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_str(text).map_err(|e| one_line(&e))?
+    };
+    let Some(obj) = value.as_object_mut() else {
+        return Err("expected a JSON object".into());
+    };
+    for key in ["url", "start", "end"] {
+        if obj.contains_key(key) {
+            return Err(format!(
+                "{key:?} is set by the controller (the URL is prometheus-url; a session reads from the workload's creation, at most prometheus-lookback back, and never ends)"
+            ));
+        }
+    }
+    // Queries left out keep the scoped defaults, not the unscoped ones of `--prom-config`.
+    let mut queries = serde_json::to_value(default_queries()).expect("queries serialize");
+    if let Some(Value::Object(given)) = obj.remove("queries") {
+        for (k, v) in given {
+            queries[k] = v;
+        }
+    } else if obj.contains_key("queries") {
+        return Err("queries: expected an object".into());
+    }
+    obj.insert("queries".into(), queries);
+    let c = PromConfig::parse(&value.to_string(), 0).map_err(|e| one_line(&format!("{e:#}")))?;
+    for (field, query) in [
+        ("step_time_ms", Some(&c.queries.step_time_ms)),
+        ("step", c.queries.step.as_ref()),
+        ("loss", c.queries.loss.as_ref()),
+        ("data_wait_ms", c.queries.data_wait_ms.as_ref()),
+        ("gpu_util_pct", c.queries.gpu_util_pct.as_ref()),
+        ("gpu_mem_util_pct", c.queries.gpu_mem_util_pct.as_ref()),
+        ("comm_ms", c.queries.comm_ms.as_ref()),
+    ] {
+        if let Some(q) = query
+            && !q.contains(SELECTOR_PLACEHOLDER)
+        {
+            return Err(format!(
+                "queries.{field}: {q:?} has no {SELECTOR_PLACEHOLDER}: it would read every job's series"
+            ));
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(selector: &str, config: &str) -> PromSettings {
+        PromSettings::parse("http://prom:9090", selector, "1h", config).unwrap()
+    }
+
+    #[test]
+    fn matchers_parse_and_render_back() {
+        let m = parse_matchers(r#" job_name = "llama \"70b\"" , rank!~"[13]",team=~'x' "#);
+        assert_eq!(
+            m.unwrap_err(),
+            "the value of \"team\" must be in double quotes, at \"'x'\""
+        );
+        let m = parse_matchers(r#"job_name="llama \"70b\"", rank!~"[13]""#).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].value, "llama \"70b\"");
+        assert_eq!(m[0].render(), r#"job_name="llama \"70b\"""#);
+        assert_eq!(m[1].render(), r#"rank!~"[13]""#);
+        assert!(parse_matchers("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn nothing_but_matchers_gets_into_a_query() {
+        for bad in [
+            r#"a="x"} or vector(1) or up{b="y""#,
+            r#"a="x" or b="y""#,
+            r#"a="x","#,
+            r#"a="x"#,
+            r#"1a="x""#,
+            r#"a=~"(""#,
+            r#"a="\x41""#,
+            "a=\"line\nbreak\"",
+            r#"a>"x""#,
+        ] {
+            assert!(parse_matchers(bad).is_err(), "{bad:?} parsed");
+        }
+        let many = vec![r#"a="x""#; MAX_MATCHERS + 1].join(",");
+        assert!(parse_matchers(&many).is_err());
+    }
+
+    #[test]
+    fn a_workload_s_queries_carry_the_operator_s_matchers_then_its_own() {
+        let s = settings(r#"namespace="$namespace",pod=~"$workload-.+""#, "");
+        let extra = parse_matchers(r#"rank="0""#).unwrap();
+        let c = s.config_for("ml", "gpt.v2", &extra, 1_000);
+        assert_eq!(
+            c.queries.step_time_ms,
+            r#"modekeeper_step_time_ms{namespace="ml",pod=~"gpt\\.v2-.+",rank="0"}"#
+        );
+        assert_eq!(
+            c.queries.gpu_mem_util_pct.as_deref(),
+            Some(
+                r#"100 * DCGM_FI_DEV_FB_USED{namespace="ml",pod=~"gpt\\.v2-.+",rank="0"} / (DCGM_FI_DEV_FB_USED{namespace="ml",pod=~"gpt\\.v2-.+",rank="0"} + DCGM_FI_DEV_FB_FREE{namespace="ml",pod=~"gpt\\.v2-.+",rank="0"})"#
+            )
+        );
+        assert_eq!(
+            (c.url.as_str(), c.start_ms, c.end_ms),
+            ("http://prom:9090", 1_000, None)
+        );
+        // A workload naming another namespace gets both matchers: the intersection is empty.
+        let other = parse_matchers(r#"namespace="other""#).unwrap();
+        let c = s.config_for("ml", "gpt", &other, 0);
+        assert!(
+            c.queries
+                .step_time_ms
+                .starts_with(r#"modekeeper_step_time_ms{namespace="ml","#)
+        );
+    }
+
+    #[test]
+    fn the_operator_s_config_keeps_queries_scoped() {
+        let s = settings(
+            r#"namespace="$namespace""#,
+            r#"{"step": "2s", "queries": {"loss": null, "step_time_ms": "1000 * trainer_step_seconds{$selector}"}}"#,
+        );
+        assert_eq!(s.base.step, Duration::from_secs(2));
+        assert_eq!(s.base.queries.loss, None);
+        assert_eq!(
+            s.base.queries.data_wait_ms.as_deref(),
+            Some("modekeeper_data_wait_ms{$selector}")
+        );
+        let c = s.config_for("ml", "j", &[], 0);
+        assert_eq!(
+            c.queries.step_time_ms,
+            r#"1000 * trainer_step_seconds{namespace="ml"}"#
+        );
+        for (config, want) in [
+            (
+                r#"{"queries": {"loss": "trainer_loss"}}"#,
+                "queries.loss: \"trainer_loss\" has no $selector",
+            ),
+            (r#"{"url": "http://x"}"#, "\"url\" is set by the controller"),
+            (
+                r#"{"start": "now-1h"}"#,
+                "\"start\" is set by the controller",
+            ),
+            (r#"{"stepp": "1s"}"#, "unknown field `stepp`"),
+            ("[1]", "expected a JSON object"),
+            ("{", "EOF"),
+        ] {
+            let e = PromSettings::parse("", "", "1h", config).unwrap_err();
+            assert!(
+                e.iter()
+                    .any(|l| l.starts_with("prometheus-config: ") && l.contains(want)),
+                "{config}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_each_told() {
+        let e = PromSettings::parse("ftp://x", "a=", "9d", "").unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("prometheus-url: "));
+        assert!(e[1].starts_with("prometheus-selector: "));
+        assert_eq!(e[2], "prometheus-lookback: more than 7d");
+    }
+}

@@ -1,0 +1,163 @@
+//! A session's telemetry, from its pods' logs or from its Prometheus series, behind one async
+//! face: poll for lines, a cursor to resume after them, source events, the newest line's time.
+//!
+//! The Prometheus reader is blocking (ureq); each poll runs it on tokio's blocking pool with no
+//! wait of its own and sleeps on the runtime until the next grid point is due, so a session costs a
+//! blocking thread only while a query is on the wire.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::k8s::PodLogStream;
+use crate::telemetry::live::{
+    LiveSource, Poll, PromConfig, PromCursor, PrometheusSource, SourceEvent,
+};
+
+pub enum Telemetry {
+    Pods(PodLogStream),
+    Prometheus(PromStream),
+}
+
+impl Telemetry {
+    /// As [`LiveSource::poll`]: waits at most `wait`, returns early once a line arrived.
+    /// Cancel-safe: lines are handed out only in the step that returns them.
+    pub async fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
+        match self {
+            Telemetry::Pods(s) => s.poll(out, wait).await,
+            Telemetry::Prometheus(s) => s.poll(out, wait).await,
+        }
+    }
+
+    pub fn cursor(&self) -> Value {
+        match self {
+            Telemetry::Pods(s) => s.cursor(),
+            Telemetry::Prometheus(s) => s.cursor.clone(),
+        }
+    }
+
+    pub fn drain_events(&mut self) -> Vec<SourceEvent> {
+        match self {
+            Telemetry::Pods(s) => s.drain_events(),
+            Telemetry::Prometheus(s) => std::mem::take(&mut s.events),
+        }
+    }
+
+    /// The time of the newest line handed out: the kubelet's, or the grid point's.
+    pub fn last_line_time(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Telemetry::Pods(s) => s.last_line_time(),
+            Telemetry::Prometheus(s) => s
+                .last_ts_ms()
+                .and_then(DateTime::<Utc>::from_timestamp_millis),
+        }
+    }
+}
+
+/// Whether a saved cursor is one this kind of source wrote: a session whose source changed starts
+/// over instead of handing a pod-log position to Prometheus (or the reverse).
+pub fn cursor_fits(cursor: &Value, prometheus: bool) -> bool {
+    let pods = cursor.get("kind").and_then(Value::as_str) == Some("k8s");
+    if prometheus {
+        !pods && serde_json::from_value::<PromCursor>(cursor.clone()).is_ok()
+    } else {
+        pods
+    }
+}
+
+type Polled = (PrometheusSource, Vec<Vec<u8>>, anyhow::Result<Poll>);
+
+/// [`PrometheusSource`] on the blocking pool.
+pub struct PromStream {
+    /// Here between polls; on the blocking pool while one runs.
+    source: Option<PrometheusSource>,
+    /// The poll running now. Kept across a cancelled `poll` so the next one takes its result: no
+    /// line is lost and the source is never run twice at once.
+    inflight: Option<JoinHandle<Polled>>,
+    /// As of the lines handed out.
+    cursor: Value,
+    events: Vec<SourceEvent>,
+}
+
+impl PromStream {
+    /// Opens the source (one request per query: a PromQL error or an unreachable server fails
+    /// here), after `cursor` when given.
+    pub async fn open(cfg: PromConfig, cursor: Option<Value>) -> anyhow::Result<PromStream> {
+        let source =
+            tokio::task::spawn_blocking(move || PrometheusSource::open(cfg, cursor.as_ref()))
+                .await
+                .map_err(|e| anyhow::anyhow!("the Prometheus reader failed: {e}"))??;
+        Ok(PromStream {
+            cursor: source.cursor(),
+            source: Some(source),
+            inflight: None,
+            events: Vec::new(),
+        })
+    }
+
+    fn last_ts_ms(&self) -> Option<i64> {
+        serde_json::from_value::<PromCursor>(self.cursor.clone())
+            .ok()
+            .and_then(|c| c.last_ts_ms)
+    }
+
+    pub async fn poll(&mut self, out: &mut Vec<Vec<u8>>, wait: Duration) -> anyhow::Result<Poll> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let handle = match &mut self.inflight {
+                Some(h) => h,
+                None => {
+                    let Some(mut source) = self.source.take() else {
+                        anyhow::bail!("the Prometheus reader was lost to an earlier failure");
+                    };
+                    self.inflight.insert(tokio::task::spawn_blocking(move || {
+                        let mut lines = Vec::new();
+                        let r = source.poll(&mut lines, Duration::ZERO);
+                        (source, lines, r)
+                    }))
+                }
+            };
+            let joined = handle.await;
+            self.inflight = None;
+            let (mut source, lines, polled) =
+                joined.map_err(|e| anyhow::anyhow!("the Prometheus reader failed: {e}"))?;
+            self.events.extend(source.drain_events());
+            self.cursor = source.cursor();
+            let idle = source.idle_for();
+            self.source = Some(source);
+            let got = !lines.is_empty();
+            out.extend(lines);
+            match polled? {
+                Poll::Ended => return Ok(Poll::Ended),
+                Poll::Open if got => return Ok(Poll::Open),
+                Poll::Open => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Poll::Open);
+            }
+            // At least a millisecond: a source with nothing due never spins.
+            tokio::time::sleep(idle.clamp(Duration::from_millis(1), deadline - now)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_cursor_of_the_other_source_is_no_position() {
+        let pods = json!({"kind": "k8s", "namespace": "ml", "pods": {}});
+        let prom = json!({"last_ts_ms": 1_000});
+        assert!(cursor_fits(&pods, false));
+        assert!(!cursor_fits(&pods, true));
+        assert!(cursor_fits(&prom, true));
+        assert!(!cursor_fits(&prom, false));
+        assert!(!cursor_fits(&json!({"last_ts_ms": "soon"}), true));
+    }
+}
