@@ -937,6 +937,28 @@ fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
         "{state}"
     );
     assert!(state["source_cursor"]["last_ts_ms"].as_i64().unwrap() > base_ms);
+    // Killed and restarted, it resumes at its saved grid point: not one sample read again, nothing
+    // decided or applied twice.
+    c.kill();
+    let c = Replica::start(&f, "replica-b");
+    wait_or(
+        "the resumed session",
+        Duration::from_secs(60),
+        || reasons(&f.sim, "SessionStarted").len() == 2,
+        || format!("{}\n{:#?}", c.log(), events(&f.sim)),
+    );
+    let resumed = reasons(&f.sim, "SessionStarted");
+    assert!(resumed[1].contains("resumed after window"), "{resumed:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics = c.get("/metrics").1;
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("modekeeper_lines_read_total{") && !l.ends_with(" 0")),
+        "samples read again after the restart:\n{metrics}"
+    );
+    assert_eq!(reasons(&f.sim, "KnobsApplied").len(), 1);
+    assert_eq!(writes(&f.sim), 1);
     c.stop();
     drop(prom);
 }
