@@ -519,6 +519,12 @@ fn the_cluster_kill_switch_blocks_every_apply_and_the_events_say_why() {
     assert_eq!(template_knob(&f).as_deref(), Some("4"));
     let (_, metrics) = c.get("/metrics");
     assert!(metrics.contains("kill_switch_active"), "{metrics}");
+    // Every window decided: the change the cluster never got is never judged (no Effect Event),
+    // though the trace goes on long enough after the decision for a verdict.
+    let n = settled_windows(&f.sim);
+    assert!(n > 40, "{n}");
+    let all = events(&f.sim);
+    assert!(all.iter().all(|e| !e.1.starts_with("Effect")), "{all:?}");
     c.stop();
 }
 
