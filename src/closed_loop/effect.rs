@@ -257,10 +257,10 @@ pub struct EffectTracker {
     /// The decision whose apply is in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     applying: Option<ChangeMark>,
-    /// Verdicts reached between windows (an applied change cut the previous one short), told
-    /// with the next window.
+    /// The evidence of changes an applied one cut short between windows, judged with the next
+    /// window (evidence, not verdicts, is what a state keeps: a verdict is always computed here).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    judged: Vec<ChangeEffect>,
+    cut_short: Vec<Pending>,
 }
 
 impl EffectTracker {
@@ -370,7 +370,7 @@ impl EffectTracker {
 
     /// The apply of the decision at `window` changed the cluster by `knobs`: its evidence starts
     /// now (the windows since the decision ran under the values before it). A change it cuts short
-    /// is judged at once and told with the next window ([`EffectTracker::take_judged`]).
+    /// is judged with the next window ([`EffectTracker::take_judged`]).
     pub fn applied(&mut self, cfg: &EffectConfig, window: u64, knobs: &[EffectKnob]) {
         let Some(m) = self.applying.take() else {
             return;
@@ -378,13 +378,25 @@ impl EffectTracker {
         if m.change_window != window || knobs.is_empty() {
             return;
         }
-        let cut = self.note_changes(cfg, m.change_window, m.change_step, knobs);
-        self.judged.extend(cut);
+        if let Some(p) = self.pending.take() {
+            self.cut_short.push(p);
+        }
+        self.pending = Some(Pending {
+            change_window: m.change_window,
+            change_step: m.change_step,
+            knobs: knobs.to_vec(),
+            before: std::mem::take(&mut self.current),
+            after: Vec::new(),
+        });
+        self.settle_left = cfg.settle_windows;
     }
 
-    /// Verdicts reached between windows, to be told now.
-    pub fn take_judged(&mut self) -> Vec<ChangeEffect> {
-        std::mem::take(&mut self.judged)
+    /// The verdicts on the changes applied ones cut short since the last window.
+    pub fn take_judged(&mut self, cfg: &EffectConfig) -> Vec<ChangeEffect> {
+        std::mem::take(&mut self.cut_short)
+            .into_iter()
+            .map(|p| decide(cfg, p.into_parts(true)))
+            .collect()
     }
 }
 
@@ -868,7 +880,7 @@ mod tests {
             let mut out = Vec::new();
             for i in 0..40u64 {
                 out.extend(t.observe_window(&cfg, Some(kpi(i, ms(i)))));
-                out.extend(t.take_judged());
+                out.extend(t.take_judged(&cfg));
                 t.note_decided(i, i * 50 + 49, i == 9);
                 if i == 12 {
                     t.apply_requested(9);
@@ -907,7 +919,7 @@ mod tests {
         let mut out = Vec::new();
         for i in 0..15u64 {
             out.extend(t.observe_window(&cfg, Some(kpi(i, 100.0 * jitter(i)))));
-            out.extend(t.take_judged());
+            out.extend(t.take_judged(&cfg));
             t.note_decided(i, i * 50 + 49, [2, 9, 10].contains(&i));
             if i == 2 || i == 10 {
                 t.apply_requested(i);

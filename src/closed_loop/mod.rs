@@ -479,7 +479,7 @@ impl ClosedLoop {
         let kpi = WindowKpi::of(f);
         // Verdicts reached since the last window (an applied change cut one short): held, never
         // rolled back (the knob has moved on), told with this window.
-        let carried = self.st.effect.take_judged();
+        let carried = self.st.effect.take_judged(&self.effect_cfg);
         self.hold_hurt(&carried, at);
         let mut effects = self.st.effect.observe_window(&self.effect_cfg, kpi);
         self.hold_hurt(&effects, at);
@@ -740,7 +740,7 @@ impl ClosedLoop {
     }
 
     pub fn finish(mut self) -> LoopOutcome {
-        let carried = self.st.effect.take_judged();
+        let carried = self.st.effect.take_judged(&self.effect_cfg);
         self.record_effects(&carried);
         if let Some(last) = self.st.effect.finish(&self.effect_cfg) {
             self.record_effects(&[last]);

@@ -951,3 +951,69 @@ fn a_saved_latest_decision_is_checked_and_an_older_state_still_resumes() {
         "before changes the loop accepted later",
     );
 }
+
+/// Applying, with blocked, applied and failed outcomes in turn, and the session restarted from
+/// its checkpoint after line `restart_at` (`.1`: between the round's decisions and its apply, as
+/// the controller checkpoints; else after the apply): the trace lines, and the lines after which
+/// an apply was made.
+fn applying_trace(restart_at: Option<(usize, bool)>) -> (Vec<String>, Vec<usize>) {
+    let setup = setup();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    s.set_applies(true);
+    let mut trace = Vec::new();
+    let mut applies = Vec::new();
+    for (i, l) in lines().into_iter().enumerate() {
+        s.push_lines([l]);
+        advance(&mut s, &mut p, &mut trace);
+        if restart_at == Some((i, true)) {
+            (s, p) = restarted(&setup, &s, &p);
+        }
+        if s.next_apply().is_some() {
+            let outcome = outcome_of(applies.len());
+            applies.push(i);
+            s.record_apply(ApplyRecord {
+                attempted: true,
+                apply_ok: Some(outcome == ApplyOutcome::Applied),
+                verify_ok: Some(true),
+                outcome,
+            })
+            .unwrap();
+        }
+        if restart_at == Some((i, false)) {
+            (s, p) = restarted(&setup, &s, &p);
+        }
+    }
+    finish(&mut s, &mut p, &mut trace);
+    (trace, applies)
+}
+
+/// A new process's applying session and policy, from `s`'s checkpoint.
+fn restarted(setup: &SessionSetup, s: &Session, p: &Every3rd) -> (Session, Every3rd) {
+    let state = reload(s, p);
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::resume(setup, state, &mut p).unwrap();
+    s.set_applies(true);
+    (s, p)
+}
+
+#[test]
+fn applying_a_resume_after_any_round_judges_like_one_session() {
+    let (whole, applies) = applying_trace(None);
+    let judged = whole
+        .iter()
+        .filter(|l| !l.contains(r#""effects":[]"#))
+        .count();
+    assert!(judged >= 3, "the trace must judge changes");
+    // Between each decision and its apply (the decision waits for its apply across the
+    // restart), right after the apply (a change cut short waits for the next window), and a line
+    // before.
+    for at in applies
+        .iter()
+        .flat_map(|&i| [(i, true), (i, false), (i - 1, false)])
+    {
+        let (trace, again) = applying_trace(Some(at));
+        assert_eq!(trace, whole, "restarted at {at:?}");
+        assert_eq!(again, applies, "restarted at {at:?}");
+    }
+}
