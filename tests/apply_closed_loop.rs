@@ -718,10 +718,11 @@ fn watch_apply_applies_an_auto_rollback_through_the_same_gates() {
     let s = setup();
     let passport = auto_rollback_passport(&s);
     let watch = |out: &Path, envs: &[(&str, &str)]| watch_straggler(&s, &passport, out, envs);
-    // One window per round, so the change and its rollback are separate decisions (one read of
-    // the whole trace would apply only the net state: nothing), each applied right after its
-    // window as a live watch does (the trace slows down right after the change: an apply rounds
-    // later would leave that before it, where the effect check counts it).
+    // A few windows per round, so the change and its rollback are separate decisions (one read of
+    // the whole trace would apply only the net state: nothing); one window per round until the
+    // change is applied, right after its window as a live watch does (the trace slows down right
+    // after the change: an apply rounds later would leave that before it, where the effect check
+    // counts it).
     let out = s.dir.path().join("watch");
     for round in 0.. {
         let o = watch(&out, &[]);
@@ -730,7 +731,7 @@ fn watch_apply_applies_an_auto_rollback_through_the_same_gates() {
         if r["stop_reason"] == "source_ended" {
             break;
         }
-        assert!(round < 200);
+        assert!(round < 60);
     }
     let w = json(&out.join("watch_latest.json"));
     assert!(
@@ -797,7 +798,7 @@ fn the_kill_switch_blocks_an_auto_rollback_too() {
         if w["stop_reason"] == "source_ended" {
             break;
         }
-        assert!(round < 200);
+        assert!(round < 60);
     }
     let w = json(&out.join("watch_latest.json"));
     assert_eq!(w["effects"][0]["verdict"], "hurt");
@@ -835,12 +836,14 @@ fn auto_rollback_passport(s: &Setup) -> PathBuf {
     passport
 }
 
-/// `closed-loop watch --apply` over the straggler trace, one window per round.
+/// `closed-loop watch --apply` over the straggler trace: one window per round until the first
+/// write, then six.
 fn watch_straggler(s: &Setup, passport: &Path, out: &Path, envs: &[(&str, &str)]) -> Output {
     watch_straggler_round(s, passport, out, envs, true)
 }
 
-/// One window of the straggler trace, with `--apply` or planning only.
+/// One round of the straggler trace, with `--apply` or planning only: one window until the first
+/// write (its decision is applied right after its window), then six.
 fn watch_straggler_round(
     s: &Setup,
     passport: &Path,
@@ -864,7 +867,8 @@ fn watch_straggler_round(
         .arg(passport)
         .arg("--kubeconfig")
         .arg(&s.kubeconfig)
-        .args(["--max-iterations", "1", "-o", "json"]);
+        .args(["--max-iterations", if s.writes() == 0 { "1" } else { "6" }])
+        .args(["-o", "json"]);
     if apply {
         c.arg("--apply").args(s.lic_args());
     }
@@ -892,7 +896,8 @@ fn a_rollback_decided_before_a_restart_is_applied_after_it_as_rolled_back() {
         }
         assert!(n < 200, "no apply");
     }
-    // Planning only, until the loop decided the rollback of that change (judged hurt).
+    // Planning only (six windows a round), until the loop decided the rollback of that change
+    // (judged hurt).
     for n in 0.. {
         let w = round(false);
         let reason = w["last_decision"]["reason"].as_str().unwrap_or("");
