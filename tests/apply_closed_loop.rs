@@ -445,16 +445,58 @@ fn watch_apply_under_the_kill_switch_writes_nothing_and_exits_2() {
     assert_eq!(w["apply_ok_total"], 0);
     assert_eq!(s.writes(), 0);
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
-    // The block is a Warning on the Deployment that says why (the loop's effect verdicts are
-    // Events too; windows bounded in time leave enough of the trace after the decision for one).
-    let all = trainer_events(&s);
-    let events: Vec<_> = all.iter().filter(|e| !e.1.starts_with("Effect")).collect();
-    assert_eq!(events.len(), 1, "{all:?}");
+    // The block is a Warning on the Deployment that says why, and the only Event: the change
+    // never reached the cluster, so no effect verdict judges it (windows bounded in time leave
+    // enough of the trace after the decision for one).
+    let events = trainer_events(&s);
+    assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
         (events[0].0.as_str(), events[0].1.as_str()),
         ("Warning", "ApplyBlocked")
     );
     assert!(events[0].2.contains("kill_switch_active"), "{events:?}");
+    no_verdict_on_a_change_not_applied(&out, "blocked:kill_switch_active");
+
+    // A license that is missing blocks the same way: no write, no verdict.
+    let out = s.dir.path().join("watch-unlicensed");
+    let o = s.watch(
+        &out,
+        &["--apply", "--keyring", s.keyring.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code(&o), 2, "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(s.writes(), 0);
+    let events = trainer_events(&s);
+    assert!(
+        events.iter().all(|e| !e.1.starts_with("Effect")),
+        "{events:?}"
+    );
+    let w = json(&out.join("watch_latest.json"));
+    let outcome = w["last_apply"]["outcome"].as_str().unwrap().to_string();
+    assert!(outcome.starts_with("blocked:license"), "{outcome}");
+    no_verdict_on_a_change_not_applied(&out, &outcome);
+}
+
+/// A watch whose decision the gates refused judges no change: no verdict in its report or its
+/// decision trace, and its summary says the decision was not applied.
+fn no_verdict_on_a_change_not_applied(out: &Path, outcome: &str) {
+    let w = json(&out.join("watch_latest.json"));
+    assert!(w["proposed_total"].as_u64().unwrap() >= 1, "{w:#}");
+    assert_eq!(w["last_apply"]["outcome"], outcome);
+    assert_eq!(w["effects_total"], 0, "{:#}", w["effects"]);
+    let trace = std::fs::read_to_string(out.join("decision_trace_latest.jsonl")).unwrap();
+    assert!(trace.lines().count() > 20);
+    for l in trace.lines() {
+        let ev: Value = serde_json::from_str(l).unwrap();
+        assert_eq!(ev["effects"], serde_json::json!([]), "{l}");
+    }
+    let summary = std::fs::read_to_string(out.join("watch_summary.md")).unwrap();
+    assert!(
+        summary.contains(&format!(
+            "not applied ({outcome}); its effect is not judged"
+        )),
+        "{summary}"
+    );
 }
 
 /// Issue 11 item 6: `closed-loop run --passport safe --apply --license L` patched the cluster,
@@ -661,11 +703,10 @@ fn touching_the_kill_switch_file_stops_a_running_watchs_next_apply() {
         .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
         .collect();
     assert!(other.is_empty(), "not even a verify: {other:?}");
-    let blocked = trainer_events(&s)
-        .into_iter()
-        .filter(|e| !e.1.starts_with("Effect"))
-        .count();
-    assert_eq!(blocked, 1);
+    // The block, and no verdict on the change the cluster never got.
+    let events = trainer_events(&s);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, "ApplyBlocked");
     assert_eq!(s.template(KNOB).as_deref(), Some("4"));
 }
 
@@ -678,7 +719,10 @@ fn watch_apply_applies_an_auto_rollback_through_the_same_gates() {
     let passport = auto_rollback_passport(&s);
     let watch = |out: &Path, envs: &[(&str, &str)]| watch_straggler(&s, &passport, out, envs);
     // A few windows per round, so the change and its rollback are separate decisions (one read of
-    // the whole trace would apply only the net state: nothing).
+    // the whole trace would apply only the net state: nothing); one window per round until the
+    // change is applied, right after its window as a live watch does (the trace slows down right
+    // after the change: an apply rounds later would leave that before it, where the effect check
+    // counts it).
     let out = s.dir.path().join("watch");
     for round in 0.. {
         let o = watch(&out, &[]);
@@ -687,7 +731,7 @@ fn watch_apply_applies_an_auto_rollback_through_the_same_gates() {
         if r["stop_reason"] == "source_ended" {
             break;
         }
-        assert!(round < 30);
+        assert!(round < 60);
     }
     let w = json(&out.join("watch_latest.json"));
     assert!(
@@ -754,7 +798,7 @@ fn the_kill_switch_blocks_an_auto_rollback_too() {
         if w["stop_reason"] == "source_ended" {
             break;
         }
-        assert!(round < 30);
+        assert!(round < 60);
     }
     let w = json(&out.join("watch_latest.json"));
     assert_eq!(w["effects"][0]["verdict"], "hurt");
@@ -792,8 +836,21 @@ fn auto_rollback_passport(s: &Setup) -> PathBuf {
     passport
 }
 
-/// `closed-loop watch --apply` over the straggler trace, six windows per round.
+/// `closed-loop watch --apply` over the straggler trace: one window per round until the first
+/// write, then six.
 fn watch_straggler(s: &Setup, passport: &Path, out: &Path, envs: &[(&str, &str)]) -> Output {
+    watch_straggler_round(s, passport, out, envs, true)
+}
+
+/// One round of the straggler trace, with `--apply` or planning only: one window until the first
+/// write (its decision is applied right after its window), then six.
+fn watch_straggler_round(
+    s: &Setup,
+    passport: &Path,
+    out: &Path,
+    envs: &[(&str, &str)],
+    apply: bool,
+) -> Output {
     let mut c = bin();
     c.env_remove("MODEKEEPER_KILL_SWITCH")
         .env_remove("MODEKEEPER_KEYRING")
@@ -810,8 +867,71 @@ fn watch_straggler(s: &Setup, passport: &Path, out: &Path, envs: &[(&str, &str)]
         .arg(passport)
         .arg("--kubeconfig")
         .arg(&s.kubeconfig)
-        .args(["--apply", "--max-iterations", "6", "-o", "json"])
-        .args(s.lic_args())
-        .output()
-        .unwrap()
+        .args(["--max-iterations", if s.writes() == 0 { "1" } else { "6" }])
+        .args(["-o", "json"]);
+    if apply {
+        c.arg("--apply").args(s.lic_args());
+    }
+    c.output().unwrap()
+}
+
+/// A rollback the loop decided while it did not apply (a watch restarted without `--apply`, a
+/// controller stopped between telling a decision and applying it) is still the latest decision
+/// after a restart: the next `--apply` applies it, and tells it as the rollback it is.
+#[test]
+fn a_rollback_decided_before_a_restart_is_applied_after_it_as_rolled_back() {
+    let s = setup();
+    let passport = auto_rollback_passport(&s);
+    let out = s.dir.path().join("watch");
+    let round = |apply: bool| {
+        let o = watch_straggler_round(&s, &passport, &out, &[], apply);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stderr));
+        json(&out.join("watch_latest.json"))
+    };
+    // Applying, until the INPUT-STRAGGLER change reached the cluster.
+    for n in 0.. {
+        round(true);
+        if s.writes() == 1 {
+            break;
+        }
+        assert!(n < 200, "no apply");
+    }
+    // Planning only (six windows a round), until the loop decided the rollback of that change
+    // (judged hurt).
+    for n in 0.. {
+        let w = round(false);
+        let reason = w["last_decision"]["reason"].as_str().unwrap_or("");
+        if reason.starts_with("rollback: ") {
+            break;
+        }
+        assert_ne!(w["stop_reason"], "source_ended", "no rollback: {w:#}");
+        assert!(n < 200);
+    }
+    assert_eq!(s.writes(), 1, "not applied while planning");
+    let state = json(&out.join("watch_state.json"));
+    assert_eq!(state["latest_decision"]["rollback"], true, "{state:#}");
+    // Restarted with --apply: the rollback is applied, as a rollback.
+    let w = round(true);
+    assert_eq!(s.writes(), 2, "{w:#}");
+    assert_eq!(w["last_apply"]["outcome"], "applied");
+    assert_eq!(w["last_apply"]["rollback"], true);
+    let events = trainer_events(&s);
+    let reasons: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "RolledBack").count(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "KnobsApplied").count(),
+        1,
+        "the first change only: {events:?}"
+    );
+    let back = &w["effects"][0]["rollback"][0];
+    assert_eq!(
+        s.template("modekeeper/knob.dataloader_num_workers")
+            .as_deref(),
+        Some(back["to"].to_string().as_str()),
+        "the cluster ends where the hurt change started"
+    );
 }

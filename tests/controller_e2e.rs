@@ -522,7 +522,115 @@ fn the_cluster_kill_switch_blocks_every_apply_and_the_events_say_why() {
     assert_eq!(template_knob(&f).as_deref(), Some("4"));
     let (_, metrics) = c.get("/metrics");
     assert!(metrics.contains("kill_switch_active"), "{metrics}");
+    // Every window decided: the change the cluster never got is never judged (no Effect Event),
+    // though the trace goes on long enough after the decision for a verdict.
+    let n = settled_windows(&f.sim);
+    assert!(n > 40, "{n}");
+    let all = events(&f.sim);
+    assert!(all.iter().all(|e| !e.1.starts_with("Effect")), "{all:?}");
     c.stop();
+}
+
+/// The straggler trace's records: an INPUT-STRAGGLER change that slows the job down.
+fn straggler_lines() -> Vec<String> {
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(
+        std::fs::File::open(closed_loop_support::trace("straggler")).unwrap(),
+    )
+    .read_to_string(&mut text)
+    .unwrap();
+    text.lines().map(str::to_string).collect()
+}
+
+/// A rollback decided while `apply` was off is the session's latest decision after a restart:
+/// with `apply` on again the new replica applies it, and tells it as `RolledBack` (the state
+/// keeps whether the decision was the loop's rollback).
+#[test]
+fn a_rollback_decided_before_a_restart_is_applied_after_it_as_rolled_back() {
+    let f = fixture(settings(true, "off"));
+    // The drift passport with gates.auto_rollback, for the trainer.
+    let mut p: Value = serde_json::from_str(&drift_passport()).unwrap();
+    p["name"] = "safe-rollback".into();
+    p["gates"]["auto_rollback"] = true.into();
+    f.sim
+        .modify(
+            ResourceKind::ConfigMap,
+            SYSTEM,
+            "modekeeper-passports",
+            "test",
+            |cm| cm["data"]["safe-rollback.json"] = p.to_string().into(),
+        )
+        .unwrap();
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "test", |d| {
+            d["metadata"]["annotations"]["modekeeper.io/passport"] = "safe-rollback".into()
+        })
+        .unwrap();
+    let lines = straggler_lines();
+    let c = Replica::start(&f, "replica-a");
+    // Up to just before the change at once; then a few lines per round (a round is at least
+    // 500 ms), so each decision is applied right after its window, as with a live trainer.
+    feed(&f, &lines[..1150]);
+    let mut fed = 1150;
+    let mut slowly = |f: &Fixture, until: &dyn Fn() -> bool, what: &str| {
+        while !until() {
+            assert!(fed < lines.len(), "the trace ended before {what}");
+            let next = (fed + 10).min(lines.len());
+            f.sim
+                .append_logs("ml", &f.pod, "trainer", &lines[fed..next]);
+            fed = next;
+            std::thread::sleep(Duration::from_millis(550));
+        }
+    };
+    slowly(
+        &f,
+        &|| !reasons(&f.sim, "KnobsApplied").is_empty(),
+        "the change",
+    );
+    // Apply off: the loop goes on deciding, and its rollback is not applied.
+    f.sim
+        .modify(
+            ResourceKind::ConfigMap,
+            SYSTEM,
+            "modekeeper-settings",
+            "test",
+            |cm| cm["data"]["apply"] = "false".into(),
+        )
+        .unwrap();
+    let rollback_decided =
+        || state(&f.sim).is_some_and(|s| s["latest_decision"]["rollback"] == true);
+    slowly(&f, &rollback_decided, "the rollback");
+    let log1 = c.stop();
+    assert_eq!(writes(&f.sim), 1, "{log1}\n{:?}", events(&f.sim));
+    assert!(
+        reasons(&f.sim, "EffectHurt").len() == 1,
+        "{:?}",
+        events(&f.sim)
+    );
+    assert!(reasons(&f.sim, "RolledBack").is_empty());
+
+    f.sim
+        .modify(
+            ResourceKind::ConfigMap,
+            SYSTEM,
+            "modekeeper-settings",
+            "test",
+            |cm| cm["data"]["apply"] = "true".into(),
+        )
+        .unwrap();
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "the rollback's apply",
+        Duration::from_secs(60),
+        || !reasons(&f.sim, "RolledBack").is_empty(),
+        || format!("{}\n{:#?}", c.log(), events(&f.sim)),
+    );
+    let log2 = c.stop();
+    assert_eq!(writes(&f.sim), 2, "{log2}");
+    let rolled = reasons(&f.sim, "RolledBack");
+    assert_eq!(rolled.len(), 1, "{:?}", events(&f.sim));
+    assert!(rolled[0].contains("dataloader_num_workers"), "{rolled:?}");
+    assert_eq!(reasons(&f.sim, "KnobsApplied").len(), 1, "the change only");
 }
 
 #[test]

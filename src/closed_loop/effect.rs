@@ -229,7 +229,21 @@ struct Pending {
     after: Vec<WindowKpi>,
 }
 
+/// A change decided whose apply has not been confirmed yet (a loop that applies its decisions).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChangeMark {
+    pub change_window: u64,
+    pub change_step: u64,
+}
+
 /// Follows the changes of a loop window by window; plain data (checkpointed by `closed-loop watch`).
+///
+/// A loop that only plans judges every change it accepts as if applied at once
+/// ([`EffectTracker::note_changes`]). A loop that applies its decisions judges a change only once
+/// the cluster took it: the decision is noted ([`EffectTracker::note_decided`]), its apply asked
+/// ([`EffectTracker::apply_requested`]), and only a confirmed apply ([`EffectTracker::applied`])
+/// starts its evidence; until then the windows still run under the values before it. A blocked or
+/// failed apply, or a decision superseded before any apply, gets no verdict.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EffectTracker {
     /// Windows under the current knob values (after settling), the latest `horizon_windows`.
@@ -237,6 +251,16 @@ pub struct EffectTracker {
     /// Windows still to skip after the last change.
     settle_left: u64,
     pending: Option<Pending>,
+    /// The latest decision not yet asked to be applied (absent in a loop that only plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decided: Option<ChangeMark>,
+    /// The decision whose apply is in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    applying: Option<ChangeMark>,
+    /// The evidence of changes an applied one cut short between windows, judged with the next
+    /// window (evidence, not verdicts, is what a state keeps: a verdict is always computed here).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    cut_short: Vec<Pending>,
 }
 
 impl EffectTracker {
@@ -312,6 +336,67 @@ impl EffectTracker {
         self.pending
             .take()
             .map(|p| decide(cfg, p.into_parts(false)))
+    }
+
+    /// A loop that applies: the moves accepted at the end of window `index` are a decision, not
+    /// yet a change of the cluster (a newer decision replaces it: only the latest is applied).
+    pub fn note_decided(&mut self, index: u64, last_step: u64, moved: bool) {
+        if moved {
+            self.decided = Some(ChangeMark {
+                change_window: index,
+                change_step: last_step,
+            });
+        }
+    }
+
+    /// The apply of the decision at `window` was asked for.
+    pub fn apply_requested(&mut self, window: u64) {
+        self.applying = self.decided.take_if(|d| d.change_window == window);
+    }
+
+    /// The apply asked for was not made after all (the cluster was not touched): its decision
+    /// waits again, unless a newer one came meanwhile.
+    pub fn apply_withdrawn(&mut self) {
+        if let Some(a) = self.applying.take() {
+            self.decided.get_or_insert(a);
+        }
+    }
+
+    /// The apply in flight did not change the cluster, or may not have (blocked, failed, no
+    /// changes, unknown): its decision is never judged.
+    pub fn not_applied(&mut self) {
+        self.applying = None;
+    }
+
+    /// The apply of the decision at `window` changed the cluster by `knobs`: its evidence starts
+    /// now (the windows since the decision ran under the values before it). A change it cuts short
+    /// is judged with the next window ([`EffectTracker::take_judged`]).
+    pub fn applied(&mut self, cfg: &EffectConfig, window: u64, knobs: &[EffectKnob]) {
+        let Some(m) = self.applying.take() else {
+            return;
+        };
+        if m.change_window != window || knobs.is_empty() {
+            return;
+        }
+        if let Some(p) = self.pending.take() {
+            self.cut_short.push(p);
+        }
+        self.pending = Some(Pending {
+            change_window: m.change_window,
+            change_step: m.change_step,
+            knobs: knobs.to_vec(),
+            before: std::mem::take(&mut self.current),
+            after: Vec::new(),
+        });
+        self.settle_left = cfg.settle_windows;
+    }
+
+    /// The verdicts on the changes applied ones cut short since the last window.
+    pub fn take_judged(&mut self, cfg: &EffectConfig) -> Vec<ChangeEffect> {
+        std::mem::take(&mut self.cut_short)
+            .into_iter()
+            .map(|p| decide(cfg, p.into_parts(true)))
+            .collect()
     }
 }
 
@@ -781,6 +866,78 @@ mod tests {
         let b = serde_json::to_string(&run(100.0, 85.0, 12, 10)).unwrap();
         assert_eq!(a, b);
         assert!(a.contains("\"verdict\":\"helped\""), "{a}");
+    }
+
+    /// A loop that applies: a decision is judged from its apply on, and only when it was applied.
+    #[test]
+    fn a_decision_is_judged_from_its_apply_and_only_if_applied() {
+        let cfg = EffectConfig::default();
+        // Windows 0..=9 at 100 ms, the decision at the end of window 9; windows 10..=12 still run
+        // under the old values (the apply comes after window 12); from window 13 on, 80 ms.
+        let ms = |i: u64| if i <= 12 { 100.0 } else { 80.0 } * jitter(i);
+        let run = |applied: bool| {
+            let mut t = EffectTracker::default();
+            let mut out = Vec::new();
+            for i in 0..40u64 {
+                out.extend(t.observe_window(&cfg, Some(kpi(i, ms(i)))));
+                out.extend(t.take_judged(&cfg));
+                t.note_decided(i, i * 50 + 49, i == 9);
+                if i == 12 {
+                    t.apply_requested(9);
+                    if applied {
+                        t.applied(&cfg, 9, &knob());
+                    } else {
+                        t.not_applied();
+                    }
+                }
+            }
+            out.extend(t.finish(&cfg));
+            out
+        };
+        let e = run(true);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].change_window, 9);
+        assert_eq!(e[0].verdict, Verdict::Helped, "{e:?}");
+        assert_eq!(
+            e[0].before.last_step,
+            Some(12 * 50 + 49),
+            "before the apply"
+        );
+        assert_eq!(
+            e[0].after.first_step,
+            Some(14 * 50),
+            "settled after the apply"
+        );
+        assert!(
+            run(false).is_empty(),
+            "a change never applied is never judged"
+        );
+
+        // A decision superseded before any apply is never judged; the one applied is, and it cuts
+        // the change before it short (told with the next window).
+        let mut t = EffectTracker::default();
+        let mut out = Vec::new();
+        for i in 0..15u64 {
+            out.extend(t.observe_window(&cfg, Some(kpi(i, 100.0 * jitter(i)))));
+            out.extend(t.take_judged(&cfg));
+            t.note_decided(i, i * 50 + 49, [2, 9, 10].contains(&i));
+            if i == 2 || i == 10 {
+                t.apply_requested(i);
+                t.applied(&cfg, i, &knob());
+            }
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].change_window, 2);
+        assert!(out[0].interrupted);
+        assert_eq!(t.pending.as_ref().map(|p| p.change_window), Some(10));
+        // An apply asked for a decision other than the latest, or withdrawn, judges nothing.
+        t.note_decided(20, 1049, true);
+        t.apply_requested(19);
+        t.applied(&cfg, 19, &knob());
+        assert_eq!(t.pending.as_ref().map(|p| p.change_window), Some(10));
+        t.apply_requested(20);
+        t.apply_withdrawn();
+        assert_eq!(t.decided.map(|d| d.change_window), Some(20));
     }
 
     #[test]

@@ -288,6 +288,9 @@ pub struct ClosedLoop {
     passport_ref: PassportRef,
     effect_cfg: EffectConfig,
     st: LoopState,
+    /// The caller applies the decisions: a change is judged only once its apply is confirmed
+    /// ([`ClosedLoop::set_applies`]).
+    applies: bool,
 }
 
 impl ClosedLoop {
@@ -322,7 +325,37 @@ impl ClosedLoop {
                 effects: Vec::new(),
                 effects_total: 0,
             },
+            applies: false,
         }
+    }
+
+    /// Whether the caller applies the loop's decisions to a cluster. A loop that only plans
+    /// judges every accepted change as if applied at the end of its window; one that applies
+    /// judges a change only once the caller confirms its apply ([`ClosedLoop::change_applied`]):
+    /// a decision whose apply was blocked or failed changed nothing, so it gets no verdict.
+    pub fn set_applies(&mut self, applies: bool) {
+        self.applies = applies;
+    }
+
+    /// The apply of the decision at `window` is being made ([`ClosedLoop::set_applies`]).
+    pub fn apply_requested(&mut self, window: u64) {
+        self.st.effect.apply_requested(window);
+    }
+
+    /// The apply asked for was not made after all (the cluster was not touched).
+    pub fn apply_withdrawn(&mut self) {
+        self.st.effect.apply_withdrawn();
+    }
+
+    /// The apply of the decision at `window` changed the cluster by `knobs` (its net moves):
+    /// from now on that change is judged.
+    pub fn change_applied(&mut self, window: u64, knobs: &[EffectKnob]) {
+        self.st.effect.applied(&self.effect_cfg, window, knobs);
+    }
+
+    /// The apply in flight did not change the cluster, or may not have: never judged.
+    pub fn change_not_applied(&mut self) {
+        self.st.effect.not_applied();
     }
 
     /// Everything but the passport, for a checkpoint (`closed-loop watch`'s state file).
@@ -444,6 +477,10 @@ impl ClosedLoop {
         // The verdicts this window completes come before its decision: a `hurt` change holds its
         // knobs (effect.hold_s), and with gates.auto_rollback its inverse is this window's proposal.
         let kpi = WindowKpi::of(f);
+        // Verdicts reached since the last window (an applied change cut one short): held, never
+        // rolled back (the knob has moved on), told with this window.
+        let carried = self.st.effect.take_judged(&self.effect_cfg);
+        self.hold_hurt(&carried, at);
         let mut effects = self.st.effect.observe_window(&self.effect_cfg, kpi);
         self.hold_hurt(&effects, at);
         let rollbacks = self.auto_rollbacks(&effects);
@@ -503,14 +540,26 @@ impl ClosedLoop {
                 to: p.to,
             })
             .collect();
-        let interrupted =
+        let interrupted = if self.applies {
+            // Not a change of the cluster until its apply is confirmed.
             self.st
                 .effect
-                .note_changes(&self.effect_cfg, w.index, w.last_step, &moved);
+                .note_decided(w.index, w.last_step, !moved.is_empty());
+            Vec::new()
+        } else {
+            self.st
+                .effect
+                .note_changes(&self.effect_cfg, w.index, w.last_step, &moved)
+        };
         // A hurt change cut short by a newer one: the knob has moved on, so no rollback, but the
         // hurt direction is still held.
         self.hold_hurt(&interrupted, at);
         effects.extend(interrupted);
+        let effects = if carried.is_empty() {
+            effects
+        } else {
+            carried.into_iter().chain(effects).collect()
+        };
         self.record_effects(&effects);
 
         let trace_blocked = blocked
@@ -691,6 +740,8 @@ impl ClosedLoop {
     }
 
     pub fn finish(mut self) -> LoopOutcome {
+        let carried = self.st.effect.take_judged(&self.effect_cfg);
+        self.record_effects(&carried);
         if let Some(last) = self.st.effect.finish(&self.effect_cfg) {
             self.record_effects(&[last]);
         }

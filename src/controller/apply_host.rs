@@ -55,8 +55,6 @@ pub(super) struct ControllerApply {
     /// Advanced policies run: the license must grant them too.
     pub advanced: bool,
     pub shard: u32,
-    /// The latest decision's window and whether it was the loop's rollback.
-    pub rollback: Option<(u64, bool)>,
     pub book: Book,
 }
 
@@ -136,11 +134,11 @@ impl ControllerApply {
 
     fn blocked_record(
         &mut self,
-        decision: u64,
+        req: &ApplyRequest,
         b: Blocked,
         changes: &[(String, f64, f64)],
     ) -> ApplyRecord {
-        self.tell(decision, changes, Some(&ApplyResult::Blocked(b.clone())));
+        self.tell(req, changes, Some(&ApplyResult::Blocked(b.clone())));
         ApplyRecord {
             outcome: ApplyOutcome::Blocked {
                 reason: b.reason.to_string(),
@@ -151,14 +149,15 @@ impl ControllerApply {
         }
     }
 
-    /// The apply's Event, metrics and summary line.
+    /// The apply's Event (`RolledBack` for the loop's rollback, also one decided before a
+    /// restart: the session keeps that in its state), metrics and summary line.
     fn tell(
         &mut self,
-        decision: u64,
+        req: &ApplyRequest,
         changes: &[(String, f64, f64)],
         result: Option<&ApplyResult>,
     ) {
-        let rollback = self.rollback == Some((decision, true));
+        let (decision, rollback) = (req.decision_window, req.rollback);
         let moves = changes.iter().map(|(k, f, t)| (k.as_str(), *f, *t));
         let m = &self.sh.metrics;
         match result {
@@ -246,7 +245,6 @@ impl ApplyHost for ControllerApply {
         _session: &Session,
         req: &ApplyRequest,
     ) -> Result<ApplyRecord, ApplyStopped> {
-        let decision = req.decision_window;
         let changes: Vec<(String, f64, f64)> = req
             .changes
             .iter()
@@ -254,7 +252,7 @@ impl ApplyHost for ControllerApply {
             .collect();
         if let Some(b) = self.cluster_kill_switch() {
             self.book.summary.apply_status = format!("blocked: {} (cluster kill switch)", b.reason);
-            return Ok(self.blocked_record(decision, b, &changes));
+            return Ok(self.blocked_record(req, b, &changes));
         }
         let left = self.sh.ownership.leadership_left(self.shard);
         if left < self.sh.timing.apply_margin {
@@ -267,7 +265,7 @@ impl ApplyHost for ControllerApply {
                 ),
             };
             self.book.summary.apply_status = format!("blocked: {}", b.reason);
-            return Ok(self.blocked_record(decision, b, &changes));
+            return Ok(self.blocked_record(req, b, &changes));
         }
         // An error before the gated apply ran (the Secret, the work directory) wrote nothing.
         let (result, attempted, apply_ok, verify_ok) = match self.gated_apply(req) {
@@ -288,7 +286,7 @@ impl ApplyHost for ControllerApply {
         if matches!(result, Some(ApplyResult::Applied)) {
             self.book.summary.knobs = req.knobs.clone();
         }
-        self.tell(decision, &changes, result.as_ref());
+        self.tell(req, &changes, result.as_ref());
         Ok(ApplyRecord {
             outcome: ApplyOutcome::of_result(result.as_ref()),
             attempted,

@@ -28,12 +28,12 @@ use super::store::{
 };
 use super::telemetry::{PromStream, Telemetry, cursor_fits};
 use super::{EventQueue, PolicyPool};
+use crate::closed_loop::Alert;
 use crate::closed_loop::effect::ChangeEffect;
 use crate::closed_loop::live::{
     Session, SessionError, SessionEvent, SessionSetup, SilenceEvent, SilenceMonitor,
 };
 use crate::closed_loop::starting_knobs;
-use crate::closed_loop::{Alert, is_rollback};
 use crate::k8s::{
     ConnectOptions, KubeCluster, LogTarget, PodLogStream, Workload, WorkloadEvent, WorkloadRef,
     current_knobs,
@@ -330,7 +330,6 @@ enum News {
         chord: String,
         chord_changed: bool,
         proposals: Vec<(String, f64, f64)>,
-        rollback: bool,
     },
 }
 
@@ -573,7 +572,6 @@ async fn run_session(
     let mut silence = SilenceMonitor::default();
     let clock = Instant::now();
     let mut source_done = false;
-    let mut last_decision: Option<(u64, bool)> = None;
     let mut next_round = tokio::time::Instant::now();
     loop {
         let mut restart = false;
@@ -629,6 +627,9 @@ async fn run_session(
         if source_done && live.session.pending_lines() == 0 && !live.session.ended() {
             live.session.finish_source();
         }
+        // Applying, a change is judged only once the cluster took it; else as if it had.
+        let apply_on = settings_rx.borrow().apply;
+        live.session.set_applies(apply_on);
         let news = decide(sh, &ws, &mut live, &labels);
         let ingest_lag = stream
             .last_line_time()
@@ -652,7 +653,6 @@ async fn run_session(
                     index,
                     chord,
                     proposals,
-                    rollback,
                     ..
                 } => {
                     if let Some(lag) = ingest_lag {
@@ -662,7 +662,6 @@ async fn run_session(
                     live.book.summary.active_chord = Some(chord.clone());
                     if !proposals.is_empty() {
                         sh.metrics.proposals(&labels, proposals.len() as u64);
-                        last_decision = Some((index, rollback));
                         live.book.summary.last_decision = Some(LastDecision {
                             window: index,
                             chord: chord.clone(),
@@ -718,7 +717,6 @@ async fn run_session(
         for ev in events {
             post(sh, &workload, &mut live.book.summary, ev);
         }
-        let apply_on = settings_rx.borrow().apply;
         if apply_on
             && live.session.apply_due()
             && sh.ownership.leadership_left(shard) >= sh.timing.apply_margin
@@ -731,7 +729,6 @@ async fn run_session(
                 (&passport, &passport_source),
                 live,
                 shard,
-                last_decision,
             )
             .await?;
             last_save = Instant::now();
@@ -788,7 +785,6 @@ fn decide(
                             .iter()
                             .map(|p| (p.knob.clone(), p.from, p.to))
                             .collect(),
-                        rollback: is_rollback(&event.proposals),
                     },
                 });
                 Ok(())
@@ -817,7 +813,6 @@ async fn apply(
     passport: (&Passport, &str),
     live: Live,
     shard: u32,
-    last_decision: Option<(u64, bool)>,
 ) -> Result<Live, String> {
     let (passport, passport_source) = passport;
     let Live { mut session, book } = live;
@@ -831,7 +826,6 @@ async fn apply(
         passport_source: passport_source.to_string(),
         advanced: ws.policies.len() > 1,
         shard,
-        rollback: last_decision,
         book,
     };
     let (session, host, result) = tokio::task::spawn_blocking(move || {

@@ -91,6 +91,9 @@ fn execute(
     warnings.extend(inputs::check_policies(&inp.passport, &set)?);
     let (setup, session, cursor) = open_session(global, args, &inp, &mut set, explain)?;
     let mut session = session;
+    // With --apply a change is judged only once the cluster took it (a blocked or failed apply
+    // gets no verdict); a watch that only plans judges its changes as if applied.
+    session.set_applies(args.apply);
     let mut source = open_live(args, global, &inp, cursor.as_ref())?;
     let source_describe = source.describe();
 
@@ -428,9 +431,6 @@ fn on_event(
                 .write_all(line.as_bytes())
                 .context("cannot write the decision trace")?;
             if decision {
-                if let Some(k) = k8s_events {
-                    k.decision(index, &event.proposals);
-                }
                 explain.event(
                     "watch_decision",
                     json!({"window": event.window, "chord": event.chord, "active_chords": event.active_chords,
@@ -580,7 +580,13 @@ impl ApplyHost for WatchApply<'_> {
                 .iter()
                 .map(|c| (c.knob.clone(), c.from, c.to))
                 .collect();
-            k.apply(decision, &moves, one.result.as_ref(), self.explain)?;
+            k.apply(
+                decision,
+                req.rollback,
+                &moves,
+                one.result.as_ref(),
+                self.explain,
+            )?;
         }
         if self.plain_lines {
             println!(

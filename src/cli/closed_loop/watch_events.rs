@@ -8,7 +8,6 @@ use serde_json::json;
 
 use crate::apply::ApplyResult;
 use crate::artifacts::ExplainLog;
-use crate::closed_loop::TraceProposal;
 use crate::closed_loop::effect::ChangeEffect;
 use crate::closed_loop::live::SilenceEvent;
 use crate::k8s::{Cluster, ClusterApi, ConnectOptions, EventRecorder, Workload, WorkloadEvent};
@@ -22,9 +21,6 @@ pub(super) struct WatchEvents {
     workload: Option<Workload>,
     /// Failures before a recorder existed (connect, reading the workload).
     failed_early: u64,
-    /// The latest decision's window and whether it was the loop's rollback of a change that hurt
-    /// (the apply request only has the net knob moves, not their reasons).
-    last_decision: Option<(u64, bool)>,
 }
 
 impl WatchEvents {
@@ -35,7 +31,6 @@ impl WatchEvents {
             conn: None,
             workload: None,
             failed_early: 0,
-            last_decision: None,
         }
     }
 
@@ -51,21 +46,16 @@ impl WatchEvents {
         Ok(())
     }
 
-    /// Notes a decision (a window with proposals), to tell a rollback's apply from another.
-    pub(super) fn decision(&mut self, window: u64, proposals: &[TraceProposal]) {
-        self.last_decision = Some((window, crate::closed_loop::is_rollback(proposals)));
-    }
-
     /// The Event of one apply's result (none when there was nothing to apply): `RolledBack` when
-    /// the decision was the loop's rollback.
+    /// the decision was the loop's rollback (the session knows, across restarts too).
     pub(super) fn apply(
         &mut self,
         decision_window: u64,
+        rollback: bool,
         changes: &[(String, f64, f64)],
         result: Option<&ApplyResult>,
         explain: &mut ExplainLog,
     ) -> anyhow::Result<()> {
-        let rollback = self.last_decision == Some((decision_window, true));
         let moves = changes.iter().map(|(k, f, t)| (k.as_str(), *f, *t));
         match WorkloadEvent::of_apply(decision_window, moves, result, rollback) {
             Some(event) => self.post(&event, explain),

@@ -153,6 +153,24 @@ fn summary(r: &Value) -> String {
             d["reason"].as_str().unwrap_or("")
         ));
     }
+    if let Some(a) = r.get("last_apply").filter(|a| !a.is_null()) {
+        let what = if a["rollback"] == true {
+            "rollback"
+        } else {
+            "decision"
+        };
+        let outcome = a["outcome"].as_str().unwrap_or("");
+        let told = match outcome {
+            "applied" => "applied".to_string(),
+            "no_changes" => "nothing to apply (the cluster had these values)".to_string(),
+            // Its change never reached the cluster (or may not have): not judged either.
+            other => format!("not applied ({other}); its effect is not judged"),
+        };
+        s.push_str(&format!(
+            "\nLast apply: the {what} at window {}: {told}\n",
+            a["decision_window"]
+        ));
+    }
     s.push_str("\n## Artifacts\n\n");
     if let Some(a) = r["artifact_paths"].as_object() {
         for (k, v) in a {

@@ -114,6 +114,7 @@ mod tests {
             policy_states: vec![],
             last_applied: None,
             last_apply: None,
+            latest_decision: None,
             ended: false,
             pipeline: String::new(),
         };

@@ -28,5 +28,6 @@ pub use session::{
 };
 pub use silence::{Silence, SilenceEvent, SilenceMonitor};
 pub use state::{
-    ApplyMark, Pipeline, STATE_FILE, STATE_SCHEMA, StateError, WatchState, WatchTotals, check_knobs,
+    ApplyMark, DecisionMark, Pipeline, STATE_FILE, STATE_SCHEMA, StateError, WatchState,
+    WatchTotals, check_knobs,
 };

@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
-use super::state::{ApplyMark, Pipeline, STATE_SCHEMA, WatchState, WatchTotals};
+use super::state::{ApplyMark, DecisionMark, Pipeline, STATE_SCHEMA, WatchState, WatchTotals};
 use super::{ApplyOutcome, net_changes};
-use crate::closed_loop::effect::ChangeEffect;
-use crate::closed_loop::{Alert, ClosedLoop, LoopOutcome, TraceEvent};
+use crate::closed_loop::effect::{ChangeEffect, EffectKnob};
+use crate::closed_loop::{Alert, ClosedLoop, LoopOutcome, TraceEvent, is_rollback};
 use crate::envelope::Accepted;
 use crate::passport::Passport;
 use crate::pipeline::AdaptiveWindower;
@@ -89,6 +89,9 @@ pub enum SessionError {
     /// A carried line does not decode.
     #[error("{0}")]
     CarryLine(String),
+    /// The latest decision does not match the loop's record of accepted changes.
+    #[error("{0}")]
+    BadDecision(String),
     #[error("an apply outcome was recorded with no apply in flight")]
     NoApplyInFlight,
 }
@@ -127,6 +130,9 @@ pub struct ApplyRequest {
     pub decision_window: u64,
     pub knobs: BTreeMap<String, f64>,
     pub changes: Vec<Accepted>,
+    /// The decision is the loop's rollback of a change that hurt (told as such: `RolledBack`),
+    /// also when it is applied after a restart.
+    pub rollback: bool,
 }
 
 /// What the caller's apply reports back.
@@ -165,8 +171,8 @@ pub struct Session {
     totals: WatchTotals,
     last_applied: Option<BTreeMap<String, f64>>,
     last_apply: Option<ApplyMark>,
-    /// Knob changes of the apply in flight.
-    in_flight: Option<u64>,
+    /// The knob moves of the apply in flight.
+    in_flight: Option<Vec<EffectKnob>>,
     ended: bool,
     /// [`Session::finish_source`] was called; [`Session::advance`] closes the source.
     source_finished: bool,
@@ -177,6 +183,8 @@ pub struct Session {
     iterations: u64,
     /// Window index of the latest accepted change.
     latest_decision: Option<u64>,
+    /// The latest decision is the loop's rollback of a change that hurt.
+    latest_rollback: bool,
     last_event: Option<TraceEvent>,
     last_index: u64,
     last_chord: Option<String>,
@@ -207,6 +215,7 @@ impl Session {
             trace_lines: 0,
             iterations: 0,
             latest_decision: None,
+            latest_rollback: false,
             last_event: None,
             last_index: 0,
             last_chord: None,
@@ -228,6 +237,7 @@ impl Session {
         state
             .check_knobs(&setup.passport)
             .map_err(SessionError::BadKnobs)?;
+        let latest = state.latest_decision().map_err(SessionError::BadDecision)?;
         let pipe = Pipeline::decode(&state.pipeline, setup.format, &setup.ingest)
             .map_err(|e| SessionError::Pipeline(format!("{e:#}")))?;
         let carry = super::state::decode_lines(&state.carry_lines)
@@ -241,16 +251,20 @@ impl Session {
         {
             a.outcome = ApplyOutcome::Unknown;
         }
+        let mut lp = ClosedLoop::resume(setup.passport.clone(), state.loop_state);
+        // No apply is in flight in a new process: one left pending is never judged.
+        lp.change_not_applied();
         Ok(Session {
             setup_fingerprint: setup.fingerprint(),
             config: setup.config.clone(),
             pipe,
-            lp: ClosedLoop::resume(setup.passport.clone(), state.loop_state),
+            lp,
             carry: carry.into(),
             done: Vec::new(),
             totals,
             last_applied: state.last_applied,
-            latest_decision: last_apply.as_ref().map(|a| a.decision_window),
+            latest_decision: latest.map(|d| d.window),
+            latest_rollback: latest.is_some_and(|d| d.rollback),
             last_apply,
             in_flight: None,
             ended: state.ended,
@@ -381,6 +395,7 @@ impl Session {
         let chord_changed = self.last_chord.as_deref() != Some(ev.chord.as_str());
         if !ev.proposals.is_empty() {
             self.latest_decision = Some(index);
+            self.latest_rollback = is_rollback(&ev.proposals);
         }
         on(SessionEvent::Window {
             index,
@@ -430,12 +445,24 @@ impl Session {
             decision_window: decision,
             knobs: knobs.clone(),
             outcome: ApplyOutcome::Pending,
+            rollback: self.latest_rollback,
         });
-        self.in_flight = Some(changes.len() as u64);
+        self.lp.apply_requested(decision);
+        self.in_flight = Some(
+            changes
+                .iter()
+                .map(|c| EffectKnob {
+                    knob: c.knob.clone(),
+                    from: c.from,
+                    to: c.to,
+                })
+                .collect(),
+        );
         Some(ApplyRequest {
             decision_window: decision,
             knobs,
             changes,
+            rollback: self.latest_rollback,
         })
     }
 
@@ -450,9 +477,15 @@ impl Session {
             })
     }
 
-    /// The outcome of the apply [`Session::next_apply`] asked for.
+    /// The outcome of the apply [`Session::next_apply`] asked for. With
+    /// [`Session::set_applies`], only an applied decision's change is judged afterwards.
     pub fn record_apply(&mut self, rec: ApplyRecord) -> Result<(), SessionError> {
-        let changes = self.in_flight.take().ok_or(SessionError::NoApplyInFlight)?;
+        let moves = self.in_flight.take().ok_or(SessionError::NoApplyInFlight)?;
+        let changes = moves.len() as u64;
+        match (&rec.outcome, &self.last_apply) {
+            (ApplyOutcome::Applied, Some(a)) => self.lp.change_applied(a.decision_window, &moves),
+            _ => self.lp.change_not_applied(),
+        }
         let t = &mut self.totals;
         match &rec.outcome {
             ApplyOutcome::Applied => {
@@ -499,6 +532,7 @@ impl Session {
             // The cluster was not touched: the decision stays to apply, as if never asked.
             self.last_apply = before;
             self.in_flight = None;
+            self.lp.apply_withdrawn();
             return Err(e);
         }
         let rec = match host.apply(self, &req) {
@@ -518,11 +552,20 @@ impl Session {
     /// [`ApplyOutcome::Unknown`], as a resume would make it, and is never retried; the next
     /// decision carries its knobs again.
     pub fn abandon_apply(&mut self) {
-        if self.in_flight.take().is_some()
-            && let Some(a) = &mut self.last_apply
-        {
-            a.outcome = ApplyOutcome::Unknown;
+        if self.in_flight.take().is_some() {
+            self.lp.change_not_applied();
+            if let Some(a) = &mut self.last_apply {
+                a.outcome = ApplyOutcome::Unknown;
+            }
         }
+    }
+
+    /// Whether the caller applies this session's decisions to a cluster (`--apply`, the
+    /// controller's apply setting); call it after [`Session::new`] or [`Session::resume`] and
+    /// whenever it changes. Then a change is judged only once its apply is recorded as applied
+    /// ([`ClosedLoop::set_applies`]); a session that only plans judges every change it accepts.
+    pub fn set_applies(&mut self, applies: bool) {
+        self.lp.set_applies(applies);
     }
 
     /// The state to persist, with the source's cursor, the policies' states and the time.
@@ -546,6 +589,10 @@ impl Session {
             policy_states,
             last_applied: self.last_applied.clone(),
             last_apply: self.last_apply.clone(),
+            latest_decision: self.latest_decision.map(|window| DecisionMark {
+                window,
+                rollback: self.latest_rollback,
+            }),
             ended: self.ended,
             pipeline: self.pipe.encode(),
         }

@@ -11,7 +11,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use super::ApplyOutcome;
-use crate::closed_loop::LoopState;
+use crate::closed_loop::{LoopState, ROLLBACK_PREFIX};
 use crate::passport::{Passport, format_knob_value};
 use crate::pipeline::AdaptiveWindower;
 use crate::policy::PolicyState;
@@ -45,6 +45,19 @@ pub struct ApplyMark {
     pub decision_window: u64,
     pub knobs: BTreeMap<String, f64>,
     pub outcome: ApplyOutcome,
+    /// The decision was the loop's rollback of a change that hurt (absent: it was not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+}
+
+/// The latest decision: a window whose changes the loop accepted, and whether they were its
+/// rollback of a change that hurt. Kept so that a decision not yet applied when the process
+/// stopped is applied after the restart, and told as what it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionMark {
+    pub window: u64,
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +80,10 @@ pub struct WatchState {
     /// The knob values last written to the cluster (`--apply`), `None` before the first apply.
     pub last_applied: Option<BTreeMap<String, f64>>,
     pub last_apply: Option<ApplyMark>,
+    /// The latest decision (absent in a state written before it was kept: then the decision of
+    /// `last_apply`, not a rollback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_decision: Option<DecisionMark>,
     /// The source ended and the last window was evaluated.
     pub ended: bool,
     /// Ingest, windower and feature extractor (postcard, base64).
@@ -209,6 +226,65 @@ impl WatchState {
             return Err(StateError::Schema(state.schema_version));
         }
         Ok(state)
+    }
+
+    /// The latest decision, checked against the loop's own record of accepted changes: a window
+    /// no earlier than the last apply's, in which the loop accepted changes (rollbacks exactly
+    /// when they were), as far as the loop's list (its first [`MAX_LISTED`](crate::closed_loop::MAX_LISTED)
+    /// changes) can tell.
+    /// A state without one (an older version's) has the decision of its last apply.
+    pub fn latest_decision(&self) -> Result<Option<DecisionMark>, String> {
+        let Some(d) = self.latest_decision else {
+            return Ok(self.last_apply.as_ref().map(|a| DecisionMark {
+                window: a.decision_window,
+                rollback: a.rollback,
+            }));
+        };
+        if let Some(a) = &self.last_apply {
+            if d.window < a.decision_window {
+                return Err(format!(
+                    "latest_decision.window {} is before last_apply.decision_window {}",
+                    d.window, a.decision_window
+                ));
+            }
+            if d.window == a.decision_window && d.rollback != a.rollback {
+                return Err(format!(
+                    "latest_decision.rollback and last_apply.rollback differ for window {}",
+                    d.window
+                ));
+            }
+        }
+        let st = &self.loop_state;
+        if st.proposed.len() as u64 >= st.proposed_total {
+            let reasons: Vec<&str> = st
+                .proposed
+                .iter()
+                .filter(|p| p.window.index == d.window)
+                .map(|p| p.reason.as_str())
+                .collect();
+            if reasons.is_empty() {
+                return Err(format!(
+                    "latest_decision.window {}: the loop accepted no change in that window",
+                    d.window
+                ));
+            }
+            if reasons.iter().any(|r| r.starts_with(ROLLBACK_PREFIX)) != d.rollback {
+                return Err(format!(
+                    "latest_decision.rollback {} does not match the changes of window {}",
+                    d.rollback, d.window
+                ));
+            }
+        } else if st
+            .proposed
+            .last()
+            .is_some_and(|p| d.window < p.window.index)
+        {
+            return Err(format!(
+                "latest_decision.window {} is before changes the loop accepted later",
+                d.window
+            ));
+        }
+        Ok(Some(d))
     }
 
     /// [`check_knobs`] on this state.

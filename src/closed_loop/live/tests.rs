@@ -121,7 +121,7 @@ fn finish(s: &mut Session, p: &mut Every3rd, trace: &mut Vec<String>) {
 }
 
 /// Through the state file's bytes, as a restarted process reads it.
-fn reload(s: &Session, p: &Every3rd) -> WatchState {
+fn reload(s: &Session, p: &dyn Policies) -> WatchState {
     let st = s.checkpoint(serde_json::json!({"offset": 1}), p.states(), "t".into());
     let bytes = serde_json::to_vec(&st).unwrap();
     WatchState::from_slice(&bytes).unwrap()
@@ -681,5 +681,339 @@ fn a_pipeline_of_another_layout_says_another_version_wrote_it() {
             matches!(e, SessionError::Pipeline(ref m) if m.contains("another version of modekeeper wrote it")),
             "{what}: {e}"
         );
+    }
+}
+
+/// The outcome of the `k`-th apply (from 0): blocked, applied, failed, in turn.
+fn outcome_of(k: usize) -> ApplyOutcome {
+    match k % 3 {
+        0 => ApplyOutcome::Blocked {
+            reason: "kill_switch_active".into(),
+        },
+        1 => ApplyOutcome::Applied,
+        _ => ApplyOutcome::Failed {
+            message: "connection refused".into(),
+        },
+    }
+}
+
+#[test]
+fn applying_a_change_is_judged_only_when_its_apply_succeeded() {
+    let setup = setup();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    s.set_applies(true);
+    let (mut told, mut traced) = (Vec::new(), Vec::new());
+    let mut applies: Vec<(u64, ApplyOutcome)> = Vec::new();
+    for l in lines() {
+        s.push_lines([l]);
+        let r: Result<bool, ()> = s.advance(&mut p, &mut |_| false, &mut |ev| {
+            match ev {
+                SessionEvent::Verdict(e) => told.push(e.change_window),
+                SessionEvent::Window { event, .. } => {
+                    traced.extend(event.effects.iter().map(|e| e.change_window))
+                }
+                SessionEvent::Alert(_) => {}
+            }
+            Ok(())
+        });
+        assert_eq!(r, Ok(false));
+        // As `watch --apply` does after every round: the latest decision, once.
+        if let Some(req) = s.next_apply() {
+            let outcome = outcome_of(applies.len());
+            applies.push((req.decision_window, outcome.clone()));
+            s.record_apply(ApplyRecord {
+                attempted: outcome != ApplyOutcome::NoChanges,
+                apply_ok: Some(outcome == ApplyOutcome::Applied),
+                verify_ok: Some(true),
+                outcome,
+            })
+            .unwrap();
+        }
+    }
+    let applied: Vec<u64> = applies
+        .iter()
+        .filter(|(_, o)| *o == ApplyOutcome::Applied)
+        .map(|(w, _)| *w)
+        .collect();
+    assert!(applies.len() >= 6, "{applies:?}");
+    assert_eq!(told, traced, "told as the decision trace has it");
+    // Every applied change but the last (still gathering evidence) is judged once; nothing else.
+    assert_eq!(told, applied[..applied.len() - 1], "{applies:?}");
+    let judged: Vec<u64> = s
+        .closed_loop()
+        .effects()
+        .iter()
+        .map(|e| e.change_window)
+        .collect();
+    assert_eq!(judged, told);
+    // The last applied one is judged at the end of the telemetry; never a blocked or failed one.
+    let end: Vec<u64> = s.finish().effects.iter().map(|e| e.change_window).collect();
+    assert_eq!(end, applied);
+
+    // A session that only plans judges every change it accepts, as if applied at once.
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    let mut planned = Vec::new();
+    s.push_lines(lines());
+    let r: Result<bool, ()> = s.advance(&mut p, &mut |_| false, &mut |ev| {
+        if let SessionEvent::Verdict(e) = ev {
+            planned.push(e.change_window);
+        }
+        Ok(())
+    });
+    assert_eq!(r, Ok(false));
+    assert!(planned.len() > told.len(), "{planned:?}");
+}
+
+/// Proposes one more dataloader worker in the `at`-th window it sees, nothing else.
+struct OnceAt {
+    at: u64,
+    seen: u64,
+}
+
+impl Policies for OnceAt {
+    fn decide(&mut self, f: &WindowFeatures, knobs: &Knobs, l: &Limits) -> WindowDecision {
+        // Every3rd proposes when its count reaches a multiple of three.
+        let mut inner = Every3rd {
+            seen: if self.seen + 1 == self.at { 2 } else { 0 },
+        };
+        self.seen += 1;
+        inner.decide(f, knobs, l)
+    }
+    fn states(&self) -> Vec<PolicyState> {
+        vec![PolicyState(self.seen.to_le_bytes().to_vec())]
+    }
+    fn set_states(&mut self, states: Vec<PolicyState>) {
+        if let Some(s) = states.first() {
+            self.seen = u64::from_le_bytes(s.0.as_slice().try_into().unwrap());
+        }
+    }
+}
+
+/// Step `i`, which ended at `t` ms and took `step_ms` (wall time per step follows it).
+fn line(i: u64, t: i64, step_ms: f64) -> Vec<u8> {
+    let st = step_ms + (i % 5) as f64;
+    format!(r#"{{"ts": {t}, "step": {i}, "step_time_ms": {st}, "loss": 2.0}}"#).into_bytes()
+}
+
+/// Under `gates.auto_rollback`: a change applied, the trainer 30 % slower from then on, the change
+/// judged hurt and its rollback decided. Returns the session with the rollback not applied yet
+/// and the first apply.
+fn until_a_rollback_is_decided(setup: &SessionSetup, p: &mut OnceAt) -> (Session, ApplyRequest) {
+    let mut s = Session::new(setup);
+    s.set_applies(true);
+    let mut slow_from = None;
+    let mut first = None;
+    let mut t = 1_700_000_000_000i64;
+    for i in 1..=600u64 {
+        let ms = if slow_from.is_some_and(|f| i >= f) {
+            39_000.0
+        } else {
+            30_000.0
+        };
+        t += ms as i64 + (i % 5) as i64 * 300;
+        s.push_lines([line(i, t, ms)]);
+        let mut hurt = false;
+        let r: Result<bool, ()> = s.advance(p, &mut |_| false, &mut |ev| {
+            if let SessionEvent::Verdict(e) = ev {
+                hurt |= e.verdict == crate::closed_loop::effect::Verdict::Hurt;
+            }
+            Ok(())
+        });
+        assert_eq!(r, Ok(false));
+        if first.is_none() && s.apply_due() {
+            let req = s.next_apply().unwrap();
+            assert!(!req.rollback);
+            s.record_apply(ApplyRecord {
+                outcome: ApplyOutcome::Applied,
+                attempted: true,
+                apply_ok: Some(true),
+                verify_ok: Some(true),
+            })
+            .unwrap();
+            slow_from = Some(i + 1);
+            first = Some(req);
+        } else if first.is_some() && s.apply_due() {
+            assert!(hurt, "the rollback comes with the hurt verdict");
+            return (s, first.unwrap());
+        }
+    }
+    panic!("no rollback decided");
+}
+
+fn rollback_setup() -> SessionSetup {
+    let mut setup = setup();
+    setup.passport.gates.auto_rollback = true;
+    setup
+}
+
+#[test]
+fn a_rollback_decided_before_a_restart_is_applied_after_it_as_a_rollback() {
+    let setup = rollback_setup();
+    let mut p = OnceAt { at: 12, seen: 0 };
+    let (s, first) = until_a_rollback_is_decided(&setup, &mut p);
+    // Checkpointed after the decision, before its apply (the controller tells a decision's
+    // Events before it applies); then the process stops.
+    let state = reload(&s, &p);
+    assert_eq!(
+        state.latest_decision.map(|d| d.rollback),
+        Some(true),
+        "{:?}",
+        state.latest_decision
+    );
+    drop(s);
+    let mut s = Session::resume(&setup, state, &mut p).unwrap();
+    s.set_applies(true);
+    assert!(s.apply_due(), "the decision is still to apply");
+    let req = s.next_apply().unwrap();
+    assert!(req.rollback, "told as the rollback it is");
+    assert!(req.decision_window > first.decision_window);
+    // Back where the hurt change started.
+    assert_eq!(req.changes.len(), first.changes.len());
+    for (back, there) in req.changes.iter().zip(&first.changes) {
+        assert_eq!(
+            (&back.knob, back.from, back.to),
+            (&there.knob, there.to, there.from)
+        );
+    }
+    // The pending mark says so too, across another restart (never applied twice).
+    let state = reload(&s, &p);
+    let mark = state.last_apply.as_ref().unwrap();
+    assert_eq!(
+        (mark.outcome.clone(), mark.rollback),
+        (ApplyOutcome::Pending, true)
+    );
+    let s = Session::resume(&setup, state, &mut p).unwrap();
+    assert_eq!(s.last_apply().unwrap().outcome, ApplyOutcome::Unknown);
+    assert!(s.last_apply().unwrap().rollback);
+    assert!(!s.apply_due());
+}
+
+/// The latest decision is read back from a file anyone may have edited: it must be one the loop
+/// made (its window had accepted changes, rollbacks exactly when they were), no earlier than the
+/// last apply. A state of an older version (no such field) resumes as before.
+#[test]
+fn a_saved_latest_decision_is_checked_and_an_older_state_still_resumes() {
+    let setup = rollback_setup();
+    let mut p = OnceAt { at: 12, seen: 0 };
+    let (s, first) = until_a_rollback_is_decided(&setup, &mut p);
+    let state = serde_json::to_value(reload(&s, &p)).unwrap();
+    let rollback_window = state["latest_decision"]["window"].as_u64().unwrap();
+    let resume = |v: &serde_json::Value| {
+        let bytes = serde_json::to_vec(v).unwrap();
+        let st = WatchState::from_slice(&bytes).unwrap();
+        Session::resume(&setup, st, &mut OnceAt { at: 12, seen: 0 })
+    };
+    assert!(resume(&state).unwrap().apply_due());
+
+    // Written before the field existed: the decision of the last apply, not a rollback.
+    let mut old = state.clone();
+    old.as_object_mut().unwrap().remove("latest_decision");
+    let s = resume(&old).unwrap();
+    assert!(!s.apply_due());
+    assert!(!s.last_apply().unwrap().rollback);
+
+    let bad = |edit: &dyn Fn(&mut serde_json::Value), says: &str| {
+        let mut v = state.clone();
+        edit(&mut v);
+        let e = resume(&v).err().expect(says);
+        assert!(
+            matches!(e, SessionError::BadDecision(ref m) if m.contains(says)),
+            "{says}: {e}"
+        );
+    };
+    bad(
+        &|v| v["latest_decision"]["rollback"] = false.into(),
+        "does not match the changes of window",
+    );
+    bad(
+        &|v| v["latest_decision"]["window"] = (rollback_window + 1).into(),
+        "accepted no change in that window",
+    );
+    bad(
+        &|v| v["latest_decision"]["window"] = (first.decision_window - 1).into(),
+        "is before last_apply.decision_window",
+    );
+    bad(
+        &|v| {
+            v["latest_decision"]["window"] = first.decision_window.into();
+            v["latest_decision"]["rollback"] = true.into();
+        },
+        "differ",
+    );
+    // Once the loop's list of changes is full, a decision before its last listed one.
+    bad(
+        &|v| {
+            v["loop"]["proposed_total"] = 5000.into();
+            v["latest_decision"]["window"] = (first.decision_window + 1).into();
+        },
+        "before changes the loop accepted later",
+    );
+}
+
+/// Applying, with blocked, applied and failed outcomes in turn, and the session restarted from
+/// its checkpoint after line `restart_at` (`.1`: between the round's decisions and its apply, as
+/// the controller checkpoints; else after the apply): the trace lines, and the lines after which
+/// an apply was made.
+fn applying_trace(restart_at: Option<(usize, bool)>) -> (Vec<String>, Vec<usize>) {
+    let setup = setup();
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::new(&setup);
+    s.set_applies(true);
+    let mut trace = Vec::new();
+    let mut applies = Vec::new();
+    for (i, l) in lines().into_iter().enumerate() {
+        s.push_lines([l]);
+        advance(&mut s, &mut p, &mut trace);
+        if restart_at == Some((i, true)) {
+            (s, p) = restarted(&setup, &s, &p);
+        }
+        if s.next_apply().is_some() {
+            let outcome = outcome_of(applies.len());
+            applies.push(i);
+            s.record_apply(ApplyRecord {
+                attempted: true,
+                apply_ok: Some(outcome == ApplyOutcome::Applied),
+                verify_ok: Some(true),
+                outcome,
+            })
+            .unwrap();
+        }
+        if restart_at == Some((i, false)) {
+            (s, p) = restarted(&setup, &s, &p);
+        }
+    }
+    finish(&mut s, &mut p, &mut trace);
+    (trace, applies)
+}
+
+/// A new process's applying session and policy, from `s`'s checkpoint.
+fn restarted(setup: &SessionSetup, s: &Session, p: &Every3rd) -> (Session, Every3rd) {
+    let state = reload(s, p);
+    let mut p = Every3rd { seen: 0 };
+    let mut s = Session::resume(setup, state, &mut p).unwrap();
+    s.set_applies(true);
+    (s, p)
+}
+
+#[test]
+fn applying_a_resume_after_any_round_judges_like_one_session() {
+    let (whole, applies) = applying_trace(None);
+    let judged = whole
+        .iter()
+        .filter(|l| !l.contains(r#""effects":[]"#))
+        .count();
+    assert!(judged >= 3, "the trace must judge changes");
+    // Between each decision and its apply (the decision waits for its apply across the
+    // restart), right after the apply (a change cut short waits for the next window), and a line
+    // before.
+    for at in applies
+        .iter()
+        .flat_map(|&i| [(i, true), (i, false), (i - 1, false)])
+    {
+        let (trace, again) = applying_trace(Some(at));
+        assert_eq!(trace, whole, "restarted at {at:?}");
+        assert_eq!(again, applies, "restarted at {at:?}");
     }
 }
