@@ -551,6 +551,57 @@ fn under_install_s_roles_per_watched_namespace_nothing_is_forbidden() {
     the_flow_under_install_s_rbac(&["--watch-namespace", "ml"]);
 }
 
+/// A hot knob travels in the workload's knobs ConfigMap, in the watched namespace: under the Roles
+/// of `install --watch-namespace ml` the controller reads and patches it, and is refused nothing.
+#[test]
+fn a_hot_knob_under_install_s_roles_patches_the_knobs_configmap() {
+    let f = fixture_installed(settings(true, "off"), &["--watch-namespace", "ml"]);
+    let knobs = "trainer-modekeeper-knobs";
+    f.sim
+        .add_object(
+            ResourceKind::ConfigMap,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"namespace": "ml", "name": knobs},
+                   "data": {"grad_accum_steps": "4"}}),
+        )
+        .unwrap();
+    f.sim
+        .modify(
+            ResourceKind::ConfigMap,
+            SYSTEM,
+            "modekeeper-passports",
+            "operator",
+            |cm| {
+                let text = cm["data"]["safe-drift.json"].as_str().unwrap().to_string();
+                let mut p: Value = serde_json::from_str(&text).unwrap();
+                p["knobs"]["grad_accum_steps"]["actuation"] = "hot".into();
+                cm["data"]["safe-drift.json"] = p.to_string().into();
+            },
+        )
+        .unwrap();
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &drift_lines());
+    wait_or(
+        "the apply",
+        Duration::from_secs(90),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || {
+            format!(
+                "{}\n{:#?}\n{:?}",
+                c.log(),
+                events(&f.sim),
+                forbidden(&f.sim)
+            )
+        },
+    );
+    let cm = f.sim.get(ResourceKind::ConfigMap, "ml", knobs).unwrap();
+    assert_eq!(cm["data"]["grad_accum_steps"], "8", "{}", c.log());
+    // The template is left alone: the knob went to the ConfigMap.
+    assert_eq!(template_knob(&f).as_deref(), Some("4"));
+    let log = c.stop();
+    assert_eq!(forbidden(&f.sim), Vec::<String>::new(), "{log}");
+}
+
 #[test]
 fn killed_and_restarted_it_resumes_and_repeats_nothing() {
     let f = fixture(settings(true, "off"));
