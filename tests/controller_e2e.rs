@@ -4,6 +4,9 @@
 //! restarted it resumes without repeating anything; two replicas elect one leader per shard and
 //! the standby takes over within the lease duration, applying nothing twice; the cluster kill
 //! switch blocks every apply and the Events say why; an un-labelled workload's session stops.
+//! Every test runs the controller as `install` sets it up: with its Deployment's arguments and the
+//! token of its ServiceAccount, holding exactly the rules `install`'s Roles and bindings grant
+//! (tests/rbac_support), so a rule the controller needs and `install` lacks fails here as a 403.
 
 mod apply_support;
 mod closed_loop_support;
