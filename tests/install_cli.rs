@@ -899,3 +899,51 @@ fn install_s_rules_deny_what_the_controller_must_not_have() {
         assert!(wrong.is_empty(), "install {args:?}:\n{}", wrong.join("\n"));
     }
 }
+
+/// The conversion the RBAC tests rely on reads bindings as the API server does: a ClusterRole
+/// through a ClusterRoleBinding everywhere, through a RoleBinding only in its namespace; a Role
+/// only where it is; a binding to someone else grants nothing.
+#[test]
+fn bindings_become_rules_as_the_api_server_reads_them() {
+    let meta = |name: &str, ns: Option<&str>| match ns {
+        Some(ns) => json!({"name": name, "namespace": ns}),
+        None => json!({"name": name}),
+    };
+    let rule = |verb: &str, resource: &str| json!({"apiGroups": [""], "resources": [resource], "verbs": [verb]});
+    let sa = json!({"kind": "ServiceAccount", "name": "ctl", "namespace": "ops"});
+    let other = json!({"kind": "ServiceAccount", "name": "ctl", "namespace": "elsewhere"});
+    let binding = |kind: &str, name: &str, ns: Option<&str>, role_kind: &str, subject: &Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta(name, ns),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
+               "subjects": [subject]})
+    };
+    let objects = vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta("everywhere", None), "rules": [rule("list", "pods")]}),
+        binding("ClusterRoleBinding", "everywhere", None, "ClusterRole", &sa),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta("in-ml", None), "rules": [rule("patch", "configmaps")]}),
+        binding("RoleBinding", "in-ml", Some("ml"), "ClusterRole", &sa),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": meta("own", Some("ops")), "rules": [rule("get", "secrets")]}),
+        binding("RoleBinding", "own", Some("ops"), "Role", &sa),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta("not-mine", None), "rules": [rule("delete", "pods")]}),
+        binding(
+            "ClusterRoleBinding",
+            "not-mine",
+            None,
+            "ClusterRole",
+            &other,
+        ),
+    ];
+    let rules = rbac_support::rules_for(&objects, "ops", "ctl");
+    assert_eq!(
+        rules,
+        [
+            Rule::allow(["list"], "", ["pods"]),
+            Rule::allow(["patch"], "", ["configmaps"]).in_namespace("ml"),
+            Rule::allow(["get"], "", ["secrets"]).in_namespace("ops"),
+        ]
+    );
+}
