@@ -4,11 +4,15 @@
 //! restarted it resumes without repeating anything; two replicas elect one leader per shard and
 //! the standby takes over within the lease duration, applying nothing twice; the cluster kill
 //! switch blocks every apply and the Events say why; an un-labelled workload's session stops.
+//! Every test runs the controller as `install` sets it up: with its Deployment's arguments and the
+//! token of its ServiceAccount, holding exactly the rules `install`'s Roles and bindings grant
+//! (tests/rbac_support), so a rule the controller needs and `install` lacks fails here as a 403.
 
 mod apply_support;
 mod closed_loop_support;
 mod k8s_common;
 mod prom_support;
+mod rbac_support;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
@@ -18,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use kube_sim::{KubeSim, ResourceKind, Rule, WorkloadSeed};
+use kube_sim::{KubeSim, ResourceKind, WorkloadSeed};
 use modekeeper::license::{self, Keyring};
 use serde_json::{Value, json};
 
@@ -28,6 +32,8 @@ use prom_support::Prometheus;
 
 const SYSTEM: &str = "modekeeper-system";
 const ENABLED: &str = "modekeeper.io/enabled";
+/// The controller's ServiceAccount.
+const CONTROLLER: &str = "modekeeper-controller";
 
 /// The drift trace's records: one decision (grad_accum_steps 4 -> 8) under the drift passport.
 fn drift_lines() -> Vec<String> {
@@ -62,6 +68,8 @@ struct Fixture {
     dir: tempfile::TempDir,
     kubeconfig: PathBuf,
     pod: String,
+    /// The controller's arguments from the Deployment `install` printed (but `--listen`).
+    args: Vec<String>,
 }
 
 /// Namespace `ml` with the opted-in Deployment `trainer` (knob at 4, passport `safe-drift`) and
@@ -72,13 +80,37 @@ struct Fixture {
 static TIMING: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn fixture(settings: Value) -> Fixture {
+    fixture_installed(settings, &[])
+}
+
+/// [`fixture`] for the controller `install ARGS` sets up.
+fn fixture_installed(settings: Value, install: &[&str]) -> Fixture {
     let shared = TIMING.read().unwrap_or_else(|e| e.into_inner());
-    let mut f = fixture_unlocked(settings);
+    let mut f = fixture_unlocked_installed(settings, install);
     f._shared = Some(shared);
     f
 }
 
 fn fixture_unlocked(settings: Value) -> Fixture {
+    fixture_unlocked_installed(settings, &[])
+}
+
+/// The controller runs with the token of the ServiceAccount `install -n modekeeper-system ARGS`
+/// creates, holding exactly the rules its Roles and bindings grant, and with the arguments of its
+/// Deployment.
+fn fixture_unlocked_installed(settings: Value, install: &[&str]) -> Fixture {
+    let mut install_args = vec!["-n", SYSTEM];
+    install_args.extend_from_slice(install);
+    let objects = rbac_support::install_objects(&install_args);
+    let rules = rbac_support::rules_for(&objects, SYSTEM, CONTROLLER);
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| a != "controller" && !a.starts_with("--listen"))
+        .collect();
     let key = license::generate_signing_key().unwrap();
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     let lic = license::mint(&key, &claims(&["apply"]), true).unwrap();
@@ -112,7 +144,11 @@ fn fixture_unlocked(settings: Value) -> Fixture {
                    "metadata": {"namespace": SYSTEM, "name": "modekeeper-license"},
                    "data": {"license.json": b64(&lic), "keyring.json": b64(&keyring)}}),
         )
-        .token("t0", "controller", [Rule::admin()])
+        .token(
+            "t0",
+            &rbac_support::service_account_user(SYSTEM, CONTROLLER),
+            rules,
+        )
         .start_blocking()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -127,6 +163,7 @@ fn fixture_unlocked(settings: Value) -> Fixture {
         dir,
         kubeconfig,
         pod,
+        args,
     }
 }
 
@@ -134,6 +171,8 @@ fn fixture_unlocked(settings: Value) -> Fixture {
 struct Replica {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// The thread copying its stderr into `lines`: done once the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
     name: String,
 }
 
@@ -146,6 +185,7 @@ impl Replica {
             .env("POD_NAME", name)
             .env("POD_NAMESPACE", SYSTEM)
             .arg("controller")
+            .args(&f.args)
             .arg("--kubeconfig")
             .arg(&f.kubeconfig)
             .args(["--listen", "127.0.0.1:0"])
@@ -161,7 +201,7 @@ impl Replica {
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = lines.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for l in BufReader::new(stderr).lines().map_while(Result::ok) {
                 sink.lock().unwrap().push(l);
             }
@@ -169,6 +209,7 @@ impl Replica {
         Replica {
             child,
             lines,
+            reader: Some(reader),
             name: name.into(),
         }
     }
@@ -210,6 +251,10 @@ impl Replica {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                // Its last lines may still be in the pipe: read to the end first.
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
                 assert!(status.success(), "{status}: {}", self.log());
                 return self.log();
             }
@@ -257,6 +302,28 @@ fn reasons(sim: &KubeSim, reason: &str) -> Vec<String> {
         .into_iter()
         .filter(|e| e.1 == reason)
         .map(|e| e.2)
+        .collect()
+}
+
+/// The requests the API server refused with 403 Forbidden: `verb resource in namespace: METHOD
+/// path?query`.
+fn forbidden(sim: &KubeSim) -> Vec<String> {
+    sim.requests()
+        .iter()
+        .filter(|r| r.status == 403)
+        .map(|r| {
+            let i = kube_sim::request_info::request_info(&r.method, &r.path, &r.query);
+            format!(
+                "{} {} {:?} in {:?}: {} {}?{}",
+                i.verb,
+                i.resource_with_sub(),
+                i.api_group,
+                i.namespace,
+                r.method,
+                r.path,
+                r.query
+            )
+        })
         .collect()
 }
 
@@ -409,6 +476,136 @@ fn an_opted_in_workload_is_decided_applied_once_and_told_in_events_and_metrics()
     let log = c.stop();
     assert!(log.contains("stopped"), "{log}");
     assert_eq!(summary(&f.sim).unwrap()["status"], "stopped");
+    assert_eq!(forbidden(&f.sim), Vec::<String>::new(), "{log}");
+}
+
+/// The flow of the briefing under exactly the RBAC `install ARGS` prints: opt-in by label →
+/// decision → gated apply (settings, license Secret, Lease, state ConfigMap) → Events, then the
+/// un-label → the session stops. The API server refuses nothing the controller asks.
+fn the_flow_under_install_s_rbac(install: &[&str]) {
+    let f = fixture_installed(settings(true, "off"), install);
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &drift_lines());
+    wait_or(
+        "the apply",
+        Duration::from_secs(90),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || {
+            format!(
+                "{}\n{:#?}\n{:?}",
+                c.log(),
+                events(&f.sim),
+                forbidden(&f.sim)
+            )
+        },
+    );
+    assert_eq!(template_knob(&f).as_deref(), Some("8"), "{}", c.log());
+    assert_eq!(writes(&f.sim), 1);
+    assert!(!reasons(&f.sim, "KnobsProposed").is_empty());
+    // The gates read the settings and the license before the apply, and the state is kept.
+    let system = |method: &str, what: &str| {
+        f.sim
+            .count_requests(method, &format!("/api/v1/namespaces/{SYSTEM}/{what}"))
+    };
+    assert!(system("GET", "secrets/modekeeper-license") >= 1);
+    assert!(system("GET", "configmaps/modekeeper-settings") >= 1);
+    assert!(system("POST", "configmaps") >= 1);
+    assert!(
+        f.sim
+            .get(ResourceKind::Lease, SYSTEM, "modekeeper-controller-shard-0")
+            .is_some()
+    );
+    wait_for("the summary", Duration::from_secs(10), || {
+        summary(&f.sim).is_some_and(|s| s["apply_status"] == "applied")
+    });
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+            o["metadata"]["labels"]
+                .as_object_mut()
+                .unwrap()
+                .remove(ENABLED);
+        });
+    wait_or(
+        "the session to stop",
+        Duration::from_secs(20),
+        || summary(&f.sim).is_some_and(|s| s["status"] == "stopped"),
+        || c.log(),
+    );
+    let log = c.stop();
+    assert_eq!(forbidden(&f.sim), Vec::<String>::new(), "{log}");
+    // Every request was the ServiceAccount's.
+    let user = rbac_support::service_account_user(SYSTEM, CONTROLLER);
+    let others: Vec<_> = f
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.user.as_deref() != Some(user.as_str()))
+        .map(|r| format!("{:?} {} {}", r.user, r.method, r.path))
+        .collect();
+    assert_eq!(others, Vec::<String>::new());
+}
+
+#[test]
+fn under_install_s_cluster_role_nothing_is_forbidden() {
+    the_flow_under_install_s_rbac(&[]);
+}
+
+/// With `--watch-namespace`, Roles in the watched namespaces instead of the ClusterRole: the
+/// controller's own namespace is not among them.
+#[test]
+fn under_install_s_roles_per_watched_namespace_nothing_is_forbidden() {
+    the_flow_under_install_s_rbac(&["--watch-namespace", "ml"]);
+}
+
+/// A hot knob travels in the workload's knobs ConfigMap, in the watched namespace: under the Roles
+/// of `install --watch-namespace ml` the controller reads and patches it, and is refused nothing.
+#[test]
+fn a_hot_knob_under_install_s_roles_patches_the_knobs_configmap() {
+    let f = fixture_installed(settings(true, "off"), &["--watch-namespace", "ml"]);
+    let knobs = "trainer-modekeeper-knobs";
+    f.sim
+        .add_object(
+            ResourceKind::ConfigMap,
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"namespace": "ml", "name": knobs},
+                   "data": {"grad_accum_steps": "4"}}),
+        )
+        .unwrap();
+    f.sim
+        .modify(
+            ResourceKind::ConfigMap,
+            SYSTEM,
+            "modekeeper-passports",
+            "operator",
+            |cm| {
+                let text = cm["data"]["safe-drift.json"].as_str().unwrap().to_string();
+                let mut p: Value = serde_json::from_str(&text).unwrap();
+                p["knobs"]["grad_accum_steps"]["actuation"] = "hot".into();
+                cm["data"]["safe-drift.json"] = p.to_string().into();
+            },
+        )
+        .unwrap();
+    let c = Replica::start(&f, "replica-a");
+    feed(&f, &drift_lines());
+    wait_or(
+        "the apply",
+        Duration::from_secs(90),
+        || !reasons(&f.sim, "KnobsApplied").is_empty(),
+        || {
+            format!(
+                "{}\n{:#?}\n{:?}",
+                c.log(),
+                events(&f.sim),
+                forbidden(&f.sim)
+            )
+        },
+    );
+    let cm = f.sim.get(ResourceKind::ConfigMap, "ml", knobs).unwrap();
+    assert_eq!(cm["data"]["grad_accum_steps"], "8", "{}", c.log());
+    // The template is left alone: the knob went to the ConfigMap.
+    assert_eq!(template_knob(&f).as_deref(), Some("4"));
+    let log = c.stop();
+    assert_eq!(forbidden(&f.sim), Vec::<String>::new(), "{log}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! real kubectl's server-side apply) against kube-sim.
 
 mod k8s_common;
+mod rbac_support;
 mod yaml_support;
 
 use std::process::Command;
@@ -588,3 +589,362 @@ fn the_plugin_role_is_exactly_what_verify_and_watch_use() {
 
 #[path = "fleet_cli/mod.rs"]
 mod fleet;
+
+/// One access question: `verb` on `resource[.group][/subresource]` (named `name`, or any) in
+/// `namespace` (`""`: cluster-wide, or a cluster-scoped resource).
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    verb: &'static str,
+    resource: &'static str,
+    namespace: &'static str,
+    name: &'static str,
+}
+
+const fn ask(verb: &'static str, resource: &'static str, namespace: &'static str) -> Ask {
+    Ask {
+        verb,
+        resource,
+        namespace,
+        name: "",
+    }
+}
+
+const fn ask_named(
+    verb: &'static str,
+    resource: &'static str,
+    namespace: &'static str,
+    name: &'static str,
+) -> Ask {
+    Ask {
+        verb,
+        resource,
+        namespace,
+        name,
+    }
+}
+
+impl Ask {
+    /// (group, resource, subresource).
+    fn parts(&self) -> (&str, &str, &str) {
+        let (rg, sub) = self.resource.split_once('/').unwrap_or((self.resource, ""));
+        let (resource, group) = rg.split_once('.').unwrap_or((rg, ""));
+        (group, resource, sub)
+    }
+
+    /// What the API server answers a SelfSubjectAccessReview asking this with `token`.
+    fn review(&self, sim: &KubeSim, token: &str) -> bool {
+        let (group, resource, sub) = self.parts();
+        let body = json!({
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": {
+                "verb": self.verb, "group": group, "resource": resource,
+                "subresource": sub, "namespace": self.namespace, "name": self.name}},
+        });
+        let url = format!(
+            "{}/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            sim.url()
+        );
+        let mut r = ureq::post(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Content-Type", "application/json")
+            .send(body.to_string())
+            .unwrap();
+        let review: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        review["status"]["allowed"].as_bool().unwrap()
+    }
+
+    /// `kubectl auth can-i` with these attributes, as `as_user`.
+    fn can_i(&self, kc: &std::path::Path, case: &Case, as_user: &str) -> bool {
+        let (_, _, sub) = self.parts();
+        let (rg, _) = self.resource.split_once('/').unwrap_or((self.resource, ""));
+        let target = if self.name.is_empty() {
+            rg.to_string()
+        } else {
+            format!("{rg}/{}", self.name)
+        };
+        let mut args = vec!["auth", "can-i", self.verb, &target];
+        let as_arg = format!("--as={as_user}");
+        args.push(&as_arg);
+        let sub_arg = format!("--subresource={sub}");
+        if !sub.is_empty() {
+            args.push(&sub_arg);
+        }
+        if self.namespace.is_empty() {
+            args.push("--all-namespaces");
+        } else {
+            args.extend(["-n", self.namespace]);
+        }
+        let (code, out, err) = kubectl(kc, case, &args);
+        match (code, out.trim()) {
+            (0, "yes") => true,
+            (1, "no") => false,
+            _ => panic!("kubectl {args:?}: {code} {out} {err}"),
+        }
+    }
+}
+
+/// The controller's namespace in these tests.
+const OWN: &str = "modekeeper-system";
+
+/// Allowed to the controller `install` sets up, whatever its scope: what its code paths send
+/// (tests/controller_e2e.rs runs them under these rules), in namespace `ml`, which it watches.
+const ALLOWED: &[Ask] = &[
+    ask("patch", "deployments.apps", "ml"),
+    ask("list", "deployments.apps", "ml"),
+    ask("watch", "statefulsets.apps", "ml"),
+    ask("list", "pods", "ml"),
+    ask_named("get", "pods/log", "ml", "trainer-0"),
+    ask("create", "events.events.k8s.io", "ml"),
+    ask("patch", "events.events.k8s.io", "ml"),
+    ask_named("get", "namespaces", "ml", "ml"),
+    // The knobs ConfigMap <workload>-modekeeper-knobs (its name is the workload's, so RBAC cannot
+    // name it): patched by apply in every watched namespace.
+    ask_named("patch", "configmaps", "ml", "trainer-modekeeper-knobs"),
+    ask_named("get", "secrets", OWN, "modekeeper-license"),
+    ask_named("get", "configmaps", OWN, "modekeeper-settings"),
+    ask("create", "configmaps", OWN),
+    ask_named(
+        "update",
+        "configmaps",
+        OWN,
+        "modekeeper-state-0123456789abcdef",
+    ),
+    ask("create", "leases.coordination.k8s.io", OWN),
+    ask_named(
+        "get",
+        "leases.coordination.k8s.io",
+        OWN,
+        "modekeeper-controller-shard-0",
+    ),
+    ask_named(
+        "update",
+        "leases.coordination.k8s.io",
+        OWN,
+        "modekeeper-controller-shard-0",
+    ),
+    // Self-reviews need no rule.
+    ask(
+        "create",
+        "selfsubjectaccessreviews.authorization.k8s.io",
+        "",
+    ),
+    ask("create", "selfsubjectrulesreviews.authorization.k8s.io", ""),
+    ask("list", "jobs.batch", "ml"),
+];
+
+/// Never allowed to the controller, whatever its scope: what would let a compromised controller
+/// read credentials, run code, grant itself more, or change what it does not own.
+const DENIED: &[Ask] = &[
+    // Secrets: only modekeeper-license, only by name, only in its own namespace.
+    ask("list", "secrets", ""),
+    ask("watch", "secrets", ""),
+    ask("list", "secrets", OWN),
+    ask("watch", "secrets", OWN),
+    ask("list", "secrets", "ml"),
+    ask_named("get", "secrets", "ml", "modekeeper-license"),
+    ask_named("get", "secrets", "kube-system", "modekeeper-license"),
+    ask_named("get", "secrets", OWN, "modekeeper-controller-token"),
+    ask("create", "secrets", OWN),
+    ask_named("update", "secrets", OWN, "modekeeper-license"),
+    ask_named("patch", "secrets", OWN, "modekeeper-license"),
+    ask_named("delete", "secrets", OWN, "modekeeper-license"),
+    // Pods: read, never create, change, delete or enter.
+    ask("create", "pods", "ml"),
+    ask_named("delete", "pods", "ml", "trainer-0"),
+    ask("deletecollection", "pods", "ml"),
+    ask_named("patch", "pods", "ml", "trainer-0"),
+    ask_named("create", "pods/exec", "ml", "trainer-0"),
+    ask_named("get", "pods/exec", "ml", "trainer-0"),
+    ask_named("create", "pods/attach", "ml", "trainer-0"),
+    ask_named("create", "pods/portforward", "ml", "trainer-0"),
+    ask_named("create", "pods/eviction", "ml", "trainer-0"),
+    // RBAC: no verb at all.
+    ask("get", "roles.rbac.authorization.k8s.io", OWN),
+    ask("list", "roles.rbac.authorization.k8s.io", "ml"),
+    ask("create", "roles.rbac.authorization.k8s.io", OWN),
+    ask_named(
+        "patch",
+        "roles.rbac.authorization.k8s.io",
+        OWN,
+        "modekeeper-controller-self",
+    ),
+    ask("create", "rolebindings.rbac.authorization.k8s.io", "ml"),
+    ask("update", "rolebindings.rbac.authorization.k8s.io", OWN),
+    ask("delete", "rolebindings.rbac.authorization.k8s.io", OWN),
+    ask("create", "clusterroles.rbac.authorization.k8s.io", ""),
+    ask_named(
+        "patch",
+        "clusterroles.rbac.authorization.k8s.io",
+        "",
+        "modekeeper-controller",
+    ),
+    ask("escalate", "clusterroles.rbac.authorization.k8s.io", ""),
+    ask("bind", "clusterroles.rbac.authorization.k8s.io", ""),
+    ask(
+        "create",
+        "clusterrolebindings.rbac.authorization.k8s.io",
+        "",
+    ),
+    // ConfigMaps outside its namespace: the knobs ConfigMap is patched, nothing is created,
+    // replaced or deleted; in its own namespace nothing is deleted.
+    ask("create", "configmaps", "ml"),
+    ask_named("update", "configmaps", "ml", "trainer-modekeeper-knobs"),
+    ask_named("delete", "configmaps", "ml", "trainer-modekeeper-knobs"),
+    ask("deletecollection", "configmaps", "ml"),
+    ask("create", "configmaps", "kube-system"),
+    ask_named("delete", "configmaps", OWN, "modekeeper-settings"),
+    // Wildcards.
+    ask("*", "*.*", "ml"),
+    ask("*", "configmaps", OWN),
+    ask("get", "*.*", "ml"),
+    ask("*", "deployments.apps", "ml"),
+    // Workloads: a knob annotation patch, never a create, replace or delete.
+    ask("create", "deployments.apps", "ml"),
+    ask_named("update", "deployments.apps", "ml", "trainer"),
+    ask_named("delete", "deployments.apps", "ml", "trainer"),
+    ask_named("patch", "deployments.apps/scale", "ml", "trainer"),
+    ask_named("patch", "jobs.batch", "ml", "train"),
+    ask_named("patch", "jobsets.jobset.x-k8s.io", "ml", "js"),
+    // Leases elsewhere: the kube-controller-manager's.
+    ask_named(
+        "update",
+        "leases.coordination.k8s.io",
+        "kube-system",
+        "kube-controller-manager",
+    ),
+    ask("create", "leases.coordination.k8s.io", "kube-system"),
+    ask_named(
+        "delete",
+        "leases.coordination.k8s.io",
+        OWN,
+        "modekeeper-controller-shard-0",
+    ),
+    // Identities: no impersonation, no tokens.
+    ask("impersonate", "users", ""),
+    ask("impersonate", "serviceaccounts", OWN),
+    ask_named(
+        "create",
+        "serviceaccounts/token",
+        OWN,
+        "modekeeper-controller",
+    ),
+    // Cluster objects.
+    ask_named("patch", "namespaces", "", "ml"),
+    ask("list", "namespaces", ""),
+    ask("get", "nodes", ""),
+    ask_named("get", "nodes/proxy", "", "node-a"),
+    ask(
+        "create",
+        "customresourcedefinitions.apiextensions.k8s.io",
+        "",
+    ),
+];
+
+/// Denied only to the controller scoped with `--watch-namespace ml`: everything outside `ml`
+/// and its own namespace. The ClusterRole allows them all, kube-system's `aws-auth` patch included
+/// (RBAC cannot name the knobs ConfigMaps): docs/controller.md says so, and this keeps it true.
+const DENIED_OUTSIDE_ML: &[Ask] = &[
+    ask("list", "deployments.apps", ""),
+    ask("watch", "deployments.apps", ""),
+    ask("list", "deployments.apps", "prod"),
+    ask_named("patch", "deployments.apps", "prod", "trainer"),
+    ask_named("get", "pods/log", "prod", "trainer-0"),
+    ask_named("patch", "configmaps", "prod", "trainer-modekeeper-knobs"),
+    ask_named("patch", "configmaps", "kube-system", "aws-auth"),
+    ask("create", "events.events.k8s.io", "prod"),
+    ask_named("get", "namespaces", "prod", "prod"),
+];
+
+/// Least privilege, checked: the rules `install` grants its ServiceAccount (with a ClusterRole,
+/// and with `--watch-namespace`) allow what the controller does and nothing of the deny tables,
+/// asked through kube-sim's SelfSubjectAccessReview with the ServiceAccount's token, and
+/// cross-checked with the real `kubectl auth can-i --as system:serviceaccount:...` (an admin
+/// impersonating it) where kubectl is installed.
+#[test]
+fn install_s_rules_deny_what_the_controller_must_not_have() {
+    let sa = format!("system:serviceaccount:{OWN}:{}", install::CONTROLLER_NAME);
+    let kc =
+        kubectl_or_skip("install_s_rules_deny_what_the_controller_must_not_have (kubectl part)");
+    for scope in [&[][..], &["--watch-namespace", "ml"][..]] {
+        let mut args = vec!["-n", OWN];
+        args.extend_from_slice(scope);
+        let objects = rbac_support::install_objects(&args);
+        let rules = rbac_support::rules_for(&objects, OWN, install::CONTROLLER_NAME);
+        assert!(!rules.is_empty());
+        let sim = KubeSim::builder()
+            .namespace("ml")
+            .namespace(OWN)
+            .token("admin", "admin", [Rule::admin()])
+            .token("sa", &sa, rules)
+            .start_blocking()
+            .unwrap();
+        let case = Case::new(&sim, "admin");
+        let mut table: Vec<(Ask, bool)> = ALLOWED.iter().map(|a| (*a, true)).collect();
+        table.extend(DENIED.iter().map(|a| (*a, false)));
+        let outside = DENIED_OUTSIDE_ML.iter().map(|a| (*a, scope.is_empty()));
+        table.extend(outside);
+        let mut wrong = vec![];
+        for (a, want) in &table {
+            let got = a.review(&sim, "sa");
+            if got != *want {
+                wrong.push(format!("review: {a:?} allowed={got}"));
+            }
+            if let Some(kc) = &kc {
+                let got = a.can_i(kc, &case, &sa);
+                if got != *want {
+                    wrong.push(format!("kubectl auth can-i: {a:?} allowed={got}"));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "install {args:?}:\n{}", wrong.join("\n"));
+    }
+}
+
+/// The conversion the RBAC tests rely on reads bindings as the API server does: a ClusterRole
+/// through a ClusterRoleBinding everywhere, through a RoleBinding only in its namespace; a Role
+/// only where it is; a binding to someone else grants nothing.
+#[test]
+fn bindings_become_rules_as_the_api_server_reads_them() {
+    let meta = |name: &str, ns: Option<&str>| match ns {
+        Some(ns) => json!({"name": name, "namespace": ns}),
+        None => json!({"name": name}),
+    };
+    let rule = |verb: &str, resource: &str| json!({"apiGroups": [""], "resources": [resource], "verbs": [verb]});
+    let sa = json!({"kind": "ServiceAccount", "name": "ctl", "namespace": "ops"});
+    let other = json!({"kind": "ServiceAccount", "name": "ctl", "namespace": "elsewhere"});
+    let binding = |kind: &str, name: &str, ns: Option<&str>, role_kind: &str, subject: &Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind, "metadata": meta(name, ns),
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": name},
+               "subjects": [subject]})
+    };
+    let objects = vec![
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta("everywhere", None), "rules": [rule("list", "pods")]}),
+        binding("ClusterRoleBinding", "everywhere", None, "ClusterRole", &sa),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta("in-ml", None), "rules": [rule("patch", "configmaps")]}),
+        binding("RoleBinding", "in-ml", Some("ml"), "ClusterRole", &sa),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+               "metadata": meta("own", Some("ops")), "rules": [rule("get", "secrets")]}),
+        binding("RoleBinding", "own", Some("ops"), "Role", &sa),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+               "metadata": meta("not-mine", None), "rules": [rule("delete", "pods")]}),
+        binding(
+            "ClusterRoleBinding",
+            "not-mine",
+            None,
+            "ClusterRole",
+            &other,
+        ),
+    ];
+    let rules = rbac_support::rules_for(&objects, "ops", "ctl");
+    assert_eq!(
+        rules,
+        [
+            Rule::allow(["list"], "", ["pods"]),
+            Rule::allow(["patch"], "", ["configmaps"]).in_namespace("ml"),
+            Rule::allow(["get"], "", ["secrets"]).in_namespace("ops"),
+        ]
+    );
+}

@@ -18,7 +18,8 @@ mod common;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use modekeeper::cli::closed_loop::{Pipeline, WatchState};
-use modekeeper::signals::{FeatureConfig, FeatureExtractor, Windower};
+use modekeeper::pipeline::AdaptiveWindower;
+use modekeeper::signals::{FeatureConfig, FeatureExtractor, WindowStats};
 use modekeeper::telemetry::{Format, Ingest, IngestOptions};
 
 #[global_allocator]
@@ -73,13 +74,21 @@ fn run(p: &mut Pipeline, lines: impl Iterator<Item = Vec<u8>>, finish: bool) -> 
     if finish {
         p.ingest.finish(&mut |s| samples.push(s.clone()));
     }
+    // As the live session does: the extractor is made once the windower has chosen its lengths.
+    let Pipeline {
+        windower,
+        extractor,
+        ..
+    } = p;
+    let mut out = |cfg: &FeatureConfig, stats: WindowStats| {
+        let x = extractor.get_or_insert_with(|| FeatureExtractor::new(*cfg));
+        windows.push(format!("{:?}", x.next(&stats)));
+    };
     for s in &samples {
-        if let Some(w) = p.windower.push(s) {
-            windows.push(format!("{:?}", p.extractor.next(&w)));
-        }
+        windower.push(s, &mut out);
     }
-    if finish && let Some(w) = p.windower.finish() {
-        windows.push(format!("{:?}", p.extractor.next(&w)));
+    if finish {
+        windower.finish(&mut out);
     }
     windows
 }
@@ -106,8 +115,8 @@ fn fresh() -> Pipeline {
     };
     Pipeline {
         ingest: Ingest::new(Format::Log, &opts()),
-        windower: Windower::new(cfg.window_steps),
-        extractor: FeatureExtractor::new(cfg),
+        windower: AdaptiveWindower::new(cfg),
+        extractor: None,
     }
 }
 

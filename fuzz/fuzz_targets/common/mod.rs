@@ -91,14 +91,17 @@ use modekeeper::telemetry::Sample;
 pub fn same_sample(a: &Sample, b: &Sample) -> bool {
     let floats = |s: &Sample| {
         let opt = [
+            s.step_time_ms,
             s.loss,
             s.data_wait_ms,
             s.gpu_util_pct,
             s.gpu_mem_util_pct,
             s.comm_ms,
         ];
-        let mut v = bits([s.step_time_ms]);
-        v.extend(opt.iter().map(|x| x.map_or(u64::MAX, f64::to_bits)));
+        let mut v: Vec<u64> = opt
+            .iter()
+            .map(|x| x.map_or(u64::MAX, f64::to_bits))
+            .collect();
         v.extend(bits(s.worker_latencies_ms.iter().copied()));
         v
     };

@@ -472,6 +472,43 @@ fn json_self_subject_access_reviews() {
     );
 }
 
+/// Impersonation over raw HTTP: the request runs as the impersonated user (the request log says
+/// so), a caller without `impersonate` gets the apiserver's 403, and a group without a user is
+/// refused.
+#[test]
+fn impersonated_requests_run_with_the_impersonated_user_s_rules() {
+    let sim = standard().start_blocking().unwrap();
+    let deployments = "/apis/apps/v1/namespaces/ml/deployments/trainer";
+    let as_user = |token: &str, headers: &[(&str, &str)]| {
+        let auth = bearer(token);
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        http(&sim, "GET", deployments, &all, b"")
+    };
+    // bob may read deployments in ml: an admin impersonating him may too, and is logged as him.
+    assert_eq!(as_user("t0", &[("Impersonate-User", "bob")]).status, 200);
+    assert_eq!(sim.requests().last().unwrap().user.as_deref(), Some("bob"));
+    // Nobody by that name holds a token: no rules.
+    let nobody = as_user("t0", &[("Impersonate-User", "nobody")]);
+    assert_eq!(nobody.status, 403);
+    assert_eq!(
+        nobody.json()["message"],
+        "deployments.apps \"trainer\" is forbidden: User \"nobody\" cannot get resource \"deployments\" in API group \"apps\" in the namespace \"ml\""
+    );
+    // bob may not impersonate.
+    let refused = as_user("ro", &[("Impersonate-User", "alice")]);
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        refused.json()["message"],
+        "users \"alice\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+    );
+    assert_eq!(sim.requests().last().unwrap().user.as_deref(), Some("bob"));
+    assert_eq!(
+        as_user("t0", &[("Impersonate-Group", "admins")]).status,
+        500
+    );
+}
+
 #[test]
 fn the_request_log_records_what_clients_sent() {
     let sim = standard().start_blocking().unwrap();

@@ -328,6 +328,58 @@ fn statefulsets_patch_too() {
     );
 }
 
+/// `--as` (impersonation): an admin asks with bob's rules; bob may not impersonate anyone, and
+/// `auth whoami --as` names the impersonated user and a ServiceAccount's groups.
+#[test]
+fn auth_can_i_as_another_user_answers_with_its_rules() {
+    let (_sim, k) = setup!("can_i_as", standard(), Some("t0"));
+    let can_i = |args: &[&str]| {
+        let r = k.run(&[&["auth", "can-i"][..], args].concat());
+        (r.code, r.stdout)
+    };
+    assert_eq!(
+        can_i(&["patch", "deployments", "-n", "ml"]),
+        (0, "yes\n".into())
+    );
+    assert_eq!(
+        can_i(&["patch", "deployments", "-n", "ml", "--as", "bob"]),
+        (1, "no\n".into())
+    );
+    assert_eq!(
+        can_i(&["get", "deployments", "-n", "ml", "--as", "bob"]),
+        (0, "yes\n".into())
+    );
+    // A user with no token has no rules.
+    assert_eq!(
+        can_i(&["get", "deployments", "-n", "ml", "--as", "nobody"]),
+        (1, "no\n".into())
+    );
+    // bob's token may not impersonate: the review itself is refused.
+    let r = k.run(&[
+        "auth", "can-i", "get", "pods", "-n", "ml", "--token", "ro", "--as", "alice",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains(
+            "users \"alice\" is forbidden: User \"bob\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"
+        ),
+        "{}",
+        r.stderr
+    );
+    let sa = "system:serviceaccount:ops:ctl";
+    let whoami = k.run(&["auth", "whoami", "--as", sa, "-o", "json"]).ok();
+    let v: Value = serde_json::from_str(&whoami.stdout).unwrap();
+    assert_eq!(v["status"]["userInfo"]["username"], sa);
+    assert_eq!(
+        v["status"]["userInfo"]["groups"],
+        serde_json::json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:ops",
+            "system:authenticated"
+        ])
+    );
+}
+
 #[test]
 fn auth_can_i_answers_from_the_rules() {
     let (sim, k) = setup!("can_i", standard(), Some("t0"));

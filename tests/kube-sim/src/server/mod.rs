@@ -196,6 +196,10 @@ async fn authenticated(
         Ok(ok) => ok,
         Err(e) => return (e.into_response(), None),
     };
+    let (user, rules) = match impersonated(shared, &headers, user, rules) {
+        Ok(ok) => ok,
+        Err((e, caller)) => return (e.into_response(), Some(caller)),
+    };
     let info = request_info(method, path, query);
     if let Err(e) = auth::authorize(&user, &rules, &info) {
         return (e.into_response(), Some(user.name));
@@ -218,6 +222,41 @@ async fn authenticated(
         Err(e) => e.into_response(),
     };
     (response, Some(name))
+}
+
+/// `Impersonate-User` (and `Impersonate-Group`) headers: the request runs as that user, if the
+/// caller may impersonate it; without them, as the caller.
+fn impersonated(
+    shared: &Arc<Shared>,
+    headers: &HeaderMap,
+    user: auth::User,
+    rules: Vec<auth::Rule>,
+) -> Result<(auth::User, Vec<auth::Rule>), (ApiError, String)> {
+    let values = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect()
+    };
+    let groups = values("impersonate-group");
+    let Some(as_user) = values("impersonate-user").into_iter().next() else {
+        if groups.is_empty() {
+            return Ok((user, rules));
+        }
+        // The apiserver answers a group without a user with an internal error too.
+        return Err((
+            ApiError::internal("requested impersonation of groups without impersonating a user"),
+            user.name,
+        ));
+    };
+    shared
+        .auth
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .impersonate(&user, &rules, &as_user, &groups)
+        .map_err(|e| (e, user.name.clone()))
 }
 
 async fn route(ctx: &Ctx) -> Result<Response<Body>, ApiError> {
