@@ -245,9 +245,21 @@ impl LineParser {
                             }
                             other => other,
                         },
-                        // Braces in an ordinary log message are not a broken record.
-                        Err(SkipReason::InvalidJson) if !strict => LineOutcome::Log,
-                        Err(SkipReason::InvalidJson) => LineOutcome::Skip(SkipReason::NotJson),
+                        // Braces or brackets in an ordinary log message are not a broken
+                        // record: a payload that is no JSON at all is text (`[[1, 1, 2]` was a
+                        // wrong-shape record under `--format log` and a log line under `auto`;
+                        // found by the telemetry_line fuzz target).
+                        Err(e)
+                            if e == SkipReason::InvalidJson
+                                || serde_json::from_slice::<serde::de::IgnoredAny>(payload)
+                                    .is_err() =>
+                        {
+                            if strict {
+                                LineOutcome::Skip(SkipReason::NotJson)
+                            } else {
+                                LineOutcome::Log
+                            }
+                        }
                         built => Self::finish(nodes, bare, built, prefix_ts_ms),
                     },
                 }
@@ -643,6 +655,38 @@ mod tests {
             .unwrap();
         let st = ing.finish(&mut |s| got.push(s.clone()));
         (got, st)
+    }
+
+    /// The fuzz target's differential: `--format log` and `auto` agree on a line, and `jsonl`
+    /// differs only by calling text `not_json`.
+    #[test]
+    fn bracketed_text_is_a_log_line_in_every_lenient_format() {
+        let outcome = |f: Format, line: &[u8]| LineParser::new(f).parse(line);
+        for line in [&b"[[1, 1, 2]"[..], b"[trainer] done {", b"[x] {oops}"] {
+            for f in [Format::Log, Format::Auto] {
+                assert!(
+                    matches!(outcome(f, line), LineOutcome::Log),
+                    "{f:?} {:?}: {:?}",
+                    String::from_utf8_lossy(line),
+                    outcome(f, line)
+                );
+            }
+            assert!(matches!(
+                outcome(Format::Jsonl, line),
+                LineOutcome::Skip(SkipReason::NotJson) | LineOutcome::Log
+            ));
+        }
+        // JSON of the wrong shape stays a bad record everywhere.
+        for f in [Format::Log, Format::Auto, Format::Jsonl] {
+            assert!(
+                matches!(
+                    outcome(f, b"[1, 2]"),
+                    LineOutcome::Skip(SkipReason::WrongShape)
+                ),
+                "{f:?}: {:?}",
+                outcome(f, b"[1, 2]")
+            );
+        }
     }
 
     #[test]
