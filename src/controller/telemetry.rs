@@ -139,8 +139,9 @@ impl PromStream {
             if now >= deadline {
                 return Ok(Poll::Open);
             }
-            // At least a millisecond: a source with nothing due never spins.
-            tokio::time::sleep(idle.clamp(Duration::from_millis(1), deadline - now)).await;
+            // At least a millisecond (a source with nothing due never spins), at most to the
+            // deadline. Not `clamp`: with less than a millisecond left its bounds cross (a panic).
+            tokio::time::sleep(idle.max(Duration::from_millis(1)).min(deadline - now)).await;
         }
     }
 }
@@ -159,5 +160,54 @@ mod tests {
         assert!(cursor_fits(&prom, true));
         assert!(!cursor_fits(&prom, false));
         assert!(!cursor_fits(&json!({"last_ts_ms": "soon"}), true));
+    }
+
+    /// A loopback "Prometheus" that answers every query with no series.
+    fn empty_prometheus() -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let body = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    /// A poll whose wait has less than a millisecond left when the source turns out idle returns
+    /// (it once asked `Duration::clamp` for a minimum above its maximum: a panic that killed the
+    /// session's task). The next grid point is a minute away, so every poll finds nothing due and
+    /// comes back from the blocking pool well inside a 999 µs wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_that_runs_out_within_a_millisecond_ends_the_poll() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut cfg = PromConfig::new(&empty_prometheus(), now);
+        cfg.step = Duration::from_secs(60);
+        cfg.lag = Duration::from_secs(30);
+        cfg.timeout = Duration::from_secs(10);
+        let mut s = PromStream::open(cfg, None).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            let started = Instant::now();
+            let p = s.poll(&mut out, Duration::from_micros(999)).await.unwrap();
+            assert_eq!(p, Poll::Open);
+            // Never much past the wait (a sleep that ignored the deadline would show here).
+            assert!(started.elapsed() < Duration::from_millis(500));
+        }
+        assert!(out.is_empty());
     }
 }
