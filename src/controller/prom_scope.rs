@@ -471,6 +471,46 @@ mod tests {
         }
     }
 
+    /// The pod matcher of `workload`'s step-time query under the default settings, as the
+    /// anchored regex Prometheus runs.
+    fn default_pod_regex(workload: &str) -> regex::Regex {
+        let default = crate::install::SETTINGS
+            .iter()
+            .find(|s| s.key == "prometheus-selector")
+            .unwrap()
+            .default;
+        let q = settings(default, "")
+            .config_for("ml", workload, &[], 0)
+            .queries
+            .step_time_ms;
+        let inner = q.split_once('{').unwrap().1.strip_suffix('}').unwrap();
+        let pod = parse_matchers(inner)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.label == "pod")
+            .unwrap();
+        regex::Regex::new(&format!("^(?:{})$", pod.value)).unwrap()
+    }
+
+    /// Two jobs of one namespace, `train` and `train-big` (or `bert` and `bert-large`): the
+    /// default `pod=~"$workload-.+"` gives `train` the series of `train-big`'s pods too, so its
+    /// windows mix two trainers and its decisions (applied to `train`) follow the other job.
+    #[test]
+    #[ignore = "bug: the default prometheus-selector matches the pods of any workload whose name starts with `<name>-` (a design fix: a kind-aware pod-name pattern or an exact workload label)"]
+    fn the_default_selector_reads_no_sibling_workload_s_pods() {
+        let re = default_pod_regex("train");
+        for own in ["train-7d9f8c6b5-x2kqz", "train-0", "train-x2kqz"] {
+            assert!(re.is_match(own), "{own}: {re}");
+        }
+        for sibling in [
+            "train-big-7d9f8c6b5-x2kqz",
+            "train-v2-0",
+            "train-eval-x2kqz",
+        ] {
+            assert!(!re.is_match(sibling), "{sibling} is not train's pod: {re}");
+        }
+    }
+
     #[test]
     fn bad_settings_are_each_told() {
         let e = PromSettings::parse("ftp://x", "a=", "9d", "").unwrap_err();
