@@ -206,7 +206,7 @@ fn re2_ast(ast: &regex_syntax::ast::Ast, budget: u32) -> Result<(), String> {
                             "a repetition count above {RE2_MAX_REPEAT} (nested counts multiply)"
                         ));
                     }
-                    if m > 0 { budget / m } else { budget }
+                    budget.checked_div(m).unwrap_or(budget)
                 }
                 _ => budget,
             };

@@ -524,6 +524,8 @@ async fn run_session(
             new_summary(sh, w, &setup.knobs),
         ),
     };
+    // A grid source hands out a grid point's records at once: its step is no silence.
+    let grid_step = prometheus.as_ref().map_or(Duration::ZERO, |c| c.step);
     let mut stream = match prometheus {
         Some(cfg) => Telemetry::Prometheus(
             PromStream::open(cfg, cursor)
@@ -570,7 +572,7 @@ async fn run_session(
     let mut workload = w.clone();
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut last_save = Instant::now();
-    let mut silence = SilenceMonitor::default();
+    let mut silence = SilenceMonitor::with_min_gap(grid_step);
     let clock = Instant::now();
     let mut source_done = false;
     let mut last_decision: Option<(u64, bool)> = None;
