@@ -85,6 +85,12 @@ impl SilenceMonitor {
         last_step: Option<u64>,
         last: Option<&TraceEvent>,
     ) -> Option<SilenceEvent> {
+        // A grid source repeats a hung trainer's last gauges at every grid point (its metrics
+        // endpoint still answers scrapes): there progress is a higher step, not another record.
+        let records = match last_step {
+            Some(step) if self.min_gap_ms > 0.0 => step,
+            _ => records,
+        };
         if records != self.records || self.since.is_none() {
             let ended = match (self.told.take(), self.since) {
                 (Some(s), Some(since)) => Some(SilenceEvent::Ended {
@@ -275,6 +281,29 @@ mod tests {
             panic!("200 s without a grid point's records is a hang");
         };
         assert_eq!((s.threshold_ms, s.typical_ms), (200_000, 10_000.0));
+    }
+
+    /// A trainer hung in a collective keeps its metrics endpoint up: Prometheus scrapes the same
+    /// step and step time, and every grid point brings records again (duplicates of the last
+    /// step). From a grid source that is still a silence, told after 20 grid steps.
+    #[test]
+    fn a_grid_source_repeating_the_last_step_is_a_silence() {
+        let w = window(Some(0), Some(490_000), 50, 10_000.0);
+        let run = |mut m: SilenceMonitor| {
+            let mut told = Vec::new();
+            for i in 0..40u64 {
+                // Step 57 forever, one more (duplicate) record per 10 s grid point.
+                told.extend(m.observe(S(i * 10_000), 50 + i, Some(57), Some(&w)));
+            }
+            told
+        };
+        // Counting records, the hang never shows.
+        assert_eq!(run(SilenceMonitor::default()), vec![]);
+        let told = run(SilenceMonitor::with_min_gap(S(10_000)));
+        let [SilenceEvent::Started(s)] = told.as_slice() else {
+            panic!("{told:?}");
+        };
+        assert_eq!((s.after_step, s.silent_ms), (57, 200_000));
     }
 
     #[test]
