@@ -962,3 +962,51 @@ fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
     c.stop();
     drop(prom);
 }
+
+/// The source of a running session changed from pod logs to Prometheus: its pod-log position
+/// means nothing to Prometheus, so the new session reads from the workload's creation (at most
+/// the lookback back), and it says so, not that it continued at a saved position it dropped.
+/// (The SessionStarted Event of a restart within six minutes is a series update of the first,
+/// whose note stays: the log carries the new one.)
+#[test]
+fn a_session_whose_source_changed_says_where_it_starts() {
+    let Some(prom) = Prometheus::start("global:\n  scrape_interval: 1m\n", &[], None, &[]) else {
+        return;
+    };
+    let mut s = settings(false, "off");
+    s["prometheus-url"] = json!(prom.url);
+    let f = fixture(s);
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "the pod-log session",
+        Duration::from_secs(60),
+        || reasons(&f.sim, "SessionStarted").len() == 1,
+        || c.log(),
+    );
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+            o["metadata"]["annotations"]["modekeeper.io/source"] = "prometheus".into();
+        })
+        .unwrap();
+    let restarted = || {
+        c.log()
+            .lines()
+            .find(|l| l.contains(": session ") && l.contains("source changed"))
+            .map(str::to_string)
+    };
+    wait_or(
+        "the Prometheus session",
+        Duration::from_secs(60),
+        || restarted().is_some(),
+        || c.log(),
+    );
+    let line = restarted().unwrap();
+    assert!(line.contains("of its Prometheus series"), "{line}");
+    assert!(!line.contains("saved source position"), "{line}");
+    assert_eq!(
+        state(&f.sim).unwrap()["config"]["source"]["kind"],
+        "prometheus"
+    );
+    c.stop();
+    drop(prom);
+}

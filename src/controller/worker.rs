@@ -502,11 +502,13 @@ async fn run_session(
                     (s, states, summary)
                 }
                 Err(SessionError::OtherSetup(keys)) => {
-                    // The settings changed: a new loop, from where the logs were read to.
-                    started = format!(
-                        "started anew at the saved source position: its {} changed",
-                        keys.join(", ")
-                    );
+                    // The settings changed: a new loop, from where the source was read to (when
+                    // the position is one of this source's; else from where a new one starts).
+                    started = match cursor {
+                        Some(_) => "started anew at the saved source position".to_string(),
+                        None => started,
+                    };
+                    started = format!("{started}: its {} changed", keys.join(", "));
                     let s = Session::new(&setup);
                     let states = sh.policies.initial_states(&ws.policies)?;
                     (s, states, new_summary(sh, w, &setup.knobs))
