@@ -93,6 +93,12 @@ pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
         if !valid_label {
             return Err(format!("expected a label name at {:?}", clip(rest)));
         }
+        // Every query names its metrics: a second metric name is a PromQL error at Prometheus.
+        if label == "__name__" {
+            return Err(
+                "__name__ is each query's metric name, not a matcher of the selector".into(),
+            );
+        }
         rest = rest[end..].trim_start();
         let op = [
             ("=~", MatchOp::Re),
@@ -530,6 +536,7 @@ mod tests {
             r#"a="\x41""#,
             "a=\"line\nbreak\"",
             r#"a>"x""#,
+            r#"__name__=~"up|modekeeper_.+""#,
         ] {
             assert!(parse_matchers(bad).is_err(), "{bad:?} parsed");
         }
