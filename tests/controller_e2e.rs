@@ -1010,3 +1010,40 @@ fn a_session_whose_source_changed_says_where_it_starts() {
     c.stop();
     drop(prom);
 }
+
+/// A Prometheus that accepts connections and never answers (a hung server, a full queue): a
+/// session opening its source has a query on the wire for up to the query timeout (60 s, for
+/// each of its queries in turn). A controller told to stop then stops at once: the session does
+/// not wait for the answer, nor the process for the blocking thread still waiting on it.
+#[test]
+fn a_controller_stops_while_a_prometheus_query_hangs() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let held = accepted.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            held.lock().unwrap().push(c);
+        }
+    });
+    let mut s = settings(false, "off");
+    s["source"] = json!("prometheus");
+    s["prometheus-url"] = json!(url);
+    let f = fixture(s);
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "a query on the wire",
+        Duration::from_secs(60),
+        || !accepted.lock().unwrap().is_empty(),
+        || c.log(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let log = c.stop();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "stopped after {:?}: {log}",
+        start.elapsed()
+    );
+    assert!(!log.contains("did not stop"), "{log}");
+}

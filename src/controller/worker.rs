@@ -529,11 +529,14 @@ async fn run_session(
     // A grid source hands out a grid point's records at once: its step is no silence.
     let grid_step = prometheus.as_ref().map_or(Duration::ZERO, |c| c.step);
     let mut stream = match prometheus {
-        Some(cfg) => Telemetry::Prometheus(
-            PromStream::open(cfg, cursor)
-                .await
-                .map_err(|e| format!("cannot read its Prometheus series: {e:#}"))?,
-        ),
+        // Its queries may hang for their timeout each: a stop does not wait for them.
+        Some(cfg) => Telemetry::Prometheus(tokio::select! {
+            biased;
+            _ = until_true(stop) => return Ok(End::Stopped),
+            s = PromStream::open(cfg, cursor) => {
+                s.map_err(|e| format!("cannot read its Prometheus series: {e:#}"))?
+            }
+        }),
         None => {
             let mut s = PodLogStream::open(
                 &sh.cluster,
