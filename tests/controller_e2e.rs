@@ -1047,3 +1047,37 @@ fn a_controller_stops_while_a_prometheus_query_hangs() {
     );
     assert!(!log.contains("did not stop"), "{log}");
 }
+
+/// A workload whose selector matches no step-time series in Prometheus (the scrape config names
+/// its labels otherwise, a typo in its annotation) has nothing to decide from: its owner is told
+/// in a Warning Event on the workload, not only in the controller's log.
+#[test]
+fn a_workload_without_series_in_prometheus_is_told_so() {
+    let Some(prom) = Prometheus::start("global:\n  scrape_interval: 1m\n", &[], None, &[]) else {
+        return;
+    };
+    let mut s = settings(false, "off");
+    s["source"] = json!("prometheus");
+    s["prometheus-url"] = json!(prom.url);
+    s["prometheus-config"] = json!(r#"{"step": "1s", "lag": "1s"}"#);
+    let f = fixture(s);
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "the NoTelemetry Event",
+        Duration::from_secs(60),
+        || !reasons(&f.sim, "NoTelemetry").is_empty(),
+        || format!("{}\n{:#?}", c.log(), events(&f.sim)),
+    );
+    let told = reasons(&f.sim, "NoTelemetry");
+    assert!(
+        told[0].contains(r#"modekeeper_step_time_ms{namespace="ml",pod=~"trainer-.+"}"#)
+            && told[0].contains("returned no series"),
+        "{told:?}"
+    );
+    let warning = events(&f.sim)
+        .into_iter()
+        .any(|e| e.0 == "Warning" && e.1 == "NoTelemetry");
+    assert!(warning, "{:?}", events(&f.sim));
+    c.stop();
+    drop(prom);
+}

@@ -627,6 +627,18 @@ async fn run_session(
                 super::Level::Info,
                 format!("{}: source: {} {}", describe(w), ev.kind, ev.detail),
             );
+            // A selector that matches nothing is the owner's to fix: told where they look.
+            if let Some(m) = ev.detail["message"]
+                .as_str()
+                .filter(|_| ev.kind == "no_step_time_series")
+            {
+                post(
+                    sh,
+                    &workload,
+                    &mut live.book.summary,
+                    WorkloadEvent::no_telemetry(m),
+                );
+            }
         }
         let lines = batch.len() as u64;
         live.session.push_lines(batch.drain(..));
