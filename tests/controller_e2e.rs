@@ -1267,3 +1267,122 @@ fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
     c.stop();
     drop(prom);
 }
+
+/// The source of a running session changed from pod logs to Prometheus: its pod-log position
+/// means nothing to Prometheus, so the new session reads from the workload's creation (at most
+/// the lookback back), and it says so, not that it continued at a saved position it dropped.
+/// (The SessionStarted Event of a restart within six minutes is a series update of the first,
+/// whose note stays: the log carries the new one.)
+#[test]
+fn a_session_whose_source_changed_says_where_it_starts() {
+    let Some(prom) = Prometheus::start("global:\n  scrape_interval: 1m\n", &[], None, &[]) else {
+        return;
+    };
+    let mut s = settings(false, "off");
+    s["prometheus-url"] = json!(prom.url);
+    let f = fixture(s);
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "the pod-log session",
+        Duration::from_secs(60),
+        || reasons(&f.sim, "SessionStarted").len() == 1,
+        || c.log(),
+    );
+    f.sim
+        .modify(ResourceKind::Deployment, "ml", "trainer", "kubectl", |o| {
+            o["metadata"]["annotations"]["modekeeper.io/source"] = "prometheus".into();
+        })
+        .unwrap();
+    let restarted = || {
+        c.log()
+            .lines()
+            .find(|l| l.contains(": session ") && l.contains("source changed"))
+            .map(str::to_string)
+    };
+    wait_or(
+        "the Prometheus session",
+        Duration::from_secs(60),
+        || restarted().is_some(),
+        || c.log(),
+    );
+    let line = restarted().unwrap();
+    assert!(line.contains("of its Prometheus series"), "{line}");
+    assert!(!line.contains("saved source position"), "{line}");
+    assert_eq!(
+        state(&f.sim).unwrap()["config"]["source"]["kind"],
+        "prometheus"
+    );
+    c.stop();
+    drop(prom);
+}
+
+/// A Prometheus that accepts connections and never answers (a hung server, a full queue): a
+/// session opening its source has a query on the wire for up to the query timeout (60 s, for
+/// each of its queries in turn). A controller told to stop then stops at once: the session does
+/// not wait for the answer, nor the process for the blocking thread still waiting on it.
+#[test]
+fn a_controller_stops_while_a_prometheus_query_hangs() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let held = accepted.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            held.lock().unwrap().push(c);
+        }
+    });
+    let mut s = settings(false, "off");
+    s["source"] = json!("prometheus");
+    s["prometheus-url"] = json!(url);
+    let f = fixture(s);
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "a query on the wire",
+        Duration::from_secs(60),
+        || !accepted.lock().unwrap().is_empty(),
+        || c.log(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let log = c.stop();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "stopped after {:?}: {log}",
+        start.elapsed()
+    );
+    assert!(!log.contains("did not stop"), "{log}");
+}
+
+/// A workload whose selector matches no step-time series in Prometheus (the scrape config names
+/// its labels otherwise, a typo in its annotation) has nothing to decide from: its owner is told
+/// in a Warning Event on the workload, not only in the controller's log.
+#[test]
+fn a_workload_without_series_in_prometheus_is_told_so() {
+    let Some(prom) = Prometheus::start("global:\n  scrape_interval: 1m\n", &[], None, &[]) else {
+        return;
+    };
+    let mut s = settings(false, "off");
+    s["source"] = json!("prometheus");
+    s["prometheus-url"] = json!(prom.url);
+    s["prometheus-config"] = json!(r#"{"step": "1s", "lag": "1s"}"#);
+    let f = fixture(s);
+    let c = Replica::start(&f, "replica-a");
+    wait_or(
+        "the NoTelemetry Event",
+        Duration::from_secs(60),
+        || !reasons(&f.sim, "NoTelemetry").is_empty(),
+        || format!("{}\n{:#?}", c.log(), events(&f.sim)),
+    );
+    let told = reasons(&f.sim, "NoTelemetry");
+    assert!(
+        told[0].contains(r#"modekeeper_step_time_ms{namespace="ml",pod=~"trainer-.+"}"#)
+            && told[0].contains("returned no series"),
+        "{told:?}"
+    );
+    let warning = events(&f.sim)
+        .into_iter()
+        .any(|e| e.0 == "Warning" && e.1 == "NoTelemetry");
+    assert!(warning, "{:?}", events(&f.sim));
+    c.stop();
+    drop(prom);
+}

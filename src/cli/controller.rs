@@ -155,7 +155,11 @@ pub fn run(global: &GlobalArgs, args: &ControllerArgs) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
-    rt.block_on(crate::controller::run(opts, shutdown))?;
+    let ran = rt.block_on(crate::controller::run(opts, shutdown));
+    // A Prometheus query still on the wire (up to its timeout) holds a blocking thread that
+    // dropping the runtime would wait for: every session has checkpointed, so it is left behind.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    ran?;
     log(Level::Info, "stopped".into());
     Ok(())
 }

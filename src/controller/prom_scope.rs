@@ -93,6 +93,12 @@ pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
         if !valid_label {
             return Err(format!("expected a label name at {:?}", clip(rest)));
         }
+        // Every query names its metrics: a second metric name is a PromQL error at Prometheus.
+        if label == "__name__" {
+            return Err(
+                "__name__ is each query's metric name, not a matcher of the selector".into(),
+            );
+        }
         rest = rest[end..].trim_start();
         let op = [
             ("=~", MatchOp::Re),
@@ -140,6 +146,8 @@ pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
             regex_syntax::Parser::new()
                 .parse(&value)
                 .map_err(|e| format!("the regex of {label:?} does not parse: {}", one_line(&e)))?;
+            re2_portable(&value)
+                .map_err(|e| format!("the regex of {label:?}: {e} (Prometheus runs RE2)"))?;
         }
         out.push(Matcher {
             label: label.to_string(),
@@ -163,6 +171,139 @@ pub fn parse_matchers(text: &str) -> Result<Vec<Matcher>, String> {
         }
     }
     Ok(out)
+}
+
+/// Go's RE2 caps a counted repetition (and nested ones, multiplied) at this.
+const RE2_MAX_REPEAT: u32 = 1000;
+
+/// Whether Prometheus (Go's regexp, RE2 syntax) takes `re` as the Rust parser read it: a regex
+/// Rust accepts and Go refuses fails at Prometheus on every try of the session, and one Go reads
+/// otherwise (`[a-z&&[^b]]`, `\<`) would select other series than checked. Only the common
+/// subset passes.
+fn re2_portable(re: &str) -> Result<(), String> {
+    let ast = regex_syntax::ast::parse::Parser::new()
+        .parse(re)
+        .map_err(|e| format!("does not parse: {}", one_line(&e)))?;
+    re2_ast(&ast, RE2_MAX_REPEAT)
+}
+
+fn re2_ast(ast: &regex_syntax::ast::Ast, budget: u32) -> Result<(), String> {
+    use regex_syntax::ast::{AssertionKind as A, Ast, GroupKind, RepetitionKind, RepetitionRange};
+    match ast {
+        Ast::Empty(_) | Ast::Dot(_) | Ast::ClassPerl(_) => Ok(()),
+        Ast::Flags(f) => re2_flags(&f.flags),
+        Ast::Literal(l) => re2_literal(l),
+        Ast::Assertion(a) => match a.kind {
+            A::StartLine | A::EndLine | A::StartText | A::EndText => Ok(()),
+            A::WordBoundary | A::NotWordBoundary => Ok(()),
+            _ => Err("a word-boundary form other than \\b and \\B".into()),
+        },
+        Ast::ClassUnicode(c) => re2_unicode(c),
+        Ast::ClassBracketed(c) => re2_class(&c.kind),
+        Ast::Repetition(r) => {
+            let budget = match &r.op.kind {
+                RepetitionKind::Range(range) => {
+                    let m = match *range {
+                        RepetitionRange::Exactly(n) | RepetitionRange::AtLeast(n) => n,
+                        RepetitionRange::Bounded(_, n) => n,
+                    };
+                    if m > budget {
+                        return Err(format!(
+                            "a repetition count above {RE2_MAX_REPEAT} (nested counts multiply)"
+                        ));
+                    }
+                    budget.checked_div(m).unwrap_or(budget)
+                }
+                _ => budget,
+            };
+            re2_ast(&r.ast, budget)
+        }
+        Ast::Group(g) => {
+            match &g.kind {
+                GroupKind::CaptureIndex(_) => {}
+                GroupKind::CaptureName { starts_with_p, .. } => {
+                    if !starts_with_p {
+                        return Err("a named group other than (?P<name>…)".into());
+                    }
+                }
+                GroupKind::NonCapturing(f) => re2_flags(f)?,
+            }
+            re2_ast(&g.ast, budget)
+        }
+        Ast::Alternation(a) => a.asts.iter().try_for_each(|a| re2_ast(a, budget)),
+        Ast::Concat(c) => c.asts.iter().try_for_each(|a| re2_ast(a, budget)),
+    }
+}
+
+fn re2_flags(f: &regex_syntax::ast::Flags) -> Result<(), String> {
+    use regex_syntax::ast::{Flag, FlagsItemKind};
+    for item in &f.items {
+        if let FlagsItemKind::Flag(flag) = &item.kind
+            && !matches!(
+                flag,
+                Flag::CaseInsensitive | Flag::MultiLine | Flag::DotMatchesNewLine | Flag::SwapGreed
+            )
+        {
+            return Err("a flag other than i, m, s and U".into());
+        }
+    }
+    Ok(())
+}
+
+fn re2_literal(l: &regex_syntax::ast::Literal) -> Result<(), String> {
+    use regex_syntax::ast::{HexLiteralKind, LiteralKind};
+    match &l.kind {
+        LiteralKind::Verbatim
+        | LiteralKind::Meta
+        | LiteralKind::Superfluous
+        | LiteralKind::Special(_)
+        | LiteralKind::HexFixed(HexLiteralKind::X)
+        | LiteralKind::HexBrace(HexLiteralKind::X) => Ok(()),
+        _ => Err("an escape other than \\xHH, \\x{…} and \\a \\f \\t \\n \\r \\v".into()),
+    }
+}
+
+/// Go knows the general categories by their short names (and `Any`, and scripts by their exact
+/// names); Rust also takes long and loosely spelled names. Only the short ones pass.
+fn re2_unicode(c: &regex_syntax::ast::ClassUnicode) -> Result<(), String> {
+    use regex_syntax::ast::ClassUnicodeKind;
+    const CATEGORIES: &[&str] = &[
+        "Any", "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me",
+        "Mn", "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps", "S", "Sc",
+        "Sk", "Sm", "So", "Z", "Zl", "Zp", "Zs",
+    ];
+    match &c.kind {
+        ClassUnicodeKind::OneLetter(_) => Ok(()),
+        ClassUnicodeKind::Named(n) if CATEGORIES.contains(&n.as_str()) => Ok(()),
+        _ => Err("a Unicode class other than a general category (\\pL, \\p{Lu})".into()),
+    }
+}
+
+fn re2_class(set: &regex_syntax::ast::ClassSet) -> Result<(), String> {
+    use regex_syntax::ast::{ClassSet, ClassSetItem};
+    let item = match set {
+        ClassSet::BinaryOp(_) => return Err("a class operation (&&, --, ~~)".into()),
+        ClassSet::Item(i) => i,
+    };
+    let items = match item {
+        ClassSetItem::Union(u) => u.items.iter().collect::<Vec<_>>(),
+        i => vec![i],
+    };
+    for i in items {
+        match i {
+            ClassSetItem::Empty(_) | ClassSetItem::Ascii(_) | ClassSetItem::Perl(_) => {}
+            ClassSetItem::Literal(l) => re2_literal(l)?,
+            ClassSetItem::Range(r) => {
+                re2_literal(&r.start)?;
+                re2_literal(&r.end)?;
+            }
+            ClassSetItem::Unicode(u) => re2_unicode(u)?,
+            ClassSetItem::Bracketed(_) | ClassSetItem::Union(_) => {
+                return Err("a class nested in a class".into());
+            }
+        }
+    }
+    Ok(())
 }
 
 fn clip(s: &str) -> String {
@@ -395,11 +536,59 @@ mod tests {
             r#"a="\x41""#,
             "a=\"line\nbreak\"",
             r#"a>"x""#,
+            r#"__name__=~"up|modekeeper_.+""#,
         ] {
             assert!(parse_matchers(bad).is_err(), "{bad:?} parsed");
         }
         let many = vec![r#"a="x""#; MAX_MATCHERS + 1].join(",");
         assert!(parse_matchers(&many).is_err());
+    }
+
+    /// What Rust's parser takes but Prometheus (Go 1.19's RE2, checked against Prometheus 2.42)
+    /// refuses with bad_data, or reads otherwise; and what both read alike.
+    #[test]
+    fn only_regexes_prometheus_reads_alike_pass() {
+        for re in [
+            "(?x)a b",
+            r"\p{Letter}",
+            r"\p{greek}",
+            "a{1001}",
+            "a{2,1001}",
+            "(a{100}){11}",
+            r"\u0041",
+            r"\u{41}",
+            "(?<n>a)",
+            "(?R)a",
+            "(?u)a",
+            "[a--b]",
+            "[a-z&&[^b]]",
+            "[a[b]]",
+            r"\b{start}a",
+            r"\<a",
+        ] {
+            let e = parse_matchers(&format!("pod=~{:?}", re));
+            assert!(e.is_err(), "{re} passed");
+            assert!(e.unwrap_err().ends_with("(Prometheus runs RE2)"), "{re}");
+        }
+        for re in [
+            "(?P<n>a)",
+            "(?i)train-.+",
+            "(?s:.)",
+            "(?-i:a)",
+            r"\pN\p{Lu}\PL",
+            r"[[:alpha:]\d_-]+",
+            r"\x{41}\x41\t",
+            r"^\Atr\.ain\b\B\z$",
+            "(a{10}){100}",
+            "a{1000}",
+            "[]a]|[^-z]",
+            r"a\-b\#c\&d\~e",
+        ] {
+            assert!(
+                parse_matchers(&format!("pod=~{:?}", re)).is_ok(),
+                "{re} refused"
+            );
+        }
     }
 
     #[test]
@@ -468,6 +657,46 @@ mod tests {
                     .any(|l| l.starts_with("prometheus-config: ") && l.contains(want)),
                 "{config}: {e:?}"
             );
+        }
+    }
+
+    /// The pod matcher of `workload`'s step-time query under the default settings, as the
+    /// anchored regex Prometheus runs.
+    fn default_pod_regex(workload: &str) -> regex::Regex {
+        let default = crate::install::SETTINGS
+            .iter()
+            .find(|s| s.key == "prometheus-selector")
+            .unwrap()
+            .default;
+        let q = settings(default, "")
+            .config_for("ml", workload, &[], 0)
+            .queries
+            .step_time_ms;
+        let inner = q.split_once('{').unwrap().1.strip_suffix('}').unwrap();
+        let pod = parse_matchers(inner)
+            .unwrap()
+            .into_iter()
+            .find(|m| m.label == "pod")
+            .unwrap();
+        regex::Regex::new(&format!("^(?:{})$", pod.value)).unwrap()
+    }
+
+    /// Two jobs of one namespace, `train` and `train-big` (or `bert` and `bert-large`): the
+    /// default `pod=~"$workload-.+"` gives `train` the series of `train-big`'s pods too, so its
+    /// windows mix two trainers and its decisions (applied to `train`) follow the other job.
+    #[test]
+    #[ignore = "bug: the default prometheus-selector matches the pods of any workload whose name starts with `<name>-` (a design fix: a kind-aware pod-name pattern or an exact workload label)"]
+    fn the_default_selector_reads_no_sibling_workload_s_pods() {
+        let re = default_pod_regex("train");
+        for own in ["train-7d9f8c6b5-x2kqz", "train-0", "train-x2kqz"] {
+            assert!(re.is_match(own), "{own}: {re}");
+        }
+        for sibling in [
+            "train-big-7d9f8c6b5-x2kqz",
+            "train-v2-0",
+            "train-eval-x2kqz",
+        ] {
+            assert!(!re.is_match(sibling), "{sibling} is not train's pod: {re}");
         }
     }
 

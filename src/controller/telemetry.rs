@@ -139,8 +139,9 @@ impl PromStream {
             if now >= deadline {
                 return Ok(Poll::Open);
             }
-            // At least a millisecond: a source with nothing due never spins.
-            tokio::time::sleep(idle.clamp(Duration::from_millis(1), deadline - now)).await;
+            // At least a millisecond (a source with nothing due never spins), at most to the
+            // deadline. Not `clamp`: with less than a millisecond left its bounds cross (a panic).
+            tokio::time::sleep(idle.max(Duration::from_millis(1)).min(deadline - now)).await;
         }
     }
 }
@@ -159,5 +160,130 @@ mod tests {
         assert!(cursor_fits(&prom, true));
         assert!(!cursor_fits(&prom, false));
         assert!(!cursor_fits(&json!({"last_ts_ms": "soon"}), true));
+    }
+
+    /// A loopback "Prometheus" that answers every query with no series.
+    fn empty_prometheus() -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let body = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    /// The controller's peak resident memory so far (kB).
+    fn peak_rss_kb() -> u64 {
+        let s = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = s.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A workload's series count is its owner's to choose (a label with many values), and one
+    /// page of `series` × `points` grid points is read, and turned into lines, whole: 400 series of
+    /// a 10,000-point page (a 56 MB answer, under the 128 MiB cap) took some 750 MB, so one
+    /// workload's page (or a big job resuming after a day) OOM-kills the controller (limit 1 GiB)
+    /// and with it every workload's session, again at each restart. Run alone (peak RSS is the
+    /// process'): `cargo test --lib one_workload_s_page -- --ignored`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "bug: a Prometheus page is held whole in memory, ~13x its answer's size (src/telemetry/live/prometheus.rs read_page/queue): needs a per-page series×points budget or a smaller cap in the controller"]
+    async fn one_workload_s_page_stays_within_a_controller_s_memory() {
+        use std::io::{Read, Write};
+        let (series, points) = (400usize, 10_000usize);
+        let mut body =
+            String::from(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+        for k in 0..series {
+            body.push_str(if k > 0 { "," } else { "" });
+            body.push_str(&format!(r#"{{"metric":{{"rank":"{k}"}},"values":["#));
+            for i in 0..points {
+                body.push_str(if i > 0 { "," } else { "" });
+                body.push_str(&format!(r#"[{i},"{}.5"]"#, 100 + i % 7));
+            }
+            body.push_str("]}");
+        }
+        body.push_str("]}}");
+        let body = std::sync::Arc::new(body);
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let b = body.clone();
+        std::thread::spawn(move || {
+            for mut c in l.incoming().flatten() {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    b.len()
+                );
+                let _ = c.write_all(b.as_bytes());
+            }
+        });
+        let mut cfg = PromConfig::new(&url, 0);
+        cfg.end_ms = Some((points as i64 - 1) * 1000);
+        cfg.step = Duration::from_secs(1);
+        cfg.page_steps = points as u64;
+        cfg.timeout = Duration::from_secs(120);
+        cfg.queries.step = None;
+        cfg.queries.loss = None;
+        cfg.queries.data_wait_ms = None;
+        cfg.queries.gpu_util_pct = None;
+        cfg.queries.gpu_mem_util_pct = None;
+        cfg.queries.comm_ms = None;
+        let before = peak_rss_kb();
+        let mut s = PromStream::open(cfg, None).await.unwrap();
+        let mut out = Vec::new();
+        s.poll(&mut out, Duration::from_secs(60)).await.unwrap();
+        assert!(!out.is_empty());
+        let grew_mb = (peak_rss_kb() - before) >> 10;
+        assert!(
+            grew_mb < 128,
+            "one page of {series} series ({} MB of answer) took {grew_mb} MB",
+            body.len() >> 20
+        );
+    }
+
+    /// A poll whose wait has less than a millisecond left when the source turns out idle returns
+    /// (it once asked `Duration::clamp` for a minimum above its maximum: a panic that killed the
+    /// session's task). The next grid point is a minute away, so every poll finds nothing due and
+    /// comes back from the blocking pool well inside a 999 µs wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wait_that_runs_out_within_a_millisecond_ends_the_poll() {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut cfg = PromConfig::new(&empty_prometheus(), now);
+        cfg.step = Duration::from_secs(60);
+        cfg.lag = Duration::from_secs(30);
+        cfg.timeout = Duration::from_secs(10);
+        let mut s = PromStream::open(cfg, None).await.unwrap();
+        let mut out = Vec::new();
+        for _ in 0..200 {
+            let started = Instant::now();
+            let p = s.poll(&mut out, Duration::from_micros(999)).await.unwrap();
+            assert_eq!(p, Poll::Open);
+            // Never much past the wait (a sleep that ignored the deadline would show here).
+            assert!(started.elapsed() < Duration::from_millis(500));
+        }
+        assert!(out.is_empty());
     }
 }

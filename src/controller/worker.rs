@@ -501,11 +501,13 @@ async fn run_session(
                     (s, states, summary)
                 }
                 Err(SessionError::OtherSetup(keys)) => {
-                    // The settings changed: a new loop, from where the logs were read to.
-                    started = format!(
-                        "started anew at the saved source position: its {} changed",
-                        keys.join(", ")
-                    );
+                    // The settings changed: a new loop, from where the source was read to (when
+                    // the position is one of this source's; else from where a new one starts).
+                    started = match cursor {
+                        Some(_) => "started anew at the saved source position".to_string(),
+                        None => started,
+                    };
+                    started = format!("{started}: its {} changed", keys.join(", "));
                     let s = Session::new(&setup);
                     let states = sh.policies.initial_states(&ws.policies)?;
                     (s, states, new_summary(sh, w, &setup.knobs))
@@ -523,12 +525,17 @@ async fn run_session(
             new_summary(sh, w, &setup.knobs),
         ),
     };
+    // A grid source hands out a grid point's records at once: its step is no silence.
+    let grid_step = prometheus.as_ref().map_or(Duration::ZERO, |c| c.step);
     let mut stream = match prometheus {
-        Some(cfg) => Telemetry::Prometheus(
-            PromStream::open(cfg, cursor)
-                .await
-                .map_err(|e| format!("cannot read its Prometheus series: {e:#}"))?,
-        ),
+        // Its queries may hang for their timeout each: a stop does not wait for them.
+        Some(cfg) => Telemetry::Prometheus(tokio::select! {
+            biased;
+            _ = until_true(stop) => return Ok(End::Stopped),
+            s = PromStream::open(cfg, cursor) => {
+                s.map_err(|e| format!("cannot read its Prometheus series: {e:#}"))?
+            }
+        }),
         None => {
             let mut s = PodLogStream::open(
                 &sh.cluster,
@@ -569,7 +576,7 @@ async fn run_session(
     let mut workload = w.clone();
     let mut batch: Vec<Vec<u8>> = Vec::new();
     let mut last_save = Instant::now();
-    let mut silence = SilenceMonitor::default();
+    let mut silence = SilenceMonitor::with_min_gap(grid_step);
     let clock = Instant::now();
     let mut source_done = false;
     let mut next_round = tokio::time::Instant::now();
@@ -618,6 +625,18 @@ async fn run_session(
                 super::Level::Info,
                 format!("{}: source: {} {}", describe(w), ev.kind, ev.detail),
             );
+            // A selector that matches nothing is the owner's to fix: told where they look.
+            if let Some(m) = ev.detail["message"]
+                .as_str()
+                .filter(|_| ev.kind == "no_step_time_series")
+            {
+                post(
+                    sh,
+                    &workload,
+                    &mut live.book.summary,
+                    WorkloadEvent::no_telemetry(m),
+                );
+            }
         }
         let lines = batch.len() as u64;
         live.session.push_lines(batch.drain(..));

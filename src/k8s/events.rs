@@ -143,6 +143,12 @@ impl WorkloadEvent {
         WorkloadEvent::new(EventType::Warning, "SessionError", "Watch", message)
     }
 
+    /// The source has nothing to decide from (a Prometheus selector that matches no step-time
+    /// series): `NoTelemetry`, Warning, with the source's own message.
+    pub fn no_telemetry(message: &str) -> WorkloadEvent {
+        WorkloadEvent::new(EventType::Warning, "NoTelemetry", "Watch", message)
+    }
+
     /// A session started or resumed: `SessionStarted`, Normal.
     pub fn session_started(note: &str) -> WorkloadEvent {
         WorkloadEvent::new(EventType::Normal, "SessionStarted", "Watch", note)

@@ -142,7 +142,12 @@ fn execute(
     let mut stop_reason = "source_ended";
     let mut source_done = false;
     // A trainer silent for longer than a stall while its source stays open: told while it lasts.
-    let mut silence = SilenceMonitor::default();
+    // A Prometheus grid hands out each grid point's records at once: its step is no silence.
+    let grid_step = (source_describe["kind"] == "prometheus")
+        .then(|| source_describe["step_ms"].as_u64())
+        .flatten()
+        .map_or(Duration::ZERO, Duration::from_millis);
+    let mut silence = SilenceMonitor::with_min_gap(grid_step);
     let clock = Instant::now();
     loop {
         if let Some(r) = stop.reason(session.iterations()) {

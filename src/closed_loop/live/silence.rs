@@ -60,9 +60,21 @@ pub struct SilenceMonitor {
     records: u64,
     since: Option<Duration>,
     told: Option<Silence>,
+    /// The source hands out records at most this often (ms; 0: as they come).
+    min_gap_ms: f64,
 }
 
 impl SilenceMonitor {
+    /// For a source that hands out records at most once per `gap` (a Prometheus grid step: every
+    /// series' records of a grid point at once): the usual time between records is never taken as
+    /// shorter, so the gap between two grid points is no silence however many ranks a window holds.
+    pub fn with_min_gap(gap: Duration) -> SilenceMonitor {
+        SilenceMonitor {
+            min_gap_ms: gap.as_secs_f64() * 1000.0,
+            ..SilenceMonitor::default()
+        }
+    }
+
     /// `records`: records parsed so far (any count that grows with each record); `last_step`: the
     /// highest step read; `last`: the last evaluated window, whose pace sets the threshold (no
     /// window yet, no judgement).
@@ -73,6 +85,12 @@ impl SilenceMonitor {
         last_step: Option<u64>,
         last: Option<&TraceEvent>,
     ) -> Option<SilenceEvent> {
+        // A grid source repeats a hung trainer's last gauges at every grid point (its metrics
+        // endpoint still answers scrapes): there progress is a higher step, not another record.
+        let records = match last_step {
+            Some(step) if self.min_gap_ms > 0.0 => step,
+            _ => records,
+        };
         if records != self.records || self.since.is_none() {
             let ended = match (self.told.take(), self.since) {
                 (Some(s), Some(since)) => Some(SilenceEvent::Ended {
@@ -88,7 +106,11 @@ impl SilenceMonitor {
         if self.told.is_some() {
             return None;
         }
-        let (typical_ms, threshold_ms) = threshold(last?)?;
+        let (mut typical_ms, mut threshold_ms) = threshold(last?)?;
+        if typical_ms < self.min_gap_ms {
+            typical_ms = self.min_gap_ms;
+            threshold_ms = stall_threshold_ms(typical_ms);
+        }
         let silent_ms = ms(now.saturating_sub(self.since?));
         if silent_ms < threshold_ms {
             return None;
@@ -110,7 +132,6 @@ fn ms(d: Duration) -> u64 {
 
 /// The usual time between records of `w`, and the silence that counts as a stall.
 pub fn threshold(w: &TraceEvent) -> Option<(f64, u64)> {
-    let t = SymptomThresholds::default();
     let win = &w.window;
     let gaps = win.samples.checked_sub(1).filter(|g| *g > 0)? as f64;
     let typical = match (win.start_ms, win.end_ms) {
@@ -125,8 +146,14 @@ pub fn threshold(w: &TraceEvent) -> Option<(f64, u64)> {
     if !typical.is_finite() || typical <= 0.0 {
         return None;
     }
-    let threshold = (typical * t.stall_score).max(t.stall_min_ms);
-    Some((typical, threshold.min(u64::MAX as f64) as u64))
+    Some((typical, stall_threshold_ms(typical)))
+}
+
+/// What a stall is after records every `typical_ms`.
+fn stall_threshold_ms(typical_ms: f64) -> u64 {
+    let t = SymptomThresholds::default();
+    let threshold = (typical_ms * t.stall_score).max(t.stall_min_ms);
+    threshold.min(u64::MAX as f64) as u64
 }
 
 #[cfg(test)]
@@ -220,6 +247,63 @@ mod tests {
             })
         );
         assert_eq!(m.observe(S(97_000), 52, None, Some(&w)), None);
+    }
+
+    /// 32 ranks read from Prometheus on a 10 s grid: a window of 50 steps (at 1 step/s, five grid
+    /// points) holds 160 records over 40 s, one every 0.25 s on paper, so a stall is about 5 s;
+    /// but the source hands them out ten seconds apart, a grid point at a time. Without
+    /// the grid's gap every wait for the next grid point was a "POSSIBLE HANG" and its end, two
+    /// Events every 10 s.
+    #[test]
+    fn the_gap_between_grid_points_is_no_silence() {
+        let w = window(Some(0), Some(40_000), 160, 900.0);
+        assert_eq!(threshold(&w), Some((40_000.0 / 159.0, 5_031)));
+        let run = |mut m: SilenceMonitor| {
+            let mut told = Vec::new();
+            for i in 0..30u64 {
+                // The records of grid point i arrive at i × 10 s; the loop looks every second.
+                for s in 0..10 {
+                    let ev = m.observe(S(i * 10_000 + s * 1_000), 32 * (i + 1), None, Some(&w));
+                    told.extend(ev);
+                }
+            }
+            told
+        };
+        // What a pod-log monitor makes of it: a hang told after every grid point (30), and its
+        // end at the next (29).
+        assert_eq!(run(SilenceMonitor::default()).len(), 30 + 29);
+        assert_eq!(run(SilenceMonitor::with_min_gap(S(10_000))), vec![]);
+        // A real hang is still told, after 20 grid steps.
+        let mut m = SilenceMonitor::with_min_gap(S(10_000));
+        assert_eq!(m.observe(S(0), 160, Some(50), Some(&w)), None);
+        assert_eq!(m.observe(S(199_999), 160, Some(50), Some(&w)), None);
+        let Some(SilenceEvent::Started(s)) = m.observe(S(200_000), 160, Some(50), Some(&w)) else {
+            panic!("200 s without a grid point's records is a hang");
+        };
+        assert_eq!((s.threshold_ms, s.typical_ms), (200_000, 10_000.0));
+    }
+
+    /// A trainer hung in a collective keeps its metrics endpoint up: Prometheus scrapes the same
+    /// step and step time, and every grid point brings records again (duplicates of the last
+    /// step). From a grid source that is still a silence, told after 20 grid steps.
+    #[test]
+    fn a_grid_source_repeating_the_last_step_is_a_silence() {
+        let w = window(Some(0), Some(490_000), 50, 10_000.0);
+        let run = |mut m: SilenceMonitor| {
+            let mut told = Vec::new();
+            for i in 0..40u64 {
+                // Step 57 forever, one more (duplicate) record per 10 s grid point.
+                told.extend(m.observe(S(i * 10_000), 50 + i, Some(57), Some(&w)));
+            }
+            told
+        };
+        // Counting records, the hang never shows.
+        assert_eq!(run(SilenceMonitor::default()), vec![]);
+        let told = run(SilenceMonitor::with_min_gap(S(10_000)));
+        let [SilenceEvent::Started(s)] = told.as_slice() else {
+            panic!("{told:?}");
+        };
+        assert_eq!((s.after_step, s.silent_ms), (57, 200_000));
     }
 
     #[test]
