@@ -1110,9 +1110,9 @@ fn controller_help_and_bad_flags() {
 }
 
 /// The drift trace as Prometheus series, one sample a second from `base_ms`: the trainer's (its
-/// namespace, its pod) and two decoys the workload's selector must leave out, with step times ten
-/// times longer — the same pod name in another namespace, and a pod of a workload whose name only
-/// starts like the trainer's.
+/// namespace, its pod) and three decoys the workload's selector must leave out, with step times
+/// ten times longer — the same pod name in another namespace, a pod of a workload whose name only
+/// starts like the trainer's, and a pod of a sibling `trainer-big`.
 fn drift_openmetrics(pod: &str, base_ms: i64) -> String {
     let records: Vec<Value> = drift_lines()
         .iter()
@@ -1122,6 +1122,7 @@ fn drift_openmetrics(pod: &str, base_ms: i64) -> String {
         ("ml", pod, 1.0),
         ("other", pod, 10.0),
         ("ml", "trainerx-0", 10.0),
+        ("ml", "trainer-big-5b8f7c9d4-x2kqz", 10.0),
     ];
     let mut out = String::new();
     for (metric, field) in [
@@ -1238,7 +1239,7 @@ fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
         state["config"]["source"]["queries"]["step_time_ms"]
             .as_str()
             .unwrap()
-            .contains(r#"{namespace="ml",pod=~"trainer-.+"}"#),
+            .contains(r#"{namespace="ml",pod=~"trainer-[bcdfghjklmnpqrstvwxz2456789]{1,10}-[bcdfghjklmnpqrstvwxz2456789]{5}"}"#),
         "{state}"
     );
     assert!(state["source_cursor"]["last_ts_ms"].as_i64().unwrap() > base_ms);
@@ -1375,7 +1376,7 @@ fn a_workload_without_series_in_prometheus_is_told_so() {
     );
     let told = reasons(&f.sim, "NoTelemetry");
     assert!(
-        told[0].contains(r#"modekeeper_step_time_ms{namespace="ml",pod=~"trainer-.+"}"#)
+        told[0].contains(r#"modekeeper_step_time_ms{namespace="ml",pod=~"trainer-[bcdfghjklmnpqrstvwxz2456789]{1,10}-"#)
             && told[0].contains("returned no series"),
         "{told:?}"
     );

@@ -282,6 +282,7 @@ pub async fn run(
         work_dir: opts.work_dir.clone(),
         timing: opts.timing,
         log: log.clone(),
+        prom_reads: Arc::new(tokio::sync::Semaphore::new(telemetry::READS_AT_ONCE)),
     });
 
     // The watches: every served kind, in every watched namespace (or all).

@@ -67,6 +67,8 @@ pub struct Shared {
     pub work_dir: std::path::PathBuf,
     pub timing: Timing,
     pub log: super::Log,
+    /// Bounds the Prometheus reads running at once ([`super::telemetry::READS_AT_ONCE`]).
+    pub prom_reads: Arc<tokio::sync::Semaphore>,
 }
 
 /// The session loop's clocks.
@@ -249,9 +251,20 @@ fn prometheus_config(
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         .map_or(now, |t| t.timestamp_millis());
     let start = created.max(now.saturating_sub(lookback));
+    let roles: Vec<String> = match w.target.kind() {
+        WorkloadKind::JobSet => w.object["spec"]["replicatedJobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|j| j["name"].as_str().map(String::from))
+            .collect(),
+        _ => w.roles.clone(),
+    };
+    let pods = super::prom_scope::pod_name_pattern(w.target.kind(), w.target.name(), &roles);
     Ok(p.config_for(
         w.target.namespace(),
         w.target.name(),
+        &pods,
         &ws.prometheus_selector,
         start,
     ))
@@ -532,7 +545,7 @@ async fn run_session(
         Some(cfg) => Telemetry::Prometheus(tokio::select! {
             biased;
             _ = until_true(stop) => return Ok(End::Stopped),
-            s = PromStream::open(cfg, cursor) => {
+            s = PromStream::open(cfg, cursor, sh.prom_reads.clone()) => {
                 s.map_err(|e| format!("cannot read its Prometheus series: {e:#}"))?
             }
         }),

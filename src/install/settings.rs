@@ -34,8 +34,8 @@ pub const SETTINGS: &[Setting] = &[
     },
     Setting {
         key: "prometheus-selector",
-        default: "namespace=\"$namespace\",pod=~\"$workload-.+\"",
-        doc: "label matchers of a workload's series ($namespace and $workload are filled in); a workload's modekeeper.io/prometheus-selector annotation adds matchers, never removes these",
+        default: "namespace=\"$namespace\",pod=~\"$pods\"",
+        doc: "label matchers of a workload's series ($namespace, $workload and $pods, a regex of exactly its pods' names, are filled in); a workload's modekeeper.io/prometheus-selector annotation adds matchers, never removes these",
     },
     Setting {
         key: "prometheus-lookback",

@@ -532,7 +532,9 @@ impl PrometheusSource {
         Self::open_with_limit(cfg, cursor, MAX_BODY)
     }
 
-    fn open_with_limit(
+    /// [`open`](Self::open) with another cap on one answer's body: the controller reads many
+    /// workloads' series in one process and caps each far lower.
+    pub fn open_with_limit(
         cfg: PromConfig,
         cursor: Option<&Value>,
         body_limit: u64,
@@ -668,7 +670,7 @@ impl PrometheusSource {
             serde_json::from_reader(BufReader::with_capacity(64 * 1024, &mut body));
         if body.exceeded {
             return Err(Failure::Fatal(anyhow::anyhow!(
-                "the answer to the {} is larger than {}; lower page_steps in --prom-config",
+                "the answer to the {} is larger than {}; lower page_steps (--prom-config, or the controller's prometheus-config) or select fewer series",
                 what(),
                 crate::fsio::shown_bytes(self.body_limit)
             )));
