@@ -765,10 +765,18 @@ fn a_rollback_decided_before_a_restart_is_applied_after_it_as_rolled_back() {
         .unwrap();
     let lines = straggler_lines();
     let c = Replica::start(&f, "replica-a");
-    // Up to just before the change at once; then a few lines per round (a round is at least
-    // 500 ms), so each decision is applied right after its window, as with a live trainer.
+    // Up to just before the change at once; then a few lines at a time, each batch only once the
+    // session has read (and so decided, and applied) the one before: each decision is applied
+    // right after its window, as with a live trainer, however loaded the machine (a fixed pace
+    // let a slow round take several windows, and windows after a decision but before its apply
+    // count as "before").
     feed(&f, &lines[..1150]);
     let mut fed = 1150;
+    let read = |f: &Fixture| {
+        state(&f.sim)
+            .and_then(|s| s["source_cursor"]["pods"][f.pod.as_str()]["lines"].as_u64())
+            .unwrap_or(0)
+    };
     let mut slowly = |f: &Fixture, until: &dyn Fn() -> bool, what: &str| {
         while !until() {
             assert!(fed < lines.len(), "the trace ended before {what}");
@@ -776,7 +784,10 @@ fn a_rollback_decided_before_a_restart_is_applied_after_it_as_rolled_back() {
             f.sim
                 .append_logs("ml", &f.pod, "trainer", &lines[fed..next]);
             fed = next;
-            std::thread::sleep(Duration::from_millis(550));
+            // The pod's log starts with one line of its own.
+            wait_for("the batch read", Duration::from_secs(30), || {
+                read(f) > fed as u64
+            });
         }
     };
     slowly(
@@ -1166,7 +1177,7 @@ fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
     // A sample stays current for half a second only (less than the grid's step), so a grid point
     // after the last one finds none.
     let Some(prom) = Prometheus::start(
-        "global:\n  scrape_interval: 1m\n",
+        |_| "global:\n  scrape_interval: 1m\n".into(),
         &[],
         Some(&drift_openmetrics(&f.pod, base_ms)),
         &["--query.lookback-delta=500ms"],
@@ -1276,7 +1287,12 @@ fn a_workload_read_from_prometheus_is_decided_from_its_own_series_only() {
 /// whose note stays: the log carries the new one.)
 #[test]
 fn a_session_whose_source_changed_says_where_it_starts() {
-    let Some(prom) = Prometheus::start("global:\n  scrape_interval: 1m\n", &[], None, &[]) else {
+    let Some(prom) = Prometheus::start(
+        |_| "global:\n  scrape_interval: 1m\n".into(),
+        &[],
+        None,
+        &[],
+    ) else {
         return;
     };
     let mut s = settings(false, "off");
@@ -1359,7 +1375,12 @@ fn a_controller_stops_while_a_prometheus_query_hangs() {
 /// in a Warning Event on the workload, not only in the controller's log.
 #[test]
 fn a_workload_without_series_in_prometheus_is_told_so() {
-    let Some(prom) = Prometheus::start("global:\n  scrape_interval: 1m\n", &[], None, &[]) else {
+    let Some(prom) = Prometheus::start(
+        |_| "global:\n  scrape_interval: 1m\n".into(),
+        &[],
+        None,
+        &[],
+    ) else {
         return;
     };
     let mut s = settings(false, "off");

@@ -577,11 +577,13 @@ fn a_real_prometheus_scrapes_the_port_and_the_documented_alerts_fire_for_the_rig
     let start = section.find("# prometheus rules file").unwrap();
     let end = start + section[start..].find("```").unwrap();
     let Some(prometheus) = Prometheus::start(
-        &format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n\
+        |_| {
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [rules.yml]\n\
              scrape_configs:\n  - job_name: modekeeper\n    static_configs:\n      - targets: ['{}']\n",
-            server.addr
-        ),
+                server.addr
+            )
+        },
         &[("rules.yml", &section[start..end])],
         None,
         &[],

@@ -10,6 +10,7 @@
 //! Without `prometheus` and `promtool` on PATH these tests fail, unless MODEKEEPER_SKIP_PROMETHEUS=1 is
 //! set outside CI. `scripts/setup.sh` installs them.
 
+mod prom_support;
 mod watch_support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use modekeeper::telemetry::live::{
     LiveSource, Poll, PromConfig, PromQueries, PrometheusSource, SourceEvent,
 };
 use modekeeper::telemetry::{Format, Ingest, IngestOptions};
+use prom_support::Prometheus;
 use serde_json::Value;
 
 /// Points per series and their spacing.
@@ -125,8 +127,10 @@ struct Server {
     url: String,
     /// Timestamp of point 0 (a multiple of a minute, ~6 h ago).
     base_ms: i64,
-    /// The server and its watchdog: they outlive every test and end with this process.
-    _processes: [Child; 2],
+    /// A static is never dropped: the watchdog stops the server and removes its files once this
+    /// test process is gone.
+    _prometheus: Prometheus,
+    _watchdog: Child,
 }
 
 fn now_ms() -> i64 {
@@ -136,116 +140,49 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-fn on_path(bin: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-}
-
 fn server() -> Option<&'static Server> {
     static SERVER: OnceLock<Option<Server>> = OnceLock::new();
     SERVER.get_or_init(start_server).as_ref()
 }
 
 fn start_server() -> Option<Server> {
-    if !on_path("prometheus") || !on_path("promtool") {
-        let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-        let skip = std::env::var("MODEKEEPER_SKIP_PROMETHEUS").is_ok_and(|v| v == "1");
-        if skip && !in_ci {
-            eprintln!(
-                "skipping the Prometheus tests: no prometheus/promtool on PATH and MODEKEEPER_SKIP_PROMETHEUS=1"
-            );
-            return None;
-        }
-        panic!(
-            "the Prometheus source tests need `prometheus` and `promtool` on PATH (install them with \
-             scripts/setup.sh, i.e. `apt-get install -y prometheus`; locally, \
-             MODEKEEPER_SKIP_PROMETHEUS=1 skips these tests)"
-        );
-    }
     let t0 = Instant::now();
-    let dir = tempfile::Builder::new()
-        .prefix("prometheus-source-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap()
-        .keep();
     // Old enough that the whole run lies in finished 2 h blocks, well inside the 15 d retention.
     let base_ms = (now_ms() - 6 * 3600 * 1000) / 60_000 * 60_000;
-    let om = dir.join("run.om");
-    std::fs::write(&om, openmetrics(base_ms)).unwrap();
-    let data = dir.join("data");
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&om)
-        .arg(&data)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "promtool failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = dir.join("prometheus.yml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
-        ),
-    )
-    .unwrap();
-    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new("prometheus")
-        .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start prometheus");
-    // Stops the server and removes its files once this test process is gone.
+    let prometheus = Prometheus::start(
+        |addr| {
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: self\n    static_configs:\n      - targets: ['{addr}']\n"
+            )
+        },
+        &[],
+        Some(&openmetrics(base_ms)),
+        &[],
+    )?;
     let watchdog = Command::new("sh")
         .arg("-c")
         .arg(format!(
             "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill {pid} 2>/dev/null; \
              sleep 2; kill -9 {pid} 2>/dev/null; rm -rf '{dir}'",
             me = std::process::id(),
-            pid = child.id(),
-            dir = dir.display()
+            pid = prometheus.pid(),
+            dir = prometheus.dir.path().display()
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start the watchdog");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if http_get(&format!("127.0.0.1:{port}"), "/-/ready")
-            .is_some_and(|r| r.starts_with("HTTP/1.0 200") || r.starts_with("HTTP/1.1 200"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus did not get ready; its log:\n{}",
-            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     eprintln!(
-        "prometheus ready at {url} after {:.1}s (backfill included)",
+        "prometheus ready at {} after {:.1}s (backfill included)",
+        prometheus.url,
         t0.elapsed().as_secs_f64()
     );
     Some(Server {
-        url,
+        url: prometheus.url.clone(),
         base_ms,
-        _processes: [child, watchdog],
+        _prometheus: prometheus,
+        _watchdog: watchdog,
     })
 }
 

@@ -34,12 +34,13 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// `config` is the whole prometheus.yml, `files` (name, text) are written beside it (rule
-    /// files); `backfill`, OpenMetrics text written into its TSDB
+    /// `config(addr)` is the whole prometheus.yml (`addr` is where it will listen, for a
+    /// self-scrape), `files` (name, text) are written beside it (rule files); `backfill`,
+    /// OpenMetrics text written into its TSDB
     /// with `promtool tsdb create-blocks-from openmetrics` before it starts; `flags` are added to
     /// its command line. `None` when the binaries are missing and the test may skip.
     pub fn start(
-        config: &str,
+        config: impl FnOnce(&str) -> String,
         files: &[(&str, &str)],
         backfill: Option<&str>,
         flags: &[&str],
@@ -74,7 +75,7 @@ impl Prometheus {
             .unwrap()
             .port();
         let yml = dir.path().join("prometheus.yml");
-        std::fs::write(&yml, config).unwrap();
+        std::fs::write(&yml, config(&format!("127.0.0.1:{port}"))).unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
@@ -117,6 +118,10 @@ impl Prometheus {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
