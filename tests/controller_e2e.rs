@@ -417,6 +417,16 @@ fn feed(f: &Fixture, lines: &[String]) {
     }
 }
 
+/// Replica `replica-a` on `f`, fed `lines`, once it has saved two windows.
+fn started_with_windows(f: &Fixture, lines: &[String]) -> Replica {
+    let c = Replica::start(f, "replica-a");
+    feed(f, lines);
+    wait_for("windows saved", Duration::from_secs(60), || {
+        windows(&f.sim) >= 2
+    });
+    c
+}
+
 fn template_knob(f: &Fixture) -> Option<String> {
     f.sim
         .template_annotation(ResourceKind::Deployment, "ml", "trainer", KNOB)
@@ -877,12 +887,8 @@ fn an_unlabelled_workload_s_session_stops_cleanly() {
 #[test]
 fn a_replica_that_lost_its_shard_leaves_the_new_owners_state_alone() {
     let f = fixture(settings(false, "off"));
-    let c = Replica::start(&f, "replica-a");
     let lines = drift_lines();
-    feed(&f, &lines[..lines.len() / 3]);
-    wait_for("windows saved", Duration::from_secs(60), || {
-        windows(&f.sim) >= 2
-    });
+    let c = started_with_windows(&f, &lines[..lines.len() / 3]);
     let name = state_configmap_name(&f.sim);
     // Another replica takes the shard and checkpoints the session as its own.
     f.sim.modify(
@@ -947,12 +953,8 @@ fn events_queued_before_a_graceful_stop_are_posted() {
 #[test]
 fn a_quiet_trainer_does_not_grow_the_ingest_lag() {
     let f = fixture(settings(false, "off"));
-    let c = Replica::start(&f, "replica-a");
     let lines = drift_lines();
-    feed(&f, &lines[..lines.len() / 3]);
-    wait_for("windows saved", Duration::from_secs(60), || {
-        windows(&f.sim) >= 2
-    });
+    let c = started_with_windows(&f, &lines[..lines.len() / 3]);
     let lag = || -> f64 {
         let (_, metrics) = c.get("/metrics");
         metrics
@@ -988,12 +990,8 @@ fn a_quiet_trainer_does_not_grow_the_ingest_lag() {
 #[test]
 fn a_recreated_workload_keeps_its_new_sessions_metrics() {
     let f = fixture(settings(false, "off"));
-    let c = Replica::start(&f, "replica-a");
     let lines = drift_lines();
-    feed(&f, &lines[..lines.len() / 4]);
-    wait_for("windows saved", Duration::from_secs(60), || {
-        windows(&f.sim) >= 2
-    });
+    let c = started_with_windows(&f, &lines[..lines.len() / 4]);
     let old_state = state_configmap_name(&f.sim);
     // The old session's last checkpoint is slow: the new session runs meanwhile.
     f.sim.inject_fault(kube_sim::Fault::delay(

@@ -190,28 +190,15 @@ mod tests {
 
     /// A loopback "Prometheus" that answers every query with no series.
     fn empty_prometheus() -> String {
-        use std::io::{Read, Write};
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut req = Vec::new();
-                let mut b = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                let body = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        });
-        url
+        crate::telemetry::live::serve_loopback(|c| {
+            use std::io::Write;
+            let body = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        })
     }
 
     fn reads() -> Arc<Semaphore> {
@@ -226,7 +213,7 @@ mod tests {
     /// too, so a fleet catching up holds at most [`READS_AT_ONCE`] such pages.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_workload_s_page_over_the_cap_is_its_error_not_the_controller_s_memory() {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let (series, points) = (80usize, 10_000usize);
         let mut body =
             String::from(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
@@ -242,26 +229,14 @@ mod tests {
         body.push_str("]}}");
         assert!(body.len() as u64 > BODY_CAP, "{}", body.len());
         let body = Arc::new(body);
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
         let b = body.clone();
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = write!(
-                    c,
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    b.len()
-                );
-                let _ = c.write_all(b.as_bytes());
-            }
+        let url = crate::telemetry::live::serve_loopback(move |c| {
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                b.len()
+            );
+            let _ = c.write_all(b.as_bytes());
         });
         let mut cfg = PromConfig::new(&url, 0);
         cfg.end_ms = Some((points as i64 - 1) * 1000);

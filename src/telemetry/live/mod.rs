@@ -17,6 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use file::FollowFile;
+#[cfg(test)]
+pub(crate) use prometheus::serve_loopback;
 pub use prometheus::{
     DEFAULT_PAGE_STEPS, PROM_MAX_POINTS, PromConfig, PromCursor, PromQueries, PrometheusSource,
     parse_prom_duration, parse_prom_time, redact as redact_url,

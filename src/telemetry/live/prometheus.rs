@@ -1111,8 +1111,32 @@ impl LiveSource for PrometheusSource {
     }
 }
 
+/// A one-trick HTTP server on loopback for tests: every request gets `answer` (headers and body),
+/// then the connection is closed. Returns its URL.
+#[cfg(test)]
+pub(crate) fn serve_loopback(answer: impl Fn(&mut std::net::TcpStream) + Send + 'static) -> String {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut req = Vec::new();
+            let mut b = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match c.read(&mut b) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&b[..n]),
+                }
+            }
+            answer(&mut c);
+        }
+    });
+    url
+}
+
 #[cfg(test)]
 mod tests {
+    use super::serve_loopback as serve;
     use super::*;
 
     #[test]
@@ -1201,28 +1225,6 @@ mod tests {
         assert_eq!(at(Some("a"), Some("2")), Some(15.0));
         assert_eq!(at(Some("a"), None), Some(15.0));
         assert_eq!(at(Some("b"), Some("1")), Some(7.0));
-    }
-
-    /// A one-trick HTTP server on loopback: every request gets `answer` (headers and body), then
-    /// the connection is closed.
-    fn serve(answer: impl Fn(&mut std::net::TcpStream) + Send + 'static) -> String {
-        use std::io::Read;
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", l.local_addr().unwrap());
-        std::thread::spawn(move || {
-            for mut c in l.incoming().flatten() {
-                let mut req = Vec::new();
-                let mut b = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut b) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&b[..n]),
-                    }
-                }
-                answer(&mut c);
-            }
-        });
-        url
     }
 
     fn one_query(url: &str) -> PromConfig {
